@@ -1,0 +1,84 @@
+# The commands people use. CMake does the building; this file picks the
+# variant and the build folder.
+#
+#   make            release build (-O2 -g, assertions on) in build/
+#   make test       dependencies, ASan+UBSan build and every test, then the
+#                   ThreadSanitizer build and the threaded tests
+#   make demo       the demonstration (scripts/demo.sh)
+#   make bench      benchmarks, printed with ratios against baselines
+#   make fuzz       long fuzzing runs (FUZZ_SECONDS per target)
+#   make fuzz-build the libFuzzer binaries in build/fuzz/
+#   make soak       long simulations and crash tests (SEEDS, KILLS)
+#   make canaries   plant each known bug and check the simulator catches it
+#   make install    headers, libraries and qraft.pc (PREFIX, DESTDIR)
+#   make clean
+
+JOBS    ?= $(shell nproc)
+PREFIX  ?= /usr/local
+SEEDS   ?= 20000
+KILLS   ?= 5000
+FUZZ_SECONDS ?= 600
+CMAKE_FLAGS ?=
+
+REL   := build
+ASAN  := build/asan
+TSAN  := build/tsan
+FUZZT := build/fuzz-tree
+
+.PHONY: all release test test-asan test-tsan demo bench fuzz fuzz-build soak \
+        canaries install deps clean
+
+all: release
+
+deps:
+	@bash scripts/deps.sh
+
+$(REL)/CMakeCache.txt:
+	cmake -S . -B $(REL) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+
+release: $(REL)/CMakeCache.txt
+	cmake --build $(REL) -j $(JOBS)
+
+$(ASAN)/CMakeCache.txt:
+	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DQRAFT_SANITIZE=asan \
+	  -DCMAKE_C_FLAGS=-O1 -DCMAKE_CXX_FLAGS=-O1 $(CMAKE_FLAGS)
+
+$(TSAN)/CMakeCache.txt:
+	cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DQRAFT_SANITIZE=tsan \
+	  -DCMAKE_C_FLAGS=-O1 -DCMAKE_CXX_FLAGS=-O1 -DQRAFT_BUILD_BENCH=OFF \
+	  $(CMAKE_FLAGS)
+
+test: deps test-asan test-tsan
+
+test-asan: $(ASAN)/CMakeCache.txt
+	cmake --build $(ASAN) -j $(JOBS)
+	cd $(ASAN) && ctest --output-on-failure -j $(JOBS) --timeout 1500 -LE tsan-only
+
+test-tsan: $(TSAN)/CMakeCache.txt
+	cmake --build $(TSAN) -j $(JOBS)
+	cd $(TSAN) && ctest --output-on-failure -j $(JOBS) --timeout 1500 -L threads
+
+demo: deps release
+	@bash scripts/demo.sh
+
+bench: deps release
+	@bash scripts/bench.sh $(REL)
+
+fuzz-build: deps
+	@bash scripts/fuzz.sh build $(FUZZT)
+
+fuzz: fuzz-build
+	@bash scripts/fuzz.sh run $(FUZZT) $(FUZZ_SECONDS)
+
+soak: deps release
+	@SEEDS=$(SEEDS) KILLS=$(KILLS) bash scripts/soak.sh $(REL)
+
+canaries: deps
+	@bash scripts/canaries.sh
+
+install: release
+	DESTDIR=$(DESTDIR) cmake --install $(REL) --prefix $(PREFIX)
+
+clean:
+	rm -rf build

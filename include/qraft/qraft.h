@@ -1,0 +1,17 @@
+/*
+ * qraft/qraft.h: the whole public API. Include this, or only the headers of
+ * the parts you use.
+ */
+#ifndef QRAFT_QRAFT_H
+#define QRAFT_QRAFT_H
+
+#include <qraft/assert.h>
+#include <qraft/buf.h>
+#include <qraft/crc32c.h>
+#include <qraft/error.h>
+#include <qraft/log.h>
+#include <qraft/prng.h>
+#include <qraft/varint.h>
+#include <qraft/version.h>
+
+#endif

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# make soak: the long runs that do not fit in `make test`.
+#   SEEDS  simulator seeds (default 20000)   KILLS  crash-test kills (5000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${1:-build}
+SEEDS=${SEEDS:-20000}
+KILLS=${KILLS:-5000}
+ran=0
+if [ -x "$dir/bin/qraft-sim" ]; then
+  start=$(( $(date +%s) % 1000000 * 100 ))
+  echo "== qraft-sim: $SEEDS seeds from $start on $(nproc) cores"
+  "$dir/bin/qraft-sim" --seeds "$SEEDS" --start "$start" --jobs "$(nproc)"
+  ran=1
+fi
+if [ -x "$dir/bin/qraft-sim" ] && "$dir/bin/qraft-sim" --help 2>&1 | grep -q -- --full; then
+  echo "== qraft-sim --full: $((SEEDS / 10)) seeds"
+  "$dir/bin/qraft-sim" --full --seeds $((SEEDS / 10)) --jobs "$(nproc)"
+fi
+if [ -x "$dir/bin/qraft-crashtest" ]; then
+  d=$(mktemp -d)
+  trap 'rm -rf "$d"' EXIT
+  echo "== qraft-crashtest: $KILLS kills"
+  "$dir/bin/qraft-crashtest" --kills "$KILLS" --dir "$d"
+  ran=1
+fi
+[ $ran -eq 1 ] || { echo "nothing to soak yet" >&2; exit 1; }

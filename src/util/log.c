@@ -1,0 +1,171 @@
+/*
+ * log.c: levels, sinks and the default stderr sink.
+ */
+#include <qraft/log.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+static qraft_logger log_default_logger;
+static pthread_once_t log_default_once = PTHREAD_ONCE_INIT;
+
+static const char *const log_level_names[] = {"TRACE", "DEBUG", "INFO",
+                                              "WARN",  "ERROR", "OFF"};
+
+const char *qraft_log_level_name(qraft_log_level level) {
+  if ((unsigned)level > QRAFT_LOG_OFF) {
+    return "?";
+  }
+  return log_level_names[level];
+}
+
+int qraft_log_level_parse(const char *name, qraft_log_level *out) {
+  for (int i = 0; i <= QRAFT_LOG_OFF; i++) {
+    if (strcasecmp(name, log_level_names[i]) == 0) {
+      *out = (qraft_log_level)i;
+      return 0;
+    }
+  }
+  if (strcasecmp(name, "warning") == 0) {
+    *out = QRAFT_LOG_WARN;
+    return 0;
+  }
+  return -EINVAL;
+}
+
+void qraft_logger_init(qraft_logger *lg, qraft_log_level level) {
+  lg->level = (int)level;
+  lg->sink_cb = qraft_log_sink_stderr;
+  lg->sink_ud = NULL;
+  lg->name = NULL;
+}
+
+static void log_default_init(void) {
+  qraft_log_level level = QRAFT_LOG_WARN;
+  const char *env = getenv("QRAFT_LOG");
+  if (env != NULL) {
+    (void)qraft_log_level_parse(env, &level);
+  }
+  qraft_logger_init(&log_default_logger, level);
+}
+
+qraft_logger *qraft_log_default(void) {
+  pthread_once(&log_default_once, log_default_init);
+  return &log_default_logger;
+}
+
+static void log_put(char *buf, size_t size, size_t *off, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void log_put(char *buf, size_t size, size_t *off, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(*off < size ? buf + *off : NULL,
+                    *off < size ? size - *off : 0, fmt, ap);
+  va_end(ap);
+  if (n > 0) {
+    *off += (size_t)n;
+  }
+}
+
+/* Strings with spaces, '=' or quotes are quoted so lines stay parseable. */
+static void log_put_str(char *buf, size_t size, size_t *off, const char *s) {
+  if (s == NULL) {
+    log_put(buf, size, off, "(null)");
+    return;
+  }
+  bool plain = s[0] != '\0' && strpbrk(s, " =\"\t\n") == NULL;
+  if (plain) {
+    log_put(buf, size, off, "%s", s);
+    return;
+  }
+  log_put(buf, size, off, "\"");
+  for (const char *p = s; *p; p++) {
+    if (*p == '"' || *p == '\\') {
+      log_put(buf, size, off, "\\%c", *p);
+    } else if (*p == '\n') {
+      log_put(buf, size, off, "\\n");
+    } else {
+      log_put(buf, size, off, "%c", *p);
+    }
+  }
+  log_put(buf, size, off, "\"");
+}
+
+size_t qraft_log_format(char *buf, size_t size, qraft_log_level level,
+                        const char *file, int line, const char *msg,
+                        const qraft_log_field *fields, size_t fields_n) {
+  size_t off = 0;
+  if (size > 0) {
+    buf[0] = '\0';
+  }
+  log_put(buf, size, &off, "%-5s %s", qraft_log_level_name(level), msg);
+  for (size_t i = 0; i < fields_n; i++) {
+    const qraft_log_field *f = &fields[i];
+    log_put(buf, size, &off, " %s=", f->key);
+    switch (f->type) {
+    case QRAFT_LOG_FIELD_I64:
+      log_put(buf, size, &off, "%lld", (long long)f->v.i64);
+      break;
+    case QRAFT_LOG_FIELD_U64:
+      log_put(buf, size, &off, "%llu", (unsigned long long)f->v.u64);
+      break;
+    case QRAFT_LOG_FIELD_STR:
+      log_put_str(buf, size, &off, f->v.str);
+      break;
+    case QRAFT_LOG_FIELD_F64:
+      log_put(buf, size, &off, "%g", f->v.f64);
+      break;
+    }
+  }
+  const char *base = strrchr(file, '/');
+  log_put(buf, size, &off, " (%s:%d)", base ? base + 1 : file, line);
+  return off;
+}
+
+void qraft_log_sink_stderr(void *ud, qraft_log_level level, const char *file,
+                           int line, const char *msg,
+                           const qraft_log_field *fields, size_t fields_n) {
+  char buf[1024];
+  size_t off = 0;
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  off = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  off += (size_t)snprintf(buf + off, sizeof buf - off, ".%06ldZ ",
+                          ts.tv_nsec / 1000);
+  if (ud != NULL) {
+    off += (size_t)snprintf(buf + off, sizeof buf - off, "[%s] ",
+                            (const char *)ud);
+  }
+  size_t need = qraft_log_format(buf + off, sizeof buf - off - 1, level, file,
+                                 line, msg, fields, fields_n);
+  size_t len = off + need;
+  if (len > sizeof buf - 2) {
+    len = sizeof buf - 2; /* truncated record */
+  }
+  buf[len++] = '\n';
+  ssize_t w = write(STDERR_FILENO, buf, len);
+  (void)w;
+}
+
+void qraft__log_emit(qraft_logger *lg, qraft_log_level level, const char *file,
+                     int line, const char *msg, const qraft_log_field *fields,
+                     size_t fields_n) {
+  if (lg->sink_cb == NULL) {
+    return;
+  }
+  void *ud = lg->sink_ud;
+  if (lg->sink_cb == qraft_log_sink_stderr && ud == NULL) {
+    ud = (void *)lg->name;
+  }
+  lg->sink_cb(ud, level, file, line, msg, fields, fields_n);
+}
