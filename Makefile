@@ -25,7 +25,7 @@ ASAN  := build/asan
 TSAN  := build/tsan
 FUZZT := build/fuzz-tree
 
-.PHONY: all release test test-asan test-tsan demo bench fuzz fuzz-build soak \
+.PHONY: all release test test-asan test-tsan test-fuzz demo bench fuzz fuzz-build soak \
         canaries install deps clean
 
 all: release
@@ -49,7 +49,13 @@ $(TSAN)/CMakeCache.txt:
 	  -DCMAKE_C_FLAGS=-O1 -DCMAKE_CXX_FLAGS=-O1 -DQRAFT_BUILD_BENCH=OFF \
 	  $(CMAKE_FLAGS)
 
-test: deps test-asan test-tsan
+FUZZ_SMOKE_SECONDS ?= 20
+
+test: deps test-asan test-tsan test-fuzz
+
+# Replays the committed fuzz corpora and fuzzes each target briefly.
+test-fuzz:
+	@bash scripts/fuzz.sh smoke $(FUZZT) $(FUZZ_SMOKE_SECONDS)
 
 test-asan: $(ASAN)/CMakeCache.txt
 	cmake --build $(ASAN) -j $(JOBS)
