@@ -7,6 +7,7 @@
 
 #include <qraft/assert.h>
 #include <qraft/buf.h>
+#include <qraft/core.h>
 #include <qraft/crc32c.h>
 #include <qraft/error.h>
 #include <qraft/log.h>
