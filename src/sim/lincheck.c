@@ -411,6 +411,7 @@ typedef struct search_cache {
   uint64_t *arena;
   size_t arena_n;
   size_t arena_cap;
+  uint64_t bytes_max; /* limit on the table and the arena together */
 } search_cache;
 
 typedef struct search {
@@ -483,7 +484,17 @@ static void cache_close(search_cache *c) {
   memset(c, 0, sizeof(*c));
 }
 
+/* Bytes the memo would use with a table of `cap` slots and an arena of
+ * `arena_cap` words. */
+static uint64_t cache_bytes(size_t cap, size_t arena_cap) {
+  return (uint64_t)cap * (2 * sizeof(uint64_t) + sizeof(size_t)) +
+         (uint64_t)arena_cap * sizeof(uint64_t);
+}
+
 static int cache_resize(search_cache *c, size_t cap) {
+  if (cache_bytes(cap, c->arena_cap) > c->bytes_max) {
+    return QRAFT_ELIMIT;
+  }
   uint64_t *hashes = calloc(cap, sizeof(*hashes));
   uint64_t *states = malloc(cap * sizeof(*states));
   size_t *offsets = malloc(cap * sizeof(*offsets));
@@ -536,6 +547,10 @@ static int cache_add(search *s, uint64_t state, bool *added) {
       return 0;
     }
     slot = (slot + 1) & (c->cap - 1);
+  }
+  if (c->arena_n + s->words_n > c->arena_cap &&
+      cache_bytes(c->cap, 2 * (c->arena_n + s->words_n)) > c->bytes_max) {
+    return QRAFT_ELIMIT;
   }
   int rc = lincheck_grow((void **)&c->arena, &c->arena_cap,
                          c->arena_n + s->words_n, sizeof(uint64_t));
@@ -602,17 +617,18 @@ typedef struct check_budget {
   uint64_t steps;
   uint64_t steps_max;
   uint64_t deadline_ms; /* 0: none */
-  bool exhausted;
+  uint64_t memo_bytes_max;
+  qraft__lincheck_limit exhausted;
 } check_budget;
 
 static bool budget_spend(check_budget *b) {
   if (b->steps >= b->steps_max) {
-    b->exhausted = true;
+    b->exhausted = QRAFT_LINCHECK_LIMIT_STEPS;
     return false;
   }
   b->steps++;
   if (b->deadline_ms && (b->steps & 4095) == 0 && now_ms() >= b->deadline_ms) {
-    b->exhausted = true;
+    b->exhausted = QRAFT_LINCHECK_LIMIT_TIME;
     return false;
   }
   return true;
@@ -651,6 +667,7 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
   s->ops = calloc(idx_n ? idx_n : 1, sizeof(*s->ops));
   s->entries = calloc(idx_n ? 2 * idx_n : 1, sizeof(*s->entries));
   s->words_n = idx_n / 64 + 1;
+  s->cache.bytes_max = budget->memo_bytes_max;
   s->bits = calloc(s->words_n, sizeof(*s->bits));
   s->stack = calloc(idx_n ? idx_n : 1, sizeof(*s->stack));
   if (!s->ops || !s->entries || !s->bits || !s->stack) {
@@ -721,6 +738,11 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
         bits_flip(s, entry->local);
         bool added;
         int rc = cache_add(s, next, &added);
+        if (rc == QRAFT_ELIMIT) {
+          budget->exhausted = QRAFT_LINCHECK_LIMIT_MEMO;
+          *verdict = QRAFT_LINCHECK_UNKNOWN;
+          return 0;
+        }
         if (rc) {
           return rc;
         }
@@ -783,6 +805,9 @@ int qraft__lincheck_check(const qraft__lincheck_history *h,
       .steps_max = opts && opts->steps_max ? opts->steps_max
                                            : QRAFT_LINCHECK_STEPS_DEFAULT,
   };
+  budget.memo_bytes_max = opts && opts->memo_bytes_max
+                              ? opts->memo_bytes_max
+                              : QRAFT_LINCHECK_MEMO_BYTES_DEFAULT;
   if (opts && opts->time_max_ms) {
     budget.deadline_ms = now_ms() + opts->time_max_ms;
   }
@@ -847,6 +872,9 @@ int qraft__lincheck_check(const qraft__lincheck_history *h,
     lo = hi;
   }
   result->steps = budget.steps;
+  if (result->verdict == QRAFT_LINCHECK_UNKNOWN) {
+    result->limit = budget.exhausted;
+  }
   free(idx);
   if (rc) {
     qraft__lincheck_result_close(result);
@@ -865,9 +893,10 @@ void qraft__lincheck_result_print(const qraft__lincheck_history *h,
             result->ops_checked, result->keys_n, result->steps);
     return;
   case QRAFT_LINCHECK_UNKNOWN:
-    fprintf(f,
-            "unknown: the budget ran out after %" PRIu64
-            " steps on key ",
+    fprintf(f, "unknown: the %s budget ran out after %" PRIu64 " steps on key ",
+            result->limit == QRAFT_LINCHECK_LIMIT_MEMO   ? "memo size"
+            : result->limit == QRAFT_LINCHECK_LIMIT_TIME ? "time"
+                                                         : "step",
             result->steps);
     print_id(h, QRAFT_LINCHECK_KIND_KEY, result->key, f);
     fprintf(f, " (%" PRIu64 " of %" PRIu64 " keys checked)\n",

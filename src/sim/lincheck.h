@@ -181,6 +181,16 @@ typedef enum qraft__lincheck_verdict {
 
 /* Default step budget when opts->steps_max is 0. */
 #define QRAFT_LINCHECK_STEPS_DEFAULT 50000000ULL
+/* Default memo size limit when opts->memo_bytes_max is 0: 1 GiB. */
+#define QRAFT_LINCHECK_MEMO_BYTES_DEFAULT (1ULL << 30)
+
+/* Which limit ended a search whose verdict is UNKNOWN. */
+typedef enum qraft__lincheck_limit {
+  QRAFT_LINCHECK_LIMIT_NONE = 0,
+  QRAFT_LINCHECK_LIMIT_STEPS = 1,
+  QRAFT_LINCHECK_LIMIT_TIME = 2,
+  QRAFT_LINCHECK_LIMIT_MEMO = 3,
+} qraft__lincheck_limit;
 
 typedef struct qraft__lincheck_opts {
   /* Search steps allowed over the whole check (one step: one attempt to
@@ -189,10 +199,14 @@ typedef struct qraft__lincheck_opts {
   /* Wall-clock budget in milliseconds, 0 for none. With it the verdict of
    * a hard history may depend on the machine; the simulator leaves it 0. */
   uint64_t time_max_ms;
+  /* Bytes the memo of one key may use (table and bitsets). 0: the default
+   * above. */
+  uint64_t memo_bytes_max;
 } qraft__lincheck_opts;
 
 typedef struct qraft__lincheck_result {
   qraft__lincheck_verdict verdict;
+  qraft__lincheck_limit limit; /* unknown: which limit was hit */
   uint64_t steps;      /* search steps taken, over all keys */
   uint64_t keys_n;     /* keys in the history */
   uint64_t keys_checked; /* keys whose search finished */

@@ -19,8 +19,8 @@
 #define EXIT_UNKNOWN_OR_ERROR 2
 
 static void usage(FILE *f) {
-  fputs("usage: qraft-lincheck [--steps N] [--time-ms N] [--quiet] "
-        "FILE.jsonl\n"
+  fputs("usage: qraft-lincheck [--steps N] [--time-ms N] [--memo-mb N] "
+        "[--quiet] FILE.jsonl\n"
         "Checks a key-value history (JSON lines: process, type, f, key, "
         "value, time)\n"
         "for linearizability. Exit 0 linearizable, 1 not, 2 unknown or "
@@ -43,6 +43,7 @@ int main(int argc, char **argv) {
   qraft__lincheck_opts opts = {0};
   const char *path = NULL;
   bool quiet = false;
+  uint64_t memo_mb = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -50,11 +51,13 @@ int main(int argc, char **argv) {
       return EXIT_LINEARIZABLE;
     } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
       quiet = true;
-    } else if ((strcmp(a, "--steps") == 0 || strcmp(a, "--time-ms") == 0) &&
+    } else if ((strcmp(a, "--steps") == 0 || strcmp(a, "--time-ms") == 0 ||
+                strcmp(a, "--memo-mb") == 0) &&
                i + 1 < argc) {
-      uint64_t *dst =
-          strcmp(a, "--steps") == 0 ? &opts.steps_max : &opts.time_max_ms;
-      if (parse_u64(argv[++i], dst) != 0) {
+      uint64_t *dst = strcmp(a, "--steps") == 0     ? &opts.steps_max
+                      : strcmp(a, "--time-ms") == 0 ? &opts.time_max_ms
+                                                    : &memo_mb;
+      if (parse_u64(argv[++i], dst) != 0 || *dst > UINT64_MAX / (1 << 20)) {
         fprintf(stderr, "qraft-lincheck: %s wants a number, not '%s'\n", a,
                 argv[i]);
         return EXIT_UNKNOWN_OR_ERROR;
@@ -70,6 +73,7 @@ int main(int argc, char **argv) {
     usage(stderr);
     return EXIT_UNKNOWN_OR_ERROR;
   }
+  opts.memo_bytes_max = memo_mb << 20;
   qraft__lincheck_history *h;
   if (qraft__lincheck_history_new(&h) != 0) {
     fputs("qraft-lincheck: out of memory\n", stderr);

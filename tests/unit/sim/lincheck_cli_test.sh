@@ -29,7 +29,7 @@ expect 0 "linearizable: 7 operations on 2 keys" "$data/linearizable.jsonl"
 expect 0 "" --quiet "$data/linearizable.jsonl"
 expect 1 'cannot be placed next' "$data/stale_read.jsonl"
 expect 1 '#2 process 3 get "x": read "a" [500, 600]' "$data/stale_read.jsonl"
-expect 2 "unknown: the budget ran out after 1 steps" --steps 1 "$data/linearizable.jsonl"
+expect 2 "unknown: the step budget ran out after 1 steps" --steps 1 "$data/linearizable.jsonl"
 expect 2 "line 2" "$data/malformed.jsonl"
 expect 2 "open" "$data/no-such-file.jsonl"
 expect 2 "usage" --steps

@@ -399,10 +399,17 @@ static void exhausted_budget_is_unknown_never_linearizable(void **st) {
   qraft__lincheck_result r;
   assert_int_equal(qraft__lincheck_check(h, &opts, &r, NULL), 0);
   assert_int_equal(r.verdict, QRAFT_LINCHECK_UNKNOWN);
+  assert_int_equal(r.limit, QRAFT_LINCHECK_LIMIT_STEPS);
   assert_int_equal(r.steps, 3);
   assert_int_equal(r.key, 1);
   qraft__lincheck_result_close(&r);
-  opts.steps_max = 0; /* the default is plenty */
+  /* A memo too small for even its first table. */
+  opts = (qraft__lincheck_opts){.memo_bytes_max = 1000};
+  assert_int_equal(qraft__lincheck_check(h, &opts, &r, NULL), 0);
+  assert_int_equal(r.verdict, QRAFT_LINCHECK_UNKNOWN);
+  assert_int_equal(r.limit, QRAFT_LINCHECK_LIMIT_MEMO);
+  qraft__lincheck_result_close(&r);
+  opts.memo_bytes_max = 0; /* the defaults are plenty */
   assert_int_equal(qraft__lincheck_check(h, &opts, &r, NULL), 0);
   assert_int_equal(r.verdict, QRAFT_LINCHECK_LINEARIZABLE);
   qraft__lincheck_result_close(&r);
