@@ -2201,21 +2201,31 @@ int qraft_core_bootstrap_entries(const qraft_conf_change *members, size_t n,
   if (!voter) {
     return QRAFT_ERR(err, QRAFT_ECONFIG, "bootstrap without a voter");
   }
-  for (size_t i = 0; i < n; i++) {
-    size_t size = qraft_conf_change_size(&members[i]);
-    qraft_buf *b = qraft_buf_new(size);
-    if (b == NULL) {
-      for (size_t j = 0; j < i; j++) {
-        qraft_slice_release(&out[j].data);
+  /* Voters first: each entry is a single-step change, and the first one
+   * must leave a voter in the configuration. */
+  size_t k = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    for (size_t i = 0; i < n; i++) {
+      bool is_voter = members[i].change_type == QRAFT_CONF_ADD_NODE;
+      if (is_voter != (pass == 0)) {
+        continue;
       }
-      return QRAFT_ERR(err, -ENOMEM, "bootstrap entries");
+      size_t size = qraft_conf_change_size(&members[i]);
+      qraft_buf *b = qraft_buf_new(size);
+      if (b == NULL) {
+        for (size_t j = 0; j < k; j++) {
+          qraft_slice_release(&out[j].data);
+        }
+        return QRAFT_ERR(err, -ENOMEM, "bootstrap entries");
+      }
+      b->len = qraft_conf_change_encode(&members[i], b->data);
+      out[k] = (qraft_entry){.type = QRAFT_ENTRY_CONF_CHANGE,
+                             .term = 1,
+                             .index = k + 1,
+                             .data = {.data = b->data, .len = b->len,
+                                      .owner = b}};
+      k++;
     }
-    b->len = qraft_conf_change_encode(&members[i], b->data);
-    out[i] = (qraft_entry){.type = QRAFT_ENTRY_CONF_CHANGE,
-                           .term = 1,
-                           .index = i + 1,
-                           .data = {.data = b->data, .len = b->len,
-                                    .owner = b}};
   }
   return 0;
 }
