@@ -61,6 +61,11 @@
  * The driver asserts these rules; the simulator checks that a driver that
  * breaks rule 3 is caught (the "ack before durable" canary).
  *
+ * Ticks: the driver calls qraft_core_tick from a monotonic clock, and after
+ * a stall (a pause of the process, a blocked loop) it delivers every tick
+ * it missed before stepping anything else. Lease reads rely on it: a leader
+ * that does not see time pass would trust a lease that has run out.
+ *
  * Threads: a core belongs to one thread. Nothing here is thread-safe.
  * Lifetimes: an update, and everything it points to, stays valid until the
  * next call of any qraft_core_* function on the same core.

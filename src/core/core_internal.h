@@ -87,6 +87,7 @@ struct qraft_core {
 
   /* leader */
   qraft_id lead_transferee;
+  uint32_t transfer_elapsed;
   uint64_t pending_conf_index;
   uint64_t uncommitted_bytes;
 

@@ -1190,8 +1190,10 @@ static int core_step_leader(qraft_core *c, const qraft_message *m) {
     if (to == c->id) {
       return 0;
     }
-    /* Transfer should finish within one election timeout (thesis 3.10). */
-    c->election_elapsed = 0;
+    /* Transfer should finish within one election timeout (thesis 3.10).
+     * It has a clock of its own: restarting election_elapsed, as etcd does,
+     * would let an isolated leader outlive check-quorum. */
+    c->transfer_elapsed = 0;
     c->lead_transferee = to;
     if (pr->match == log_last_index(c)) {
       core_send_timeout_now(c, to);
@@ -1430,9 +1432,10 @@ void qraft_core_tick(qraft_core *c) {
           }
         }
       }
-      if (c->lead_transferee != QRAFT_ID_NONE) {
-        core_abort_transfer(c); /* took longer than an election timeout */
-      }
+    }
+    if (c->lead_transferee != QRAFT_ID_NONE &&
+        ++c->transfer_elapsed >= c->cfg.election_ticks) {
+      core_abort_transfer(c); /* took longer than an election timeout */
     }
     if (c->heartbeat_elapsed >= c->cfg.heartbeat_ticks) {
       c->heartbeat_elapsed = 0;

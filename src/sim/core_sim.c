@@ -114,6 +114,10 @@ static bool op_decode(const qraft_entry *e, kv_op *op) {
 
 typedef struct sm_state {
   uint64_t kv[SIM_KEYS];
+  /* Client sessions (thesis 6.3): the last sequence number applied per
+   * client, so that a proposal delivered twice (a duplicated MsgPropose, a
+   * retry) is applied once. */
+  uint32_t last_seq[SIM_CLIENTS_MAX];
   uint64_t chain; /* chain hash of the log prefix the state reflects */
   uint64_t index;
 } sm_state;
@@ -279,6 +283,8 @@ typedef struct sim_node {
   uint64_t max_term;
   uint64_t max_commit;
   uint32_t isolated_ticks;
+  uint32_t missed_ticks; /* while paused */
+  uint64_t last_conf_entry; /* index of the last configuration applied */
   qraft_role role;
   uint64_t term;
 } sim_node;
@@ -330,10 +336,23 @@ typedef struct sim {
   uint64_t *gcommit; /* chain of the committed prefix at index i */
   size_t gcommit_n;
   size_t gcommit_cap;
+  /* the term in which a leader first committed index i, and the chain it
+   * had there (leader completeness) */
+  uint64_t *cterm;
+  uint64_t *cchain;
+  size_t c_n;
+  size_t c_cap;
   uint64_t ack_max_index;
   uint64_t ack_max_chain;
   qraft_conf_state conf; /* latest applied configuration */
   uint64_t conf_index;
+  /* every configuration seen, by the index of the entry that made it */
+  struct conf_hist {
+    uint64_t index;
+    qraft_conf_state conf;
+  } *confs;
+  size_t confs_n;
+  size_t confs_cap;
   qraft_id next_id;
 
   /* workload */
@@ -543,12 +562,42 @@ static void check_applied(sim *s, int node, uint64_t index, uint64_t chain) {
   }
 }
 
-/* The highest index known committed, and its chain. */
-static bool gcommit_max(const sim *s, uint64_t *index, uint64_t *chain) {
-  for (size_t i = s->gcommit_n; i > 0; i--) {
-    if (s->gcommit[i - 1] != 0) {
+static bool hlog_chain(const sim_node *n, uint64_t index, uint64_t *chain);
+
+/* A leader of `term` committed everything up to `commit`. */
+static void record_leader_commit(sim *s, const sim_node *n, uint64_t term,
+                                 uint64_t commit) {
+  while (s->c_cap < commit) {
+    size_t cap = s->c_cap ? s->c_cap * 2 : 1024;
+    s->cterm = realloc(s->cterm, cap * sizeof *s->cterm);
+    s->cchain = realloc(s->cchain, cap * sizeof *s->cchain);
+    QRAFT_ASSERT(s->cterm && s->cchain);
+    memset(s->cterm + s->c_cap, 0, (cap - s->c_cap) * sizeof *s->cterm);
+    s->c_cap = cap;
+  }
+  for (uint64_t i = commit; i > 0 && (s->cterm[i - 1] == 0 ||
+                                      s->cterm[i - 1] > term);
+       i--) {
+    uint64_t chain;
+    if (!hlog_chain(n, i, &chain)) {
+      break; /* compacted: recorded long ago */
+    }
+    s->cterm[i - 1] = term;
+    s->cchain[i - 1] = chain;
+  }
+  if (commit > s->c_n) {
+    s->c_n = commit;
+  }
+}
+
+/* The highest index committed in a term before `term`, and its chain:
+ * what every leader of `term` must have (leader completeness, paper 5.4). */
+static bool committed_before(const sim *s, uint64_t term, uint64_t *index,
+                             uint64_t *chain) {
+  for (size_t i = s->c_n; i > 0; i--) {
+    if (s->cterm[i - 1] != 0 && s->cterm[i - 1] < term) {
       *index = i;
-      *chain = s->gcommit[i - 1];
+      *chain = s->cchain[i - 1];
       return true;
     }
   }
@@ -692,14 +741,15 @@ static void client_end(sim *s, int ci, int how, uint64_t result) {
 
 static void node_drain(sim *s, int ni);
 
-static void check_durable_quorum(sim *s) {
-  if (s->ack_max_index == 0 || s->failed) {
-    return;
-  }
-  /* every acknowledged write must be durable on a quorum of the current
-   * configuration (and of both halves of a joint one) */
-  const qraft_id *lists[2] = {s->conf.voters, s->conf.voters_outgoing};
-  uint32_t ns[2] = {s->conf.voters_n, s->conf.voters_outgoing_n};
+/* Is the entry at `index` (chain `chain`) durable on a quorum of `cs`
+ * (and of both halves of a joint configuration)? */
+static bool durable_on_quorum(const sim *s, const qraft_conf_state *cs,
+                              uint64_t index, uint64_t chain, char *who,
+                              size_t who_size) {
+  const qraft_id *lists[2] = {cs->voters, cs->voters_outgoing};
+  uint32_t ns[2] = {cs->voters_n, cs->voters_outgoing_n};
+  size_t wl = 0;
+  bool all = true;
   for (int l = 0; l < 2; l++) {
     if (ns[l] == 0) {
       continue;
@@ -711,23 +761,58 @@ static void check_durable_quorum(sim *s) {
         continue;
       }
       const sim_disk *d = &s->nodes[ni].disk;
-      if (d->snap.index >= s->ack_max_index) {
-        have++;
-        continue;
+      bool ok;
+      if (d->snap.index >= index) {
+        ok = true;
+      } else {
+        uint64_t k = index - d->snap.index;
+        ok = k <= d->ents_n && d->chains[k - 1] == chain;
       }
-      uint64_t k = s->ack_max_index - d->snap.index;
-      if (k <= d->ents_n && d->chains[k - 1] == s->ack_max_chain) {
-        have++;
+      have += ok;
+      if (who != NULL && wl < who_size) {
+        wl += (size_t)snprintf(who + wl, who_size - wl,
+                               " n%d(snap %" PRIu64 " last %" PRIu64 " %s)",
+                               ni + 1, d->snap.index,
+                               d->snap.index + d->ents_n, ok ? "has" : "lacks");
       }
     }
     if (have < ns[l] / 2 + 1) {
-      sim_fail(s, "durability",
-               "acknowledged write at index %" PRIu64
-               " is durable on %u of %u voters",
-               s->ack_max_index, have, ns[l]);
+      all = false;
+    }
+  }
+  return all;
+}
+
+/* Every acknowledged write is durable on a quorum of the configuration that
+ * committed it. That configuration is one made by an entry before the write;
+ * with one change in flight at a time it is among the last few such, so the
+ * check accepts a quorum of any of the three newest configurations made
+ * before the write, or of the current one. */
+static void check_durable_quorum(sim *s) {
+  if (s->ack_max_index == 0 || s->failed) {
+    return;
+  }
+  uint64_t i = s->ack_max_index;
+  if (durable_on_quorum(s, &s->conf, i, s->ack_max_chain, NULL, 0)) {
+    return;
+  }
+  int tried = 0;
+  for (size_t k = s->confs_n; k-- > 0 && tried < 3;) {
+    if (s->confs[k].index >= i) {
+      continue;
+    }
+    tried++;
+    if (durable_on_quorum(s, &s->confs[k].conf, i, s->ack_max_chain, NULL,
+                          0)) {
       return;
     }
   }
+  char who[256] = "";
+  durable_on_quorum(s, &s->conf, i, s->ack_max_chain, who, sizeof who);
+  sim_fail(s, "durability",
+           "acknowledged write at index %" PRIu64
+           " is not durable on a quorum:%s",
+           i, who);
 }
 
 static void node_apply_committed(sim *s, int ni, const qraft_entry *e) {
@@ -743,10 +828,17 @@ static void node_apply_committed(sim *s, int ni, const qraft_entry *e) {
   check_applied(s, ni, e->index, chain);
   n->sm.index = e->index;
   n->sm.chain = chain;
+  if (e->type != QRAFT_ENTRY_NORMAL) {
+    n->last_conf_entry = e->index;
+  }
   kv_op op;
-  if (!op_decode(e, &op)) {
+  if (!op_decode(e, &op) || op.client >= SIM_CLIENTS_MAX) {
     return;
   }
+  if (op.seq <= n->sm.last_seq[op.client]) {
+    return; /* a duplicate of an operation already applied */
+  }
+  n->sm.last_seq[op.client] = op.seq;
   uint64_t result = 0;
   if (op.kind == OP_PUT) {
     n->sm.kv[op.key] = op.v1;
@@ -935,7 +1027,7 @@ static void node_drain(sim *s, int ni) {
         s->leaders[s->leader_of_term_n].id = n->id;
         s->leader_of_term_n++;
         uint64_t gi, gc;
-        if (gcommit_max(s, &gi, &gc)) {
+        if (committed_before(s, st.term, &gi, &gc)) {
           uint64_t t, c;
           bool ok;
           if (gi < st.first_index) {
@@ -967,6 +1059,9 @@ static void node_drain(sim *s, int ni) {
     n->max_term = st.term;
     n->term = st.term;
     if (u.hard_state_changed) {
+      if (u.role == QRAFT_ROLE_LEADER) {
+        record_leader_commit(s, n, u.hard_state.term, u.hard_state.commit);
+      }
       if (u.hard_state.commit < n->max_commit) {
         sim_fail(s, "monotonic-commit",
                  "node %d commit %" PRIu64 " after %" PRIu64, ni + 1,
@@ -994,6 +1089,7 @@ static void node_drain(sim *s, int ni) {
       /* the state machine is replaced now (rule 6) */
       check_applied(s, ni, n->recv_snap.index, n->recv_snap.chain);
       n->sm = n->recv_snap;
+      n->last_conf_entry = u.snapshot->index;
       hlog_reset(n, u.snapshot->index, n->recv_snap.chain);
       sim_event_hash(s, "install-snap", ni, u.snapshot->index,
                      u.snapshot->term, 0);
@@ -1062,6 +1158,17 @@ static void node_drain(sim *s, int ni) {
       s->conf = u.conf_state;
       s->conf_index = n->sm.index;
       s->res->conf_changes++;
+      if (s->confs_n == 0 ||
+          s->confs[s->confs_n - 1].index < n->last_conf_entry) {
+        if (s->confs_n == s->confs_cap) {
+          s->confs_cap = s->confs_cap ? s->confs_cap * 2 : 16;
+          s->confs = realloc(s->confs, s->confs_cap * sizeof *s->confs);
+          QRAFT_ASSERT(s->confs != NULL);
+        }
+        s->confs[s->confs_n].index = n->last_conf_entry;
+        s->confs[s->confs_n].conf = u.conf_state;
+        s->confs_n++;
+      }
     }
     for (size_t i = 0; i < u.read_states_n; i++) {
       for (int ci = 0; ci < s->clients_n; ci++) {
@@ -1161,6 +1268,7 @@ static int node_boot(sim *s, int ni) {
   }
   n->role = QRAFT_ROLE_FOLLOWER;
   n->isolated_ticks = 0;
+  n->missed_ticks = 0;
   if (n->disk.hs.term < n->max_term) {
     n->max_term = n->disk.hs.term; /* what was not durable is gone */
   }
@@ -1229,7 +1337,8 @@ static bool conf_has(const qraft_conf_state *cs, qraft_id id, bool voters_only) 
 /* --- checkers that look at the whole cluster ------------------------------------- */
 
 /* Check-quorum (thesis 6.2): a leader cut off from a quorum of voters by
- * the network steps down within two election timeouts of its own clock. */
+ * the network steps down within two election timeouts of its own clock
+ * after the last answer it received. */
 static void check_quorum_step_down(sim *s, int ni) {
   sim_node *n = &s->nodes[ni];
   if (!s->check_quorum || n->core == NULL || n->role != QRAFT_ROLE_LEADER) {
@@ -1536,6 +1645,20 @@ static void chaos(sim *s) {
   }
 }
 
+/* A driver ticks from a monotonic clock: after a stall it delivers the ticks
+ * it missed before anything else, or a leader lease would outlive the
+ * stall (qraft/core.h, "Ticks"). */
+static void node_catch_up_ticks(sim *s, int ni) {
+  sim_node *n = &s->nodes[ni];
+  while (n->missed_ticks > 0 && n->core != NULL && !s->failed) {
+    n->missed_ticks--;
+    qraft_core_tick(n->core);
+    node_drain(s, ni);
+    check_quorum_step_down(s, ni);
+  }
+  n->missed_ticks = 0;
+}
+
 static void heal_all(sim *s) {
   s->healed = true;
   s->heal_time = s->now;
@@ -1546,6 +1669,7 @@ static void heal_all(sim *s) {
     sim_node *n = &s->nodes[i];
     if (n->paused) {
       n->paused = false;
+      node_catch_up_ticks(s, i);
     }
     if (n->started && !n->up && !n->retired) {
       node_boot(s, i);
@@ -1670,6 +1794,9 @@ static void sim_free(sim *s) {
   free(s->leaders);
   free(s->map);
   free(s->gcommit);
+  free(s->cterm);
+  free(s->cchain);
+  free(s->confs);
   qraft__lincheck_history_free(s->hist);
 }
 
@@ -1686,6 +1813,8 @@ static void sim_step(sim *s, sim_event ev) {
       qraft_core_tick(n->core);
       node_drain(s, ev.node);
       check_quorum_step_down(s, ev.node);
+    } else {
+      n->missed_ticks++;
     }
     node_schedule_tick(s, ev.node);
     break;
@@ -1739,6 +1868,12 @@ static void sim_step(sim *s, sim_event ev) {
                                  .x = 1});
       s->res->snapshots_sent++;
     }
+    if (sm->m.type == QRAFT_MSG_APPEND_RESPONSE ||
+        sm->m.type == QRAFT_MSG_HEARTBEAT_RESPONSE) {
+      /* an answer that arrived (perhaps late, through a clogged link) is
+       * what check-quorum counts: restart the isolation count */
+      n->isolated_ticks = 0;
+    }
     (void)qraft_core_step(n->core, &sm->m);
     msg_free(sm);
     node_drain(s, ev.node);
@@ -1770,7 +1905,8 @@ static void sim_step(sim *s, sim_event ev) {
     if (n->up && ev.incarnation == n->incarnation && n->paused &&
         s->now >= n->resume_time) {
       n->paused = false;
-      sim_event_hash(s, "resume", ev.node, 0, 0, 0);
+      sim_event_hash(s, "resume", ev.node, n->missed_ticks, 0, 0);
+      node_catch_up_ticks(s, ev.node);
     }
     break;
   case EV_HEAL_LINK:
