@@ -977,25 +977,10 @@ static bool core_restore(qraft_core *c, const qraft_snapshot_meta *sm) {
      * follower first) */
     return false;
   }
-  /* We must be in the configuration the snapshot carries, or we could end
-   * up with a configuration that leaves us out and never hear of it. */
-  const qraft_conf_state *cs = &sm->conf_state;
-  bool found = false;
-  const qraft_id *lists[4] = {cs->voters, cs->voters_outgoing, cs->learners,
-                              cs->learners_next};
-  uint32_t ns[4] = {cs->voters_n, cs->voters_outgoing_n, cs->learners_n,
-                    cs->learners_next_n};
-  for (int l = 0; l < 4 && !found; l++) {
-    for (uint32_t i = 0; i < ns[l]; i++) {
-      if (lists[l][i] == c->id) {
-        found = true;
-        break;
-      }
-    }
-  }
-  if (!found) {
-    return false;
-  }
+  /* The snapshot may predate our own addition to the configuration (a
+   * learner added after the leader's last snapshot): install it anyway; the
+   * entries after it add us. etcd refuses such a snapshot, and its leader
+   * then sends the same snapshot forever. */
   if (log_match_term(c, sm->index, sm->term)) {
     /* We have the entry: just move the commit index (etcd does the same). */
     log_commit_to(c, sm->index);

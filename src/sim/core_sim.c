@@ -1698,6 +1698,21 @@ static void retire_removed(sim *s) {
   }
 }
 
+/* Have all running voters of the current configuration applied `index`? */
+static bool voters_applied(const sim *s, uint64_t index) {
+  const qraft_id *lists[2] = {s->conf.voters, s->conf.voters_outgoing};
+  uint32_t ns[2] = {s->conf.voters_n, s->conf.voters_outgoing_n};
+  for (int l = 0; l < 2; l++) {
+    for (uint32_t i = 0; i < ns[l]; i++) {
+      int ni = node_index(s, lists[l][i]);
+      if (ni >= 0 && s->nodes[ni].up && s->nodes[ni].sm.index < index) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
 /* --- the run ------------------------------------------------------------------------ */
 
 static void sim_swarm(sim *s) {
@@ -1920,6 +1935,17 @@ static void sim_step(sim *s, sim_event ev) {
     }
     break;
   case EV_STOP_NODE:
+    if (!conf_has(&s->conf, n->id, false) && !n->retired && !n->joining &&
+        !voters_applied(s, s->conf_index)) {
+      /* An operator waits until the remaining members know of the removal:
+       * a member that has not applied it may still need the removed node's
+       * vote to elect a leader that tells it. */
+      sim_push_ev(s, (sim_event){.time = s->now + 500000,
+                                 .type = EV_STOP_NODE,
+                                 .node = ev.node,
+                                 .x = ev.x});
+      break;
+    }
     if (!conf_has(&s->conf, n->id, false) && !n->retired && !n->joining) {
       sim_event_hash(s, "retire", ev.node, ev.x, 0, 0);
       node_crash(s, ev.node);
