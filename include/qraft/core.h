@@ -42,9 +42,10 @@
  *     and heartbeat responses (an acknowledged entry must survive a crash;
  *     a granted vote must never be granted twice).
  *  4. When the writes of an update are durable, call
- *     qraft_core_persisted(core, update.persist_term, update.persist_index)
- *     (when update.persist_index != 0). The leader counts itself toward a
- *     commit quorum only through this call.
+ *     qraft_core_persisted(core, update.persist_id) (when persist_id != 0).
+ *     The leader counts itself toward a commit quorum only through this
+ *     call, and a single-voter candidate becomes leader only when its vote
+ *     for itself is durable.
  *  5. Apply `committed` entries in order to the state machine. They are
  *     always durable locally. Configuration entries among them are applied
  *     by the core itself when the update is taken (`conf_changed`,
@@ -171,10 +172,10 @@ typedef struct qraft_update {
   uint64_t truncate_from; /* 0: none; else drop entries >= this index */
   const qraft_entry *entries; /* append after the truncation point */
   size_t entries_n;
-  /* After the writes above are durable: qraft_core_persisted(term, index).
-   * 0/0 when the update has no log writes. */
-  uint64_t persist_term;
-  uint64_t persist_index;
+  /* After the writes above are durable: qraft_core_persisted(persist_id).
+   * 0 when the update has nothing to write. Ids increase by one per update
+   * with writes; acknowledging an id acknowledges every earlier one. */
+  uint64_t persist_id;
   /* True if the writes must be synced before messages_after_persist go
    * (always, when there are writes; hard-state-only commit changes too). */
   bool must_sync;
@@ -275,10 +276,10 @@ int qraft_core_read_index(qraft_core *core, uint64_t id);
  * QRAFT_EUNKNOWN_NODE. */
 int qraft_core_transfer_leader(qraft_core *core, qraft_id to);
 
-/* The writes of an update whose persist point was (term, index) are durable
- * (rule 4). Stale acknowledgements (the entry at index now has another term)
- * are ignored. */
-void qraft_core_persisted(qraft_core *core, uint64_t term, uint64_t index);
+/* The writes of the update with `persist_id`, and of every earlier one, are
+ * durable (rule 4). Log entries replaced since they were handed out are not
+ * counted. An id that was never handed out is an assertion failure. */
+void qraft_core_persisted(qraft_core *core, uint64_t persist_id);
 
 /* The state machine has applied every committed entry up to `index`. */
 void qraft_core_applied(qraft_core *core, uint64_t index);

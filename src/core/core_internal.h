@@ -39,6 +39,16 @@ typedef struct read_req {
   bool acks[QRAFT__PROGRESS_MAX];
 } read_req;
 
+/* The writes of an update, until the driver says they are durable. */
+typedef struct persist_rec {
+  uint64_t id;
+  bool has_log;
+  uint64_t index; /* last index of the log when handed out */
+  uint64_t term;  /* its term */
+  uint64_t hs_term;
+  qraft_id hs_vote;
+} persist_rec;
+
 typedef struct conf_record {
   uint64_t index;
   qraft_conf_state conf;
@@ -73,6 +83,16 @@ struct qraft_core {
   bool snapshot_pending;   /* a received snapshot not yet durable */
   bool snapshot_handed;    /* ... already handed out in an update */
   qraft_snapshot_meta pending_snap;
+
+  /* writes handed out and not yet durable, oldest first */
+  persist_rec *prs_q;
+  size_t prs_start;
+  size_t prs_n;
+  size_t prs_cap;
+  uint64_t persist_next;
+  uint64_t durable_term; /* hard state known durable */
+  qraft_id durable_vote;
+  bool leader_pending; /* single voter: leader once its vote is durable */
 
   /* configuration history since the snapshot, for compaction */
   conf_record *confs;

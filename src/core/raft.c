@@ -443,6 +443,7 @@ static void core_reset(qraft_core *c, uint64_t term) {
   c->heartbeat_elapsed = 0;
   core_reset_randomized_timeout(c);
   core_abort_transfer(c);
+  c->leader_pending = false;
   qraft__tracker_reset_votes(&c->trk);
   uint64_t last = log_last_index(c);
   for (uint32_t i = 0; i < c->trk.progress_n; i++) {
@@ -858,11 +859,15 @@ static void core_campaign(qraft_core *c, campaign_type t) {
     term = c->term;
   }
   if (core_poll(c, c->id, true) == VOTE_WON) {
-    /* a single-voter configuration wins at once */
+    /* A single-voter configuration wins at once, but leads only once its
+     * vote for itself is durable: a leader whose term a crash can undo
+     * could lead the same term twice with different entries. */
     if (t == CAMPAIGN_PRE_ELECTION) {
       core_campaign(c, CAMPAIGN_ELECTION);
-    } else {
+    } else if (c->durable_term == c->term && c->durable_vote == c->id) {
       core_become_leader(c);
+    } else {
+      c->leader_pending = true;
     }
     return;
   }
@@ -1665,12 +1670,9 @@ int qraft_core_transfer_leader(qraft_core *c, qraft_id to) {
   return 0;
 }
 
-void qraft_core_persisted(qraft_core *c, uint64_t term, uint64_t index) {
-  core_release_forwarded(c);
-  if (index <= c->persisted || index > log_last_index(c)) {
-    return;
-  }
-  if (index < c->snap_index) {
+static void core_persisted_log(qraft_core *c, uint64_t term, uint64_t index) {
+  if (index <= c->persisted || index > log_last_index(c) ||
+      index < c->snap_index) {
     return;
   }
   /* Stale acknowledgement of an entry that was replaced since (same index,
@@ -1678,12 +1680,10 @@ void qraft_core_persisted(qraft_core *c, uint64_t term, uint64_t index) {
   if (!log_match_term(c, index, term)) {
     return;
   }
-  if (index >= c->unstable_from) {
-    /* the driver cannot have persisted what it has not been handed */
-    QRAFT_ASSERTF(false, "persisted %llu but only %llu handed out",
-                  (unsigned long long)index,
-                  (unsigned long long)(c->unstable_from - 1));
-  }
+  QRAFT_ASSERTF(index < c->unstable_from,
+                "persisted %llu but only %llu handed out",
+                (unsigned long long)index,
+                (unsigned long long)(c->unstable_from - 1));
   c->persisted = index;
   if (c->snapshot_pending && index >= c->pending_snap.index) {
     c->snapshot_pending = false;
@@ -1695,6 +1695,34 @@ void qraft_core_persisted(qraft_core *c, uint64_t term, uint64_t index) {
         core_bcast_append(c);
       }
     }
+  }
+}
+
+void qraft_core_persisted(qraft_core *c, uint64_t persist_id) {
+  core_release_forwarded(c);
+  QRAFT_ASSERTF(persist_id < c->persist_next,
+                "persisted id %llu was never handed out (next %llu)",
+                (unsigned long long)persist_id,
+                (unsigned long long)c->persist_next);
+  while (c->prs_n > 0) {
+    persist_rec *r = &c->prs_q[c->prs_start];
+    if (r->id > persist_id) {
+      break;
+    }
+    c->durable_term = r->hs_term;
+    c->durable_vote = r->hs_vote;
+    if (r->has_log) {
+      core_persisted_log(c, r->term, r->index);
+    }
+    c->prs_start = (c->prs_start + 1) % c->prs_cap;
+    c->prs_n--;
+  }
+  if (c->leader_pending && c->role == QRAFT_ROLE_CANDIDATE &&
+      c->durable_term == c->term && c->durable_vote == c->id) {
+    /* Our vote for ourselves is durable: a crash can no longer make us vote
+     * again in this term, so we may lead it. */
+    c->leader_pending = false;
+    core_become_leader(c);
   }
 }
 
@@ -1911,6 +1939,9 @@ int qraft_core_new(const qraft_core_config *cfg_in,
   }
   c->term = rs->hard_state.term;
   c->vote = rs->hard_state.vote;
+  c->durable_term = c->term;
+  c->durable_vote = c->vote;
+  c->persist_next = 1;
   c->snap_index = sm->index;
   c->snap_term = sm->term;
   c->snap_conf = sm->conf_state;
@@ -1964,6 +1995,7 @@ void qraft_core_free(qraft_core *c) {
   free(c->out_after);
   free(c->read_states);
   free(c->reads);
+  free(c->prs_q);
   qraft__tracker_close(&c->trk);
   free(c);
 }
@@ -2064,13 +2096,34 @@ void qraft_core_take_update(qraft_core *c, qraft_update *u) {
     u->entries_n = (size_t)(last - c->unstable_from + 1);
     c->unstable_from = last + 1;
   }
-  if (u->entries_n > 0 || u->snapshot != NULL || u->truncate_from != 0) {
-    u->persist_index = last;
-    u->persist_term = log_last_term(c);
-    if (u->entries_n == 0 && u->snapshot != NULL) {
-      u->persist_index = c->pending_snap.index;
-      u->persist_term = c->pending_snap.term;
+  bool has_log = u->entries_n > 0 || u->snapshot != NULL ||
+                 u->truncate_from != 0;
+  if (has_log || u->hard_state_changed) {
+    if (c->prs_n == c->prs_cap) {
+      size_t cap = c->prs_cap ? c->prs_cap * 2 : 16;
+      persist_rec *q = malloc(cap * sizeof *q);
+      QRAFT_ASSERTF(q != NULL, "out of memory for persist records");
+      for (size_t i = 0; i < c->prs_n; i++) {
+        q[i] = c->prs_q[(c->prs_start + i) % c->prs_cap];
+      }
+      free(c->prs_q);
+      c->prs_q = q;
+      c->prs_start = 0;
+      c->prs_cap = cap;
     }
+    persist_rec *r = &c->prs_q[(c->prs_start + c->prs_n) % c->prs_cap];
+    c->prs_n++;
+    r->id = c->persist_next++;
+    r->has_log = has_log;
+    r->index = last;
+    r->term = log_last_term(c);
+    if (u->entries_n == 0 && u->snapshot != NULL) {
+      r->index = c->pending_snap.index;
+      r->term = c->pending_snap.term;
+    }
+    r->hs_term = c->term;
+    r->hs_vote = c->vote;
+    u->persist_id = r->id;
   }
   u->must_sync = u->entries_n > 0 || u->snapshot != NULL ||
                  u->truncate_from != 0 ||

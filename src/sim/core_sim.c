@@ -221,8 +221,7 @@ typedef struct sim_write {
   size_t ents_n;
   sim_msg **msgs; /* after-persist messages */
   size_t msgs_n;
-  uint64_t persist_term;
-  uint64_t persist_index;
+  uint64_t persist_id;
 } sim_write;
 
 typedef struct sim_disk {
@@ -956,12 +955,12 @@ static void node_write_done(sim *s, int ni) {
     }
     d->hs = w.hs;
   }
-  sim_event_hash(s, "durable", ni, w.persist_index, w.ents_n, w.msgs_n);
+  sim_event_hash(s, "durable", ni, w.persist_id, w.ents_n, w.msgs_n);
   for (size_t i = 0; i < w.msgs_n; i++) {
     sim_send(s, ni, &w.msgs[i]->m);
   }
-  if (w.persist_index != 0 && n->core != NULL) {
-    qraft_core_persisted(n->core, w.persist_term, w.persist_index);
+  if (w.persist_id != 0 && n->core != NULL) {
+    qraft_core_persisted(n->core, w.persist_id);
   }
   write_free(&w);
   node_drain(s, ni);
@@ -1133,8 +1132,7 @@ static void node_drain(sim *s, int ni) {
       w.has_hs = true;
       w.hs = u.hard_state;
     }
-    w.persist_term = u.persist_term;
-    w.persist_index = u.persist_index;
+    w.persist_id = u.persist_id;
     if (u.messages_after_persist_n > 0) {
       w.msgs = calloc(u.messages_after_persist_n, sizeof *w.msgs);
       QRAFT_ASSERT(w.msgs != NULL);
@@ -1185,7 +1183,7 @@ static void node_drain(sim *s, int ni) {
     node_serve_reads(s, ni);
     /* u is invalid from here on: calls into the core follow */
     bool has_write = w.has_snap || w.truncate_from || w.ents_n || w.has_hs ||
-                     w.msgs_n || w.persist_index;
+                     w.msgs_n || w.persist_id;
     if (applied != 0) {
       qraft_core_applied(n->core, applied);
       node_take_snapshot(s, ni);
