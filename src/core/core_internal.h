@@ -93,6 +93,7 @@ struct qraft_core {
   uint64_t durable_term; /* hard state known durable */
   qraft_id durable_vote;
   bool leader_pending; /* single voter: leader once its vote is durable */
+  bool removed_leader; /* leading only to hand over to a member */
 
   /* configuration history since the snapshot, for compaction */
   conf_record *confs;

@@ -444,6 +444,7 @@ static void core_reset(qraft_core *c, uint64_t term) {
   core_reset_randomized_timeout(c);
   core_abort_transfer(c);
   c->leader_pending = false;
+  c->removed_leader = false;
   qraft__tracker_reset_votes(&c->trk);
   uint64_t last = log_last_index(c);
   for (uint32_t i = 0; i < c->trk.progress_n; i++) {
@@ -646,6 +647,34 @@ static void core_bcast_heartbeat(qraft_core *c) {
 
 static void core_send_timeout_now(qraft_core *c, qraft_id to) {
   core_new_msg(c, QRAFT_MSG_TIMEOUT_NOW, to);
+}
+
+/* A leader no longer in the configuration transfers leadership to the most
+ * up-to-date voter; it leads (without counting itself) until that voter
+ * takes over, retrying every election timeout. With no voter to hand to,
+ * it steps down. */
+static void core_removed_leader_handover(qraft_core *c) {
+  progress *best = NULL;
+  for (uint32_t i = 0; i < c->trk.progress_n; i++) {
+    progress *pr = &c->trk.prs[i];
+    if (pr->id == c->id || !qraft__tracker_is_voter(&c->trk, pr->id)) {
+      continue;
+    }
+    if (best == NULL || pr->match > best->match) {
+      best = pr;
+    }
+  }
+  if (best == NULL) {
+    core_become_follower(c, c->term, QRAFT_ID_NONE);
+    return;
+  }
+  c->lead_transferee = best->id;
+  c->transfer_elapsed = 0;
+  if (best->match == log_last_index(c)) {
+    core_send_timeout_now(c, best->id);
+  } else {
+    core_send_append(c, best->id);
+  }
 }
 
 /* --- commitment -------------------------------------------------------------- */
@@ -1426,6 +1455,9 @@ void qraft_core_tick(qraft_core *c) {
     if (c->lead_transferee != QRAFT_ID_NONE &&
         ++c->transfer_elapsed >= c->cfg.election_ticks) {
       core_abort_transfer(c); /* took longer than an election timeout */
+      if (c->removed_leader) {
+        core_removed_leader_handover(c);
+      }
     }
     if (c->heartbeat_elapsed >= c->cfg.heartbeat_ticks) {
       c->heartbeat_elapsed = 0;
@@ -1854,12 +1886,14 @@ static void core_apply_conf_entry(qraft_core *c, const qraft_entry *e) {
   if (c->role != QRAFT_ROLE_LEADER) {
     return;
   }
-  progress *self = qraft__tracker_get(&c->trk, c->id);
-  if (self == NULL || self->is_learner ||
-      !qraft__tracker_is_voter(&c->trk, c->id)) {
-    /* A leader removed from the configuration steps down (thesis 4.2.2). */
-    core_become_follower(c, c->term, QRAFT_ID_NONE);
-    return;
+  if (!qraft__tracker_is_voter(&c->trk, c->id)) {
+    /* A leader removed from the configuration hands over before it steps
+     * down (thesis 4.2.2 and 3.10). Stepping down at once, as etcd does,
+     * can leave the remaining voters unable to elect anyone: one of them may
+     * not know the removal is committed and need our vote, which we refuse
+     * if our log is longer than theirs. */
+    c->removed_leader = true;
+    core_removed_leader_handover(c);
   }
   if (core_maybe_commit(c)) {
     core_bcast_append(c);
