@@ -1696,14 +1696,19 @@ static void retire_removed(sim *s) {
   }
 }
 
-/* Have all running voters of the current configuration applied `index`? */
+/* Do all voters of the current configuration know, durably, that the entry
+ * at `index` is committed? */
 static bool voters_applied(const sim *s, uint64_t index) {
   const qraft_id *lists[2] = {s->conf.voters, s->conf.voters_outgoing};
   uint32_t ns[2] = {s->conf.voters_n, s->conf.voters_outgoing_n};
   for (int l = 0; l < 2; l++) {
     for (uint32_t i = 0; i < ns[l]; i++) {
       int ni = node_index(s, lists[l][i]);
-      if (ni >= 0 && s->nodes[ni].up && s->nodes[ni].sm.index < index) {
+      if (ni < 0) {
+        continue;
+      }
+      const sim_disk *d = &s->nodes[ni].disk;
+      if (d->hs.commit < index && d->snap.index < index) {
         return false;
       }
     }
