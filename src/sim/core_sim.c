@@ -193,6 +193,8 @@ typedef enum ev_type {
   EV_SNAP_REPORT,
   EV_STOP_NODE,
   EV_HEAL_ALL,
+  EV_KILL,
+  EV_ISOLATE,
 } ev_type;
 
 typedef struct sim_event {
@@ -310,6 +312,9 @@ typedef struct sim {
   uint32_t delay_min_us, delay_max_us;
   uint32_t disk_min_us, disk_max_us;
   uint32_t crash_pm, partition_pm, pause_pm, clog_pm, churn_pm, transfer_pm;
+  uint32_t leader_kill_pm; /* a new leader crashes or is cut off at once */
+  uint32_t append_entries_max;
+  uint32_t inflight_max;
   double skew;
   uint64_t snap_threshold;
 
@@ -1022,6 +1027,20 @@ static void node_drain(sim *s, int ni) {
           s->leaders = realloc(s->leaders, s->leaders_cap * sizeof *s->leaders);
           QRAFT_ASSERT(s->leaders != NULL);
         }
+        if (!s->healed && chance_pm(s, s->leader_kill_pm)) {
+          /* Flaky leaders: the Figure 8 schedules of the Raft paper need a
+           * leader that replicates an entry to a minority and dies. */
+          uint64_t when = s->now + rnd(s, 500, 30000);
+          if (chance_pm(s, 500)) {
+            sim_push_ev(s, (sim_event){.time = when, .type = EV_KILL,
+                                       .node = ni,
+                                       .incarnation = n->incarnation});
+          } else {
+            sim_push_ev(s, (sim_event){.time = when, .type = EV_ISOLATE,
+                                       .node = ni,
+                                       .incarnation = n->incarnation});
+          }
+        }
         s->leaders[s->leader_of_term_n].term = st.term;
         s->leaders[s->leader_of_term_n].id = n->id;
         s->leader_of_term_n++;
@@ -1236,8 +1255,8 @@ static int node_boot(sim *s, int ni) {
   cfg.pre_vote = s->pre_vote;
   cfg.check_quorum = s->check_quorum;
   cfg.read_only = s->lease ? QRAFT_READ_ONLY_LEASE_BASED : QRAFT_READ_ONLY_SAFE;
-  cfg.inflight_msgs_max = 16;
-  cfg.append_entries_max = 64;
+  cfg.inflight_msgs_max = s->inflight_max;
+  cfg.append_entries_max = s->append_entries_max;
   qraft_core_restore rs = {
       .hard_state = n->disk.hs,
       .snapshot = n->disk.snap,
@@ -1739,6 +1758,22 @@ static void sim_swarm(sim *s) {
   s->clog_pm = (uint32_t)rnd(s, 0, 30);
   s->churn_pm = (uint32_t)rnd(s, 5, 40);
   s->transfer_pm = (uint32_t)rnd(s, 0, 15);
+  s->leader_kill_pm = chance_pm(s, 300) ? (uint32_t)rnd(s, 100, 600) : 0;
+  static const uint32_t batch[] = {1, 2, 4, 64, 64, 1024};
+  s->append_entries_max = batch[rnd(s, 0, 5)];
+  s->inflight_max = (uint32_t)rnd(s, 1, 32);
+  if (chance_pm(s, 150)) {
+    /* The Figure 8 family: five voters, leaders that die young, quick
+     * restarts, no membership churn. */
+    s->nodes_n = 5;
+    s->leader_kill_pm = (uint32_t)rnd(s, 500, 900);
+    s->churn = false;
+    s->snapshots = chance_pm(s, 300);
+    s->crash_pm = (uint32_t)rnd(s, 20, 60);
+    s->partition_pm = (uint32_t)rnd(s, 0, 10);
+    s->pause_pm = 0;
+    s->transfer_pm = 0;
+  }
   s->skew = (double)rnd(s, 0, s->lease ? 5 : 20) / 100.0;
   s->snap_threshold = rnd(s, 5, 200);
   s->clients_n = (int)rnd(s, 1, SIM_CLIENTS_MAX);
@@ -1746,12 +1781,13 @@ static void sim_swarm(sim *s) {
            "nodes=%d prevote=%d checkquorum=%d lease=%d async=%d snap=%d"
            "/%" PRIu64 " churn=%d drop=%u%% dup=%u%% delay=%u-%uus "
            "disk=%u-%uus crash=%u part=%u pause=%u clog=%u skew=%.0f%% "
-           "clients=%d",
+           "flaky-leader=%u batch=%u inflight=%u clients=%d",
            s->nodes_n, s->pre_vote, s->check_quorum, s->lease,
            s->async_persist, s->snapshots, s->snap_threshold, s->churn,
            s->drop_pm / 10, s->dup_pm / 10, s->delay_min_us, s->delay_max_us,
            s->disk_min_us, s->disk_max_us, s->crash_pm, s->partition_pm,
-           s->pause_pm, s->clog_pm, s->skew * 100, s->clients_n);
+           s->pause_pm, s->clog_pm, s->skew * 100, s->leader_kill_pm,
+           s->append_entries_max, s->inflight_max, s->clients_n);
 }
 
 static int sim_bootstrap(sim *s) {
@@ -1957,6 +1993,29 @@ static void sim_step(sim *s, sim_event ev) {
     break;
   case EV_HEAL_ALL:
     heal_all(s);
+    break;
+  case EV_KILL:
+    if (n->up && ev.incarnation == n->incarnation && !s->healed) {
+      node_crash(s, ev.node);
+      sim_push_ev(s, (sim_event){.time = s->now + rnd(s, 10000, 1000000),
+                                 .type = EV_RESTART,
+                                 .node = ev.node});
+    }
+    break;
+  case EV_ISOLATE:
+    if (n->up && ev.incarnation == n->incarnation && !s->healed) {
+      for (int i = 0; i < SIM_NODES_MAX; i++) {
+        if (i != ev.node) {
+          s->blocked[ev.node][i] = true;
+          s->blocked[i][ev.node] = true;
+        }
+      }
+      s->res->partitions++;
+      sim_event_hash(s, "isolate", ev.node, 0, 0, 0);
+      sim_push_ev(s, (sim_event){.time = s->now + rnd(s, 50000, 1000000),
+                                 .type = EV_HEAL_LINK,
+                                 .node = -1});
+    }
     break;
   }
 }

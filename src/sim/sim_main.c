@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -125,27 +126,69 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
     close(fds[j][1]);
   }
   size_t failed = 0, done = 0;
+  /* Read every worker's lines as they come (poll), so that a failure found
+   * by any worker stops the others at once with --expect-fail. */
+  struct pollfd pfd[64];
+  char buf[64][4096];
+  size_t buf_n[64] = {0};
+  int open_n = jobs;
   for (int j = 0; j < jobs; j++) {
-    FILE *in = fdopen(fds[j][0], "r");
-    char line[1024];
-    while (fgets(line, sizeof line, in) != NULL) {
-      done++;
-      uint64_t seed = strtoull(line, NULL, 10);
-      if (strstr(line, " ok ") == NULL) {
-        failed++;
-        const char *rest = strchr(line, ' ');
-        printf("FAILED seed %" PRIu64 ":%s", seed, rest ? rest : "\n");
-        printf("  replay: %s --seed %" PRIu64 " --trace\n", self, seed);
-        if (stop_on_fail) {
-          for (int k = 0; k < jobs; k++) {
-            if (k != j) {
-              kill(pids[k], SIGKILL);
-            }
+    pfd[j].fd = fds[j][0];
+    pfd[j].events = POLLIN;
+  }
+  bool stop = false;
+  while (open_n > 0 && !stop) {
+    if (poll(pfd, (nfds_t)jobs, -1) < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      perror("poll");
+      exit(2);
+    }
+    for (int j = 0; j < jobs && !stop; j++) {
+      if (pfd[j].fd < 0 || (pfd[j].revents & (POLLIN | POLLHUP)) == 0) {
+        continue;
+      }
+      ssize_t r = read(pfd[j].fd, buf[j] + buf_n[j],
+                       sizeof buf[j] - 1 - buf_n[j]);
+      if (r <= 0) {
+        close(pfd[j].fd);
+        pfd[j].fd = -1;
+        open_n--;
+        continue;
+      }
+      buf_n[j] += (size_t)r;
+      char *nl;
+      while (!stop && (nl = memchr(buf[j], '\n', buf_n[j])) != NULL) {
+        *nl = '\0';
+        const char *line = buf[j];
+        done++;
+        uint64_t seed = strtoull(line, NULL, 10);
+        if (strstr(line, " ok ") == NULL) {
+          failed++;
+          const char *rest = strchr(line, ' ');
+          printf("FAILED seed %" PRIu64 ":%s\n", seed, rest ? rest : "");
+          printf("  replay: %s --seed %" PRIu64 " --trace\n", self, seed);
+          fflush(stdout);
+          if (stop_on_fail) {
+            stop = true;
           }
         }
+        size_t used = (size_t)(nl - buf[j]) + 1;
+        memmove(buf[j], buf[j] + used, buf_n[j] - used);
+        buf_n[j] -= used;
       }
     }
-    fclose(in);
+  }
+  if (stop) {
+    for (int k = 0; k < jobs; k++) {
+      kill(pids[k], SIGKILL);
+    }
+  }
+  for (int j = 0; j < jobs; j++) {
+    if (pfd[j].fd >= 0) {
+      close(pfd[j].fd);
+    }
   }
   for (int j = 0; j < jobs; j++) {
     int st;
