@@ -1180,6 +1180,12 @@ static int core_step_leader(qraft_core *c, const qraft_message *m) {
   case QRAFT_MSG_HEARTBEAT_RESPONSE: {
     pr->recent_active = true;
     pr->probe_sent = false;
+    /* An append or its answer may have been lost: free one slot of a full
+     * window so that replication cannot stall for good (etcd does the
+     * same). */
+    if (pr->state == PROGRESS_REPLICATE && qraft__inflights_full(&pr->infl)) {
+      qraft__inflights_free_first(&pr->infl);
+    }
     if (pr->match < log_last_index(c)) {
       core_send_append(c, m->from);
     }

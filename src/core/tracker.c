@@ -74,6 +74,12 @@ void qraft__inflights_free_le(inflights *in, uint64_t index) {
 
 bool qraft__inflights_full(const inflights *in) { return in->count == in->cap; }
 
+void qraft__inflights_free_first(inflights *in) {
+  if (in->count > 0) {
+    qraft__inflights_free_le(in, in->index[in->start]);
+  }
+}
+
 /* --- progress -------------------------------------------------------------- */
 
 static void progress_reset_state(progress *pr, progress_state state) {

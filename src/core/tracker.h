@@ -105,5 +105,6 @@ void qraft__progress_sent_entries(progress *pr, uint64_t last_sent,
                                   size_t entries_n);
 void qraft__inflights_free_le(inflights *in, uint64_t index);
 bool qraft__inflights_full(const inflights *in);
+void qraft__inflights_free_first(inflights *in);
 
 #endif
