@@ -4,7 +4,9 @@
  * same with a planted violation (must fail), a performance shape bounded by
  * search steps, and the JSON-lines round trip.
  *
- * Randomized tests print their seeds; QRAFT_LINCHECK_SEED=S runs only seed S.
+ * Randomized tests print their seeds; QRAFT_LINCHECK_SEED=S runs only seed S,
+ * QRAFT_LINCHECK_SEEDS=N runs seeds 1..N, and QRAFT_LINCHECK_DUMP=1 writes each history as JSON lines (a failing
+ * one is always written).
  */
 #include "cmocka_all.h"
 
@@ -674,9 +676,30 @@ static void gen_params_draw(qraft_prng *rng, gen_params *gp) {
  * generator without hiding a search that has gone exponential. */
 #define STEPS_BOUND 100000
 
+static qraft__lincheck_verdict want_of(bool plant) {
+  return plant ? QRAFT_LINCHECK_VIOLATION : QRAFT_LINCHECK_LINEARIZABLE;
+}
+
+/* Writes the history for a look with qraft-lincheck. */
+static void dump_history(const qraft__lincheck_history *h, bool plant,
+                         uint64_t seed) {
+  char path[64];
+  snprintf(path, sizeof(path), "lincheck-%s-%" PRIu64 ".jsonl",
+           plant ? "planted" : "random", seed);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  assert_int_equal(qraft__lincheck_write_jsonl(h, f, NULL), 0);
+  fclose(f);
+  printf("history written to %s (qraft-lincheck %s)\n", path, path);
+}
+
 static void run_random(bool plant) {
   uint64_t first = 1, last = RANDOM_SEEDS;
   uint64_t only;
+  const char *seeds = getenv("QRAFT_LINCHECK_SEEDS");
+  if (seeds) {
+    last = strtoull(seeds, NULL, 0);
+  }
   if (seed_from_env(&only)) {
     first = last = only;
   }
@@ -698,6 +721,10 @@ static void run_random(bool plant) {
     qraft__lincheck_history *h = gen_build(ops, gp.ops_n);
     qraft__lincheck_result r;
     assert_int_equal(qraft__lincheck_check(h, NULL, &r, NULL), 0);
+    if (getenv("QRAFT_LINCHECK_DUMP") || r.verdict != want_of(plant) ||
+        (plant && r.key != key)) {
+      dump_history(h, plant, seed);
+    }
     qraft__lincheck_verdict want =
         plant ? QRAFT_LINCHECK_VIOLATION : QRAFT_LINCHECK_LINEARIZABLE;
     if (r.verdict != want || (plant && r.key != key)) {
