@@ -15,7 +15,9 @@
  * checked alone (P-compositionality, Herlihy and Wing 1990). Each part is
  * checked with the Wing-Gong-Lowe depth-first search, memoizing the pairs
  * (set of linearized operations, model state) already explored, the way
- * Porcupine (Athalye) does it. docs/lincheck.md explains the details.
+ * Porcupine (Athalye) does it, and, when that takes long on a key with
+ * operations of unknown outcome, again in an order and with a memo made
+ * for those. docs/lincheck.md explains the details.
  *
  * Completions:
  *   ok    a definite result; a cas that found another value is a definite
