@@ -648,6 +648,7 @@ typedef struct check_budget {
   uint64_t steps_max;
   uint64_t deadline_ms; /* 0: none */
   uint64_t memo_bytes_max;
+  qraft__lincheck_order order;
   qraft__lincheck_limit exhausted;
 } check_budget;
 
@@ -857,6 +858,12 @@ static int op_part_cmp(const void *a, const void *b, void *ctx) {
  */
 static int check_key(search *s, const size_t *idx, size_t idx_n,
                      check_budget *budget, qraft__lincheck_verdict *verdict) {
+  if (budget->order == QRAFT_LINCHECK_ORDER_GREEDY) {
+    return search_run(s, idx, idx_n, false, budget, verdict);
+  }
+  if (budget->order == QRAFT_LINCHECK_ORDER_DEFINITE_FIRST) {
+    return search_run(s, idx, idx_n, true, budget, verdict);
+  }
   bool any_info = false;
   for (size_t i = 0; i < idx_n; i++) {
     any_info |= s->h->ops[idx[i]].status != QRAFT_LINCHECK_OK;
@@ -898,6 +905,10 @@ int qraft__lincheck_check(const qraft__lincheck_history *h,
   budget.memo_bytes_max = opts && opts->memo_bytes_max
                               ? opts->memo_bytes_max
                               : QRAFT_LINCHECK_MEMO_BYTES_DEFAULT;
+  if (opts) {
+    QRAFT_ASSERT(opts->order <= QRAFT_LINCHECK_ORDER_DEFINITE_FIRST);
+    budget.order = opts->order;
+  }
   if (opts && opts->time_max_ms) {
     budget.deadline_ms = now_ms() + opts->time_max_ms;
   }

@@ -670,6 +670,7 @@ static void gen_params_draw(qraft_prng *rng, gen_params *gp) {
 }
 
 #define RANDOM_SEEDS 300
+#define RANDOM_SEEDS_ORDER 120
 
 /* The performance shape below took 23975 steps when written (about six
  * per operation); four times that leaves room for a change of the
@@ -693,8 +694,9 @@ static void dump_history(const qraft__lincheck_history *h, bool plant,
   printf("history written to %s (qraft-lincheck %s)\n", path, path);
 }
 
-static void run_random(bool plant) {
-  uint64_t first = 1, last = RANDOM_SEEDS;
+static void run_random(bool plant, qraft__lincheck_order order,
+                       uint64_t seeds_n) {
+  uint64_t first = 1, last = seeds_n;
   uint64_t only;
   const char *seeds = getenv("QRAFT_LINCHECK_SEEDS");
   if (seeds) {
@@ -703,9 +705,13 @@ static void run_random(bool plant) {
   if (seed_from_env(&only)) {
     first = last = only;
   }
-  printf("lincheck random %s: seeds %" PRIu64 "..%" PRIu64
+  static const char *const order_names[] = {"auto", "greedy",
+                                             "definite-first"};
+  printf("lincheck random %s, %s order: seeds %" PRIu64 "..%" PRIu64
          " (replay one: QRAFT_LINCHECK_SEED=S tests/unit_sim_lincheck)\n",
-         plant ? "with planted violation" : "linearizable", first, last);
+         plant ? "with planted violation" : "linearizable",
+         order_names[order], first, last);
+  qraft__lincheck_opts opts = {.order = order};
   uint64_t steps_total = 0, steps_most = 0, seed_most = 0;
   for (uint64_t seed = first; seed <= last; seed++) {
     qraft_prng rng;
@@ -720,7 +726,7 @@ static void run_random(bool plant) {
     }
     qraft__lincheck_history *h = gen_build(ops, gp.ops_n);
     qraft__lincheck_result r;
-    assert_int_equal(qraft__lincheck_check(h, NULL, &r, NULL), 0);
+    assert_int_equal(qraft__lincheck_check(h, &opts, &r, NULL), 0);
     if (getenv("QRAFT_LINCHECK_DUMP") || r.verdict != want_of(plant) ||
         (plant && r.key != key)) {
       dump_history(h, plant, seed);
@@ -746,20 +752,31 @@ static void run_random(bool plant) {
     qraft__lincheck_history_free(h);
     free(ops);
   }
-  printf("lincheck random %s: %" PRIu64 " steps in all, at most %" PRIu64
-         " (seed %" PRIu64 ")\n",
-         plant ? "with planted violation" : "linearizable", steps_total,
-         steps_most, seed_most);
+  printf("lincheck random %s, %s order: %" PRIu64
+         " steps in all, at most %" PRIu64 " (seed %" PRIu64 ")\n",
+         plant ? "with planted violation" : "linearizable",
+         order_names[order], steps_total, steps_most, seed_most);
 }
 
 static void random_linearizable_histories_pass(void **st) {
   (void)st;
-  run_random(false);
+  run_random(false, QRAFT_LINCHECK_ORDER_AUTO, RANDOM_SEEDS);
 }
 
 static void random_histories_with_a_planted_violation_fail(void **st) {
   (void)st;
-  run_random(true);
+  run_random(true, QRAFT_LINCHECK_ORDER_AUTO, RANDOM_SEEDS);
+}
+
+/* Each of the two searches alone gives the same answers: the automatic
+ * order rarely lets the definite-first search see a correct history, nor
+ * the greedy one finish a wrong one, so they are checked apart here. */
+static void each_search_order_alone_gives_the_same_verdicts(void **st) {
+  (void)st;
+  run_random(false, QRAFT_LINCHECK_ORDER_DEFINITE_FIRST, RANDOM_SEEDS_ORDER);
+  run_random(true, QRAFT_LINCHECK_ORDER_DEFINITE_FIRST, RANDOM_SEEDS_ORDER);
+  run_random(false, QRAFT_LINCHECK_ORDER_GREEDY, RANDOM_SEEDS_ORDER);
+  run_random(true, QRAFT_LINCHECK_ORDER_GREEDY, RANDOM_SEEDS_ORDER);
 }
 
 /* A few thousand operations on a few keys with up to ten processes: the
@@ -987,6 +1004,7 @@ int main(void) {
       cmocka_unit_test(builder_rejects_malformed_sequences),
       cmocka_unit_test(random_linearizable_histories_pass),
       cmocka_unit_test(random_histories_with_a_planted_violation_fail),
+      cmocka_unit_test(each_search_order_alone_gives_the_same_verdicts),
       cmocka_unit_test(large_history_checks_within_a_bounded_number_of_steps),
       cmocka_unit_test(json_round_trip_keeps_every_operation),
       cmocka_unit_test(json_errors_name_the_line_and_the_problem),
