@@ -392,12 +392,13 @@ typedef struct search_entry {
 typedef struct search_op {
   size_t op;      /* operation number in the history */
   bool definite;  /* false: info or pending, may be left out */
-  uint64_t zobrist; /* random bits, XORed into the set's hash */
+  uint64_t zobrist; /* random bits, XORed into the set's hash; 0 for info */
 } search_op;
 
 typedef struct search_frame {
   search_entry *call;
   uint64_t state_before;
+  bool info_pass; /* the pass in which `call` was tried */
 } search_frame;
 
 /* The memo: a set of (linearized set, model state), open addressing, the
@@ -421,6 +422,7 @@ typedef struct search {
   search_entry *entries; /* 2 * ops_n */
   search_entry head;     /* sentinel */
   uint64_t *bits;        /* linearized set */
+  uint64_t *info_mask;   /* the operations of unknown outcome */
   size_t words_n;
   uint64_t bits_hash;
   search_frame *stack;
@@ -526,7 +528,30 @@ static int cache_resize(search_cache *c, size_t cap) {
   return 0;
 }
 
-/* Adds (bits, state) to the memo. Sets *added to false if it was there. */
+/*
+ * True if a configuration seen before, with linearized set `seen` and the
+ * same state, covers the current one: both linearized the same definite
+ * operations, and `seen` placed no operation of unknown outcome that the
+ * current one did not. Whatever the current configuration can still do,
+ * the seen one can too (an unplaced info operation may stay unplaced or be
+ * placed later, and the candidates are decided by the definite returns
+ * alone), so exploring the current one cannot find a linearization that
+ * the seen one's exploration misses. Without info operations this is the
+ * plain equality of Lowe's and Porcupine's memo.
+ */
+static bool bits_covered(const search *s, const uint64_t *seen) {
+  for (size_t w = 0; w < s->words_n; w++) {
+    uint64_t cur = s->bits[w];
+    if ((seen[w] & ~cur) != 0 || (cur & ~seen[w] & ~s->info_mask[w]) != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Adds (bits, state) to the memo. Sets *added to false if it, or a
+ * configuration that covers it (bits_covered), is there. The hash covers
+ * the definite operations only, so that covering entries share it. */
 static int cache_add(search *s, uint64_t state, bool *added) {
   search_cache *c = &s->cache;
   uint64_t hash = s->bits_hash ^ (state * 0x9e3779b97f4a7c15ULL);
@@ -541,8 +566,7 @@ static int cache_add(search *s, uint64_t state, bool *added) {
   size_t slot = hash & (c->cap - 1);
   while (c->hashes[slot]) {
     if (c->hashes[slot] == hash && c->states[slot] == state &&
-        memcmp(c->arena + c->offsets[slot], s->bits,
-               s->words_n * sizeof(uint64_t)) == 0) {
+        bits_covered(s, c->arena + c->offsets[slot])) {
       *added = false;
       return 0;
     }
@@ -571,6 +595,7 @@ static void search_close(search *s) {
   free(s->ops);
   free(s->entries);
   free(s->bits);
+  free(s->info_mask);
   free(s->stack);
   free(s->best);
   cache_close(&s->cache);
@@ -613,11 +638,17 @@ static uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* The greedy order's quota on a key with info operations: a correct
+ * history takes well under ten steps per operation. */
+#define GREEDY_STEPS_BASE 10000
+#define GREEDY_STEPS_PER_OP 64
+
 typedef struct check_budget {
   uint64_t steps;
   uint64_t steps_max;
   uint64_t deadline_ms; /* 0: none */
   uint64_t memo_bytes_max;
+  qraft__lincheck_order order;
   qraft__lincheck_limit exhausted;
 } check_budget;
 
@@ -661,7 +692,8 @@ static int search_note_deepest(search *s, const search_entry *ret,
  * Sets *verdict; on a violation the deepest prefix is in s->best.
  */
 static int search_run(search *s, const size_t *idx, size_t idx_n,
-                      check_budget *budget, qraft__lincheck_verdict *verdict) {
+                      bool definite_first, check_budget *budget,
+                      qraft__lincheck_verdict *verdict) {
   const qraft__lincheck_history *h = s->h;
   s->ops_n = idx_n;
   s->ops = calloc(idx_n ? idx_n : 1, sizeof(*s->ops));
@@ -669,8 +701,9 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
   s->words_n = idx_n / 64 + 1;
   s->cache.bytes_max = budget->memo_bytes_max;
   s->bits = calloc(s->words_n, sizeof(*s->bits));
+  s->info_mask = calloc(s->words_n, sizeof(*s->info_mask));
   s->stack = calloc(idx_n ? idx_n : 1, sizeof(*s->stack));
-  if (!s->ops || !s->entries || !s->bits || !s->stack) {
+  if (!s->ops || !s->entries || !s->bits || !s->info_mask || !s->stack) {
     return -ENOMEM;
   }
   uint64_t zobrist_seed = 0x5eed1234abcdULL;
@@ -680,6 +713,10 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
     s->ops[i].op = idx[i];
     s->ops[i].definite = o->status == QRAFT_LINCHECK_OK;
     s->ops[i].zobrist = qraft_splitmix64(&zobrist_seed);
+    if (definite_first && !s->ops[i].definite) {
+      s->ops[i].zobrist = 0; /* see cache_add */
+      s->info_mask[i / 64] |= 1ULL << (i % 64);
+    }
     definite_left += s->ops[i].definite;
     search_entry *call = &s->entries[2 * i];
     search_entry *ret = &s->entries[2 * i + 1];
@@ -719,6 +756,15 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
 
   uint64_t state = QRAFT_LINCHECK_MISSING;
   search_entry *entry = s->head.next;
+  /* Greedy: candidates are tried in list order, as Wing and Gong do.
+   * Definite first: in two passes, the definite operations first, then
+   * those of unknown outcome. Configurations that placed fewer info
+   * operations are then reached first and cover the others (bits_covered,
+   * which is plain equality in the greedy order, where info_mask is
+   * empty); that keeps the info operations, each of which overlaps
+   * everything after its invocation, from multiplying the
+   * configurations. */
+  bool info_pass = false;
   for (;;) {
     if (definite_left == 0) {
       /* Every definite operation is placed; operations of unknown outcome
@@ -734,7 +780,8 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
     if (entry->is_call) {
       const search_op *so = &s->ops[entry->local];
       uint64_t next;
-      if (model_step(&h->ops[so->op], state, &next)) {
+      if ((!definite_first || so->definite != info_pass) &&
+          model_step(&h->ops[so->op], state, &next)) {
         bits_flip(s, entry->local);
         bool added;
         int rc = cache_add(s, next, &added);
@@ -747,12 +794,13 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
           return rc;
         }
         if (added) {
-          s->stack[s->stack_n++] =
-              (search_frame){.call = entry, .state_before = state};
+          s->stack[s->stack_n++] = (search_frame){
+              .call = entry, .state_before = state, .info_pass = info_pass};
           state = next;
           entry_lift(entry);
           definite_left -= so->definite;
           entry = s->head.next;
+          info_pass = false;
           continue;
         }
         bits_flip(s, entry->local);
@@ -762,6 +810,12 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
     }
     /* A return: its operation had to be linearized by now, and was not. */
     QRAFT_ASSERT(s->ops[entry->local].definite);
+    if (definite_first && !info_pass) {
+      /* Every definite candidate is tried; now the info ones. */
+      info_pass = true;
+      entry = s->head.next;
+      continue;
+    }
     int rc = search_note_deepest(s, entry, state);
     if (rc) {
       return rc;
@@ -776,6 +830,7 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
     entry_unlift(top.call);
     definite_left += s->ops[top.call->local].definite;
     entry = top.call->next;
+    info_pass = top.info_pass;
   }
 }
 
@@ -789,6 +844,48 @@ static int op_part_cmp(const void *a, const void *b, void *ctx) {
     return kx < ky ? -1 : 1;
   }
   return x < y ? -1 : x > y;
+}
+
+/*
+ * Checks one key with two strategies in turn. The greedy order finds the
+ * linearization of a correct history in a few steps per operation, but a
+ * history with a violation and many info operations can take it millions
+ * of steps to refute; the definite-first order refutes those quickly but
+ * backtracks more on correct histories that need info operations. So the
+ * greedy order gets a small quota first, and the definite-first order
+ * whatever of the budget is left. Either search, run to its end, gives
+ * the exact answer.
+ */
+static int check_key(search *s, const size_t *idx, size_t idx_n,
+                     check_budget *budget, qraft__lincheck_verdict *verdict) {
+  if (budget->order == QRAFT_LINCHECK_ORDER_GREEDY) {
+    return search_run(s, idx, idx_n, false, budget, verdict);
+  }
+  if (budget->order == QRAFT_LINCHECK_ORDER_DEFINITE_FIRST) {
+    return search_run(s, idx, idx_n, true, budget, verdict);
+  }
+  bool any_info = false;
+  for (size_t i = 0; i < idx_n; i++) {
+    any_info |= s->h->ops[idx[i]].status != QRAFT_LINCHECK_OK;
+  }
+  check_budget quota = *budget;
+  uint64_t quota_steps = GREEDY_STEPS_BASE + GREEDY_STEPS_PER_OP * idx_n;
+  if (any_info && budget->steps_max - budget->steps > quota_steps) {
+    quota.steps_max = budget->steps + quota_steps;
+  }
+  int rc = search_run(s, idx, idx_n, false, &quota, verdict);
+  budget->steps = quota.steps;
+  budget->exhausted = quota.exhausted;
+  if (rc || *verdict != QRAFT_LINCHECK_UNKNOWN ||
+      quota.exhausted != QRAFT_LINCHECK_LIMIT_STEPS ||
+      budget->steps >= budget->steps_max) {
+    return rc;
+  }
+  budget->exhausted = QRAFT_LINCHECK_LIMIT_NONE;
+  const qraft__lincheck_history *h = s->h;
+  search_close(s);
+  *s = (search){.h = h};
+  return search_run(s, idx, idx_n, true, budget, verdict);
 }
 
 void qraft__lincheck_result_close(qraft__lincheck_result *result) {
@@ -808,6 +905,10 @@ int qraft__lincheck_check(const qraft__lincheck_history *h,
   budget.memo_bytes_max = opts && opts->memo_bytes_max
                               ? opts->memo_bytes_max
                               : QRAFT_LINCHECK_MEMO_BYTES_DEFAULT;
+  if (opts) {
+    QRAFT_ASSERT(opts->order <= QRAFT_LINCHECK_ORDER_DEFINITE_FIRST);
+    budget.order = opts->order;
+  }
   if (opts && opts->time_max_ms) {
     budget.deadline_ms = now_ms() + opts->time_max_ms;
   }
@@ -844,7 +945,7 @@ int qraft__lincheck_check(const qraft__lincheck_history *h,
     }
     search s = {.h = h};
     qraft__lincheck_verdict v;
-    rc = search_run(&s, idx + lo, hi - lo, &budget, &v);
+    rc = check_key(&s, idx + lo, hi - lo, &budget, &v);
     if (rc) {
       search_close(&s);
       QRAFT_ERR(err, rc, "lincheck: key %" PRIu64 ": %zu operations", key,

@@ -15,7 +15,9 @@
  * checked alone (P-compositionality, Herlihy and Wing 1990). Each part is
  * checked with the Wing-Gong-Lowe depth-first search, memoizing the pairs
  * (set of linearized operations, model state) already explored, the way
- * Porcupine (Athalye) does it. docs/lincheck.md explains the details.
+ * Porcupine (Athalye) does it, and, when that takes long on a key with
+ * operations of unknown outcome, again in an order and with a memo made
+ * for those. docs/lincheck.md explains the details.
  *
  * Completions:
  *   ok    a definite result; a cas that found another value is a definite
@@ -192,6 +194,16 @@ typedef enum qraft__lincheck_limit {
   QRAFT_LINCHECK_LIMIT_MEMO = 3,
 } qraft__lincheck_limit;
 
+/* The order in which the search tries candidates (docs/lincheck.md). */
+typedef enum qraft__lincheck_order {
+  /* Greedy with a quota, then definite-first: what callers want. */
+  QRAFT_LINCHECK_ORDER_AUTO = 0,
+  /* Only Wing and Gong's list order, with the plain memo. */
+  QRAFT_LINCHECK_ORDER_GREEDY = 1,
+  /* Only definite operations first, with the covering memo. */
+  QRAFT_LINCHECK_ORDER_DEFINITE_FIRST = 2,
+} qraft__lincheck_order;
+
 typedef struct qraft__lincheck_opts {
   /* Search steps allowed over the whole check (one step: one attempt to
    * linearize an operation, or one backtrack). 0: the default above. */
@@ -202,6 +214,8 @@ typedef struct qraft__lincheck_opts {
   /* Bytes the memo of one key may use (table and bitsets). 0: the default
    * above. */
   uint64_t memo_bytes_max;
+  /* AUTO (0) unless comparing the two searches, as the tests do. */
+  qraft__lincheck_order order;
 } qraft__lincheck_opts;
 
 typedef struct qraft__lincheck_result {

@@ -4,7 +4,9 @@
  * same with a planted violation (must fail), a performance shape bounded by
  * search steps, and the JSON-lines round trip.
  *
- * Randomized tests print their seeds; QRAFT_LINCHECK_SEED=S runs only seed S.
+ * Randomized tests print their seeds; QRAFT_LINCHECK_SEED=S runs only seed S,
+ * QRAFT_LINCHECK_SEEDS=N runs seeds 1..N, and QRAFT_LINCHECK_DUMP=1 writes each history as JSON lines (a failing
+ * one is always written).
  */
 #include "cmocka_all.h"
 
@@ -668,21 +670,48 @@ static void gen_params_draw(qraft_prng *rng, gen_params *gp) {
 }
 
 #define RANDOM_SEEDS 300
+#define RANDOM_SEEDS_ORDER 120
 
 /* The performance shape below took 23975 steps when written (about six
  * per operation); four times that leaves room for a change of the
  * generator without hiding a search that has gone exponential. */
 #define STEPS_BOUND 100000
 
-static void run_random(bool plant) {
-  uint64_t first = 1, last = RANDOM_SEEDS;
+static qraft__lincheck_verdict want_of(bool plant) {
+  return plant ? QRAFT_LINCHECK_VIOLATION : QRAFT_LINCHECK_LINEARIZABLE;
+}
+
+/* Writes the history for a look with qraft-lincheck. */
+static void dump_history(const qraft__lincheck_history *h, bool plant,
+                         uint64_t seed) {
+  char path[64];
+  snprintf(path, sizeof(path), "lincheck-%s-%" PRIu64 ".jsonl",
+           plant ? "planted" : "random", seed);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  assert_int_equal(qraft__lincheck_write_jsonl(h, f, NULL), 0);
+  fclose(f);
+  printf("history written to %s (qraft-lincheck %s)\n", path, path);
+}
+
+static void run_random(bool plant, qraft__lincheck_order order,
+                       uint64_t seeds_n) {
+  uint64_t first = 1, last = seeds_n;
   uint64_t only;
+  const char *seeds = getenv("QRAFT_LINCHECK_SEEDS");
+  if (seeds) {
+    last = strtoull(seeds, NULL, 0);
+  }
   if (seed_from_env(&only)) {
     first = last = only;
   }
-  printf("lincheck random %s: seeds %" PRIu64 "..%" PRIu64
+  static const char *const order_names[] = {"auto", "greedy",
+                                             "definite-first"};
+  printf("lincheck random %s, %s order: seeds %" PRIu64 "..%" PRIu64
          " (replay one: QRAFT_LINCHECK_SEED=S tests/unit_sim_lincheck)\n",
-         plant ? "with planted violation" : "linearizable", first, last);
+         plant ? "with planted violation" : "linearizable",
+         order_names[order], first, last);
+  qraft__lincheck_opts opts = {.order = order};
   uint64_t steps_total = 0, steps_most = 0, seed_most = 0;
   for (uint64_t seed = first; seed <= last; seed++) {
     qraft_prng rng;
@@ -697,7 +726,11 @@ static void run_random(bool plant) {
     }
     qraft__lincheck_history *h = gen_build(ops, gp.ops_n);
     qraft__lincheck_result r;
-    assert_int_equal(qraft__lincheck_check(h, NULL, &r, NULL), 0);
+    assert_int_equal(qraft__lincheck_check(h, &opts, &r, NULL), 0);
+    if (getenv("QRAFT_LINCHECK_DUMP") || r.verdict != want_of(plant) ||
+        (plant && r.key != key)) {
+      dump_history(h, plant, seed);
+    }
     qraft__lincheck_verdict want =
         plant ? QRAFT_LINCHECK_VIOLATION : QRAFT_LINCHECK_LINEARIZABLE;
     if (r.verdict != want || (plant && r.key != key)) {
@@ -719,20 +752,31 @@ static void run_random(bool plant) {
     qraft__lincheck_history_free(h);
     free(ops);
   }
-  printf("lincheck random %s: %" PRIu64 " steps in all, at most %" PRIu64
-         " (seed %" PRIu64 ")\n",
-         plant ? "with planted violation" : "linearizable", steps_total,
-         steps_most, seed_most);
+  printf("lincheck random %s, %s order: %" PRIu64
+         " steps in all, at most %" PRIu64 " (seed %" PRIu64 ")\n",
+         plant ? "with planted violation" : "linearizable",
+         order_names[order], steps_total, steps_most, seed_most);
 }
 
 static void random_linearizable_histories_pass(void **st) {
   (void)st;
-  run_random(false);
+  run_random(false, QRAFT_LINCHECK_ORDER_AUTO, RANDOM_SEEDS);
 }
 
 static void random_histories_with_a_planted_violation_fail(void **st) {
   (void)st;
-  run_random(true);
+  run_random(true, QRAFT_LINCHECK_ORDER_AUTO, RANDOM_SEEDS);
+}
+
+/* Each of the two searches alone gives the same answers: the automatic
+ * order rarely lets the definite-first search see a correct history, nor
+ * the greedy one finish a wrong one, so they are checked apart here. */
+static void each_search_order_alone_gives_the_same_verdicts(void **st) {
+  (void)st;
+  run_random(false, QRAFT_LINCHECK_ORDER_DEFINITE_FIRST, RANDOM_SEEDS_ORDER);
+  run_random(true, QRAFT_LINCHECK_ORDER_DEFINITE_FIRST, RANDOM_SEEDS_ORDER);
+  run_random(false, QRAFT_LINCHECK_ORDER_GREEDY, RANDOM_SEEDS_ORDER);
+  run_random(true, QRAFT_LINCHECK_ORDER_GREEDY, RANDOM_SEEDS_ORDER);
 }
 
 /* A few thousand operations on a few keys with up to ten processes: the
@@ -960,6 +1004,7 @@ int main(void) {
       cmocka_unit_test(builder_rejects_malformed_sequences),
       cmocka_unit_test(random_linearizable_histories_pass),
       cmocka_unit_test(random_histories_with_a_planted_violation_fail),
+      cmocka_unit_test(each_search_order_alone_gives_the_same_verdicts),
       cmocka_unit_test(large_history_checks_within_a_bounded_number_of_steps),
       cmocka_unit_test(json_round_trip_keeps_every_operation),
       cmocka_unit_test(json_errors_name_the_line_and_the_problem),
