@@ -1803,7 +1803,7 @@ static void sim_swarm(sim *s) {
 }
 
 static int sim_bootstrap(sim *s) {
-  qraft_conf_change members[SIM_NODES_MAX];
+  qraft_conf_change members[SIM_NODES_MAX] = {{0}};
   for (int i = 0; i < SIM_NODES_MAX; i++) {
     s->nodes[i].id = (qraft_id)(i + 1);
     s->nodes[i].tick_scale = 1.0 + ((double)rnd(s, 0, 2000) / 1000.0 - 1.0) *
