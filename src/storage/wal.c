@@ -22,7 +22,7 @@
  * of any size.
  *
  * Records (little endian, 8-byte aligned): u32 crc32c of everything after
- * it, u32 payload length, u64 batch number, u8 type, u8 flags, 6 zero bytes,
+ * it up to the record's aligned end, u32 payload length, u64 batch number, u8 type, u8 flags, 6 zero bytes,
  * payload. The last record of a batch has the LAST flag; recovery applies a
  * batch only when its last record is read, so a write is all or nothing.
  * Each segment's first batch begins with a STATE record (hard state,
@@ -414,7 +414,9 @@ static int64_t rec_check(const uint8_t *buf, uint64_t size, uint64_t off) {
       r[16] > REC_COMPACT) {
     return -1;
   }
-  if (qraft_crc32c(0, r + 4, REC_HEAD - 4 + len) != qraft__get32(r)) {
+  uint64_t size_rec = rec_size(len);
+  if (size_rec > size - off ||
+      qraft_crc32c(0, r + 4, size_rec - 4) != qraft__get32(r)) {
     return -1;
   }
   return len;
@@ -432,17 +434,24 @@ static bool rec_is_zero(const uint8_t *buf, uint64_t size, uint64_t off) {
   return true;
 }
 
-/* Looks for any valid record in buf[from, size). Returns its offset (and
- * batch in *batch) or UINT64_MAX. */
+/* Looks for valid records in buf[from, size). Returns the offset of the
+ * one with the highest batch number (in *batch), or UINT64_MAX if none. */
 static uint64_t rec_find_valid(const uint8_t *buf, uint64_t size, uint64_t from,
                                uint64_t *batch) {
+  uint64_t best = UINT64_MAX;
+  *batch = 0;
   for (uint64_t off = align8(from); off + REC_HEAD <= size; off += 8) {
-    if (rec_check(buf, size, off) >= 0) {
-      *batch = qraft__get64(buf + off + 8);
-      return off;
+    int64_t len = rec_check(buf, size, off);
+    if (len >= 0) {
+      uint64_t b = qraft__get64(buf + off + 8);
+      if (best == UINT64_MAX || b > *batch) {
+        best = off;
+        *batch = b;
+      }
+      off += rec_size((size_t)len) - 8;
     }
   }
-  return UINT64_MAX;
+  return best;
 }
 
 /* ---- the writer thread ---- */
@@ -477,17 +486,21 @@ static bool wal_fits(const wal *w, uint64_t bytes) {
   return w->cur_off + need <= cur->size;
 }
 
-/* Moves to the spare segment, waiting for the preparer. Called with mu. */
+/* Moves to the spare segment, waiting for the preparer. Called with mu.
+ * An error left by an earlier attempt is not reported: the preparer tries
+ * again (there may be room now) and this roll reports what that attempt
+ * gives. */
 static int wal_roll_locked(wal *w) {
+  if (!w->spare_ready && w->prep_err != 0) {
+    w->prep_err = 0;
+    w->prep_wanted = true;
+    pthread_cond_signal(&w->prep_cond);
+  }
   while (!w->spare_ready && w->prep_err == 0) {
     pthread_cond_wait(&w->writer_cond, &w->mu);
   }
   if (!w->spare_ready) {
-    int rc = w->prep_err;
-    w->prep_err = 0;
-    w->prep_wanted = true; /* try again for the next write */
-    pthread_cond_signal(&w->prep_cond);
-    return rc;
+    return w->prep_err; /* kept, so that the next roll tries again */
   }
   int rc = wal_push_seg(w, w->spare);
   if (rc != 0) {
@@ -622,7 +635,7 @@ static void wal_seal(uint8_t *buf, size_t len) {
   buf[last + 17] |= REC_LAST;
   for (off = 0; off < len;) {
     uint32_t plen = qraft__get32(buf + off + 4);
-    qraft__put32(buf + off, qraft_crc32c(0, buf + off + 4, REC_HEAD - 4 + plen));
+    qraft__put32(buf + off, qraft_crc32c(0, buf + off + 4, rec_size(plen) - 4));
     off += rec_size(plen);
   }
 }
