@@ -26,6 +26,7 @@ typedef struct mem_store {
   qraft_snapshot_meta snap_meta;
   qraft_buf *snap_data; /* NULL: no snapshot */
   qraft_storage_write *done_head, *done_tail;
+  uint64_t pending;
 } mem_store;
 
 typedef struct mem_snap_writer {
@@ -229,6 +230,10 @@ static int mem_snapshot_reader_open(qraft_storage *s,
 static int mem_submit(qraft_storage *s, qraft_storage_write *w,
                       qraft_err *err) {
   mem_store *m = (mem_store *)s;
+  if (m->pending >= QRAFT_STORAGE_PENDING_MAX) {
+    return QRAFT_ERR(err, QRAFT_EBUSY, "%llu writes pending",
+                     (unsigned long long)m->pending);
+  }
   int rc = qraft__storage_write_check(&m->log, w, err);
   if (rc != 0) {
     return rc;
@@ -301,6 +306,7 @@ static int mem_submit(qraft_storage *s, qraft_storage_write *w,
     m->done_head = w;
   }
   m->done_tail = w;
+  m->pending++;
   return 0;
 
 err_nomem:
@@ -323,6 +329,7 @@ static int mem_poll(qraft_storage *s) {
       m->done_tail = NULL;
     }
     w->next_ = NULL;
+    m->pending--;
     n++;
     if (w->cb != NULL) {
       w->cb(w, w->status_);

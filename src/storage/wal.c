@@ -1043,6 +1043,9 @@ static int wal_submit(qraft_storage *s, qraft_storage_write *wr,
     return QRAFT_ERR(err, QRAFT_ESYNC, "an earlier write or sync failed (%s)",
                      qraft_errname(poisoned));
   }
+  if (w->pending >= QRAFT_STORAGE_PENDING_MAX) {
+    return QRAFT_ERR(err, QRAFT_EBUSY, "%" PRIu64 " writes pending", w->pending);
+  }
   int rc = qraft__storage_write_check(&w->view, wr, err);
   if (rc != 0) {
     return rc;
@@ -1534,7 +1537,24 @@ int qraft_storage_wal_open(const char *dir, const qraft_wal_config *config,
   qraft__logv_init(&w->wview, 8, NULL, NULL);
   int rc;
 
-  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+  if (mkdir(dir, 0700) == 0) {
+    /* Make the new directory's own entry durable. */
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent) {
+      slash[1] = '\0';
+    } else if (slash != NULL) {
+      *slash = '\0';
+    } else {
+      snprintf(parent, sizeof parent, ".");
+    }
+    rc = qraft__fsync_dir(parent);
+    if (rc != 0) {
+      rc = QRAFT_ERR(err, rc, "sync directory %s", parent);
+      goto err_free;
+    }
+  } else if (errno != EEXIST) {
     rc = QRAFT_ERR(err, -errno, "create directory %s", dir);
     goto err_free;
   }

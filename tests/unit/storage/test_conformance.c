@@ -495,7 +495,40 @@ static void all_parts_in_one_write_apply_in_order(void **st) {
   }
 }
 
+static int busy_done;
+static void busy_cb(qraft_storage_write *w, int status) {
+  (void)w;
+  assert_int_equal(status, 0);
+  busy_done++;
+}
+
+static void pending_writes_are_limited(void **st) {
+  fx *f = *st;
+  enum { N = QRAFT_STORAGE_PENDING_MAX };
+  qraft_storage_write *w = calloc(N + 1, sizeof *w);
+  qraft_hard_state hs = {.term = 1, .vote = 1};
+  busy_done = 0;
+  for (int i = 0; i < N; i++) {
+    w[i] = (qraft_storage_write){.hard_state = &hs, .cb = busy_cb};
+    assert_int_equal(qraft_storage_submit(f->s, &w[i], NULL), 0);
+  }
+  w[N] = (qraft_storage_write){.hard_state = &hs, .cb = busy_cb};
+  assert_int_equal(qraft_storage_submit(f->s, &w[N], NULL), QRAFT_EBUSY);
+  while (busy_done < N) {
+    qraft_storage_wait(f->s, 1000);
+    qraft_storage_poll(f->s);
+  }
+  assert_int_equal(qraft_storage_submit(f->s, &w[N], NULL), 0);
+  while (busy_done < N + 1) {
+    qraft_storage_wait(f->s, 1000);
+    qraft_storage_poll(f->s);
+  }
+  free(w);
+}
+
 static const struct CMUnitTest conformance_tests[] = {
+    cmocka_unit_test_setup_teardown(pending_writes_are_limited, fx_setup,
+                                    fx_teardown),
     cmocka_unit_test_setup_teardown(fresh_store_is_empty, fx_setup, fx_teardown),
     cmocka_unit_test_setup_teardown(appended_entries_read_back_whole, fx_setup,
                                     fx_teardown),
