@@ -11,15 +11,22 @@
  * records, writes them with one pwrite and makes them durable with one
  * fdatasync, then acknowledges them through an eventfd.
  *
- * Sync method, measured on this machine (ext4 on virtio, 2 vCPUs; numbers
- * from bench_storage, see docs/storage.md): overwriting 4 KiB in a
- * preallocated file then fdatasync, and the same pwrite on an O_DSYNC
- * descriptor, cost the same within noise (both are one data write plus a
- * device flush); O_DIRECT|O_DSYNC saved no further time and forces aligned
- * buffers and sizes on every batch. Appending to a growing file costs about
- * 1.6x, because the journal commits the new size. So: preallocate and write
- * through, then pwrite + fdatasync, which also lets one sync cover a batch
- * of any size.
+ * Sync method, measured with bench_storage on this machine (ext4 on virtio,
+ * 2 shared vCPUs, 26 Nov 2026, load from other builds; every method
+ * interleaved in one run, p50 of 500 durable writes of one 312-byte
+ * record): overwrite of a preallocated file + fdatasync 3993 us, the same
+ * pwrite on an O_DSYNC descriptor 3996 us (1.00x), on O_DIRECT|O_DSYNC with
+ * a 4 KiB-aligned buffer 3995 us (1.00x), append + fdatasync 3966 us
+ * (0.99x), one LMDB commit 8003 us (2.0x: two syncs). At 16 and 256
+ * entries the same ratios (1.00 / 1.00 / 0.99). Here the device flush is
+ * the whole cost and it is the same for all three methods; the reference
+ * figures in PERFORMANCE.md (85 us overwrite vs 135 us append) show what
+ * appending costs when the flush is fast: the journal commit of the new
+ * file size. So the choice: preallocate and write through (no metadata
+ * in the steady-state sync), then plain pwrite + fdatasync: as fast as
+ * O_DSYNC and O_DIRECT measured, one sync covers a batch of any size, and
+ * no alignment constraint on buffers or sizes. O_DIRECT would also bypass
+ * the page cache that lagging-follower reads hit.
  *
  * Records (little endian, 8-byte aligned): u32 crc32c of everything after
  * it up to the record's aligned end, u32 payload length, u64 batch number, u8 type, u8 flags, 6 zero bytes,
