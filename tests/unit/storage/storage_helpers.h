@@ -24,8 +24,8 @@ static inline char *th_mkdtemp(void) {
   return d;
 }
 
-/* Removes a directory and the files in it (no subdirectories). */
-static inline void th_rmdir(const char *dir) {
+/* Removes the files in a directory (no subdirectories). */
+static inline void th_rmdir_contents(const char *dir) {
   DIR *d = opendir(dir);
   if (d != NULL) {
     struct dirent *de;
@@ -39,6 +39,11 @@ static inline void th_rmdir(const char *dir) {
     }
     closedir(d);
   }
+}
+
+/* Removes a directory and the files in it (no subdirectories). */
+static inline void th_rmdir(const char *dir) {
+  th_rmdir_contents(dir);
   rmdir(dir);
 }
 
