@@ -556,19 +556,24 @@ static void failed_write_fails_every_write_submitted_before_its_callback(
   th_entries t[3] = {th_make(6, 1, 1), th_make(7, 1, 1), th_make(8, 1, 1)};
   qraft_storage_write w[3];
   cbs.n = 0;
+  int submitted = 0;
   for (int i = 0; i < 3; i++) {
     w[i] = (qraft_storage_write){.entries = t[i].e, .entries_n = 1,
                                  .cb = record_cb};
-    assert_int_equal(qraft_storage_submit(s, &w[i], NULL), 0);
+    int rc = qraft_storage_submit(s, &w[i], NULL);
+    /* Once the writer has met the failure, submit refuses at once. */
+    assert_true(rc == 0 || (i > 0 && rc == QRAFT_ESYNC));
+    submitted += rc == 0;
   }
-  while (cbs.n < 3) {
+  while (cbs.n < submitted) {
     qraft_storage_wait(s, 1000);
     qraft_storage_poll(s);
   }
   assert_int_equal(qraft__fault_fired("wal.pwrite"), 1);
   assert_int_equal(cbs.status[0], -EIO);
-  assert_true(cbs.status[1] == -EIO || cbs.status[1] == QRAFT_ESYNC);
-  assert_true(cbs.status[2] == -EIO || cbs.status[2] == QRAFT_ESYNC);
+  for (int i = 1; i < submitted; i++) {
+    assert_true(cbs.status[i] == -EIO || cbs.status[i] == QRAFT_ESYNC);
+  }
   qraft_storage_state stt;
   qraft_storage_state_get(s, &stt, NULL);
   assert_int_equal(stt.last_index, 5);
