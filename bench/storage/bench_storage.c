@@ -14,7 +14,8 @@
  * with headers). Prints p50/p99 latency, writes/s, entries/s, MB/s, and the
  * WAL's p50 as a ratio of each baseline's.
  *
- *   bench_storage [--dir D] [--iters N]    (default: a new directory in /tmp)
+ *   bench_storage [--dir D] [--iters N]    (defaults: a new directory in
+ *                                          /tmp, 500 rounds)
  */
 #include <qraft/storage.h>
 
@@ -395,7 +396,7 @@ static result bench_wal_pipelined(const char *dir, size_t inflight,
 
 int main(int argc, char **argv) {
   const char *dir = NULL;
-  size_t iters = 1000;
+  size_t iters = 500;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
       dir = argv[++i];

@@ -84,7 +84,9 @@ typedef struct qraft_storage_state {
 
 /* Called on the owner thread, inside qraft_storage_poll, when write `w` is
  * durable (status 0) or failed (status < 0, see qraft_storage_submit). The
- * write and everything it points to belong to the caller again. */
+ * write and everything it points to belong to the caller again, and its
+ * `snapshot` is NULL. The callback may submit more writes; it must not
+ * block, poll or close the store. */
 typedef void (*qraft_storage_write_cb)(qraft_storage_write *w, int status);
 
 /*

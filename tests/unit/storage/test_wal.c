@@ -713,11 +713,26 @@ static void full_disk_fails_writes_then_recovers_when_room_is_made(
   }
   assert_int_equal(rc, -ENOSPC);
   check_log(s, 1, next, 1);
+  /* A snapshot streamed in now fails too, and leaves nothing behind. */
+  qraft_snapshot_meta meta = {.index = next - 1, .term = 1};
+  qraft_snapshot_writer *sw = NULL;
+  assert_int_equal(qraft_storage_snapshot_writer_open(s, &meta, &sw, NULL), 0);
+  rc = 0;
+  for (int i = 0; i < 256 && rc == 0; i++) {
+    rc = qraft_snapshot_writer_write(sw, block, sizeof block, NULL);
+  }
+  assert_int_equal(rc, -ENOSPC);
+  qraft_snapshot_writer_abort(sw);
+  assert_int_equal(th_count_files(dir, "snap-", "", NULL, 0), 0);
   unlink(filler);
   fill(s, &next, 5); /* room again */
+  install_snapshot(s, next - 1, 1, 20000);
   qraft_storage_close(s);
   s = open_ok(dir);
-  check_log(s, 1, next, 1);
+  qraft_storage_state stt;
+  qraft_storage_state_get(s, &stt, NULL);
+  assert_int_equal(stt.snapshot.index, next - 1);
+  assert_int_equal(stt.first_index, next);
   qraft_storage_close(s);
   th_rmdir(dir);
   mounted_now[0] = NULL;
