@@ -64,6 +64,9 @@ typedef struct qraft_snapshot_reader qraft_snapshot_reader;
 
 /* Most entries in one write. */
 #define QRAFT_STORAGE_WRITE_ENTRIES_MAX 65536u
+/* Most entries the log may hold (last_index - first_index + 1); compact
+ * before. A write that would exceed it is refused with QRAFT_ELIMIT. */
+#define QRAFT_STORAGE_LOG_ENTRIES_MAX (1u << 24)
 /* Most writes submitted and not yet completed (their callbacks not yet
  * run); one more is refused with QRAFT_EBUSY. */
 #define QRAFT_STORAGE_PENDING_MAX 4096u
@@ -276,7 +279,8 @@ static inline int qraft_storage_term(qraft_storage *s, uint64_t index,
  * Returns 0 on success, or one of these negative codes: -EINVAL (an empty
  * write, entries not consecutive or not in [first_index, last_index + 1],
  * compact_index out of range, terms decreasing), QRAFT_ELIMIT (too many
- * entries, or a write larger than a segment), QRAFT_EBUSY
+ * entries in the write or in the log, or a write larger than a segment),
+ * QRAFT_EBUSY
  * (QRAFT_STORAGE_PENDING_MAX writes pending: poll first), QRAFT_ESYNC
  * (refusing writes, see above), QRAFT_ECLOSED.
  */

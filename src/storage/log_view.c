@@ -287,5 +287,13 @@ int qraft__storage_write_check(const qraft__logv *v,
                      (unsigned long long)w->compact_index,
                      (unsigned long long)first, (unsigned long long)last);
   }
+  if (w->compact_index != 0) {
+    first = w->compact_index;
+  }
+  if (last + 1 - first > QRAFT_STORAGE_LOG_ENTRIES_MAX) {
+    return QRAFT_ERR(err, QRAFT_ELIMIT, "log of %llu entries (max %u): compact",
+                     (unsigned long long)(last + 1 - first),
+                     QRAFT_STORAGE_LOG_ENTRIES_MAX);
+  }
   return 0;
 }

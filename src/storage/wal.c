@@ -303,7 +303,8 @@ static int model_apply(wal_model *m, uint64_t seg, uint32_t off, uint8_t type,
                       : qraft__conf_decode(p + STATE_FIXED + a,
                                            len - STATE_FIXED - a, &cs);
     if (a == 0 || b == 0 || STATE_FIXED + a + b != len || first == 0 ||
-        last + 1 < first) {
+        last + 1 < first ||
+        last + 1 - first > QRAFT_STORAGE_LOG_ENTRIES_MAX) {
       return corrupt(err, "bad state record", seg, off);
     }
     if (m->has_state) {
