@@ -904,6 +904,12 @@ static int wal_term(qraft_storage *s, uint64_t index, uint64_t *out,
   return 0;
 }
 
+/* A segment descriptor a read holds on to after the lock is released. */
+typedef struct wal_read_fd {
+  uint64_t seq;
+  int fd;
+} wal_read_fd;
+
 static int wal_entries(qraft_storage *s, uint64_t lo, uint64_t hi,
                        uint64_t bytes_max, qraft_entry *out, size_t out_cap,
                        size_t *out_n, qraft_err *err) {
@@ -913,18 +919,23 @@ static int wal_entries(qraft_storage *s, uint64_t lo, uint64_t hi,
     return QRAFT_ERR(err, -EINVAL, "entries %" PRIu64 "..%" PRIu64 " cap %zu",
                      lo, hi, out_cap);
   }
+  /* Under the lock: where the records are, and descriptors of their
+   * segments (duplicated, so that a segment deleted meanwhile stays
+   * readable). The reads themselves run without the lock, so that a long
+   * read for a lagging follower never delays the writer. */
   pthread_mutex_lock(&w->mu);
   const qraft__logv *log = &w->dur.log;
-  int rc = 0;
   if (lo < log->first) {
-    rc = QRAFT_ERR(err, QRAFT_ECOMPACTED, "entries from %" PRIu64 ", first %" PRIu64,
-                   lo, log->first);
-    goto out_unlock;
+    uint64_t first = log->first;
+    pthread_mutex_unlock(&w->mu);
+    return QRAFT_ERR(err, QRAFT_ECOMPACTED,
+                     "entries from %" PRIu64 ", first %" PRIu64, lo, first);
   }
   if (hi > qraft__logv_last(log) + 1) {
-    rc = QRAFT_ERR(err, QRAFT_EUNAVAILABLE, "entries to %" PRIu64 ", last %" PRIu64,
-                   hi - 1, qraft__logv_last(log));
-    goto out_unlock;
+    uint64_t last = qraft__logv_last(log);
+    pthread_mutex_unlock(&w->mu);
+    return QRAFT_ERR(err, QRAFT_EUNAVAILABLE,
+                     "entries to %" PRIu64 ", last %" PRIu64, hi - 1, last);
   }
   size_t n = 0;
   uint64_t bytes = 0, total = 0;
@@ -938,44 +949,66 @@ static int wal_entries(qraft_storage *s, uint64_t lo, uint64_t hi,
     total += rec_size(l->len);
     n++;
   }
-  qraft_buf *b = qraft_buf_new((size_t)total);
-  if (b == NULL) {
-    rc = QRAFT_ERR(err, -ENOMEM, "%" PRIu64 " bytes for entries", total);
-    goto out_unlock;
+  wal_loc *locs = malloc(n * sizeof *locs);
+  wal_read_fd *fds = malloc(n * sizeof *fds);
+  size_t fds_n = 0;
+  int rc = 0;
+  if (locs == NULL || fds == NULL) {
+    rc = QRAFT_ERR(err, -ENOMEM, "read of %zu entries", n);
+  }
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    locs[i] = *(const wal_loc *)qraft__logv_get(log, lo + i);
+    if (fds_n == 0 || fds[fds_n - 1].seq != locs[i].seg) {
+      const wal_seg *seg = wal_find_seg(w, locs[i].seg);
+      QRAFT_ASSERT(seg != NULL);
+      int fd = dup(seg->fd);
+      if (fd < 0) {
+        rc = QRAFT_ERR(err, -errno, "dup");
+        break;
+      }
+      fds[fds_n++] = (wal_read_fd){.seq = locs[i].seg, .fd = fd};
+    }
+  }
+  pthread_mutex_unlock(&w->mu);
+  qraft_buf *b = NULL;
+  if (rc == 0) {
+    b = qraft_buf_new((size_t)total);
+    if (b == NULL) {
+      rc = QRAFT_ERR(err, -ENOMEM, "%" PRIu64 " bytes for entries", total);
+    }
   }
   /* Read runs of records that lie next to each other with one pread. */
   uint64_t pos = 0;
-  for (size_t i = 0; i < n;) {
-    const wal_loc *l = qraft__logv_get(log, lo + i);
+  size_t f = 0;
+  for (size_t i = 0; rc == 0 && i < n;) {
+    const wal_loc *l = &locs[i];
     uint64_t run = rec_size(l->len);
     size_t j = i + 1;
     for (; j < n; j++) {
-      const wal_loc *m = qraft__logv_get(log, lo + j);
-      if (m->seg != l->seg || m->off != l->off + run) {
+      if (locs[j].seg != l->seg || locs[j].off != l->off + run) {
         break;
       }
-      run += rec_size(m->len);
+      run += rec_size(locs[j].len);
     }
-    const wal_seg *seg = wal_find_seg(w, l->seg);
-    QRAFT_ASSERT(seg != NULL);
-    ssize_t got = qraft__pread_all(seg->fd, b->data + pos, (size_t)run, l->off);
+    while (fds[f].seq != l->seg) {
+      f++;
+    }
+    ssize_t got = qraft__pread_all(fds[f].fd, b->data + pos, (size_t)run, l->off);
     if (got != (ssize_t)run) {
       char name[64];
       seg_name(name, sizeof name, l->seg, "seg");
       rc = QRAFT_ERR(err, got < 0 ? (int)got : QRAFT_ECORRUPT,
                      "read entries %" PRIu64 "..: segment %s offset %" PRIu32,
                      lo + i, name, l->off);
-      qraft_buf_unref(b);
-      goto out_unlock;
+      break;
     }
     pos += run;
     i = j;
   }
-  b->len = (size_t)total;
   /* Check every record before handing out any byte of it. */
   pos = 0;
-  for (size_t i = 0; i < n; i++) {
-    const wal_loc *l = qraft__logv_get(log, lo + i);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    const wal_loc *l = &locs[i];
     const uint8_t *r = b->data + pos;
     const uint8_t *p = r + REC_HEAD;
     if (rec_check(r, rec_size(l->len), 0) != l->len || r[16] != REC_ENTRY ||
@@ -987,8 +1020,7 @@ static int wal_entries(qraft_storage *s, uint64_t lo, uint64_t hi,
                      " fails its checksum",
                      lo + i, name, l->off);
       qraft_storage_entries_release(out, i);
-      qraft_buf_unref(b);
-      goto out_unlock;
+      break;
     }
     uint32_t dlen = qraft__get32(p + 24), clen = qraft__get32(p + 28);
     out[i] = (qraft_entry){
@@ -1005,10 +1037,16 @@ static int wal_entries(qraft_storage *s, uint64_t lo, uint64_t hi,
     }
     pos += rec_size(l->len);
   }
-  qraft_buf_unref(b);
-  *out_n = n;
-out_unlock:
-  pthread_mutex_unlock(&w->mu);
+  if (rc == 0) {
+    b->len = (size_t)total;
+    *out_n = n;
+  }
+  qraft_buf_unref(b); /* the entries hold their own references */
+  for (size_t i = 0; i < fds_n; i++) {
+    close(fds[i].fd);
+  }
+  free(fds);
+  free(locs);
   return rc;
 }
 
