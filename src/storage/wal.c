@@ -12,21 +12,20 @@
  * fdatasync, then acknowledges them through an eventfd.
  *
  * Sync method, measured with bench_storage on this machine (ext4 on virtio,
- * 2 shared vCPUs, 26 Nov 2026, load from other builds; every method
- * interleaved in one run, p50 of 500 durable writes of one 312-byte
- * record): overwrite of a preallocated file + fdatasync 3993 us, the same
- * pwrite on an O_DSYNC descriptor 3996 us (1.00x), on O_DIRECT|O_DSYNC with
- * a 4 KiB-aligned buffer 3995 us (1.00x), append + fdatasync 3966 us
- * (0.99x), one LMDB commit 8003 us (2.0x: two syncs). At 16 and 256
- * entries the same ratios (1.00 / 1.00 / 0.99). Here the device flush is
- * the whole cost and it is the same for all three methods; the reference
- * figures in PERFORMANCE.md (85 us overwrite vs 135 us append) show what
- * appending costs when the flush is fast: the journal commit of the new
- * file size. So the choice: preallocate and write through (no metadata
- * in the steady-state sync), then plain pwrite + fdatasync: as fast as
- * O_DSYNC and O_DIRECT measured, one sync covers a batch of any size, and
- * no alignment constraint on buffers or sizes. O_DIRECT would also bypass
- * the page cache that lagging-follower reads hit.
+ * 2 shared vCPUs, 26 Nov 2026; every method interleaved in one run; p50 of
+ * 500 durable writes of one 312-byte record): overwrite of a preallocated
+ * file + fdatasync 100.1 us, the same pwrite on an O_DSYNC descriptor
+ * 103.3 us, on O_DIRECT|O_DSYNC 87.7 us, append + fdatasync 128.9 us, one
+ * LMDB commit 207.5 us (two syncs); this WAL 109.9 us. Across further runs
+ * O_DSYNC/fdatasync stayed 0.98..1.01 and O_DIRECT/fdatasync ranged
+ * 0.86..1.16 (median 0.97); while the machine was loaded every flush took
+ * about 4 ms and all three were equal. Appending cost up to 2x for larger
+ * batches (the file size must be committed). So: preallocate and write
+ * through, then plain pwrite + fdatasync: as fast as O_DSYNC, O_DIRECT not
+ * reliably faster and it would force 4 KiB-aligned buffers, offsets and
+ * lengths on every batch and bypass the page cache that lagging-follower
+ * reads use; one fdatasync covers a batch of any size. docs/storage.md has
+ * the full tables.
  *
  * Records (little endian, 8-byte aligned): u32 crc32c of everything after
  * it up to the record's aligned end, u32 payload length, u64 batch number, u8 type, u8 flags, 6 zero bytes,
