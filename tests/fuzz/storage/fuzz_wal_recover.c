@@ -49,10 +49,16 @@ static void clean(void) {
   }
 }
 
+static void remove_dir(void) {
+  clean();
+  rmdir(dir);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (dir[0] == '\0') {
     snprintf(dir, sizeof dir, "/dev/shm/qraft-fuzz-wal-%d", (int)getpid());
     mkdir(dir, 0700);
+    atexit(remove_dir);
   }
   clean();
   memset(seg, 0, sizeof seg);
