@@ -12,6 +12,7 @@
 #include <qraft/error.h>
 #include <qraft/log.h>
 #include <qraft/prng.h>
+#include <qraft/storage.h>
 #include <qraft/types.h>
 #include <qraft/varint.h>
 #include <qraft/version.h>
