@@ -14,6 +14,7 @@
 #include <qraft/prng.h>
 #include <qraft/types.h>
 #include <qraft/varint.h>
+#include <qraft/wire.h>
 #include <qraft/version.h>
 
 #endif
