@@ -284,8 +284,11 @@ static int pb_sub(pb_dec *d, const uint8_t **pp, const uint8_t *end,
                   const uint8_t **sub_end) {
   size_t len = 0;
   int rc = qraft__pb_len(d, pp, end, f, sub, &len);
+  if (rc != 0) {
+    return rc;
+  }
   *sub_end = *sub + len;
-  return rc;
+  return 0;
 }
 
 /* Adds context naming the sub-message a failure happened in. */
