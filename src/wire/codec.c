@@ -169,30 +169,15 @@ int qraft__pb_next(pb_dec *d, const uint8_t **pp, const uint8_t *end,
   return 0;
 }
 
-int qraft__pb_len(pb_dec *d, const uint8_t **pp, const uint8_t *end,
-                  const pb_field *f, const uint8_t **val, size_t *len) {
-  if (f->wt != PB_LEN) {
-    return qraft__pb_wire_type_err(d, f, PB_LEN);
-  }
-  uint64_t n = 0;
-  int rc = pb_varint(d, pp, end, &n, f, "length");
-  if (rc != 0) {
-    return rc;
-  }
-  const uint8_t *p = *pp;
-  if (n > (uint64_t)(end - p)) {
-    return QRAFT_ERR(d->err, pb_past_end_code(d, end),
-                     "%s.%s (field %u) at offset %zu: length %llu runs past "
-                     "the end of the %s (%zu bytes left)",
-                     f->desc->name, qraft__pb_field_name(f), f->num,
-                     qraft__pb_off(d, f->tag), (unsigned long long)n,
-                     end == d->end ? "input" : "enclosing message",
-                     (size_t)(end - p));
-  }
-  *val = p;
-  *len = (size_t)n;
-  *pp = p + n;
-  return 0;
+int qraft__pb_len_err(pb_dec *d, const uint8_t *p, const uint8_t *end,
+                      const pb_field *f, uint64_t n) {
+  return QRAFT_ERR(d->err, pb_past_end_code(d, end),
+                   "%s.%s (field %u) at offset %zu: length %llu runs past "
+                   "the end of the %s (%zu bytes left)",
+                   f->desc->name, qraft__pb_field_name(f), f->num,
+                   qraft__pb_off(d, f->tag), (unsigned long long)n,
+                   end == d->end ? "input" : "enclosing message",
+                   (size_t)(end - p));
 }
 
 static int pb_skip_fixed(pb_dec *d, const uint8_t **pp, const uint8_t *end,
@@ -406,8 +391,12 @@ static int entry_dec(pb_dec *d, const uint8_t *p, const uint8_t *end,
 }
 
 void qraft_wire_entry_release(qraft_entry *e) {
-  qraft_slice_release(&e->data);
-  qraft_slice_release(&e->context);
+  if (e->data.owner != NULL) {
+    qraft_slice_release(&e->data);
+  }
+  if (e->context.owner != NULL) {
+    qraft_slice_release(&e->context);
+  }
 }
 
 /* ---- HardState -------------------------------------------------------- */
@@ -890,12 +879,18 @@ int qraft__wire_message_count(pb_dec *d, const uint8_t *p, const uint8_t *end,
     if (rc != 0) {
       return rc;
     }
-    if (f.num == 7 && f.wt == PB_LEN) {
-      n++;
-    } else if (f.num == 9 && f.wt == PB_LEN) {
-      snap = true;
+    if (f.wt == PB_LEN) {
+      const uint8_t *val = NULL;
+      size_t len = 0;
+      rc = qraft__pb_len(d, &p, end, &f, &val, &len);
+      n += f.num == 7;
+      snap |= f.num == 9;
+    } else if (f.wt == PB_VARINT) {
+      uint64_t v = 0;
+      rc = pb_varint(d, &p, end, &v, &f, "value");
+    } else {
+      rc = qraft__pb_skip(d, &p, end, &f);
     }
-    rc = qraft__pb_skip(d, &p, end, &f);
     if (rc != 0) {
       return rc;
     }

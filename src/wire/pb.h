@@ -114,8 +114,8 @@ int qraft__pb_next(pb_dec *d, const uint8_t **pp, const uint8_t *end,
                    const pb_desc *desc, pb_field *f);
 int qraft__pb_skip(pb_dec *d, const uint8_t **pp, const uint8_t *end,
                    const pb_field *f);
-int qraft__pb_len(pb_dec *d, const uint8_t **pp, const uint8_t *end,
-                  const pb_field *f, const uint8_t **val, size_t *len);
+int qraft__pb_len_err(pb_dec *d, const uint8_t *p, const uint8_t *end,
+                      const pb_field *f, uint64_t n);
 int qraft__pb_enum_err(pb_dec *d, const pb_field *f, uint64_t v);
 size_t qraft__pb_off(const pb_dec *d, const uint8_t *p);
 const char *qraft__pb_field_name(const pb_field *f);
@@ -127,6 +127,11 @@ static inline int pb_varint(pb_dec *d, const uint8_t **pp, const uint8_t *end,
   if (p < end && *p < 0x80) {
     *v = *p;
     *pp = p + 1;
+    return 0;
+  }
+  if (end - p >= 2 && p[1] < 0x80) { /* lengths of 128..16383 bytes */
+    *v = (uint64_t)(p[0] & 0x7f) | (uint64_t)p[1] << 7;
+    *pp = p + 2;
     return 0;
   }
   return qraft__pb_varint_slow(d, pp, end, v, f, what);
@@ -145,6 +150,28 @@ static inline int pb_next(pb_dec *d, const uint8_t **pp, const uint8_t *end,
     return 0;
   }
   return qraft__pb_next(d, pp, end, desc, f);
+}
+
+/* A length-delimited value: [*val, *val + *len). */
+static inline int qraft__pb_len(pb_dec *d, const uint8_t **pp,
+                                const uint8_t *end, const pb_field *f,
+                                const uint8_t **val, size_t *len) {
+  if (f->wt != PB_LEN) {
+    return qraft__pb_wire_type_err(d, f, PB_LEN);
+  }
+  uint64_t n = 0;
+  int rc = pb_varint(d, pp, end, &n, f, "length");
+  if (rc != 0) {
+    return rc;
+  }
+  const uint8_t *p = *pp;
+  if (n > (uint64_t)(end - p)) {
+    return qraft__pb_len_err(d, p, end, f, n);
+  }
+  *val = p;
+  *len = (size_t)n;
+  *pp = p + n;
+  return 0;
 }
 
 /* A varint field: uint64, int64, bool. */
@@ -189,10 +216,15 @@ static inline int pb_slice(pb_dec *d, const uint8_t **pp, const uint8_t *end,
   if (rc != 0) {
     return rc;
   }
-  qraft_slice_release(s);
-  if (len != 0) {
-    *s = qraft_slice_of(d->owner, val, len);
+  if (s->owner != NULL) { /* the field came twice: the last one wins */
+    qraft_buf_unref(s->owner);
   }
+  if (len != 0 && d->owner != NULL) {
+    qraft_buf_ref(d->owner);
+  }
+  /* [val, val + len) lies within the input, hence within d->owner. */
+  *s = len != 0 ? (qraft_slice){.data = val, .len = len, .owner = d->owner}
+                : (qraft_slice){0};
   return 0;
 }
 
