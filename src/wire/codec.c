@@ -1033,8 +1033,13 @@ WIRE_ENCODE(conf_change_single, single_put)
 WIRE_ENCODE(conf_change_v2, conf_change_v2_put)
 WIRE_ENCODE(message, qraft__wire_message_put)
 
-static pb_dec dec_init(qraft_buf *owner, const uint8_t *data, size_t len,
-                       qraft_err *err) {
+pb_dec qraft__pb_dec_init(qraft_buf *owner, const uint8_t *data, size_t len,
+                          qraft_err *err) {
+  static const uint8_t empty[1];
+  if (data == NULL) {
+    QRAFT_ASSERT(len == 0);
+    data = empty; /* no arithmetic on NULL */
+  }
   if (owner != NULL) {
     QRAFT_ASSERT(data >= owner->data && data + len <= owner->data + owner->cap);
   }
@@ -1043,9 +1048,9 @@ static pb_dec dec_init(qraft_buf *owner, const uint8_t *data, size_t len,
 
 int qraft_wire_entry_decode(qraft_buf *owner, const uint8_t *data, size_t len,
                             qraft_entry *e, qraft_err *err) {
-  pb_dec d = dec_init(owner, data, len, err);
+  pb_dec d = qraft__pb_dec_init(owner, data, len, err);
   memset(e, 0, sizeof *e);
-  int rc = entry_dec(&d, data, d.end, e);
+  int rc = entry_dec(&d, d.base, d.end, e);
   if (rc != 0) {
     qraft_wire_entry_release(e);
     memset(e, 0, sizeof *e);
@@ -1055,9 +1060,9 @@ int qraft_wire_entry_decode(qraft_buf *owner, const uint8_t *data, size_t len,
 
 int qraft_wire_hard_state_decode(const uint8_t *data, size_t len,
                                  qraft_hard_state *hs, qraft_err *err) {
-  pb_dec d = dec_init(NULL, data, len, err);
+  pb_dec d = qraft__pb_dec_init(NULL, data, len, err);
   memset(hs, 0, sizeof *hs);
-  int rc = hard_state_dec(&d, data, d.end, hs);
+  int rc = hard_state_dec(&d, d.base, d.end, hs);
   if (rc != 0) {
     memset(hs, 0, sizeof *hs);
   }
@@ -1066,9 +1071,9 @@ int qraft_wire_hard_state_decode(const uint8_t *data, size_t len,
 
 int qraft_wire_conf_state_decode(const uint8_t *data, size_t len,
                                  qraft_conf_state *cs, qraft_err *err) {
-  pb_dec d = dec_init(NULL, data, len, err);
+  pb_dec d = qraft__pb_dec_init(NULL, data, len, err);
   memset(cs, 0, sizeof *cs);
-  int rc = conf_state_dec(&d, data, d.end, cs);
+  int rc = conf_state_dec(&d, d.base, d.end, cs);
   if (rc != 0) {
     memset(cs, 0, sizeof *cs);
   }
@@ -1078,9 +1083,9 @@ int qraft_wire_conf_state_decode(const uint8_t *data, size_t len,
 int qraft_wire_snapshot_meta_decode(const uint8_t *data, size_t len,
                                     qraft_snapshot_meta *meta,
                                     qraft_err *err) {
-  pb_dec d = dec_init(NULL, data, len, err);
+  pb_dec d = qraft__pb_dec_init(NULL, data, len, err);
   memset(meta, 0, sizeof *meta);
-  int rc = meta_dec(&d, data, d.end, meta);
+  int rc = meta_dec(&d, d.base, d.end, meta);
   if (rc != 0) {
     memset(meta, 0, sizeof *meta);
   }
@@ -1090,9 +1095,9 @@ int qraft_wire_snapshot_meta_decode(const uint8_t *data, size_t len,
 int qraft_wire_snapshot_decode(qraft_buf *owner, const uint8_t *data,
                                size_t len, qraft_snapshot *snap,
                                qraft_err *err) {
-  pb_dec d = dec_init(owner, data, len, err);
+  pb_dec d = qraft__pb_dec_init(owner, data, len, err);
   memset(snap, 0, sizeof *snap);
-  int rc = snapshot_dec(&d, data, d.end, snap);
+  int rc = snapshot_dec(&d, d.base, d.end, snap);
   if (rc != 0) {
     qraft_wire_snapshot_release(snap);
     memset(snap, 0, sizeof *snap);
@@ -1103,9 +1108,9 @@ int qraft_wire_snapshot_decode(qraft_buf *owner, const uint8_t *data,
 int qraft_wire_conf_change_decode(qraft_buf *owner, const uint8_t *data,
                                   size_t len, qraft_conf_change *cc,
                                   qraft_err *err) {
-  pb_dec d = dec_init(owner, data, len, err);
+  pb_dec d = qraft__pb_dec_init(owner, data, len, err);
   memset(cc, 0, sizeof *cc);
-  int rc = conf_change_dec(&d, data, d.end, cc);
+  int rc = conf_change_dec(&d, d.base, d.end, cc);
   if (rc != 0) {
     qraft_wire_conf_change_release(cc);
     memset(cc, 0, sizeof *cc);
@@ -1116,9 +1121,9 @@ int qraft_wire_conf_change_decode(qraft_buf *owner, const uint8_t *data,
 int qraft_wire_conf_change_single_decode(const uint8_t *data, size_t len,
                                          qraft_conf_change_single *s,
                                          qraft_err *err) {
-  pb_dec d = dec_init(NULL, data, len, err);
+  pb_dec d = qraft__pb_dec_init(NULL, data, len, err);
   memset(s, 0, sizeof *s);
-  int rc = single_dec(&d, data, d.end, s);
+  int rc = single_dec(&d, d.base, d.end, s);
   if (rc != 0) {
     memset(s, 0, sizeof *s);
   }
@@ -1128,9 +1133,9 @@ int qraft_wire_conf_change_single_decode(const uint8_t *data, size_t len,
 int qraft_wire_conf_change_v2_decode(qraft_buf *owner, const uint8_t *data,
                                      size_t len, qraft_conf_change_v2 *cc,
                                      qraft_err *err) {
-  pb_dec d = dec_init(owner, data, len, err);
+  pb_dec d = qraft__pb_dec_init(owner, data, len, err);
   memset(cc, 0, sizeof *cc);
-  int rc = conf_change_v2_dec(&d, data, d.end, cc);
+  int rc = conf_change_v2_dec(&d, d.base, d.end, cc);
   if (rc != 0) {
     qraft_wire_conf_change_v2_release(cc);
     memset(cc, 0, sizeof *cc);

@@ -141,14 +141,12 @@ int qraft_wire_message_decode(qraft_buf *owner, const uint8_t *data,
   qraft_wire_limits storage;
   limits = qraft__wire_limits(limits, &storage);
   *out = NULL;
-  if (owner != NULL) {
-    QRAFT_ASSERT(data >= owner->data && data + len <= owner->data + owner->cap);
-  }
+  pb_dec d = qraft__pb_dec_init(owner, data, len, err);
+  data = d.base;
   if (len > limits->frame_bytes_max) {
     return QRAFT_ERR(err, QRAFT_ELIMIT, "message of %zu bytes, limit %u", len,
                      limits->frame_bytes_max);
   }
-  pb_dec d = {.base = data, .end = data + len, .owner = owner, .err = err};
   size_t entries_n = 0;
   bool has_snap = false;
   int rc = qraft__wire_message_count(&d, data, d.end, &entries_n, &has_snap);
@@ -394,9 +392,8 @@ int qraft_wire_frame_decode(qraft_buf *owner, const uint8_t *data, size_t len,
   qraft_wire_limits storage;
   limits = qraft__wire_limits(limits, &storage);
   *out = NULL;
-  if (owner != NULL) {
-    QRAFT_ASSERT(data >= owner->data && data + len <= owner->data + owner->cap);
-  }
+  pb_dec d = qraft__pb_dec_init(owner, data, len, err);
+  data = d.base;
   size_t frame_bytes = 0;
   int rc = qraft_wire_frame_peek(data, len, limits, &frame_bytes, err);
   if (rc != 0) {
@@ -414,7 +411,6 @@ int qraft_wire_frame_decode(qraft_buf *owner, const uint8_t *data, size_t len,
                      frame_bytes);
   }
   const uint8_t *body = data + QRAFT_WIRE_FRAME_HEADER_BYTES;
-  pb_dec d = {.base = data, .end = data + len, .owner = owner, .err = err};
   size_t msgs_n = 0;
   size_t entries_n = 0;
   size_t snaps_n = 0;
@@ -498,7 +494,7 @@ int qraft_wire_preamble_decode(const uint8_t *data, size_t len,
                                uint64_t cluster_id, qraft_wire_preamble *out,
                                qraft_err *err) {
   size_t magic_n = len < PREAMBLE_MAGIC_BYTES ? len : PREAMBLE_MAGIC_BYTES;
-  if (memcmp(data, QRAFT_WIRE_MAGIC, magic_n) != 0) {
+  if (magic_n > 0 && memcmp(data, QRAFT_WIRE_MAGIC, magic_n) != 0) {
     char seen[2 * PREAMBLE_MAGIC_BYTES + 1] = {0};
     for (size_t i = 0; i < magic_n; i++) {
       static const char hex[] = "0123456789abcdef";

@@ -107,6 +107,10 @@ typedef struct pb_field {
   unsigned wt;
 } pb_field;
 
+/* A reader of the `len` bytes at `data` (NULL if len is 0); asserts they
+ * lie within `owner` if given. */
+pb_dec qraft__pb_dec_init(qraft_buf *owner, const uint8_t *data, size_t len,
+                          qraft_err *err);
 int qraft__pb_varint_slow(pb_dec *d, const uint8_t **pp, const uint8_t *end,
                           uint64_t *v, const pb_field *f, const char *what);
 int qraft__pb_wire_type_err(pb_dec *d, const pb_field *f, unsigned want);

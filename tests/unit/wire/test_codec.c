@@ -366,6 +366,26 @@ static void every_single_byte_corruption_is_safe(void **st) {
   qraft_buf_unref(full);
 }
 
+static void empty_input_is_an_empty_message(void **st) {
+  (void)st;
+  qraft_wire_batch *batch = NULL;
+  assert_int_equal(qraft_wire_message_decode(NULL, NULL, 0, NULL, &batch, NULL), 0);
+  qraft_message zero = {0};
+  assert_true(fx_message_eq(&zero, &batch->msgs[0]));
+  assert_null(batch->msgs[0].snapshot);
+  qraft_wire_batch_free(batch);
+  qraft_hard_state hs;
+  assert_int_equal(qraft_wire_hard_state_decode(NULL, 0, &hs, NULL), 0);
+  assert_int_equal(qraft_wire_frame_decode(NULL, NULL, 0, NULL, &batch, NULL),
+                   QRAFT_ETRUNCATED);
+  qraft_wire_preamble pre;
+  assert_int_equal(qraft_wire_preamble_decode(NULL, 0, 0, &pre, NULL),
+                   QRAFT_ETRUNCATED);
+  size_t n = 99;
+  assert_int_equal(qraft_wire_message_encode(&zero, NULL, 0, &n), 0);
+  assert_int_equal(n, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(full_message_round_trips_without_copying),
@@ -377,6 +397,7 @@ int main(void) {
       cmocka_unit_test(conf_lists_and_entries_are_limited),
       cmocka_unit_test(every_truncation_fails_cleanly),
       cmocka_unit_test(every_single_byte_corruption_is_safe),
+      cmocka_unit_test(empty_input_is_an_empty_message),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
