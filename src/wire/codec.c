@@ -997,16 +997,6 @@ int qraft__wire_message_fill(pb_dec *d, const uint8_t *p, const uint8_t *end,
   return 0;
 }
 
-void qraft__wire_message_release(qraft_message *m) {
-  for (size_t i = 0; i < m->entries_n; i++) {
-    qraft_wire_entry_release(&m->entries[i]);
-  }
-  if (m->snapshot != NULL) {
-    qraft_wire_snapshot_release(m->snapshot);
-  }
-  qraft_slice_release(&m->context);
-}
-
 /* ---- public encode and decode wrappers -------------------------------- */
 
 #define WIRE_ENCODE(T, put)                                                    \
@@ -1033,6 +1023,15 @@ WIRE_ENCODE(conf_change_single, single_put)
 WIRE_ENCODE(conf_change_v2, conf_change_v2_put)
 WIRE_ENCODE(message, qraft__wire_message_put)
 
+void qraft__pb_dec_finish(pb_dec *d) {
+  if (d->refs_pending == 0) {
+    return;
+  }
+  QRAFT_ASSERT(d->owner != NULL && d->refs_pending <= UINT32_MAX);
+  qraft_buf_ref_n(d->owner, (uint32_t)d->refs_pending);
+  d->refs_pending = 0;
+}
+
 pb_dec qraft__pb_dec_init(qraft_buf *owner, const uint8_t *data, size_t len,
                           qraft_err *err) {
   static const uint8_t empty[1];
@@ -1051,6 +1050,7 @@ int qraft_wire_entry_decode(qraft_buf *owner, const uint8_t *data, size_t len,
   pb_dec d = qraft__pb_dec_init(owner, data, len, err);
   memset(e, 0, sizeof *e);
   int rc = entry_dec(&d, d.base, d.end, e);
+  qraft__pb_dec_finish(&d);
   if (rc != 0) {
     qraft_wire_entry_release(e);
     memset(e, 0, sizeof *e);
@@ -1098,6 +1098,7 @@ int qraft_wire_snapshot_decode(qraft_buf *owner, const uint8_t *data,
   pb_dec d = qraft__pb_dec_init(owner, data, len, err);
   memset(snap, 0, sizeof *snap);
   int rc = snapshot_dec(&d, d.base, d.end, snap);
+  qraft__pb_dec_finish(&d);
   if (rc != 0) {
     qraft_wire_snapshot_release(snap);
     memset(snap, 0, sizeof *snap);
@@ -1111,6 +1112,7 @@ int qraft_wire_conf_change_decode(qraft_buf *owner, const uint8_t *data,
   pb_dec d = qraft__pb_dec_init(owner, data, len, err);
   memset(cc, 0, sizeof *cc);
   int rc = conf_change_dec(&d, d.base, d.end, cc);
+  qraft__pb_dec_finish(&d);
   if (rc != 0) {
     qraft_wire_conf_change_release(cc);
     memset(cc, 0, sizeof *cc);
@@ -1136,6 +1138,7 @@ int qraft_wire_conf_change_v2_decode(qraft_buf *owner, const uint8_t *data,
   pb_dec d = qraft__pb_dec_init(owner, data, len, err);
   memset(cc, 0, sizeof *cc);
   int rc = conf_change_v2_dec(&d, d.base, d.end, cc);
+  qraft__pb_dec_finish(&d);
   if (rc != 0) {
     qraft_wire_conf_change_v2_release(cc);
     memset(cc, 0, sizeof *cc);

@@ -26,9 +26,6 @@ int qraft__wire_message_fill(pb_dec *d, const uint8_t *p, const uint8_t *end,
                              qraft_message *m, size_t entries_cap,
                              qraft_snapshot *snap);
 
-/* Releases every slice of a decoded message (entries, snapshot, context). */
-void qraft__wire_message_release(qraft_message *m);
-
 /* limits, or the defaults if NULL; asserts they are valid. */
 const qraft_wire_limits *qraft__wire_limits(const qraft_wire_limits *limits,
                                             qraft_wire_limits *storage);

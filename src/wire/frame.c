@@ -99,13 +99,42 @@ static qraft_snapshot *batch_snaps(qraft_wire_batch *b, size_t msgs_n,
   return (qraft_snapshot *)(batch_entries(b, msgs_n) + entries_n);
 }
 
+/* Slices to release, counted per owner so that a run of slices of one
+ * buffer costs one atomic step. */
+typedef struct release_run {
+  qraft_buf *owner;
+  uint32_t n;
+} release_run;
+
+static void release_add(release_run *r, const qraft_slice *s) {
+  if (s->owner == NULL) {
+    return;
+  }
+  if (s->owner != r->owner || r->n == UINT32_MAX) {
+    qraft_buf_unref_n(r->owner, r->n);
+    r->owner = s->owner;
+    r->n = 0;
+  }
+  r->n++;
+}
+
 void qraft_wire_batch_free(qraft_wire_batch *batch) {
   if (batch == NULL) {
     return;
   }
+  release_run run = {0};
   for (size_t i = 0; i < batch->msgs_n; i++) {
-    qraft__wire_message_release(&batch->msgs[i]);
+    const qraft_message *m = &batch->msgs[i];
+    for (size_t k = 0; k < m->entries_n; k++) {
+      release_add(&run, &m->entries[k].data);
+      release_add(&run, &m->entries[k].context);
+    }
+    if (m->snapshot != NULL) {
+      release_add(&run, &m->snapshot->data);
+    }
+    release_add(&run, &m->context);
   }
+  qraft_buf_unref_n(run.owner, run.n);
   free(batch);
 }
 
@@ -167,6 +196,7 @@ int qraft_wire_message_decode(qraft_buf *owner, const uint8_t *data,
   size_t snaps_used = 0;
   rc = batch_fill(&d, b, 1, entries_n, snaps_n, &entries_used, &snaps_used,
                   data, d.end);
+  qraft__pb_dec_finish(&d);
   if (rc != 0) {
     qraft_wire_batch_free(b);
     return rc;
@@ -458,12 +488,14 @@ int qraft_wire_frame_decode(qraft_buf *owner, const uint8_t *data, size_t len,
       goto err_free_batch;
     }
   }
+  qraft__pb_dec_finish(&d);
   QRAFT_ASSERT(b->msgs_n == msgs_n && entries_used == entries_n &&
                snaps_used == snaps_n);
   *out = b;
   return 0;
 
 err_free_batch:
+  qraft__pb_dec_finish(&d);
   qraft_wire_batch_free(b);
   return rc;
 }

@@ -97,6 +97,9 @@ typedef struct pb_dec {
   const uint8_t *end;  /* end of the input */
   qraft_buf *owner;    /* buffer holding the input, or NULL */
   qraft_err *err;
+  /* References to `owner` held by the slices made so far and not yet taken:
+   * qraft__pb_dec_finish takes them in one atomic step. */
+  size_t refs_pending;
 } pb_dec;
 
 /* The field being read. */
@@ -111,6 +114,9 @@ typedef struct pb_field {
  * lie within `owner` if given. */
 pb_dec qraft__pb_dec_init(qraft_buf *owner, const uint8_t *data, size_t len,
                           qraft_err *err);
+/* Takes the references the decoded slices hold. Call once decoding is
+ * over, successful or not, before any slice is released. */
+void qraft__pb_dec_finish(pb_dec *d);
 int qraft__pb_varint_slow(pb_dec *d, const uint8_t **pp, const uint8_t *end,
                           uint64_t *v, const pb_field *f, const char *what);
 int qraft__pb_wire_type_err(pb_dec *d, const pb_field *f, unsigned want);
@@ -220,11 +226,13 @@ static inline int pb_slice(pb_dec *d, const uint8_t **pp, const uint8_t *end,
   if (rc != 0) {
     return rc;
   }
-  if (s->owner != NULL) { /* the field came twice: the last one wins */
-    qraft_buf_unref(s->owner);
+  if (s->owner != NULL) {
+    /* The field came twice: the last one wins. The first was made by this
+     * decoder, so its reference is still pending. */
+    d->refs_pending--;
   }
   if (len != 0 && d->owner != NULL) {
-    qraft_buf_ref(d->owner);
+    d->refs_pending++;
   }
   /* [val, val + len) lies within the input, hence within d->owner. */
   *s = len != 0 ? (qraft_slice){.data = val, .len = len, .owner = d->owner}
