@@ -15,8 +15,10 @@
  * given a qraft_err, records which field and at which offset (from the start
  * of the input) the problem is.
  *
- * Threads: the functions here keep no global state. A batcher and a decoded
- * batch belong to one thread at a time; a pool may be used from any thread.
+ * Threads: the functions here keep no global state and may be called from
+ * any thread. A batcher and a decoded batch belong to one thread at a time
+ * (the slices taken out of a batch may be released on any thread); a pool
+ * may be used from many threads at once.
  */
 #ifndef QRAFT_WIRE_H
 #define QRAFT_WIRE_H
@@ -418,7 +420,10 @@ void qraft_wire_batcher_init(qraft_wire_batcher *b, qraft_id peer_id,
 int qraft_wire_batcher_add(qraft_wire_batcher *b, const qraft_message *m,
                            qraft_err *err);
 
-/* Sends the pending frame, if any. Returns 0, or what send_cb returned. */
+/* Sends the pending frame, if any: call at the end of every event-loop
+ * turn. The frame passes to send_cb whatever it returns.
+ * Returns 0 on success, or one of these negative codes:
+ *   whatever send_cb returned, if it failed. */
 int qraft_wire_batcher_flush(qraft_wire_batcher *b);
 
 /* True if messages wait for a flush. */
