@@ -115,7 +115,30 @@ static void full_frames_go_out_before_the_limit_breaks(void **st) {
   }
   sent_free(&s);
 
+  /* by entries: 3-entry appends under a 5-entry limit go one per frame */
+  lim = QRAFT_WIRE_LIMITS_DEFAULT;
+  lim.frame_entries_max = 5;
+  qraft_wire_batcher_init(&b, 2, 5, &lim, NULL, on_send, &s);
+  qraft_entry three[3] = {{.index = 1}, {.index = 2}, {.index = 3}};
+  qraft_message app3 = {.type = QRAFT_MSG_APPEND, .to = 2, .entries = three,
+                        .entries_n = 3};
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(qraft_wire_batcher_add(&b, &app3, NULL), 0);
+  }
+  assert_int_equal(qraft_wire_batcher_flush(&b), 0);
+  assert_int_equal(s.n, 4);
+  for (int i = 0; i < s.n; i++) {
+    qraft_wire_batch *batch = decode_sent(&s, i);
+    assert_int_equal(batch->entries_n, 3);
+    qraft_wire_batch_free(batch);
+  }
+  sent_free(&s);
+  lim.frame_entries_max = 2; /* more entries than a frame holds */
+  qraft_wire_batcher_init(&b, 2, 5, &lim, NULL, on_send, &s);
+  assert_int_equal(qraft_wire_batcher_add(&b, &app3, NULL), QRAFT_ELIMIT);
+
   /* a message larger than any frame is refused, nothing sent */
+  lim = QRAFT_WIRE_LIMITS_DEFAULT;
   lim.frame_bytes_max = 500;
   qraft_wire_batcher_init(&b, 2, 5, &lim, NULL, on_send, &s);
   assert_int_equal(qraft_wire_batcher_add(&b, &app, NULL), QRAFT_ELIMIT);
