@@ -999,29 +999,102 @@ int qraft__wire_message_fill(pb_dec *d, const uint8_t *p, const uint8_t *end,
 
 /* ---- public encode and decode wrappers -------------------------------- */
 
-#define WIRE_ENCODE(T, put)                                                    \
-  int qraft_wire_##T##_encode(const qraft_##T *v, uint8_t *out, size_t cap,   \
-                              size_t *written) {                              \
-    size_t n = qraft_wire_##T##_size(v);                                      \
-    if (cap < n) {                                                            \
-      return -ENOBUFS;                                                        \
-    }                                                                         \
-    uint8_t *end = put(out, v);                                               \
-    QRAFT_ASSERTF((size_t)(end - out) == n, "wrote %zu of %zu bytes",         \
-                  (size_t)(end - out), n);                                    \
-    *written = n;                                                             \
-    return 0;                                                                 \
-  }
+/* The encoder wrote exactly the size it announced. */
+static int encode_done(const uint8_t *out, const uint8_t *end, size_t n,
+                       size_t *written) {
+  QRAFT_ASSERTF((size_t)(end - out) == n, "wrote %zu of %zu bytes",
+                (size_t)(end - out), n);
+  *written = n;
+  return 0;
+}
 
-WIRE_ENCODE(entry, entry_put)
-WIRE_ENCODE(hard_state, hard_state_put)
-WIRE_ENCODE(conf_state, conf_state_put)
-WIRE_ENCODE(snapshot_meta, meta_put)
-WIRE_ENCODE(snapshot, snapshot_put)
-WIRE_ENCODE(conf_change, conf_change_put)
-WIRE_ENCODE(conf_change_single, single_put)
-WIRE_ENCODE(conf_change_v2, conf_change_v2_put)
-WIRE_ENCODE(message, qraft__wire_message_put)
+int qraft_wire_entry_encode(const qraft_entry *e, uint8_t *out, size_t cap,
+                            size_t *written) {
+  size_t n = qraft_wire_entry_size(e);
+  if (cap < n) {
+    return -ENOBUFS;
+  }
+  return encode_done(out, entry_put(out, e), n, written);
+}
+
+int qraft_wire_hard_state_encode(const qraft_hard_state *hs,
+                                 uint8_t *out, size_t cap,
+                                 size_t *written) {
+  size_t n = qraft_wire_hard_state_size(hs);
+  if (cap < n) {
+    return -ENOBUFS;
+  }
+  return encode_done(out, hard_state_put(out, hs), n, written);
+}
+
+int qraft_wire_conf_state_encode(const qraft_conf_state *cs,
+                                 uint8_t *out, size_t cap,
+                                 size_t *written) {
+  size_t n = qraft_wire_conf_state_size(cs);
+  if (cap < n) {
+    return -ENOBUFS;
+  }
+  return encode_done(out, conf_state_put(out, cs), n, written);
+}
+
+int qraft_wire_snapshot_meta_encode(const qraft_snapshot_meta *meta,
+                                    uint8_t *out, size_t cap,
+                                    size_t *written) {
+  size_t n = qraft_wire_snapshot_meta_size(meta);
+  if (cap < n) {
+    return -ENOBUFS;
+  }
+  return encode_done(out, meta_put(out, meta), n, written);
+}
+
+int qraft_wire_snapshot_encode(const qraft_snapshot *snap,
+                               uint8_t *out, size_t cap,
+                               size_t *written) {
+  size_t n = qraft_wire_snapshot_size(snap);
+  if (cap < n) {
+    return -ENOBUFS;
+  }
+  return encode_done(out, snapshot_put(out, snap), n, written);
+}
+
+int qraft_wire_conf_change_encode(const qraft_conf_change *cc,
+                                  uint8_t *out, size_t cap,
+                                  size_t *written) {
+  size_t n = qraft_wire_conf_change_size(cc);
+  if (cap < n) {
+    return -ENOBUFS;
+  }
+  return encode_done(out, conf_change_put(out, cc), n, written);
+}
+
+int qraft_wire_conf_change_single_encode(const qraft_conf_change_single *s,
+                                         uint8_t *out, size_t cap,
+                                         size_t *written) {
+  size_t n = qraft_wire_conf_change_single_size(s);
+  if (cap < n) {
+    return -ENOBUFS;
+  }
+  return encode_done(out, single_put(out, s), n, written);
+}
+
+int qraft_wire_conf_change_v2_encode(const qraft_conf_change_v2 *cc,
+                                     uint8_t *out, size_t cap,
+                                     size_t *written) {
+  size_t n = qraft_wire_conf_change_v2_size(cc);
+  if (cap < n) {
+    return -ENOBUFS;
+  }
+  return encode_done(out, conf_change_v2_put(out, cc), n, written);
+}
+
+int qraft_wire_message_encode(const qraft_message *m, uint8_t *out, size_t cap,
+                              size_t *written) {
+  size_t n = qraft_wire_message_size(m);
+  if (cap < n) {
+    return -ENOBUFS;
+  }
+  return encode_done(out, qraft__wire_message_put(out, m), n, written);
+}
 
 void qraft__pb_dec_finish(pb_dec *d) {
   if (d->refs_pending == 0) {
