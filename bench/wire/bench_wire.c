@@ -2,7 +2,8 @@
  * bench_wire: encode and decode throughput of qraft's codec against
  * protobuf-c (code generated from docs/eraftpb.proto) on the same messages
  * in the same run: a heartbeat, an append with 1 entry and with 100 entries
- * of 256 bytes. Prints messages/s, MB/s and ours/protobuf-c ratios (above 1
+ * of 256 bytes, and a frame of 64 heartbeats (decoded as a
+ * qraft.wire.Frame by protobuf-c). Prints messages/s, MB/s and ours/protobuf-c ratios (above 1
  * is faster), each the median of several timed rounds.
  *
  * What is timed, per message:
@@ -14,6 +15,7 @@
  *           (copies payloads)
  */
 #include "eraftpb.pb-c.h"
+#include "qraft_wire.pb-c.h"
 
 #include <qraft/assert.h>
 #include <qraft/wire.h>
@@ -45,6 +47,13 @@ typedef struct bench_case {
 
 typedef void (*op_fn)(bench_case *c);
 
+/* The frame case: 64 heartbeats for one group. */
+#define FRAME_MSGS 64
+static qraft_message frame_msgs[FRAME_MSGS];
+static Eraftpb__Message frame_pbc_msgs[FRAME_MSGS];
+static Eraftpb__Message *frame_pbc_ptrs[FRAME_MSGS];
+static Qraft__Wire__Frame frame_pbc = QRAFT__WIRE__FRAME__INIT;
+
 static uint8_t out_buf[1 << 20];
 
 static void ours_encode(bench_case *c) {
@@ -75,6 +84,43 @@ static void pbc_decode(bench_case *c) {
   QRAFT_ASSERT(m != NULL);
   sink += ((Eraftpb__Message *)m)->n_entries;
   protobuf_c_message_free_unpacked(m, NULL);
+}
+
+static void ours_frame_encode(bench_case *c) {
+  (void)c;
+  size_t n = 0;
+  int rc = qraft_wire_frame_encode(7, frame_msgs, FRAME_MSGS, NULL, out_buf,
+                                   sizeof out_buf, &n, NULL);
+  QRAFT_ASSERT(rc == 0);
+  sink += n;
+}
+
+static void pbc_frame_encode(bench_case *c) {
+  (void)c;
+  size_t n = protobuf_c_message_get_packed_size(&frame_pbc.base);
+  QRAFT_ASSERT(n + 4 <= sizeof out_buf);
+  out_buf[0] = (uint8_t)n; /* the prefix, as a sender writes it */
+  out_buf[1] = (uint8_t)(n >> 8);
+  out_buf[2] = (uint8_t)(n >> 16);
+  out_buf[3] = (uint8_t)(n >> 24);
+  sink += protobuf_c_message_pack(&frame_pbc.base, out_buf + 4);
+}
+
+static void ours_frame_decode(bench_case *c) {
+  qraft_wire_batch *batch = NULL;
+  int rc = qraft_wire_frame_decode(c->encoded, c->encoded->data,
+                                   c->encoded->len, NULL, &batch, NULL);
+  QRAFT_ASSERT(rc == 0);
+  sink += batch->msgs_n;
+  qraft_wire_batch_free(batch);
+}
+
+static void pbc_frame_decode(bench_case *c) {
+  Qraft__Wire__Frame *f = qraft__wire__frame__unpack(
+      NULL, c->encoded->len - 4, c->encoded->data + 4);
+  QRAFT_ASSERT(f != NULL);
+  sink += f->n_messages;
+  qraft__wire__frame__free_unpacked(f, NULL);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -173,6 +219,26 @@ int main(void) {
     protobuf_c_message_pack(&c->pbc.base, out_buf);
     QRAFT_ASSERT(memcmp(out_buf, c->encoded->data, n) == 0);
   }
+  /* The frame case. */
+  bench_case frame = {.name = "frame 64 hb"};
+  for (int i = 0; i < FRAME_MSGS; i++) {
+    frame_msgs[i] = cases[0].msg;
+    frame_msgs[i].commit += (uint64_t)i;
+    eraftpb__message__init(&frame_pbc_msgs[i]);
+    frame_pbc_msgs[i].msg_type = (Eraftpb__MessageType)frame_msgs[i].type;
+    frame_pbc_msgs[i].to = frame_msgs[i].to;
+    frame_pbc_msgs[i].from = frame_msgs[i].from;
+    frame_pbc_msgs[i].term = frame_msgs[i].term;
+    frame_pbc_msgs[i].commit = frame_msgs[i].commit;
+    frame_pbc_ptrs[i] = &frame_pbc_msgs[i];
+  }
+  frame_pbc.group_id = 7;
+  frame_pbc.n_messages = FRAME_MSGS;
+  frame_pbc.messages = frame_pbc_ptrs;
+  QRAFT_ASSERT(qraft_wire_frame_encode_buf(7, frame_msgs, FRAME_MSGS, NULL,
+                                           NULL, &frame.encoded, NULL) == 0);
+  QRAFT_ASSERT(protobuf_c_message_get_packed_size(&frame_pbc.base) + 4 ==
+               frame.encoded->len);
   printf("qraft wire codec vs protobuf-c %s, median of %d rounds of %.1f s\n",
          protobuf_c_version(), ROUNDS, ROUND_NS / 1e9);
   printf("%-14s %-7s %12s %9s %12s %9s %8s\n", "message", "op", "qraft msg/s",
@@ -182,8 +248,15 @@ int main(void) {
     report("encode", c, measure(ours_encode, c), measure(pbc_encode, c));
     report("decode", c, measure(ours_decode, c), measure(pbc_decode, c));
   }
+  report("encode", &frame, measure(ours_frame_encode, &frame),
+         measure(pbc_frame_encode, &frame));
+  report("decode", &frame, measure(ours_frame_decode, &frame),
+         measure(pbc_frame_decode, &frame));
   for (int i = 0; i < 3; i++) {
     qraft_buf_unref(cases[i].encoded);
   }
+  qraft_buf_unref(frame.encoded);
+  printf("(frame rows: frames/s, 64 messages each; ratio = protobuf-c time / "
+         "qraft time)\n");
   return 0;
 }
