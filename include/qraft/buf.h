@@ -65,6 +65,14 @@ qraft_buf *qraft_buf_ref(qraft_buf *b);
 /* Drops a reference; NULL is ignored. */
 void qraft_buf_unref(qraft_buf *b);
 
+/* Takes `n` more references in one atomic step (for a decoder handing out
+ * many slices of one buffer); n may be 0. Returns `b`. */
+qraft_buf *qraft_buf_ref_n(qraft_buf *b, uint32_t n);
+
+/* Drops `n` references in one atomic step; the last one frees the buffer as
+ * qraft_buf_unref does. NULL or n == 0 is ignored. */
+void qraft_buf_unref_n(qraft_buf *b, uint32_t n);
+
 /* Current reference count (for tests and assertions). */
 uint32_t qraft_buf_refs(const qraft_buf *b);
 

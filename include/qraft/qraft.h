@@ -15,6 +15,7 @@
 #include <qraft/storage.h>
 #include <qraft/types.h>
 #include <qraft/varint.h>
+#include <qraft/wire.h>
 #include <qraft/version.h>
 
 #endif
