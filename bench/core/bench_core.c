@@ -156,6 +156,8 @@ static int cmp_double(const void *a, const void *b) {
 typedef struct sample {
   double ns_op;
   double allocs_op;
+  uint64_t warmup_allocs; /* in the warm-up ops, before the clock starts */
+  double msgs_op;         /* messages stepped per op */
 } sample;
 
 typedef struct summary {
@@ -528,17 +530,22 @@ static sample run_workload(workload w, size_t ops) {
   uint64_t s0 = allocs_n;
   cluster_init(&c, w == ONE_NODE ? 1 : 3);
   setup_allocs += allocs_n - s0;
+  uint64_t w0 = allocs_n;
   run_ops(w, &c, WARMUP_OPS);
   uint64_t a0 = allocs_n;
+  uint64_t d0 = c.delivered;
   alloc_trace_left = trace_allocs;
   uint64_t t0 = now_ns();
   run_ops(w, &c, ops);
   uint64_t t1 = now_ns();
   alloc_trace_left = 0;
   uint64_t a1 = allocs_n;
+  uint64_t d1 = c.delivered;
   cluster_close(&c);
   return (sample){.ns_op = (double)(t1 - t0) / (double)ops,
-                  .allocs_op = (double)(a1 - a0) / (double)ops};
+                  .allocs_op = (double)(a1 - a0) / (double)ops,
+                  .warmup_allocs = a0 - w0,
+                  .msgs_op = (double)(d1 - d0) / (double)ops};
 }
 
 /* The baseline: a memcpy of the payload per op, into a 1 MiB ring. */
@@ -648,9 +655,20 @@ int main(int argc, char **argv) {
   }
   payload->len = PAYLOAD_BYTES;
 
+  /* Other work on the machine is the first suspect when numbers move. */
+  char load[64] = "?";
+  FILE *f = fopen("/proc/loadavg", "r");
+  if (f != NULL) {
+    if (fgets(load, sizeof load, f) != NULL) {
+      load[strcspn(load, "\n")] = '\0';
+    }
+    fclose(f);
+  }
   printf("bench_core: the Raft core in memory, %d-byte entries, median of %d "
-         "runs (min..max), %d warm-up ops per run\n",
-         PAYLOAD_BYTES, repeats, WARMUP_OPS);
+         "runs (min..max), %d warm-up ops per run; %ld CPUs, load average "
+         "%s\n",
+         PAYLOAD_BYTES, repeats, WARMUP_OPS, sysconf(_SC_NPROCESSORS_ONLN),
+         load);
   printf("  etcd = etcd raft 3.4, a REFERENCE figure from PERFORMANCE.md, "
          "measured earlier on a machine of this kind, NOT in this run;\n"
          "  goal = one tenth of etcd's time and no allocation per op; "
@@ -658,7 +676,7 @@ int main(int argc, char **argv) {
 
   /* Workloads interleaved with the baseline, repeat by repeat, so that
    * machine noise touches them alike. */
-  size_t base_ops = (size_t)(ONE_NODE_OPS * 10 * scale);
+  size_t base_ops = (size_t)(ONE_NODE_OPS * 100 * scale);
   sample base[REPEATS_MAX];
   sample res[WORKLOADS_N][REPEATS_MAX];
   for (int r = 0; r < repeats; r++) {
@@ -698,9 +716,19 @@ int main(int argc, char **argv) {
          "goal is met at <= 1.00x with 0 allocs/op)\n");
   /* A counter that never moved would make every 0 above meaningless. */
   QRAFT_ASSERTF(setup_allocs > 0, "the allocation wrappers counted nothing");
-  printf("  (allocations are counted: %" PRIu64 " in cluster setups, outside "
-         "the measured loops)\n",
+  printf("  (allocations are counted: %" PRIu64 " in cluster setups and",
          setup_allocs);
+  for (size_t w = 0; w < WORKLOADS_N; w++) {
+    printf("%s%" PRIu64, w ? ", " : " ", res[w][0].warmup_allocs);
+  }
+  printf(" in the %d warm-up ops of each workload's first run, outside the "
+         "measured loops)\n",
+         WARMUP_OPS);
+  printf("  (messages stepped per op:");
+  for (size_t w = 0; w < WORKLOADS_N; w++) {
+    printf("%s%.2f", w ? ", " : " ", res[w][0].msgs_op);
+  }
+  printf(")\n");
   fflush(stdout);
 
   if (sim) {
