@@ -660,7 +660,14 @@ int main(int argc, char **argv) {
   FILE *f = fopen("/proc/loadavg", "r");
   if (f != NULL) {
     if (fgets(load, sizeof load, f) != NULL) {
-      load[strcspn(load, "\n")] = '\0';
+      /* the three averages, not the run queue and last pid */
+      char *end = load;
+      for (int k = 0; k < 3 && end != NULL; k++) {
+        end = strchr(end + (k > 0), ' ');
+      }
+      if (end != NULL) {
+        *end = '\0';
+      }
     }
     fclose(f);
   }
