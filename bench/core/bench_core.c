@@ -575,11 +575,13 @@ typedef struct sim_sample {
   double events_s;
   double runs_min;
   uint64_t events;
+  uint64_t allocs;
   int failed;
 } sim_sample;
 
 static sim_sample run_sim(int seeds) {
   sim_sample s = {0};
+  uint64_t a0 = allocs_n;
   uint64_t t0 = now_ns();
   for (int i = 0; i < seeds; i++) {
     qraft_sim_core_opts opts = {.seed = (uint64_t)(SIM_SEED_FIRST + i)};
@@ -594,6 +596,7 @@ static sim_sample run_sim(int seeds) {
     s.events += res.events;
   }
   double secs = (double)(now_ns() - t0) / 1e9;
+  s.allocs = allocs_n - a0;
   s.events_s = (double)s.events / secs;
   s.runs_min = (double)seeds / secs * 60.0;
   return s;
@@ -754,15 +757,18 @@ int main(int argc, char **argv) {
     qsort(ev, (size_t)sim_repeats, sizeof ev[0], cmp_double);
     qsort(rm, (size_t)sim_repeats, sizeof rm[0], cmp_double);
     double ev_med = ev[sim_repeats / 2];
-    printf("\n  simulator: seeds %d..%d, median of %d passes: %.0f events/s "
-           "(%.0f..%.0f), %.1f runs/min, %.0f ns/event = %.1f x base, "
-           "%" PRIu64 " events per pass%s\n",
-           SIM_SEED_FIRST, SIM_SEED_FIRST + seeds - 1, sim_repeats, ev_med,
-           ev[0], ev[sim_repeats - 1], rm[sim_repeats / 2], 1e9 / ev_med,
-           1e9 / ev_med / bs.median, ss[0].events,
+    printf("\n  simulator: seeds %d..%d, median of %d passes%s\n",
+           SIM_SEED_FIRST, SIM_SEED_FIRST + seeds - 1, sim_repeats,
            failed ? ", SOME SEEDS FAILED (see stderr)" : "");
-    printf("  (no reference figure for the simulator: etcd has none; one "
-           "event is one step of the simulated cluster, checks included)\n");
+    printf("  %12.0f events/s (%.0f..%.0f), %.1f runs/min, %.0f ns/event = "
+           "%.1f x base\n",
+           ev_med, ev[0], ev[sim_repeats - 1], rm[sim_repeats / 2],
+           1e9 / ev_med, 1e9 / ev_med / bs.median);
+    printf("  %12" PRIu64 " events per pass, %.2f allocs/event (simulator "
+           "and core, under faults)\n",
+           ss[0].events, (double)ss[0].allocs / (double)ss[0].events);
+    printf("  (no reference figure for the simulator: etcd has none; an event "
+           "is one step of the simulated cluster, every check included)\n");
   }
 
   uint32_t refs = qraft_buf_refs(payload);
