@@ -14,8 +14,16 @@
  *   simulator       qraft_sim_core_run over a fixed set of seeds: events per
  *                   second of wall time and runs per minute
  *
- * Every workload runs a few times (a new cluster each time, warmed up before
- * the clock starts) and prints its median, with the spread. Allocations are
+ * The driver persists synchronously (an update's writes are in its memory
+ * log before its messages leave), never ticks during a measurement, and
+ * compacts every node's core and log every 1024 applied entries, keeping
+ * 512, as a server taking snapshots would; without compaction the core's
+ * log would grow, and its array with it.
+ *
+ * Every workload runs a few times (a new cluster each time, warmed up with
+ * WARMUP_OPS operations before the clock starts, which lets the core's log
+ * array reach its size between compactions) and prints its median, with
+ * the spread. Allocations are
  * counted by wrapping malloc, calloc, realloc, aligned_alloc and
  * posix_memalign at link time (see CMakeLists.txt); the library is linked
  * statically, so its calls are counted too. The driver itself allocates
@@ -30,9 +38,10 @@
  *   bench_core [--repeats R] [--scale X] [--seeds S] [--no-sim]
  *              [--trace-allocs N]
  *
- * --scale multiplies the operation counts; --trace-allocs N prints a
- * backtrace (addresses, for addr2line -e bench_core) of the first N
- * allocations inside each measured core loop.
+ * --scale multiplies the operation counts; --trace-allocs N prints to
+ * stderr a backtrace of the first N allocations inside each measured core
+ * loop, as offsets: `addr2line -f -i -e build/bin/bench_core 0x...` names
+ * the call sites. Build with -DWARMUP_OPS=0 to see the warm-up's too.
  */
 #include <qraft/assert.h>
 #include <qraft/core.h>
