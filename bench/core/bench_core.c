@@ -564,6 +564,8 @@ static sample run_workload(workload w, size_t ops) {
 static uint8_t baseline_ring[BASELINE_RING_BYTES];
 
 static sample run_baseline(size_t ops) {
+  /* fault the ring's pages in before the clock starts */
+  memset(baseline_ring, 0, sizeof baseline_ring);
   size_t at = 0;
   uint64_t t0 = now_ns();
   for (size_t i = 0; i < ops; i++) {
@@ -614,6 +616,7 @@ static sim_sample run_sim(int seeds) {
 /* ---- report ---- */
 
 typedef struct reference {
+  const char *key; /* for --only */
   const char *name;
   size_t ops;
   workload w;
@@ -622,16 +625,18 @@ typedef struct reference {
 } reference;
 
 static const reference workloads[] = {
-    {"one node: propose..applied", ONE_NODE_OPS, ONE_NODE, 383, 3},
-    {"three nodes, 1 in flight", THREE_NODES_OPS, THREE_NODES, 3835, 18},
-    {"three nodes, 64 in flight", THREE_NODES_64_OPS, THREE_NODES_64, 2659,
-     -1},
+    {"one", "one node: propose..applied", ONE_NODE_OPS, ONE_NODE, 383, 3},
+    {"three", "three nodes, 1 in flight", THREE_NODES_OPS, THREE_NODES, 3835,
+     18},
+    {"three64", "three nodes, 64 in flight", THREE_NODES_64_OPS,
+     THREE_NODES_64, 2659, -1},
 };
 #define WORKLOADS_N (sizeof workloads / sizeof workloads[0])
 
 static void usage(void) {
   fprintf(stderr, "usage: bench_core [--repeats R] [--scale X] [--seeds S] "
-                  "[--no-sim] [--trace-allocs N]\n");
+                  "[--no-sim] [--trace-allocs N]\n"
+                  "                  [--only one|three|three64|sim]\n");
   exit(2);
 }
 
@@ -640,6 +645,11 @@ int main(int argc, char **argv) {
   double scale = 1.0;
   int seeds = SIM_SEEDS_DEFAULT;
   bool sim = true;
+  bool selected[WORKLOADS_N];
+  size_t selected_n = WORKLOADS_N;
+  for (size_t w = 0; w < WORKLOADS_N; w++) {
+    selected[w] = true;
+  }
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--repeats") == 0 && i + 1 < argc) {
       repeats = atoi(argv[++i]);
@@ -651,6 +661,19 @@ int main(int argc, char **argv) {
       sim = false;
     } else if (strcmp(argv[i], "--trace-allocs") == 0 && i + 1 < argc) {
       trace_allocs = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      const char *key = argv[++i];
+      bool known = strcmp(key, "sim") == 0;
+      sim = known;
+      selected_n = 0;
+      for (size_t w = 0; w < WORKLOADS_N; w++) {
+        selected[w] = strcmp(key, workloads[w].key) == 0;
+        selected_n += selected[w];
+        known = known || selected[w];
+      }
+      if (!known) {
+        usage();
+      }
     } else {
       usage();
     }
@@ -703,6 +726,9 @@ int main(int argc, char **argv) {
   for (int r = 0; r < repeats; r++) {
     base[r] = run_baseline(base_ops);
     for (size_t w = 0; w < WORKLOADS_N; w++) {
+      if (!selected[w]) {
+        continue;
+      }
       size_t ops = (size_t)((double)workloads[w].ops * scale);
       if (ops < 1) {
         ops = 1;
@@ -713,10 +739,15 @@ int main(int argc, char **argv) {
   summary bs = summarize(base, repeats);
   printf("  %-28s %9.1f ns/op (%.1f..%.1f)\n",
          "baseline: memcpy 128 B", bs.median, bs.min, bs.max);
-  printf("\n  %-28s %9s %16s %9s %7s %12s %8s %8s %8s\n", "workload", "ns/op",
-         "(min..max)", "allocs/op", "x base", "etcd ns, al", "vs etcd",
-         "goal ns", "vs goal");
+  if (selected_n > 0) {
+    printf("\n  %-28s %9s %16s %9s %7s %12s %8s %8s %8s\n", "workload",
+           "ns/op", "(min..max)", "allocs/op", "x base", "etcd ns, al",
+           "vs etcd", "goal ns", "vs goal");
+  }
   for (size_t w = 0; w < WORKLOADS_N; w++) {
+    if (!selected[w]) {
+      continue;
+    }
     const reference *ref = &workloads[w];
     summary s = summarize(res[w], repeats);
     char spread[40], etcd[32];
@@ -733,23 +764,32 @@ int main(int argc, char **argv) {
            s.median <= goal && s.allocs_op == 0 ? "meets goal"
                                                 : "misses goal");
   }
-  printf("  (vs etcd, vs goal: our time over theirs, lower is better; the "
-         "goal is met at <= 1.00x with 0 allocs/op)\n");
-  /* A counter that never moved would make every 0 above meaningless. */
-  QRAFT_ASSERTF(setup_allocs > 0, "the allocation wrappers counted nothing");
-  printf("  (allocations are counted: %" PRIu64 " in cluster setups and",
-         setup_allocs);
-  for (size_t w = 0; w < WORKLOADS_N; w++) {
-    printf("%s%" PRIu64, w ? ", " : " ", res[w][0].warmup_allocs);
+  if (selected_n > 0) {
+    printf("  (vs etcd, vs goal: our time over theirs, lower is better; the "
+           "goal is met at <= 1.00x with 0 allocs/op)\n");
+    /* A counter that never moved would make every 0 above meaningless. */
+    QRAFT_ASSERTF(setup_allocs > 0, "the allocation wrappers counted nothing");
+    printf("  (allocations are counted: %" PRIu64 " in cluster setups; in the "
+           "%d warm-up ops of the first run:",
+           setup_allocs, WARMUP_OPS);
+    const char *sep = " ";
+    for (size_t w = 0; w < WORKLOADS_N; w++) {
+      if (selected[w]) {
+        printf("%s%s %" PRIu64, sep, workloads[w].key,
+               res[w][0].warmup_allocs);
+        sep = ", ";
+      }
+    }
+    printf(")\n  (messages stepped per op:");
+    sep = " ";
+    for (size_t w = 0; w < WORKLOADS_N; w++) {
+      if (selected[w]) {
+        printf("%s%s %.2f", sep, workloads[w].key, res[w][0].msgs_op);
+        sep = ", ";
+      }
+    }
+    printf(")\n");
   }
-  printf(" in the %d warm-up ops of each workload's first run, outside the "
-         "measured loops)\n",
-         WARMUP_OPS);
-  printf("  (messages stepped per op:");
-  for (size_t w = 0; w < WORKLOADS_N; w++) {
-    printf("%s%.2f", w ? ", " : " ", res[w][0].msgs_op);
-  }
-  printf(")\n");
   fflush(stdout);
 
   if (sim) {
