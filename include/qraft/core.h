@@ -188,7 +188,9 @@ typedef struct qraft_update {
   const qraft_entry *committed; /* rule 5 */
   size_t committed_n;
   bool conf_changed;
-  qraft_conf_state conf_state; /* after this update's committed entries */
+  /* The configuration after this update's committed entries (or installed
+   * snapshot), when conf_changed; NULL otherwise. */
+  const qraft_conf_state *conf_state;
 
   const qraft_read_state *read_states; /* rule 8 */
   size_t read_states_n;

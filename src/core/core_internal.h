@@ -94,6 +94,7 @@ struct qraft_core {
   qraft_id durable_vote;
   bool leader_pending; /* single voter: leader once its vote is durable */
   bool removed_leader; /* leading only to hand over to a member */
+  bool append_pending; /* proposals to broadcast when the update is taken */
 
   /* configuration history since the snapshot, for compaction */
   conf_record *confs;

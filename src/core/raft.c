@@ -445,6 +445,7 @@ static void core_reset(qraft_core *c, uint64_t term) {
   core_abort_transfer(c);
   c->leader_pending = false;
   c->removed_leader = false;
+  c->append_pending = false;
   qraft__tracker_reset_votes(&c->trk);
   uint64_t last = log_last_index(c);
   for (uint32_t i = 0; i < c->trk.progress_n; i++) {
@@ -1107,7 +1108,7 @@ static int core_step_leader(qraft_core *c, const qraft_message *m) {
     if (rv != 0) {
       return rv;
     }
-    core_bcast_append(c);
+    c->append_pending = true; /* one MsgAppend per peer per update */
     return 0;
   }
   case QRAFT_MSG_READ_INDEX: {
@@ -1592,7 +1593,7 @@ int qraft_core_propose(qraft_core *c, const qraft_entry *entries, size_t n,
     if (rv != 0) {
       return rv;
     }
-    core_bcast_append(c);
+    c->append_pending = true; /* one MsgAppend per peer per update */
     return 0;
   }
   if (c->role != QRAFT_ROLE_FOLLOWER || c->lead == QRAFT_ID_NONE ||
@@ -1664,7 +1665,7 @@ int qraft_core_propose_conf_change(qraft_core *c,
   if (index) {
     *index = e.index;
   }
-  core_bcast_append(c);
+  c->append_pending = true; /* one MsgAppend per peer per update */
   return 0;
 }
 
@@ -2047,7 +2048,7 @@ static uint64_t core_apply_limit(const qraft_core *c) {
 }
 
 bool qraft_core_has_update(const qraft_core *c) {
-  if (c->slots_n > 0 || c->read_states_n > 0 ||
+  if (c->slots_n > 0 || c->read_states_n > 0 || c->append_pending ||
       (c->snapshot_pending && !c->snapshot_handed) ||
       c->unstable_from <= log_last_index(c) || c->truncate_from != 0) {
     return true;
@@ -2105,6 +2106,15 @@ void qraft_core_take_update(qraft_core *c, qraft_update *u) {
     qraft_conf_change_v2 leave;
     memset(&leave, 0, sizeof leave);
     (void)qraft_core_propose_conf_change(c, &leave, NULL, NULL);
+  }
+
+  /* New entries proposed since the last update go out in one MsgAppend
+   * per peer (batching: the update is taken at the end of a loop turn). */
+  if (c->append_pending) {
+    c->append_pending = false;
+    if (c->role == QRAFT_ROLE_LEADER) {
+      core_bcast_append(c);
+    }
   }
 
   /* 2. Soft and hard state. */
@@ -2172,10 +2182,7 @@ void qraft_core_take_update(qraft_core *c, qraft_update *u) {
 
   /* 4. Messages: resolve entry ranges, drop those the log moved under. */
   size_t now_n = 0, after_n = 0;
-  c->snap_msg.metadata.index = c->snap_index;
-  c->snap_msg.metadata.term = c->snap_term;
-  c->snap_msg.metadata.conf_state = c->snap_conf;
-  c->snap_msg.data = (qraft_slice){0};
+  bool snap_meta_set = false;
   for (size_t i = 0; i < c->slots_n; i++) {
     msg_slot *s = &c->slots[i];
     qraft_message *m = &s->m;
@@ -2205,6 +2212,13 @@ void qraft_core_take_update(qraft_core *c, qraft_update *u) {
                                  .len = CAMPAIGN_TRANSFER_LEN};
     }
     if (s->has_snapshot) {
+      if (!snap_meta_set) {
+        c->snap_msg.metadata.index = c->snap_index;
+        c->snap_msg.metadata.term = c->snap_term;
+        c->snap_msg.metadata.conf_state = c->snap_conf;
+        c->snap_msg.data = (qraft_slice){0};
+        snap_meta_set = true;
+      }
       m->snapshot = &c->snap_msg;
     }
     if (s->after_persist) {
@@ -2226,7 +2240,7 @@ void qraft_core_take_update(qraft_core *c, qraft_update *u) {
   }
   if (c->conf_changed) {
     u->conf_changed = true;
-    u->conf_state = c->trk.conf;
+    u->conf_state = &c->trk.conf;
     c->conf_changed = false;
   }
   u->read_states = c->read_states;

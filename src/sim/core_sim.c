@@ -1184,7 +1184,7 @@ static void node_drain(sim *s, int ni) {
       applied = u.committed[i].index;
     }
     if (u.conf_changed && n->sm.index >= s->conf_index) {
-      s->conf = u.conf_state;
+      s->conf = *u.conf_state;
       s->conf_index = n->sm.index;
       s->res->conf_changes++;
       if (s->confs_n == 0 ||
@@ -1195,7 +1195,7 @@ static void node_drain(sim *s, int ni) {
           QRAFT_ASSERT(s->confs != NULL);
         }
         s->confs[s->confs_n].index = n->last_conf_entry;
-        s->confs[s->confs_n].conf = u.conf_state;
+        s->confs[s->confs_n].conf = *u.conf_state;
         s->confs_n++;
       }
     }

@@ -1,0 +1,272 @@
+/*
+ * qraft/node.h: a Raft node, the runtime that joins the core, the storage,
+ * the transport and the user's state machine.
+ *
+ * A node owns one Raft core (qraft/core.h), one store (qraft/storage.h,
+ * the write-ahead log by default), one QUIC endpoint with the Raft protocol
+ * handler (qraft/transport.h), and drives the user's state machine. It runs
+ * on an env (qraft/env.h): by default a libuv loop on a thread of its own
+ * (plus the WAL's writer thread); in tests and simulations, an env the
+ * caller runs.
+ *
+ * Identity: a node is named by its Ed25519 key. Its Raft id (the u64 of
+ * the eraftpb schema) is derived from the key: the first 8 bytes of the
+ * public key, big-endian (qraft_node_raft_id). Members learn each other's
+ * addresses from the configuration entries of the log: every configuration
+ * change carries the node address (key and direct UDP addresses) of the
+ * node it adds, so a member needs no other directory, and the transport
+ * admits exactly the members and the nodes being added.
+ *
+ * Threads. Every qraft_node_* function may be called from any thread unless
+ * it says otherwise; calls hand their work to the loop thread and return.
+ * Completion callbacks run on the loop thread, must not block, and may call
+ * qraft_node_* functions (but not qraft_node_stop or qraft_node_free).
+ * State machine callbacks run on the loop thread too.
+ *
+ * Writes: qraft_node_propose hands `data` to Raft; the callback runs once,
+ * after the entry is applied to the local state machine (with the state
+ * machine's result), or with an error: QRAFT_ENOTLEADER (no leader known,
+ * or the proposal could not be forwarded), QRAFT_EBUSY (back-pressure:
+ * more pending proposals or bytes than configured), QRAFT_EDROPPED (lost in
+ * a leader change; it may or may not have been committed), QRAFT_ESHUTDOWN.
+ *
+ * Reads: qraft_node_read_barrier completes once the local state machine
+ * has applied everything committed when the read was asked, confirmed by a
+ * quorum (ReadIndex, thesis 6.4) or under the leader lease when
+ * configured. Read the state machine from the callback: that read is
+ * linearizable.
+ */
+#ifndef QRAFT_NODE_H
+#define QRAFT_NODE_H
+
+#include <qraft/buf.h>
+#include <qraft/core.h>
+#include <qraft/env.h>
+#include <qraft/error.h>
+#include <qraft/log.h>
+#include <qraft/storage.h>
+#include <qraft/transport.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QRAFT_NODE_CONFIG_VERSION 1
+
+typedef struct qraft_node qraft_node;
+
+/* The Raft id of a node key: its first 8 bytes, big-endian (never 0: a key
+ * whose first 8 bytes are 0 maps to 1). */
+qraft_id qraft_node_raft_id(const qraft_node_id *key);
+
+/* ---- The state machine ---- */
+
+/* Streams a snapshot out: call it with successive chunks. Returns 0 or a
+ * negative code (stop and return it). */
+typedef int (*qraft_sm_write_fn)(void *wctx, const void *data, size_t len);
+/* Streams a snapshot in: fills buf with up to cap bytes, *n 0 at the end. */
+typedef int (*qraft_sm_read_fn)(void *rctx, void *buf, size_t cap, size_t *n);
+
+typedef struct qraft_sm_ops {
+  /*
+   * Applies `n` committed normal entries in log order. For each, write the
+   * result the proposer's callback gets into results[i] (an empty slice is
+   * fine; a slice with an owner hands the node a reference it drops after
+   * the callback). Configuration entries are applied by the node and never
+   * passed here, but their index counts: `last_index` is the index of the
+   * last entry handled by this call, applied or not, to store with the state
+   * if the state machine is durable.
+   */
+  void (*apply)(void *ud, const qraft_entry *entries, size_t n,
+                uint64_t last_index, qraft_slice *results);
+  /* Writes the whole state with `write`, as of the index it has applied,
+   * returned in *index. Returns 0 or a negative code. */
+  int (*snapshot)(void *ud, uint64_t *index, qraft_sm_write_fn write,
+                  void *wctx);
+  /* Replaces the whole state with the snapshot read with `read`, which is
+   * the state as of `index`. Returns 0 or a negative code. */
+  int (*restore)(void *ud, uint64_t index, qraft_sm_read_fn read, void *rctx);
+} qraft_sm_ops;
+
+/* ---- Configuration ---- */
+
+typedef struct qraft_node_config {
+  uint32_t version; /* QRAFT_NODE_CONFIG_VERSION */
+  /* Where the write-ahead log lives (created if missing), or a store the
+   * node takes over (ownership passes on success). One of the two. */
+  const char *data_dir;
+  qraft_storage *storage;
+  const qraft_secret_key *key; /* required; copied */
+  uint64_t cluster_id;         /* required, not 0; peers of another cluster
+                                  are refused */
+  uint32_t bind_n;             /* UDP addresses for Raft traffic, at least 1 */
+  struct sockaddr_storage bind[2];
+  const qraft_sm_ops *sm; /* required */
+  void *sm_ud;
+  /* NULL: the node makes a libuv env and runs it on a thread of its own
+   * from qraft_node_start. Otherwise the caller runs this env (all node
+   * calls then happen on the caller's loop thread). */
+  qraft_env *env;
+  qraft_logger *logger; /* NULL: the default logger */
+  /* Timing; 0 picks the default in brackets. */
+  uint32_t tick_ms;         /* [10] */
+  uint32_t election_ticks;  /* [10] */
+  uint32_t heartbeat_ticks; /* [2] */
+  bool disable_pre_vote;
+  bool disable_check_quorum;
+  bool lease_reads; /* serve reads under the leader lease (needs check-quorum) */
+  /* Back-pressure; 0 picks the default in brackets. */
+  uint32_t pending_proposals_max;  /* [8192] */
+  uint64_t pending_bytes_max;      /* [64 MiB] */
+  uint32_t pending_reads_max;      /* [4096] */
+  uint32_t proposal_timeout_ms;    /* [10 * election timeout] */
+  /* Snapshot when this many entries were applied since the last one. */
+  uint64_t snapshot_entries; /* [10000] */
+  uint64_t snapshot_bytes_max; /* [256 MiB] largest snapshot sent */
+} qraft_node_config;
+
+/* Fills `cfg` with the defaults; the caller sets the required fields. */
+void qraft_node_config_default(qraft_node_config *cfg);
+
+/*
+ * Creates a node from `cfg` (validated; `err` names the bad field), opens
+ * its store and reads back its state. It does not run until
+ * qraft_node_start. The caller owns the node until qraft_node_free.
+ * Returns 0 on success, or one of these negative codes: QRAFT_ECONFIG,
+ * QRAFT_ELOCKED (another process uses data_dir), QRAFT_ECORRUPT,
+ * QRAFT_EVERSION, QRAFT_ETLS, -ENOMEM, -errno.
+ */
+int qraft_node_new(const qraft_node_config *cfg, qraft_node **out,
+                   qraft_err *err);
+
+/*
+ * Bootstraps a new cluster whose founding voters are `members` (this node
+ * must be one of them; every founder bootstraps with the same list, in the
+ * same order). Call before qraft_node_start, on a node whose store is
+ * empty. A node that joins an existing cluster does not bootstrap: it
+ * starts empty and a member adds it (qraft_node_add_learner/add_voter).
+ * Returns 0 on success, or one of these negative codes: QRAFT_ESTATE (the
+ * store is not empty), QRAFT_ECONFIG (bad member list), -errno from the
+ * store.
+ */
+int qraft_node_bootstrap(qraft_node *node, const qraft_node_addr *members,
+                         size_t n, qraft_err *err);
+
+/* Starts the node (its thread, with the default env). Returns 0, or
+ * QRAFT_ESTATE if started twice, or -errno. */
+int qraft_node_start(qraft_node *node);
+
+/*
+ * Stops the node gracefully: no new requests are taken (they fail with
+ * QRAFT_ESHUTDOWN), pending writes finish, every pending callback runs
+ * (with QRAFT_ESHUTDOWN if it could not complete), the endpoint closes its
+ * connections and the loop ends. Blocks until done (default env), so it
+ * must not be called from a node callback. Idempotent.
+ */
+void qraft_node_stop(qraft_node *node);
+
+/* Stops the node if needed and frees it. NULL is ignored. */
+void qraft_node_free(qraft_node *node);
+
+/* This node's Raft id and address (bound ports included, once started). */
+qraft_id qraft_node_id_of(const qraft_node *node);
+void qraft_node_addr_of(const qraft_node *node, qraft_node_addr *out);
+
+/* ---- Requests ---- */
+
+/* Completion of a proposal: `status` 0 and the state machine's `result`
+ * (valid during the call; take a reference to keep it), or an error and,
+ * for QRAFT_ENOTLEADER, the leader's Raft id if known (else 0). */
+typedef void (*qraft_propose_cb)(void *ud, int status, qraft_slice result,
+                                 qraft_id leader);
+
+/*
+ * Proposes `data` (copied) as one normal entry. The callback runs exactly
+ * once, on the loop thread.
+ * Returns 0 when the request is queued (the callback reports the outcome),
+ * or one of these negative codes, without calling the callback:
+ * QRAFT_EBUSY (too many pending proposals or bytes), QRAFT_ESHUTDOWN,
+ * QRAFT_ELIMIT (data larger than a frame may carry), -ENOMEM.
+ */
+int qraft_node_propose(qraft_node *node, const void *data, size_t len,
+                       qraft_propose_cb cb, void *ud);
+
+/* Completion of a read barrier or a membership request: `status` 0, or an
+ * error (QRAFT_ENOTLEADER with the leader if known, QRAFT_ETIMEDOUT,
+ * QRAFT_EDROPPED, QRAFT_ESHUTDOWN, QRAFT_ECONF_PENDING, QRAFT_ECONFIG). */
+typedef void (*qraft_done_cb)(void *ud, int status, qraft_id leader);
+
+/*
+ * Asks for a linearizable read: the callback runs, on the loop thread, once
+ * the local state machine has applied at least the read index; read the
+ * state machine there. Works on followers (the leader confirms the index).
+ * Returns 0, or QRAFT_EBUSY, QRAFT_ESHUTDOWN, -ENOMEM (callback not
+ * called).
+ */
+int qraft_node_read_barrier(qraft_node *node, qraft_done_cb cb, void *ud);
+
+/* Membership, on the leader (a follower answers QRAFT_ENOTLEADER with the
+ * leader's id). Adding takes the new node's address, which goes into the
+ * configuration entry. Promoting a learner and removing take only the id.
+ * Each returns 0 when queued, or QRAFT_ESHUTDOWN / -ENOMEM; the callback
+ * runs when the change is applied locally, or with an error. */
+int qraft_node_add_learner(qraft_node *node, const qraft_node_addr *addr,
+                           qraft_done_cb cb, void *ud);
+int qraft_node_add_voter(qraft_node *node, const qraft_node_addr *addr,
+                         qraft_done_cb cb, void *ud);
+int qraft_node_promote(qraft_node *node, qraft_id id, qraft_done_cb cb,
+                       void *ud);
+int qraft_node_remove(qraft_node *node, qraft_id id, qraft_done_cb cb,
+                      void *ud);
+/* Transfers leadership to `to` (thesis 3.10); the callback runs when `to`
+ * is leader, or with QRAFT_ETIMEDOUT after an election timeout. */
+int qraft_node_transfer(qraft_node *node, qraft_id to, qraft_done_cb cb,
+                        void *ud);
+
+/* ---- Status and metrics ---- */
+
+#define QRAFT_NODE_MEMBERS_MAX QRAFT_CONF_NODES_MAX
+
+typedef struct qraft_member_status {
+  qraft_id id;
+  qraft_node_addr addr; /* as carried by the configuration */
+  bool voter;
+  bool learner;
+  uint64_t match; /* leader only: replication progress */
+  uint64_t next;
+} qraft_member_status;
+
+typedef struct qraft_node_status {
+  qraft_id id;
+  qraft_role role;
+  qraft_id leader;
+  uint64_t term;
+  uint64_t commit;
+  uint64_t applied;
+  uint64_t last_index;
+  uint64_t snapshot_index;
+  uint32_t members_n;
+  qraft_member_status members[QRAFT_NODE_MEMBERS_MAX];
+  bool joint;
+  bool running;
+} qraft_node_status;
+
+/* Copies the status as of the end of the loop's last turn. Any thread. */
+void qraft_node_status_get(qraft_node *node, qraft_node_status *out);
+
+/*
+ * Renders the node's metrics in Prometheus text format into `buf`
+ * (NUL-terminated when size > 0): elections, term, commit and apply lag,
+ * proposals, reads, storage batch sizes and sync latency, transport per
+ * peer. Returns the length the full text needs, like snprintf. Any thread.
+ */
+size_t qraft_node_metrics_text(qraft_node *node, char *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
