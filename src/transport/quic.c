@@ -16,6 +16,7 @@
 #include <qraft/assert.h>
 
 #include <errno.h>
+#include <stdarg.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <netinet/in.h>
@@ -454,6 +455,15 @@ static void callbacks_init(ngtcp2_callbacks *cb, bool server) {
   cb->extend_max_stream_data = extend_max_stream_data_cb;
 }
 
+static void ngtcp2_log_cb(void *ud, const char *fmt, ...) {
+  (void)ud;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
 static void settings_init(qraft_endpoint *ep, ngtcp2_settings *s,
                           ngtcp2_transport_params *p) {
   const qraft_endpoint_config *cfg = &ep->cfg;
@@ -464,6 +474,9 @@ static void settings_init(qraft_endpoint *ep, ngtcp2_settings *s,
   s->max_window = cfg->conn_window_bytes * 4;
   s->max_stream_window = cfg->stream_window_bytes * 4;
   s->rand_ctx.native_handle = ep;
+  if (getenv("QRAFT_NGTCP2_LOG") != NULL) {
+    s->log_printf = ngtcp2_log_cb; /* debugging aid: ngtcp2's own trace */
+  }
   ngtcp2_transport_params_default(p);
   p->initial_max_stream_data_bidi_local = cfg->stream_window_bytes;
   p->initial_max_stream_data_bidi_remote = cfg->stream_window_bytes;
@@ -1105,7 +1118,12 @@ void qraft__quic_write(qraft_conn *c) {
     c->packets_out++;
   }
   c->busy--;
-  ngtcp2_conn_update_pkt_tx_time(q->conn, ts);
+  /* Pacing starts once the connection is up: paced from the initial RTT
+   * estimate (333 ms), the client's second flight would wait some 20 ms
+   * behind its first. */
+  if (c->state == TP_UP) {
+    ngtcp2_conn_update_pkt_tx_time(q->conn, ts);
+  }
   after_call(c);
   if (c->state == TP_HANDSHAKE || c->state == TP_UP || c->state == TP_LOSER) {
     ngtcp2_tstamp exp = ngtcp2_conn_get_expiry(q->conn);
