@@ -293,6 +293,8 @@ void qraft_endpoint_free(qraft_endpoint *ep);
 const qraft_node_id *qraft_conn_peer(const qraft_conn *conn);
 /* The ALPN of the connection (NUL-terminated). */
 const char *qraft_conn_alpn(const qraft_conn *conn);
+/* True if this endpoint dialed the connection (it is the QUIC client). */
+bool qraft_conn_dialed(const qraft_conn *conn);
 
 /*
  * Opens a stream: unidirectional (only we send) or bidirectional.

@@ -596,6 +596,8 @@ const qraft_node_id *qraft_conn_peer(const qraft_conn *conn) {
 
 const char *qraft_conn_alpn(const qraft_conn *conn) { return alpn_of(conn); }
 
+bool qraft_conn_dialed(const qraft_conn *conn) { return conn->dialed; }
+
 int qraft_conn_stream_open(qraft_conn *conn, bool bidi, int64_t *stream_id) {
   if (conn->state != TP_UP || conn->close_pending) {
     return QRAFT_ECLOSED;

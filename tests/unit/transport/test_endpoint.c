@@ -34,6 +34,7 @@ typedef struct world {
   qraft_env *env[NODES_MAX]; /* one per node in the sim, env[0] shared on uv */
   node nodes[NODES_MAX];
   int n;
+  uint32_t idle_timeout_ms; /* 0: the default */
 } world;
 
 static void on_up(void *ud, qraft_conn *conn, bool dialed) {
@@ -107,7 +108,8 @@ static int node_start(world *w, int i, const char *alpn) {
   node *n = &w->nodes[i];
   qraft_endpoint_config cfg = {.env = env_of(w, i), .key = &n->key,
                                .bind_n = 1, .authorize_cb = authorize,
-                               .authorize_ud = n};
+                               .authorize_ud = n,
+                               .idle_timeout_ms = w->idle_timeout_ms};
   struct sockaddr_in *a = (struct sockaddr_in *)&cfg.bind[0];
   a->sin_family = AF_INET;
   a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -447,15 +449,136 @@ static void fifty_endpoints_connect_to_each_other(void **st) {
                                           &w.nodes[j].key.public_key, ALPN);
       qraft_conn *b = qraft_endpoint_conn(w.nodes[j].ep,
                                           &w.nodes[i].key.public_key, ALPN);
-      qraft_peer_metrics pa;
-      qraft_endpoint_peer_metrics(w.nodes[i].ep, &w.nodes[j].key.public_key,
-                                  ALPN, &pa);
       assert_non_null(a);
       assert_non_null(b);
-      (void)pa;
+      assert_true(qraft_conn_dialed(a) != qraft_conn_dialed(b));
+      /* The one dialed by the smaller id won. */
+      bool i_smaller = qraft_node_id_cmp(&w.nodes[i].key.public_key,
+                                         &w.nodes[j].key.public_key) < 0;
+      assert_true(qraft_conn_dialed(a) == i_smaller);
     }
   }
   world_close(&w);
+}
+
+
+static void simultaneous_dial_ends_with_one_connection(bool sim) {
+  world w;
+  world_init(&w, sim, 2, 8);
+  assert_int_equal(node_start(&w, 0, NULL), 0);
+  assert_int_equal(node_start(&w, 1, NULL), 0);
+  dial(&w, 0, 1, NULL);
+  dial(&w, 1, 0, NULL);
+  assert_true(run_until(&w, both_up, NULL, 10));
+  run_for_ms(&w, 300); /* the duplicate is closed */
+  qraft_conn *a = qraft_endpoint_conn(w.nodes[0].ep,
+                                      &w.nodes[1].key.public_key, ALPN);
+  qraft_conn *b = qraft_endpoint_conn(w.nodes[1].ep,
+                                      &w.nodes[0].key.public_key, ALPN);
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_ptr_equal(a, w.nodes[0].conn);
+  assert_ptr_equal(b, w.nodes[1].conn);
+  assert_true(qraft_conn_dialed(a) != qraft_conn_dialed(b));
+  bool zero_smaller = qraft_node_id_cmp(&w.nodes[0].key.public_key,
+                                        &w.nodes[1].key.public_key) < 0;
+  assert_true(qraft_conn_dialed(a) == zero_smaller);
+  /* And it carries traffic. */
+  w.nodes[1].echo = true;
+  int64_t sid;
+  assert_int_equal(qraft_conn_stream_open(a, true, &sid), 0);
+  assert_int_equal(
+      qraft_conn_stream_send(a, sid, qraft_slice_of(NULL, "x", 1), true), 0);
+  int zero = 0;
+  assert_true(run_until(&w, rx_fin, &zero, 10));
+  world_close(&w);
+}
+
+static bool timed_out(world *w, void *arg) {
+  (void)arg;
+  return w->nodes[0].downs > 0 && w->nodes[1].downs > 0;
+}
+
+/* Keep-alives hold an idle connection open past the idle timeout; when the
+ * network goes silent the idle timeout ends it on both sides, and the dialer
+ * reconnects after the network heals. */
+static void sim_keep_alive_idle_timeout_and_redial(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, 2, 9);
+  w.idle_timeout_ms = 1000;
+  assert_int_equal(node_start(&w, 0, NULL), 0);
+  assert_int_equal(node_start(&w, 1, NULL), 0);
+  dial(&w, 0, 1, NULL);
+  assert_true(run_until(&w, both_up, NULL, 10));
+  run_for_ms(&w, 10000);
+  assert_int_equal(w.nodes[0].downs, 0);
+  assert_int_equal(w.nodes[1].downs, 0);
+  qraft_simnet_faults f = {.drop_ppm = 1000000};
+  qraft_simnet_set_faults(w.net, &f);
+  assert_true(run_until(&w, timed_out, NULL, 10));
+  assert_int_equal(w.nodes[0].last_down.code, QRAFT_ETIMEDOUT);
+  assert_int_equal(w.nodes[1].last_down.code, QRAFT_ETIMEDOUT);
+  run_for_ms(&w, 20000); /* redials fail meanwhile, backing off */
+  qraft_endpoint_metrics m;
+  qraft_endpoint_metrics_get(w.nodes[0].ep, &m);
+  assert_true(m.conns_dialed >= 3);
+  assert_true(m.handshake_failures[QRAFT_HS_FAIL_TIMEOUT] >= 2);
+  /* Backoff is capped at 5 s: a 20 s outage costs at most a handful of
+   * dials, not one per 50 ms. */
+  assert_true(m.conns_dialed <= 12);
+  qraft_simnet_faults ok = {.delay_min_ns = 50000, .delay_max_ns = 50000};
+  qraft_simnet_set_faults(w.net, &ok);
+  int two = 2;
+  assert_true(run_until(&w, ups_at_least, &two, 20));
+  qraft_peer_metrics pm;
+  qraft_endpoint_peer_metrics(w.nodes[0].ep, &w.nodes[1].key.public_key, ALPN,
+                              &pm);
+  assert_int_equal(pm.reconnects, 1);
+  world_close(&w);
+}
+
+/* The same seed gives the same run: same datagrams, same events. */
+static void sim_same_seed_same_run(void **st) {
+  (void)st;
+  qraft_simnet_stats s[2];
+  for (int k = 0; k < 2; k++) {
+    world w;
+    world_init(&w, true, 2, 10);
+    qraft_simnet_faults f = {.drop_ppm = 20000, .dup_ppm = 10000,
+                             .delay_min_ns = 10000, .delay_max_ns = 1000000};
+    qraft_simnet_set_faults(w.net, &f);
+    assert_int_equal(node_start(&w, 0, NULL), 0);
+    assert_int_equal(node_start(&w, 1, NULL), 0);
+    w.nodes[1].echo = true;
+    dial(&w, 0, 1, NULL);
+    assert_true(run_until(&w, both_up, NULL, 30));
+    int64_t sid;
+    assert_int_equal(qraft_conn_stream_open(w.nodes[0].conn, true, &sid), 0);
+    for (int i = 0; i < 1000; i++) {
+      uint8_t msg[100] = {(uint8_t)i};
+      qraft_conn_stream_send(w.nodes[0].conn, sid,
+                             qraft_slice_of(NULL, msg, sizeof msg),
+                             i == 999);
+    }
+    int zero = 0;
+    assert_true(run_until(&w, rx_fin, &zero, 30));
+    qraft_simnet_stats_get(w.net, &s[k]);
+    world_close(&w);
+  }
+  assert_true(s[0].dropped > 0);
+  assert_int_equal(s[0].sent, s[1].sent);
+  assert_int_equal(s[0].events, s[1].events);
+  assert_memory_equal(&s[0], &s[1], sizeof s[0]);
+}
+
+static void uv_simultaneous_dial(void **st) {
+  (void)st;
+  simultaneous_dial_ends_with_one_connection(false);
+}
+static void sim_simultaneous_dial(void **st) {
+  (void)st;
+  simultaneous_dial_ends_with_one_connection(true);
 }
 
 static void uv_handshake_and_echo(void **st) {
@@ -534,6 +657,10 @@ int main(int argc, char **argv) {
       cmocka_unit_test(sim_restart_crash),
       cmocka_unit_test(sim_loss_1pct),
       cmocka_unit_test(sim_loss_5pct),
+      cmocka_unit_test(uv_simultaneous_dial),
+      cmocka_unit_test(sim_simultaneous_dial),
+      cmocka_unit_test(sim_keep_alive_idle_timeout_and_redial),
+      cmocka_unit_test(sim_same_seed_same_run),
       cmocka_unit_test(fifty_endpoints_connect_to_each_other),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
