@@ -279,8 +279,9 @@ void qraft_endpoint_addr(const qraft_endpoint *ep, qraft_node_addr *out);
 /*
  * Graceful shutdown: stops accepting and dialing, closes every connection
  * with QRAFT_CLOSE_NORMAL (each handler gets conn_down_cb), sends the close
- * frames and closes the sockets. Idempotent. After it, only
- * qraft_endpoint_free, the getters and the metrics may be called.
+ * frames and closes the sockets. Idempotent. Must not be called from a
+ * connection's callback (asserted). After it, only qraft_endpoint_free, the
+ * getters and the metrics may be called.
  */
 void qraft_endpoint_shutdown(qraft_endpoint *ep);
 
@@ -325,9 +326,11 @@ uint64_t qraft_conn_unacked_bytes(const qraft_conn *conn);
 
 /*
  * Closes the connection with an application close (`app_code`, one of
- * QRAFT_CLOSE_*, and a short reason). The handler's conn_down_cb runs
- * before this returns; `conn` is invalid afterwards. If the peer is dialed,
- * the endpoint re-dials it after the backoff.
+ * QRAFT_CLOSE_*, and a short reason, sent to the peer). The handler's
+ * conn_down_cb runs before this returns, or, when called from a callback of
+ * this same connection, right after that callback returns; `conn` must not
+ * be used after conn_down_cb. If the peer is dialed, the endpoint re-dials
+ * it after the backoff.
  */
 void qraft_conn_close(qraft_conn *conn, uint64_t app_code, const char *reason);
 

@@ -14,6 +14,9 @@
 #define SEC 1000000000ull
 #define NODES_MAX 50
 
+/* Binds [::1] instead of 127.0.0.1 (libuv env only). */
+static bool use_ipv6;
+
 typedef struct node {
   qraft_endpoint *ep;
   qraft_secret_key key;
@@ -114,6 +117,13 @@ static int node_start(world *w, int i, const char *alpn) {
   a->sin_family = AF_INET;
   a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   a->sin_port = htons(n->port);
+  if (use_ipv6 && !w->sim) {
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&cfg.bind[0];
+    memset(a6, 0, sizeof *a6);
+    a6->sin6_family = AF_INET6;
+    a6->sin6_addr = in6addr_loopback;
+    a6->sin6_port = htons(n->port);
+  }
   qraft_err err;
   qraft_err_init(&err, 0);
   int rv = qraft_endpoint_new(&cfg, &n->ep, &err);
@@ -123,7 +133,9 @@ static int node_start(world *w, int i, const char *alpn) {
   }
   qraft_node_addr addr;
   qraft_endpoint_addr(n->ep, &addr);
-  n->port = ntohs(((struct sockaddr_in *)&addr.addrs[0])->sin_port);
+  n->port = addr.addrs[0].ss_family == AF_INET6
+                ? ntohs(((struct sockaddr_in6 *)&addr.addrs[0])->sin6_port)
+                : ntohs(((struct sockaddr_in *)&addr.addrs[0])->sin_port);
   return qraft_endpoint_register(n->ep, alpn ? alpn : ALPN, &ops, n);
 }
 
@@ -581,6 +593,26 @@ static void sim_simultaneous_dial(void **st) {
   simultaneous_dial_ends_with_one_connection(true);
 }
 
+static void uv_ipv6_handshake_and_echo(void **st) {
+  (void)st;
+  qraft_env *env;
+  assert_int_equal(qraft_env_uv_new(&env), 0);
+  struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
+  a6.sin6_addr = in6addr_loopback;
+  qraft_env_udp *u;
+  int rv = qraft_env_udp_bind(env, (struct sockaddr *)&a6, NULL, NULL, &u);
+  if (rv == 0) {
+    qraft_env_udp_close(u);
+  }
+  qraft_env_free(env);
+  if (rv != 0) {
+    skip(); /* no IPv6 loopback on this machine */
+  }
+  use_ipv6 = true;
+  handshake_and_echo(false);
+  use_ipv6 = false;
+}
+
 static void uv_handshake_and_echo(void **st) {
   (void)st;
   handshake_and_echo(false);
@@ -645,6 +677,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(uv_handshake_and_echo),
       cmocka_unit_test(sim_handshake_and_echo),
+      cmocka_unit_test(uv_ipv6_handshake_and_echo),
       cmocka_unit_test(uv_unexpected_server_key),
       cmocka_unit_test(sim_unexpected_server_key),
       cmocka_unit_test(uv_hook_refuses),
