@@ -19,7 +19,8 @@
 #include <uv.h>
 
 #define UV_BATCH_MAX 64
-#define UV_RECV_BUF_BYTES (64 * 1024)
+/* libuv's recvmmsg takes one datagram per 64 KiB of buffer. */
+#define UV_RECV_BUF_BYTES (16 * 64 * 1024)
 
 typedef struct env_uv env_uv;
 
@@ -47,7 +48,7 @@ typedef struct uv_udp_obj {
   struct iovec iov[UV_BATCH_MAX];
   struct sockaddr_storage to[UV_BATCH_MAX];
   uint8_t bufs[UV_BATCH_MAX][QRAFT_ENV_DGRAM_MAX];
-  uint8_t recv_buf[UV_RECV_BUF_BYTES];
+  uint8_t *recv_buf; /* UV_RECV_BUF_BYTES */
 } uv_udp_obj;
 
 typedef struct uv_wake_obj {
@@ -162,6 +163,12 @@ static void uv_env_timer_arm(qraft_env_timer *base, uint64_t deadline_ns) {
 
 static void close_free_cb(uv_handle_t *h) { free(h->data); }
 
+static void udp_close_free_cb(uv_handle_t *h) {
+  uv_udp_obj *u = h->data;
+  free(u->recv_buf);
+  free(u);
+}
+
 static void uv_env_timer_free(qraft_env_timer *base) {
   uv_timer_obj *t = (uv_timer_obj *)base;
   uv_env_timer_disarm(base);
@@ -214,7 +221,7 @@ static void udp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   uv_udp_obj *u = h->data;
   buf->base = (char *)u->recv_buf;
-  buf->len = sizeof u->recv_buf;
+  buf->len = UV_RECV_BUF_BYTES;
 }
 
 static void udp_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
@@ -242,8 +249,14 @@ static int uv_env_udp_bind(qraft_env *env, const struct sockaddr *addr,
   u->base.env = env;
   u->cb = cb;
   u->ud = ud;
+  u->recv_buf = malloc(UV_RECV_BUF_BYTES);
+  if (u->recv_buf == NULL) {
+    free(u);
+    return -ENOMEM;
+  }
   int rv = uv_udp_init_ex(&e->loop, &u->h, addr->sa_family | UV_UDP_RECVMMSG);
   if (rv != 0) {
+    free(u->recv_buf);
     free(u);
     return rv;
   }
@@ -263,7 +276,7 @@ static int uv_env_udp_bind(qraft_env *env, const struct sockaddr *addr,
     rv = uv_udp_recv_start(&u->h, udp_alloc_cb, udp_recv_cb);
   }
   if (rv != 0) {
-    uv_close((uv_handle_t *)&u->h, close_free_cb);
+    uv_close((uv_handle_t *)&u->h, udp_close_free_cb);
     return rv;
   }
   *out = &u->base;
@@ -327,7 +340,7 @@ static void uv_env_udp_close(qraft_env_udp *base) {
     }
   }
   uv_udp_recv_stop(&u->h);
-  uv_close((uv_handle_t *)&u->h, close_free_cb);
+  uv_close((uv_handle_t *)&u->h, udp_close_free_cb);
 }
 
 /* ---- wake-ups ---- */

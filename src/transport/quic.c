@@ -49,6 +49,9 @@ static const uint8_t pkcs8_prefix[16] = {0x30, 0x2e, 0x02, 0x01, 0x00, 0x30,
 #define TP_COALESCE_BYTES 16384
 #define TP_PKT_MAX 1452 /* 1500 minus IPv6 and UDP headers */
 #define TP_CLOSE_RESENDS_MAX 8
+/* Acknowledge every this many ack-eliciting packets (ngtcp2: 2), or after
+ * max_ack_delay: fewer ACK datagrams on bulk transfers. */
+#define TP_ACK_THRESH 8
 #define TLS_ALERT_NO_APPLICATION_PROTOCOL 120
 
 typedef struct tp_tls {
@@ -471,6 +474,7 @@ static void settings_init(qraft_endpoint *ep, ngtcp2_settings *s,
   s->initial_ts = now_ts(ep);
   s->handshake_timeout = (uint64_t)cfg->handshake_timeout_ms * NGTCP2_MILLISECONDS;
   s->max_tx_udp_payload_size = TP_PKT_MAX;
+  s->ack_thresh = TP_ACK_THRESH;
   s->max_window = cfg->conn_window_bytes * 4;
   s->max_stream_window = cfg->stream_window_bytes * 4;
   s->rand_ctx.native_handle = ep;
