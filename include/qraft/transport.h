@@ -272,6 +272,14 @@ void qraft_endpoint_undial(qraft_endpoint *ep, const qraft_node_id *peer,
 qraft_conn *qraft_endpoint_conn(qraft_endpoint *ep, const qraft_node_id *peer,
                                 const char *alpn);
 
+/* Replaces the authorization hook of the configuration (NULL: accept every
+ * client). Applies to handshakes that complete from now on. */
+void qraft_endpoint_set_authorize(qraft_endpoint *ep, qraft_authorize_cb cb,
+                                  void *ud);
+
+/* The env the endpoint runs on. */
+qraft_env *qraft_endpoint_env(const qraft_endpoint *ep);
+
 /* This endpoint's id and bound addresses. */
 const qraft_node_id *qraft_endpoint_id(const qraft_endpoint *ep);
 void qraft_endpoint_addr(const qraft_endpoint *ep, qraft_node_addr *out);

@@ -529,6 +529,14 @@ qraft_conn *qraft_endpoint_conn(qraft_endpoint *ep, const qraft_node_id *peer,
   return p != NULL ? p->up : NULL;
 }
 
+void qraft_endpoint_set_authorize(qraft_endpoint *ep, qraft_authorize_cb cb,
+                                  void *ud) {
+  ep->cfg.authorize_cb = cb;
+  ep->cfg.authorize_ud = ud;
+}
+
+qraft_env *qraft_endpoint_env(const qraft_endpoint *ep) { return ep->env; }
+
 const qraft_node_id *qraft_endpoint_id(const qraft_endpoint *ep) {
   return &ep->key.public_key;
 }
