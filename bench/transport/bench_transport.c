@@ -9,7 +9,8 @@
  *     and 1400-byte datagrams, counted as received);
  * and the ratios.
  *
- * Usage: bench_transport [seconds per throughput run, default 2]
+ * Usage: bench_transport [seconds per throughput run, default 2] [rtt]
+ * ("rtt": round trips only, for profiling)
  */
 #include <qraft/transport.h>
 
@@ -320,6 +321,19 @@ int main(int argc, char **argv) {
   uint64_t q50, q99, u50, u99;
   rtt_udp(&c, u, &s, &u50, &u99);
   rtt_quic(&c, &q50, &q99);
+  if (argc > 2 && strcmp(argv[2], "rtt") == 0) {
+    for (int i = 0; i < 20; i++) {
+      rtt_quic(&c, &q50, &q99);
+    }
+    printf("round trip, 100 B: quic p50 %.1f us | raw udp p50 %.1f us\n",
+           (double)q50 / 1e3, (double)u50 / 1e3);
+    qraft_peer_metrics pm;
+    qraft_endpoint_peer_metrics(c.ep, &s.addr.id, ALPN, &pm);
+    printf("client packets out %llu in %llu for %d round trips\n",
+           (unsigned long long)pm.packets_out,
+           (unsigned long long)pm.packets_in, 21 * (RTT_ROUNDS + 100));
+    return 0;
+  }
   double udp100 = udp_rate(&c, u, &s, 100, seconds);
   double quic100 = stream_rate(&c, 100, seconds);
   double udp1400 = udp_rate(&c, u, &s, 1400, seconds);
