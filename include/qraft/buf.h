@@ -16,9 +16,17 @@
 #ifndef QRAFT_BUF_H
 #define QRAFT_BUF_H
 
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#ifdef __cplusplus
+/* C++ (tests, benchmarks, users' code) sees the same layout through
+ * std::atomic, which GCC and Clang make compatible with C11 _Atomic. */
+#include <atomic>
+#define QRAFT__ATOMIC_UINT_FAST32 std::atomic<uint_fast32_t>
+#else
+#include <stdatomic.h>
+#define QRAFT__ATOMIC_UINT_FAST32 atomic_uint_fast32_t
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -30,7 +38,7 @@ typedef struct qraft_buf qraft_buf;
 typedef void (*qraft_buf_release_cb)(void *data, size_t cap, void *ud);
 
 struct qraft_buf {
-  atomic_uint_fast32_t refs;
+  QRAFT__ATOMIC_UINT_FAST32 refs;
   uint8_t *data;
   size_t len; /* bytes in use, set by the owner */
   size_t cap; /* bytes available at data */
@@ -56,6 +64,14 @@ qraft_buf *qraft_buf_ref(qraft_buf *b);
 
 /* Drops a reference; NULL is ignored. */
 void qraft_buf_unref(qraft_buf *b);
+
+/* Takes `n` more references in one atomic step (for a decoder handing out
+ * many slices of one buffer); n may be 0. Returns `b`. */
+qraft_buf *qraft_buf_ref_n(qraft_buf *b, uint32_t n);
+
+/* Drops `n` references in one atomic step; the last one frees the buffer as
+ * qraft_buf_unref does. NULL or n == 0 is ignored. */
+void qraft_buf_unref_n(qraft_buf *b, uint32_t n);
 
 /* Current reference count (for tests and assertions). */
 uint32_t qraft_buf_refs(const qraft_buf *b);

@@ -7,12 +7,15 @@
 
 #include <qraft/assert.h>
 #include <qraft/buf.h>
+#include <qraft/core.h>
 #include <qraft/crc32c.h>
 #include <qraft/error.h>
 #include <qraft/log.h>
 #include <qraft/prng.h>
+#include <qraft/storage.h>
 #include <qraft/types.h>
 #include <qraft/varint.h>
+#include <qraft/wire.h>
 #include <qraft/version.h>
 
 #endif

@@ -80,6 +80,28 @@ void qraft_buf_unref(qraft_buf *b) {
   }
 }
 
+qraft_buf *qraft_buf_ref_n(qraft_buf *b, uint32_t n) {
+  uint_fast32_t old = atomic_fetch_add_explicit(&b->refs, n, memory_order_relaxed);
+  QRAFT_ASSERTF(old > 0 && old <= UINT32_MAX - n, "buf %p refs %lu + %u",
+                (void *)b, (unsigned long)old, n);
+  return b;
+}
+
+void qraft_buf_unref_n(qraft_buf *b, uint32_t n) {
+  if (b == NULL || n == 0) {
+    return;
+  }
+  uint_fast32_t old = atomic_fetch_sub_explicit(&b->refs, n, memory_order_acq_rel);
+  QRAFT_ASSERTF(old >= n, "buf %p: %u references dropped, %lu held", (void *)b,
+                n, (unsigned long)old);
+  if (old == n) {
+    if (b->release_cb != NULL) {
+      b->release_cb(b->data, b->cap, b->release_ud);
+    }
+    free(b);
+  }
+}
+
 uint32_t qraft_buf_refs(const qraft_buf *b) {
   return (uint32_t)atomic_load_explicit(&((qraft_buf *)b)->refs,
                                         memory_order_relaxed);

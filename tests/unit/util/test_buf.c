@@ -47,6 +47,22 @@ static void copy_holds_the_bytes(void **st) {
   qraft_slice_release(&s);
 }
 
+static void references_taken_and_dropped_in_bulk(void **st) {
+  (void)st;
+  released = 0;
+  qraft_buf *b = qraft_buf_wrap(malloc(64), 64, on_release, &released);
+  assert_ptr_equal(qraft_buf_ref_n(b, 5), b);
+  assert_int_equal(qraft_buf_refs(b), 6);
+  qraft_buf_ref_n(b, 0);
+  qraft_buf_unref_n(b, 0);
+  qraft_buf_unref_n(NULL, 3);
+  qraft_buf_unref_n(b, 4);
+  assert_int_equal(qraft_buf_refs(b), 2);
+  assert_int_equal(released, 0);
+  qraft_buf_unref_n(b, 2);
+  assert_int_equal(released, 1);
+}
+
 static void *drop_refs(void *arg) {
   qraft_buf *b = arg;
   for (int i = 0; i < 10000; i++) {
@@ -76,6 +92,7 @@ static void references_dropped_on_many_threads(void **st) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(last_unref_releases_the_block),
+      cmocka_unit_test(references_taken_and_dropped_in_bulk),
       cmocka_unit_test(copy_holds_the_bytes),
       cmocka_unit_test(references_dropped_on_many_threads),
   };

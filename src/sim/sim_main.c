@@ -1,0 +1,299 @@
+/*
+ * qraft-sim: runs the deterministic simulator (qraft/sim.h).
+ *
+ *   qraft-sim --seed S [--trace] [--summary]   replay one run
+ *   qraft-sim --seeds N [--start S] [--jobs J] run a range of seeds
+ *   qraft-sim --regression FILE [--jobs J]     run the seeds listed in FILE
+ *   --expect-fail   succeed only if some run fails (for canaries); stops at
+ *                   the first failure
+ *   --duration-ms D fix the virtual length of every run
+ *
+ * Every failure prints the one command that replays it. Exit status: 0 if
+ * every run passed (or, with --expect-fail, if one failed), 1 otherwise,
+ * 2 for bad usage.
+ */
+#include <qraft/sim.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *prog = "qraft-sim";
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: %s --seed S [--trace] [--summary] [--duration-ms D]\n"
+          "       %s --seeds N [--start S] [--jobs J] [--expect-fail]\n"
+          "       %s --regression FILE [--jobs J]\n",
+          prog, prog, prog);
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int run_one(uint64_t seed, uint64_t duration_ms, FILE *trace,
+                   qraft_sim_core_result *res) {
+  qraft_sim_core_opts opts = {.seed = seed, .duration_ms = duration_ms,
+                              .trace = trace};
+  return qraft_sim_core_run(&opts, res);
+}
+
+static void print_result(uint64_t seed, const qraft_sim_core_result *r,
+                         bool summary) {
+  if (r->ok) {
+    printf("seed %" PRIu64 ": ok, trace hash %016" PRIx64 ", %" PRIu64
+           " events, %" PRIu64 " virtual ms\n",
+           seed, r->trace_hash, r->events, r->virtual_ms);
+  } else {
+    printf("seed %" PRIu64 ": FAILED [%s] %s\n", seed, r->checker, r->failure);
+  }
+  if (summary) {
+    printf("  swarm: %s\n", r->swarm);
+    printf("  elections won %" PRIu64 ", max term %" PRIu64
+           ", max commit %" PRIu64 ", crashes %" PRIu64 ", partitions %" PRIu64
+           ",\n  snapshots sent %" PRIu64 ", compactions %" PRIu64
+           ", configuration changes %" PRIu64 ", transfers %" PRIu64
+           ",\n  client ops ok %" PRIu64 ", unknown %" PRIu64
+           ", failed %" PRIu64 ", messages %" PRIu64 " (%" PRIu64
+           " dropped)\n",
+           r->elections_won, r->max_term, r->max_commit, r->crashes,
+           r->partitions, r->snapshots_sent, r->compactions, r->conf_changes,
+           r->transfers, r->ops_ok, r->ops_info, r->ops_fail, r->messages,
+           r->messages_dropped);
+  }
+}
+
+/* Runs seeds[] over `jobs` processes; returns how many failed. */
+static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
+                       uint64_t duration_ms, bool stop_on_fail,
+                       const char *self) {
+  if (jobs < 1) {
+    jobs = 1;
+  }
+  int fds[64][2];
+  pid_t pids[64];
+  if (jobs > 64) {
+    jobs = 64;
+  }
+  double t0 = now_s();
+  for (int j = 0; j < jobs; j++) {
+    if (pipe(fds[j]) != 0) {
+      perror("pipe");
+      exit(2);
+    }
+    pids[j] = fork();
+    if (pids[j] < 0) {
+      perror("fork");
+      exit(2);
+    }
+    if (pids[j] == 0) {
+      close(fds[j][0]);
+      FILE *out = fdopen(fds[j][1], "w");
+      for (size_t i = (size_t)j; i < n; i += (size_t)jobs) {
+        qraft_sim_core_result r;
+        if (run_one(seeds[i], duration_ms, NULL, &r) != 0) {
+          fprintf(out, "%" PRIu64 " ERR\n", seeds[i]);
+          fflush(out);
+          _exit(2);
+        }
+        if (r.ok) {
+          fprintf(out, "%" PRIu64 " ok %016" PRIx64 "\n", seeds[i],
+                  r.trace_hash);
+        } else {
+          fprintf(out, "%" PRIu64 " FAIL %s %s\n", seeds[i], r.checker,
+                  r.failure);
+          if (stop_on_fail) {
+            fflush(out);
+            _exit(1);
+          }
+        }
+        fflush(out);
+      }
+      fclose(out);
+      _exit(0);
+    }
+    close(fds[j][1]);
+  }
+  size_t failed = 0, done = 0;
+  /* Read every worker's lines as they come (poll), so that a failure found
+   * by any worker stops the others at once with --expect-fail. */
+  struct pollfd pfd[64];
+  char buf[64][4096];
+  size_t buf_n[64] = {0};
+  int open_n = jobs;
+  for (int j = 0; j < jobs; j++) {
+    pfd[j].fd = fds[j][0];
+    pfd[j].events = POLLIN;
+  }
+  bool stop = false;
+  while (open_n > 0 && !stop) {
+    if (poll(pfd, (nfds_t)jobs, -1) < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      perror("poll");
+      exit(2);
+    }
+    for (int j = 0; j < jobs && !stop; j++) {
+      if (pfd[j].fd < 0 || (pfd[j].revents & (POLLIN | POLLHUP)) == 0) {
+        continue;
+      }
+      ssize_t r = read(pfd[j].fd, buf[j] + buf_n[j],
+                       sizeof buf[j] - 1 - buf_n[j]);
+      if (r <= 0) {
+        close(pfd[j].fd);
+        pfd[j].fd = -1;
+        open_n--;
+        continue;
+      }
+      buf_n[j] += (size_t)r;
+      char *nl;
+      while (!stop && (nl = memchr(buf[j], '\n', buf_n[j])) != NULL) {
+        *nl = '\0';
+        const char *line = buf[j];
+        done++;
+        uint64_t seed = strtoull(line, NULL, 10);
+        if (strstr(line, " ok ") == NULL) {
+          failed++;
+          const char *rest = strchr(line, ' ');
+          printf("FAILED seed %" PRIu64 ":%s\n", seed, rest ? rest : "");
+          printf("  replay: %s --seed %" PRIu64 " --trace\n", self, seed);
+          fflush(stdout);
+          if (stop_on_fail) {
+            stop = true;
+          }
+        }
+        size_t used = (size_t)(nl - buf[j]) + 1;
+        memmove(buf[j], buf[j] + used, buf_n[j] - used);
+        buf_n[j] -= used;
+      }
+    }
+  }
+  if (stop) {
+    for (int k = 0; k < jobs; k++) {
+      kill(pids[k], SIGKILL);
+    }
+  }
+  for (int j = 0; j < jobs; j++) {
+    if (pfd[j].fd >= 0) {
+      close(pfd[j].fd);
+    }
+  }
+  for (int j = 0; j < jobs; j++) {
+    int st;
+    waitpid(pids[j], &st, 0);
+  }
+  double dt = now_s() - t0;
+  printf("%zu runs, %zu failed, %.1f s, %.0f runs/minute\n", done, failed, dt,
+         dt > 0 ? (double)done * 60.0 / dt : 0.0);
+  if (!stop_on_fail && done != n) {
+    printf("only %zu of %zu runs reported (a worker died)\n", done, n);
+    failed += n - done;
+  }
+  return failed;
+}
+
+int main(int argc, char **argv) {
+  uint64_t seed = 0, start = 1, count = 0, duration_ms = 0;
+  bool have_seed = false, trace = false, summary = false, expect_fail = false;
+  const char *regression = NULL;
+  int jobs = 1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--seed") == 0 && v) {
+      seed = strtoull(v, NULL, 0);
+      have_seed = true;
+      i++;
+    } else if (strcmp(a, "--seeds") == 0 && v) {
+      count = strtoull(v, NULL, 0);
+      i++;
+    } else if (strcmp(a, "--start") == 0 && v) {
+      start = strtoull(v, NULL, 0);
+      i++;
+    } else if (strcmp(a, "--jobs") == 0 && v) {
+      jobs = atoi(v);
+      i++;
+    } else if (strcmp(a, "--duration-ms") == 0 && v) {
+      duration_ms = strtoull(v, NULL, 0);
+      i++;
+    } else if (strcmp(a, "--regression") == 0 && v) {
+      regression = v;
+      i++;
+    } else if (strcmp(a, "--trace") == 0) {
+      trace = true;
+    } else if (strcmp(a, "--summary") == 0) {
+      summary = true;
+    } else if (strcmp(a, "--expect-fail") == 0) {
+      expect_fail = true;
+    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage();
+      return 0;
+    } else {
+      usage();
+      return 2;
+    }
+  }
+  const char *self = argv[0];
+  if (have_seed) {
+    qraft_sim_core_result r;
+    if (run_one(seed, duration_ms, trace ? stdout : NULL, &r) != 0) {
+      fprintf(stderr, "%s: out of memory\n", prog);
+      return 2;
+    }
+    print_result(seed, &r, summary);
+    return r.ok ? 0 : 1;
+  }
+  uint64_t *seeds = NULL;
+  size_t n = 0;
+  if (regression != NULL) {
+    FILE *f = fopen(regression, "r");
+    if (f == NULL) {
+      fprintf(stderr, "%s: %s: %s\n", prog, regression, strerror(errno));
+      return 2;
+    }
+    char line[256];
+    size_t cap = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+      char *p = line;
+      while (*p == ' ' || *p == '\t') {
+        p++;
+      }
+      if (*p < '0' || *p > '9') {
+        continue; /* comments and blank lines */
+      }
+      if (n == cap) {
+        cap = cap ? cap * 2 : 64;
+        seeds = realloc(seeds, cap * sizeof *seeds);
+      }
+      seeds[n++] = strtoull(p, NULL, 10);
+    }
+    fclose(f);
+  } else if (count > 0) {
+    seeds = calloc(count, sizeof *seeds);
+    for (uint64_t i = 0; i < count; i++) {
+      seeds[i] = start + i;
+    }
+    n = count;
+  } else {
+    usage();
+    return 2;
+  }
+  size_t failed = run_many(seeds, n, jobs, duration_ms, expect_fail, self);
+  free(seeds);
+  if (expect_fail) {
+    return failed > 0 ? 0 : 1;
+  }
+  return failed == 0 ? 0 : 1;
+}
