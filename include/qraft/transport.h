@@ -19,6 +19,7 @@
 #include <qraft/env.h>
 #include <qraft/error.h>
 #include <qraft/log.h>
+#include <qraft/wire.h>
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -389,6 +390,107 @@ void qraft_conn_count_frames(qraft_conn *conn, bool out, uint64_t frames,
 
 /* Name of a handshake failure reason ("peer_key", "unauthorized", ...). */
 const char *qraft_handshake_failure_name(qraft_handshake_failure f);
+
+/* ---- The Raft protocol handler (ALPN "iroh-raft/0") ----
+ *
+ * Carries Raft messages between members of one cluster. Every stream starts
+ * with the wire preamble (magic, version, cluster id, sender's Raft id) and
+ * one byte naming its kind. Messages go on one long-lived unidirectional
+ * stream per peer and direction, batched into frames; a MsgSnapshot goes on
+ * a stream of its own, in chunks, with at most snapshot_inflight_bytes_max
+ * unacknowledged, so heartbeats never wait behind it (streams share packets
+ * round-robin). A peer that sends a malformed frame, another cluster's or
+ * version's preamble, or a Raft id that is not its key's, has its
+ * connection closed with QRAFT_CLOSE_PROTOCOL; one that exceeds a limit,
+ * with QRAFT_CLOSE_LIMIT. Everyone else is served on. */
+
+#define QRAFT_RAFT_ALPN "iroh-raft/0"
+/* The byte after the preamble. */
+#define QRAFT_RAFT_STREAM_MESSAGES 1
+#define QRAFT_RAFT_STREAM_SNAPSHOT 2
+
+typedef struct qraft_raft_net qraft_raft_net;
+
+/* A frame arrived from member `from`. Ownership of `batch` passes to the
+ * callee (free it with qraft_wire_batch_free); its payloads point into the
+ * received buffer. */
+typedef void (*qraft_raft_recv_cb)(void *ud, qraft_id from,
+                                   qraft_wire_batch *batch);
+/* A member became reachable (connection up) or unreachable (down). */
+typedef void (*qraft_raft_peer_cb)(void *ud, qraft_id peer, bool reachable);
+/* The snapshot sent to `to` was acknowledged by its transport (status 0)
+ * or failed (QRAFT_ECLOSED: the connection went down). */
+typedef void (*qraft_raft_snapshot_sent_cb)(void *ud, qraft_id to,
+                                            int status);
+
+typedef struct qraft_raft_net_config {
+  qraft_endpoint *ep; /* required; the handler registers QRAFT_RAFT_ALPN */
+  uint64_t cluster_id; /* required, not 0 */
+  qraft_id self_id;    /* required, not 0: our Raft id */
+  uint64_t group_id;   /* frames' group */
+  /* Frames sent and accepted; zero fields pick the wire defaults. */
+  qraft_wire_limits limits;
+  uint64_t snapshot_bytes_max;          /* [256 MiB] a snapshot frame */
+  uint32_t snapshot_chunk_bytes;        /* [64 KiB] */
+  uint64_t snapshot_inflight_bytes_max; /* [1 MiB] unacked on the conn */
+  uint32_t snapshot_streams_max;        /* [2] inbound, per peer */
+  qraft_raft_recv_cb recv_cb;           /* required */
+  qraft_raft_peer_cb peer_cb;           /* optional */
+  qraft_raft_snapshot_sent_cb snapshot_sent_cb; /* optional */
+  void *ud;
+} qraft_raft_net_config;
+
+/*
+ * Creates the handler and registers it on the endpoint. The caller owns it
+ * until qraft_raft_net_free, which must come before qraft_endpoint_free.
+ * Returns 0 on success, or one of these negative codes: QRAFT_ECONFIG,
+ * -ENOMEM.
+ */
+int qraft_raft_net_new(const qraft_raft_net_config *cfg, qraft_raft_net **out,
+                       qraft_err *err);
+/* Frees the handler. Shut the endpoint down first (qraft_endpoint_shutdown):
+ * the handler stays registered on it. NULL is ignored. */
+void qraft_raft_net_free(qraft_raft_net *net);
+
+/*
+ * Adds (or updates) member `id` reachable at `addr` (its key and direct
+ * addresses, copied). With `dial`, the endpoint keeps a connection to it;
+ * both members may dial: the pool keeps one connection.
+ * Returns 0 on success, or one of these negative codes: QRAFT_ECONFIG,
+ * QRAFT_ELIMIT, -ENOMEM, or what qraft_endpoint_dial returns.
+ */
+int qraft_raft_net_add_peer(qraft_raft_net *net, qraft_id id,
+                            const qraft_node_addr *addr, bool dial);
+
+/* Forgets member `id` and closes its connection. */
+void qraft_raft_net_remove_peer(qraft_raft_net *net, qraft_id id);
+
+/* True if `key` belongs to a member: use it in the endpoint's authorization
+ * hook (see qraft_raft_net_authorize_cb). */
+bool qraft_raft_net_authorize(const qraft_raft_net *net,
+                              const qraft_node_id *key);
+
+/* A qraft_authorize_cb whose `ud` is the qraft_raft_net: admits members on
+ * QRAFT_RAFT_ALPN, everyone on other ALPNs. Install it with
+ * qraft_endpoint_set_authorize. */
+bool qraft_raft_net_authorize_cb(void *ud, const qraft_node_id *peer,
+                                 const char *alpn);
+
+/*
+ * Sends `m` to member m->to. The message is encoded before this returns
+ * (its memory may be reused); messages are batched and the frames go out
+ * before the loop next waits. A MsgSnapshot goes on its own stream.
+ * Returns 0 on success, or one of these negative codes:
+ *   QRAFT_EUNKNOWN_NODE  m->to is not a member;
+ *   QRAFT_EUNAVAILABLE   no connection to it now (the message is dropped:
+ *                        Raft retries);
+ *   QRAFT_EBUSY          the connection's send buffer is full, or a
+ *                        snapshot to it is still in flight (dropped);
+ *   QRAFT_ELIMIT         the message is larger than a frame may be;
+ *   -ENOMEM.
+ */
+int qraft_raft_net_send(qraft_raft_net *net, const qraft_message *m,
+                        qraft_err *err);
 
 #ifdef __cplusplus
 }
