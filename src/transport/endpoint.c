@@ -75,7 +75,8 @@ void qraft__ep_conn_free(qraft_conn *c) {
   QRAFT_ASSERT(c->busy == 0);
   QRAFT_ASSERT(c->state == TP_DEAD || c->state == TP_CLOSING);
   if (c->peer != NULL) {
-    QRAFT_ASSERT(c->peer->up != c && c->peer->dialing != c);
+    QRAFT_ASSERT(c->peer->up != c && c->peer->dialing != c &&
+                  c->peer->held != c);
     counters_add(&c->peer->closed, c);
     qraft_peer_metrics m = {0};
     qraft__quic_stats(c, &m);
@@ -139,6 +140,7 @@ static tp_peer *peer_find(qraft_endpoint *ep, const qraft_node_id *id,
 }
 
 static void redial_cb(void *ud);
+static void hold_cb(void *ud);
 
 static tp_peer *peer_get(qraft_endpoint *ep, const qraft_node_id *id,
                          int proto) {
@@ -156,6 +158,12 @@ static tp_peer *peer_get(qraft_endpoint *ep, const qraft_node_id *id,
   p->addr.id = *id;
   p->closed.peer = *id;
   if (qraft_env_timer_new(ep->env, redial_cb, p, &p->redial_timer) != 0) {
+    free(p);
+    return NULL;
+  }
+  if (qraft_env_timer_new(ep->env, hold_cb, p, &p->hold_timer) != 0) {
+    qraft_env_timer_free(p->redial_timer);
+    qraft_env_timer_free(p->hold_timer);
     free(p);
     return NULL;
   }
@@ -208,6 +216,23 @@ static const char *alpn_of(const qraft_conn *c) {
   return c->ep->protocols[c->proto].alpn;
 }
 
+static void promote(qraft_conn *c);
+
+static void promote_held(tp_peer *p) {
+  qraft_conn *h = p->held;
+  if (h == NULL) {
+    return;
+  }
+  p->held = NULL;
+  qraft_env_timer_disarm(p->hold_timer);
+  promote(h);
+}
+
+/* Our dial did not resolve within the duplicate window: serve the held
+ * connection (should our dial still come through, the window rule lets it
+ * replace this one on both sides). */
+static void hold_cb(void *ud) { promote_held(ud); }
+
 void qraft__ep_conn_established(qraft_conn *c) {
   qraft_endpoint *ep = c->ep;
   QRAFT_ASSERT(c->state == TP_HANDSHAKE);
@@ -229,6 +254,39 @@ void qraft__ep_conn_established(qraft_conn *c) {
   }
   uint64_t now = qraft_env_now_ns(ep->env);
   c->established_ns = now;
+  if (p->held != NULL) {
+    /* Our own dial came through (it wins: that is why we held the inbound
+     * one), or the peer dialed again: either way the held one goes. */
+    qraft_conn *h = p->held;
+    p->held = NULL;
+    qraft_env_timer_disarm(p->hold_timer);
+    h->state = TP_LOSER;
+    qraft__quic_close(h, c->dialed ? QRAFT_CLOSE_DUPLICATE : QRAFT_CLOSE_REPLACED,
+                      c->dialed ? "duplicate connection" : "replaced");
+    if (h->state == TP_DEAD && h->busy == 0) {
+      qraft__ep_conn_free(h);
+    }
+  }
+  bool self_smaller = qraft_node_id_cmp(&ep->key.public_key, &p->id) < 0;
+  if (!c->dialed && self_smaller && p->up == NULL && p->dialing != NULL) {
+    /* A simultaneous dial: our own dial to this peer is under way and will
+     * win the tie-break. Hold this inbound connection until it resolves (at
+     * most duplicate_window_ms), so the handler does not see a connection
+     * come up and go again. */
+    c->state = TP_HELD;
+    p->held = c;
+    qraft_env_timer_arm(p->hold_timer,
+                        now + ep->cfg.duplicate_window_ms * MS);
+    return;
+  }
+  promote(c);
+}
+
+/* Resolves duplicates and hands the connection to its handler. */
+static void promote(qraft_conn *c) {
+  qraft_endpoint *ep = c->ep;
+  tp_peer *p = c->peer;
+  uint64_t now = qraft_env_now_ns(ep->env);
   qraft_conn *old = p->up;
   if (old != NULL) {
     /* One connection per peer pair and ALPN. Both sides apply the same
@@ -311,8 +369,14 @@ void qraft__ep_conn_ended(qraft_conn *c, const qraft_close_info *why) {
   if (p == NULL) {
     return;
   }
+  if (p->held == c) {
+    p->held = NULL;
+    qraft_env_timer_disarm(p->hold_timer);
+  }
   if (p->dialing == c) {
     p->dialing = NULL;
+    /* Our dial failed: the inbound connection we held is the one. */
+    promote_held(p);
   }
   if (p->up == c) {
     p->up = NULL;
@@ -556,6 +620,8 @@ void qraft_endpoint_shutdown(qraft_endpoint *ep) {
   ep->shut_down = true;
   for (tp_peer *p = ep->peers; p != NULL; p = p->next) {
     qraft_env_timer_disarm(p->redial_timer);
+    qraft_env_timer_disarm(p->hold_timer);
+    p->held = NULL;
   }
   /* Close every connection: each handler is told, each close frame is
    * queued on the socket. */
@@ -563,7 +629,7 @@ void qraft_endpoint_shutdown(qraft_endpoint *ep) {
     QRAFT_ASSERTF(c->busy == 0,
                   "qraft_endpoint_shutdown called from a connection callback");
     if (c->state == TP_HANDSHAKE || c->state == TP_UP ||
-        c->state == TP_LOSER) {
+        c->state == TP_LOSER || c->state == TP_HELD) {
       qraft__quic_close(c, QRAFT_CLOSE_NORMAL, "shutdown");
     }
   }
@@ -590,6 +656,7 @@ void qraft_endpoint_free(qraft_endpoint *ep) {
     tp_peer *p = ep->peers;
     ep->peers = p->next;
     qraft_env_timer_free(p->redial_timer);
+    qraft_env_timer_free(p->hold_timer);
     free(p);
   }
   qraft_env_timer_free(ep->flush_timer);

@@ -1129,7 +1129,8 @@ void qraft__quic_write(qraft_conn *c) {
     ngtcp2_conn_update_pkt_tx_time(q->conn, ts);
   }
   after_call(c);
-  if (c->state == TP_HANDSHAKE || c->state == TP_UP || c->state == TP_LOSER) {
+  if (c->state == TP_HANDSHAKE || c->state == TP_UP || c->state == TP_LOSER ||
+      c->state == TP_HELD) {
     ngtcp2_tstamp exp = ngtcp2_conn_get_expiry(q->conn);
     if (exp != UINT64_MAX) {
       qraft_env_timer_arm(c->timer, exp);

@@ -30,6 +30,8 @@ typedef enum tp_conn_state {
   TP_HANDSHAKE = 0, /* TLS handshake under way */
   TP_UP,            /* established and handed to the handler */
   TP_LOSER,         /* established, lost the duplicate tie-break, closing */
+  TP_HELD,          /* established inbound, held while our own dial to the
+                       same peer (which wins the tie-break) is under way */
   TP_CLOSING,       /* our close frame sent; waiting out the closing period */
   TP_DEAD,          /* to be freed */
 } tp_conn_state;
@@ -74,7 +76,9 @@ struct tp_peer {
   uint32_t dial_attempts;
   qraft_conn *up;      /* the established connection, or NULL */
   qraft_conn *dialing; /* our outbound handshake in progress, or NULL */
+  qraft_conn *held;    /* an inbound connection held (TP_HELD), or NULL */
   qraft_env_timer *redial_timer;
+  qraft_env_timer *hold_timer;
   uint32_t backoff_ms;
   uint64_t ups;
   qraft_peer_metrics closed; /* counters of connections gone */

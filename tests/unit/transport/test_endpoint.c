@@ -525,6 +525,12 @@ static void simultaneous_dial_ends_with_one_connection(bool sim) {
   bool zero_smaller = qraft_node_id_cmp(&w.nodes[0].key.public_key,
                                         &w.nodes[1].key.public_key) < 0;
   assert_true(qraft_conn_dialed(a) == zero_smaller);
+  /* Neither handler saw a connection come up and go again: the side whose
+   * dial wins held the inbound one until its own came through. */
+  assert_int_equal(w.nodes[0].ups, 1);
+  assert_int_equal(w.nodes[1].ups, 1);
+  assert_int_equal(w.nodes[0].downs, 0);
+  assert_int_equal(w.nodes[1].downs, 0);
   /* And it carries traffic. */
   w.nodes[1].echo = true;
   int64_t sid;
