@@ -7,7 +7,7 @@ PACKAGES=(
   # build
   build-essential cmake pkg-config clang libclang-rt-14-dev
   # library dependencies
-  libgnutls28-dev libngtcp2-dev libngtcp2-crypto-gnutls-dev libuv1-dev
+  libgnutls28-dev libunistring-dev nettle-dev libngtcp2-dev libngtcp2-crypto-gnutls-dev libuv1-dev
   liblmdb-dev
   # qraft-kv
   libmicrohttpd-dev libjansson-dev

@@ -1,0 +1,284 @@
+/*
+ * qraft/env.h: the world as the node and the transport see it.
+ *
+ * Everything that touches the operating system goes through a `qraft_env`:
+ * the clock, timers, randomness, UDP datagrams and cross-thread wake-ups.
+ * The transport and the node never call the OS directly, so the same code
+ * runs on a real event loop (the libuv env, qraft_env_uv_new) and inside a
+ * deterministic simulation (the in-memory datagram network, qraft_simnet).
+ *
+ * Threads: an env is driven by one thread, its loop thread. Every function
+ * here must be called on that thread, except qraft_env_wake_send (libuv env:
+ * any thread). Callbacks (timer, receive, wake) run on the loop thread, one
+ * at a time, and may call any function of the env, including freeing the
+ * object whose callback is running.
+ *
+ * Time is a monotonic count of nanoseconds with an arbitrary origin.
+ *
+ * Objects (timers, sockets, wakes) are allocated by the env and freed by
+ * their _free/_close function; free them all before qraft_env_free.
+ */
+#ifndef QRAFT_ENV_H
+#define QRAFT_ENV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qraft_env qraft_env;
+typedef struct qraft_env_timer qraft_env_timer;
+typedef struct qraft_env_udp qraft_env_udp;
+typedef struct qraft_env_wake qraft_env_wake;
+
+/* Largest datagram payload an env carries; longer sends fail with
+ * -EMSGSIZE. */
+#define QRAFT_ENV_DGRAM_MAX 1500
+
+typedef void (*qraft_env_timer_cb)(void *ud);
+/* A datagram arrived. `from` and `data` are valid only during the call. */
+typedef void (*qraft_env_recv_cb)(void *ud, const struct sockaddr *from,
+                                  const uint8_t *data, size_t len);
+typedef void (*qraft_env_wake_cb)(void *ud);
+/* For qraft_env_run: return true to stop running. */
+typedef bool (*qraft_env_done_cb)(void *ud);
+
+/* The operations an env implements. Users call the qraft_env_* functions
+ * below, never these directly. */
+typedef struct qraft_env_ops {
+  uint64_t (*now_ns)(qraft_env *env);
+  void (*random)(qraft_env *env, void *out, size_t len);
+  int (*timer_new)(qraft_env *env, qraft_env_timer_cb cb, void *ud,
+                   qraft_env_timer **out);
+  void (*timer_arm)(qraft_env_timer *t, uint64_t deadline_ns);
+  void (*timer_disarm)(qraft_env_timer *t);
+  void (*timer_free)(qraft_env_timer *t);
+  int (*udp_bind)(qraft_env *env, const struct sockaddr *addr,
+                  qraft_env_recv_cb cb, void *ud, qraft_env_udp **out);
+  int (*udp_local_addr)(qraft_env_udp *u, struct sockaddr_storage *out);
+  int (*udp_send)(qraft_env_udp *u, const struct sockaddr *to,
+                  const void *data, size_t len);
+  void (*udp_close)(qraft_env_udp *u);
+  int (*wake_new)(qraft_env *env, qraft_env_wake_cb cb, void *ud,
+                  qraft_env_wake **out);
+  void (*wake_send)(qraft_env_wake *w);
+  void (*wake_free)(qraft_env_wake *w);
+  int (*run)(qraft_env *env, uint64_t deadline_ns, qraft_env_done_cb done_cb,
+             void *ud);
+  void (*free)(qraft_env *env);
+} qraft_env_ops;
+
+/* The bases of the env objects; implementations embed them first. */
+struct qraft_env {
+  const qraft_env_ops *ops;
+};
+struct qraft_env_timer {
+  qraft_env *env;
+};
+struct qraft_env_udp {
+  qraft_env *env;
+};
+struct qraft_env_wake {
+  qraft_env *env;
+};
+
+/* Current time, nanoseconds, monotonic. */
+static inline uint64_t qraft_env_now_ns(qraft_env *env) {
+  return env->ops->now_ns(env);
+}
+
+/* Fills `out` with `len` random bytes. The libuv env draws them from the
+ * kernel (getrandom); the sim env from its one seeded generator, so a run is
+ * reproducible. Not for long-term secrets: keys come from
+ * qraft_secret_key_generate (qraft/transport.h). */
+static inline void qraft_env_random(qraft_env *env, void *out, size_t len) {
+  env->ops->random(env, out, len);
+}
+
+/*
+ * Creates a disarmed one-shot timer that calls `cb(ud)` on the loop thread.
+ * The caller owns the timer until qraft_env_timer_free.
+ * Returns 0 on success, or one of these negative codes: -ENOMEM.
+ */
+static inline int qraft_env_timer_new(qraft_env *env, qraft_env_timer_cb cb,
+                                      void *ud, qraft_env_timer **out) {
+  return env->ops->timer_new(env, cb, ud, out);
+}
+
+/* Arms (or re-arms) `t` to fire once at `deadline_ns`. A deadline at or
+ * before now fires on this turn of the loop, after the current callback and
+ * before the loop waits for I/O: use it to defer work (such as flushing
+ * packets) to the end of the current batch of events. */
+static inline void qraft_env_timer_arm(qraft_env_timer *t,
+                                       uint64_t deadline_ns) {
+  t->env->ops->timer_arm(t, deadline_ns);
+}
+
+/* Disarms `t`; its callback will not run until it is armed again. */
+static inline void qraft_env_timer_disarm(qraft_env_timer *t) {
+  t->env->ops->timer_disarm(t);
+}
+
+/* Disarms and frees `t`; NULL is ignored. */
+static inline void qraft_env_timer_free(qraft_env_timer *t) {
+  if (t != NULL) {
+    t->env->ops->timer_free(t);
+  }
+}
+
+/*
+ * Binds a UDP socket to `addr` (IPv4 or IPv6; port 0 picks a free port) and
+ * calls `cb(ud, ...)` for every datagram received until qraft_env_udp_close.
+ * Returns 0 on success, or one of these negative codes: -EADDRINUSE,
+ * -EAFNOSUPPORT, -ENOMEM, or another -errno from the OS.
+ */
+static inline int qraft_env_udp_bind(qraft_env *env,
+                                     const struct sockaddr *addr,
+                                     qraft_env_recv_cb cb, void *ud,
+                                     qraft_env_udp **out) {
+  return env->ops->udp_bind(env, addr, cb, ud, out);
+}
+
+/* Writes the address the socket is bound to (with the port chosen).
+ * Returns 0 on success, or one of these negative codes: -errno. */
+static inline int qraft_env_udp_local_addr(qraft_env_udp *u,
+                                           struct sockaddr_storage *out) {
+  return u->env->ops->udp_local_addr(u, out);
+}
+
+/*
+ * Sends one datagram. The bytes are copied before the call returns. The
+ * libuv env batches datagrams and hands them to the kernel (sendmmsg) before
+ * the loop next waits, or when its batch is full; a datagram the kernel
+ * refuses for lack of buffer space is dropped, as a network would.
+ * Returns 0 on success, or one of these negative codes: -EMSGSIZE (longer
+ * than QRAFT_ENV_DGRAM_MAX), -EAFNOSUPPORT, -errno.
+ */
+static inline int qraft_env_udp_send(qraft_env_udp *u,
+                                     const struct sockaddr *to,
+                                     const void *data, size_t len) {
+  return u->env->ops->udp_send(u, to, data, len);
+}
+
+/* Flushes pending datagrams, closes and frees the socket; NULL is ignored. */
+static inline void qraft_env_udp_close(qraft_env_udp *u) {
+  if (u != NULL) {
+    u->env->ops->udp_close(u);
+  }
+}
+
+/*
+ * Creates a wake-up: qraft_env_wake_send (from any thread with the libuv
+ * env) makes the loop call `cb(ud)` soon on its thread. Several sends before
+ * the callback runs give one call.
+ * Returns 0 on success, or one of these negative codes: -ENOMEM, -errno.
+ */
+static inline int qraft_env_wake_new(qraft_env *env, qraft_env_wake_cb cb,
+                                     void *ud, qraft_env_wake **out) {
+  return env->ops->wake_new(env, cb, ud, out);
+}
+
+static inline void qraft_env_wake_send(qraft_env_wake *w) {
+  w->env->ops->wake_send(w);
+}
+
+/* Frees the wake-up; no send may race with it. NULL is ignored. */
+static inline void qraft_env_wake_free(qraft_env_wake *w) {
+  if (w != NULL) {
+    w->env->ops->wake_free(w);
+  }
+}
+
+/*
+ * Runs the loop on the calling thread until `done_cb(ud)` returns true
+ * (checked after every batch of events; NULL: never) or the clock passes
+ * `deadline_ns` (UINT64_MAX: no deadline). The sim env runs every env of its
+ * network, jumping its virtual clock from event to event.
+ * Returns 0 on success, or one of these negative codes: QRAFT_ETIMEDOUT (the
+ * deadline passed first), -errno.
+ */
+static inline int qraft_env_run(qraft_env *env, uint64_t deadline_ns,
+                                qraft_env_done_cb done_cb, void *ud) {
+  return env->ops->run(env, deadline_ns, done_cb, ud);
+}
+
+/* Frees the env; every object it made must be freed first. NULL is
+ * ignored. */
+static inline void qraft_env_free(qraft_env *env) {
+  if (env != NULL) {
+    env->ops->free(env);
+  }
+}
+
+/*
+ * The libuv env: a loop of its own, real time (CLOCK_MONOTONIC through
+ * uv_hrtime), kernel randomness, UDP sockets with recvmmsg and sendmmsg.
+ * Returns 0 on success, or one of these negative codes: -ENOMEM, -errno.
+ */
+int qraft_env_uv_new(qraft_env **out);
+
+/* ---- The in-memory datagram network (deterministic simulation) ---- */
+
+typedef struct qraft_simnet qraft_simnet;
+
+/* Faults applied to every datagram, decided by the network's one generator.
+ * Probabilities are in parts per million. A datagram's delay is uniform in
+ * [delay_min_ns, delay_max_ns]; datagrams overtake each other (reorder) when
+ * the range is wider than the gap between them. */
+typedef struct qraft_simnet_faults {
+  uint32_t drop_ppm;
+  uint32_t dup_ppm;
+  uint64_t delay_min_ns;
+  uint64_t delay_max_ns;
+} qraft_simnet_faults;
+
+/* What the network did, for tests to assert that faults fired. */
+typedef struct qraft_simnet_stats {
+  uint64_t sent;       /* datagrams handed to the network */
+  uint64_t delivered;  /* datagrams given to a receiver */
+  uint64_t dropped;    /* by the drop fault */
+  uint64_t duplicated; /* extra copies made by the dup fault */
+  uint64_t reordered;  /* delivered before a datagram sent earlier on the
+                          same (from, to) pair */
+  uint64_t unroutable; /* no socket bound at the destination */
+  uint64_t events;     /* events run (timers, deliveries, wakes) */
+} qraft_simnet_stats;
+
+/*
+ * Creates a network whose virtual clock starts at 1 s and whose every random
+ * choice (faults, and qraft_env_random of its envs) comes from one
+ * generator seeded with `seed`: the same seed and the same calls give the
+ * same run. No faults until qraft_simnet_set_faults. Single-threaded: the
+ * network and its envs are used from one thread.
+ * Returns 0 on success, or one of these negative codes: -ENOMEM.
+ */
+int qraft_simnet_new(uint64_t seed, qraft_simnet **out);
+
+/* Sets the faults for datagrams sent from now on. */
+void qraft_simnet_set_faults(qraft_simnet *net, const qraft_simnet_faults *f);
+
+/*
+ * Adds a host to the network and returns its env. Host n (from 1) owns the
+ * IPv4 address 10.0.n/256.n%256; a socket bound to any IPv4 address on this
+ * env gets that address. IPv6 is refused with -EAFNOSUPPORT. qraft_env_run
+ * on any env of the network runs them all. Free the env with
+ * qraft_env_free before qraft_simnet_free.
+ * Returns 0 on success, or one of these negative codes: -ENOMEM.
+ */
+int qraft_simnet_env_new(qraft_simnet *net, qraft_env **out);
+
+/* Copies the counters. */
+void qraft_simnet_stats_get(const qraft_simnet *net, qraft_simnet_stats *out);
+
+/* Frees the network; every env of it must be freed first. NULL is
+ * ignored. */
+void qraft_simnet_free(qraft_simnet *net);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,710 @@
+/*
+ * raft_net.c: the Raft protocol handler (ALPN "iroh-raft/0") on top of the
+ * endpoint: preambles, framed batches on one long-lived stream per peer and
+ * direction, snapshots on streams of their own with back-pressure, and the
+ * checks that close a misbehaving peer's connection without disturbing the
+ * others.
+ *
+ * Stream layout (every unidirectional stream):
+ *   preamble (QRAFT_WIRE_PREAMBLE_BYTES) | kind (1 byte) | frame | frame ...
+ * A snapshot stream holds exactly one frame (one MsgSnapshot) and a FIN.
+ *
+ * No OS calls, no ngtcp2: the endpoint and the env do that.
+ */
+#include <qraft/assert.h>
+#include <qraft/transport.h>
+#include <qraft/wire.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RN_HEADER_BYTES (QRAFT_WIRE_PREAMBLE_BYTES + 1)
+#define RN_POOL_BUF_BYTES (64 * 1024)
+#define RN_POOL_BUFS_MAX 256
+
+typedef enum { IN_PREAMBLE, IN_FRAME_HEADER, IN_FRAME_BODY } in_stage;
+
+/* An inbound stream being parsed. */
+typedef struct rn_in {
+  struct rn_in *next;
+  qraft_conn *conn;
+  int64_t sid;
+  in_stage stage;
+  uint8_t hdr[RN_HEADER_BYTES];
+  size_t hdr_n;
+  int kind;
+  qraft_id sender;
+  qraft_buf *frame; /* the frame being received (header included) */
+  size_t frame_bytes;
+} rn_in;
+
+typedef struct rn_peer {
+  struct rn_peer *next;
+  qraft_id id;
+  qraft_node_addr addr;
+  bool dial;
+  qraft_conn *conn; /* up, or NULL */
+  int64_t msg_sid;  /* our message stream on conn, or -1 */
+  qraft_wire_batcher batcher;
+  bool flush_pending;
+  /* The snapshot being sent, if any. */
+  qraft_buf *snap;
+  size_t snap_off;
+  int64_t snap_sid;
+  bool snap_fin_queued;
+} rn_peer;
+
+struct qraft_raft_net {
+  qraft_raft_net_config cfg;
+  qraft_wire_limits snap_limits;
+  qraft_endpoint *ep;
+  qraft_env *env;
+  qraft_wire_pool *pool;
+  qraft_env_timer *flush_timer;
+  rn_peer *peers;
+  rn_in *ins;
+  uint8_t header[RN_HEADER_BYTES];      /* our message stream's header */
+  uint8_t snap_header[RN_HEADER_BYTES]; /* our snapshot streams' header */
+};
+
+static rn_peer *peer_by_id(qraft_raft_net *n, qraft_id id) {
+  for (rn_peer *p = n->peers; p != NULL; p = p->next) {
+    if (p->id == id) {
+      return p;
+    }
+  }
+  return NULL;
+}
+
+static rn_peer *peer_by_key(const qraft_raft_net *n, const qraft_node_id *key) {
+  for (rn_peer *p = n->peers; p != NULL; p = p->next) {
+    if (qraft_node_id_eq(&p->addr.id, key)) {
+      return p;
+    }
+  }
+  return NULL;
+}
+
+static rn_peer *peer_by_conn(qraft_raft_net *n, qraft_conn *c) {
+  for (rn_peer *p = n->peers; p != NULL; p = p->next) {
+    if (p->conn == c) {
+      return p;
+    }
+  }
+  return NULL;
+}
+
+bool qraft_raft_net_authorize(const qraft_raft_net *net,
+                              const qraft_node_id *key) {
+  return peer_by_key(net, key) != NULL;
+}
+
+bool qraft_raft_net_authorize_cb(void *ud, const qraft_node_id *peer,
+                                 const char *alpn) {
+  if (strcmp(alpn, QRAFT_RAFT_ALPN) != 0) {
+    return true;
+  }
+  return qraft_raft_net_authorize(ud, peer);
+}
+
+/* ---- inbound ---- */
+
+static void in_free(rn_in *in) {
+  qraft_buf_unref(in->frame);
+  free(in);
+}
+
+static void ins_drop_conn(qraft_raft_net *n, qraft_conn *c) {
+  for (rn_in **pp = &n->ins; *pp != NULL;) {
+    if ((*pp)->conn == c) {
+      rn_in *in = *pp;
+      *pp = in->next;
+      in_free(in);
+    } else {
+      pp = &(*pp)->next;
+    }
+  }
+}
+
+static void ins_drop(qraft_raft_net *n, rn_in *in) {
+  for (rn_in **pp = &n->ins; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == in) {
+      *pp = in->next;
+      in_free(in);
+      return;
+    }
+  }
+}
+
+/* Closes a misbehaving peer's connection; the others are not touched. */
+static void reject(qraft_raft_net *n, qraft_conn *c, int code,
+                   const char *what, qraft_err *err) {
+  char reason[48];
+  snprintf(reason, sizeof reason, "%s: %s", what, qraft_errname(code));
+  char hex[QRAFT_NODE_ID_HEX_SIZE];
+  qraft_node_id_to_hex(qraft_conn_peer(c), hex);
+  char detail[160] = "";
+  if (err != NULL) {
+    qraft_err_format(err, detail, sizeof detail);
+  }
+  QRAFT_LOG(NULL, QRAFT_LOG_WARN, "closing a raft peer", QRAFT_LOG_STR("peer", hex),
+            QRAFT_LOG_STR("reason", reason), QRAFT_LOG_STR("detail", detail));
+  ins_drop_conn(n, c);
+  qraft_conn_close(c,
+                   code == QRAFT_ELIMIT ? QRAFT_CLOSE_LIMIT : QRAFT_CLOSE_PROTOCOL,
+                   reason);
+}
+
+static int snapshot_streams(qraft_raft_net *n, qraft_conn *c) {
+  int k = 0;
+  for (rn_in *in = n->ins; in != NULL; in = in->next) {
+    if (in->conn == c && in->kind == QRAFT_RAFT_STREAM_SNAPSHOT) {
+      k++;
+    }
+  }
+  return k;
+}
+
+/* The preamble and kind are in: check them against the connection. */
+static bool in_header(qraft_raft_net *n, rn_in *in) {
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  qraft_wire_preamble pre;
+  int rv = qraft_wire_preamble_decode(in->hdr, QRAFT_WIRE_PREAMBLE_BYTES,
+                                      n->cfg.cluster_id, &pre, &err);
+  if (rv != 0) {
+    reject(n, in->conn, rv, "preamble", &err);
+    return false;
+  }
+  rn_peer *p = peer_by_id(n, pre.sender_id);
+  if (p == NULL || !qraft_node_id_eq(&p->addr.id, qraft_conn_peer(in->conn))) {
+    /* A member may only speak for itself. */
+    reject(n, in->conn, QRAFT_EPEER, "sender id is not this key's", NULL);
+    return false;
+  }
+  in->sender = pre.sender_id;
+  in->kind = in->hdr[QRAFT_WIRE_PREAMBLE_BYTES];
+  if (in->kind != QRAFT_RAFT_STREAM_MESSAGES &&
+      in->kind != QRAFT_RAFT_STREAM_SNAPSHOT) {
+    reject(n, in->conn, QRAFT_EMALFORMED, "stream kind", NULL);
+    return false;
+  }
+  if (in->kind == QRAFT_RAFT_STREAM_SNAPSHOT &&
+      snapshot_streams(n, in->conn) > (int)n->cfg.snapshot_streams_max) {
+    reject(n, in->conn, QRAFT_ELIMIT, "snapshot streams", NULL);
+    return false;
+  }
+  in->stage = IN_FRAME_HEADER;
+  in->hdr_n = 0;
+  return true;
+}
+
+/* A whole frame is in: decode it and hand it over. */
+static bool in_frame(qraft_raft_net *n, rn_in *in) {
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  const qraft_wire_limits *lim = in->kind == QRAFT_RAFT_STREAM_SNAPSHOT
+                                     ? &n->snap_limits
+                                     : &n->cfg.limits;
+  qraft_wire_batch *batch = NULL;
+  int rv = qraft_wire_frame_decode(in->frame, in->frame->data,
+                                   in->frame_bytes, lim, &batch, &err);
+  qraft_buf_unref(in->frame); /* the batch's slices hold their references */
+  in->frame = NULL;
+  if (rv != 0) {
+    reject(n, in->conn, rv, "frame", &err);
+    return false;
+  }
+  for (size_t i = 0; i < batch->msgs_n; i++) {
+    const qraft_message *m = &batch->msgs[i];
+    if (m->from != in->sender || m->to != n->cfg.self_id ||
+        (m->type == QRAFT_MSG_SNAPSHOT) !=
+            (in->kind == QRAFT_RAFT_STREAM_SNAPSHOT && batch->msgs_n == 1)) {
+      qraft_wire_batch_free(batch);
+      reject(n, in->conn, QRAFT_EPEER, "message addressing", NULL);
+      return false;
+    }
+  }
+  qraft_conn_count_frames(in->conn, false, 1, batch->msgs_n);
+  in->stage = IN_FRAME_HEADER;
+  in->hdr_n = 0;
+  n->cfg.recv_cb(n->cfg.ud, in->sender, batch);
+  /* The callback may have removed the sender, and with it this stream. */
+  for (rn_in *x = n->ins; x != NULL; x = x->next) {
+    if (x == in) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static void on_recv(void *ud, qraft_conn *c, int64_t sid, const uint8_t *data,
+                    size_t len, bool fin) {
+  qraft_raft_net *n = ud;
+  rn_in *in = NULL;
+  for (rn_in *x = n->ins; x != NULL; x = x->next) {
+    if (x->conn == c && x->sid == sid) {
+      in = x;
+      break;
+    }
+  }
+  if (in == NULL) {
+    if (len == 0 && fin) {
+      return;
+    }
+    in = calloc(1, sizeof *in);
+    if (in == NULL) {
+      reject(n, c, QRAFT_ELIMIT, "out of memory", NULL);
+      return;
+    }
+    in->conn = c;
+    in->sid = sid;
+    in->next = n->ins;
+    n->ins = in;
+  }
+  while (len > 0) {
+    size_t take;
+    switch (in->stage) {
+    case IN_PREAMBLE:
+      take = RN_HEADER_BYTES - in->hdr_n;
+      take = take < len ? take : len;
+      memcpy(in->hdr + in->hdr_n, data, take);
+      in->hdr_n += take;
+      data += take;
+      len -= take;
+      if (in->hdr_n == RN_HEADER_BYTES && !in_header(n, in)) {
+        return;
+      }
+      break;
+    case IN_FRAME_HEADER: {
+      take = QRAFT_WIRE_FRAME_HEADER_BYTES - in->hdr_n;
+      take = take < len ? take : len;
+      memcpy(in->hdr + in->hdr_n, data, take);
+      in->hdr_n += take;
+      data += take;
+      len -= take;
+      if (in->hdr_n < QRAFT_WIRE_FRAME_HEADER_BYTES) {
+        break;
+      }
+      qraft_err err;
+      qraft_err_init(&err, 0);
+      const qraft_wire_limits *lim = in->kind == QRAFT_RAFT_STREAM_SNAPSHOT
+                                         ? &n->snap_limits
+                                         : &n->cfg.limits;
+      int rv = qraft_wire_frame_peek(in->hdr, in->hdr_n, lim,
+                                     &in->frame_bytes, &err);
+      if (rv != 0) {
+        reject(n, c, rv, "frame header", &err);
+        return;
+      }
+      in->frame = qraft_buf_new(in->frame_bytes);
+      if (in->frame == NULL) {
+        reject(n, c, QRAFT_ELIMIT, "out of memory", NULL);
+        return;
+      }
+      memcpy(in->frame->data, in->hdr, in->hdr_n);
+      in->frame->len = in->hdr_n;
+      in->stage = IN_FRAME_BODY;
+      break;
+    }
+    case IN_FRAME_BODY:
+      take = in->frame_bytes - in->frame->len;
+      take = take < len ? take : len;
+      memcpy(in->frame->data + in->frame->len, data, take);
+      in->frame->len += take;
+      data += take;
+      len -= take;
+      if (in->frame->len == in->frame_bytes && !in_frame(n, in)) {
+        return;
+      }
+      break;
+    }
+  }
+  if (fin) {
+    if (in->stage != IN_FRAME_HEADER || in->hdr_n != 0) {
+      reject(n, c, QRAFT_ETRUNCATED, "stream ends inside a frame", NULL);
+      return;
+    }
+    ins_drop(n, in);
+  }
+}
+
+/* ---- outbound ---- */
+
+static int send_frame_cb(qraft_buf *frame, void *ud) {
+  rn_peer *p = ud;
+  int rv = QRAFT_EUNAVAILABLE;
+  if (p->conn != NULL && p->msg_sid >= 0) {
+    qraft_slice s = qraft_slice_of(frame, frame->data, frame->len);
+    rv = qraft_conn_stream_send(p->conn, p->msg_sid, s, false);
+    qraft_slice_release(&s);
+    if (rv == 0) {
+      qraft_conn_count_frames(p->conn, true, 1, 0);
+    }
+  }
+  qraft_buf_unref(frame);
+  return rv;
+}
+
+static void flush_cb(void *ud) {
+  qraft_raft_net *n = ud;
+  for (rn_peer *p = n->peers; p != NULL; p = p->next) {
+    if (p->flush_pending) {
+      p->flush_pending = false;
+      qraft_wire_batcher_flush(&p->batcher); /* a failed frame is dropped */
+    }
+  }
+}
+
+static int msg_stream(qraft_raft_net *n, rn_peer *p) {
+  if (p->msg_sid >= 0) {
+    return 0;
+  }
+  int64_t sid;
+  int rv = qraft_conn_stream_open(p->conn, false, &sid);
+  if (rv != 0) {
+    return rv == QRAFT_ELIMIT ? QRAFT_EBUSY : rv;
+  }
+  rv = qraft_conn_stream_send(p->conn, sid,
+                              qraft_slice_of(NULL, n->header, RN_HEADER_BYTES),
+                              false);
+  if (rv != 0) {
+    qraft_conn_stream_reset(p->conn, sid, 0);
+    return rv;
+  }
+  p->msg_sid = sid;
+  return 0;
+}
+
+/* Queues snapshot chunks while the connection holds less than
+ * snapshot_inflight_bytes_max unacknowledged: the rest waits for acks. */
+static void snap_pump(qraft_raft_net *n, rn_peer *p) {
+  while (p->snap != NULL && p->conn != NULL && !p->snap_fin_queued &&
+         qraft_conn_unacked_bytes(p->conn) < n->cfg.snapshot_inflight_bytes_max) {
+    size_t left = p->snap->len - p->snap_off;
+    size_t chunk = left < n->cfg.snapshot_chunk_bytes
+                       ? left
+                       : n->cfg.snapshot_chunk_bytes;
+    bool fin = chunk == left;
+    qraft_slice s = qraft_slice_of(p->snap, p->snap->data + p->snap_off, chunk);
+    int rv = qraft_conn_stream_send(p->conn, p->snap_sid, s, fin);
+    qraft_slice_release(&s);
+    if (rv != 0) {
+      return; /* QRAFT_EBUSY: try again on the next ack */
+    }
+    p->snap_off += chunk;
+    p->snap_fin_queued = fin;
+  }
+}
+
+static void snap_done(qraft_raft_net *n, rn_peer *p, int status) {
+  if (p->snap == NULL) {
+    return;
+  }
+  qraft_buf_unref(p->snap);
+  p->snap = NULL;
+  p->snap_sid = -1;
+  if (n->cfg.snapshot_sent_cb != NULL) {
+    n->cfg.snapshot_sent_cb(n->cfg.ud, p->id, status);
+  }
+}
+
+static int send_snapshot(qraft_raft_net *n, rn_peer *p, const qraft_message *m,
+                         qraft_err *err) {
+  if (p->snap != NULL) {
+    return QRAFT_EBUSY;
+  }
+  qraft_buf *buf;
+  int rv = qraft_wire_frame_encode_buf(n->cfg.group_id, m, 1, &n->snap_limits,
+                                       NULL, &buf, err);
+  if (rv != 0) {
+    return rv;
+  }
+  int64_t sid;
+  rv = qraft_conn_stream_open(p->conn, false, &sid);
+  if (rv != 0) {
+    qraft_buf_unref(buf);
+    return rv == QRAFT_ELIMIT ? QRAFT_EBUSY : rv;
+  }
+  rv = qraft_conn_stream_send(
+      p->conn, sid, qraft_slice_of(NULL, n->snap_header, RN_HEADER_BYTES),
+      false);
+  if (rv != 0) {
+    qraft_conn_stream_reset(p->conn, sid, 0);
+    qraft_buf_unref(buf);
+    return rv;
+  }
+  qraft_conn_count_frames(p->conn, true, 1, 1);
+  p->snap = buf;
+  p->snap_off = 0;
+  p->snap_sid = sid;
+  p->snap_fin_queued = false;
+  snap_pump(n, p);
+  return 0;
+}
+
+int qraft_raft_net_send(qraft_raft_net *n, const qraft_message *m,
+                        qraft_err *err) {
+  rn_peer *p = peer_by_id(n, m->to);
+  if (p == NULL) {
+    return QRAFT_ERR(err, QRAFT_EUNKNOWN_NODE, "send to %llu",
+                     (unsigned long long)m->to);
+  }
+  if (p->conn == NULL) {
+    return QRAFT_EUNAVAILABLE;
+  }
+  if (m->type == QRAFT_MSG_SNAPSHOT) {
+    return send_snapshot(n, p, m, err);
+  }
+  int rv = msg_stream(n, p);
+  if (rv != 0) {
+    return rv;
+  }
+  rv = qraft_wire_batcher_add(&p->batcher, m, err);
+  if (rv != 0) {
+    return rv;
+  }
+  qraft_conn_count_frames(p->conn, true, 0, 1);
+  if (!p->flush_pending) {
+    p->flush_pending = true;
+    qraft_env_timer_arm(n->flush_timer, 0); /* before the loop waits */
+  }
+  return 0;
+}
+
+/* ---- connection events ---- */
+
+static void on_up(void *ud, qraft_conn *c, bool dialed) {
+  (void)dialed;
+  qraft_raft_net *n = ud;
+  rn_peer *p = peer_by_key(n, qraft_conn_peer(c));
+  if (p == NULL) {
+    /* Authorized by a hook that is not ours, but not a member. */
+    qraft_conn_close(c, QRAFT_CLOSE_UNAUTHORIZED, "not a member");
+    return;
+  }
+  p->conn = c;
+  p->msg_sid = -1;
+  if (n->cfg.peer_cb != NULL) {
+    n->cfg.peer_cb(n->cfg.ud, p->id, true);
+  }
+}
+
+static void on_down(void *ud, qraft_conn *c, const qraft_close_info *why) {
+  (void)why;
+  qraft_raft_net *n = ud;
+  ins_drop_conn(n, c);
+  rn_peer *p = peer_by_conn(n, c);
+  if (p == NULL) {
+    return;
+  }
+  p->conn = NULL;
+  p->msg_sid = -1;
+  qraft_wire_batcher_close(&p->batcher);
+  qraft_wire_batcher_init(&p->batcher, p->id, n->cfg.group_id, &n->cfg.limits,
+                          n->pool, send_frame_cb, p);
+  p->flush_pending = false;
+  snap_done(n, p, QRAFT_ECLOSED);
+  if (n->cfg.peer_cb != NULL) {
+    n->cfg.peer_cb(n->cfg.ud, p->id, false);
+  }
+}
+
+static void on_stream_closed(void *ud, qraft_conn *c, int64_t sid,
+                             uint64_t app_code) {
+  qraft_raft_net *n = ud;
+  for (rn_in *in = n->ins; in != NULL; in = in->next) {
+    if (in->conn == c && in->sid == sid) {
+      ins_drop(n, in);
+      break;
+    }
+  }
+  rn_peer *p = peer_by_conn(n, c);
+  if (p != NULL && p->snap != NULL && p->snap_sid == sid) {
+    /* Closed both ways: every byte and the FIN were acknowledged, unless
+     * the peer reset it. */
+    snap_done(n, p, app_code == 0 && p->snap_fin_queued ? 0 : QRAFT_ECLOSED);
+  }
+  if (p != NULL && p->msg_sid == sid) {
+    p->msg_sid = -1;
+  }
+}
+
+static void on_acked(void *ud, qraft_conn *c, uint64_t unacked) {
+  (void)unacked;
+  qraft_raft_net *n = ud;
+  rn_peer *p = peer_by_conn(n, c);
+  if (p != NULL) {
+    snap_pump(n, p);
+  }
+}
+
+/* ---- lifecycle ---- */
+
+int qraft_raft_net_new(const qraft_raft_net_config *cfg, qraft_raft_net **out,
+                       qraft_err *err) {
+  if (cfg->ep == NULL || cfg->cluster_id == 0 || cfg->self_id == 0 ||
+      cfg->recv_cb == NULL) {
+    return QRAFT_ERR(err, QRAFT_ECONFIG,
+                     "raft net needs an endpoint, a cluster id, our id and "
+                     "recv_cb");
+  }
+  qraft_raft_net *n = calloc(1, sizeof *n);
+  if (n == NULL) {
+    return QRAFT_ERR(err, -ENOMEM, "raft net");
+  }
+  n->cfg = *cfg;
+  qraft_wire_limits def = QRAFT_WIRE_LIMITS_DEFAULT;
+  if (n->cfg.limits.frame_bytes_max == 0) {
+    n->cfg.limits.frame_bytes_max = def.frame_bytes_max;
+  }
+  if (n->cfg.limits.frame_messages_max == 0) {
+    n->cfg.limits.frame_messages_max = def.frame_messages_max;
+  }
+  if (n->cfg.limits.frame_entries_max == 0) {
+    n->cfg.limits.frame_entries_max = def.frame_entries_max;
+  }
+  if (n->cfg.snapshot_bytes_max == 0) {
+    n->cfg.snapshot_bytes_max = 256u << 20;
+  }
+  if (n->cfg.snapshot_chunk_bytes == 0) {
+    n->cfg.snapshot_chunk_bytes = 64 * 1024;
+  }
+  if (n->cfg.snapshot_inflight_bytes_max == 0) {
+    n->cfg.snapshot_inflight_bytes_max = 1u << 20;
+  }
+  if (n->cfg.snapshot_streams_max == 0) {
+    n->cfg.snapshot_streams_max = 2;
+  }
+  int rv = qraft_wire_limits_check(&n->cfg.limits, err);
+  if (rv != 0 || n->cfg.snapshot_bytes_max > QRAFT_WIRE_FRAME_BYTES_LIMIT) {
+    free(n);
+    return rv != 0 ? rv
+                   : QRAFT_ERR(err, QRAFT_ECONFIG,
+                               "snapshot_bytes_max above the frame limit");
+  }
+  n->snap_limits = n->cfg.limits;
+  n->snap_limits.frame_bytes_max = (uint32_t)n->cfg.snapshot_bytes_max;
+  n->snap_limits.frame_messages_max = 1;
+  n->ep = cfg->ep;
+  n->env = qraft_endpoint_env(cfg->ep);
+  qraft_wire_preamble_encode(cfg->cluster_id, cfg->self_id, n->header);
+  n->header[QRAFT_WIRE_PREAMBLE_BYTES] = QRAFT_RAFT_STREAM_MESSAGES;
+  memcpy(n->snap_header, n->header, QRAFT_WIRE_PREAMBLE_BYTES);
+  n->snap_header[QRAFT_WIRE_PREAMBLE_BYTES] = QRAFT_RAFT_STREAM_SNAPSHOT;
+  rv = qraft_wire_pool_new(RN_POOL_BUF_BYTES, RN_POOL_BUFS_MAX, &n->pool);
+  if (rv != 0) {
+    QRAFT_ERR(err, rv, "frame buffer pool");
+    goto err_free;
+  }
+  rv = qraft_env_timer_new(n->env, flush_cb, n, &n->flush_timer);
+  if (rv != 0) {
+    QRAFT_ERR(err, rv, "flush timer");
+    goto err_pool;
+  }
+  static const qraft_protocol_ops ops = {
+      .conn_up_cb = on_up,
+      .conn_down_cb = on_down,
+      .stream_recv_cb = on_recv,
+      .stream_closed_cb = on_stream_closed,
+      .acked_cb = on_acked,
+  };
+  rv = qraft_endpoint_register(cfg->ep, QRAFT_RAFT_ALPN, &ops, n);
+  if (rv != 0) {
+    QRAFT_ERR(err, rv, "register %s", QRAFT_RAFT_ALPN);
+    goto err_timer;
+  }
+  *out = n;
+  return 0;
+
+err_timer:
+  qraft_env_timer_free(n->flush_timer);
+err_pool:
+  qraft_wire_pool_free(n->pool);
+err_free:
+  free(n);
+  return rv;
+}
+
+int qraft_raft_net_add_peer(qraft_raft_net *n, qraft_id id,
+                            const qraft_node_addr *addr, bool dial) {
+  if (id == 0 || id == n->cfg.self_id) {
+    return QRAFT_ECONFIG;
+  }
+  rn_peer *p = peer_by_id(n, id);
+  if (p == NULL) {
+    p = calloc(1, sizeof *p);
+    if (p == NULL) {
+      return -ENOMEM;
+    }
+    p->id = id;
+    p->msg_sid = -1;
+    p->snap_sid = -1;
+    qraft_wire_batcher_init(&p->batcher, id, n->cfg.group_id, &n->cfg.limits,
+                            n->pool, send_frame_cb, p);
+    p->next = n->peers;
+    n->peers = p;
+  }
+  p->addr = *addr;
+  p->dial = dial;
+  if (p->conn == NULL) {
+    /* It may already be connected under another ALPN's handler: pick the
+     * connection up if there is one. */
+    qraft_conn *c = qraft_endpoint_conn(n->ep, &addr->id, QRAFT_RAFT_ALPN);
+    if (c != NULL) {
+      p->conn = c;
+      p->msg_sid = -1;
+    }
+  }
+  if (dial && addr->addrs_n > 0) {
+    return qraft_endpoint_dial(n->ep, addr, QRAFT_RAFT_ALPN);
+  }
+  return 0;
+}
+
+static void peer_free(qraft_raft_net *n, rn_peer *p) {
+  snap_done(n, p, QRAFT_ECLOSED);
+  qraft_wire_batcher_close(&p->batcher);
+  free(p);
+}
+
+void qraft_raft_net_remove_peer(qraft_raft_net *n, qraft_id id) {
+  for (rn_peer **pp = &n->peers; *pp != NULL; pp = &(*pp)->next) {
+    if ((*pp)->id == id) {
+      rn_peer *p = *pp;
+      *pp = p->next;
+      qraft_conn *c = p->conn;
+      qraft_node_id key = p->addr.id;
+      p->conn = NULL;
+      peer_free(n, p);
+      qraft_endpoint_undial(n->ep, &key, QRAFT_RAFT_ALPN);
+      if (c != NULL) {
+        ins_drop_conn(n, c);
+        qraft_conn_close(c, QRAFT_CLOSE_UNWANTED, "removed from the cluster");
+      }
+      return;
+    }
+  }
+}
+
+void qraft_raft_net_free(qraft_raft_net *n) {
+  if (n == NULL) {
+    return;
+  }
+  while (n->ins != NULL) {
+    rn_in *in = n->ins;
+    n->ins = in->next;
+    in_free(in);
+  }
+  while (n->peers != NULL) {
+    rn_peer *p = n->peers;
+    n->peers = p->next;
+    p->conn = NULL;
+    peer_free(n, p);
+  }
+  qraft_env_timer_free(n->flush_timer);
+  qraft_wire_pool_free(n->pool);
+  free(n);
+}

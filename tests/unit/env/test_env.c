@@ -1,0 +1,202 @@
+/* The env implementations: timers, datagrams, wake-ups, and the simulated
+ * network's faults and determinism. */
+#include "cmocka_all.h"
+
+#include <qraft/env.h>
+#include <qraft/error.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <string.h>
+
+typedef struct box {
+  int fired;
+  uint64_t at_ns;
+  qraft_env *env;
+  int recvd;
+  uint8_t last[64];
+  size_t last_len;
+  uint64_t order_hash;
+} box;
+
+static void on_timer(void *ud) {
+  box *b = ud;
+  b->fired++;
+  b->at_ns = qraft_env_now_ns(b->env);
+}
+
+static bool fired_once(void *ud) { return ((box *)ud)->fired >= 1; }
+
+static void timers_fire_at_their_deadline(qraft_env *env) {
+  box b = {.env = env};
+  qraft_env_timer *t, *t2;
+  assert_int_equal(qraft_env_timer_new(env, on_timer, &b, &t), 0);
+  box b2 = {.env = env};
+  assert_int_equal(qraft_env_timer_new(env, on_timer, &b2, &t2), 0);
+  uint64_t start = qraft_env_now_ns(env);
+  qraft_env_timer_arm(t, start + 3000000);
+  qraft_env_timer_arm(t2, start + 1000000);
+  qraft_env_timer_disarm(t2);
+  assert_int_equal(qraft_env_run(env, start + 2000000000ull, fired_once, &b),
+                   0);
+  assert_true(b.at_ns >= start + 3000000);
+  assert_int_equal(b2.fired, 0);
+  /* A deadline in the past runs on this turn of the loop. */
+  qraft_env_timer_arm(t, 0);
+  assert_int_equal(qraft_env_run(env, qraft_env_now_ns(env) + 50000000ull,
+                                 fired_once, &b2),
+                   QRAFT_ETIMEDOUT);
+  assert_int_equal(b.fired, 2);
+  qraft_env_timer_free(t);
+  qraft_env_timer_free(t2);
+}
+
+static void on_recv(void *ud, const struct sockaddr *from, const uint8_t *data,
+                    size_t len) {
+  (void)from;
+  box *b = ud;
+  b->recvd++;
+  memcpy(b->last, data, len < sizeof b->last ? len : sizeof b->last);
+  b->last_len = len;
+  b->order_hash = b->order_hash * 31 + data[0];
+}
+
+static bool got_n(void *ud) { return ((box *)ud)->recvd >= 10; }
+
+static void datagrams_arrive(qraft_env *env) {
+  struct sockaddr_in any = {.sin_family = AF_INET};
+  any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  box rb = {.env = env}, sb = {.env = env};
+  qraft_env_udp *r, *s;
+  assert_int_equal(
+      qraft_env_udp_bind(env, (struct sockaddr *)&any, on_recv, &rb, &r), 0);
+  assert_int_equal(
+      qraft_env_udp_bind(env, (struct sockaddr *)&any, on_recv, &sb, &s), 0);
+  struct sockaddr_storage raddr;
+  assert_int_equal(qraft_env_udp_local_addr(r, &raddr), 0);
+  assert_int_not_equal(((struct sockaddr_in *)&raddr)->sin_port, 0);
+  for (uint8_t i = 0; i < 10; i++) {
+    uint8_t msg[8] = {i, 'h', 'e', 'l', 'l', 'o'};
+    assert_int_equal(qraft_env_udp_send(s, (struct sockaddr *)&raddr, msg, 6),
+                     0);
+  }
+  uint8_t big[QRAFT_ENV_DGRAM_MAX + 1] = {0};
+  assert_int_equal(
+      qraft_env_udp_send(s, (struct sockaddr *)&raddr, big, sizeof big),
+      -EMSGSIZE);
+  assert_int_equal(qraft_env_run(env, qraft_env_now_ns(env) + 2000000000ull,
+                                 got_n, &rb),
+                   0);
+  assert_int_equal(rb.last_len, 6);
+  assert_memory_equal(rb.last + 1, "hello", 5);
+  qraft_env_udp_close(r);
+  qraft_env_udp_close(s);
+}
+
+static void uv_env_timers_and_datagrams(void **st) {
+  (void)st;
+  qraft_env *env;
+  assert_int_equal(qraft_env_uv_new(&env), 0);
+  timers_fire_at_their_deadline(env);
+  datagrams_arrive(env);
+  qraft_env_free(env);
+}
+
+static void sim_env_timers_and_datagrams(void **st) {
+  (void)st;
+  qraft_simnet *net;
+  qraft_env *env;
+  assert_int_equal(qraft_simnet_new(1, &net), 0);
+  assert_int_equal(qraft_simnet_env_new(net, &env), 0);
+  timers_fire_at_their_deadline(env);
+  datagrams_arrive(env);
+  qraft_env_free(env);
+  qraft_simnet_free(net);
+}
+
+static void on_wake(void *ud) { ((box *)ud)->fired++; }
+
+static void *waker(void *arg) {
+  qraft_env_wake_send(arg);
+  return NULL;
+}
+
+static void uv_wake_from_another_thread(void **st) {
+  (void)st;
+  qraft_env *env;
+  assert_int_equal(qraft_env_uv_new(&env), 0);
+  box b = {.env = env};
+  qraft_env_wake *w;
+  assert_int_equal(qraft_env_wake_new(env, on_wake, &b, &w), 0);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, waker, w), 0);
+  assert_int_equal(qraft_env_run(env, qraft_env_now_ns(env) + 5000000000ull,
+                                 fired_once, &b),
+                   0);
+  pthread_join(th, NULL);
+  qraft_env_wake_free(w);
+  qraft_env_free(env);
+}
+
+/* Runs 2000 datagrams through a faulty network and returns a hash of what
+ * arrived, in order. */
+static uint64_t faulty_run(uint64_t seed, qraft_simnet_stats *stats) {
+  qraft_simnet *net;
+  qraft_env *ea, *eb;
+  assert_int_equal(qraft_simnet_new(seed, &net), 0);
+  assert_int_equal(qraft_simnet_env_new(net, &ea), 0);
+  assert_int_equal(qraft_simnet_env_new(net, &eb), 0);
+  qraft_simnet_faults f = {.drop_ppm = 50000, .dup_ppm = 20000,
+                           .delay_min_ns = 10000, .delay_max_ns = 500000};
+  qraft_simnet_set_faults(net, &f);
+  struct sockaddr_in any = {.sin_family = AF_INET};
+  box rb = {.env = eb};
+  qraft_env_udp *r, *s;
+  assert_int_equal(
+      qraft_env_udp_bind(eb, (struct sockaddr *)&any, on_recv, &rb, &r), 0);
+  assert_int_equal(
+      qraft_env_udp_bind(ea, (struct sockaddr *)&any, on_recv, &rb, &s), 0);
+  struct sockaddr_storage raddr;
+  qraft_env_udp_local_addr(r, &raddr);
+  for (int i = 0; i < 2000; i++) {
+    uint8_t msg[1] = {(uint8_t)i};
+    qraft_env_udp_send(s, (struct sockaddr *)&raddr, msg, 1);
+  }
+  qraft_env_run(ea, UINT64_MAX, NULL, NULL);
+  qraft_simnet_stats_get(net, stats);
+  assert_int_equal(stats->delivered, (uint64_t)rb.recvd);
+  qraft_env_udp_close(r);
+  qraft_env_udp_close(s);
+  qraft_env_free(ea);
+  qraft_env_free(eb);
+  qraft_simnet_free(net);
+  return rb.order_hash;
+}
+
+static void simnet_faults_fire_and_replay_from_the_seed(void **st) {
+  (void)st;
+  qraft_simnet_stats s1, s2, s3;
+  uint64_t h1 = faulty_run(42, &s1);
+  uint64_t h2 = faulty_run(42, &s2);
+  uint64_t h3 = faulty_run(43, &s3);
+  assert_true(s1.dropped > 50);
+  assert_true(s1.duplicated > 10);
+  assert_true(s1.reordered > 100);
+  assert_int_equal(s1.sent, 2000);
+  assert_int_equal(s1.delivered, s1.sent - s1.dropped + s1.duplicated);
+  assert_int_equal(h1, h2);
+  assert_memory_equal(&s1, &s2, sizeof s1);
+  assert_int_not_equal(h1, h3);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(uv_env_timers_and_datagrams),
+      cmocka_unit_test(sim_env_timers_and_datagrams),
+      cmocka_unit_test(uv_wake_from_another_thread),
+      cmocka_unit_test(simnet_faults_fire_and_replay_from_the_seed),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,450 @@
+/* The Raft protocol handler: framed batches between members, snapshots on
+ * their own streams beside heartbeats, and a misbehaving peer closed alone. */
+#include "cmocka_all.h"
+
+#include <qraft/transport.h>
+#include <qraft/wire.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CLUSTER 7
+#define SEC 1000000000ull
+#define MS 1000000ull
+
+typedef struct rnode {
+  qraft_id id;
+  qraft_env *env;
+  qraft_endpoint *ep;
+  qraft_raft_net *net;
+  qraft_secret_key key;
+  /* what arrived */
+  uint64_t msgs, appends, heartbeats, snapshots;
+  uint64_t next_index; /* appends arrive in order: index == next_index */
+  bool order_ok;
+  uint64_t hb_latency_max_ns;
+  uint64_t hb_before_snapshot;
+  size_t snap_len;
+  bool snap_ok;
+  bool reachable[8];
+  int snap_status; /* 1: none yet */
+  /* the evil peer's view */
+  int downs;
+  qraft_close_info last_down;
+  qraft_conn *raw_conn;
+} rnode;
+
+typedef struct rworld {
+  bool sim;
+  qraft_simnet *net;
+  qraft_env *uv;
+  rnode nodes[4];
+  int n;
+} rworld;
+
+static void on_batch(void *ud, qraft_id from, qraft_wire_batch *b) {
+  rnode *r = ud;
+  for (size_t i = 0; i < b->msgs_n; i++) {
+    const qraft_message *m = &b->msgs[i];
+    assert_int_equal(m->from, from);
+    assert_int_equal(m->to, r->id);
+    r->msgs++;
+    if (m->type == QRAFT_MSG_APPEND) {
+      if (m->index != r->next_index) {
+        r->order_ok = false;
+      }
+      r->next_index++;
+      assert_int_equal(m->entries_n, 2);
+      char want[32];
+      int len = snprintf(want, sizeof want, "entry-%llu",
+                         (unsigned long long)m->index);
+      assert_int_equal(m->entries[0].data.len, (size_t)len);
+      assert_memory_equal(m->entries[0].data.data, want, (size_t)len);
+      r->appends++;
+    } else if (m->type == QRAFT_MSG_HEARTBEAT) {
+      uint64_t lat = qraft_env_now_ns(r->env) - m->commit;
+      if (lat > r->hb_latency_max_ns) {
+        r->hb_latency_max_ns = lat;
+      }
+      r->heartbeats++;
+      if (r->snapshots == 0) {
+        r->hb_before_snapshot++;
+      }
+    } else if (m->type == QRAFT_MSG_SNAPSHOT) {
+      r->snapshots++;
+      r->snap_len = m->snapshot->data.len;
+      r->snap_ok = true;
+      for (size_t k = 0; k < m->snapshot->data.len; k++) {
+        if (m->snapshot->data.data[k] != (uint8_t)(k * 7)) {
+          r->snap_ok = false;
+          break;
+        }
+      }
+    }
+  }
+  qraft_wire_batch_free(b);
+}
+
+static void on_peer(void *ud, qraft_id peer, bool reachable) {
+  ((rnode *)ud)->reachable[peer] = reachable;
+}
+
+static void on_snap_sent(void *ud, qraft_id to, int status) {
+  (void)to;
+  ((rnode *)ud)->snap_status = status;
+}
+
+static void rworld_init(rworld *w, bool sim, int n, uint64_t seed) {
+  memset(w, 0, sizeof *w);
+  w->sim = sim;
+  w->n = n;
+  if (sim) {
+    assert_int_equal(qraft_simnet_new(seed, &w->net), 0);
+  } else {
+    assert_int_equal(qraft_env_uv_new(&w->uv), 0);
+  }
+  for (int i = 0; i < n; i++) {
+    rnode *r = &w->nodes[i];
+    r->id = (qraft_id)(i + 1);
+    r->order_ok = true;
+    r->next_index = 1;
+    r->snap_status = 1;
+    if (sim) {
+      assert_int_equal(qraft_simnet_env_new(w->net, &r->env), 0);
+    } else {
+      r->env = w->uv;
+    }
+    uint8_t s[QRAFT_KEY_BYTES];
+    for (int j = 0; j < QRAFT_KEY_BYTES; j++) {
+      s[j] = (uint8_t)(seed + (uint64_t)i * 13 + (uint64_t)j);
+    }
+    qraft_secret_key_from_seed(&r->key, s);
+    qraft_endpoint_config cfg = {.env = r->env, .key = &r->key, .bind_n = 1};
+    struct sockaddr_in *a = (struct sockaddr_in *)&cfg.bind[0];
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(qraft_endpoint_new(&cfg, &r->ep, NULL), 0);
+  }
+}
+
+/* Nodes [0, members) run the Raft handler and know each other (and every
+ * node of the world, so the last one may play a member gone bad). */
+static void rworld_members(rworld *w, int members) {
+  for (int i = 0; i < members; i++) {
+    rnode *r = &w->nodes[i];
+    qraft_raft_net_config cfg = {
+        .ep = r->ep, .cluster_id = CLUSTER, .self_id = r->id,
+        .recv_cb = on_batch, .peer_cb = on_peer,
+        .snapshot_sent_cb = on_snap_sent, .ud = r};
+    assert_int_equal(qraft_raft_net_new(&cfg, &r->net, NULL), 0);
+    qraft_endpoint_set_authorize(r->ep, qraft_raft_net_authorize_cb, r->net);
+  }
+  for (int i = 0; i < members; i++) {
+    for (int j = 0; j < w->n; j++) {
+      if (i != j) {
+        qraft_node_addr addr;
+        qraft_endpoint_addr(w->nodes[j].ep, &addr);
+        assert_int_equal(qraft_raft_net_add_peer(w->nodes[i].net,
+                                                 w->nodes[j].id, &addr,
+                                                 j < members),
+                         0);
+      }
+    }
+  }
+}
+
+static void rworld_close(rworld *w) {
+  for (int i = 0; i < w->n; i++) {
+    qraft_endpoint_shutdown(w->nodes[i].ep);
+    qraft_raft_net_free(w->nodes[i].net);
+    qraft_endpoint_free(w->nodes[i].ep);
+  }
+  if (w->sim) {
+    for (int i = 0; i < w->n; i++) {
+      qraft_env_free(w->nodes[i].env);
+    }
+    qraft_simnet_free(w->net);
+  } else {
+    qraft_env_free(w->uv);
+  }
+}
+
+typedef struct rwait {
+  rworld *w;
+  bool (*pred)(rworld *, void *);
+  void *arg;
+} rwait;
+
+static bool rwait_done(void *ud) {
+  rwait *x = ud;
+  return x->pred(x->w, x->arg);
+}
+
+static bool run_until(rworld *w, bool (*pred)(rworld *, void *), void *arg,
+                      uint64_t seconds) {
+  rwait x = {w, pred, arg};
+  qraft_env *env = w->nodes[0].env;
+  return qraft_env_run(env, qraft_env_now_ns(env) + seconds * SEC, rwait_done,
+                       &x) == 0;
+}
+
+static bool reachable_12(rworld *w, void *arg) {
+  (void)arg;
+  return w->nodes[0].reachable[2] && w->nodes[1].reachable[1];
+}
+
+/* Both members dial each other: wait until the pool has settled on one
+ * connection (the duplicate is closed), so nothing sent is lost to the
+ * switch. */
+static bool settled_12(rworld *w, void *arg) {
+  (void)arg;
+  qraft_conn *a = qraft_endpoint_conn(w->nodes[0].ep,
+                                      &w->nodes[1].key.public_key,
+                                      QRAFT_RAFT_ALPN);
+  qraft_conn *b = qraft_endpoint_conn(w->nodes[1].ep,
+                                      &w->nodes[0].key.public_key,
+                                      QRAFT_RAFT_ALPN);
+  return reachable_12(w, NULL) && a != NULL && b != NULL &&
+         qraft_conn_dialed(a) != qraft_conn_dialed(b);
+}
+
+static void settle(rworld *w) {
+  assert_true(run_until(w, settled_12, NULL, 10));
+  qraft_env *env = w->nodes[0].env;
+  qraft_env_run(env, qraft_env_now_ns(env) + 200 * MS, NULL, NULL);
+  assert_true(settled_12(w, NULL));
+}
+
+static bool appends_in(rworld *w, void *arg) {
+  return w->nodes[1].appends >= *(uint64_t *)arg;
+}
+
+static void send_appends(rworld *w, uint64_t from_index, uint64_t n) {
+  for (uint64_t i = from_index; i < from_index + n; i++) {
+    char payload[32];
+    int len = snprintf(payload, sizeof payload, "entry-%llu",
+                       (unsigned long long)i);
+    qraft_entry e[2] = {
+        {.term = 1, .index = i, .data = qraft_slice_of(NULL, payload, len)},
+        {.term = 1, .index = i, .data = qraft_slice_of(NULL, "x", 1)}};
+    qraft_message m = {.type = QRAFT_MSG_APPEND, .from = 1, .to = 2,
+                       .term = 1, .index = i, .entries = e, .entries_n = 2};
+    assert_int_equal(qraft_raft_net_send(w->nodes[0].net, &m, NULL), 0);
+  }
+}
+
+static void messages_arrive_in_order(bool sim) {
+  rworld w;
+  rworld_init(&w, sim, 2, 1);
+  rworld_members(&w, 2);
+  settle(&w);
+  uint64_t n = 2000;
+  send_appends(&w, 1, n);
+  bool ok = run_until(&w, appends_in, &n, 20);
+  if (!ok) {
+    fprintf(stderr, "appends %llu msgs %llu reachable %d %d\n",
+            (unsigned long long)w.nodes[1].appends,
+            (unsigned long long)w.nodes[1].msgs, w.nodes[0].reachable[2],
+            w.nodes[1].reachable[1]);
+  }
+  assert_true(ok);
+  assert_true(w.nodes[1].order_ok);
+  assert_int_equal(w.nodes[1].msgs, n);
+  qraft_peer_metrics pm;
+  assert_int_equal(qraft_endpoint_peer_metrics(w.nodes[1].ep,
+                                               &w.nodes[0].key.public_key,
+                                               QRAFT_RAFT_ALPN, &pm),
+                   0);
+  assert_int_equal(pm.messages_in, n);
+  assert_true(pm.frames_in >= 1 && pm.frames_in < n); /* batched */
+  qraft_endpoint_peer_metrics(w.nodes[0].ep, &w.nodes[1].key.public_key,
+                              QRAFT_RAFT_ALPN, &pm);
+  assert_int_equal(pm.messages_out, n);
+  /* An unknown member and an unreachable one. */
+  qraft_message m = {.type = QRAFT_MSG_HEARTBEAT, .from = 1, .to = 9};
+  assert_int_equal(qraft_raft_net_send(w.nodes[0].net, &m, NULL),
+                   QRAFT_EUNKNOWN_NODE);
+  rworld_close(&w);
+}
+
+/* ---- a member gone bad: raw bytes on the Raft ALPN ---- */
+
+static void evil_up(void *ud, qraft_conn *c, bool dialed) {
+  (void)dialed;
+  ((rnode *)ud)->raw_conn = c;
+}
+
+static void evil_down(void *ud, qraft_conn *c, const qraft_close_info *why) {
+  (void)c;
+  rnode *r = ud;
+  r->downs++;
+  r->last_down = *why;
+  r->raw_conn = NULL;
+}
+
+static bool evil_connected(rworld *w, void *arg) {
+  (void)arg;
+  return w->nodes[2].raw_conn != NULL && settled_12(w, NULL);
+}
+
+static bool evil_closed(rworld *w, void *arg) {
+  (void)arg;
+  return w->nodes[2].downs > 0;
+}
+
+typedef enum { BAD_GARBAGE, BAD_OVERSIZED, BAD_CLUSTER, BAD_IMPERSONATE } bad;
+
+static void bad_peer_is_closed_alone(bad kind, uint64_t want_code) {
+  rworld w;
+  rworld_init(&w, true, 3, 2);
+  rworld_members(&w, 2);
+  rnode *evil = &w.nodes[2];
+  static const qraft_protocol_ops raw = {.conn_up_cb = evil_up,
+                                         .conn_down_cb = evil_down};
+  assert_int_equal(qraft_endpoint_register(evil->ep, QRAFT_RAFT_ALPN, &raw,
+                                           evil),
+                   0);
+  qraft_node_addr addr;
+  qraft_endpoint_addr(w.nodes[0].ep, &addr);
+  assert_int_equal(qraft_endpoint_dial(evil->ep, &addr, QRAFT_RAFT_ALPN), 0);
+  assert_true(run_until(&w, evil_connected, NULL, 10));
+
+  uint8_t bytes[64];
+  size_t len = 0;
+  qraft_wire_preamble_encode(kind == BAD_CLUSTER ? CLUSTER + 1 : CLUSTER,
+                             kind == BAD_IMPERSONATE ? 2 : 3, bytes);
+  len = QRAFT_WIRE_PREAMBLE_BYTES;
+  bytes[len++] = QRAFT_RAFT_STREAM_MESSAGES;
+  uint32_t body = kind == BAD_OVERSIZED ? 0x7fffffffu : 10;
+  memcpy(bytes + len, &body, 4); /* little-endian length */
+  len += 4;
+  memset(bytes + len, 0xff, 10); /* not a protobuf frame */
+  len += 10;
+  int64_t sid;
+  assert_int_equal(qraft_conn_stream_open(evil->raw_conn, false, &sid), 0);
+  assert_int_equal(qraft_conn_stream_send(evil->raw_conn, sid,
+                                          qraft_slice_of(NULL, bytes, len),
+                                          false),
+                   0);
+  assert_true(run_until(&w, evil_closed, NULL, 10));
+  assert_true(evil->last_down.remote);
+  assert_true(evil->last_down.app);
+  assert_int_equal(evil->last_down.app_code, want_code);
+  /* Members 1 and 2 talk on. */
+  uint64_t n = 10;
+  send_appends(&w, 1, n);
+  assert_true(run_until(&w, appends_in, &n, 10));
+  assert_true(w.nodes[0].reachable[2]);
+  rworld_close(&w);
+}
+
+/* ---- snapshots beside heartbeats ---- */
+
+typedef struct beat {
+  rworld *w;
+  qraft_env_timer *t;
+  uint64_t sent;
+} beat;
+
+static void beat_cb(void *ud) {
+  beat *b = ud;
+  rnode *r = &b->w->nodes[0];
+  qraft_message m = {.type = QRAFT_MSG_HEARTBEAT, .from = 1, .to = 2,
+                     .term = 1, .commit = qraft_env_now_ns(r->env)};
+  if (qraft_raft_net_send(r->net, &m, NULL) == 0) {
+    b->sent++;
+  }
+  qraft_env_timer_arm(b->t, qraft_env_now_ns(r->env) + MS);
+}
+
+static bool snapshot_done(rworld *w, void *arg) {
+  (void)arg;
+  return w->nodes[1].snapshots > 0 && w->nodes[0].snap_status != 1;
+}
+
+static void snapshot_streams_beside_heartbeats(void **st) {
+  (void)st;
+  rworld w;
+  rworld_init(&w, true, 2, 3);
+  /* 1 ms each way: the snapshot takes many round trips. */
+  qraft_simnet_faults f = {.delay_min_ns = MS, .delay_max_ns = MS};
+  qraft_simnet_set_faults(w.net, &f);
+  rworld_members(&w, 2);
+  settle(&w);
+  size_t snap_bytes = 4u << 20;
+  qraft_buf *data = qraft_buf_new(snap_bytes);
+  for (size_t k = 0; k < snap_bytes; k++) {
+    data->data[k] = (uint8_t)(k * 7);
+  }
+  data->len = snap_bytes;
+  qraft_snapshot snap = {.data = qraft_slice_of(data, data->data, snap_bytes),
+                         .metadata = {.index = 100, .term = 2}};
+  qraft_message m = {.type = QRAFT_MSG_SNAPSHOT, .from = 1, .to = 2,
+                     .term = 2, .snapshot = &snap};
+  beat b = {.w = &w};
+  assert_int_equal(qraft_env_timer_new(w.nodes[0].env, beat_cb, &b, &b.t), 0);
+  beat_cb(&b);
+  assert_int_equal(qraft_raft_net_send(w.nodes[0].net, &m, NULL), 0);
+  assert_int_equal(qraft_raft_net_send(w.nodes[0].net, &m, NULL), QRAFT_EBUSY);
+  qraft_slice_release(&snap.data);
+  qraft_buf_unref(data);
+  assert_true(run_until(&w, snapshot_done, NULL, 60));
+  qraft_env_timer_free(b.t);
+  rnode *r = &w.nodes[1];
+  assert_int_equal(w.nodes[0].snap_status, 0);
+  assert_int_equal(r->snap_len, snap_bytes);
+  assert_true(r->snap_ok);
+  /* Heartbeats kept flowing while the snapshot was on its way, and none
+   * waited long behind it. */
+  fprintf(stderr, "snapshot %zu bytes; %llu heartbeats before it, max "
+          "heartbeat latency %.2f ms\n", r->snap_len,
+          (unsigned long long)r->hb_before_snapshot,
+          (double)r->hb_latency_max_ns / 1e6);
+  assert_true(r->hb_before_snapshot >= 5);
+  assert_true(r->hb_latency_max_ns < 20 * MS);
+  rworld_close(&w);
+}
+
+static void uv_messages(void **st) {
+  (void)st;
+  messages_arrive_in_order(false);
+}
+static void sim_messages(void **st) {
+  (void)st;
+  messages_arrive_in_order(true);
+}
+static void malformed_frame_closes_only_that_peer(void **st) {
+  (void)st;
+  bad_peer_is_closed_alone(BAD_GARBAGE, QRAFT_CLOSE_PROTOCOL);
+}
+static void oversized_frame_closes_only_that_peer(void **st) {
+  (void)st;
+  bad_peer_is_closed_alone(BAD_OVERSIZED, QRAFT_CLOSE_LIMIT);
+}
+static void other_cluster_is_closed(void **st) {
+  (void)st;
+  bad_peer_is_closed_alone(BAD_CLUSTER, QRAFT_CLOSE_PROTOCOL);
+}
+static void impersonation_is_closed(void **st) {
+  (void)st;
+  bad_peer_is_closed_alone(BAD_IMPERSONATE, QRAFT_CLOSE_PROTOCOL);
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1) {
+    cmocka_set_test_filter(argv[1]);
+  }
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(uv_messages),
+      cmocka_unit_test(sim_messages),
+      cmocka_unit_test(malformed_frame_closes_only_that_peer),
+      cmocka_unit_test(oversized_frame_closes_only_that_peer),
+      cmocka_unit_test(other_cluster_is_closed),
+      cmocka_unit_test(impersonation_is_closed),
+      cmocka_unit_test(snapshot_streams_beside_heartbeats),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
