@@ -126,7 +126,9 @@ typedef struct qraft_node_config {
   uint32_t proposal_timeout_ms;    /* [10 * election timeout] */
   /* Snapshot when this many entries were applied since the last one. */
   uint64_t snapshot_entries; /* [10000] */
-  uint64_t snapshot_bytes_max; /* [256 MiB] largest snapshot sent */
+  /* Largest snapshot sent or received: it travels as one frame. [and at
+   * most QRAFT_WIRE_FRAME_BYTES_LIMIT - 1 MiB] */
+  uint64_t snapshot_bytes_max;
 } qraft_node_config;
 
 /* Fills `cfg` with the defaults; the caller sets the required fields. */

@@ -11,6 +11,7 @@
 #include <qraft/crc32c.h>
 #include <qraft/error.h>
 #include <qraft/log.h>
+#include <qraft/node.h>
 #include <qraft/prng.h>
 #include <qraft/storage.h>
 #include <qraft/types.h>

@@ -437,6 +437,12 @@ typedef struct qraft_raft_net_config {
   qraft_raft_recv_cb recv_cb;           /* required */
   qraft_raft_peer_cb peer_cb;           /* optional */
   qraft_raft_snapshot_sent_cb snapshot_sent_cb; /* optional */
+  /* A stream whose preamble names a sender that is not a member: return
+   * true to admit it as a member reachable over this connection (the node
+   * uses it to let a joining node answer a leader it has not heard of yet:
+   * it checks that `sender` is the Raft id of `key`). NULL: refuse. */
+  bool (*unknown_sender_cb)(void *ud, qraft_id sender,
+                            const qraft_node_id *key);
   void *ud;
 } qraft_raft_net_config;
 

@@ -179,6 +179,16 @@ static bool in_header(qraft_raft_net *n, rn_in *in) {
     return false;
   }
   rn_peer *p = peer_by_id(n, pre.sender_id);
+  if (p == NULL && n->cfg.unknown_sender_cb != NULL &&
+      n->cfg.unknown_sender_cb(n->cfg.ud, pre.sender_id,
+                               qraft_conn_peer(in->conn))) {
+    qraft_node_addr addr;
+    memset(&addr, 0, sizeof addr);
+    addr.id = *qraft_conn_peer(in->conn);
+    if (qraft_raft_net_add_peer(n, pre.sender_id, &addr, false) == 0) {
+      p = peer_by_id(n, pre.sender_id);
+    }
+  }
   if (p == NULL || !qraft_node_id_eq(&p->addr.id, qraft_conn_peer(in->conn))) {
     /* A member may only speak for itself. */
     reject(n, in->conn, QRAFT_EPEER, "sender id is not this key's", NULL);
@@ -480,6 +490,11 @@ static void on_up(void *ud, qraft_conn *c, bool dialed) {
   (void)dialed;
   qraft_raft_net *n = ud;
   rn_peer *p = peer_by_key(n, qraft_conn_peer(c));
+  if (p == NULL && n->cfg.unknown_sender_cb != NULL) {
+    /* Maybe a member we have not heard of yet: its first stream's preamble
+     * decides (unknown_sender_cb). */
+    return;
+  }
   if (p == NULL) {
     /* Authorized by a hook that is not ours, but not a member. */
     qraft_conn_close(c, QRAFT_CLOSE_UNAUTHORIZED, "not a member");

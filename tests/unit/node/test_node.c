@@ -1,0 +1,517 @@
+/*
+ * Nodes in one process over real loopback QUIC, each with its write-ahead
+ * log in a temporary directory and its own loop thread (the libuv env).
+ * The state machine is a log of applied payloads with a running digest.
+ */
+#include "cmocka_all.h"
+
+#include <qraft/node.h>
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define N_MAX 5
+
+/* --- the state machine ---------------------------------------------------------- */
+
+typedef struct sm {
+  pthread_mutex_t mu;
+  uint64_t applied_n; /* payloads applied */
+  uint64_t digest;    /* FNV over the payloads, in order */
+  uint64_t index;
+  uint64_t restores;
+} sm;
+
+static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    h = (h ^ p[i]) * 0x100000001b3ULL;
+  }
+  return h;
+}
+
+static void sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
+                     qraft_slice *results) {
+  sm *s = ud;
+  pthread_mutex_lock(&s->mu);
+  for (size_t i = 0; i < n; i++) {
+    s->digest = fnv(s->digest ^ 0x9e37, es[i].data.data, es[i].data.len);
+    s->applied_n++;
+    results[i] = (qraft_slice){0};
+  }
+  s->index = last;
+  pthread_mutex_unlock(&s->mu);
+}
+
+static int sm_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,
+                       void *wctx) {
+  sm *s = ud;
+  pthread_mutex_lock(&s->mu);
+  uint64_t v[3] = {s->applied_n, s->digest, s->index};
+  *index = s->index;
+  pthread_mutex_unlock(&s->mu);
+  return write(wctx, v, sizeof v);
+}
+
+static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
+                      void *rctx) {
+  sm *s = ud;
+  uint64_t v[3];
+  size_t off = 0;
+  while (off < sizeof v) {
+    size_t got = 0;
+    int rv = read(rctx, (uint8_t *)v + off, sizeof v - off, &got);
+    if (rv != 0) {
+      return rv;
+    }
+    if (got == 0) {
+      return QRAFT_ETRUNCATED;
+    }
+    off += got;
+  }
+  pthread_mutex_lock(&s->mu);
+  s->applied_n = v[0];
+  s->digest = v[1];
+  s->index = index;
+  s->restores++;
+  pthread_mutex_unlock(&s->mu);
+  return 0;
+}
+
+static const qraft_sm_ops sm_ops = {
+    .apply = sm_apply, .snapshot = sm_snapshot, .restore = sm_restore};
+
+/* --- a cluster ------------------------------------------------------------------- */
+
+typedef struct member {
+  qraft_secret_key key;
+  char dir[200];
+  uint16_t port;
+  qraft_node *node;
+  sm state;
+  qraft_node_addr addr;
+} member;
+
+static member cl[N_MAX];
+static char root[128];
+static uint64_t snapshot_entries = 0;
+static int port_round = 0; /* each cluster gets ports of its own */
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void member_init(int i) {
+  member *m = &cl[i];
+  memset(m, 0, sizeof *m);
+  pthread_mutex_init(&m->state.mu, NULL);
+  assert_int_equal(qraft_secret_key_generate(&m->key), 0);
+  snprintf(m->dir, sizeof m->dir, "%s/n%d", root, i + 1);
+  m->port = (uint16_t)(20000 + (getpid() % 1000) * 40 + port_round * 8 + i);
+  m->addr.id = m->key.public_key;
+  m->addr.addrs_n = 1;
+  struct sockaddr_in *a = (struct sockaddr_in *)&m->addr.addrs[0];
+  a->sin_family = AF_INET;
+  a->sin_port = htons(m->port);
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+}
+
+static void member_open(int i) {
+  member *m = &cl[i];
+  qraft_node_config cfg;
+  qraft_node_config_default(&cfg);
+  cfg.data_dir = m->dir;
+  cfg.key = &m->key;
+  cfg.cluster_id = 77;
+  cfg.bind_n = 1;
+  memcpy(&cfg.bind[0], &m->addr.addrs[0], sizeof(struct sockaddr_in));
+  cfg.sm = &sm_ops;
+  cfg.sm_ud = &m->state;
+  cfg.tick_ms = 10;
+  cfg.snapshot_entries = snapshot_entries;
+  /* a restart rebuilds the state machine from the snapshot and the log */
+  pthread_mutex_lock(&m->state.mu);
+  m->state.applied_n = 0;
+  m->state.digest = 0;
+  m->state.index = 0;
+  pthread_mutex_unlock(&m->state.mu);
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  int rv = qraft_node_new(&cfg, &m->node, &err);
+  if (rv != 0) {
+    qraft_err_print(&err, stderr);
+  }
+  assert_int_equal(rv, 0);
+}
+
+static void member_start(int i) { assert_int_equal(qraft_node_start(cl[i].node), 0); }
+
+static void member_stop(int i) {
+  qraft_node_free(cl[i].node);
+  cl[i].node = NULL;
+}
+
+static int leader_of(int n) {
+  for (int i = 0; i < n; i++) {
+    if (cl[i].node == NULL) {
+      continue;
+    }
+    qraft_node_status st;
+    qraft_node_status_get(cl[i].node, &st);
+    if (st.role == QRAFT_ROLE_LEADER) {
+      return i;
+    }
+  }
+  return -1;
+}
+
+static int wait_leader(int n, uint64_t ms) {
+  uint64_t end = now_ms() + ms;
+  while (now_ms() < end) {
+    int l = leader_of(n);
+    if (l >= 0) {
+      return l;
+    }
+    usleep(5000);
+  }
+  return -1;
+}
+
+/* Waits until every running member of the first n knows leader l. */
+static bool wait_known_leader(int n, int l, uint64_t ms) {
+  qraft_id lid = qraft_node_id_of(cl[l].node);
+  uint64_t end = now_ms() + ms;
+  while (now_ms() < end) {
+    bool all = true;
+    for (int i = 0; i < n; i++) {
+      if (cl[i].node == NULL) {
+        continue;
+      }
+      qraft_node_status st;
+      qraft_node_status_get(cl[i].node, &st);
+      all = all && st.leader == lid;
+    }
+    if (all) {
+      return true;
+    }
+    usleep(5000);
+  }
+  return false;
+}
+
+static void cluster_boot(int n) {
+  port_round++;
+  snprintf(root, sizeof root, "/tmp/qraft-node-test-XXXXXX");
+  assert_non_null(mkdtemp(root));
+  qraft_node_addr addrs[N_MAX];
+  for (int i = 0; i < n; i++) {
+    member_init(i);
+    addrs[i] = cl[i].addr;
+  }
+  for (int i = 0; i < n; i++) {
+    member_open(i);
+    qraft_err err;
+    qraft_err_init(&err, 0);
+    assert_int_equal(qraft_node_bootstrap(cl[i].node, addrs, (size_t)n, &err),
+                     0);
+  }
+  for (int i = 0; i < n; i++) {
+    member_start(i);
+  }
+}
+
+static void cluster_free(int n) {
+  for (int i = 0; i < n; i++) {
+    if (cl[i].node != NULL) {
+      member_stop(i);
+    }
+  }
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+  assert_int_equal(system(cmd), 0);
+}
+
+/* --- proposals from many threads ----------------------------------------------- */
+
+typedef struct done_ctr {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int ok, failed, calls;
+  int status_last;
+} done_ctr;
+
+static void propose_done(void *ud, int status, qraft_slice result,
+                         qraft_id leader) {
+  (void)result;
+  (void)leader;
+  done_ctr *d = ud;
+  pthread_mutex_lock(&d->mu);
+  d->calls++;
+  if (status == 0) {
+    d->ok++;
+  } else {
+    d->failed++;
+    d->status_last = status;
+  }
+  pthread_cond_broadcast(&d->cv);
+  pthread_mutex_unlock(&d->mu);
+}
+
+static void done_cb(void *ud, int status, qraft_id leader) {
+  (void)leader;
+  propose_done(ud, status, (qraft_slice){0}, 0);
+}
+
+static void wait_calls(done_ctr *d, int calls, uint64_t ms) {
+  uint64_t end = now_ms() + ms;
+  pthread_mutex_lock(&d->mu);
+  while (d->calls < calls && now_ms() < end) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 20 * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+  }
+  pthread_mutex_unlock(&d->mu);
+}
+
+typedef struct thread_arg {
+  int node;
+  int count;
+  int tid;
+  done_ctr *d;
+} thread_arg;
+
+static void *proposer(void *p) {
+  thread_arg *a = p;
+  for (int k = 0; k < a->count; k++) {
+    char buf[32];
+    int len = snprintf(buf, sizeof buf, "t%d-%d", a->tid, k);
+    int rv;
+    while ((rv = qraft_node_propose(cl[a->node].node, buf, (size_t)len,
+                                    propose_done, a->d)) == QRAFT_EBUSY) {
+      usleep(1000);
+    }
+    assert_int_equal(rv, 0);
+  }
+  return NULL;
+}
+
+static bool wait_converged(int n, uint64_t want_applied, uint64_t ms) {
+  uint64_t end = now_ms() + ms;
+  while (now_ms() < end) {
+    bool same = true;
+    uint64_t d0 = 0;
+    for (int i = 0; i < n && same; i++) {
+      if (cl[i].node == NULL) {
+        continue;
+      }
+      pthread_mutex_lock(&cl[i].state.mu);
+      uint64_t a = cl[i].state.applied_n, d = cl[i].state.digest;
+      pthread_mutex_unlock(&cl[i].state.mu);
+      if (a != want_applied) {
+        same = false;
+      } else if (d0 == 0) {
+        d0 = d;
+      } else if (d != d0) {
+        same = false;
+      }
+    }
+    if (same) {
+      return true;
+    }
+    usleep(10000);
+  }
+  return false;
+}
+
+static void proposals_from_8_threads_complete_once_and_apply_everywhere(
+    void **st) {
+  (void)st;
+  cluster_boot(3);
+  int l = wait_leader(3, 10000);
+  assert_true(l >= 0);
+  /* a follower that does not know the leader yet answers ENOTLEADER */
+  assert_true(wait_known_leader(3, l, 5000));
+  done_ctr d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  pthread_t th[8];
+  thread_arg args[8];
+  for (int t = 0; t < 8; t++) {
+    /* half the threads talk to followers, whose proposals are forwarded */
+    args[t] = (thread_arg){.node = t % 3, .count = 50, .tid = t, .d = &d};
+    assert_int_equal(pthread_create(&th[t], NULL, proposer, &args[t]), 0);
+  }
+  for (int t = 0; t < 8; t++) {
+    pthread_join(th[t], NULL);
+  }
+  wait_calls(&d, 400, 20000);
+  assert_int_equal(d.calls, 400); /* every callback exactly once */
+  assert_int_equal(d.ok, 400);
+  assert_true(wait_converged(3, 400, 10000));
+
+  /* a read barrier on a follower sees everything acknowledged */
+  int f = (l + 1) % 3;
+  done_ctr r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  assert_int_equal(qraft_node_read_barrier(cl[f].node, done_cb, &r), 0);
+  wait_calls(&r, 1, 5000);
+  assert_int_equal(r.ok, 1);
+  pthread_mutex_lock(&cl[f].state.mu);
+  assert_int_equal(cl[f].state.applied_n, 400);
+  pthread_mutex_unlock(&cl[f].state.mu);
+
+  char text[4096];
+  size_t need = qraft_node_metrics_text(cl[l].node, text, sizeof text);
+  assert_true(need < sizeof text);
+  assert_non_null(strstr(text, "qraft_is_leader 1"));
+  cluster_free(3);
+}
+
+static void stopping_the_leader_elects_another_and_a_restart_catches_up(
+    void **st) {
+  (void)st;
+  cluster_boot(3);
+  int l = wait_leader(3, 10000);
+  assert_true(l >= 0);
+  done_ctr d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  for (int k = 0; k < 20; k++) {
+    assert_int_equal(qraft_node_propose(cl[l].node, "a", 1, propose_done, &d),
+                     0);
+  }
+  wait_calls(&d, 20, 10000);
+  assert_int_equal(d.ok, 20);
+  member_stop(l);
+  int l2 = wait_leader(3, 10000);
+  assert_true(l2 >= 0 && l2 != l);
+  for (int k = 0; k < 20; k++) {
+    assert_int_equal(qraft_node_propose(cl[l2].node, "b", 1, propose_done, &d),
+                     0);
+  }
+  wait_calls(&d, 40, 10000);
+  assert_int_equal(d.ok, 40);
+  /* the old leader restarts from its write-ahead log and catches up */
+  member_open(l);
+  member_start(l);
+  assert_true(wait_converged(3, 40, 10000));
+  cluster_free(3);
+}
+
+static void a_new_member_catches_up_through_a_snapshot_and_one_is_removed(
+    void **st) {
+  (void)st;
+  snapshot_entries = 50;
+  cluster_boot(3);
+  int l = wait_leader(3, 10000);
+  assert_true(l >= 0);
+  done_ctr d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  for (int k = 0; k < 200; k++) {
+    assert_int_equal(qraft_node_propose(cl[l].node, "x", 1, propose_done, &d),
+                     0);
+  }
+  wait_calls(&d, 200, 10000);
+  assert_int_equal(d.ok, 200);
+  /* the fourth node starts empty and is added as a learner, then promoted */
+  member_init(3);
+  member_open(3);
+  member_start(3);
+  done_ctr c = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  assert_int_equal(qraft_node_add_learner(cl[l].node, &cl[3].addr, done_cb, &c),
+                   0);
+  wait_calls(&c, 1, 10000);
+  assert_int_equal(c.ok, 1);
+  if (!wait_converged(4, 200, 15000)) {
+    for (int i = 0; i < 4; i++) {
+      qraft_node_status st;
+      qraft_node_status_get(cl[i].node, &st);
+      fprintf(stderr,
+              "n%d role %d term %llu leader %llx commit %llu applied %llu "
+              "last %llu snap %llu members %u sm %llu restores %llu\n",
+              i + 1, st.role, (unsigned long long)st.term,
+              (unsigned long long)st.leader, (unsigned long long)st.commit,
+              (unsigned long long)st.applied,
+              (unsigned long long)st.last_index,
+              (unsigned long long)st.snapshot_index, st.members_n,
+              (unsigned long long)cl[i].state.applied_n,
+              (unsigned long long)cl[i].state.restores);
+    }
+    fail_msg("the new member did not catch up");
+  }
+  assert_true(cl[3].state.restores >= 1); /* it came by snapshot */
+  qraft_id id4 = qraft_node_id_of(cl[3].node);
+  assert_int_equal(qraft_node_promote(cl[l].node, id4, done_cb, &c), 0);
+  wait_calls(&c, 2, 10000);
+  assert_int_equal(c.ok, 2);
+  /* remove a follower; the cluster goes on without it */
+  int gone = (l + 1) % 3;
+  qraft_id gid = qraft_node_id_of(cl[gone].node);
+  assert_int_equal(qraft_node_remove(cl[l].node, gid, done_cb, &c), 0);
+  wait_calls(&c, 3, 10000);
+  assert_int_equal(c.ok, 3);
+  qraft_node_status s;
+  qraft_node_status_get(cl[l].node, &s);
+  for (uint32_t i = 0; i < s.members_n; i++) {
+    assert_int_not_equal(s.members[i].id, gid);
+  }
+  member_stop(gone);
+  for (int k = 0; k < 10; k++) {
+    assert_int_equal(qraft_node_propose(cl[l].node, "y", 1, propose_done, &d),
+                     0);
+  }
+  wait_calls(&d, 210, 10000);
+  assert_int_equal(d.ok, 210);
+  snapshot_entries = 0;
+  cluster_free(4);
+}
+
+static void leadership_moves_on_request(void **st) {
+  (void)st;
+  cluster_boot(3);
+  int l = wait_leader(3, 10000);
+  assert_true(l >= 0);
+  int to = (l + 2) % 3;
+  done_ctr c = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  assert_int_equal(qraft_node_transfer(cl[l].node, qraft_node_id_of(cl[to].node),
+                                       done_cb, &c),
+                   0);
+  wait_calls(&c, 1, 10000);
+  if (c.ok != 1) {
+    fail_msg("transfer: %s", qraft_strerror(c.status_last));
+  }
+  assert_int_equal(wait_leader(3, 5000), to);
+  cluster_free(3);
+}
+
+static void bad_configurations_are_refused(void **st) {
+  (void)st;
+  qraft_node_config cfg;
+  qraft_node_config_default(&cfg);
+  qraft_node *n = NULL;
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  assert_int_equal(qraft_node_new(&cfg, &n, &err), QRAFT_ECONFIG);
+  char line[256];
+  qraft_err_format(&err, line, sizeof line);
+  assert_non_null(strstr(line, "data_dir and storage"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(bad_configurations_are_refused),
+      cmocka_unit_test(
+          proposals_from_8_threads_complete_once_and_apply_everywhere),
+      cmocka_unit_test(
+          stopping_the_leader_elects_another_and_a_restart_catches_up),
+      cmocka_unit_test(
+          a_new_member_catches_up_through_a_snapshot_and_one_is_removed),
+      cmocka_unit_test(leadership_moves_on_request),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
