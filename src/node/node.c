@@ -105,6 +105,7 @@ struct qraft_node {
   pthread_t bridge;
   bool bridge_started;
   int bridge_stop_fd;
+  int bridge_go_fd; /* the loop polled the store: watch the fd again */
   atomic_bool bridge_waiting;
 
   qraft_endpoint *ep;
@@ -1246,7 +1247,11 @@ static void node_wake_cb(void *ud) {
   }
   if (n->st_fd >= 0) {
     qraft_storage_poll(n->st);
-    atomic_store(&n->bridge_waiting, false);
+    if (atomic_exchange(&n->bridge_waiting, false)) {
+      uint64_t one = 1;
+      ssize_t wr = write(n->bridge_go_fd, &one, sizeof one);
+      (void)wr;
+    }
   }
   pthread_mutex_lock(&n->mu);
   bool stop = n->stop_requested;
@@ -1327,19 +1332,15 @@ static bool node_authorize_cb(void *ud, const qraft_node_id *peer,
 
 /* --- the storage bridge: eventfd readable -> wake the loop ------------------------ */
 
+/* The store signals completed writes on its eventfd; the env has no fd
+ * watcher, so this thread turns "readable" into a wake-up of the loop, then
+ * waits until the loop has polled the store (bridge_go_fd) before it
+ * watches the fd again, so it never spins on a readable fd. */
 static void *node_bridge_main(void *arg) {
   qraft_node *n = arg;
-  struct pollfd p[2] = {{.fd = n->st_fd, .events = POLLIN},
-                        {.fd = n->bridge_stop_fd, .events = POLLIN}};
   for (;;) {
-    if (atomic_load(&n->bridge_waiting)) {
-      /* the loop has not polled the store yet: do not spin on the fd */
-      struct pollfd q = {.fd = n->bridge_stop_fd, .events = POLLIN};
-      if (poll(&q, 1, 1) > 0) {
-        return NULL;
-      }
-      continue;
-    }
+    struct pollfd p[2] = {{.fd = n->st_fd, .events = POLLIN},
+                          {.fd = n->bridge_stop_fd, .events = POLLIN}};
     int rv = poll(p, 2, -1);
     if (rv < 0 && errno == EINTR) {
       continue;
@@ -1347,10 +1348,26 @@ static void *node_bridge_main(void *arg) {
     if (p[1].revents != 0) {
       return NULL;
     }
-    if (p[0].revents & POLLIN) {
-      atomic_store(&n->bridge_waiting, true);
-      qraft_env_wake_send(n->wake);
+    if ((p[0].revents & POLLIN) == 0) {
+      continue;
     }
+    atomic_store(&n->bridge_waiting, true);
+    qraft_env_wake_send(n->wake);
+    struct pollfd q[2] = {{.fd = n->bridge_go_fd, .events = POLLIN},
+                          {.fd = n->bridge_stop_fd, .events = POLLIN}};
+    for (;;) {
+      rv = poll(q, 2, -1);
+      if (rv < 0 && errno == EINTR) {
+        continue;
+      }
+      break;
+    }
+    if (q[1].revents != 0) {
+      return NULL;
+    }
+    uint64_t v;
+    ssize_t r = read(n->bridge_go_fd, &v, sizeof v);
+    (void)r;
   }
 }
 
@@ -1448,6 +1465,7 @@ int qraft_node_new(const qraft_node_config *cfg_in, qraft_node **out,
   n->lg = cfg.logger;
   n->st_fd = -1;
   n->bridge_stop_fd = -1;
+  n->bridge_go_fd = -1;
   n->tick_ns = (uint64_t)cfg.tick_ms * 1000000u;
   n->accepting = true;
   pthread_mutex_init(&n->mu, NULL);
@@ -1622,7 +1640,8 @@ int qraft_node_start(qraft_node *n) {
   }
   if (n->st_fd >= 0) {
     n->bridge_stop_fd = eventfd(0, EFD_CLOEXEC);
-    if (n->bridge_stop_fd < 0) {
+    n->bridge_go_fd = eventfd(0, EFD_CLOEXEC);
+    if (n->bridge_stop_fd < 0 || n->bridge_go_fd < 0) {
       return -errno;
     }
     if (pthread_create(&n->bridge, NULL, node_bridge_main, n) != 0) {
@@ -1722,6 +1741,9 @@ void qraft_node_free(qraft_node *n) {
   }
   if (n->bridge_stop_fd >= 0) {
     close(n->bridge_stop_fd);
+  }
+  if (n->bridge_go_fd >= 0) {
+    close(n->bridge_go_fd);
   }
   if (n->own_env) {
     qraft_env_free(n->env);
