@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -147,6 +148,10 @@ struct qraft_node {
   uint64_t m_elections, m_snapshots_taken, m_snapshots_installed;
   uint64_t m_writes, m_write_entries, m_write_ns_total, m_write_ns_max;
   uint64_t m_messages_out, m_messages_in;
+  /* transport counters, copied on the loop for readers on any thread */
+  qraft_endpoint_metrics m_ep;
+  uint32_t m_peers_n;
+  qraft_peer_metrics m_peers[NODE_ADDRS_MAX];
 };
 
 static void node_drain(qraft_node *n);
@@ -944,8 +949,27 @@ static void node_publish_status(qraft_node *n) {
       }
     }
   }
+  qraft_endpoint_metrics em;
+  memset(&em, 0, sizeof em);
+  qraft_peer_metrics pm[NODE_ADDRS_MAX];
+  uint32_t pm_n = 0;
+  if (n->ep != NULL && !n->stopped) {
+    qraft_endpoint_metrics_get(n->ep, &em);
+    for (uint32_t i = 0; i < n->members_n; i++) {
+      if (n->members[i].id != n->id &&
+          qraft_endpoint_peer_metrics(n->ep, &n->members[i].addr.id,
+                                      QRAFT_RAFT_ALPN, &pm[pm_n]) == 0) {
+        pm_n++;
+      }
+    }
+  }
   pthread_mutex_lock(&n->mu);
   n->status = s;
+  if (n->ep != NULL && !n->stopped) {
+    n->m_ep = em;
+    memcpy(n->m_peers, pm, pm_n * sizeof pm[0]);
+    n->m_peers_n = pm_n;
+  }
   pthread_mutex_unlock(&n->mu);
 }
 
@@ -1865,6 +1889,68 @@ void qraft_node_status_get(qraft_node *n, qraft_node_status *out) {
   pthread_mutex_unlock(&n->mu);
 }
 
+/* snprintf into buf at *off, tracking the length the whole text needs. */
+static void mt_put(char *buf, size_t size, size_t *off, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void mt_put(char *buf, size_t size, size_t *off, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int k = vsnprintf(*off < size ? buf + *off : NULL,
+                    *off < size ? size - *off : 0, fmt, ap);
+  va_end(ap);
+  if (k > 0) {
+    *off += (size_t)k;
+  }
+}
+
+static size_t node_transport_metrics(qraft_node *n, char *buf, size_t size) {
+  size_t off = 0;
+  pthread_mutex_lock(&n->mu);
+  qraft_endpoint_metrics em = n->m_ep;
+  uint32_t pn = n->m_peers_n;
+  qraft_peer_metrics pm[NODE_ADDRS_MAX];
+  memcpy(pm, n->m_peers, pn * sizeof pm[0]);
+  pthread_mutex_unlock(&n->mu);
+  mt_put(buf, size, &off, "# TYPE qraft_transport_connections gauge\n"
+                          "qraft_transport_connections %" PRIu64 "\n",
+         em.conns_up);
+  mt_put(buf, size, &off,
+         "# TYPE qraft_transport_handshake_failures_total counter\n");
+  for (int r = 0; r < QRAFT_HS_FAIL_N; r++) {
+    mt_put(buf, size, &off,
+           "qraft_transport_handshake_failures_total{reason=\"%s\"} %" PRIu64
+           "\n",
+           qraft_handshake_failure_name((qraft_handshake_failure)r),
+           em.handshake_failures[r]);
+  }
+  static const char *const names[] = {
+      "bytes_out_total", "bytes_in_total", "messages_out_total",
+      "messages_in_total", "lost_packets_total", "reconnects_total",
+      "smoothed_rtt_seconds", "cwnd_bytes"};
+  for (int k = 0; k < 8; k++) {
+    bool gauge = k >= 6;
+    mt_put(buf, size, &off, "# TYPE qraft_peer_%s %s\n", names[k],
+           gauge ? "gauge" : "counter");
+    for (uint32_t i = 0; i < pn; i++) {
+      char hex[QRAFT_NODE_ID_HEX_SIZE];
+      qraft_node_id_to_hex(&pm[i].peer, hex);
+      hex[16] = '\0'; /* the Raft id part: enough to tell peers apart */
+      uint64_t v[] = {pm[i].bytes_out,    pm[i].bytes_in,
+                      pm[i].messages_out, pm[i].messages_in,
+                      pm[i].lost_packets, pm[i].reconnects,
+                      0,                  pm[i].cwnd_bytes};
+      if (k == 6) {
+        mt_put(buf, size, &off, "qraft_peer_%s{peer=\"%s\"} %.6f\n",
+               names[k], hex, (double)pm[i].smoothed_rtt_ns / 1e9);
+      } else {
+        mt_put(buf, size, &off, "qraft_peer_%s{peer=\"%s\"} %" PRIu64 "\n",
+               names[k], hex, v[k]);
+      }
+    }
+  }
+  return off;
+}
+
 size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
   qraft_node_status s;
   qraft_node_status_get(n, &s);
@@ -1876,7 +1962,7 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
                   n->m_write_entries,   n->m_messages_out,
                   n->m_messages_in};
   pthread_mutex_unlock(&n->mu);
-  return (size_t)snprintf(
+  size_t off = (size_t)snprintf(
       buf, size,
       "# TYPE qraft_term gauge\nqraft_term %" PRIu64 "\n"
       "# TYPE qraft_is_leader gauge\nqraft_is_leader %d\n"
@@ -1907,4 +1993,7 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
       s.term, s.role == QRAFT_ROLE_LEADER, s.commit, s.applied,
       s.commit > s.applied ? s.commit - s.applied : 0, v[0], v[1], v[2], v[3],
       v[4], v[5], v[6], v[7], v[8], v[9], v[10]);
+  off += node_transport_metrics(n, off < size ? buf + off : NULL,
+                                off < size ? size - off : 0);
+  return off;
 }

@@ -397,6 +397,23 @@ static void stopping_the_leader_elects_another_and_a_restart_catches_up(
   }
   wait_calls(&d, 40, 10000);
   assert_int_equal(d.ok, 40);
+  /* reads across the leader change: a read barrier on every running node
+   * sees all 40 acknowledged writes */
+  for (int i = 0; i < 3; i++) {
+    if (cl[i].node == NULL) {
+      continue;
+    }
+    done_ctr r = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                  .cv = PTHREAD_COND_INITIALIZER};
+    for (int attempt = 0; attempt < 5 && r.ok == 0; attempt++) {
+      assert_int_equal(qraft_node_read_barrier(cl[i].node, done_cb, &r), 0);
+      wait_calls(&r, attempt + 1, 5000);
+    }
+    assert_int_equal(r.ok, 1);
+    pthread_mutex_lock(&cl[i].state.mu);
+    assert_int_equal(cl[i].state.applied_n, 40);
+    pthread_mutex_unlock(&cl[i].state.mu);
+  }
   /* the old leader restarts from its write-ahead log and catches up */
   member_open(l);
   member_start(l);
@@ -460,6 +477,17 @@ static void a_new_member_catches_up_through_a_snapshot_and_one_is_removed(
   for (uint32_t i = 0; i < s.members_n; i++) {
     assert_int_not_equal(s.members[i].id, gid);
   }
+  /* the removed node, still running, can no longer connect: the members
+   * refuse its handshakes */
+  bool refused = false;
+  for (int k = 0; k < 300 && !refused; k++) {
+    char text[8192];
+    qraft_node_metrics_text(cl[gone].node, text, sizeof text);
+    const char *p = strstr(text, "handshake_failures_total{reason=\"unauthorized\"} ");
+    refused = p != NULL && strtoull(p + strlen("handshake_failures_total{reason=\"unauthorized\"} "), NULL, 10) > 0;
+    usleep(10000);
+  }
+  assert_true(refused);
   member_stop(gone);
   for (int k = 0; k < 10; k++) {
     assert_int_equal(qraft_node_propose(cl[l].node, "y", 1, propose_done, &d),
