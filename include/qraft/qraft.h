@@ -10,6 +10,7 @@
 #include <qraft/core.h>
 #include <qraft/crc32c.h>
 #include <qraft/error.h>
+#include <qraft/histogram.h>
 #include <qraft/log.h>
 #include <qraft/node.h>
 #include <qraft/prng.h>

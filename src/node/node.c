@@ -14,6 +14,7 @@
 #include <qraft/node.h>
 
 #include <qraft/assert.h>
+#include <qraft/histogram.h>
 #include <qraft/wire.h>
 
 #include <arpa/inet.h>
@@ -56,6 +57,7 @@ typedef struct node_req {
   uint64_t deadline_ns;
   bool index_known;
   bool applied; /* a configuration change: applied, to complete */
+  uint64_t t0_ns; /* taken by the loop */
 } node_req;
 
 /* --- storage writes -------------------------------------------------------------- */
@@ -71,6 +73,7 @@ typedef struct node_write {
   qraft_buf **msg_bufs; /* payload copies of ownerless slices */
   size_t msg_bufs_n;
   uint64_t persist_id;
+  uint64_t submit_ns;
   bool restore_after; /* a received snapshot: restore the state machine */
   uint64_t restore_index;
 } node_write;
@@ -149,6 +152,10 @@ struct qraft_node {
   uint64_t m_writes, m_write_entries, m_write_ns_total, m_write_ns_max;
   uint64_t m_messages_out, m_messages_in;
   /* transport counters, copied on the loop for readers on any thread */
+  qraft_histogram h_write_us;      /* storage write: submit to durable */
+  qraft_histogram h_write_entries; /* entries per storage write */
+  qraft_histogram h_commit_us;     /* proposal: taken by the loop to applied */
+  qraft_histogram h_apply_entries; /* entries per apply batch */
   qraft_endpoint_metrics m_ep;
   uint32_t m_peers_n;
   qraft_peer_metrics m_peers[NODE_ADDRS_MAX];
@@ -511,6 +518,11 @@ static void req_complete(qraft_node *n, node_req *r, int status,
   if (r->kind == REQ_PROPOSE) {
     if (status != 0) {
       n->m_proposals_failed++;
+    } else if (r->t0_ns != 0) {
+      uint64_t dt = (qraft_env_now_ns(n->env) - r->t0_ns) / 1000;
+      pthread_mutex_lock(&n->mu);
+      qraft_histogram_record(&n->h_commit_us, dt);
+      pthread_mutex_unlock(&n->mu);
     }
     if (r->propose_cb) {
       r->propose_cb(r->ud, status, result, leader);
@@ -681,6 +693,11 @@ static void node_write_cb(qraft_storage_write *sw, int status) {
   }
   n->m_writes++;
   n->m_write_entries += w->ents_n;
+  uint64_t wdt = (qraft_env_now_ns(n->env) - w->submit_ns) / 1000;
+  pthread_mutex_lock(&n->mu);
+  qraft_histogram_record(&n->h_write_us, wdt);
+  qraft_histogram_record(&n->h_write_entries, w->ents_n);
+  pthread_mutex_unlock(&n->mu);
   if (w->restore_after) {
     qraft_err err;
     qraft_err_init(&err, 0);
@@ -1042,6 +1059,9 @@ static void node_drain(qraft_node *n) {
     /* Rule 5: apply. */
     uint64_t last = 0;
     if (u.committed_n > 0) {
+      pthread_mutex_lock(&n->mu);
+      qraft_histogram_record(&n->h_apply_entries, u.committed_n);
+      pthread_mutex_unlock(&n->mu);
       node_apply(n, u.committed, u.committed_n);
       last = u.committed[u.committed_n - 1].index;
     }
@@ -1084,6 +1104,7 @@ static void node_drain(qraft_node *n) {
     if (w != NULL) {
       qraft_err err;
       qraft_err_init(&err, 0);
+      w->submit_ns = qraft_env_now_ns(n->env);
       int rv = qraft_storage_submit(n->st, &w->w, &err);
       if (rv != 0) {
         QRAFT_LOG(n->lg, QRAFT_LOG_ERROR, "storage refused a write; node stops",
@@ -1137,6 +1158,7 @@ static void node_take_requests(qraft_node *n) {
     list = r->next;
     r->next = NULL;
     r->deadline_ns = now + (uint64_t)n->cfg.proposal_timeout_ms * 1000000u;
+    r->t0_ns = now;
     if (n->fatal || n->stop_requested) {
       req_complete(n, r, QRAFT_ESHUTDOWN, (qraft_slice){0});
       continue;
@@ -1995,5 +2017,19 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
       v[4], v[5], v[6], v[7], v[8], v[9], v[10]);
   off += node_transport_metrics(n, off < size ? buf + off : NULL,
                                 off < size ? size - off : 0);
+  pthread_mutex_lock(&n->mu);
+  qraft_histogram hs[4] = {n->h_write_us, n->h_write_entries, n->h_commit_us,
+                           n->h_apply_entries};
+  pthread_mutex_unlock(&n->mu);
+  static const char *const hn[4] = {"qraft_storage_write_seconds",
+                                    "qraft_storage_write_entries",
+                                    "qraft_commit_seconds",
+                                    "qraft_apply_batch_entries"};
+  static const double hscale[4] = {1e6, 1, 1e6, 1};
+  for (int i = 0; i < 4; i++) {
+    off += qraft_histogram_prometheus(&hs[i], hn[i], hscale[i],
+                                      off < size ? buf + off : NULL,
+                                      off < size ? size - off : 0);
+  }
   return off;
 }

@@ -368,10 +368,16 @@ static void proposals_from_8_threads_complete_once_and_apply_everywhere(
   assert_int_equal(cl[f].state.applied_n, 400);
   pthread_mutex_unlock(&cl[f].state.mu);
 
-  char text[4096];
+  static char text[65536];
   size_t need = qraft_node_metrics_text(cl[l].node, text, sizeof text);
   assert_true(need < sizeof text);
   assert_non_null(strstr(text, "qraft_is_leader 1"));
+  /* the commit-latency histogram recorded the proposals made on the leader */
+  const char *cc = strstr(text, "qraft_commit_seconds_count ");
+  assert_non_null(cc);
+  assert_true(strtoull(cc + strlen("qraft_commit_seconds_count "), NULL, 10) >
+              0);
+  assert_non_null(strstr(text, "qraft_storage_write_seconds_bucket"));
   cluster_free(3);
 }
 
@@ -481,7 +487,7 @@ static void a_new_member_catches_up_through_a_snapshot_and_one_is_removed(
    * refuse its handshakes */
   bool refused = false;
   for (int k = 0; k < 300 && !refused; k++) {
-    char text[8192];
+    static char text[65536];
     qraft_node_metrics_text(cl[gone].node, text, sizeof text);
     const char *p = strstr(text, "handshake_failures_total{reason=\"unauthorized\"} ");
     refused = p != NULL && strtoull(p + strlen("handshake_failures_total{reason=\"unauthorized\"} "), NULL, 10) > 0;
