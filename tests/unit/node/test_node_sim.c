@@ -268,6 +268,28 @@ static uint64_t scenario(uint64_t seed) {
   calls = w->calls;
   assert_int_equal(qraft_node_read_barrier(w->node[f], on_done, w), 0);
   assert_true(run_until(w, 1, calls + 1, 20000));
+  assert_int_equal(w->failed, 0);
+
+  /* leadership moves to the other live voter on request */
+  calls = w->calls;
+  assert_int_equal(qraft_node_transfer(w->node[l2], qraft_node_id_of(w->node[f]),
+                                       on_done, w),
+                   0);
+  assert_true(run_until(w, 1, calls + 1, 20000));
+  assert_true(run_until(w, 0, 0, 20000));
+  assert_int_equal(leader_of(w), f);
+
+  /* the stopped node is removed from the configuration */
+  calls = w->calls;
+  qraft_id gone = qraft_node_raft_id(&w->key[l].public_key);
+  assert_int_equal(qraft_node_remove(w->node[f], gone, on_done, w), 0);
+  assert_true(run_until(w, 1, calls + 1, 20000));
+  assert_int_equal(w->failed, 0);
+  qraft_node_status nst;
+  qraft_node_status_get(w->node[f], &nst);
+  for (uint32_t i = 0; i < nst.members_n; i++) {
+    assert_int_not_equal(nst.members[i].id, gone);
+  }
   uint64_t digest = w->state[f].digest ^ (uint64_t)w->ok * 31 ^
                     (uint64_t)w->failed * 131;
   qraft_simnet_stats stats;
