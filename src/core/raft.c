@@ -32,6 +32,7 @@ static bool core_maybe_send_append(qraft_core *c, qraft_id to,
                                    bool send_if_empty);
 static void core_become_follower(qraft_core *c, uint64_t term, qraft_id lead);
 static void core_campaign(qraft_core *c, campaign_type t);
+static void core_removed_leader_handover(qraft_core *c);
 static void core_release_reads_waiting_commit(qraft_core *c);
 static bool core_lease_valid(const qraft_core *c);
 
@@ -475,6 +476,24 @@ static bool core_promotable(const qraft_core *c) {
          qraft__tracker_is_voter(&c->trk, c->id);
 }
 
+/* A node removed from the configuration (it has no progress record of its
+ * own) may still hold the only copy of the newest entries: the remaining
+ * voters then refuse each other (their logs are older) and, without it, can
+ * never elect anyone. So a removed node that holds a log may campaign, by
+ * pre-vote only, which the voters grant only if its log is at least as up
+ * to date as theirs and they have no leader: it never disrupts a healthy
+ * cluster. If it wins it leads only to hand over (core_removed_leader_
+ * handover). A node in no configuration at all (being added) never does. */
+static bool core_removed_may_campaign(const qraft_core *c) {
+  return qraft__tracker_get((tracker *)&c->trk, c->id) == NULL &&
+         c->trk.conf.voters_n > 0 && log_last_index(c) > 0 &&
+         !c->snapshot_pending;
+}
+
+static bool core_may_campaign(const qraft_core *c) {
+  return core_promotable(c) || core_removed_may_campaign(c);
+}
+
 static void core_become_follower(qraft_core *c, uint64_t term, qraft_id lead) {
   core_reset(c, term);
   c->lead = lead;
@@ -531,11 +550,12 @@ static void core_become_leader(qraft_core *c) {
   c->lead = c->id;
   c->role = QRAFT_ROLE_LEADER;
   progress *self = qraft__tracker_get(&c->trk, c->id);
-  QRAFT_ASSERT(self != NULL);
-  qraft__progress_become_replicate(self);
-  self->match = c->persisted;
-  self->next = log_last_index(c) + 1;
-  self->recent_active = true;
+  if (self != NULL) {
+    qraft__progress_become_replicate(self);
+    self->match = c->persisted;
+    self->next = log_last_index(c) + 1;
+    self->recent_active = true;
+  }
   /* Conservatively, any configuration entry in the log may be pending. */
   c->pending_conf_index = log_last_index(c);
   /* An empty entry of the new term lets the leader commit, and so learn the
@@ -543,6 +563,11 @@ static void core_become_leader(qraft_core *c) {
   qraft_entry empty = {.type = QRAFT_ENTRY_NORMAL};
   int rv = core_append_entries(c, &empty, 1);
   QRAFT_ASSERTF(rv == 0, "empty entry refused: %d", rv);
+  if (!qraft__tracker_is_voter(&c->trk, c->id)) {
+    /* elected as a removed node (core_removed_may_campaign): hand over */
+    c->removed_leader = true;
+    core_removed_leader_handover(c);
+  }
 }
 
 /* --- sending ----------------------------------------------------------- */
@@ -875,7 +900,14 @@ static vote_result core_poll(qraft_core *c, qraft_id id, bool granted) {
 
 static void core_campaign(qraft_core *c, campaign_type t) {
   if (!core_promotable(c)) {
-    return;
+    if (!core_removed_may_campaign(c)) {
+      return;
+    }
+    /* a removed node: pre-vote first, the election only once it is won */
+    if (t == CAMPAIGN_TRANSFER ||
+        (t == CAMPAIGN_ELECTION && c->role != QRAFT_ROLE_PRE_CANDIDATE)) {
+      t = CAMPAIGN_PRE_ELECTION;
+    }
   }
   uint64_t term;
   qraft_msg_type vote_msg;
@@ -936,7 +968,7 @@ static void core_hup(qraft_core *c, campaign_type t) {
   if (c->role == QRAFT_ROLE_LEADER) {
     return;
   }
-  if (!core_promotable(c)) {
+  if (!core_may_campaign(c)) {
     return;
   }
   if (core_has_unapplied_conf(c)) {
@@ -1473,7 +1505,7 @@ void qraft_core_tick(qraft_core *c) {
     return;
   }
   c->election_elapsed++;
-  if (core_promotable(c) &&
+  if (core_may_campaign(c) &&
       c->election_elapsed >= c->randomized_election_timeout) {
     c->election_elapsed = 0;
     core_hup(c, c->cfg.pre_vote ? CAMPAIGN_PRE_ELECTION : CAMPAIGN_ELECTION);
