@@ -9,10 +9,12 @@
 #include <qraft/buf.h>
 #include <qraft/core.h>
 #include <qraft/crc32c.h>
+#include <qraft/env.h>
 #include <qraft/error.h>
 #include <qraft/log.h>
 #include <qraft/prng.h>
 #include <qraft/storage.h>
+#include <qraft/transport.h>
 #include <qraft/types.h>
 #include <qraft/varint.h>
 #include <qraft/wire.h>
