@@ -282,6 +282,44 @@ static void messages_arrive_in_order(bool sim, uint32_t drop_ppm) {
   rworld_close(&w);
 }
 
+/* Sending faster than the peer acknowledges ends in QRAFT_EBUSY, never in
+ * a message accepted and then lost. */
+static void sim_back_pressure_refuses_rather_than_drops(void **st) {
+  (void)st;
+  rworld w;
+  rworld_init(&w, true, 2, 4);
+  rworld_members(&w, 2);
+  settle(&w);
+  uint64_t accepted = 0;
+  int rv = 0;
+  static uint8_t big[4000];
+  while (rv == 0 && accepted < 100000) {
+    qraft_entry e[2] = {
+        {.term = 1, .index = accepted + 1,
+         .data = qraft_slice_of(NULL, "entry-", 6)},
+        {.term = 1, .index = accepted + 1,
+         .data = qraft_slice_of(NULL, big, sizeof big)}};
+    char payload[32];
+    int len = snprintf(payload, sizeof payload, "entry-%llu",
+                       (unsigned long long)(accepted + 1));
+    e[0].data = qraft_slice_of(NULL, payload, (size_t)len);
+    qraft_message m = {.type = QRAFT_MSG_APPEND, .from = 1, .to = 2,
+                       .term = 1, .index = accepted + 1, .entries = e,
+                       .entries_n = 2};
+    rv = qraft_raft_net_send(w.nodes[0].net, &m, NULL);
+    if (rv == 0) {
+      accepted++;
+    }
+  }
+  assert_int_equal(rv, QRAFT_EBUSY);
+  /* About 4 MiB of 4 KiB messages were taken. */
+  assert_true(accepted > 500 && accepted < 1100);
+  assert_true(run_until(&w, appends_in, &accepted, 20));
+  assert_int_equal(w.nodes[1].appends, accepted);
+  assert_true(w.nodes[1].order_ok);
+  rworld_close(&w);
+}
+
 /* ---- a member gone bad: raw bytes on the Raft ALPN ---- */
 
 static void evil_up(void *ud, qraft_conn *c, bool dialed) {
@@ -458,6 +496,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(uv_messages),
       cmocka_unit_test(sim_messages),
       cmocka_unit_test(sim_messages_lossy),
+      cmocka_unit_test(sim_back_pressure_refuses_rather_than_drops),
       cmocka_unit_test(malformed_frame_closes_only_that_peer),
       cmocka_unit_test(oversized_frame_closes_only_that_peer),
       cmocka_unit_test(other_cluster_is_closed),
