@@ -38,6 +38,12 @@ typedef struct server {
   qraft_node_addr addr;
   struct sockaddr_storage udp_addr;
   atomic_uint_fast64_t udp_rx, udp_rx_bytes;
+  /* The Raft handler: the client's address arrives through the wake-up. */
+  qraft_raft_net *net;
+  qraft_node_addr client_addr;
+  atomic_bool client_addr_ready;
+  bool client_added;
+  atomic_uint_fast64_t raft_rx;
 } server;
 
 static void srv_up(void *ud, qraft_conn *c, bool dialed) {
@@ -65,7 +71,20 @@ static void srv_udp_recv(void *ud, const struct sockaddr *from,
   }
 }
 
-static void srv_wake(void *ud) { (void)ud; }
+static void srv_raft_recv(void *ud, qraft_id from, qraft_wire_batch *b) {
+  (void)from;
+  server *s = ud;
+  atomic_fetch_add(&s->raft_rx, b->msgs_n);
+  qraft_wire_batch_free(b);
+}
+
+static void srv_wake(void *ud) {
+  server *s = ud;
+  if (!s->client_added && atomic_load(&s->client_addr_ready)) {
+    s->client_added = true;
+    qraft_raft_net_add_peer(s->net, 1, &s->client_addr, false);
+  }
+}
 
 static bool srv_done(void *ud) { return atomic_load(&((server *)ud)->stop); }
 
@@ -88,6 +107,11 @@ static void *server_main(void *arg) {
   static const qraft_protocol_ops ops = {.conn_up_cb = srv_up,
                                          .stream_recv_cb = srv_recv};
   qraft_endpoint_register(s->ep, ALPN, &ops, s);
+  qraft_raft_net_config rc = {.ep = s->ep, .cluster_id = 1, .self_id = 2,
+                              .recv_cb = srv_raft_recv, .ud = s};
+  if (qraft_raft_net_new(&rc, &s->net, NULL) != 0) {
+    abort();
+  }
   qraft_endpoint_addr(s->ep, &s->addr);
   if (qraft_env_udp_bind(s->env, (struct sockaddr *)&cfg.bind[0],
                          srv_udp_recv, s, &s->udp) != 0) {
@@ -96,6 +120,8 @@ static void *server_main(void *arg) {
   qraft_env_udp_local_addr(s->udp, &s->udp_addr);
   atomic_store(&s->ready, true);
   qraft_env_run(s->env, UINT64_MAX, srv_done, s);
+  qraft_endpoint_shutdown(s->ep);
+  qraft_raft_net_free(s->net);
   qraft_endpoint_free(s->ep);
   qraft_env_udp_close(s->udp);
   qraft_env_wake_free(s->wake);
@@ -271,6 +297,69 @@ static double udp_rate(client *c, qraft_env_udp *u, server *s, size_t size,
   return (double)(atomic_load(&s->udp_rx) - rx0) / elapsed;
 }
 
+static void cli_raft_recv(void *ud, qraft_id from, qraft_wire_batch *b) {
+  (void)ud;
+  (void)from;
+  qraft_wire_batch_free(b);
+}
+
+static void cli_raft_peer(void *ud, qraft_id peer, bool reachable) {
+  (void)peer;
+  *(bool *)ud = reachable;
+}
+
+static bool is_true(void *ud) { return *(bool *)ud; }
+
+static bool raft_room(void *ud) {
+  client *c = ud;
+  return c->conn == NULL || qraft_conn_unacked_bytes(c->conn) < (2u << 20);
+}
+
+typedef struct raft_wait {
+  server *s;
+  uint64_t n;
+} raft_wait;
+
+static bool raft_all_in(void *ud) {
+  raft_wait *w = ud;
+  return atomic_load(&w->s->raft_rx) >= w->n;
+}
+
+/* MsgAppend with one 100-byte entry, through the Raft handler (framed,
+ * batched) for about `seconds`, until the server has decoded them all.
+ * Returns messages per second. */
+static double raft_rate(client *c, qraft_raft_net *net, server *s,
+                        double seconds) {
+  uint8_t payload[100] = {0};
+  uint64_t start = now_ns(c), sent = 0, index = 1;
+  uint64_t end = start + (uint64_t)(seconds * 1e9);
+  uint64_t rx0 = atomic_load(&s->raft_rx);
+  while (now_ns(c) < end) {
+    for (int i = 0; i < 256; i++) {
+      qraft_entry e = {.term = 1, .index = index,
+                       .data = qraft_slice_of(NULL, payload, sizeof payload)};
+      qraft_message m = {.type = QRAFT_MSG_APPEND, .from = 1, .to = 2,
+                         .term = 1, .index = index, .entries = &e,
+                         .entries_n = 1};
+      int rv = qraft_raft_net_send(net, &m, NULL);
+      if (rv == QRAFT_EBUSY) {
+        qraft_env_run(c->env, UINT64_MAX, raft_room, c);
+        break;
+      }
+      if (rv != 0) {
+        fprintf(stderr, "raft send: %s\n", qraft_strerror(rv));
+        abort();
+      }
+      sent++;
+      index++;
+    }
+    qraft_env_run(c->env, 0, NULL, NULL);
+  }
+  raft_wait w = {s, rx0 + sent};
+  qraft_env_run(c->env, UINT64_MAX, raft_all_in, &w);
+  return (double)sent / ((double)(now_ns(c) - start) / 1e9);
+}
+
 int main(int argc, char **argv) {
   double seconds = argc > 1 ? atof(argv[1]) : 2.0;
   server s;
@@ -339,6 +428,30 @@ int main(int argc, char **argv) {
   double udp1400 = udp_rate(&c, u, &s, 1400, seconds);
   double quic4k = stream_rate(&c, 4096, seconds);
 
+  /* The Raft handler, over a connection of its own ALPN. */
+  bool raft_up = false;
+  qraft_raft_net *net;
+  qraft_raft_net_config rc = {.ep = c.ep, .cluster_id = 1, .self_id = 1,
+                              .recv_cb = cli_raft_recv,
+                              .peer_cb = cli_raft_peer, .ud = &raft_up};
+  if (qraft_raft_net_new(&rc, &net, NULL) != 0) {
+    return 1;
+  }
+  qraft_endpoint_addr(c.ep, &s.client_addr);
+  atomic_store(&s.client_addr_ready, true);
+  qraft_env_wake_send(s.wake);
+  qraft_env_run(c.env, now_ns(&c) + 100000000ull, NULL, NULL);
+  qraft_raft_net_add_peer(net, 2, &s.addr, true);
+  if (qraft_env_run(c.env, now_ns(&c) + 5000000000ull, is_true, &raft_up) !=
+      0) {
+    fprintf(stderr, "raft connection did not come up\n");
+    return 1;
+  }
+  qraft_conn *saved = c.conn;
+  c.conn = qraft_endpoint_conn(c.ep, &s.addr.id, QRAFT_RAFT_ALPN);
+  double raft100 = raft_rate(&c, net, &s, seconds);
+  c.conn = saved;
+
   printf("handshake (mutual raw public keys, loopback): p50 %.1f us\n",
          (double)hs[10] / 1e3);
   printf("round trip, 100 B:   quic p50 %.1f us p99 %.1f us | raw udp p50 "
@@ -354,6 +467,11 @@ int main(int argc, char **argv) {
          quic4k, quic4k * 4096 / 1e6, udp1400, udp1400 * 1400 / 1e6,
          (quic4k * 4096) / (udp1400 * 1400));
 
+  printf("raft MsgAppend, one 100 B entry, via iroh-raft/0: %.0f msg/s | "
+         "ratio to 100 B raw stream messages %.2fx\n",
+         raft100, raft100 / quic100);
+  qraft_endpoint_shutdown(c.ep);
+  qraft_raft_net_free(net);
   qraft_endpoint_free(c.ep);
   qraft_env_udp_close(u);
   qraft_env_free(c.env);

@@ -196,8 +196,10 @@ static inline void qraft_env_wake_free(qraft_env_wake *w) {
 /*
  * Runs the loop on the calling thread until `done_cb(ud)` returns true
  * (checked after every batch of events; NULL: never) or the clock passes
- * `deadline_ns` (UINT64_MAX: no deadline). The sim env runs every env of its
- * network, jumping its virtual clock from event to event.
+ * `deadline_ns` (UINT64_MAX: no deadline). A deadline already passed (0)
+ * runs one turn that does not wait: what is ready or due now runs. The sim
+ * env runs every env of its network, jumping its virtual clock from event
+ * to event.
  * Returns 0 on success, or one of these negative codes: QRAFT_ETIMEDOUT (the
  * deadline passed first), -errno.
  */

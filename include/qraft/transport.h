@@ -434,6 +434,11 @@ typedef struct qraft_raft_net_config {
   uint32_t snapshot_chunk_bytes;        /* [64 KiB] */
   uint64_t snapshot_inflight_bytes_max; /* [1 MiB] unacked on the conn */
   uint32_t snapshot_streams_max;        /* [2] inbound, per peer */
+  /* [4 MiB] qraft_raft_net_send refuses (QRAFT_EBUSY) a message once the
+   * connection's unacknowledged bytes plus the batch being built would pass
+   * this; keep it at most the endpoint's send_buffer_bytes_max minus one
+   * frame. */
+  uint64_t send_buffer_bytes_max;
   qraft_raft_recv_cb recv_cb;           /* required */
   qraft_raft_peer_cb peer_cb;           /* optional */
   qraft_raft_snapshot_sent_cb snapshot_sent_cb; /* optional */
@@ -490,8 +495,9 @@ bool qraft_raft_net_authorize_cb(void *ud, const qraft_node_id *peer,
  *   QRAFT_EUNKNOWN_NODE  m->to is not a member;
  *   QRAFT_EUNAVAILABLE   no connection to it now (the message is dropped:
  *                        Raft retries);
- *   QRAFT_EBUSY          the connection's send buffer is full, or a
- *                        snapshot to it is still in flight (dropped);
+ *   QRAFT_EBUSY          send_buffer_bytes_max is reached (wait for
+ *                        the peer's acknowledgements), or a snapshot to
+ *                        it is still in flight (dropped);
  *   QRAFT_ELIMIT         the message is larger than a frame may be;
  *   -ENOMEM.
  */

@@ -393,7 +393,10 @@ static int uv_env_run(qraft_env *env, uint64_t deadline_ns,
     }
     uint64_t now = uv_hrtime();
     if (now >= deadline_ns) {
-      rv = QRAFT_ETIMEDOUT;
+      /* One last turn that does not wait: what is ready runs. */
+      uv_run(&e->loop, UV_RUN_NOWAIT);
+      prepare_cb(&e->prepare);
+      rv = done_cb != NULL && done_cb(ud) ? 0 : QRAFT_ETIMEDOUT;
       break;
     }
     if (deadline_ns != UINT64_MAX) {

@@ -49,6 +49,7 @@ typedef struct rn_peer {
   int64_t msg_sid;  /* our message stream on conn, or -1 */
   qraft_wire_batcher batcher;
   bool flush_pending;
+  uint64_t batched_bytes; /* encoded into the batcher since the last flush */
   /* The snapshot being sent, if any. */
   qraft_buf *snap;
   size_t snap_off;
@@ -363,7 +364,11 @@ static void flush_cb(void *ud) {
   for (rn_peer *p = n->peers; p != NULL; p = p->next) {
     if (p->flush_pending) {
       p->flush_pending = false;
-      qraft_wire_batcher_flush(&p->batcher); /* a failed frame is dropped */
+      p->batched_bytes = 0;
+      /* send_raft_net's back-pressure check keeps the frame within the
+       * connection's send buffer; should it not fit after all, it is
+       * dropped, like a lost message (Raft retries). */
+      qraft_wire_batcher_flush(&p->batcher);
     }
   }
 }
@@ -468,6 +473,15 @@ int qraft_raft_net_send(qraft_raft_net *n, const qraft_message *m,
   if (m->type == QRAFT_MSG_SNAPSHOT) {
     return send_snapshot(n, p, m, err);
   }
+  /* Back-pressure: what is unacknowledged plus what waits in the batcher
+   * stays under send_buffer_bytes_max, so a flushed frame always fits the
+   * connection's send buffer. */
+  uint64_t size = qraft_wire_message_size(m);
+  if (qraft_conn_unacked_bytes(p->conn) + p->batched_bytes + size >
+          n->cfg.send_buffer_bytes_max &&
+      p->batched_bytes + qraft_conn_unacked_bytes(p->conn) > 0) {
+    return QRAFT_EBUSY;
+  }
   int rv = msg_stream(n, p);
   if (rv != 0) {
     return rv;
@@ -476,6 +490,7 @@ int qraft_raft_net_send(qraft_raft_net *n, const qraft_message *m,
   if (rv != 0) {
     return rv;
   }
+  p->batched_bytes += size;
   qraft_conn_count_frames(p->conn, true, 0, 1);
   if (!p->flush_pending) {
     p->flush_pending = true;
@@ -521,6 +536,7 @@ static void on_down(void *ud, qraft_conn *c, const qraft_close_info *why) {
   qraft_wire_batcher_init(&p->batcher, p->id, n->cfg.group_id, &n->cfg.limits,
                           n->pool, send_frame_cb, p);
   p->flush_pending = false;
+  p->batched_bytes = 0;
   snap_done(n, p, QRAFT_ECLOSED);
   if (n->cfg.peer_cb != NULL) {
     n->cfg.peer_cb(n->cfg.ud, p->id, false);
@@ -592,6 +608,9 @@ int qraft_raft_net_new(const qraft_raft_net_config *cfg, qraft_raft_net **out,
   }
   if (n->cfg.snapshot_streams_max == 0) {
     n->cfg.snapshot_streams_max = 2;
+  }
+  if (n->cfg.send_buffer_bytes_max == 0) {
+    n->cfg.send_buffer_bytes_max = 4u << 20;
   }
   int rv = qraft_wire_limits_check(&n->cfg.limits, err);
   if (rv != 0 || n->cfg.snapshot_bytes_max > QRAFT_WIRE_FRAME_BYTES_LIMIT) {
