@@ -100,6 +100,9 @@ typedef struct qraft_node_config {
    * node takes over (ownership passes on success). One of the two. */
   const char *data_dir;
   qraft_storage *storage;
+  /* With `storage`: the caller keeps it (the node does not close it), so a
+   * test can restart a node on the same in-memory store. */
+  bool storage_borrowed;
   const qraft_secret_key *key; /* required; copied */
   uint64_t cluster_id;         /* required, not 0; peers of another cluster
                                   are refused */

@@ -1544,7 +1544,7 @@ int qraft_node_new(const qraft_node_config *cfg_in, qraft_node **out,
 
 err_storage:
   if (cfg.storage == NULL) {
-    qraft_storage_close(n->st);
+    qraft_storage_close(n->st); /* a store given to us stays the caller's */
   }
 err_env:
   if (n->own_env) {
@@ -1782,7 +1782,7 @@ void qraft_node_free(qraft_node *n) {
   qraft_endpoint_free(n->ep);
   qraft_env_wake_free(n->wake);
   qraft_core_free(n->core);
-  if (n->cfg.storage == NULL || n->st != NULL) {
+  if (!(n->cfg.storage != NULL && n->cfg.storage_borrowed)) {
     qraft_storage_close(n->st);
   }
   if (n->bridge_stop_fd >= 0) {
