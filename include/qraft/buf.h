@@ -89,6 +89,13 @@ qraft_slice qraft_slice_of(qraft_buf *owner, const void *data, size_t len);
 /* Takes another reference to the slice's owner and returns a copy of it. */
 qraft_slice qraft_slice_ref(qraft_slice s);
 
+/* A slice that may outlive the memory it points into: another reference
+ * when it has an owner, a copy in a new buffer when it has none (the bytes
+ * then belong to someone else's memory, e.g. a core update). The result
+ * always has an owner unless it is empty. Returns an empty slice if memory
+ * is exhausted. */
+qraft_slice qraft_slice_keep(qraft_slice s);
+
 /* Drops the slice's reference and empties it. */
 void qraft_slice_release(qraft_slice *s);
 

@@ -393,6 +393,12 @@ size_t qraft_conf_change_encode(const qraft_conf_change *cc, uint8_t *out);
 void qraft_conf_change_to_v2(const qraft_conf_change *cc,
                              qraft_conf_change_v2 *out);
 
+/* Decodes the data of a configuration entry (EntryConfChange or
+ * EntryConfChangeV2) as a ConfChangeV2. Returns 0, QRAFT_EMALFORMED (also
+ * for a normal entry), QRAFT_ETRUNCATED or QRAFT_ELIMIT. */
+int qraft_conf_change_entry_decode(const qraft_entry *e,
+                                   qraft_conf_change_v2 *cc, qraft_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -326,3 +326,20 @@ void qraft_conf_change_to_v2(const qraft_conf_change *cc,
   out->changes[0].node_id = cc->node_id;
   out->context = cc->context;
 }
+
+int qraft_conf_change_entry_decode(const qraft_entry *e,
+                                   qraft_conf_change_v2 *cc, qraft_err *err) {
+  if (e->type == QRAFT_ENTRY_CONF_CHANGE) {
+    qraft_conf_change v1;
+    int rv = qraft_conf_change_decode(e->data.data, e->data.len, &v1, err);
+    if (rv == 0) {
+      qraft_conf_change_to_v2(&v1, cc);
+    }
+    return rv;
+  }
+  if (e->type == QRAFT_ENTRY_CONF_CHANGE_V2) {
+    return qraft_conf_change_v2_decode(e->data.data, e->data.len, cc, err);
+  }
+  return QRAFT_ERR(err, QRAFT_EMALFORMED, "entry %llu is not a configuration "
+                   "change", (unsigned long long)e->index);
+}

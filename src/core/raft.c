@@ -1901,16 +1901,7 @@ static int core_record_conf(qraft_core *c, uint64_t index) {
  * since every node sees the same committed bytes. */
 static void core_apply_conf_entry(qraft_core *c, const qraft_entry *e) {
   qraft_conf_change_v2 cc;
-  int rv;
-  if (e->type == QRAFT_ENTRY_CONF_CHANGE) {
-    qraft_conf_change v1;
-    rv = qraft_conf_change_decode(e->data.data, e->data.len, &v1, NULL);
-    if (rv == 0) {
-      qraft_conf_change_to_v2(&v1, &cc);
-    }
-  } else {
-    rv = qraft_conf_change_v2_decode(e->data.data, e->data.len, &cc, NULL);
-  }
+  int rv = qraft_conf_change_entry_decode(e, &cc, NULL);
   if (rv != 0) {
     c->bad_conf_entries++;
     return;

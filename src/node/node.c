@@ -569,20 +569,11 @@ static void write_free(node_write *w) {
   free(w);
 }
 
-static qraft_slice slice_keep(qraft_slice s) {
-  if (s.owner != NULL || s.len == 0) {
-    return qraft_slice_ref(s);
-  }
-  qraft_buf *b = qraft_buf_copy(s.data, s.len);
-  QRAFT_ASSERT(b != NULL);
-  return (qraft_slice){.data = b->data, .len = s.len, .owner = b};
-}
-
 static int msg_copy(qraft_message *dst, const qraft_message *src) {
   *dst = *src;
   dst->entries = NULL;
   dst->snapshot = NULL;
-  dst->context = slice_keep(src->context);
+  dst->context = qraft_slice_keep(src->context);
   if (src->entries_n > 0) {
     qraft_entry *es = calloc(src->entries_n, sizeof *es);
     if (es == NULL) {
@@ -590,8 +581,8 @@ static int msg_copy(qraft_message *dst, const qraft_message *src) {
     }
     for (size_t i = 0; i < src->entries_n; i++) {
       es[i] = src->entries[i];
-      es[i].data = slice_keep(src->entries[i].data);
-      es[i].context = slice_keep(src->entries[i].context);
+      es[i].data = qraft_slice_keep(src->entries[i].data);
+      es[i].context = qraft_slice_keep(src->entries[i].context);
     }
     dst->entries = es;
   }
@@ -752,16 +743,7 @@ static void node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
     if (es[i].type != QRAFT_ENTRY_NORMAL) {
       const qraft_entry *e = &es[i];
       qraft_conf_change_v2 cc;
-      int rv;
-      if (e->type == QRAFT_ENTRY_CONF_CHANGE) {
-        qraft_conf_change v1;
-        rv = qraft_conf_change_decode(e->data.data, e->data.len, &v1, NULL);
-        if (rv == 0) {
-          qraft_conf_change_to_v2(&v1, &cc);
-        }
-      } else {
-        rv = qraft_conf_change_v2_decode(e->data.data, e->data.len, &cc, NULL);
-      }
+      int rv = qraft_conf_change_entry_decode(e, &cc, NULL);
       qraft_node_addr a;
       if (rv == 0 && cc.context.len > 0 &&
           addr_decode(cc.context.data, cc.context.len, &a) == 0) {
@@ -1018,8 +1000,8 @@ static void node_drain(qraft_node *n) {
         QRAFT_ASSERT(w->ents != NULL);
         for (size_t i = 0; i < u.entries_n; i++) {
           w->ents[i] = u.entries[i];
-          w->ents[i].data = slice_keep(u.entries[i].data);
-          w->ents[i].context = slice_keep(u.entries[i].context);
+          w->ents[i].data = qraft_slice_keep(u.entries[i].data);
+          w->ents[i].context = qraft_slice_keep(u.entries[i].context);
         }
         w->ents_n = u.entries_n;
         w->w.entries = w->ents;

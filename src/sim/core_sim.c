@@ -146,17 +146,6 @@ static void msg_free(sim_msg *sm) {
   free(sm);
 }
 
-/* A slice that outlives the update it came in: a reference when it has an
- * owner, a copy when it points into the core's own memory (a read id). */
-static qraft_slice slice_keep(qraft_slice sl) {
-  if (sl.owner != NULL || sl.len == 0) {
-    return qraft_slice_ref(sl);
-  }
-  qraft_buf *b = qraft_buf_copy(sl.data, sl.len);
-  QRAFT_ASSERT(b != NULL);
-  qraft_slice out = {.data = b->data, .len = sl.len, .owner = b};
-  return out;
-}
 
 static sim_msg *msg_copy(const qraft_message *m) {
   sim_msg *sm = calloc(1, sizeof *sm);
@@ -172,8 +161,8 @@ static sim_msg *msg_copy(const qraft_message *m) {
     }
     for (size_t i = 0; i < m->entries_n; i++) {
       sm->ents[i] = m->entries[i];
-      sm->ents[i].data = slice_keep(m->entries[i].data);
-      sm->ents[i].context = slice_keep(m->entries[i].context);
+      sm->ents[i].data = qraft_slice_keep(m->entries[i].data);
+      sm->ents[i].context = qraft_slice_keep(m->entries[i].context);
     }
   }
   sm->m.entries = sm->ents;

@@ -123,6 +123,17 @@ qraft_slice qraft_slice_ref(qraft_slice s) {
   return s;
 }
 
+qraft_slice qraft_slice_keep(qraft_slice s) {
+  if (s.owner != NULL || s.len == 0) {
+    return qraft_slice_ref(s);
+  }
+  qraft_buf *b = qraft_buf_copy(s.data, s.len);
+  if (b == NULL) {
+    return (qraft_slice){0};
+  }
+  return (qraft_slice){.data = b->data, .len = s.len, .owner = b};
+}
+
 void qraft_slice_release(qraft_slice *s) {
   qraft_buf_unref(s->owner);
   s->owner = NULL;
