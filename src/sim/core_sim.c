@@ -146,7 +146,6 @@ static void msg_free(sim_msg *sm) {
   free(sm);
 }
 
-
 static sim_msg *msg_copy(const qraft_message *m) {
   sim_msg *sm = calloc(1, sizeof *sm);
   if (sm == NULL) {
