@@ -146,11 +146,12 @@ struct qraft_node {
   uint64_t persist_last; /* last persist id acknowledged, for the contract */
   node_write *last_write; /* newest write not yet durable */
 
-  /* metrics (loop thread writes, readers take mu) */
-  uint64_t m_proposals, m_proposals_failed, m_reads, m_applied_entries;
-  uint64_t m_elections, m_snapshots_taken, m_snapshots_installed;
-  uint64_t m_writes, m_write_entries, m_write_ns_total, m_write_ns_max;
-  uint64_t m_messages_out, m_messages_in;
+  /* counters: the loop thread adds, any thread reads (atomics) */
+  _Atomic uint64_t m_proposals, m_proposals_failed, m_reads,
+      m_applied_entries;
+  _Atomic uint64_t m_elections, m_snapshots_taken, m_snapshots_installed;
+  _Atomic uint64_t m_writes, m_write_entries;
+  _Atomic uint64_t m_messages_out, m_messages_in;
   /* transport counters, copied on the loop for readers on any thread */
   qraft_histogram h_write_us;      /* storage write: submit to durable */
   qraft_histogram h_write_entries; /* entries per storage write */
@@ -1958,14 +1959,12 @@ static size_t node_transport_metrics(qraft_node *n, char *buf, size_t size) {
 size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
   qraft_node_status s;
   qraft_node_status_get(n, &s);
-  pthread_mutex_lock(&n->mu);
   uint64_t v[] = {n->m_elections,      n->m_proposals,
                   n->m_proposals_failed, n->m_reads,
                   n->m_applied_entries, n->m_snapshots_taken,
                   n->m_snapshots_installed, n->m_writes,
                   n->m_write_entries,   n->m_messages_out,
                   n->m_messages_in};
-  pthread_mutex_unlock(&n->mu);
   size_t off = (size_t)snprintf(
       buf, size,
       "# TYPE qraft_term gauge\nqraft_term %" PRIu64 "\n"
