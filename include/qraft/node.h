@@ -25,10 +25,14 @@
  *
  * Writes: qraft_node_propose hands `data` to Raft; the callback runs once,
  * after the entry is applied to the local state machine (with the state
- * machine's result), or with an error: QRAFT_ENOTLEADER (no leader known,
- * or the proposal could not be forwarded), QRAFT_EBUSY (back-pressure:
- * more pending proposals or bytes than configured), QRAFT_EDROPPED (lost in
- * a leader change; it may or may not have been committed), QRAFT_ESHUTDOWN.
+ * machine's result), or with an error. Refused at once, never in the log:
+ * QRAFT_ENOTLEADER (no leader known, or forwarding is off),
+ * QRAFT_EPROPOSAL_DROPPED (a leadership transfer is under way, or the
+ * uncommitted limit is reached), QRAFT_EBUSY (back-pressure: more pending
+ * proposals or bytes than configured). Outcome unknown: QRAFT_EDROPPED (not
+ * applied here within proposal_timeout_ms, e.g. lost in a leader change: it
+ * may or may not have been committed), QRAFT_ESHUTDOWN (the node stopped
+ * first).
  *
  * Reads: qraft_node_read_barrier completes once the local state machine
  * has applied everything committed when the read was asked, confirmed by a

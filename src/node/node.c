@@ -139,7 +139,7 @@ struct qraft_node {
   uint64_t writes_inflight;
   bool fatal;
   bool started;
-  bool bootstrapped_empty;
+  bool installing; /* a received snapshot is being written */
   /* a received snapshot waiting for the core to install it */
   qraft_snapshot_writer *recv_writer;
   uint64_t recv_index, recv_term;
@@ -691,12 +691,15 @@ static void node_write_cb(qraft_storage_write *sw, int status) {
   qraft_histogram_record(&n->h_write_entries, w->ents_n);
   pthread_mutex_unlock(&n->mu);
   if (w->restore_after) {
+    n->installing = false;
     qraft_err err;
     qraft_err_init(&err, 0);
     int rv = node_restore_from_store(n, &err);
     if (rv != 0) {
+      char line[512];
+      qraft_err_format(&err, line, sizeof line);
       QRAFT_LOG(n->lg, QRAFT_LOG_ERROR, "snapshot restore failed; node stops",
-                QRAFT_LOG_STR("error", qraft_strerror(rv)));
+                QRAFT_LOG_STR("error", line));
       n->fatal = true;
       write_free(w);
       node_fail_all(n, rv);
@@ -853,7 +856,11 @@ static void node_compact_cb(qraft_storage_write *sw, int status) {
 }
 
 static void node_maybe_snapshot(qraft_node *n) {
-  if (n->applied < n->snap_index + n->cfg.snapshot_entries || n->fatal) {
+  /* Not while a received snapshot is being installed: the state machine
+   * is about to be replaced, and a snapshot of the old state would land in
+   * the store after the newer one. */
+  if (n->applied < n->snap_index + n->cfg.snapshot_entries || n->fatal ||
+      n->installing) {
     return;
   }
   qraft_core_status st;
@@ -876,11 +883,15 @@ static void node_maybe_snapshot(qraft_node *n) {
   }
   snap_out o = {.w = w, .err = &err};
   uint64_t idx = 0;
+  QRAFT_ASSERT(!n->installing);
   rv = node_snapshot_header(n, &o);
   if (rv == 0) {
     rv = n->cfg.sm->snapshot(n->cfg.sm_ud, &idx, snap_out_write, &o);
   }
-  if (rv != 0 || idx != n->applied) {
+  /* Configuration and empty entries do not reach the state machine, so its
+   * index may be behind n->applied with the same state: the snapshot is the
+   * state as of n->applied. An index ahead of it is a state machine bug. */
+  if (rv != 0 || idx > n->applied) {
     qraft_snapshot_writer_abort(w);
     return;
   }
@@ -890,7 +901,7 @@ static void node_maybe_snapshot(qraft_node *n) {
     return;
   }
   cw->node = n;
-  cw->index = idx;
+  cw->index = meta.index;
   cw->w.snapshot = w;
   cw->w.cb = node_compact_cb;
   cw->w.data = cw;
@@ -901,7 +912,7 @@ static void node_maybe_snapshot(qraft_node *n) {
     return;
   }
   n->writes_inflight++;
-  n->snap_index = idx; /* do not start another before this one lands */
+  n->snap_index = meta.index; /* no other before this one lands */
   node_kick_storage(n);
 }
 
@@ -1021,6 +1032,7 @@ static void node_drain(qraft_node *n) {
         w->w.snapshot = n->recv_writer;
         n->recv_writer = NULL;
         w->restore_after = true;
+        n->installing = true;
         w->restore_index = u.snapshot->index;
       }
       if (u.messages_after_persist_n > 0) {
@@ -1212,7 +1224,9 @@ static void node_take_requests(qraft_node *n) {
       break;
     }
     if (rv != 0) {
-      req_complete(n, r, rv == QRAFT_EPROPOSAL_DROPPED ? QRAFT_EDROPPED : rv,
+      /* refused at once (QRAFT_EPROPOSAL_DROPPED, QRAFT_ENOTLEADER, ...):
+       * never appended, unlike QRAFT_EDROPPED (lost, outcome unknown) */
+      req_complete(n, r, rv,
                    (qraft_slice){0});
     } else {
       inflight_add(n, r);
