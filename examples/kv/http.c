@@ -536,6 +536,8 @@ static enum MHD_Result members_post(http_ctx *h, struct MHD_Connection *c,
   if (role == NULL) role = "voter";
   qraft_node_addr a;
   memset(&a, 0, sizeof a);
+  bool addr_ok = addr != NULL && kv_parse_hostport(addr, &a.addrs[0]) == 0;
+  a.addrs_n = 1;
   if (id == NULL || qraft_node_id_parse(id, &a.id) != 0 ||
       (strcmp(role, "voter") != 0 && strcmp(role, "learner") != 0)) {
     json_decref(j);
@@ -551,9 +553,10 @@ static enum MHD_Result members_post(http_ctx *h, struct MHD_Connection *c,
   for (uint32_t i = 0; i < st.members_n; i++) {
     if (st.members[i].id == rid) cur = &st.members[i];
   }
+  bool want_voter = strcmp(role, "voter") == 0;
   json_t *ok = json_pack("{s:s, s:s}", "id", id, "role", role);
-  json_decref(j);
-  if (cur != NULL && (cur->voter || strcmp(role, "learner") == 0)) {
+  json_decref(j); /* id, addr and role point into it */
+  if (cur != NULL && (cur->voter || !want_voter)) {
     json_object_set_new(ok, "changed", json_false());
     return reply_json(c, 200, ok); /* already there */
   }
@@ -566,14 +569,13 @@ static enum MHD_Result members_post(http_ctx *h, struct MHD_Connection *c,
   if (cur != NULL) {
     rv = qraft_node_promote(node, rid, done_cb, w);
   } else {
-    if (addr == NULL || kv_parse_hostport(addr, &a.addrs[0]) != 0) {
+    if (!addr_ok) {
       w->refs = 1;
       waiter_unref(w);
       json_decref(ok);
       return reply_err(c, 400, "malformed", "addr must be host:port");
     }
-    a.addrs_n = 1;
-    rv = strcmp(role, "voter") == 0 ? qraft_node_add_voter(node, &a, done_cb, w)
+    rv = want_voter ? qraft_node_add_voter(node, &a, done_cb, w)
                                     : qraft_node_add_learner(node, &a, done_cb, w);
   }
   json_object_set_new(ok, "changed", json_true());

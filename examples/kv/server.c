@@ -158,6 +158,10 @@ static int join_step(const char *url, const char *token, const char *hex,
     }
     fprintf(stderr, "qraft-kv: join as %s via %s: %d %s\n", role, target, st,
             resp ? resp : "");
+    if (st >= 400 && st < 500) {
+      free(resp);
+      return -1; /* refused: retrying will not help */
+    }
     if (st == 503 && resp != NULL) {
       json_t *j = json_loads(resp, 0, NULL);
       const char *lh = j ? json_string_value(json_object_get(j, "leader_http"))
