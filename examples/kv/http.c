@@ -282,7 +282,7 @@ static enum MHD_Result kv_list(http_ctx *h, struct MHD_Connection *c) {
     char *e;
     limit = strtol(lim, &e, 10);
     if (*e != 0 || limit < 1 || limit > KV_LIST_LIMIT_MAX) {
-      return reply_err(c, 400, "bad_request", "limit must be 1..10000");
+      return reply_err(c, 400, "malformed", "limit must be 1..10000");
     }
   }
   if (stale == NULL || strcmp(stale, "1") != 0) {
