@@ -400,7 +400,9 @@ static void *wl_run(void *p) {
   wl *w = c->w;
   long n = 0;
   json_t *last[64] = {0};
+  int gen = 0; /* a process whose operation ended "info" is never reused */
   while (kv_now_ns() < w->end_ns) {
+    int proc = c->id + 1000 * gen;
     int k = (int)(rand_r(&c->seed) % (unsigned)w->keys);
     char key[16], path[64];
     snprintf(key, sizeof key, "k%d", k);
@@ -412,34 +414,35 @@ static void *wl_run(void *p) {
     char *resp = NULL;
     int tmo = 3000;
     if (dice < 4) {
-      hist(w, c->id, "invoke", "get", key, NULL, NULL, kv_now_ns());
+      hist(w, proc, "invoke", "get", key, NULL, NULL, kv_now_ns());
       int st = kv_http_request(url, "GET", path, w->o->token, NULL, tmo, &resp);
       uint64_t t = kv_now_ns();
       if (st == 200) {
         json_t *j = json_loads(resp, 0, NULL);
         json_t *v = j ? json_object_get(j, "value") : NULL;
-        hist(w, c->id, "ok", "get", key, v, NULL, t);
+        hist(w, proc, "ok", "get", key, v, NULL, t);
         if (v) {
           json_decref(last[k]);
           last[k] = json_incref(v);
         }
         json_decref(j);
       } else if (st == 404) {
-        hist(w, c->id, "ok", "get", key, NULL, NULL, t);
+        hist(w, proc, "ok", "get", key, NULL, NULL, t);
       } else {
-        hist(w, c->id, "fail", "get", key, NULL, NULL, t);
+        hist(w, proc, "fail", "get", key, NULL, NULL, t);
       }
     } else if (dice < 8) {
       json_t *v = json_string(val);
       char body[128];
       snprintf(body, sizeof body, "{\"value\":\"%s\"}", val);
-      hist(w, c->id, "invoke", "put", key, v, NULL, kv_now_ns());
+      hist(w, proc, "invoke", "put", key, v, NULL, kv_now_ns());
       int st = kv_http_request(url, "PUT", path, w->o->token, body, tmo, &resp);
       uint64_t t = kv_now_ns();
       const char *type = st == 200 ? "ok"
                          : (st == -1 || (st == 503 && refused(resp))) ? "fail"
                                                                       : "info";
-      hist(w, c->id, type, "put", key, v, NULL, t);
+      hist(w, proc, type, "put", key, v, NULL, t);
+      gen += type[0] == 'i';
       json_decref(v);
     } else {
       json_t *exp = last[k] ? json_incref(last[k]) : json_null();
@@ -453,17 +456,17 @@ static void *wl_run(void *p) {
                  ebody);
       }
       free(ebody);
-      hist(w, c->id, "invoke", "cas", key, pair, NULL, kv_now_ns());
+      hist(w, proc, "invoke", "cas", key, pair, NULL, kv_now_ns());
       int st = kv_http_request(url, "PUT", path, w->o->token, body, tmo, &resp);
       uint64_t t = kv_now_ns();
       if (st == 200) {
-        hist(w, c->id, "ok", "cas", key, pair, "ok", t);
+        hist(w, proc, "ok", "cas", key, pair, "ok", t);
       } else if (st == 409) {
-        hist(w, c->id, "ok", "cas", key, pair, "failed", t);
+        hist(w, proc, "ok", "cas", key, pair, "failed", t);
       } else {
-        hist(w, c->id,
-             (st == -1 || (st == 503 && refused(resp))) ? "fail" : "info", "cas",
-             key, pair, NULL, t);
+        bool none = st == -1 || (st == 503 && refused(resp));
+        hist(w, proc, none ? "fail" : "info", "cas", key, pair, NULL, t);
+        gen += !none;
       }
       json_decref(pair);
       json_decref(exp);

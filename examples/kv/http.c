@@ -304,6 +304,15 @@ static enum MHD_Result kv_list(http_ctx *h, struct MHD_Connection *c) {
 /* Proposes a command and answers with its result. */
 static enum MHD_Result kv_write(http_ctx *h, struct MHD_Connection *c,
                                 const kv_cmd *cmd) {
+  /* No leader known: refuse before proposing, so the client knows the write
+   * did not happen. (The node reports a proposal its core drops at once
+   * with QRAFT_EDROPPED, the same code as one lost in a leader change, so
+   * its outcome would be unknown.) */
+  qraft_node_status ns;
+  qraft_node_status_get(kv_server_node(h->srv), &ns);
+  if (ns.leader == 0) {
+    return reply_node_err(h, c, QRAFT_ENOTLEADER, 0, false);
+  }
   uint8_t *p;
   size_t n = kv_cmd_encode(cmd, &p);
   if (n == 0) return reply_err(c, 503, "no_memory", "out of memory");

@@ -14,7 +14,7 @@ for i in 1 2 3; do start "$i" --bootstrap "$M" --snapshot-entries 300; done
 L=$(wait_leader 1 2 3) || fail "no leader"
 log "leader: member $L"
 
-"$KV" workload --server "$(http 1),$(http 2),$(http 3)" --clients 4 --keys 5 \
+"$KV" workload --server "$(http 1),$(http 2),$(http 3)" --clients 4 --keys 10 \
   --seconds "$SECONDS_RUN" --history "$HIST" >"$D/workload.out" 2>&1 &
 WL=$!
 
@@ -63,6 +63,6 @@ wait "$WL" || fail "workload: $(cat "$D/workload.out")"
 log "$(cat "$D/workload.out")"
 converged 1 2 3 || fail "members differ"
 log "members converged: $(digest 1)"
-"$QRAFT_LINCHECK" "$HIST" || fail "history $HIST is not linearizable"
+"$QRAFT_LINCHECK" --time-ms 60000 "$HIST" || fail "history $HIST is not linearizable"
 no_sanitizer_reports
 log "passed"

@@ -27,9 +27,9 @@ ms() { echo $(( $(date +%s%N) / 1000000 )); }
 host() { echo "${IP[$1]:-127.0.0.1}"; }
 http() { echo "http://$(host "$1"):$((BASE + 80 + $1))"; }
 raft() { echo "$(host "$1"):$((BASE + $1))"; }
-inns() { if [ -n "${NS[$1]:-}" ]; then ip netns exec "${NS[$1]}" "${@:2}"; else "${@:2}"; fi; }
-# curl from where member $1 can be reached
-kcurl() { local i=$1; shift; inns "$i" curl -s -m 3 "$@"; }
+# curl to member $1 (from the test's own namespace)
+AUTH=()  # set to (-H "Authorization: Bearer TOKEN") when members need a token
+kcurl() { local i=$1; shift; curl -s -m 3 "${AUTH[@]}" "$@"; }
 status() { kcurl "$1" "$(http "$1")/v1/status" || true; }
 field() { status "$1" | jq -r ".$2 // empty" 2>/dev/null || true; }
 keygen() { "$QRAFT_KEYGEN" "$D/k$1" >"$D/id$1"; }
