@@ -94,5 +94,13 @@ expect 401 unauthorized "wrong token" -H "Authorization: Bearer nope" "http://12
 expect 200 "" "right token" -H "Authorization: Bearer s3cret-token" "http://127.0.0.1:$((BASE + 82))/v1/status"
 "$KV" status --server "http://127.0.0.1:$((BASE + 82))" --token-file "$D/token" >/dev/null ||
   fail "the client with --token-file"
+# A graceful stop (SIGTERM) exits 0, with no leak or sanitizer report.
+for i in 1 2; do kill -TERM "${PID[$i]}"; done
+for i in 1 2; do
+  rc=0; wait "${PID[$i]}" || rc=$?
+  unset "PID[$i]"
+  [ $rc = 0 ] || fail "member $i exited with $rc after SIGTERM"
+done
+log "both members stopped cleanly on SIGTERM"
 no_sanitizer_reports
 log "passed"
