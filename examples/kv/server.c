@@ -156,21 +156,29 @@ static int join_step(const char *url, const char *token, const char *hex,
       free(resp);
       return 0;
     }
-    fprintf(stderr, "qraft-kv: join as %s via %s: %d %s\n", role, target, st,
-            resp ? resp : "");
+    if (resp != NULL) {
+      resp[strcspn(resp, "\n")] = 0;
+    }
     if (st >= 400 && st < 500) {
+      fprintf(stderr, "qraft-kv: join as %s via %s refused: %d %s\n", role,
+              target, st, resp ? resp : "");
       free(resp);
       return -1; /* refused: retrying will not help */
     }
-    if (st == 503 && resp != NULL) {
-      json_t *j = json_loads(resp, 0, NULL);
-      const char *lh = j ? json_string_value(json_object_get(j, "leader_http"))
-                         : NULL;
-      if (lh != NULL && lh[0]) {
-        snprintf(target, sizeof target, "%s", lh);
-      }
+    json_t *j = st == 503 && resp ? json_loads(resp, 0, NULL) : NULL;
+    const char *lh = j ? json_string_value(json_object_get(j, "leader_http"))
+                       : NULL;
+    if (lh != NULL && lh[0] && strcmp(lh, target) != 0) {
+      fprintf(stderr, "qraft-kv: join: %s is not the leader; asking %s\n",
+              target, lh);
+      snprintf(target, sizeof target, "%s", lh);
       json_decref(j);
+      free(resp);
+      continue;
     }
+    json_decref(j);
+    fprintf(stderr, "qraft-kv: join as %s via %s: %d %s; retrying\n", role,
+            target, st, resp ? resp : "(no answer)");
     free(resp);
     usleep(300 * 1000);
   }
