@@ -36,7 +36,7 @@ start() { # start N [serve options...]
 }
 leader_of() { # the member number of the leader as member $1 sees it
   local lh; lh=$(field "$1" leader_http)
-  [ -n "$lh" ] && echo $(( ${lh##*:} - BASE - 80 ))
+  if [ -n "$lh" ]; then echo $(( ${lh##*:} - BASE - 80 )); fi
 }
 wait_leader() { # wait_leader MEMBER... : prints the leader's number
   for _ in $(seq 200); do
@@ -83,7 +83,7 @@ for i in 1 2 3; do
 done
 
 OLD=$L
-SURV=$(for i in 1 2 3; do [ "$i" != "$OLD" ] && echo "$i"; done | tr '\n' ' ')
+SURV=$(for i in 1 2 3; do [ "$i" = "$OLD" ] || echo "$i"; done | tr '\n' ' ')
 echo "4. SIGKILL the leader (member $OLD, pid ${PID[$OLD]})"
 t0=$(ms)
 kill -9 "${PID[$OLD]}"; wait "${PID[$OLD]}" 2>/dev/null || true; unset "PID[$OLD]"
@@ -123,7 +123,7 @@ echo "   (it was sent a snapshot of the leader's LMDB state: $(metric 4 qraft_kv
 for _ in $(seq 100); do [ -n "$(status "$L" | jq -r --arg id "$(cat "$D/id4")" '.members[] | select(.id == $id) | .http')" ] && break; sleep 0.05; done
 "$KV" members remove "$(cat "$D/id$OLD")" --server "$(http "$L")" >/dev/null || fail "remove member $OLD"
 kill "${PID[$OLD]}"; wait "${PID[$OLD]}" 2>/dev/null || true; unset "PID[$OLD]"
-REST=$(for i in 1 2 3 4; do [ "$i" != "$OLD" ] && echo "$i"; done | tr '\n' ' ')
+REST=$(for i in 1 2 3 4; do [ "$i" = "$OLD" ] || echo "$i"; done | tr '\n' ' ')
 echo "   members now:"
 "$KV" members --server "$(http "$L")" | sed 's/^/     /'
 n=$(status "$L" | jq '.members | length')
@@ -148,5 +148,11 @@ if [ $(( $(date +%s) - START )) -lt 40 ] && [ -x "$BIN/qraft-sim" ] && [ -x "$BI
   c=$(mktemp -d /tmp/qraft-demo-crash.XXXXXX)
   "$BIN/qraft-crashtest" --kills 10 --dir "$c" || { rm -rf "$c"; fail "crash test"; }
   rm -rf "$c"
+  if [ -x "$BIN/qraft-wire" ]; then
+    echo "== A frame of Raft messages from the fuzz seed corpus, decoded by qraft-wire"
+    "$BIN/qraft-wire" decode --frame tests/fuzz/corpus/frame/mixed >"$D/frame.txt" || fail "qraft-wire"
+    head -8 "$D/frame.txt"
+    echo "   ... ($(grep -c '^  message' "$D/frame.txt") messages in the frame)"
+  fi
 fi
 echo "demo passed in $(( $(date +%s) - START )) s"
