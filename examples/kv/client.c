@@ -231,7 +231,7 @@ static int client_usage(void) {
           "  members remove ID\n"
           "  transfer [ID]                 move leadership (default: best voter)\n"
           "  load --count N [--prefix P] [--progress]   sequential writes\n"
-          "  workload --clients N --seconds S --keys K --history FILE\n"
+          "  workload --clients N --seconds S --keys K --history FILE [--stale]\n"
           "  The server defaults to $QRAFT_KV_SERVER or http://127.0.0.1:8080.\n");
   return 2;
 }
@@ -415,6 +415,9 @@ static void *wl_run(void *p) {
     int tmo = 3000;
     if (dice < 4) {
       hist(w, proc, "invoke", "get", key, NULL, NULL, kv_now_ns());
+      if (w->o->stale) {
+        strcat(path, "?stale=1"); /* the canary: local reads, no barrier */
+      }
       int st = kv_http_request(url, "GET", path, w->o->token, NULL, tmo, &resp);
       uint64_t t = kv_now_ns();
       if (st == 200) {

@@ -88,7 +88,7 @@ log "refused 0.0.0.0 without --token-file: $(head -1 "$D/notoken.err")"
 echo "s3cret-token" >"$D/token"
 IP[2]=0.0.0.0
 start 2 --bootstrap "$(members_arg 2)" --token-file "$D/token"
-for _ in $(seq 100); do curl -s -m 1 -o /dev/null "http://127.0.0.1:$((BASE + 82))/v1/status" && break; sleep 0.05; done
+for _ in $(seq 300); do curl -s -m 1 -o /dev/null "http://127.0.0.1:$((BASE + 82))/v1/status" && break; sleep 0.05; done
 expect 401 unauthorized "no token" "http://127.0.0.1:$((BASE + 82))/v1/status"
 expect 401 unauthorized "wrong token" -H "Authorization: Bearer nope" "http://127.0.0.1:$((BASE + 82))/v1/status"
 expect 200 "" "right token" -H "Authorization: Bearer s3cret-token" "http://127.0.0.1:$((BASE + 82))/v1/status"

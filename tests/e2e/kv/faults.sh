@@ -18,46 +18,55 @@ log "leader: member $L"
   --seconds "$SECONDS_RUN" --history "$HIST" >"$D/workload.out" 2>&1 &
 WL=$!
 
-sleep 2
-L=$(wait_leader 1 2 3) || fail "no leader before kill"
-log "SIGKILL the leader, member $L"
-stop9 "$L"
-sleep 2
-start "$L" --bootstrap "$M" --snapshot-entries 300
-log "restarted member $L"
+# One round of faults takes about 14 s; rounds repeat while the clients
+# run (QRAFT_E2E_SECONDS, 22 by default: one round; make soak: more).
+END_S=$(( $(date +%s) + SECONDS_RUN ))
+round=0
+while [ $(( END_S - $(date +%s) )) -ge 16 ] || [ $round = 0 ]; do
+  round=$((round + 1))
+  log "round $round"
+  sleep 2
+  L=$(wait_leader 1 2 3) || fail "no leader before kill"
+  log "SIGKILL the leader, member $L"
+  stop9 "$L"
+  sleep 2
+  start "$L" --bootstrap "$M" --snapshot-entries 300
+  log "restarted member $L"
 
-sleep 2
-L=$(wait_leader 1 2 3) || fail "no leader before stop"
-log "SIGSTOP the leader, member $L, for 2 s"
-kill -STOP "${PID[$L]}"
-sleep 2
-kill -CONT "${PID[$L]}"
-log "SIGCONT member $L"
+  sleep 2
+  L=$(wait_leader 1 2 3) || fail "no leader before stop"
+  log "SIGSTOP the leader, member $L, for 2 s"
+  kill -STOP "${PID[$L]}"
+  sleep 2
+  kill -CONT "${PID[$L]}"
+  log "SIGCONT member $L"
 
-sleep 2
-L=$(wait_leader 1 2 3) || fail "no leader before the membership change"
-X=$(( L % 3 + 1 ))
-log "SIGSTOP member $X; member 4 joins through member $L"
-kill -STOP "${PID[$X]}"
-start 4 --join "$(http "$L")" --snapshot-entries 300
-ok=0
-for _ in $(seq 200); do
-  [ "$(status "$L" | jq -r --arg id "$(cat "$D/id4")" '.members[] | select(.id == $id) | .role')" = voter ] && { ok=1; break; }
-  sleep 0.05
+  sleep 2
+  L=$(wait_leader 1 2 3) || fail "no leader before the membership change"
+  X=$(( L % 3 + 1 ))
+  log "SIGSTOP member $X; member 4 joins through member $L"
+  kill -STOP "${PID[$X]}"
+  rm -rf "$D/n4" "$D/k4"; keygen 4
+  start 4 --join "$(http "$L")" --snapshot-entries 300
+  ok=0
+  for _ in $(seq 200); do
+    [ "$(status "$L" | jq -r --arg id "$(cat "$D/id4")" '.members[] | select(.id == $id) | .role')" = voter ] && { ok=1; break; }
+    sleep 0.05
+  done
+  [ $ok = 1 ] || fail "member 4 did not become a voter"
+  log "member 4 is a voter; SIGCONT member $X; remove member 4"
+  kill -CONT "${PID[$X]}"
+  "$KV" members remove "$(cat "$D/id4")" --server "$(http 1),$(http 2),$(http 3)" >/dev/null ||
+    fail "could not remove member 4"
+  stop9 4
+
+  sleep 1
+  log "restart the whole cluster (SIGKILL all three)"
+  for i in 1 2 3; do stop9 "$i"; done
+  for i in 1 2 3; do start "$i" --bootstrap "$M" --snapshot-entries 300; done
+  wait_leader 1 2 3 >/dev/null || fail "no leader after the whole-cluster restart"
+  log "leader after restart: member $(leader 1 2 3)"
 done
-[ $ok = 1 ] || fail "member 4 did not become a voter"
-log "member 4 is a voter; SIGCONT member $X; remove member 4"
-kill -CONT "${PID[$X]}"
-"$KV" members remove "$(cat "$D/id4")" --server "$(http 1),$(http 2),$(http 3)" >/dev/null ||
-  fail "could not remove member 4"
-stop9 4
-
-sleep 1
-log "restart the whole cluster (SIGKILL all three)"
-for i in 1 2 3; do stop9 "$i"; done
-for i in 1 2 3; do start "$i" --bootstrap "$M" --snapshot-entries 300; done
-wait_leader 1 2 3 >/dev/null || fail "no leader after the whole-cluster restart"
-log "leader after restart: member $(leader 1 2 3)"
 
 wait "$WL" || fail "workload: $(cat "$D/workload.out")"
 log "$(cat "$D/workload.out")"

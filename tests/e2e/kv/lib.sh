@@ -1,7 +1,7 @@
 # Shared helpers of the qraft-kv end-to-end tests (sourced). Members are
 # numbered 1..N; member i has Raft port BASE+i and HTTP port BASE+80+i on
 # 127.0.0.1 (or on the address set in IP[i]), its data in $D/n$i.
-set -euo pipefail
+set -Eeuo pipefail
 : "${QRAFT_KV:?}" "${QRAFT_KEYGEN:?}" "${QRAFT_LINCHECK:?}" "${QRAFT_E2E_OUT:?}"
 KV=$QRAFT_KV
 mkdir -p "$QRAFT_E2E_OUT"
@@ -17,6 +17,7 @@ cleanup() {
   rm -rf "$D"
 }
 trap cleanup EXIT
+trap 'echo "FAILED: command at ${BASH_SOURCE[0]##*/}:$LINENO exited $?" >&2' ERR
 log() { echo "[$(( $(date +%s) - START_S ))s] $*"; }
 fail() {
   echo "FAILED: $*" >&2
