@@ -231,6 +231,7 @@ static int client_usage(void) {
           "  members remove ID\n"
           "  transfer [ID]                 move leadership (default: best voter)\n"
           "  load --count N [--prefix P] [--progress]   sequential writes\n"
+          "  bench --clients C --count N [--value-bytes B]   concurrent puts\n"
           "  workload --clients N --seconds S --keys K --history FILE [--stale]\n"
           "  The server defaults to $QRAFT_KV_SERVER or http://127.0.0.1:8080.\n");
   return 2;
@@ -342,6 +343,81 @@ static int cmd_load(const opts *o, long count, const char *prefix, bool progress
   if (progress) printf("\n");
   printf("   %ld writes in %.2f s (%.0f/s), %ld failed\n", count, s,
          (double)count / s, failed);
+  return failed == 0 ? 0 : 1;
+}
+
+/* ---- bench: concurrent puts, throughput and latency ---- */
+
+typedef struct bench_arg {
+  const opts *o;
+  int id;
+  long count;
+  size_t value_bytes;
+  uint64_t *lat_ns;
+  long failed;
+} bench_arg;
+
+static void *bench_run(void *p) {
+  bench_arg *a = p;
+  char *val = malloc(a->value_bytes + 1);
+  char *body = malloc(a->value_bytes + 32);
+  if (val == NULL || body == NULL) {
+    free(val);
+    free(body);
+    a->failed = a->count;
+    return NULL;
+  }
+  memset(val, 'x', a->value_bytes);
+  val[a->value_bytes] = 0;
+  snprintf(body, a->value_bytes + 32, "{\"value\":\"%s\"}", val);
+  for (long i = 0; i < a->count; i++) {
+    char path[64];
+    snprintf(path, sizeof path, "/v1/kv/bench-%d-%ld", a->id, i);
+    char *resp = NULL;
+    uint64_t t0 = kv_now_ns();
+    int st = request(a->o, "PUT", path, body, false, &resp);
+    a->lat_ns[i] = kv_now_ns() - t0;
+    free(resp);
+    if (st != 200) a->failed++;
+  }
+  free(val);
+  free(body);
+  return NULL;
+}
+
+static int cmp_u64(const void *x, const void *y) {
+  uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+  return a < b ? -1 : a > b;
+}
+
+static int cmd_bench(const opts *o, int clients, long count, size_t value_bytes) {
+  if (clients < 1 || clients > 256 || count < clients) return client_usage();
+  long per = count / clients;
+  uint64_t *lat = calloc((size_t)(per * clients), sizeof *lat);
+  bench_arg *args = calloc((size_t)clients, sizeof *args);
+  pthread_t *th = calloc((size_t)clients, sizeof *th);
+  if (lat == NULL || args == NULL || th == NULL) return 1;
+  uint64_t t0 = kv_now_ns();
+  for (int i = 0; i < clients; i++) {
+    args[i] = (bench_arg){.o = o, .id = i, .count = per,
+                          .value_bytes = value_bytes, .lat_ns = lat + i * per};
+    pthread_create(&th[i], NULL, bench_run, &args[i]);
+  }
+  long failed = 0;
+  for (int i = 0; i < clients; i++) {
+    pthread_join(th[i], NULL);
+    failed += args[i].failed;
+  }
+  double s = (double)(kv_now_ns() - t0) / 1e9;
+  long n = per * clients;
+  qsort(lat, (size_t)n, sizeof *lat, cmp_u64);
+  printf("bench: %d clients, %ld puts of %zu bytes in %.2f s: %.0f puts/s, "
+         "p50 %.2f ms, p99 %.2f ms, %ld failed\n",
+         clients, n, value_bytes, s, (double)n / s, (double)lat[n / 2] / 1e6,
+         (double)lat[n * 99 / 100] / 1e6, failed);
+  free(lat);
+  free(args);
+  free(th);
   return failed == 0 ? 0 : 1;
 }
 
@@ -524,6 +600,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
   long long cas_rev = -1;
   bool cas_absent = false, progress = false, learner = false;
   int clients = 4, seconds = 5, keys = 5;
+  size_t value_bytes = 256;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -555,6 +632,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
     else if (strcmp(a, "--clients") == 0) { clients = atoi(v); i++; }
     else if (strcmp(a, "--seconds") == 0) { seconds = atoi(v); i++; }
     else if (strcmp(a, "--keys") == 0) { keys = atoi(v); i++; }
+    else if (strcmp(a, "--value-bytes") == 0) { value_bytes = (size_t)atol(v); i++; }
     else if (strcmp(a, "--history") == 0) { history = v; i++; }
     else if (a[0] == '-' && a[1] == '-') return client_usage();
     else if (npos < 4) pos[npos++] = a;
@@ -630,6 +708,8 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
     rv = print_or_json(&o, st, resp, fmt_raw);
   } else if (strcmp(cmd, "load") == 0) {
     rv = count > 0 ? cmd_load(&o, count, prefix, progress) : client_usage();
+  } else if (strcmp(cmd, "bench") == 0) {
+    rv = cmd_bench(&o, clients, count, value_bytes);
   } else if (strcmp(cmd, "workload") == 0) {
     rv = history ? cmd_workload(&o, clients, seconds, keys, history) : client_usage();
   } else {

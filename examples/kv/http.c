@@ -813,9 +813,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
   (void)ap; /* connection-level noise (resets, timeouts) is not logged */
 }
 
-int kv_http_start(kv_server *srv, const char *hostport, uint16_t unused,
-                  const char *token, void **daemon_out) {
-  (void)unused;
+int kv_http_start(kv_server *srv, const char *hostport, const char *token,
+                  void **daemon_out) {
   struct sockaddr_storage sa;
   if (kv_parse_hostport(hostport, &sa) != 0) return -1;
   http_ctx *h = calloc(1, sizeof *h);

@@ -85,8 +85,11 @@ int kv_serve_main(int argc, char **argv);
 
 /* ---- The HTTP front (http.c) ---- */
 
-int kv_http_start(kv_server *srv, const char *host, uint16_t port,
-                  const char *token, void **daemon_out);
+/* Serves the API on "host:port" in threads of libmicrohttpd's own; with a
+ * token, every request must carry "Authorization: Bearer <token>". Returns
+ * 0 or -1. */
+int kv_http_start(kv_server *srv, const char *hostport, const char *token,
+                  void **daemon_out);
 void kv_http_stop(void *daemon);
 
 /* What http.c needs from the server. */

@@ -369,20 +369,16 @@ int kv_serve_main(int argc, char **argv) {
     return 1;
   }
   void *daemon = NULL;
-  uint16_t http_port =
-      ntohs(http_sa.ss_family == AF_INET
-                ? ((struct sockaddr_in *)&http_sa)->sin_port
-                : ((struct sockaddr_in6 *)&http_sa)->sin6_port);
-  (void)http_port;
-  if (kv_http_start(&srv, http, 0, token, &daemon) != 0) {
+  if (kv_http_start(&srv, http, token, &daemon) != 0) {
     fprintf(stderr, "qraft-kv: cannot serve HTTP on %s\n", http);
     qraft_node_free(srv.node);
     kv_store_close(srv.store);
     return 1;
   }
   char url[300];
-  snprintf(url, sizeof url, "%s", advertise ? advertise : "");
-  if (advertise == NULL) {
+  if (advertise != NULL) {
+    snprintf(url, sizeof url, "%s", advertise);
+  } else {
     snprintf(url, sizeof url, "http://%s", http);
   }
   signal(SIGPIPE, SIG_IGN);
