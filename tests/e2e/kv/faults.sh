@@ -70,7 +70,7 @@ done
 
 wait "$WL" || fail "workload: $(cat "$D/workload.out")"
 log "$(cat "$D/workload.out")"
-converged 1 2 3 || fail "members differ"
+converged 1 2 3 || fail "members differ: $(for i in 1 2 3; do echo "member $i: $(digest "$i") $(status "$i" | jq -c '{role,leader,term,commit,applied,kv_applied,snapshot_index}')"; done)"
 log "members converged: $(digest 1)"
 "$QRAFT_LINCHECK" --time-ms 60000 "$HIST" || fail "history $HIST is not linearizable"
 no_sanitizer_reports
