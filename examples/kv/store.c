@@ -430,8 +430,15 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
   }
   uint8_t h[12];
   int rv = read_exact(read, rctx, h, 12);
-  if (rv != 0) return rv;
+  if (rv != 0) {
+    fprintf(stderr, "qraft-kv: restore %llu: header: %s\n",
+            (unsigned long long)index, qraft_strerror(rv));
+    return rv;
+  }
   if (get_u32(h) != KV_SNAP_MAGIC || get_u64(h + 4) != index) {
+    fprintf(stderr, "qraft-kv: restore %llu: bad header (magic %08x, index %llu)\n",
+            (unsigned long long)index, get_u32(h),
+            (unsigned long long)get_u64(h + 4));
     return QRAFT_ECORRUPT;
   }
   MDB_txn *t;
@@ -469,6 +476,8 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
   }
   free(buf);
   if (rv != 0) {
+    fprintf(stderr, "qraft-kv: restore %llu: records: %s\n",
+            (unsigned long long)index, qraft_strerror(rv));
     mdb_txn_abort(t); /* the old state stays whole */
     return rv;
   }
