@@ -24,4 +24,15 @@ if [ -x "$dir/bin/qraft-crashtest" ]; then
   "$dir/bin/qraft-crashtest" --kills "$KILLS" --dir "$d"
   ran=1
 fi
+if [ -x "$dir/bin/qraft-kv" ] && [ -x "$dir/bin/qraft-lincheck" ]; then
+  # The qraft-kv fault schedules with clients running longer (E2E_SECONDS).
+  export QRAFT_KV="$dir/bin/qraft-kv" QRAFT_KEYGEN="$dir/bin/qraft-keygen" \
+    QRAFT_LINCHECK="$dir/bin/qraft-lincheck" QRAFT_E2E_OUT="$dir/e2e" \
+    QRAFT_E2E_SECONDS="${E2E_SECONDS:-120}"
+  echo "== qraft-kv under faults, clients for $QRAFT_E2E_SECONDS s"
+  bash tests/e2e/kv/faults.sh
+  rc=0; bash tests/e2e/kv/partition.sh || rc=$?
+  [ $rc = 0 ] || [ $rc = 77 ] || exit $rc
+  ran=1
+fi
 [ $ran -eq 1 ] || { echo "nothing to soak yet" >&2; exit 1; }

@@ -1,0 +1,720 @@
+/*
+ * The qraft-kv client: one command per run, over plain HTTP/1.1 sockets to
+ * any member. Also the load generator of the demo (`load`) and the
+ * concurrent workload of the end-to-end tests (`workload`), which records a
+ * JSON-lines history for qraft-lincheck (docs/lincheck.md).
+ */
+#include "kv.h"
+
+#include <jansson.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- HTTP ---- */
+
+static int wait_fd(int fd, short ev, uint64_t deadline_ns) {
+  for (;;) {
+    uint64_t now = kv_now_ns();
+    if (now >= deadline_ns) return 0;
+    struct pollfd p = {.fd = fd, .events = ev};
+    int ms = (int)((deadline_ns - now) / 1000000) + 1;
+    int rv = poll(&p, 1, ms);
+    if (rv > 0) return 1;
+    if (rv < 0 && errno != EINTR) return -1;
+  }
+}
+
+int kv_http_request(const char *url, const char *method, const char *path,
+                    const char *token, const char *body, int timeout_ms,
+                    char **resp) {
+  *resp = NULL;
+  if (strncmp(url, "http://", 7) == 0) url += 7;
+  char hp[300];
+  snprintf(hp, sizeof hp, "%s", url);
+  char *slash = strchr(hp, '/');
+  if (slash) *slash = 0;
+  struct sockaddr_storage sa;
+  if (kv_parse_hostport(hp, &sa) != 0) return -1;
+  uint64_t deadline = kv_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+  int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  socklen_t sl = sa.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                         : sizeof(struct sockaddr_in6);
+  if (connect(fd, (struct sockaddr *)&sa, sl) != 0) {
+    if (errno != EINPROGRESS || wait_fd(fd, POLLOUT, deadline) != 1) {
+      close(fd);
+      return -1;
+    }
+    int e = 0;
+    socklen_t el = sizeof e;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el);
+    if (e != 0) {
+      close(fd);
+      return -1;
+    }
+  }
+  size_t bl = body ? strlen(body) : 0;
+  char auth[600] = "";
+  if (token) snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+  char head[2048];
+  int hl = snprintf(head, sizeof head,
+                    "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%s"
+                    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                    method, path, hp, auth, bl);
+  if (hl < 0 || (size_t)hl >= sizeof head) {
+    close(fd);
+    return -1;
+  }
+  const char *parts[2] = {head, body};
+  size_t lens[2] = {(size_t)hl, bl};
+  bool sent_any = false;
+  for (int p = 0; p < 2; p++) {
+    size_t off = 0;
+    while (off < lens[p]) {
+      ssize_t w = send(fd, parts[p] + off, lens[p] - off, MSG_NOSIGNAL);
+      if (w > 0) {
+        off += (size_t)w;
+        sent_any = true;
+      } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+        if (wait_fd(fd, POLLOUT, deadline) != 1) {
+          close(fd);
+          return sent_any ? -2 : -1;
+        }
+      } else {
+        close(fd);
+        return sent_any ? -2 : -1;
+      }
+    }
+  }
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap);
+  if (buf == NULL) {
+    close(fd);
+    return -2;
+  }
+  for (;;) {
+    if (n + 1 >= cap) {
+      char *nb = realloc(buf, cap * 2);
+      if (nb == NULL) break;
+      buf = nb;
+      cap *= 2;
+    }
+    ssize_t r = recv(fd, buf + n, cap - n - 1, 0);
+    if (r > 0) {
+      n += (size_t)r;
+    } else if (r == 0) {
+      break;
+    } else if (errno == EAGAIN || errno == EINTR) {
+      if (wait_fd(fd, POLLIN, deadline) != 1) {
+        free(buf);
+        close(fd);
+        return -2;
+      }
+    } else {
+      free(buf);
+      close(fd);
+      return -2;
+    }
+  }
+  close(fd);
+  buf[n] = 0;
+  int status = 0;
+  char *sep = strstr(buf, "\r\n\r\n");
+  if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || sep == NULL) {
+    free(buf);
+    return -2;
+  }
+  memmove(buf, sep + 4, n - (size_t)(sep + 4 - buf) + 1);
+  *resp = buf;
+  return status;
+}
+
+/* ---- the command line ---- */
+
+typedef struct opts {
+  char servers[2048];
+  char *token;
+  bool json;
+  bool stale;
+  int timeout_ms;
+} opts;
+
+/* Sends to each server in turn until one answers (a connect failure moves
+ * on; anything else is the answer). Follows a 503's leader_http once when
+ * `follow` is set (membership and transfer run on the leader). */
+static int request(const opts *o, const char *method, const char *path,
+                   const char *body, bool follow, char **resp) {
+  char list[2048];
+  snprintf(list, sizeof list, "%s", o->servers);
+  char *save = NULL;
+  int st = -1;
+  for (char *u = strtok_r(list, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
+    st = kv_http_request(u, method, path, o->token, body, o->timeout_ms, resp);
+    if (st != -1) break;
+  }
+  if (follow && st == 503 && *resp) {
+    json_t *j = json_loads(*resp, 0, NULL);
+    const char *lh = j ? json_string_value(json_object_get(j, "leader_http")) : NULL;
+    if (lh && lh[0]) {
+      char target[300];
+      snprintf(target, sizeof target, "%s", lh);
+      free(*resp);
+      *resp = NULL;
+      st = kv_http_request(target, method, path, o->token, body, o->timeout_ms,
+                           resp);
+    }
+    json_decref(j);
+  }
+  return st;
+}
+
+static int report_error(int st, const char *resp) {
+  if (st == -1) {
+    fprintf(stderr, "qraft-kv: no server answered (is a member running?)\n");
+    return 1;
+  }
+  if (st == -2) {
+    fprintf(stderr, "qraft-kv: no answer in time; the outcome is unknown\n");
+    return 1;
+  }
+  json_t *j = json_loads(resp ? resp : "", 0, NULL);
+  const char *code = j ? json_string_value(json_object_get(j, "code")) : NULL;
+  const char *msg = j ? json_string_value(json_object_get(j, "message")) : NULL;
+  const char *lh = j ? json_string_value(json_object_get(j, "leader_http")) : NULL;
+  fprintf(stderr, "qraft-kv: %d %s: %s%s%s\n", st, code ? code : "error",
+          msg ? msg : (resp ? resp : ""), lh ? " (leader at " : "",
+          lh ? lh : "");
+  if (lh) fprintf(stderr, ")\n");
+  json_decref(j);
+  return st == 409 ? 3 : 1;
+}
+
+static char *url_escape(const char *s) {
+  size_t n = strlen(s);
+  char *o = malloc(n * 3 + 1), *p = o;
+  if (o == NULL) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+        (ch >= '0' && ch <= '9') || strchr("-_.~/", ch)) {
+      *p++ = (char)ch;
+    } else {
+      p += sprintf(p, "%%%02X", ch);
+    }
+  }
+  *p = 0;
+  return o;
+}
+
+static int client_usage(void) {
+  fprintf(stderr,
+          "usage: qraft-kv COMMAND [--server URL[,URL...]] [--token-file F] "
+          "[--json]\n"
+          "  put KEY VALUE                 write\n"
+          "  get KEY [--stale]             read (linearizable unless --stale)\n"
+          "  del KEY                       delete\n"
+          "  cas KEY NEW (--rev N | --value OLD | --absent)\n"
+          "  list [PREFIX] [--stale]       keys with a prefix\n"
+          "  status                        this member's view of the cluster\n"
+          "  members                       list members\n"
+          "  members add ID HOST:PORT [--learner]\n"
+          "  members remove ID\n"
+          "  transfer [ID]                 move leadership (default: best voter)\n"
+          "  load --count N [--prefix P] [--progress]   sequential writes\n"
+          "  bench --clients C --count N [--value-bytes B]   concurrent puts\n"
+          "  workload --clients N --seconds S --keys K --history FILE [--stale]\n"
+          "  The server defaults to $QRAFT_KV_SERVER or http://127.0.0.1:8080.\n");
+  return 2;
+}
+
+static int print_or_json(const opts *o, int st, char *resp, int (*fmt)(json_t *)) {
+  if (st != 200) {
+    int rv = report_error(st, resp);
+    free(resp);
+    return rv;
+  }
+  int rv = 0;
+  if (o->json) {
+    fputs(resp, stdout);
+  } else {
+    json_t *j = json_loads(resp, 0, NULL);
+    rv = j ? fmt(j) : 1;
+    json_decref(j);
+  }
+  free(resp);
+  return rv;
+}
+
+static int fmt_write(json_t *j) {
+  printf("ok rev %lld\n", (long long)json_integer_value(json_object_get(j, "rev")));
+  return 0;
+}
+static int fmt_get(json_t *j) {
+  const char *v = json_string_value(json_object_get(j, "value"));
+  printf("%s\n", v ? v : "");
+  return 0;
+}
+static int fmt_list(json_t *j) {
+  size_t i;
+  json_t *it;
+  json_array_foreach(json_object_get(j, "items"), i, it) {
+    printf("%s = %s  (rev %lld)\n", json_string_value(json_object_get(it, "key")),
+           json_string_value(json_object_get(it, "value")),
+           (long long)json_integer_value(json_object_get(it, "rev")));
+  }
+  if (json_is_true(json_object_get(j, "more"))) printf("... (more)\n");
+  return 0;
+}
+static int fmt_members(json_t *j) {
+  size_t i;
+  json_t *m;
+  json_array_foreach(json_object_get(j, "members"), i, m) {
+    const char *id = json_string_value(json_object_get(m, "id"));
+    printf("%.16s  %-7s %-21s %-24s%s\n", id ? id : "?",
+           json_string_value(json_object_get(m, "role")),
+           json_string_value(json_object_get(m, "addr")),
+           json_string_value(json_object_get(m, "http")),
+           json_is_true(json_object_get(m, "leader")) ? " leader" : "");
+  }
+  return 0;
+}
+static int fmt_status(json_t *j) {
+  const char *id = json_string_value(json_object_get(j, "id"));
+  const char *l = json_string_value(json_object_get(j, "leader"));
+  printf("node    %s\nrole    %s\nleader  %.16s %s\nterm    %lld\n"
+         "commit  %lld  applied %lld  last %lld  snapshot %lld\n"
+         "keys    %lld  digest %s\nmembers\n",
+         id, json_string_value(json_object_get(j, "role")), l ? l : "",
+         json_string_value(json_object_get(j, "leader_http")),
+         (long long)json_integer_value(json_object_get(j, "term")),
+         (long long)json_integer_value(json_object_get(j, "commit")),
+         (long long)json_integer_value(json_object_get(j, "applied")),
+         (long long)json_integer_value(json_object_get(j, "last_index")),
+         (long long)json_integer_value(json_object_get(j, "snapshot_index")),
+         (long long)json_integer_value(json_object_get(j, "keys")),
+         json_string_value(json_object_get(j, "digest")));
+  return fmt_members(j);
+}
+static int fmt_raw(json_t *j) {
+  char *s = json_dumps(j, JSON_INDENT(2));
+  printf("%s\n", s ? s : "");
+  free(s);
+  return 0;
+}
+
+/* ---- load: sequential writes with a progress bar ---- */
+
+static int cmd_load(const opts *o, long count, const char *prefix, bool progress) {
+  uint64_t t0 = kv_now_ns();
+  long failed = 0;
+  for (long i = 0; i < count; i++) {
+    char path[256], body[128];
+    snprintf(path, sizeof path, "/v1/kv/%s%06ld", prefix, i);
+    snprintf(body, sizeof body, "{\"value\":\"v%ld\"}", i);
+    char *resp = NULL;
+    int st = -1;
+    for (int attempt = 0; attempt < 50; attempt++) {
+      st = request(o, "PUT", path, body, false, &resp);
+      if (st == 200) break;
+      free(resp);
+      resp = NULL;
+      usleep(100 * 1000); /* no leader yet, or a timeout: a put is idempotent */
+    }
+    free(resp);
+    if (st != 200) failed++;
+    if (progress && ((i + 1) % 20 == 0 || i + 1 == count)) {
+      int w = (int)((i + 1) * 40 / count);
+      printf("\r   [%.*s%*s] %ld/%ld", w,
+             "########################################", 40 - w, "", i + 1, count);
+      fflush(stdout);
+    }
+  }
+  double s = (double)(kv_now_ns() - t0) / 1e9;
+  if (progress) printf("\n");
+  printf("   %ld writes in %.2f s (%.0f/s), %ld failed\n", count, s,
+         (double)count / s, failed);
+  return failed == 0 ? 0 : 1;
+}
+
+/* ---- bench: concurrent puts, throughput and latency ---- */
+
+typedef struct bench_arg {
+  const opts *o;
+  int id;
+  long count;
+  size_t value_bytes;
+  uint64_t *lat_ns;
+  long failed;
+} bench_arg;
+
+static void *bench_run(void *p) {
+  bench_arg *a = p;
+  char *val = malloc(a->value_bytes + 1);
+  char *body = malloc(a->value_bytes + 32);
+  if (val == NULL || body == NULL) {
+    free(val);
+    free(body);
+    a->failed = a->count;
+    return NULL;
+  }
+  memset(val, 'x', a->value_bytes);
+  val[a->value_bytes] = 0;
+  snprintf(body, a->value_bytes + 32, "{\"value\":\"%s\"}", val);
+  for (long i = 0; i < a->count; i++) {
+    char path[64];
+    snprintf(path, sizeof path, "/v1/kv/bench-%d-%ld", a->id, i);
+    char *resp = NULL;
+    uint64_t t0 = kv_now_ns();
+    int st = request(a->o, "PUT", path, body, false, &resp);
+    a->lat_ns[i] = kv_now_ns() - t0;
+    free(resp);
+    if (st != 200) a->failed++;
+  }
+  free(val);
+  free(body);
+  return NULL;
+}
+
+static int cmp_u64(const void *x, const void *y) {
+  uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+  return a < b ? -1 : a > b;
+}
+
+static int cmd_bench(const opts *o, int clients, long count, size_t value_bytes) {
+  if (clients < 1 || clients > 256 || count < clients) return client_usage();
+  long per = count / clients;
+  uint64_t *lat = calloc((size_t)(per * clients), sizeof *lat);
+  bench_arg *args = calloc((size_t)clients, sizeof *args);
+  pthread_t *th = calloc((size_t)clients, sizeof *th);
+  if (lat == NULL || args == NULL || th == NULL) return 1;
+  uint64_t t0 = kv_now_ns();
+  for (int i = 0; i < clients; i++) {
+    args[i] = (bench_arg){.o = o, .id = i, .count = per,
+                          .value_bytes = value_bytes, .lat_ns = lat + i * per};
+    pthread_create(&th[i], NULL, bench_run, &args[i]);
+  }
+  long failed = 0;
+  for (int i = 0; i < clients; i++) {
+    pthread_join(th[i], NULL);
+    failed += args[i].failed;
+  }
+  double s = (double)(kv_now_ns() - t0) / 1e9;
+  long n = per * clients;
+  qsort(lat, (size_t)n, sizeof *lat, cmp_u64);
+  printf("bench: %d clients, %ld puts of %zu bytes in %.2f s: %.0f puts/s, "
+         "p50 %.2f ms, p99 %.2f ms, %ld failed\n",
+         clients, n, value_bytes, s, (double)n / s, (double)lat[n / 2] / 1e6,
+         (double)lat[n * 99 / 100] / 1e6, failed);
+  free(lat);
+  free(args);
+  free(th);
+  return failed == 0 ? 0 : 1;
+}
+
+/* ---- workload: concurrent clients recording a history ---- */
+
+typedef struct wl {
+  const opts *o;
+  char **servers;
+  int servers_n;
+  int keys;
+  uint64_t end_ns;
+  FILE *out;
+  pthread_mutex_t mu;
+  long ops, oks, fails, infos;
+} wl;
+
+typedef struct wl_client {
+  wl *w;
+  int id;
+  unsigned seed;
+} wl_client;
+
+static void hist(wl *w, int proc, const char *type, const char *f,
+                 const char *key, json_t *value, const char *result,
+                 uint64_t t) {
+  json_t *j = json_pack("{s:i, s:s, s:s, s:s}", "process", proc, "type", type,
+                        "f", f, "key", key);
+  json_object_set(j, "value", value ? value : json_null());
+  if (result) json_object_set_new(j, "result", json_string(result));
+  json_object_set_new(j, "time", json_integer((json_int_t)t));
+  char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(j);
+  pthread_mutex_lock(&w->mu);
+  fprintf(w->out, "%s\n", s);
+  if (strcmp(type, "invoke") != 0) {
+    w->ops++;
+    if (strcmp(type, "ok") == 0) w->oks++;
+    else if (strcmp(type, "fail") == 0) w->fails++;
+    else w->infos++;
+  }
+  pthread_mutex_unlock(&w->mu);
+  free(s);
+}
+
+/* "none" in a 503 means the request was refused before it was proposed. */
+static bool refused(const char *resp) {
+  json_t *j = json_loads(resp ? resp : "", 0, NULL);
+  const char *oc = j ? json_string_value(json_object_get(j, "outcome")) : NULL;
+  bool r = oc && strcmp(oc, "none") == 0;
+  json_decref(j);
+  return r;
+}
+
+static void *wl_run(void *p) {
+  wl_client *c = p;
+  wl *w = c->w;
+  long n = 0;
+  json_t *last[64] = {0};
+  int gen = 0; /* a process whose operation ended "info" is never reused */
+  while (kv_now_ns() < w->end_ns) {
+    int proc = c->id + 1000 * gen;
+    int k = (int)(rand_r(&c->seed) % (unsigned)w->keys);
+    char key[16], path[64];
+    snprintf(key, sizeof key, "k%d", k);
+    snprintf(path, sizeof path, "/v1/kv/%s", key);
+    const char *url = w->servers[rand_r(&c->seed) % (unsigned)w->servers_n];
+    int dice = (int)(rand_r(&c->seed) % 10);
+    char val[48];
+    snprintf(val, sizeof val, "c%d-%ld", c->id, n++);
+    char *resp = NULL;
+    int tmo = 3000;
+    if (dice < 4) {
+      hist(w, proc, "invoke", "get", key, NULL, NULL, kv_now_ns());
+      if (w->o->stale) {
+        strcat(path, "?stale=1"); /* the canary: local reads, no barrier */
+      }
+      int st = kv_http_request(url, "GET", path, w->o->token, NULL, tmo, &resp);
+      uint64_t t = kv_now_ns();
+      if (st == 200) {
+        json_t *j = json_loads(resp, 0, NULL);
+        json_t *v = j ? json_object_get(j, "value") : NULL;
+        hist(w, proc, "ok", "get", key, v, NULL, t);
+        if (v) {
+          json_decref(last[k]);
+          last[k] = json_incref(v);
+        }
+        json_decref(j);
+      } else if (st == 404) {
+        hist(w, proc, "ok", "get", key, NULL, NULL, t);
+      } else {
+        hist(w, proc, "fail", "get", key, NULL, NULL, t);
+      }
+    } else if (dice < 8) {
+      json_t *v = json_string(val);
+      char body[128];
+      snprintf(body, sizeof body, "{\"value\":\"%s\"}", val);
+      hist(w, proc, "invoke", "put", key, v, NULL, kv_now_ns());
+      int st = kv_http_request(url, "PUT", path, w->o->token, body, tmo, &resp);
+      uint64_t t = kv_now_ns();
+      const char *type = st == 200 ? "ok"
+                         : (st == -1 || (st == 503 && refused(resp))) ? "fail"
+                                                                      : "info";
+      hist(w, proc, type, "put", key, v, NULL, t);
+      gen += type[0] == 'i';
+      json_decref(v);
+    } else {
+      json_t *exp = last[k] ? json_incref(last[k]) : json_null();
+      json_t *pair = json_pack("[O, s]", exp, val);
+      char *ebody = json_dumps(exp, JSON_ENCODE_ANY);
+      char body[256];
+      if (json_is_null(exp)) {
+        snprintf(body, sizeof body, "{\"value\":\"%s\",\"prev_exists\":false}", val);
+      } else {
+        snprintf(body, sizeof body, "{\"value\":\"%s\",\"prev_value\":%s}", val,
+                 ebody);
+      }
+      free(ebody);
+      hist(w, proc, "invoke", "cas", key, pair, NULL, kv_now_ns());
+      int st = kv_http_request(url, "PUT", path, w->o->token, body, tmo, &resp);
+      uint64_t t = kv_now_ns();
+      if (st == 200) {
+        hist(w, proc, "ok", "cas", key, pair, "ok", t);
+      } else if (st == 409) {
+        hist(w, proc, "ok", "cas", key, pair, "failed", t);
+      } else {
+        bool none = st == -1 || (st == 503 && refused(resp));
+        hist(w, proc, none ? "fail" : "info", "cas", key, pair, NULL, t);
+        gen += !none;
+      }
+      json_decref(pair);
+      json_decref(exp);
+    }
+    free(resp);
+  }
+  for (int i = 0; i < 64; i++) json_decref(last[i]);
+  return NULL;
+}
+
+static int cmd_workload(const opts *o, int clients, int seconds, int keys,
+                        const char *path) {
+  wl w = {.o = o, .keys = keys < 1 ? 1 : keys > 64 ? 64 : keys};
+  pthread_mutex_init(&w.mu, NULL);
+  w.out = fopen(path, "w");
+  if (w.out == NULL) {
+    fprintf(stderr, "qraft-kv: cannot write %s: %s\n", path, strerror(errno));
+    return 1;
+  }
+  char list[2048];
+  snprintf(list, sizeof list, "%s", o->servers);
+  char *servers[16];
+  char *save = NULL;
+  for (char *u = strtok_r(list, ",", &save); u && w.servers_n < 16;
+       u = strtok_r(NULL, ",", &save)) {
+    servers[w.servers_n++] = u;
+  }
+  w.servers = servers;
+  w.end_ns = kv_now_ns() + (uint64_t)seconds * 1000000000ull;
+  pthread_t th[64];
+  wl_client cs[64];
+  if (clients > 64) clients = 64;
+  for (int i = 0; i < clients; i++) {
+    cs[i] = (wl_client){.w = &w, .id = i + 1, .seed = (unsigned)(i * 7919 + getpid())};
+    pthread_create(&th[i], NULL, wl_run, &cs[i]);
+  }
+  for (int i = 0; i < clients; i++) pthread_join(th[i], NULL);
+  fclose(w.out);
+  printf("workload: %ld operations: %ld ok, %ld fail, %ld info; history %s\n",
+         w.ops, w.oks, w.fails, w.infos, path);
+  return w.oks > 0 ? 0 : 1;
+}
+
+int kv_client_main(const char *cmd, int argc, char **argv) {
+  opts o = {.timeout_ms = 10000};
+  const char *env = getenv("QRAFT_KV_SERVER");
+  snprintf(o.servers, sizeof o.servers, "%s", env ? env : "http://127.0.0.1:8080");
+  const char *pos[4] = {0};
+  int npos = 0;
+  long count = 0;
+  const char *prefix = "key", *history = NULL, *cas_value = NULL;
+  long long cas_rev = -1;
+  bool cas_absent = false, progress = false, learner = false;
+  int clients = 4, seconds = 5, keys = 5;
+  size_t value_bytes = 256;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--json") == 0) o.json = true;
+    else if (strcmp(a, "--stale") == 0) o.stale = true;
+    else if (strcmp(a, "--absent") == 0) cas_absent = true;
+    else if (strcmp(a, "--progress") == 0) progress = true;
+    else if (strcmp(a, "--learner") == 0) learner = true;
+    else if (a[0] == '-' && a[1] == '-' && v == NULL) return client_usage();
+    else if (strcmp(a, "--server") == 0) { snprintf(o.servers, sizeof o.servers, "%s", v); i++; }
+    else if (strcmp(a, "--token-file") == 0) {
+      FILE *f = fopen(v, "r");
+      char t[512] = "";
+      if (f == NULL || fgets(t, sizeof t, f) == NULL) {
+        fprintf(stderr, "qraft-kv: cannot read %s\n", v);
+        if (f) fclose(f);
+        return 2;
+      }
+      fclose(f);
+      t[strcspn(t, "\r\n ")] = 0;
+      o.token = strdup(t);
+      i++;
+    }
+    else if (strcmp(a, "--timeout-ms") == 0) { o.timeout_ms = atoi(v); i++; }
+    else if (strcmp(a, "--rev") == 0) { cas_rev = atoll(v); i++; }
+    else if (strcmp(a, "--value") == 0) { cas_value = v; i++; }
+    else if (strcmp(a, "--count") == 0) { count = atol(v); i++; }
+    else if (strcmp(a, "--prefix") == 0) { prefix = v; i++; }
+    else if (strcmp(a, "--clients") == 0) { clients = atoi(v); i++; }
+    else if (strcmp(a, "--seconds") == 0) { seconds = atoi(v); i++; }
+    else if (strcmp(a, "--keys") == 0) { keys = atoi(v); i++; }
+    else if (strcmp(a, "--value-bytes") == 0) { value_bytes = (size_t)atol(v); i++; }
+    else if (strcmp(a, "--history") == 0) { history = v; i++; }
+    else if (a[0] == '-' && a[1] == '-') return client_usage();
+    else if (npos < 4) pos[npos++] = a;
+    else return client_usage();
+  }
+  char *resp = NULL;
+  int rv = 2;
+  if (strcmp(cmd, "put") == 0 || strcmp(cmd, "cas") == 0) {
+    bool cas = cmd[0] == 'c';
+    if (npos != 2 || (cas && (cas_rev >= 0) + (cas_value != NULL) + cas_absent != 1)) {
+      rv = client_usage();
+    } else {
+      json_t *b = json_pack("{s:s}", "value", pos[1]);
+      if (cas && cas_rev >= 0) json_object_set_new(b, "prev_rev", json_integer(cas_rev));
+      if (cas && cas_value) json_object_set_new(b, "prev_value", json_string(cas_value));
+      if (cas && cas_absent) json_object_set_new(b, "prev_exists", json_false());
+      char *body = json_dumps(b, JSON_COMPACT);
+      json_decref(b);
+      char *k = url_escape(pos[0]);
+      char path[4096];
+      snprintf(path, sizeof path, "/v1/kv/%s", k);
+      free(k);
+      int st = request(&o, "PUT", path, body, false, &resp);
+      free(body);
+      rv = print_or_json(&o, st, resp, fmt_write);
+    }
+  } else if (strcmp(cmd, "get") == 0 || strcmp(cmd, "del") == 0) {
+    if (npos != 1) {
+      rv = client_usage();
+    } else {
+      char *k = url_escape(pos[0]);
+      char path[4096];
+      snprintf(path, sizeof path, "/v1/kv/%s%s", k, o.stale && cmd[0] == 'g' ? "?stale=1" : "");
+      free(k);
+      bool get = cmd[0] == 'g';
+      int st = request(&o, get ? "GET" : "DELETE", path, NULL, false, &resp);
+      rv = print_or_json(&o, st, resp, get ? fmt_get : fmt_write);
+    }
+  } else if (strcmp(cmd, "list") == 0) {
+    char *k = url_escape(npos > 0 ? pos[0] : "");
+    char path[4096];
+    snprintf(path, sizeof path, "/v1/kv?prefix=%s%s", k, o.stale ? "&stale=1" : "");
+    free(k);
+    int st = request(&o, "GET", path, NULL, false, &resp);
+    rv = print_or_json(&o, st, resp, fmt_list);
+  } else if (strcmp(cmd, "status") == 0) {
+    int st = request(&o, "GET", "/v1/status", NULL, false, &resp);
+    rv = print_or_json(&o, st, resp, fmt_status);
+  } else if (strcmp(cmd, "members") == 0) {
+    if (npos == 0) {
+      int st = request(&o, "GET", "/v1/members", NULL, false, &resp);
+      rv = print_or_json(&o, st, resp, fmt_members);
+    } else if (strcmp(pos[0], "add") == 0 && npos == 3) {
+      json_t *b = json_pack("{s:s, s:s, s:s}", "id", pos[1], "addr", pos[2],
+                            "role", learner ? "learner" : "voter");
+      char *body = json_dumps(b, JSON_COMPACT);
+      json_decref(b);
+      int st = request(&o, "POST", "/v1/members", body, true, &resp);
+      free(body);
+      rv = print_or_json(&o, st, resp, fmt_raw);
+    } else if (strcmp(pos[0], "remove") == 0 && npos == 2) {
+      char path[256];
+      snprintf(path, sizeof path, "/v1/members/%.128s", pos[1]);
+      int st = request(&o, "DELETE", path, NULL, true, &resp);
+      rv = print_or_json(&o, st, resp, fmt_raw);
+    } else {
+      rv = client_usage();
+    }
+  } else if (strcmp(cmd, "transfer") == 0) {
+    char body[256] = "{}";
+    if (npos == 1) snprintf(body, sizeof body, "{\"id\":\"%.128s\"}", pos[0]);
+    int st = request(&o, "POST", "/v1/transfer", body, true, &resp);
+    rv = print_or_json(&o, st, resp, fmt_raw);
+  } else if (strcmp(cmd, "load") == 0) {
+    rv = count > 0 ? cmd_load(&o, count, prefix, progress) : client_usage();
+  } else if (strcmp(cmd, "bench") == 0) {
+    rv = cmd_bench(&o, clients, count, value_bytes);
+  } else if (strcmp(cmd, "workload") == 0) {
+    rv = history ? cmd_workload(&o, clients, seconds, keys, history) : client_usage();
+  } else {
+    rv = client_usage();
+  }
+  free(o.token);
+  return rv;
+}

@@ -1,0 +1,852 @@
+/*
+ * The qraft-kv HTTP/JSON API (libmicrohttpd, one thread per connection,
+ * jansson). A handler may block its own connection's thread while it waits
+ * for the node; it never blocks the node's loop thread: node callbacks only
+ * fill a waiter and signal it.
+ *
+ * Every input from a client is checked (sizes, JSON types, UTF-8) and
+ * answered with a JSON error {code, message}; nothing a client sends may
+ * crash the server.
+ */
+#include "kv.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct http_ctx {
+  kv_server *srv;
+  char *token;
+  struct MHD_Daemon *d;
+} http_ctx;
+
+static atomic_uint_fast64_t m_requests, m_errors, m_too_large, m_unauth,
+    m_timeouts;
+
+/* ---- waiting for the node ---- */
+
+typedef struct waiter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int refs;
+  bool done;
+  int status;
+  qraft_id leader;
+  uint8_t res[KV_RESULT_BYTES];
+  size_t res_len;
+} waiter;
+
+static waiter *waiter_new(void) {
+  waiter *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    return NULL;
+  }
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&w->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  w->refs = 2; /* the HTTP thread and the node's callback */
+  return w;
+}
+
+static void waiter_unref(waiter *w) {
+  pthread_mutex_lock(&w->mu);
+  int left = --w->refs;
+  pthread_mutex_unlock(&w->mu);
+  if (left == 0) {
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+  }
+}
+
+static void waiter_finish(waiter *w, int status, qraft_id leader,
+                          const uint8_t *res, size_t len) {
+  pthread_mutex_lock(&w->mu);
+  w->status = status;
+  w->leader = leader;
+  if (len > sizeof w->res) len = sizeof w->res;
+  if (len) memcpy(w->res, res, len);
+  w->res_len = len;
+  w->done = true;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  waiter_unref(w);
+}
+
+static void propose_cb(void *ud, int status, qraft_slice result,
+                       qraft_id leader) {
+  waiter_finish(ud, status, leader, result.data, result.len);
+}
+
+static void done_cb(void *ud, int status, qraft_id leader) {
+  waiter_finish(ud, status, leader, NULL, 0);
+}
+
+/* Waits up to ms; true if the callback ran. Drops the caller's reference
+ * only through waiter_unref afterwards. */
+static bool waiter_wait(waiter *w, int ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock(&w->mu);
+  while (!w->done) {
+    if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT) {
+      break;
+    }
+  }
+  bool done = w->done;
+  pthread_mutex_unlock(&w->mu);
+  return done;
+}
+
+/* ---- replies ---- */
+
+static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status,
+                                  const char *ctype, char *text, size_t len) {
+  struct MHD_Response *r = MHD_create_response_from_buffer(
+      len, text, MHD_RESPMEM_MUST_FREE);
+  if (r == NULL) {
+    free(text);
+    return MHD_NO;
+  }
+  MHD_add_response_header(r, "Content-Type", ctype);
+  enum MHD_Result rv = MHD_queue_response(c, status, r);
+  MHD_destroy_response(r);
+  return rv;
+}
+
+static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status,
+                                  json_t *j) {
+  char *s = json_dumps(j, JSON_COMPACT);
+  json_decref(j);
+  if (s == NULL) {
+    return MHD_NO;
+  }
+  size_t n = strlen(s);
+  char *t = realloc(s, n + 2);
+  if (t == NULL) {
+    free(s);
+    return MHD_NO;
+  }
+  t[n] = '\n';
+  t[n + 1] = 0;
+  return reply_text(c, status, "application/json", t, n + 1);
+}
+
+static json_t *err_json(const char *code, const char *message) {
+  return json_pack("{s:s, s:s}", "code", code, "message", message);
+}
+
+static enum MHD_Result reply_err(struct MHD_Connection *c, unsigned status,
+                                 const char *code, const char *message) {
+  atomic_fetch_add(&m_errors, 1);
+  return reply_json(c, status, err_json(code, message));
+}
+
+/* The hex id and HTTP address of the member with Raft id `id`. */
+static void member_names(http_ctx *h, const qraft_node_status *st, qraft_id id,
+                         char hex[QRAFT_NODE_ID_HEX_SIZE], char *http,
+                         size_t http_n) {
+  hex[0] = 0;
+  http[0] = 0;
+  for (uint32_t i = 0; i < st->members_n; i++) {
+    if (st->members[i].id == id) {
+      qraft_node_id_to_hex(&st->members[i].addr.id, hex);
+      kv_store_http_of(kv_server_store(h->srv), hex, http, http_n);
+      return;
+    }
+  }
+}
+
+/* 503 for a node error, naming the leader when known. `unknown`: the
+ * request may have taken effect. */
+static enum MHD_Result reply_node_err(http_ctx *h, struct MHD_Connection *c,
+                                      int status, qraft_id leader,
+                                      bool unknown) {
+  qraft_node_status st;
+  qraft_node_status_get(kv_server_node(h->srv), &st);
+  if (leader == 0) leader = st.leader;
+  char hex[QRAFT_NODE_ID_HEX_SIZE], lh[256];
+  member_names(h, &st, leader, hex, lh, sizeof lh);
+  const char *code = status == QRAFT_ENOTLEADER   ? "not_leader"
+                     : status == QRAFT_EBUSY      ? "busy"
+                     : status == QRAFT_ETIMEDOUT  ? "timeout"
+                     : status == QRAFT_EDROPPED   ? "dropped"
+                     : status == QRAFT_ESHUTDOWN  ? "shutting_down"
+                     : status == QRAFT_ECONF_PENDING ? "conf_pending"
+                                                     : "unavailable";
+  json_t *j = err_json(code, qraft_strerror(status));
+  json_object_set_new(j, "outcome", json_string(unknown ? "unknown" : "none"));
+  if (hex[0]) json_object_set_new(j, "leader", json_string(hex));
+  if (lh[0]) json_object_set_new(j, "leader_http", json_string(lh));
+  if (status == QRAFT_ETIMEDOUT) atomic_fetch_add(&m_timeouts, 1);
+  atomic_fetch_add(&m_errors, 1);
+  return reply_json(c, status == QRAFT_ECONFIG ? 400 : 503, j);
+}
+
+/* ---- the request ---- */
+
+typedef struct req {
+  char *body;
+  size_t len;
+  bool too_large;
+  bool auth_checked;
+} req;
+
+static bool valid_utf8(const char *p, size_t n) {
+  json_t *s = json_stringn(p, n);
+  json_decref(s);
+  return s != NULL;
+}
+
+/* Waits for a linearizable read point (ReadIndex on the leader, from any
+ * member). Returns 0 or the node's error in *status. */
+static int read_barrier(http_ctx *h, qraft_id *leader) {
+  waiter *w = waiter_new();
+  if (w == NULL) return -ENOMEM;
+  int rv = qraft_node_read_barrier(kv_server_node(h->srv), done_cb, w);
+  if (rv != 0) {
+    w->refs = 1;
+    waiter_unref(w);
+    return rv;
+  }
+  if (!waiter_wait(w, KV_REQUEST_TIMEOUT_MS)) {
+    waiter_unref(w);
+    return QRAFT_ETIMEDOUT;
+  }
+  rv = w->status;
+  *leader = w->leader;
+  waiter_unref(w);
+  return rv;
+}
+
+static enum MHD_Result kv_get(http_ctx *h, struct MHD_Connection *c,
+                              const char *key, size_t key_len, bool stale) {
+  if (!stale) {
+    qraft_id leader = 0;
+    int rv = read_barrier(h, &leader);
+    if (rv != 0) return reply_node_err(h, c, rv, leader, false);
+  }
+  char *val = NULL;
+  size_t vl = 0;
+  uint64_t rev = 0;
+  int rv = kv_store_get(kv_server_store(h->srv), key, key_len, &val, &vl, &rev);
+  if (rv < 0) return reply_err(c, 500, "internal", "store read failed");
+  if (rv == 1) return reply_err(c, 404, "not_found", "no such key");
+  json_t *v = json_stringn(val, vl);
+  free(val);
+  if (v == NULL) v = json_null();
+  return reply_json(c, 200, json_pack("{s:s%, s:o, s:I}", "key", key, key_len,
+                                      "value", v, "rev", (json_int_t)rev));
+}
+
+static void list_item(void *ud, const char *key, size_t key_len,
+                      const char *val, size_t val_len, uint64_t rev) {
+  json_t *v = json_stringn(val, val_len), *k = json_stringn(key, key_len);
+  if (k == NULL) {
+    json_decref(v);
+    return;
+  }
+  json_array_append_new(ud, json_pack("{s:o, s:o, s:I}", "key", k, "value",
+                                      v ? v : json_null(), "rev",
+                                      (json_int_t)rev));
+}
+
+static enum MHD_Result kv_list(http_ctx *h, struct MHD_Connection *c) {
+  const char *prefix =
+      MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "prefix");
+  const char *lim = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+  const char *stale = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "stale");
+  if (prefix == NULL) prefix = "";
+  if (strlen(prefix) > KV_KEY_BYTES_MAX) {
+    return reply_err(c, 413, "too_large", "prefix longer than the key limit");
+  }
+  long limit = 1000;
+  if (lim != NULL) {
+    char *e;
+    limit = strtol(lim, &e, 10);
+    if (*e != 0 || limit < 1 || limit > KV_LIST_LIMIT_MAX) {
+      return reply_err(c, 400, "malformed", "limit must be 1..10000");
+    }
+  }
+  if (stale == NULL || strcmp(stale, "1") != 0) {
+    qraft_id leader = 0;
+    int rv = read_barrier(h, &leader);
+    if (rv != 0) return reply_node_err(h, c, rv, leader, false);
+  }
+  json_t *items = json_array();
+  bool more = false;
+  if (kv_store_list(kv_server_store(h->srv), prefix, strlen(prefix),
+                    (size_t)limit, list_item, items, &more) != 0) {
+    json_decref(items);
+    return reply_err(c, 500, "internal", "store read failed");
+  }
+  return reply_json(c, 200, json_pack("{s:o, s:b}", "items", items, "more",
+                                      more));
+}
+
+/* Proposes a command and answers with its result. */
+static enum MHD_Result kv_write(http_ctx *h, struct MHD_Connection *c,
+                                const kv_cmd *cmd) {
+  /* No leader known: refuse before proposing, so the client knows the write
+   * did not happen. (The node reports a proposal its core drops at once
+   * with QRAFT_EDROPPED, the same code as one lost in a leader change, so
+   * its outcome would be unknown.) */
+  qraft_node_status ns;
+  qraft_node_status_get(kv_server_node(h->srv), &ns);
+  if (ns.leader == 0) {
+    return reply_node_err(h, c, QRAFT_ENOTLEADER, 0, false);
+  }
+  uint8_t *p;
+  size_t n = kv_cmd_encode(cmd, &p);
+  if (n == 0) return reply_err(c, 503, "no_memory", "out of memory");
+  waiter *w = waiter_new();
+  if (w == NULL) {
+    free(p);
+    return reply_err(c, 503, "no_memory", "out of memory");
+  }
+  int rv = qraft_node_propose(kv_server_node(h->srv), p, n, propose_cb, w);
+  free(p);
+  if (rv != 0) {
+    w->refs = 1;
+    waiter_unref(w);
+    if (rv == QRAFT_ELIMIT) {
+      return reply_err(c, 413, "too_large", "entry larger than a frame");
+    }
+    return reply_node_err(h, c, rv, 0, false);
+  }
+  if (!waiter_wait(w, KV_REQUEST_TIMEOUT_MS)) {
+    waiter_unref(w);
+    return reply_node_err(h, c, QRAFT_ETIMEDOUT, 0, true);
+  }
+  int st = w->status;
+  qraft_id leader = w->leader;
+  uint8_t res[KV_RESULT_BYTES];
+  size_t rl = w->res_len;
+  memcpy(res, w->res, sizeof res);
+  waiter_unref(w);
+  if (st != 0) {
+    return reply_node_err(h, c, st, leader, true);
+  }
+  if (rl != KV_RESULT_BYTES) {
+    return reply_err(c, 500, "internal", "no result from the state machine");
+  }
+  uint64_t rev = 0;
+  for (int i = 8; i >= 1; i--) rev = (rev << 8) | res[i];
+  json_t *key = json_stringn((const char *)cmd->key, cmd->key_len);
+  switch (res[0]) {
+  case KV_OK:
+    return reply_json(c, 200, json_pack("{s:o, s:I}", "key", key, "rev",
+                                        (json_int_t)rev));
+  case KV_NOTFOUND:
+    json_decref(key);
+    return reply_err(c, 404, "not_found", "no such key");
+  case KV_CMPFAIL: {
+    json_decref(key);
+    json_t *j = err_json("compare_failed", "the key does not hold what was expected");
+    json_object_set_new(j, "rev", json_integer((json_int_t)rev));
+    atomic_fetch_add(&m_errors, 1);
+    return reply_json(c, 409, j);
+  }
+  default:
+    json_decref(key);
+    return reply_err(c, 400, "bad_command", "the state machine refused it");
+  }
+}
+
+static enum MHD_Result kv_put(http_ctx *h, struct MHD_Connection *c,
+                              const char *key, size_t key_len, req *r) {
+  json_error_t je;
+  json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, &je);
+  if (j == NULL || !json_is_object(j)) {
+    json_decref(j);
+    return reply_err(c, 400, "malformed", "body must be a JSON object "
+                                          "{\"value\": \"...\"}");
+  }
+  json_t *v = json_object_get(j, "value");
+  json_t *prev_rev = json_object_get(j, "prev_rev");
+  json_t *prev_value = json_object_get(j, "prev_value");
+  json_t *prev_exists = json_object_get(j, "prev_exists");
+  if (!json_is_string(v) || (prev_rev && !json_is_integer(prev_rev)) ||
+      (prev_value && !json_is_string(prev_value)) ||
+      (prev_exists && !json_is_false(prev_exists)) ||
+      (!!prev_rev + !!prev_value + !!prev_exists) > 1 ||
+      (prev_rev && json_integer_value(prev_rev) < 0)) {
+    json_decref(j);
+    return reply_err(c, 400, "malformed",
+                     "want {\"value\": string} and at most one of "
+                     "prev_rev (integer), prev_value (string), prev_exists "
+                     "(false)");
+  }
+  if (json_string_length(v) > KV_VALUE_BYTES_MAX ||
+      (prev_value && json_string_length(prev_value) > KV_VALUE_BYTES_MAX)) {
+    json_decref(j);
+    atomic_fetch_add(&m_too_large, 1);
+    return reply_err(c, 413, "too_large", "value larger than 262144 bytes");
+  }
+  kv_cmd cmd = {.op = KV_OP_PUT,
+                .key = (const uint8_t *)key,
+                .key_len = (uint32_t)key_len,
+                .value = (const uint8_t *)json_string_value(v),
+                .value_len = (uint32_t)json_string_length(v)};
+  if (prev_rev) {
+    cmd.op = KV_OP_CAS;
+    cmd.cmp = KV_CMP_REV;
+    cmd.expect_rev = (uint64_t)json_integer_value(prev_rev);
+  } else if (prev_value) {
+    cmd.op = KV_OP_CAS;
+    cmd.cmp = KV_CMP_VALUE;
+    cmd.expect = (const uint8_t *)json_string_value(prev_value);
+    cmd.expect_len = (uint32_t)json_string_length(prev_value);
+  } else if (prev_exists) {
+    cmd.op = KV_OP_CAS;
+    cmd.cmp = KV_CMP_ABSENT;
+  }
+  enum MHD_Result rv = kv_write(h, c, &cmd);
+  json_decref(j);
+  return rv;
+}
+
+static enum MHD_Result kv_del(http_ctx *h, struct MHD_Connection *c,
+                              const char *key, size_t key_len) {
+  kv_cmd cmd = {.op = KV_OP_DEL, .key = (const uint8_t *)key,
+                .key_len = (uint32_t)key_len};
+  const char *pr = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "prev_rev");
+  if (pr != NULL) {
+    char *e;
+    unsigned long long v = strtoull(pr, &e, 10);
+    if (*e != 0 || pr[0] == 0 || pr[0] == '-') {
+      return reply_err(c, 400, "malformed", "prev_rev must be an integer");
+    }
+    cmd.cmp = KV_CMP_REV;
+    cmd.expect_rev = v;
+  }
+  return kv_write(h, c, &cmd);
+}
+
+/* ---- status, members, transfer, metrics ---- */
+
+static void format_addr(const struct sockaddr_storage *sa, char *out, size_t n) {
+  char ip[INET6_ADDRSTRLEN] = "?";
+  if (sa->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+    snprintf(out, n, "%s:%u", ip, ntohs(a->sin_port));
+  } else if (sa->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+    snprintf(out, n, "[%s]:%u", ip, ntohs(a->sin6_port));
+  } else {
+    snprintf(out, n, "?");
+  }
+}
+
+static json_t *members_json(http_ctx *h, const qraft_node_status *st) {
+  json_t *arr = json_array();
+  for (uint32_t i = 0; i < st->members_n; i++) {
+    const qraft_member_status *m = &st->members[i];
+    char hex[QRAFT_NODE_ID_HEX_SIZE], http[256] = "", addr[80] = "";
+    qraft_node_id_to_hex(&m->addr.id, hex);
+    kv_store_http_of(kv_server_store(h->srv), hex, http, sizeof http);
+    if (m->addr.addrs_n > 0) format_addr(&m->addr.addrs[0], addr, sizeof addr);
+    char rid[20];
+    snprintf(rid, sizeof rid, "%016llx", (unsigned long long)m->id);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "id", hex,
+                          "raft_id", rid, "addr", addr, "http", http, "role",
+                          m->voter ? "voter" : "learner", "leader",
+                          m->id == st->leader);
+    if (st->role == QRAFT_ROLE_LEADER) {
+      json_object_set_new(o, "match", json_integer((json_int_t)m->match));
+    }
+    json_array_append_new(arr, o);
+  }
+  return arr;
+}
+
+static enum MHD_Result status_get(http_ctx *h, struct MHD_Connection *c) {
+  qraft_node_status st;
+  qraft_node_status_get(kv_server_node(h->srv), &st);
+  char hex[QRAFT_NODE_ID_HEX_SIZE] = "", lhex[QRAFT_NODE_ID_HEX_SIZE], lh[256];
+  qraft_node_addr self;
+  qraft_node_addr_of(kv_server_node(h->srv), &self);
+  qraft_node_id_to_hex(&self.id, hex);
+  member_names(h, &st, st.leader, lhex, lh, sizeof lh);
+  uint64_t digest = 0, keys = 0, kv_applied = 0;
+  kv_store_digest(kv_server_store(h->srv), &digest, &keys, &kv_applied);
+  char dg[20];
+  snprintf(dg, sizeof dg, "%016llx", (unsigned long long)digest);
+  json_t *j = json_pack(
+      "{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:b}",
+      "id", hex, "role", qraft_role_name(st.role), "leader", lhex,
+      "leader_http", lh, "term", (json_int_t)st.term, "commit",
+      (json_int_t)st.commit, "applied", (json_int_t)st.applied, "last_index",
+      (json_int_t)st.last_index, "snapshot_index",
+      (json_int_t)st.snapshot_index, "kv_applied", (json_int_t)kv_applied,
+      "keys", (json_int_t)keys, "digest", dg, "joint", st.joint);
+  json_object_set_new(j, "members", members_json(h, &st));
+  return reply_json(c, 200, j);
+}
+
+static enum MHD_Result digest_get(http_ctx *h, struct MHD_Connection *c) {
+  uint64_t digest = 0, keys = 0, applied = 0;
+  kv_store_digest(kv_server_store(h->srv), &digest, &keys, &applied);
+  char dg[20];
+  snprintf(dg, sizeof dg, "%016llx", (unsigned long long)digest);
+  return reply_json(c, 200, json_pack("{s:s, s:I, s:I}", "digest", dg, "keys",
+                                      (json_int_t)keys, "applied",
+                                      (json_int_t)applied));
+}
+
+static enum MHD_Result wait_done(http_ctx *h, struct MHD_Connection *c,
+                                 waiter *w, int rv, int ms, json_t *ok) {
+  if (rv != 0) {
+    w->refs = 1;
+    waiter_unref(w);
+    json_decref(ok);
+    return reply_node_err(h, c, rv, 0, false);
+  }
+  if (!waiter_wait(w, ms)) {
+    waiter_unref(w);
+    json_decref(ok);
+    return reply_node_err(h, c, QRAFT_ETIMEDOUT, 0, true);
+  }
+  int st = w->status;
+  qraft_id leader = w->leader;
+  waiter_unref(w);
+  if (st != 0) {
+    json_decref(ok);
+    return reply_node_err(h, c, st, leader, st != QRAFT_ENOTLEADER);
+  }
+  return reply_json(c, 200, ok);
+}
+
+static enum MHD_Result members_post(http_ctx *h, struct MHD_Connection *c,
+                                    req *r) {
+  json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+  const char *id = j ? json_string_value(json_object_get(j, "id")) : NULL;
+  const char *addr = j ? json_string_value(json_object_get(j, "addr")) : NULL;
+  const char *role = j ? json_string_value(json_object_get(j, "role")) : NULL;
+  if (role == NULL) role = "voter";
+  qraft_node_addr a;
+  memset(&a, 0, sizeof a);
+  bool addr_ok = addr != NULL && kv_parse_hostport(addr, &a.addrs[0]) == 0;
+  a.addrs_n = 1;
+  if (id == NULL || qraft_node_id_parse(id, &a.id) != 0 ||
+      (strcmp(role, "voter") != 0 && strcmp(role, "learner") != 0)) {
+    json_decref(j);
+    return reply_err(c, 400, "malformed",
+                     "want {\"id\": 64-hex node id, \"addr\": \"host:port\", "
+                     "\"role\": \"voter\"|\"learner\"}");
+  }
+  qraft_node *node = kv_server_node(h->srv);
+  qraft_node_status st;
+  qraft_node_status_get(node, &st);
+  qraft_id rid = qraft_node_raft_id(&a.id);
+  const qraft_member_status *cur = NULL;
+  for (uint32_t i = 0; i < st.members_n; i++) {
+    if (st.members[i].id == rid) cur = &st.members[i];
+  }
+  bool want_voter = strcmp(role, "voter") == 0;
+  json_t *ok = json_pack("{s:s, s:s}", "id", id, "role", role);
+  json_decref(j); /* id, addr and role point into it */
+  if (cur != NULL && (cur->voter || !want_voter)) {
+    json_object_set_new(ok, "changed", json_false());
+    return reply_json(c, 200, ok); /* already there */
+  }
+  waiter *w = waiter_new();
+  if (w == NULL) {
+    json_decref(ok);
+    return reply_err(c, 503, "no_memory", "out of memory");
+  }
+  int rv;
+  if (cur != NULL) {
+    rv = qraft_node_promote(node, rid, done_cb, w);
+  } else {
+    if (!addr_ok) {
+      w->refs = 1;
+      waiter_unref(w);
+      json_decref(ok);
+      return reply_err(c, 400, "malformed", "addr must be host:port");
+    }
+    rv = want_voter ? qraft_node_add_voter(node, &a, done_cb, w)
+                                    : qraft_node_add_learner(node, &a, done_cb, w);
+  }
+  json_object_set_new(ok, "changed", json_true());
+  return wait_done(h, c, w, rv, 10000, ok);
+}
+
+static enum MHD_Result members_delete(http_ctx *h, struct MHD_Connection *c,
+                                      const char *id) {
+  qraft_node_id nid;
+  if (qraft_node_id_parse(id, &nid) != 0) {
+    return reply_err(c, 400, "malformed", "want /v1/members/{64-hex id}");
+  }
+  waiter *w = waiter_new();
+  if (w == NULL) return reply_err(c, 503, "no_memory", "out of memory");
+  int rv = qraft_node_remove(kv_server_node(h->srv), qraft_node_raft_id(&nid),
+                             done_cb, w);
+  return wait_done(h, c, w, rv, 10000,
+                   json_pack("{s:s, s:b}", "id", id, "removed", 1));
+}
+
+static enum MHD_Result transfer_post(http_ctx *h, struct MHD_Connection *c,
+                                     req *r) {
+  qraft_node *node = kv_server_node(h->srv);
+  qraft_node_status st;
+  qraft_node_status_get(node, &st);
+  json_t *j = r->len ? json_loadb(r->body, r->len, 0, NULL) : json_object();
+  if (j == NULL || !json_is_object(j)) {
+    json_decref(j);
+    return reply_err(c, 400, "malformed", "want {\"id\": 64-hex} or {}");
+  }
+  const char *id = json_string_value(json_object_get(j, "id"));
+  qraft_id to = 0;
+  if (id != NULL) {
+    qraft_node_id nid;
+    if (qraft_node_id_parse(id, &nid) != 0) {
+      json_decref(j);
+      return reply_err(c, 400, "malformed", "bad id");
+    }
+    to = qraft_node_raft_id(&nid);
+  } else {
+    /* the most caught-up other voter */
+    uint64_t best = 0;
+    for (uint32_t i = 0; i < st.members_n; i++) {
+      const qraft_member_status *m = &st.members[i];
+      if (m->voter && m->id != st.id && (to == 0 || m->match > best)) {
+        to = m->id;
+        best = m->match;
+      }
+    }
+  }
+  json_decref(j);
+  if (to == 0) return reply_err(c, 400, "malformed", "no other voter");
+  char hex[QRAFT_NODE_ID_HEX_SIZE], http[256];
+  member_names(h, &st, to, hex, http, sizeof http);
+  waiter *w = waiter_new();
+  if (w == NULL) return reply_err(c, 503, "no_memory", "out of memory");
+  int rv = qraft_node_transfer(node, to, done_cb, w);
+  return wait_done(h, c, w, rv, 10000,
+                   json_pack("{s:s, s:s}", "leader", hex, "leader_http", http));
+}
+
+static enum MHD_Result metrics_get(http_ctx *h, struct MHD_Connection *c) {
+  qraft_node *node = kv_server_node(h->srv);
+  size_t need = qraft_node_metrics_text(node, NULL, 0);
+  size_t cap = need + 4096;
+  char *buf = malloc(cap);
+  if (buf == NULL) return reply_err(c, 503, "no_memory", "out of memory");
+  size_t n = qraft_node_metrics_text(node, buf, need + 1);
+  if (n > need) n = need;
+  kv_counters k;
+  kv_store_counters(kv_server_store(h->srv), &k);
+  n += (size_t)snprintf(
+      buf + n, cap - n,
+      "# TYPE qraft_kv_puts_total counter\nqraft_kv_puts_total %llu\n"
+      "# TYPE qraft_kv_deletes_total counter\nqraft_kv_deletes_total %llu\n"
+      "# TYPE qraft_kv_cas_total counter\nqraft_kv_cas_total %llu\n"
+      "# TYPE qraft_kv_cas_failed_total counter\nqraft_kv_cas_failed_total %llu\n"
+      "# TYPE qraft_kv_snapshots_total counter\nqraft_kv_snapshots_total %llu\n"
+      "# TYPE qraft_kv_restores_total counter\nqraft_kv_restores_total %llu\n"
+      "# TYPE qraft_kv_restores_skipped_total counter\n"
+      "qraft_kv_restores_skipped_total %llu\n"
+      "# TYPE qraft_kv_entries_skipped_total counter\n"
+      "qraft_kv_entries_skipped_total %llu\n"
+      "# TYPE qraft_kv_http_requests_total counter\n"
+      "qraft_kv_http_requests_total %llu\n"
+      "# TYPE qraft_kv_http_errors_total counter\nqraft_kv_http_errors_total %llu\n"
+      "# TYPE qraft_kv_http_too_large_total counter\n"
+      "qraft_kv_http_too_large_total %llu\n"
+      "# TYPE qraft_kv_http_unauthorized_total counter\n"
+      "qraft_kv_http_unauthorized_total %llu\n"
+      "# TYPE qraft_kv_http_timeouts_total counter\n"
+      "qraft_kv_http_timeouts_total %llu\n",
+      (unsigned long long)k.puts, (unsigned long long)k.dels,
+      (unsigned long long)k.cases, (unsigned long long)k.cas_failed,
+      (unsigned long long)k.snapshots, (unsigned long long)k.restores,
+      (unsigned long long)k.restores_skipped,
+      (unsigned long long)k.entries_skipped,
+      (unsigned long long)atomic_load(&m_requests),
+      (unsigned long long)atomic_load(&m_errors),
+      (unsigned long long)atomic_load(&m_too_large),
+      (unsigned long long)atomic_load(&m_unauth),
+      (unsigned long long)atomic_load(&m_timeouts));
+  if (n >= cap) n = cap - 1;
+  return reply_text(c, 200, "text/plain; version=0.0.4", buf, n);
+}
+
+/* ---- routing ---- */
+
+static enum MHD_Result route(http_ctx *h, struct MHD_Connection *c,
+                             const char *url, const char *method, req *r) {
+  bool get = strcmp(method, "GET") == 0, put = strcmp(method, "PUT") == 0,
+       del = strcmp(method, "DELETE") == 0, post = strcmp(method, "POST") == 0;
+  if (strncmp(url, "/v1/kv/", 7) == 0 && url[7] != 0) {
+    const char *key = url + 7;
+    size_t kl = strlen(key);
+    if (kl > KV_KEY_BYTES_MAX) {
+      atomic_fetch_add(&m_too_large, 1);
+      return reply_err(c, 413, "too_large", "key longer than 1024 bytes");
+    }
+    if (!valid_utf8(key, kl)) {
+      return reply_err(c, 400, "malformed", "key is not UTF-8");
+    }
+    if (get) {
+      const char *s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "stale");
+      return kv_get(h, c, key, kl, s != NULL && strcmp(s, "1") == 0);
+    }
+    if (put) return kv_put(h, c, key, kl, r);
+    if (del) return kv_del(h, c, key, kl);
+    return reply_err(c, 405, "method", "GET, PUT or DELETE");
+  }
+  if (strcmp(url, "/v1/kv") == 0 || strcmp(url, "/v1/kv/") == 0) {
+    if (get) return kv_list(h, c);
+    return reply_err(c, 405, "method", "GET");
+  }
+  if (strcmp(url, "/v1/status") == 0 && get) return status_get(h, c);
+  if (strcmp(url, "/v1/digest") == 0 && get) return digest_get(h, c);
+  if (strcmp(url, "/metrics") == 0 && get) return metrics_get(h, c);
+  if (strcmp(url, "/v1/members") == 0) {
+    if (get) {
+      qraft_node_status st;
+      qraft_node_status_get(kv_server_node(h->srv), &st);
+      return reply_json(c, 200, json_pack("{s:o}", "members", members_json(h, &st)));
+    }
+    if (post) return members_post(h, c, r);
+    return reply_err(c, 405, "method", "GET or POST");
+  }
+  if (strncmp(url, "/v1/members/", 12) == 0 && del) {
+    return members_delete(h, c, url + 12);
+  }
+  if (strcmp(url, "/v1/transfer") == 0 && post) return transfer_post(h, c, r);
+  return reply_err(c, 404, "no_route", "unknown route");
+}
+
+static bool authorized(http_ctx *h, struct MHD_Connection *c) {
+  if (h->token == NULL) return true;
+  const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+  if (a == NULL || strncmp(a, "Bearer ", 7) != 0) return false;
+  const char *t = a + 7;
+  size_t n = strlen(h->token);
+  if (strlen(t) != n) return false;
+  unsigned char diff = 0; /* constant time in the token's length */
+  for (size_t i = 0; i < n; i++) diff |= (unsigned char)(t[i] ^ h->token[i]);
+  return diff == 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
+                                  const char *url, const char *method,
+                                  const char *version, const char *upload,
+                                  size_t *upload_n, void **con_cls) {
+  (void)version;
+  http_ctx *h = cls;
+  req *r = *con_cls;
+  if (r == NULL) {
+    r = calloc(1, sizeof *r);
+    if (r == NULL) return MHD_NO;
+    *con_cls = r;
+    atomic_fetch_add(&m_requests, 1);
+    return MHD_YES;
+  }
+  if (*upload_n > 0) {
+    if (!r->too_large) {
+      if (r->len + *upload_n > KV_BODY_BYTES_MAX) {
+        r->too_large = true;
+        free(r->body);
+        r->body = NULL;
+        r->len = 0;
+      } else {
+        char *nb = realloc(r->body, r->len + *upload_n + 1);
+        if (nb == NULL) return MHD_NO;
+        memcpy(nb + r->len, upload, *upload_n);
+        r->body = nb;
+        r->len += *upload_n;
+        r->body[r->len] = 0;
+      }
+    }
+    *upload_n = 0;
+    return MHD_YES;
+  }
+  if (!authorized(h, c)) {
+    atomic_fetch_add(&m_unauth, 1);
+    return reply_err(c, 401, "unauthorized", "missing or wrong bearer token");
+  }
+  if (r->too_large) {
+    atomic_fetch_add(&m_too_large, 1);
+    return reply_err(c, 413, "too_large", "body larger than the limit");
+  }
+  return route(h, c, url, method, r);
+}
+
+static void on_done(void *cls, struct MHD_Connection *c, void **con_cls,
+                    enum MHD_RequestTerminationCode toe) {
+  (void)cls;
+  (void)c;
+  (void)toe;
+  req *r = *con_cls;
+  if (r != NULL) {
+    free(r->body);
+    free(r);
+    *con_cls = NULL;
+  }
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  (void)fmt;
+  (void)ap; /* connection-level noise (resets, timeouts) is not logged */
+}
+
+int kv_http_start(kv_server *srv, const char *hostport, const char *token,
+                  void **daemon_out) {
+  struct sockaddr_storage sa;
+  if (kv_parse_hostport(hostport, &sa) != 0) return -1;
+  http_ctx *h = calloc(1, sizeof *h);
+  if (h == NULL) return -1;
+  h->srv = srv;
+  h->token = token ? strdup(token) : NULL;
+  unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                   MHD_USE_ERROR_LOG;
+  if (sa.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+  uint16_t port = ntohs(sa.ss_family == AF_INET
+                            ? ((struct sockaddr_in *)&sa)->sin_port
+                            : ((struct sockaddr_in6 *)&sa)->sin6_port);
+  h->d = MHD_start_daemon(
+      flags, port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
+      (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT,
+      (unsigned)KV_CONNECTIONS_MAX, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)KV_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_done,
+      NULL, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
+      MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+  if (h->d == NULL) {
+    free(h->token);
+    free(h);
+    return -1;
+  }
+  *daemon_out = h;
+  return 0;
+}
+
+void kv_http_stop(void *daemon) {
+  http_ctx *h = daemon;
+  if (h == NULL) return;
+  MHD_stop_daemon(h->d);
+  free(h->token);
+  free(h);
+}

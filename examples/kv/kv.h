@@ -1,0 +1,118 @@
+/*
+ * qraft-kv: the declarations shared by the server (store.c, server.c,
+ * http.c) and the client (client.c). One binary, both roles (main.c).
+ */
+#ifndef QRAFT_KV_H
+#define QRAFT_KV_H
+
+#include <qraft/node.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Limits on what a client may send. */
+#define KV_KEY_BYTES_MAX 1024
+#define KV_VALUE_BYTES_MAX (256 * 1024)
+#define KV_BODY_BYTES_MAX (KV_VALUE_BYTES_MAX * 2 + 4096)
+#define KV_LIST_LIMIT_MAX 10000
+#define KV_CONNECTIONS_MAX 256
+#define KV_CONNECTION_TIMEOUT_S 10
+#define KV_REQUEST_TIMEOUT_MS 5000
+_Static_assert(KV_BODY_BYTES_MAX > KV_VALUE_BYTES_MAX + KV_KEY_BYTES_MAX,
+               "a body holds a key and a value");
+
+/* ---- Commands (the payload of one Raft entry) ---- */
+
+enum kv_op { KV_OP_PUT = 1, KV_OP_DEL = 2, KV_OP_CAS = 3, KV_OP_SETHTTP = 4 };
+/* How a CAS (or a conditional delete) compares. */
+enum kv_cmp { KV_CMP_NONE = 0, KV_CMP_REV = 1, KV_CMP_VALUE = 2,
+              KV_CMP_ABSENT = 3 };
+/* Result of applying a command (first byte of the result slice; a u64
+ * revision follows, little-endian). */
+enum kv_status { KV_OK = 0, KV_NOTFOUND = 1, KV_CMPFAIL = 2, KV_BADCMD = 3 };
+#define KV_RESULT_BYTES 9
+
+typedef struct kv_cmd {
+  uint8_t op, cmp;
+  const uint8_t *key, *value, *expect;
+  uint32_t key_len, value_len, expect_len;
+  uint64_t expect_rev;
+} kv_cmd;
+
+/* Encodes `c` into a malloc'd buffer; returns its length, 0 on no memory. */
+size_t kv_cmd_encode(const kv_cmd *c, uint8_t **out);
+/* Decodes a payload (pointers into it). Returns 0 or -1. */
+int kv_cmd_decode(const uint8_t *p, size_t n, kv_cmd *c);
+
+/* ---- The LMDB state machine (store.c) ---- */
+
+typedef struct kv_store kv_store;
+
+int kv_store_open(const char *dir, kv_store **out, char *msg, size_t msg_n);
+void kv_store_close(kv_store *s);
+const qraft_sm_ops *kv_store_ops(void);
+uint64_t kv_store_applied(kv_store *s);
+
+typedef struct kv_counters {
+  uint64_t puts, dels, cases, cas_failed, restores, restores_skipped,
+      snapshots, entries_skipped;
+} kv_counters;
+void kv_store_counters(kv_store *s, kv_counters *out);
+
+/* Reads a key; the value is copied into a malloc'd *val. Returns 0, 1 if
+ * missing, -1 on error. */
+int kv_store_get(kv_store *s, const char *key, size_t key_len, char **val,
+                 size_t *val_len, uint64_t *rev);
+/* Calls fn for up to `limit` keys starting with `prefix`, in order; sets
+ * *more if there were more. Returns 0 or -1. */
+typedef void (*kv_item_fn)(void *ud, const char *key, size_t key_len,
+                           const char *val, size_t val_len, uint64_t rev);
+int kv_store_list(kv_store *s, const char *prefix, size_t prefix_len,
+                  size_t limit, kv_item_fn fn, void *ud, bool *more);
+/* FNV-1a 64 over every key, revision and value, with the applied index
+ * and key count of the same read transaction. */
+int kv_store_digest(kv_store *s, uint64_t *digest, uint64_t *keys,
+                    uint64_t *applied);
+/* The HTTP address a member registered (meta "http/<hex id>"); 0 or 1. */
+int kv_store_http_of(kv_store *s, const char *hex_id, char *out, size_t n);
+
+/* ---- The server (server.c) ---- */
+
+typedef struct kv_server kv_server;
+
+int kv_serve_main(int argc, char **argv);
+
+/* ---- The HTTP front (http.c) ---- */
+
+/* Serves the API on "host:port" in threads of libmicrohttpd's own; with a
+ * token, every request must carry "Authorization: Bearer <token>". Returns
+ * 0 or -1. */
+int kv_http_start(kv_server *srv, const char *hostport, const char *token,
+                  void **daemon_out);
+void kv_http_stop(void *daemon);
+
+/* What http.c needs from the server. */
+qraft_node *kv_server_node(kv_server *srv);
+kv_store *kv_server_store(kv_server *srv);
+
+/* ---- The client (client.c) ---- */
+
+int kv_client_main(const char *cmd, int argc, char **argv);
+
+/* A plain HTTP/1.1 request over a socket (Connection: close). `url` is
+ * "http://host:port" (the path is separate). Returns the status code, or
+ * -1 if the request may not have been sent (connect failed), or -2 if it
+ * was sent and no complete answer came (outcome unknown). *body is
+ * malloc'd (NUL-terminated) when a status is returned. */
+int kv_http_request(const char *url, const char *method, const char *path,
+                    const char *token, const char *body, int timeout_ms,
+                    char **resp);
+
+/* Parses "host:port" (IPv4, IPv6 in brackets, or a name) into a socket
+ * address. Returns 0 or -1. */
+int kv_parse_hostport(const char *text, struct sockaddr_storage *out);
+
+uint64_t kv_now_ns(void);
+
+#endif

@@ -1,0 +1,428 @@
+/*
+ * qraft-kv serve: one member of a cluster. Opens the LMDB state machine and
+ * the node, bootstraps or joins, serves HTTP, registers its HTTP address in
+ * the replicated state (so any member can name the leader's), and stops
+ * gracefully on SIGINT or SIGTERM.
+ */
+#include "kv.h"
+
+#include <jansson.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct kv_server {
+  qraft_node *node;
+  kv_store *store;
+};
+
+qraft_node *kv_server_node(kv_server *srv) { return srv->node; }
+kv_store *kv_server_store(kv_server *srv) { return srv->store; }
+
+static volatile sig_atomic_t stop_flag;
+static void on_signal(int sig) {
+  (void)sig;
+  stop_flag = 1;
+}
+
+uint64_t kv_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int kv_parse_hostport(const char *text, struct sockaddr_storage *out) {
+  char host[256];
+  const char *colon;
+  memset(out, 0, sizeof *out);
+  if (text[0] == '[') {
+    const char *end = strchr(text, ']');
+    if (end == NULL || end[1] != ':' || (size_t)(end - text - 1) >= sizeof host) {
+      return -1;
+    }
+    memcpy(host, text + 1, (size_t)(end - text - 1));
+    host[end - text - 1] = 0;
+    colon = end + 1;
+  } else {
+    colon = strrchr(text, ':');
+    if (colon == NULL || (size_t)(colon - text) >= sizeof host) {
+      return -1;
+    }
+    memcpy(host, text, (size_t)(colon - text));
+    host[colon - text] = 0;
+  }
+  char *endp;
+  long port = strtol(colon + 1, &endp, 10);
+  if (*endp != 0 || port < 0 || port > 65535 || colon[1] == 0) {
+    return -1;
+  }
+  struct addrinfo hints = {0}, *res;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  if (getaddrinfo(host[0] ? host : "0.0.0.0", NULL, &hints, &res) != 0) {
+    return -1;
+  }
+  memcpy(out, res->ai_addr, res->ai_addrlen);
+  freeaddrinfo(res);
+  if (out->ss_family == AF_INET) {
+    ((struct sockaddr_in *)out)->sin_port = htons((uint16_t)port);
+  } else {
+    ((struct sockaddr_in6 *)out)->sin6_port = htons((uint16_t)port);
+  }
+  return 0;
+}
+
+/* "ID@host:port" into a node address. */
+static int parse_member(const char *text, qraft_node_addr *a) {
+  const char *at = strchr(text, '@');
+  char id[160];
+  if (at == NULL || (size_t)(at - text) >= sizeof id) {
+    return -1;
+  }
+  memcpy(id, text, (size_t)(at - text));
+  id[at - text] = 0;
+  memset(a, 0, sizeof *a);
+  if (qraft_node_id_parse(id, &a->id) != 0 ||
+      kv_parse_hostport(at + 1, &a->addrs[0]) != 0) {
+    return -1;
+  }
+  a->addrs_n = 1;
+  return 0;
+}
+
+static int serve_usage(void) {
+  fprintf(stderr,
+          "usage: qraft-kv serve --data DIR --key KEYFILE --raft HOST:PORT\n"
+          "         [--http HOST:PORT] [--token-file FILE] [--cluster-id N]\n"
+          "         [--bootstrap ID@HOST:PORT,ID@HOST:PORT,...]\n"
+          "         [--join http://HOST:PORT] [--advertise-http URL]\n"
+          "         [--tick-ms N] [--snapshot-entries N] [--quiet]\n"
+          "  --http defaults to 127.0.0.1:8080; any address but 127.0.0.1\n"
+          "  needs --token-file (every request then carries\n"
+          "  'Authorization: Bearer TOKEN'). A missing KEYFILE is created.\n");
+  return 2;
+}
+
+static void noop_propose_cb(void *ud, int status, qraft_slice result,
+                            qraft_id leader) {
+  (void)ud;
+  (void)status;
+  (void)result;
+  (void)leader;
+}
+
+/* Proposes our HTTP address when the replicated one differs. */
+static void register_http(kv_server *srv, const char *hex, const char *url) {
+  char cur[256];
+  if (kv_store_http_of(srv->store, hex, cur, sizeof cur) &&
+      strcmp(cur, url) == 0) {
+    return;
+  }
+  kv_cmd c = {.op = KV_OP_SETHTTP,
+              .key = (const uint8_t *)hex,
+              .key_len = (uint32_t)strlen(hex),
+              .value = (const uint8_t *)url,
+              .value_len = (uint32_t)strlen(url)};
+  uint8_t *p;
+  size_t n = kv_cmd_encode(&c, &p);
+  if (n > 0) {
+    qraft_node_propose(srv->node, p, n, noop_propose_cb, NULL);
+    free(p);
+  }
+}
+
+/* Asks the member at `url` to add us with `role`, following the leader's
+ * HTTP address on 503. Returns 0 or -1 after `deadline_ns`. */
+static int join_step(const char *url, const char *token, const char *hex,
+                     const char *raft, const char *role, uint64_t deadline_ns) {
+  char target[256];
+  snprintf(target, sizeof target, "%s", url);
+  char body[512];
+  snprintf(body, sizeof body, "{\"id\":\"%s\",\"addr\":\"%s\",\"role\":\"%s\"}",
+           hex, raft, role);
+  while (kv_now_ns() < deadline_ns && !stop_flag) {
+    char *resp = NULL;
+    int st = kv_http_request(target, "POST", "/v1/members", token, body, 15000,
+                             &resp);
+    if (st == 200) {
+      free(resp);
+      return 0;
+    }
+    if (resp != NULL) {
+      resp[strcspn(resp, "\n")] = 0;
+    }
+    if (st >= 400 && st < 500) {
+      fprintf(stderr, "qraft-kv: join as %s via %s refused: %d %s\n", role,
+              target, st, resp ? resp : "");
+      free(resp);
+      return -1; /* refused: retrying will not help */
+    }
+    json_t *j = st == 503 && resp ? json_loads(resp, 0, NULL) : NULL;
+    const char *lh = j ? json_string_value(json_object_get(j, "leader_http"))
+                       : NULL;
+    if (lh != NULL && lh[0] && strcmp(lh, target) != 0) {
+      fprintf(stderr, "qraft-kv: join: %s is not the leader; asking %s\n",
+              target, lh);
+      snprintf(target, sizeof target, "%s", lh);
+      json_decref(j);
+      free(resp);
+      continue;
+    }
+    json_decref(j);
+    fprintf(stderr, "qraft-kv: join as %s via %s: %d %s; retrying\n", role,
+            target, st, resp ? resp : "(no answer)");
+    free(resp);
+    usleep(300 * 1000);
+  }
+  return -1;
+}
+
+/* The commit index the member at `url` reports, or 0. */
+static uint64_t remote_commit(const char *url, const char *token) {
+  char *resp = NULL;
+  uint64_t c = 0;
+  if (kv_http_request(url, "GET", "/v1/status", token, NULL, 5000, &resp) ==
+      200) {
+    json_t *j = json_loads(resp, 0, NULL);
+    c = (uint64_t)json_integer_value(json_object_get(j, "commit"));
+    json_decref(j);
+  }
+  free(resp);
+  return c;
+}
+
+static int join_cluster(kv_server *srv, const char *url, const char *token,
+                        const char *hex, const char *raft) {
+  uint64_t deadline = kv_now_ns() + 60ull * 1000000000ull;
+  if (join_step(url, token, hex, raft, "learner", deadline) != 0) {
+    return -1;
+  }
+  /* Catch up as a learner before counting in quorums. */
+  uint64_t want = remote_commit(url, token);
+  while (kv_now_ns() < deadline && !stop_flag) {
+    qraft_node_status st;
+    qraft_node_status_get(srv->node, &st);
+    if (st.applied >= want && st.leader != 0) {
+      break;
+    }
+    usleep(50 * 1000);
+  }
+  return join_step(url, token, hex, raft, "voter", deadline);
+}
+
+static char *read_token(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    return NULL;
+  }
+  char buf[512];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) {
+    buf[--n] = 0;
+  }
+  return n > 0 ? strdup(buf) : NULL;
+}
+
+int kv_serve_main(int argc, char **argv) {
+  const char *data = NULL, *keyfile = NULL, *raft = NULL,
+             *http = "127.0.0.1:8080", *token_file = NULL, *bootstrap = NULL,
+             *join = NULL, *advertise = NULL;
+  uint64_t cluster_id = 1, snapshot_entries = 0;
+  uint32_t tick_ms = 0;
+  bool quiet = false;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--quiet") == 0) {
+      quiet = true;
+      continue;
+    }
+    if (v == NULL) {
+      return serve_usage();
+    }
+    i++;
+    if (strcmp(a, "--data") == 0) data = v;
+    else if (strcmp(a, "--key") == 0) keyfile = v;
+    else if (strcmp(a, "--raft") == 0) raft = v;
+    else if (strcmp(a, "--http") == 0) http = v;
+    else if (strcmp(a, "--token-file") == 0) token_file = v;
+    else if (strcmp(a, "--bootstrap") == 0) bootstrap = v;
+    else if (strcmp(a, "--join") == 0) join = v;
+    else if (strcmp(a, "--advertise-http") == 0) advertise = v;
+    else if (strcmp(a, "--cluster-id") == 0) cluster_id = strtoull(v, NULL, 0);
+    else if (strcmp(a, "--tick-ms") == 0) tick_ms = (uint32_t)strtoul(v, NULL, 0);
+    else if (strcmp(a, "--snapshot-entries") == 0) snapshot_entries = strtoull(v, NULL, 0);
+    else return serve_usage();
+  }
+  if (data == NULL || keyfile == NULL || raft == NULL || cluster_id == 0 ||
+      (bootstrap != NULL && join != NULL)) {
+    return serve_usage();
+  }
+  struct sockaddr_storage http_sa;
+  if (kv_parse_hostport(http, &http_sa) != 0) {
+    fprintf(stderr, "qraft-kv: bad --http %s\n", http);
+    return 2;
+  }
+  bool loopback = strncmp(http, "127.0.0.1:", 10) == 0 ||
+                  strncmp(http, "localhost:", 10) == 0 ||
+                  strncmp(http, "[::1]:", 6) == 0;
+  char *token = NULL;
+  if (token_file != NULL) {
+    token = read_token(token_file);
+    if (token == NULL) {
+      fprintf(stderr, "qraft-kv: cannot read a token from %s\n", token_file);
+      return 2;
+    }
+  } else if (!loopback) {
+    fprintf(stderr, "qraft-kv: --http %s is not loopback: --token-file is "
+                    "required\n", http);
+    return 2;
+  }
+
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  qraft_secret_key key;
+  struct stat kst;
+  if (stat(keyfile, &kst) != 0 && errno == ENOENT) {
+    if (qraft_secret_key_generate(&key) != 0 ||
+        qraft_secret_key_save(&key, keyfile, &err) != 0) {
+      qraft_err_print(&err, stderr);
+      return 1;
+    }
+  } else if (qraft_secret_key_load(&key, keyfile, &err) != 0) {
+    qraft_err_print(&err, stderr);
+    return 1;
+  }
+  char hex[QRAFT_NODE_ID_HEX_SIZE];
+  qraft_node_id_to_hex(&key.public_key, hex);
+
+  if (mkdir(data, 0700) != 0 && errno != EEXIST) {
+    fprintf(stderr, "qraft-kv: mkdir %s: %s\n", data, strerror(errno));
+    return 1;
+  }
+  char kvdir[1024], raftdir[1024];
+  snprintf(kvdir, sizeof kvdir, "%s/kv", data);
+  snprintf(raftdir, sizeof raftdir, "%s/raft", data);
+  kv_server srv = {0};
+  char msg[512];
+  if (kv_store_open(kvdir, &srv.store, msg, sizeof msg) != 0) {
+    fprintf(stderr, "qraft-kv: %s\n", msg);
+    return 1;
+  }
+  bool fresh = kv_store_applied(srv.store) == 0;
+
+  qraft_node_config cfg;
+  qraft_node_config_default(&cfg);
+  cfg.data_dir = raftdir;
+  cfg.key = &key;
+  cfg.cluster_id = cluster_id;
+  cfg.bind_n = 1;
+  if (kv_parse_hostport(raft, &cfg.bind[0]) != 0) {
+    fprintf(stderr, "qraft-kv: bad --raft %s\n", raft);
+    return 2;
+  }
+  cfg.sm = kv_store_ops();
+  cfg.sm_ud = srv.store;
+  cfg.tick_ms = tick_ms;
+  cfg.snapshot_entries = snapshot_entries;
+  int rv = qraft_node_new(&cfg, &srv.node, &err);
+  if (rv != 0) {
+    qraft_err_print(&err, stderr);
+    kv_store_close(srv.store);
+    return 1;
+  }
+  if (bootstrap != NULL) {
+    qraft_node_addr members[QRAFT_NODE_MEMBERS_MAX];
+    size_t n = 0;
+    char *list = strdup(bootstrap), *save = NULL;
+    for (char *m = strtok_r(list, ",", &save); m != NULL;
+         m = strtok_r(NULL, ",", &save)) {
+      if (n == QRAFT_NODE_MEMBERS_MAX || parse_member(m, &members[n]) != 0) {
+        fprintf(stderr, "qraft-kv: bad member '%s' (want ID@HOST:PORT)\n", m);
+        free(list);
+        return 2;
+      }
+      n++;
+    }
+    free(list);
+    qraft_err_init(&err, 0);
+    rv = qraft_node_bootstrap(srv.node, members, n, &err);
+    if (rv == QRAFT_ESTATE) {
+      fresh = false; /* a restart: the store already holds the cluster */
+    } else if (rv != 0) {
+      qraft_err_print(&err, stderr);
+      return 1;
+    }
+  }
+  if (qraft_node_start(srv.node) != 0) {
+    fprintf(stderr, "qraft-kv: node start failed\n");
+    return 1;
+  }
+  void *daemon = NULL;
+  if (kv_http_start(&srv, http, token, &daemon) != 0) {
+    fprintf(stderr, "qraft-kv: cannot serve HTTP on %s\n", http);
+    qraft_node_free(srv.node);
+    kv_store_close(srv.store);
+    return 1;
+  }
+  char url[300];
+  if (advertise != NULL) {
+    snprintf(url, sizeof url, "%s", advertise);
+  } else {
+    snprintf(url, sizeof url, "http://%s", http);
+  }
+  signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa = {0};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  if (!quiet) {
+    printf("qraft-kv: node %s raft %s http %s\n", hex, raft, url);
+    fflush(stdout);
+  }
+  int exit_code = 0;
+  if (join != NULL && fresh) {
+    if (join_cluster(&srv, join, token, hex, raft) != 0) {
+      fprintf(stderr, "qraft-kv: could not join through %s\n", join);
+      exit_code = 1;
+      stop_flag = 1;
+    } else if (!quiet) {
+      printf("qraft-kv: joined the cluster through %s\n", join);
+      fflush(stdout);
+    }
+  }
+  int ticks = 0;
+  while (!stop_flag) {
+    usleep(100 * 1000);
+    if (++ticks % 5 == 0) {
+      qraft_node_status st;
+      qraft_node_status_get(srv.node, &st);
+      bool member = false;
+      for (uint32_t i = 0; i < st.members_n; i++) {
+        member = member || st.members[i].id == st.id;
+      }
+      if (st.leader != 0 && member) {
+        register_http(&srv, hex, url);
+      }
+    }
+  }
+  kv_http_stop(daemon);
+  qraft_node_free(srv.node);
+  kv_store_close(srv.store);
+  qraft_secret_key_wipe(&key);
+  free(token);
+  if (!quiet) {
+    printf("qraft-kv: stopped\n");
+  }
+  return exit_code;
+}
