@@ -105,6 +105,11 @@ static int serve_usage(void) {
           "         [--bootstrap ID@HOST:PORT,ID@HOST:PORT,...]\n"
           "         [--join http://HOST:PORT] [--advertise-http URL]\n"
           "         [--tick-ms N] [--snapshot-entries N] [--quiet]\n"
+          "         [--config FILE]\n"
+          "  --config FILE reads the same settings from a file, one per line:\n"
+          "  'name value' or 'name = value' with the flag's name without\n"
+          "  '--' ('quiet' takes true or false), '#' starts a comment; flags\n"
+          "  on the command line override the file.\n"
           "  --http defaults to 127.0.0.1:8080; any address but 127.0.0.1\n"
           "  needs --token-file (every request then carries\n"
           "  'Authorization: Bearer TOKEN'). A missing KEYFILE is created.\n");
@@ -233,7 +238,101 @@ static char *read_token(const char *path) {
   return n > 0 ? strdup(buf) : NULL;
 }
 
+/* --config: the file's settings become flags placed before the command
+ * line's, so that the command line wins. Values live in static storage. */
+#define KV_CONFIG_LINES 64
+static char kv_config_text[KV_CONFIG_LINES][2][512];
+static char *kv_config_argv[2 * KV_CONFIG_LINES + 256];
+
+static int kv_config_read(const char *path, int *n_out) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    fprintf(stderr, "qraft-kv: --config %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  char line[1100];
+  int n = 0, lineno = 0;
+  while (fgets(line, sizeof line, f) != NULL) {
+    lineno++;
+    char *p = line;
+    char *hash = strchr(p, '#');
+    if (hash != NULL) {
+      *hash = 0;
+    }
+    while (*p == ' ' || *p == '\t') {
+      p++;
+    }
+    size_t l = strlen(p);
+    while (l > 0 && (p[l - 1] == '\n' || p[l - 1] == '\r' || p[l - 1] == ' ' ||
+                     p[l - 1] == '\t')) {
+      p[--l] = 0;
+    }
+    if (l == 0) {
+      continue;
+    }
+    char *name = p;
+    char *sep = strpbrk(p, " \t=");
+    if (sep == NULL) {
+      fprintf(stderr, "qraft-kv: %s:%d: '%s' has no value\n", path, lineno,
+              name);
+      fclose(f);
+      return -1;
+    }
+    *sep++ = 0;
+    while (*sep == ' ' || *sep == '\t' || *sep == '=') {
+      sep++;
+    }
+    if (*sep == 0 || n == KV_CONFIG_LINES || strlen(name) > 500 ||
+        strlen(sep) > 510) {
+      fprintf(stderr, "qraft-kv: %s:%d: bad setting '%s'\n", path, lineno,
+              name);
+      fclose(f);
+      return -1;
+    }
+    snprintf(kv_config_text[n][0], sizeof kv_config_text[n][0], "--%s", name);
+    snprintf(kv_config_text[n][1], sizeof kv_config_text[n][1], "%s", sep);
+    n++;
+  }
+  fclose(f);
+  *n_out = n;
+  return 0;
+}
+
 int kv_serve_main(int argc, char **argv) {
+  /* --config first: its settings go before the command line's */
+  for (int i = 0; i + 1 < argc; i++) {
+    if (strcmp(argv[i], "--config") == 0) {
+      int n = 0;
+      if (kv_config_read(argv[i + 1], &n) != 0) {
+        return 2;
+      }
+      int k = 0;
+      for (int j = 0; j < n; j++) {
+        if (strcmp(kv_config_text[j][0], "--quiet") == 0) {
+          if (strcmp(kv_config_text[j][1], "true") == 0) {
+            kv_config_argv[k++] = kv_config_text[j][0];
+          } else if (strcmp(kv_config_text[j][1], "false") != 0) {
+            fprintf(stderr, "qraft-kv: quiet takes true or false\n");
+            return 2;
+          }
+          continue;
+        }
+        kv_config_argv[k++] = kv_config_text[j][0];
+        kv_config_argv[k++] = kv_config_text[j][1];
+      }
+      for (int j = 0; j < argc && k < (int)(sizeof kv_config_argv /
+                                             sizeof kv_config_argv[0]);
+           j++) {
+        if (j == i || j == i + 1) {
+          continue; /* the --config flag itself */
+        }
+        kv_config_argv[k++] = argv[j];
+      }
+      argc = k;
+      argv = kv_config_argv;
+      break;
+    }
+  }
   const char *data = NULL, *keyfile = NULL, *raft = NULL,
              *http = "127.0.0.1:8080", *token_file = NULL, *bootstrap = NULL,
              *join = NULL, *advertise = NULL;
