@@ -289,8 +289,11 @@ static int kv_config_read(const char *path, int *n_out) {
       fclose(f);
       return -1;
     }
-    snprintf(kv_config_text[n][0], sizeof kv_config_text[n][0], "--%s", name);
-    snprintf(kv_config_text[n][1], sizeof kv_config_text[n][1], "%s", sep);
+    /* lengths checked above: "--" + name and the value fit */
+    kv_config_text[n][0][0] = '-';
+    kv_config_text[n][0][1] = '-';
+    memcpy(kv_config_text[n][0] + 2, name, strlen(name) + 1);
+    memcpy(kv_config_text[n][1], sep, strlen(sep) + 1);
     n++;
   }
   fclose(f);
