@@ -522,6 +522,9 @@ static sim_host *event_host(qraft_simnet *net, const sim_event *ev) {
 static int sim_run(qraft_env *env, uint64_t deadline_ns,
                    qraft_env_done_cb done_cb, void *ud) {
   qraft_simnet *net = host_of(env)->net;
+  if (deadline_ns != UINT64_MAX) {
+    deadline_ns = net_time(host_of(env), deadline_ns); /* the host's clock */
+  }
   for (;;) {
     if (done_cb != NULL && done_cb(ud)) {
       return 0;

@@ -116,6 +116,7 @@ struct fs_sim {
   uint64_t heal_at_ns;
   uint32_t p_crash, p_partition, p_clog, p_pause; /* per slice, ppm */
   bool skew;
+  uint64_t restart_ms_max;
 };
 
 /* ---- trace and failure ---- */
@@ -237,6 +238,13 @@ static void kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
     }
     kv->index = e->index;
     fs_record_applied(s, kv->node, e);
+    if (s->opts.trace != NULL && e->data.len == FS_OP_BYTES) {
+      fprintf(s->opts.trace, "             node %u applies %" PRIu64
+                             " term %" PRIu64 ": op %u key %u value %" PRIu64
+                             "\n",
+              kv->node, e->index, e->term, e->data.data[0], e->data.data[1],
+              get_u64(e->data.data + 2));
+    }
     if (e->data.len != FS_OP_BYTES) {
       continue; /* a leader's empty entry, or a probe */
     }
@@ -475,6 +483,11 @@ static void fs_propose_cb(void *ud, int status, qraft_slice result,
     s->acked_max = index;
   }
   cl->leader_hint = (int)node;
+  if (s->opts.trace != NULL) {
+    fprintf(s->opts.trace, "             client %u op %" PRIu64
+                           " applied at index %" PRIu64 " on node %u\n",
+            cl->id, cl->op_seq, index, node);
+  }
   fs_client_end(s, cl, out ? "ok swapped" : "ok");
 }
 
@@ -600,8 +613,17 @@ static void fs_faults_step(fs_sim *s) {
     qraft_sim_cluster_heal(s->c);
     fs_event(s, 0x4ea1, "heal the network");
   }
-  if (qraft_prng_chance(&s->rng, s->p_crash, 1000000)) {
-    uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->n);
+  /* A power loss takes every node down at once: only what each disk made
+   * durable survives. */
+  bool power_loss = qraft_prng_chance(&s->rng, s->p_crash / 4, 1000000);
+  if (power_loss) {
+    fs_event(s, 0x90e7, "power loss");
+  }
+  for (uint32_t k = 0; k < (power_loss ? s->n : 1); k++) {
+    if (!power_loss && !qraft_prng_chance(&s->rng, s->p_crash, 1000000)) {
+      break;
+    }
+    uint32_t i = power_loss ? k : (uint32_t)qraft_prng_below(&s->rng, s->n);
     if (qraft_sim_cluster_node(s->c, i) != NULL) {
       qraft_simdisk_stats before, after;
       qraft_simdisk_stats_get(qraft_sim_cluster_disk(s->c, i), &before);
@@ -609,7 +631,7 @@ static void fs_faults_step(fs_sim *s) {
       qraft_simdisk_stats_get(qraft_sim_cluster_disk(s->c, i), &after);
       s->proc[i].seen = false;
       s->restart_at_ns[i] =
-          now + qraft_prng_between(&s->rng, 50, 3000) * 1000000ull;
+          now + qraft_prng_between(&s->rng, 20, s->restart_ms_max) * 1000000ull;
       s->res->crashes++;
       fs_event(s, 0xc7a5 ^ ((uint64_t)i << 32) ^
                       (after.writes_lost - before.writes_lost),
@@ -860,7 +882,14 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
                    qraft_prng_chance(&s->rng, 1, 2);
   cc.clock_skew_ppm_max = s->skew ? 20000 : 0;
   cc.snapshot_entries = qraft_prng_chance(&s->rng, 1, 2) ? 50 : 1000;
-  s->p_crash = (uint32_t)qraft_prng_below(&s->rng, 4000);
+  /* One seed in three is crash-heavy: frequent crashes and power losses,
+   * quick restarts and a slow disk, so that writes are often lost. */
+  bool crashy = qraft_prng_chance(&s->rng, 1, 3);
+  s->p_crash = (uint32_t)qraft_prng_below(&s->rng, crashy ? 40000 : 4000);
+  s->restart_ms_max = crashy ? 500 : 3000;
+  if (crashy) {
+    cc.disk_delay_max_ns += qraft_prng_between(&s->rng, 0, 20000) * 1000ull;
+  }
   s->p_partition = (uint32_t)qraft_prng_below(&s->rng, 6000);
   s->p_clog = (uint32_t)qraft_prng_below(&s->rng, 6000);
   s->p_pause = pauses ? (uint32_t)qraft_prng_below(&s->rng, 4000) : 0;
@@ -873,12 +902,13 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
            "nodes %u clients %u drop %u dup %u delay %" PRIu64 "..%" PRIu64
            " us disk %" PRIu64 "..%" PRIu64
            " us pre-vote %d check-quorum %d lease %d skew %d snapshot %" PRIu64
-           " crash %u part %u clog %u pause %u ppm/slice",
+           " crash %u%s part %u clog %u pause %u ppm/slice",
            s->n, s->clients_n, cc.faults.drop_ppm, cc.faults.dup_ppm,
            cc.faults.delay_min_ns / 1000, cc.faults.delay_max_ns / 1000,
            cc.disk_delay_min_ns / 1000, cc.disk_delay_max_ns / 1000,
            !cc.disable_pre_vote, !cc.disable_check_quorum, cc.lease_reads,
-           s->skew, cc.snapshot_entries, s->p_crash, s->p_partition,
+           s->skew, cc.snapshot_entries, s->p_crash, crashy ? " (heavy)" : "",
+           s->p_partition,
            s->p_clog, s->p_pause);
   fs_mix(s, opts->seed);
   if (opts->trace != NULL) {

@@ -3,11 +3,19 @@
 # simulator, and fail unless every canary is caught within SEEDS seeds.
 # Prints which checker caught each one and the seed that replays it.
 #
+# The core's canaries (planted in src/core/raft.c) must be caught by the
+# core simulator and by the full-stack one (qraft-sim --full: real nodes,
+# transport and simulated disks); the node's and the transport's (NODE_*,
+# TRANSPORT_*, in src/node/node.c and src/transport/raft_net.c) by the
+# full-stack one.
+#
 #   tests/sim/canaries.sh [BUILD_DIR]     (default build/canary)
+#   CANARY_SEEDS, CANARY_FULL_SEEDS: seeds to try before giving up
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dir=${1:-build/canary}
 SEEDS=${CANARY_SEEDS:-3000}
+FULL_SEEDS=${CANARY_FULL_SEEDS:-600}
 JOBS=${JOBS:-$(nproc)}
 CANARIES=(
   COMMIT_PREVIOUS_TERM     # Figure 8: commit an old-term entry by counting
@@ -15,22 +23,34 @@ CANARIES=(
   ACK_BEFORE_DURABLE       # acknowledge an append before it is durable
   READ_WITHOUT_QUORUM      # answer ReadIndex without confirming leadership
   NO_CHECK_QUORUM_STEP_DOWN # keep leading when check-quorum says step down
+  NODE_ACK_BEFORE_DURABLE  # node: send after-persist messages before the write
+  TRANSPORT_DUP_FRAME      # transport: a frame delivered again on reconnect
 )
 missed=0
-for c in "${CANARIES[@]}"; do
-  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQRAFT_CANARY="$c" \
-    -DQRAFT_BUILD_TESTS=OFF -DQRAFT_BUILD_BENCH=OFF >/dev/null
-  cmake --build "$dir" -j "$JOBS" --target qraft-sim >/dev/null
-  out=$("$dir/bin/qraft-sim" --seeds "$SEEDS" --jobs "$JOBS" --expect-fail || true)
+# hunt CANARY MODE SEEDS: runs the simulator until it fails; prints the line.
+hunt() {
+  local c=$1 mode=$2 n=$3 flag=
+  [ "$mode" = full ] && flag=--full
+  out=$("$dir/bin/qraft-sim" $flag --seeds "$n" --jobs "$JOBS" --expect-fail || true)
   line=$(printf '%s\n' "$out" | grep -m1 '^FAILED seed' || true)
   if [ -n "$line" ]; then
     seed=$(printf '%s\n' "$line" | awk '{print $3}' | tr -d ':')
     checker=$(printf '%s\n' "$line" | awk '{print $5}')
-    printf 'canary %-26s caught by %-22s seed %s\n' "$c" "$checker" "$seed"
+    printf 'canary %-26s %-5s caught by %-22s seed %s\n' "$c" "$mode" "$checker" "$seed"
   else
-    printf 'canary %-26s NOT CAUGHT in %s seeds\n' "$c" "$SEEDS"
+    printf 'canary %-26s %-5s NOT CAUGHT in %s seeds\n' "$c" "$mode" "$n"
     missed=$((missed + 1))
   fi
+}
+for c in "${CANARIES[@]}"; do
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQRAFT_CANARY="$c" \
+    -DQRAFT_BUILD_TESTS=OFF -DQRAFT_BUILD_BENCH=OFF >/dev/null
+  cmake --build "$dir" -j "$JOBS" --target qraft-sim >/dev/null
+  case $c in
+    NODE_*|TRANSPORT_*) ;;
+    *) hunt "$c" core "$SEEDS" ;;
+  esac
+  hunt "$c" full "$FULL_SEEDS"
 done
 # leave the tree without a planted bug
 cmake -S . -B "$dir" -DQRAFT_CANARY= >/dev/null
