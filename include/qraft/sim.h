@@ -18,8 +18,16 @@
  * rates, which features are on) from the seed. The same seed gives the same
  * run and the same trace hash on every machine.
  *
+ * The full-stack simulation (below: qraft_simdisk, qraft_sim_cluster,
+ * qraft_sim_full_run; `qraft-sim --full`) runs the code users run instead
+ * of bare cores: the node driver, the QUIC transport with its TLS
+ * handshakes, and a simulated disk behind the storage interface, on the
+ * in-memory network of qraft/env.h. Users run their own state machine in
+ * a qraft_sim_cluster, inject faults, step it and check their invariants
+ * (examples/sim_counter).
+ *
  * Thread-safety: runs share nothing; distinct runs may go on distinct
- * threads or processes.
+ * threads or processes. A qraft_sim_cluster is used from one thread.
  */
 #ifndef QRAFT_SIM_H
 #define QRAFT_SIM_H
