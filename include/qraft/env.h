@@ -248,7 +248,17 @@ typedef struct qraft_simnet_stats {
                           same (from, to) pair */
   uint64_t unroutable; /* no socket bound at the destination */
   uint64_t events;     /* events run (timers, deliveries, wakes) */
+  uint64_t blocked;    /* dropped by a blocked link or a down host */
+  uint64_t clogged;    /* held back by a clogged link */
+  /* FNV-1a over every event's kind, host, time and datagram size (never
+   * payload bytes): the same seed and calls give the same hash even when a
+   * TLS library draws its own random bytes. */
+  uint64_t trace_hash;
 } qraft_simnet_stats;
+
+/* Hosts 1..QRAFT_SIMNET_CONTROL_HOSTS_MAX can be partitioned, clogged,
+ * taken down, paused and skewed; later hosts only carry traffic. */
+#define QRAFT_SIMNET_CONTROL_HOSTS_MAX 63
 
 /*
  * Creates a network whose virtual clock starts at 1 s and whose every random
@@ -279,6 +289,45 @@ void qraft_simnet_stats_get(const qraft_simnet *net, qraft_simnet_stats *out);
 /* Frees the network; every env of it must be freed first. NULL is
  * ignored. */
 void qraft_simnet_free(qraft_simnet *net);
+
+/* ---- Fault controls. `from`, `to`, `env`: envs of one network (hosts
+ * 1..QRAFT_SIMNET_CONTROL_HOSTS_MAX, asserted). Datagrams in flight are not
+ * affected unless said otherwise. ---- */
+
+/* Drops (blocked) or carries again every datagram sent from `from` to `to`:
+ * one direction of a partition. */
+void qraft_simnet_link_block(qraft_env *from, qraft_env *to, bool blocked);
+
+/* Clogs the link from `from` to `to` until network time `until_ns`:
+ * datagrams sent meanwhile arrive after it (plus their delay), in a burst.
+ * 0 unclogs. */
+void qraft_simnet_link_clog(qraft_env *from, qraft_env *to,
+                            uint64_t until_ns);
+
+/* Unblocks and unclogs every link. */
+void qraft_simnet_heal(qraft_simnet *net);
+
+/* A host that is down sends nothing and receives nothing (its datagrams,
+ * including those in flight to it, are dropped), as a crashed machine. */
+void qraft_simnet_host_set_down(qraft_env *env, bool down);
+
+/* Pauses the host's process until network time `until_ns` (a stop-the-
+ * world pause): its timers, wake-ups and deliveries wait until then. */
+void qraft_simnet_host_pause(qraft_env *env, uint64_t until_ns);
+
+/* Skews the host's clock: it reads the network time plus `offset_ns`, and
+ * runs `rate_ppm` parts per million faster (negative: slower) than the
+ * network's from its origin. Timers follow the host's clock. The clock
+ * never goes back (the offset is lifted if the change would). */
+void qraft_simnet_host_set_clock(qraft_env *env, int64_t offset_ns,
+                                 int32_t rate_ppm);
+
+/* The network's own time (no host skew). */
+uint64_t qraft_simnet_now_ns(const qraft_simnet *net);
+
+/* The next number of the network's one generator, for simulators that want
+ * every random choice from one seed. */
+uint64_t qraft_simnet_random(qraft_simnet *net);
 
 #ifdef __cplusplus
 }

@@ -18,11 +18,23 @@
  * rates, which features are on) from the seed. The same seed gives the same
  * run and the same trace hash on every machine.
  *
+ * The full-stack simulation (below: qraft_simdisk, qraft_sim_cluster,
+ * qraft_sim_full_run; `qraft-sim --full`) runs the code users run instead
+ * of bare cores: the node driver, the QUIC transport with its TLS
+ * handshakes, and a simulated disk behind the storage interface, on the
+ * in-memory network of qraft/env.h. Users run their own state machine in
+ * a qraft_sim_cluster, inject faults, step it and check their invariants
+ * (examples/sim_counter).
+ *
  * Thread-safety: runs share nothing; distinct runs may go on distinct
- * threads or processes.
+ * threads or processes. A qraft_sim_cluster is used from one thread.
  */
 #ifndef QRAFT_SIM_H
 #define QRAFT_SIM_H
+
+#include <qraft/env.h>
+#include <qraft/node.h>
+#include <qraft/storage.h>
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -74,6 +86,173 @@ typedef struct qraft_sim_core_result {
  * the verdict), or -ENOMEM.
  */
 int qraft_sim_core_run(const qraft_sim_core_opts *opts,
+                       qraft_sim_core_result *res);
+
+
+/* ======================================================================
+ * The full-stack simulation: real nodes (qraft/node.h) with their QUIC
+ * transport and TLS handshakes, on the in-memory network of qraft/env.h,
+ * each with a simulated disk, all in the calling thread from one seed.
+ * ====================================================================== */
+
+/* ---- The simulated disk ---- */
+
+typedef struct qraft_simdisk qraft_simdisk;
+
+typedef struct qraft_simdisk_stats {
+  uint64_t writes_submitted;
+  uint64_t writes_durable;
+  uint64_t entries_durable;
+  uint64_t writes_lost; /* not yet durable at a crash */
+  uint64_t entries_lost;
+  uint64_t crashes;
+} qraft_simdisk_stats;
+
+/*
+ * Creates a disk on `env` (a simnet env; it must outlive the disk): a
+ * durable part that survives crashes and a volatile part. A write becomes
+ * durable after a delay uniform in [delay_min_ns, delay_max_ns] drawn from
+ * the env's generator, never before an earlier write; then its callback
+ * runs from a timer on the env. Reads see the durable part.
+ * Returns 0 on success, or one of these negative codes: -ENOMEM.
+ */
+int qraft_simdisk_new(qraft_env *env, uint64_t delay_min_ns,
+                      uint64_t delay_max_ns, qraft_simdisk **out);
+
+/* Opens a store on the disk (qraft/storage.h), for qraft_node_config's
+ * `storage`: the node owns and closes it; the disk stays. One store at a
+ * time. Returns 0 on success, or one of these negative codes: QRAFT_ESTATE
+ * (a store is open), -ENOMEM. */
+int qraft_simdisk_open(qraft_simdisk *d, qraft_storage **out);
+
+/* A power loss: every write not yet durable is lost; its callback runs now
+ * with QRAFT_ESYNC and the open store refuses writes until the disk is
+ * opened again. Call it before freeing the node that uses the disk. */
+void qraft_simdisk_crash(qraft_simdisk *d);
+
+/* Makes every pending write durable now and runs the callbacks (a clean
+ * shutdown's final sync). */
+void qraft_simdisk_flush(qraft_simdisk *d);
+
+void qraft_simdisk_stats_get(const qraft_simdisk *d, qraft_simdisk_stats *out);
+
+/* The first breach of the storage contract the disk saw (a write invalid on
+ * the state the earlier writes leave), or NULL. */
+const char *qraft_simdisk_violation(const qraft_simdisk *d);
+
+/* Frees the disk; its store must be closed. NULL is ignored. */
+void qraft_simdisk_free(qraft_simdisk *d);
+
+/* ---- A simulated cluster of real nodes, for users' own state machines ---- */
+
+#define QRAFT_SIM_CLUSTER_NODES_MAX 7
+
+typedef struct qraft_sim_cluster qraft_sim_cluster;
+
+typedef struct qraft_sim_cluster_config {
+  uint64_t seed;  /* every random choice (network, disk, TLS nonces of the
+                     env) comes from it */
+  uint32_t nodes; /* 1..QRAFT_SIM_CLUSTER_NODES_MAX founding voters */
+  /* The user's state machine. sm_new makes a fresh one for node `i` when
+   * the node starts and after every restart (a crash loses the process's
+   * memory; the node restores it from its snapshot and log); sm_free frees
+   * it when the node crashes or the cluster is freed. */
+  const qraft_sm_ops *sm;
+  void *(*sm_new)(void *ud, uint32_t i);
+  void (*sm_free)(void *ud, uint32_t i, void *sm);
+  void *ud;
+  /* Network faults for every datagram (see qraft_simnet_faults); zero:
+   * none, 50 us delay. */
+  qraft_simnet_faults faults;
+  /* Disk write delay (0, 0: 100 us to 2 ms). */
+  uint64_t disk_delay_min_ns, disk_delay_max_ns;
+  /* Each node's clock runs up to this many ppm fast or slow, drawn from
+   * the seed (0: no skew). At most 100000. */
+  uint32_t clock_skew_ppm_max;
+  /* Node timing and features (see qraft_node_config; 0: defaults). */
+  uint32_t tick_ms, election_ticks, heartbeat_ticks;
+  bool disable_pre_vote, disable_check_quorum, lease_reads;
+  uint64_t snapshot_entries;
+  qraft_logger *logger; /* NULL: nodes log nothing */
+} qraft_sim_cluster_config;
+
+/*
+ * Creates the network, the disks, the keys and the nodes, bootstraps and
+ * starts them. The caller owns the cluster until qraft_sim_cluster_free.
+ * Everything runs when the caller runs the cluster (qraft_sim_cluster_run),
+ * on the calling thread. Returns 0 on success, or one of these negative
+ * codes: QRAFT_ECONFIG (bad config), -ENOMEM, or a node's error.
+ */
+int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
+                          qraft_sim_cluster **out);
+
+/* Frees everything: pending writes are flushed (a clean shutdown), nodes
+ * stopped (pending callbacks run with QRAFT_ESHUTDOWN). NULL is ignored. */
+void qraft_sim_cluster_free(qraft_sim_cluster *c);
+
+uint32_t qraft_sim_cluster_size(const qraft_sim_cluster *c);
+/* Node `i` (0-based), or NULL while it is crashed. Valid until it crashes. */
+qraft_node *qraft_sim_cluster_node(qraft_sim_cluster *c, uint32_t i);
+/* The state machine of node `i` (what sm_new returned), NULL if crashed. */
+void *qraft_sim_cluster_sm(qraft_sim_cluster *c, uint32_t i);
+/* The index of the node that is leader of the highest term, or -1. */
+int qraft_sim_cluster_leader(qraft_sim_cluster *c);
+/* Network time in milliseconds since the start. */
+uint64_t qraft_sim_cluster_now_ms(const qraft_sim_cluster *c);
+qraft_simnet *qraft_sim_cluster_net(qraft_sim_cluster *c);
+qraft_env *qraft_sim_cluster_env(qraft_sim_cluster *c, uint32_t i);
+qraft_simdisk *qraft_sim_cluster_disk(qraft_sim_cluster *c, uint32_t i);
+/* A number from the cluster's one generator. */
+uint64_t qraft_sim_cluster_random(qraft_sim_cluster *c);
+
+/*
+ * Runs the cluster for `ms` virtual milliseconds, or until `done_cb(ud)`
+ * (may be NULL) returns true; it is checked after every event, so keep it
+ * cheap. Returns true if done_cb stopped the run.
+ */
+bool qraft_sim_cluster_run(qraft_sim_cluster *c, uint64_t ms,
+                           qraft_env_done_cb done_cb, void *ud);
+
+/* Faults. */
+void qraft_sim_cluster_set_faults(qraft_sim_cluster *c,
+                                  const qraft_simnet_faults *f);
+/* Blocks (or unblocks) traffic from node i to node j; both ways when
+ * `both`. */
+void qraft_sim_cluster_block(qraft_sim_cluster *c, uint32_t i, uint32_t j,
+                             bool both, bool blocked);
+/* Cuts node i off from every other node, both ways. */
+void qraft_sim_cluster_isolate(qraft_sim_cluster *c, uint32_t i);
+/* Holds back datagrams from i to j for `ms` virtual milliseconds. */
+void qraft_sim_cluster_clog(qraft_sim_cluster *c, uint32_t i, uint32_t j,
+                            uint64_t ms);
+/* Unblocks and unclogs every link. */
+void qraft_sim_cluster_heal(qraft_sim_cluster *c);
+/* Stops node i's process for `ms` virtual milliseconds. */
+void qraft_sim_cluster_pause(qraft_sim_cluster *c, uint32_t i, uint64_t ms);
+/* Crashes node i: writes not yet durable are lost, its state machine is
+ * freed, its in-flight requests fail. No-op if crashed. */
+void qraft_sim_cluster_crash(qraft_sim_cluster *c, uint32_t i);
+/* Restarts a crashed node i with the same key, address and disk, and a
+ * fresh state machine. Returns 0 on success, or the node's error code. */
+int qraft_sim_cluster_restart(qraft_sim_cluster *c, uint32_t i);
+
+/* ---- The full-stack simulator (`qraft-sim --full`) ---- */
+
+/*
+ * qraft_sim_full_run runs one seed: 3 to 7 nodes of a simulated cluster
+ * with a key-value state machine, clients with a put, get (read barrier)
+ * and compare-and-swap workload, and the faults: delay, loss, duplication,
+ * reordering, partitions, clogging, crashes that lose unsynced writes and
+ * restarts, clock skew and pauses, drawn from the seed. Checked while it
+ * runs: at most one leader per term, terms never go back, commit never goes
+ * back within a process, every node applies the same entry at each index
+ * (state machine safety). After it: acknowledged writes are in the final
+ * log, the client history is linearizable, and the healed cluster elects a
+ * leader and commits a new write in bounded time. Uses qraft_sim_core_opts
+ * and qraft_sim_core_result; the hash is the event trace of qraft_simnet
+ * (kinds and sizes, not bytes) mixed with the simulator's own events.
+ */
+int qraft_sim_full_run(const qraft_sim_core_opts *opts,
                        qraft_sim_core_result *res);
 
 #ifdef __cplusplus

@@ -82,6 +82,7 @@ struct qraft_simnet {
   sim_udp *sockets;
   uint32_t hosts_n;
   uint32_t envs_live;
+  struct sim_host *hosts[QRAFT_SIMNET_CONTROL_HOSTS_MAX + 1]; /* by index */
 };
 
 struct sim_host {
@@ -89,9 +90,34 @@ struct sim_host {
   qraft_simnet *net;
   uint32_t index;
   uint16_t next_port;
+  /* Controls (qraft_simnet_link_block etc.); hosts 1..CONTROL_HOSTS_MAX. */
+  uint64_t blocked_to;   /* bit i: datagrams to host i are dropped */
+  uint64_t clog_until_ns[QRAFT_SIMNET_CONTROL_HOSTS_MAX + 1]; /* to host i */
+  bool down;
+  uint64_t paused_until_ns;
+  int64_t clock_offset_ns;
+  int32_t clock_rate_ppm;
 };
 
 static sim_host *host_of(qraft_env *env) { return (sim_host *)env; }
+
+/* The event trace: FNV-1a over what happened (kind, host, size), never over
+ * payload bytes, so that a run hashes the same whatever bytes the TLS
+ * library drew. */
+static void trace_mix(qraft_simnet *net, uint64_t x) {
+  for (int i = 0; i < 8; i++) {
+    net->stats.trace_hash ^= (x >> (8 * i)) & 0xff;
+    net->stats.trace_hash *= 0x100000001b3ULL;
+  }
+}
+
+static uint32_t host_index_of_addr(const struct sockaddr_in *a) {
+  return ntohl(a->sin_addr.s_addr) & 0xffffu;
+}
+
+static sim_host *host_by_index(qraft_simnet *net, uint32_t i) {
+  return i >= 1 && i <= QRAFT_SIMNET_CONTROL_HOSTS_MAX ? net->hosts[i] : NULL;
+}
 
 /* ---- the event heap ---- */
 
@@ -154,7 +180,39 @@ static sim_event heap_pop(qraft_simnet *net) {
 
 /* ---- clock and randomness ---- */
 
-static uint64_t sim_now_ns(qraft_env *env) { return host_of(env)->net->now_ns; }
+/* A host's clock runs at (1 + rate_ppm / 10^6) times the network's from
+ * the network's origin, plus an offset: h(t) = t + off + (t - T0) * rate. */
+#define SIM_T0_NS 1000000000ull
+
+static uint64_t host_time(const sim_host *h, uint64_t t) {
+  __int128 d = (__int128)(t - SIM_T0_NS) * h->clock_rate_ppm / 1000000;
+  return (uint64_t)((__int128)t + h->clock_offset_ns + d);
+}
+
+/* The first network time at which the host's clock reads `hd` or later. */
+static uint64_t net_time(const sim_host *h, uint64_t hd) {
+  if (h->clock_rate_ppm == 0 && h->clock_offset_ns == 0) {
+    return hd;
+  }
+  __int128 x = (__int128)hd - h->clock_offset_ns - SIM_T0_NS;
+  if (x <= 0) {
+    return SIM_T0_NS;
+  }
+  __int128 den = 1000000 + h->clock_rate_ppm;
+  __int128 t = SIM_T0_NS + (x * 1000000 + den - 1) / den;
+  while (t > SIM_T0_NS && host_time(h, (uint64_t)(t - 1)) >= hd) {
+    t--;
+  }
+  while (host_time(h, (uint64_t)t) < hd) {
+    t++;
+  }
+  return t > (__int128)UINT64_MAX / 2 ? UINT64_MAX / 2 : (uint64_t)t;
+}
+
+static uint64_t sim_now_ns(qraft_env *env) {
+  sim_host *h = host_of(env);
+  return host_time(h, h->net->now_ns);
+}
 
 static void sim_random(qraft_env *env, void *out, size_t len) {
   qraft_prng *p = &host_of(env)->net->prng;
@@ -187,7 +245,11 @@ static void sim_timer_arm(qraft_env_timer *base, uint64_t deadline_ns) {
   sim_timer *t = (sim_timer *)base;
   qraft_simnet *net = host_of(base->env)->net;
   t->gen++;
-  int rv = heap_push(net, deadline_ns, EV_TIMER, t->gen, t);
+  sim_host *h = host_of(base->env);
+  uint64_t at = deadline_ns <= host_time(h, net->now_ns)
+                    ? net->now_ns
+                    : net_time(h, deadline_ns);
+  int rv = heap_push(net, at, EV_TIMER, t->gen, t);
   QRAFT_ASSERTF(rv == 0, "simnet: out of memory for an event");
   t->events_pending++;
 }
@@ -269,6 +331,17 @@ static int sim_udp_send(qraft_env_udp *base, const struct sockaddr *to,
   net->stats.sent++;
   uint64_t send_seq = ++net->send_seq;
   const qraft_simnet_faults *f = &net->faults;
+  sim_host *src = host_of(base->env);
+  uint32_t dst_i = host_index_of_addr((const struct sockaddr_in *)to);
+  trace_mix(net, ((uint64_t)src->index << 48) | ((uint64_t)dst_i << 32) | len);
+  if (src->down || (dst_i <= QRAFT_SIMNET_CONTROL_HOSTS_MAX &&
+                    (src->blocked_to >> dst_i) & 1)) {
+    net->stats.blocked++;
+    return 0;
+  }
+  uint64_t clog_until = dst_i <= QRAFT_SIMNET_CONTROL_HOSTS_MAX
+                            ? src->clog_until_ns[dst_i]
+                            : 0;
   if (f->drop_ppm > 0 && qraft_prng_chance(&net->prng, f->drop_ppm, 1000000)) {
     net->stats.dropped++;
     return 0;
@@ -292,7 +365,12 @@ static int sim_udp_send(qraft_env_udp *base, const struct sockaddr *to,
     if (f->delay_max_ns > f->delay_min_ns) {
       delay = qraft_prng_between(&net->prng, f->delay_min_ns, f->delay_max_ns);
     }
-    if (heap_push(net, net->now_ns + delay, EV_DGRAM, 0, d) != 0) {
+    uint64_t at = net->now_ns + delay;
+    if (at < clog_until) {
+      at = clog_until + delay;
+      net->stats.clogged++;
+    }
+    if (heap_push(net, at, EV_DGRAM, 0, d) != 0) {
       free(d);
       return -ENOMEM;
     }
@@ -314,6 +392,11 @@ static void sim_udp_close(qraft_env_udp *base) {
 }
 
 static void deliver(qraft_simnet *net, sim_dgram *d) {
+  sim_host *dst = host_by_index(net, host_index_of_addr(&d->to));
+  if (dst != NULL && dst->down) {
+    net->stats.blocked++;
+    return;
+  }
   sim_udp *u = socket_find(net, &d->to);
   if (u == NULL) {
     net->stats.unroutable++;
@@ -344,6 +427,8 @@ static void deliver(qraft_simnet *net, sim_dgram *d) {
     }
   }
   net->stats.delivered++;
+  trace_mix(net, 0xd0000000ull ^ ((uint64_t)host_index_of_addr(&d->from) << 48) ^
+                     ((uint64_t)host_index_of_addr(&d->to) << 32) ^ d->len);
   u->cb(u->ud, (const struct sockaddr *)&d->from, d->data, d->len);
 }
 
@@ -418,9 +503,28 @@ static void run_event(qraft_simnet *net, sim_event ev) {
   QRAFT_UNREACHABLE();
 }
 
+static sim_host *event_host(qraft_simnet *net, const sim_event *ev) {
+  switch (ev->kind) {
+  case EV_TIMER: {
+    sim_timer *t = ev->obj; /* a freed timer's env may be gone */
+    return t->freed ? NULL : host_of(t->base.env);
+  }
+  case EV_WAKE: {
+    sim_wake *w = ev->obj;
+    return w->freed ? NULL : host_of(w->base.env);
+  }
+  case EV_DGRAM:
+    return host_by_index(net, host_index_of_addr(&((sim_dgram *)ev->obj)->to));
+  }
+  return NULL;
+}
+
 static int sim_run(qraft_env *env, uint64_t deadline_ns,
                    qraft_env_done_cb done_cb, void *ud) {
   qraft_simnet *net = host_of(env)->net;
+  if (deadline_ns != UINT64_MAX) {
+    deadline_ns = net_time(host_of(env), deadline_ns); /* the host's clock */
+  }
   if (deadline_ns < net->now_ns) {
     deadline_ns = net->now_ns; /* what is due now still runs */
   }
@@ -442,7 +546,16 @@ static int sim_run(qraft_env *env, uint64_t deadline_ns,
     sim_event ev = heap_pop(net);
     QRAFT_ASSERT(ev.at_ns >= net->now_ns);
     net->now_ns = ev.at_ns;
+    sim_host *h = event_host(net, &ev);
+    if (h != NULL && h->paused_until_ns > net->now_ns) {
+      /* A paused process runs nothing; its events wait for it. */
+      int rv = heap_push(net, h->paused_until_ns, ev.kind, ev.gen, ev.obj);
+      QRAFT_ASSERTF(rv == 0, "simnet: out of memory for an event");
+      continue;
+    }
     net->stats.events++;
+    trace_mix(net, ((uint64_t)ev.kind << 56) ^ (h != NULL ? h->index : 0) ^
+                       (net->now_ns << 8));
     run_event(net, ev);
   }
 }
@@ -453,6 +566,9 @@ static void sim_env_free(qraft_env *env) {
     QRAFT_ASSERTF(s->base.env != env, "env freed with a socket still bound");
   }
   h->net->envs_live--;
+  if (h->index <= QRAFT_SIMNET_CONTROL_HOSTS_MAX) {
+    h->net->hosts[h->index] = NULL;
+  }
   free(h);
 }
 
@@ -480,7 +596,8 @@ int qraft_simnet_new(uint64_t seed, qraft_simnet **out) {
     return -ENOMEM;
   }
   qraft_prng_init(&net->prng, seed);
-  net->now_ns = 1000000000ull;
+  net->now_ns = SIM_T0_NS;
+  net->stats.trace_hash = 0xcbf29ce484222325ULL;
   net->faults.delay_min_ns = 50000;
   net->faults.delay_max_ns = 50000;
   *out = net;
@@ -502,6 +619,9 @@ int qraft_simnet_env_new(qraft_simnet *net, qraft_env **out) {
   h->index = ++net->hosts_n;
   QRAFT_ASSERTF(h->index < (1u << 16), "simnet: too many hosts");
   h->next_port = 40000;
+  if (h->index <= QRAFT_SIMNET_CONTROL_HOSTS_MAX) {
+    net->hosts[h->index] = h;
+  }
   net->envs_live++;
   *out = &h->base;
   return 0;
@@ -538,4 +658,76 @@ void qraft_simnet_free(qraft_simnet *net) {
   }
   free(net->heap);
   free(net);
+}
+
+/* ---- controls ---- */
+
+static sim_host *control_host(qraft_env *env) {
+  sim_host *h = host_of(env);
+  QRAFT_ASSERTF(h->base.ops == &sim_ops, "not a simnet env");
+  QRAFT_ASSERTF(h->index <= QRAFT_SIMNET_CONTROL_HOSTS_MAX,
+                "simnet: host %u is beyond the controllable hosts", h->index);
+  return h;
+}
+
+void qraft_simnet_link_block(qraft_env *from, qraft_env *to, bool blocked) {
+  sim_host *a = control_host(from), *b = control_host(to);
+  if (blocked) {
+    a->blocked_to |= 1ull << b->index;
+  } else {
+    a->blocked_to &= ~(1ull << b->index);
+  }
+  trace_mix(a->net, 0xb10c0000ull ^ ((uint64_t)a->index << 8) ^ b->index ^
+                        ((uint64_t)blocked << 40));
+}
+
+void qraft_simnet_link_clog(qraft_env *from, qraft_env *to,
+                            uint64_t until_ns) {
+  sim_host *a = control_host(from), *b = control_host(to);
+  a->clog_until_ns[b->index] = until_ns;
+  trace_mix(a->net, 0xc1060000ull ^ ((uint64_t)a->index << 8) ^ b->index);
+}
+
+void qraft_simnet_heal(qraft_simnet *net) {
+  for (uint32_t i = 1; i <= QRAFT_SIMNET_CONTROL_HOSTS_MAX; i++) {
+    if (net->hosts[i] != NULL) {
+      net->hosts[i]->blocked_to = 0;
+      memset(net->hosts[i]->clog_until_ns, 0,
+             sizeof net->hosts[i]->clog_until_ns);
+    }
+  }
+  trace_mix(net, 0x4ea1);
+}
+
+void qraft_simnet_host_set_down(qraft_env *env, bool down) {
+  sim_host *h = control_host(env);
+  h->down = down;
+  trace_mix(h->net, 0xd0e70000ull ^ h->index ^ ((uint64_t)down << 40));
+}
+
+void qraft_simnet_host_pause(qraft_env *env, uint64_t until_ns) {
+  sim_host *h = control_host(env);
+  h->paused_until_ns = until_ns;
+  trace_mix(h->net, 0x9a05e000ull ^ h->index);
+}
+
+void qraft_simnet_host_set_clock(qraft_env *env, int64_t offset_ns,
+                                 int32_t rate_ppm) {
+  sim_host *h = control_host(env);
+  QRAFT_ASSERTF(rate_ppm > -500000 && rate_ppm < 500000,
+                "simnet: clock rate %d ppm out of range", rate_ppm);
+  uint64_t before = host_time(h, h->net->now_ns);
+  h->clock_offset_ns = offset_ns;
+  h->clock_rate_ppm = rate_ppm;
+  /* Never let a host's clock go back: lift the offset if needed. */
+  uint64_t after = host_time(h, h->net->now_ns);
+  if (after < before) {
+    h->clock_offset_ns += (int64_t)(before - after);
+  }
+}
+
+uint64_t qraft_simnet_now_ns(const qraft_simnet *net) { return net->now_ns; }
+
+uint64_t qraft_simnet_random(qraft_simnet *net) {
+  return qraft_prng_next(&net->prng);
 }

@@ -1044,6 +1044,14 @@ static void node_drain(qraft_node *n) {
         }
         w->msgs_n = u.messages_after_persist_n;
       }
+#ifdef QRAFT_CANARY_NODE_ACK_BEFORE_DURABLE
+      /* Planted bug (make canaries): the messages that must wait for the
+       * write (append acknowledgements, votes) leave at once, and again
+       * when it is durable. */
+      for (size_t i = 0; i < u.messages_after_persist_n; i++) {
+        node_send(n, &u.messages_after_persist[i]);
+      }
+#endif
       w->w.cb = node_write_cb;
       w->w.data = w;
     }
@@ -1522,6 +1530,12 @@ int qraft_node_new(const qraft_node_config *cfg_in, qraft_node **out,
     }
     n->own_env = true;
   }
+  /* Proposals carry (our id, seq) in their context and reads use seq as
+   * their id; entries and read states of an earlier run of this node may
+   * still come back after a restart, so a run's numbers must not start
+   * where the last run's did (found by qraft-sim --full). */
+  qraft_env_random(n->env, &n->next_seq, sizeof n->next_seq);
+  n->next_seq &= (UINT64_C(1) << 62) - 1;
   if (cfg.storage != NULL) {
     n->st = cfg.storage;
   } else {

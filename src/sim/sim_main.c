@@ -7,6 +7,8 @@
  *   --expect-fail   succeed only if some run fails (for canaries); stops at
  *                   the first failure
  *   --duration-ms D fix the virtual length of every run
+ *   --full          the full-stack simulation (qraft_sim_full_run): real
+ *                   nodes, QUIC transport, simulated disks
  *
  * Every failure prints the one command that replays it. Exit status: 0 if
  * every run passed (or, with --expect-fail, if one failed), 1 otherwise,
@@ -27,12 +29,15 @@
 #include <unistd.h>
 
 static const char *prog = "qraft-sim";
+static bool full; /* --full: the full-stack simulator */
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: %s --seed S [--trace] [--summary] [--duration-ms D]\n"
-          "       %s --seeds N [--start S] [--jobs J] [--expect-fail]\n"
-          "       %s --regression FILE [--jobs J]\n",
+          "usage: %s [--full] --seed S [--trace] [--summary] [--duration-ms D]\n"
+          "       %s [--full] --seeds N [--start S] [--jobs J] [--expect-fail]\n"
+          "       %s [--full] --regression FILE [--jobs J]\n"
+          "  --full  the full-stack simulation: real nodes, QUIC transport,\n"
+          "          simulated disks (default: the Raft cores alone)\n",
           prog, prog, prog);
 }
 
@@ -46,7 +51,7 @@ static int run_one(uint64_t seed, uint64_t duration_ms, FILE *trace,
                    qraft_sim_core_result *res) {
   qraft_sim_core_opts opts = {.seed = seed, .duration_ms = duration_ms,
                               .trace = trace};
-  return qraft_sim_core_run(&opts, res);
+  return full ? qraft_sim_full_run(&opts, res) : qraft_sim_core_run(&opts, res);
 }
 
 static void print_result(uint64_t seed, const qraft_sim_core_result *r,
@@ -168,7 +173,8 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
           failed++;
           const char *rest = strchr(line, ' ');
           printf("FAILED seed %" PRIu64 ":%s\n", seed, rest ? rest : "");
-          printf("  replay: %s --seed %" PRIu64 " --trace\n", self, seed);
+          printf("  replay: %s%s --seed %" PRIu64 " --trace\n", self,
+                 full ? " --full" : "", seed);
           fflush(stdout);
           if (stop_on_fail) {
             stop = true;
@@ -231,6 +237,8 @@ int main(int argc, char **argv) {
     } else if (strcmp(a, "--regression") == 0 && v) {
       regression = v;
       i++;
+    } else if (strcmp(a, "--full") == 0) {
+      full = true;
     } else if (strcmp(a, "--trace") == 0) {
       trace = true;
     } else if (strcmp(a, "--summary") == 0) {

@@ -55,6 +55,10 @@ typedef struct rn_peer {
   size_t snap_off;
   int64_t snap_sid;
   bool snap_fin_queued;
+#ifdef QRAFT_CANARY_TRANSPORT_DUP_FRAME
+  qraft_buf *canary_frame; /* the last frame with entries received */
+  size_t canary_bytes;
+#endif
 } rn_peer;
 
 struct qraft_raft_net {
@@ -222,6 +226,17 @@ static bool in_frame(qraft_raft_net *n, rn_in *in) {
   qraft_wire_batch *batch = NULL;
   int rv = qraft_wire_frame_decode(in->frame, in->frame->data,
                                    in->frame_bytes, lim, &batch, &err);
+#ifdef QRAFT_CANARY_TRANSPORT_DUP_FRAME
+  /* Planted bug (make canaries): remember the last frame that carried
+   * entries, to deliver it again when the peer reconnects. */
+  rn_peer *cp = peer_by_id(n, in->sender);
+  if (rv == 0 && cp != NULL && batch->entries_n > 0 &&
+      in->kind != QRAFT_RAFT_STREAM_SNAPSHOT) {
+    qraft_buf_unref(cp->canary_frame);
+    cp->canary_frame = qraft_buf_ref(in->frame);
+    cp->canary_bytes = in->frame_bytes;
+  }
+#endif
   qraft_buf_unref(in->frame); /* the batch's slices hold their references */
   in->frame = NULL;
   if (rv != 0) {
@@ -520,6 +535,20 @@ static void on_up(void *ud, qraft_conn *c, bool dialed) {
   if (n->cfg.peer_cb != NULL) {
     n->cfg.peer_cb(n->cfg.ud, p->id, true);
   }
+#ifdef QRAFT_CANARY_TRANSPORT_DUP_FRAME
+  /* Planted bug: the frame received last on the old connection arrives
+   * again after the reconnect. */
+  if (p->canary_frame != NULL) {
+    qraft_buf *f = p->canary_frame;
+    p->canary_frame = NULL;
+    qraft_wire_batch *batch = NULL;
+    if (qraft_wire_frame_decode(f, f->data, p->canary_bytes, &n->cfg.limits,
+                                &batch, NULL) == 0) {
+      n->cfg.recv_cb(n->cfg.ud, p->id, batch);
+    }
+    qraft_buf_unref(f);
+  }
+#endif
 }
 
 static void on_down(void *ud, qraft_conn *c, const qraft_close_info *why) {
@@ -699,6 +728,9 @@ int qraft_raft_net_add_peer(qraft_raft_net *n, qraft_id id,
 }
 
 static void peer_free(qraft_raft_net *n, rn_peer *p) {
+#ifdef QRAFT_CANARY_TRANSPORT_DUP_FRAME
+  qraft_buf_unref(p->canary_frame);
+#endif
   snap_done(n, p, QRAFT_ECLOSED);
   qraft_wire_batcher_close(&p->batcher);
   free(p);

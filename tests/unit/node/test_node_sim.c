@@ -189,7 +189,7 @@ static uint64_t scenario(uint64_t seed) {
   world *w = calloc(1, sizeof *w);
   assert_non_null(w);
   assert_int_equal(qraft_simnet_new(seed, &w->net), 0);
-  qraft_simnet_faults faults = {.drop_ppm = 10000, .delay_min_ns = 100000,
+  qraft_simnet_faults faults = {.drop_ppm = 20000, .delay_min_ns = 100000,
                                 .delay_max_ns = 2000000};
   qraft_simnet_set_faults(w->net, &faults);
   for (int i = 0; i < N; i++) {

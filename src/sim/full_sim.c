@@ -1,0 +1,975 @@
+/*
+ * full_sim.c: the full-stack simulator (`qraft-sim --full`). A simulated
+ * cluster (sim_cluster.c: real nodes, QUIC transport with TLS handshakes,
+ * simulated disks, all on qraft_simnet) runs a key-value state machine
+ * under clients and faults drawn from one seed, and is checked as it runs
+ * and after.
+ *
+ * Checkers (the names printed on failure):
+ *   election_safety      at most one leader per term (node statuses)
+ *   term_monotonic       a process's term never goes back
+ *   commit_monotonic     a process's commit index never goes back
+ *   state_machine_safety every node applies the same entry at each index
+ *   apply_order          a node applies indexes in increasing order
+ *   durability           an acknowledged write is in the final log
+ *   storage_contract     the node never submits a write the store refuses
+ *   linearizability      the client history (lincheck.h)
+ *   liveness             the healed cluster elects a leader and commits
+ *
+ * It must never: read the OS clock or randomness, or let a choice depend on
+ * bytes the TLS library drew (it hashes events, not bytes).
+ */
+#include <qraft/sim.h>
+
+#include <qraft/assert.h>
+#include <qraft/buf.h>
+#include <qraft/prng.h>
+
+#include "sim/lincheck.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FS_KEYS 24
+#define FS_CLIENTS_MAX 6
+#define FS_OP_BYTES 18
+#define FS_SLICE_MS 5
+#define FS_OP_TIMEOUT_MS 3000
+#define FS_LIVENESS_MS 30000
+#define FS_SETTLE_MS 20000
+#define FS_CHECK_EVERY_NS 1000000ull
+
+enum { OP_PUT = 1, OP_GET = 2, OP_CAS = 3 };
+
+typedef struct fs_sim fs_sim;
+
+typedef struct fs_kv {
+  fs_sim *sim;
+  uint32_t node;
+  uint64_t vals[FS_KEYS];
+  uint64_t index; /* last index handled */
+} fs_kv;
+
+typedef struct fs_client {
+  uint32_t id;
+  bool busy;
+  uint64_t op_seq;
+  uint64_t next_ns;     /* when to start the next operation */
+  uint64_t deadline_ns; /* busy: when to give up (info) */
+  int f;
+  uint64_t key, value, value_new;
+  uint32_t target;
+  int leader_hint; /* node index, or -1 */
+} fs_client;
+
+typedef struct fs_op {
+  fs_sim *sim;
+  fs_client *client;
+  uint64_t seq;
+  uint32_t node;
+} fs_op;
+
+typedef struct fs_acked {
+  uint64_t index;
+  uint64_t hash;
+} fs_acked;
+
+typedef struct fs_proc {
+  bool seen;
+  uint64_t term, commit;
+} fs_proc;
+
+struct fs_sim {
+  qraft_sim_core_opts opts;
+  qraft_sim_core_result *res;
+  qraft_prng rng;
+  qraft_sim_cluster *c;
+  uint32_t n;
+  uint64_t trace_hash;
+  bool failed;
+  bool closing;
+  /* checkers */
+  uint64_t *applied_hash; /* by index; 0: not yet applied anywhere */
+  uint64_t *applied_data; /* by index: the hash of the entry's data */
+  size_t applied_cap;
+  struct {
+    uint64_t term;
+    uint64_t leader;
+  } *leaders;
+  size_t leaders_n, leaders_cap;
+  fs_proc proc[QRAFT_SIM_CLUSTER_NODES_MAX];
+  uint64_t last_check_ns;
+  fs_acked *acked;
+  size_t acked_n, acked_cap;
+  uint64_t acked_max;
+  /* clients */
+  fs_client clients[FS_CLIENTS_MAX];
+  uint32_t clients_n;
+  qraft__lincheck_history *hist;
+  uint64_t next_value;
+  uint64_t last_put[FS_KEYS]; /* the newest value a client wrote per key */
+  /* faults */
+  uint64_t restart_at_ns[QRAFT_SIM_CLUSTER_NODES_MAX]; /* 0: up */
+  uint64_t heal_at_ns;
+  uint32_t p_crash, p_partition, p_clog, p_pause; /* per slice, ppm */
+  bool skew;
+  uint64_t restart_ms_max;
+};
+
+/* ---- trace and failure ---- */
+
+static void fs_mix(fs_sim *s, uint64_t x) {
+  for (int i = 0; i < 8; i++) {
+    s->trace_hash ^= (x >> (8 * i)) & 0xff;
+    s->trace_hash *= 0x100000001b3ULL;
+  }
+}
+
+static uint64_t fs_now(fs_sim *s) {
+  return qraft_simnet_now_ns(qraft_sim_cluster_net(s->c));
+}
+
+__attribute__((format(printf, 3, 4))) static void
+fs_event(fs_sim *s, uint64_t code, const char *fmt, ...) {
+  fs_mix(s, code);
+  if (s->opts.trace != NULL) {
+    fprintf(s->opts.trace, "%10.3f ms  ",
+            (double)(fs_now(s) - 1000000000ull) / 1e6);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(s->opts.trace, fmt, ap);
+    va_end(ap);
+    fputc('\n', s->opts.trace);
+  }
+}
+
+__attribute__((format(printf, 3, 4))) static void
+fs_fail(fs_sim *s, const char *checker, const char *fmt, ...) {
+  if (s->failed) {
+    return;
+  }
+  s->failed = true;
+  s->res->ok = false;
+  snprintf(s->res->checker, sizeof s->res->checker, "%s", checker);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(s->res->failure, sizeof s->res->failure, fmt, ap);
+  va_end(ap);
+  if (s->opts.trace != NULL) {
+    fprintf(s->opts.trace, "FAILED [%s] %s\n", checker, s->res->failure);
+  }
+}
+
+static uint64_t fs_hash_bytes(uint64_t h, const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    h = (h ^ p[i]) * 0x100000001b3ULL;
+  }
+  return h;
+}
+
+/* ---- the key-value state machine ---- */
+
+static void put_u64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) {
+    p[i] = (uint8_t)(v >> (8 * i));
+  }
+}
+
+static uint64_t get_u64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) {
+    v |= (uint64_t)p[i] << (8 * i);
+  }
+  return v;
+}
+
+static uint64_t entry_hash(const qraft_entry *e) {
+  uint64_t h = 0xcbf29ce484222325ULL ^ e->term;
+  h = fs_hash_bytes(h, e->data.data, e->data.len);
+  return h | 1; /* never 0 */
+}
+
+/* State machine safety, thesis 3.6.3 / paper figure 3: if a server has
+ * applied a log entry at a given index, no other server ever applies a
+ * different log entry for the same index. */
+static void fs_record_applied(fs_sim *s, uint32_t node, const qraft_entry *e) {
+  if (e->index >= s->applied_cap) {
+    size_t cap = s->applied_cap ? s->applied_cap : 1024;
+    while (cap <= e->index) {
+      cap *= 2;
+    }
+    uint64_t *a = realloc(s->applied_hash, cap * sizeof *a);
+    QRAFT_ASSERT(a != NULL);
+    memset(a + s->applied_cap, 0, (cap - s->applied_cap) * sizeof *a);
+    s->applied_hash = a;
+    a = realloc(s->applied_data, cap * sizeof *a);
+    QRAFT_ASSERT(a != NULL);
+    memset(a + s->applied_cap, 0, (cap - s->applied_cap) * sizeof *a);
+    s->applied_data = a;
+    s->applied_cap = cap;
+  }
+  uint64_t h = entry_hash(e);
+  if (s->applied_hash[e->index] == 0) {
+    s->applied_hash[e->index] = h;
+    s->applied_data[e->index] =
+        fs_hash_bytes(0xcbf29ce484222325ULL, e->data.data, e->data.len);
+  } else if (s->applied_hash[e->index] != h) {
+    fs_fail(s, "state_machine_safety",
+            "node %u applied a different entry at index %" PRIu64
+            " (term %" PRIu64 ")",
+            node, e->index, e->term);
+  }
+}
+
+static void kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
+                     qraft_slice *results) {
+  fs_kv *kv = ud;
+  fs_sim *s = kv->sim;
+  for (size_t i = 0; i < n; i++) {
+    const qraft_entry *e = &es[i];
+    results[i] = (qraft_slice){0};
+    if (e->index <= kv->index) {
+      fs_fail(s, "apply_order",
+              "node %u applied index %" PRIu64 " after %" PRIu64, kv->node,
+              e->index, kv->index);
+    }
+    kv->index = e->index;
+    fs_record_applied(s, kv->node, e);
+    if (s->opts.trace != NULL && e->data.len == FS_OP_BYTES) {
+      fprintf(s->opts.trace, "             node %u applies %" PRIu64
+                             " term %" PRIu64 ": op %u key %u value %" PRIu64
+                             "\n",
+              kv->node, e->index, e->term, e->data.data[0], e->data.data[1],
+              get_u64(e->data.data + 2));
+    }
+    if (e->data.len != FS_OP_BYTES) {
+      continue; /* a leader's empty entry, or a probe */
+    }
+    const uint8_t *p = e->data.data;
+    uint64_t key = p[1] % FS_KEYS;
+    uint64_t v = get_u64(p + 2), vn = get_u64(p + 10);
+    uint64_t out = 0;
+    if (p[0] == OP_PUT) {
+      kv->vals[key] = v;
+    } else if (p[0] == OP_CAS) {
+      if (kv->vals[key] == v) {
+        kv->vals[key] = vn;
+        out = 1;
+      }
+    }
+    uint8_t r[16];
+    put_u64(r, e->index);
+    put_u64(r + 8, out);
+    qraft_buf *b = qraft_buf_copy(r, sizeof r);
+    QRAFT_ASSERT(b != NULL);
+    results[i] = qraft_slice_of(b, b->data, b->len);
+    qraft_buf_unref(b);
+  }
+  if (last > kv->index) {
+    kv->index = last;
+  }
+}
+
+static int kv_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,
+                       void *wctx) {
+  fs_kv *kv = ud;
+  *index = kv->index;
+  uint8_t b[8 * FS_KEYS];
+  for (int k = 0; k < FS_KEYS; k++) {
+    put_u64(b + 8 * k, kv->vals[k]);
+  }
+  return write(wctx, b, sizeof b);
+}
+
+static int kv_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
+                      void *rctx) {
+  fs_kv *kv = ud;
+  uint8_t b[8 * FS_KEYS];
+  size_t off = 0;
+  while (off < sizeof b) {
+    size_t got = 0;
+    int rv = read(rctx, b + off, sizeof b - off, &got);
+    if (rv != 0) {
+      return rv;
+    }
+    if (got == 0) {
+      return QRAFT_ETRUNCATED;
+    }
+    off += got;
+  }
+  for (int k = 0; k < FS_KEYS; k++) {
+    kv->vals[k] = get_u64(b + 8 * k);
+  }
+  kv->index = index;
+  return 0;
+}
+
+static const qraft_sm_ops kv_ops = {
+    .apply = kv_apply, .snapshot = kv_snapshot, .restore = kv_restore};
+
+static void *kv_new(void *ud, uint32_t i) {
+  fs_kv *kv = calloc(1, sizeof *kv);
+  if (kv != NULL) {
+    kv->sim = ud;
+    kv->node = i;
+  }
+  return kv;
+}
+
+static void kv_free(void *ud, uint32_t i, void *sm) {
+  (void)ud;
+  (void)i;
+  free(sm);
+}
+
+/* ---- checks while running ---- */
+
+static void fs_check_statuses(fs_sim *s) {
+  for (uint32_t i = 0; i < s->n; i++) {
+    qraft_node *node = qraft_sim_cluster_node(s->c, i);
+    if (node == NULL) {
+      s->proc[i].seen = false;
+      continue;
+    }
+    qraft_node_status st;
+    qraft_node_status_get(node, &st);
+    fs_proc *p = &s->proc[i];
+    if (p->seen && st.term < p->term) {
+      fs_fail(s, "term_monotonic",
+              "node %u went from term %" PRIu64 " to %" PRIu64, i, p->term,
+              st.term);
+    }
+    if (p->seen && st.commit < p->commit) {
+      fs_fail(s, "commit_monotonic",
+              "node %u went from commit %" PRIu64 " to %" PRIu64, i,
+              p->commit, st.commit);
+    }
+    if (!p->seen || st.term != p->term) {
+      fs_event(s, 0x7e00 ^ ((uint64_t)i << 32) ^ st.term, "node %u term %" PRIu64,
+               i, st.term);
+    }
+    p->seen = true;
+    p->term = st.term;
+    p->commit = st.commit;
+    if (st.term > s->res->max_term) {
+      s->res->max_term = st.term;
+    }
+    if (st.commit > s->res->max_commit) {
+      s->res->max_commit = st.commit;
+    }
+    if (st.role != QRAFT_ROLE_LEADER) {
+      continue;
+    }
+    /* Election safety (paper figure 3): at most one leader per term. */
+    bool found = false;
+    for (size_t k = 0; k < s->leaders_n; k++) {
+      if (s->leaders[k].term == st.term) {
+        found = true;
+        if (s->leaders[k].leader != st.id) {
+          fs_fail(s, "election_safety",
+                  "two leaders in term %" PRIu64 ": %016" PRIx64
+                  " and %016" PRIx64 " (node %u)",
+                  st.term, s->leaders[k].leader, st.id, i);
+        }
+      }
+    }
+    if (!found) {
+      if (s->leaders_n == s->leaders_cap) {
+        s->leaders_cap = s->leaders_cap ? 2 * s->leaders_cap : 64;
+        s->leaders = realloc(s->leaders, s->leaders_cap * sizeof *s->leaders);
+        QRAFT_ASSERT(s->leaders != NULL);
+      }
+      s->leaders[s->leaders_n].term = st.term;
+      s->leaders[s->leaders_n].leader = st.id;
+      s->leaders_n++;
+      s->res->elections_won++;
+      fs_event(s, 0x1ead ^ ((uint64_t)i << 32) ^ st.term,
+               "node %u leads term %" PRIu64, i, st.term);
+    }
+  }
+  for (uint32_t i = 0; i < s->n; i++) {
+    const char *v = qraft_simdisk_violation(qraft_sim_cluster_disk(s->c, i));
+    if (v != NULL) {
+      fs_fail(s, "storage_contract", "node %u: %s", i, v);
+    }
+  }
+}
+
+static bool fs_step_done(void *ud) {
+  fs_sim *s = ud;
+  uint64_t now = fs_now(s);
+  if (now - s->last_check_ns >= FS_CHECK_EVERY_NS) {
+    s->last_check_ns = now;
+    fs_check_statuses(s);
+  }
+  return s->failed;
+}
+
+/* ---- clients ---- */
+
+static void fs_client_end(fs_sim *s, fs_client *cl, const char *how) {
+  cl->busy = false;
+  cl->next_ns = fs_now(s) + qraft_prng_between(&s->rng, 2, 40) * 1000000ull;
+  fs_event(s, 0xc11e ^ ((uint64_t)cl->id << 32) ^ cl->op_seq ^ how[0],
+           "client %u op %" PRIu64 " %s", cl->id, cl->op_seq, how);
+}
+
+static void fs_info(fs_sim *s, fs_client *cl, const char *how) {
+  int rv = qraft__lincheck_info(s->hist, cl->id, fs_now(s), NULL);
+  QRAFT_ASSERT(rv == 0);
+  s->res->ops_info++;
+  fs_client_end(s, cl, how);
+}
+
+/* Resolves the op if it is still the client's current one. */
+static fs_client *fs_op_take(fs_op *op) {
+  fs_sim *s = op->sim;
+  fs_client *cl = op->client;
+  bool current = !s->closing && cl->busy && cl->op_seq == op->seq;
+  free(op);
+  return current ? cl : NULL;
+}
+
+static void fs_note_leader(fs_sim *s, fs_client *cl, qraft_id leader) {
+  cl->leader_hint = -1;
+  if (leader == 0) {
+    return;
+  }
+  for (uint32_t i = 0; i < s->n; i++) {
+    qraft_node *node = qraft_sim_cluster_node(s->c, i);
+    if (node != NULL && qraft_node_id_of(node) == leader) {
+      cl->leader_hint = (int)i;
+    }
+  }
+}
+
+static void fs_propose_cb(void *ud, int status, qraft_slice result,
+                          qraft_id leader) {
+  fs_op *op = ud;
+  fs_sim *s = op->sim;
+  uint32_t node = op->node;
+  fs_client *cl = fs_op_take(op);
+  if (cl == NULL) {
+    return;
+  }
+  if (status != 0 || result.len != 16) {
+    fs_note_leader(s, cl, leader);
+    fs_info(s, cl, "unknown");
+    return;
+  }
+  uint64_t index = get_u64(result.data), out = get_u64(result.data + 8);
+  uint64_t res = cl->f == OP_CAS ? out : 0;
+  int rv = qraft__lincheck_complete(s->hist, cl->id, fs_now(s), res, NULL);
+  QRAFT_ASSERT(rv == 0);
+  s->res->ops_ok++;
+  /* Durability: remember what an acknowledged write must stay. */
+  uint8_t d[FS_OP_BYTES];
+  d[0] = (uint8_t)cl->f;
+  d[1] = (uint8_t)cl->key;
+  put_u64(d + 2, cl->value);
+  put_u64(d + 10, cl->value_new);
+  if (s->acked_n == s->acked_cap) {
+    s->acked_cap = s->acked_cap ? 2 * s->acked_cap : 256;
+    s->acked = realloc(s->acked, s->acked_cap * sizeof *s->acked);
+    QRAFT_ASSERT(s->acked != NULL);
+  }
+  s->acked[s->acked_n].index = index;
+  s->acked[s->acked_n].hash = fs_hash_bytes(0xcbf29ce484222325ULL, d, sizeof d);
+  s->acked_n++;
+  if (index > s->acked_max) {
+    s->acked_max = index;
+  }
+  cl->leader_hint = (int)node;
+  if (s->opts.trace != NULL) {
+    fprintf(s->opts.trace, "             client %u op %" PRIu64
+                           " applied at index %" PRIu64 " on node %u\n",
+            cl->id, cl->op_seq, index, node);
+  }
+  fs_client_end(s, cl, out ? "ok swapped" : "ok");
+}
+
+static void fs_read_cb(void *ud, int status, qraft_id leader) {
+  fs_op *op = ud;
+  fs_sim *s = op->sim;
+  uint32_t node = op->node;
+  fs_client *cl = fs_op_take(op);
+  if (cl == NULL) {
+    return;
+  }
+  if (status != 0) {
+    fs_note_leader(s, cl, leader);
+    fs_info(s, cl, "read unknown");
+    return;
+  }
+  /* Linearizable: read the local state machine from the callback. */
+  fs_kv *kv = qraft_sim_cluster_sm(s->c, node);
+  QRAFT_ASSERT(kv != NULL);
+  uint64_t v = kv->vals[cl->key];
+  int rv = qraft__lincheck_complete(s->hist, cl->id, fs_now(s), v, NULL);
+  QRAFT_ASSERT(rv == 0);
+  s->res->ops_ok++;
+  cl->leader_hint = (int)node;
+  fs_client_end(s, cl, "read ok");
+}
+
+static void fs_client_start(fs_sim *s, fs_client *cl) {
+  int target = cl->leader_hint;
+  if (target < 0 || qraft_sim_cluster_node(s->c, (uint32_t)target) == NULL ||
+      qraft_prng_chance(&s->rng, 1, 4)) {
+    target = (int)qraft_prng_below(&s->rng, s->n);
+  }
+  qraft_node *node = qraft_sim_cluster_node(s->c, (uint32_t)target);
+  uint64_t now = fs_now(s);
+  if (node == NULL) {
+    cl->next_ns = now + 5000000ull;
+    cl->leader_hint = -1;
+    return;
+  }
+  uint64_t r = qraft_prng_below(&s->rng, 10);
+  cl->f = r < 4 ? OP_PUT : r < 7 ? OP_GET : OP_CAS;
+  cl->key = qraft_prng_below(&s->rng, FS_KEYS);
+  cl->value = cl->value_new = 0;
+  if (cl->f == OP_PUT) {
+    cl->value = ++s->next_value;
+    s->last_put[cl->key] = cl->value;
+  } else if (cl->f == OP_CAS) {
+    /* expect a recent value, so that some swaps succeed */
+    cl->value = s->last_put[cl->key] != 0 ? s->last_put[cl->key] : 1;
+    cl->value_new = ++s->next_value;
+    s->last_put[cl->key] = cl->value_new;
+  }
+  cl->op_seq++;
+  cl->busy = true;
+  cl->target = (uint32_t)target;
+  cl->deadline_ns = now + FS_OP_TIMEOUT_MS * 1000000ull;
+  int rv = qraft__lincheck_invoke(s->hist, cl->id, now,
+                                  (qraft__lincheck_f)cl->f, cl->key, cl->value,
+                                  cl->value_new, NULL);
+  QRAFT_ASSERT(rv == 0);
+  fs_event(s, 0xc100 ^ ((uint64_t)cl->id << 32) ^ ((uint64_t)cl->f << 24) ^
+                  cl->key ^ ((uint64_t)target << 16),
+           "client %u op %" PRIu64 " %s key %" PRIu64 " %" PRIu64
+           " %" PRIu64 " at node %d",
+           cl->id, cl->op_seq,
+           cl->f == OP_PUT ? "put" : cl->f == OP_GET ? "get" : "cas", cl->key,
+           cl->value, cl->value_new, target);
+  fs_op *op = calloc(1, sizeof *op);
+  QRAFT_ASSERT(op != NULL);
+  *op = (fs_op){.sim = s, .client = cl, .seq = cl->op_seq,
+                .node = (uint32_t)target};
+  if (cl->f == OP_GET) {
+    rv = qraft_node_read_barrier(node, fs_read_cb, op);
+  } else {
+    uint8_t d[FS_OP_BYTES];
+    d[0] = (uint8_t)cl->f;
+    d[1] = (uint8_t)cl->key;
+    put_u64(d + 2, cl->value);
+    put_u64(d + 10, cl->value_new);
+    rv = qraft_node_propose(node, d, sizeof d, fs_propose_cb, op);
+  }
+  if (rv != 0) {
+    /* Refused before it was queued: it did not happen. */
+    free(op);
+    rv = qraft__lincheck_fail(s->hist, cl->id, now, NULL);
+    QRAFT_ASSERT(rv == 0);
+    s->res->ops_fail++;
+    fs_client_end(s, cl, "refused");
+  }
+}
+
+static void fs_clients_step(fs_sim *s, bool start_new) {
+  uint64_t now = fs_now(s);
+  for (uint32_t k = 0; k < s->clients_n; k++) {
+    fs_client *cl = &s->clients[k];
+    if (cl->busy && now >= cl->deadline_ns) {
+      fs_info(s, cl, "timed out");
+    }
+    if (start_new && !cl->busy && now >= cl->next_ns && !s->failed) {
+      fs_client_start(s, cl);
+    }
+  }
+}
+
+/* ---- faults ---- */
+
+static void fs_faults_step(fs_sim *s) {
+  uint64_t now = fs_now(s);
+  for (uint32_t i = 0; i < s->n; i++) {
+    if (s->restart_at_ns[i] != 0 && now >= s->restart_at_ns[i]) {
+      s->restart_at_ns[i] = 0;
+      int rv = qraft_sim_cluster_restart(s->c, i);
+      fs_event(s, 0x5e57a47 ^ i, "restart node %u: %d", i, rv);
+      if (rv != 0) {
+        fs_fail(s, "restart", "node %u could not restart: %s", i,
+                qraft_strerror(rv));
+      }
+    }
+  }
+  if (s->heal_at_ns != 0 && now >= s->heal_at_ns) {
+    s->heal_at_ns = 0;
+    qraft_sim_cluster_heal(s->c);
+    fs_event(s, 0x4ea1, "heal the network");
+  }
+  /* A power loss takes every node down at once: only what each disk made
+   * durable survives. */
+  bool power_loss = qraft_prng_chance(&s->rng, s->p_crash / 4, 1000000);
+  if (power_loss) {
+    fs_event(s, 0x90e7, "power loss");
+  }
+  for (uint32_t k = 0; k < (power_loss ? s->n : 1); k++) {
+    if (!power_loss && !qraft_prng_chance(&s->rng, s->p_crash, 1000000)) {
+      break;
+    }
+    uint32_t i = power_loss ? k : (uint32_t)qraft_prng_below(&s->rng, s->n);
+    if (qraft_sim_cluster_node(s->c, i) != NULL) {
+      qraft_simdisk_stats before, after;
+      qraft_simdisk_stats_get(qraft_sim_cluster_disk(s->c, i), &before);
+      qraft_sim_cluster_crash(s->c, i);
+      qraft_simdisk_stats_get(qraft_sim_cluster_disk(s->c, i), &after);
+      s->proc[i].seen = false;
+      s->restart_at_ns[i] =
+          now + qraft_prng_between(&s->rng, 20, s->restart_ms_max) * 1000000ull;
+      s->res->crashes++;
+      fs_event(s, 0xc7a5 ^ ((uint64_t)i << 32) ^
+                      (after.writes_lost - before.writes_lost),
+               "crash node %u (%" PRIu64 " writes lost)", i,
+               after.writes_lost - before.writes_lost);
+    }
+  }
+  if (s->heal_at_ns == 0 &&
+      qraft_prng_chance(&s->rng, s->p_partition, 1000000)) {
+    uint64_t kind = qraft_prng_below(&s->rng, 3);
+    if (kind == 0) {
+      uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->n);
+      qraft_sim_cluster_isolate(s->c, i);
+      fs_event(s, 0x150 ^ i, "isolate node %u", i);
+    } else {
+      /* a random split; kind 2 makes it one-way */
+      uint64_t mask = qraft_prng_below(&s->rng, 1ull << s->n);
+      for (uint32_t i = 0; i < s->n; i++) {
+        for (uint32_t j = 0; j < s->n; j++) {
+          if (((mask >> i) & 1) && !((mask >> j) & 1)) {
+            qraft_sim_cluster_block(s->c, i, j, kind == 1, true);
+          }
+        }
+      }
+      fs_event(s, 0x5b17 ^ mask ^ (kind << 16), "partition %s mask %" PRIx64,
+               kind == 1 ? "both ways" : "one way", mask);
+    }
+    s->heal_at_ns = now + qraft_prng_between(&s->rng, 100, 3000) * 1000000ull;
+    s->res->partitions++;
+  }
+  if (qraft_prng_chance(&s->rng, s->p_clog, 1000000)) {
+    uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->n);
+    uint32_t j = (uint32_t)qraft_prng_below(&s->rng, s->n);
+    if (i != j) {
+      uint64_t ms = qraft_prng_between(&s->rng, 50, 1000);
+      qraft_sim_cluster_clog(s->c, i, j, ms);
+      fs_event(s, 0xc10 ^ ((uint64_t)i << 8) ^ j ^ (ms << 16),
+               "clog %u -> %u for %" PRIu64 " ms", i, j, ms);
+    }
+  }
+  if (qraft_prng_chance(&s->rng, s->p_pause, 1000000)) {
+    uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->n);
+    if (qraft_sim_cluster_node(s->c, i) != NULL) {
+      uint64_t ms = qraft_prng_between(&s->rng, 20, 500);
+      qraft_sim_cluster_pause(s->c, i, ms);
+      fs_event(s, 0x9a05 ^ ((uint64_t)i << 8) ^ (ms << 16),
+               "pause node %u for %" PRIu64 " ms", i, ms);
+    }
+  }
+}
+
+static void fs_heal_all(fs_sim *s) {
+  qraft_sim_cluster_heal(s->c);
+  s->heal_at_ns = 0;
+  qraft_simnet_faults calm = {.delay_min_ns = 100000, .delay_max_ns = 1000000};
+  qraft_sim_cluster_set_faults(s->c, &calm);
+  for (uint32_t i = 0; i < s->n; i++) {
+    if (qraft_sim_cluster_node(s->c, i) == NULL) {
+      s->restart_at_ns[i] = 0;
+      int rv = qraft_sim_cluster_restart(s->c, i);
+      if (rv != 0) {
+        fs_fail(s, "restart", "node %u could not restart: %s", i,
+                qraft_strerror(rv));
+      }
+    }
+  }
+  fs_event(s, 0x4ea1a11, "heal everything");
+}
+
+/* ---- liveness and the final checks ---- */
+
+typedef struct fs_probe {
+  fs_sim *sim;
+  bool done, ok, abandoned;
+} fs_probe;
+
+static void fs_probe_cb(void *ud, int status, qraft_slice result,
+                        qraft_id leader) {
+  (void)result;
+  (void)leader;
+  fs_probe *p = ud;
+  if (p->abandoned) {
+    free(p);
+    return;
+  }
+  p->done = true;
+  p->ok = status == 0;
+}
+
+static bool fs_probe_done(void *ud) {
+  fs_probe *p = ud;
+  return fs_step_done(p->sim) || p->done;
+}
+
+static bool fs_liveness(fs_sim *s) {
+  uint64_t start = fs_now(s);
+  while (fs_now(s) - start < FS_LIVENESS_MS * 1000000ull && !s->failed) {
+    int l = qraft_sim_cluster_leader(s->c);
+    if (l < 0) {
+      qraft_sim_cluster_run(s->c, 10, fs_step_done, s);
+      continue;
+    }
+    fs_probe *p = calloc(1, sizeof *p); /* outlives a timed-out wait */
+    QRAFT_ASSERT(p != NULL);
+    p->sim = s;
+    if (qraft_node_propose(qraft_sim_cluster_node(s->c, (uint32_t)l), "probe",
+                           5, fs_probe_cb, p) != 0) {
+      free(p);
+      qraft_sim_cluster_run(s->c, 10, fs_step_done, s);
+      continue;
+    }
+    qraft_sim_cluster_run(s->c, 3000, fs_probe_done, p);
+    bool ok = p->done && p->ok;
+    if (p->done) {
+      free(p);
+    } else {
+      /* Its callback still comes (at the latest when the node stops). */
+      p->abandoned = true;
+    }
+    if (ok) {
+      fs_event(s, 0x11fe, "liveness: a new write committed after %" PRIu64
+                          " ms",
+               (fs_now(s) - start) / 1000000u);
+      return true;
+    }
+  }
+  if (!s->failed) {
+    fs_fail(s, "liveness",
+            "no write committed within %u ms after every fault healed",
+            FS_LIVENESS_MS);
+  }
+  return false;
+}
+
+typedef struct fs_settle {
+  fs_sim *sim;
+  uint64_t index;
+} fs_settle;
+
+static bool fs_settled(void *ud) {
+  fs_settle *st = ud;
+  fs_sim *s = st->sim;
+  if (fs_step_done(s)) {
+    return true;
+  }
+  for (uint32_t i = 0; i < s->n; i++) {
+    fs_kv *kv = qraft_sim_cluster_sm(s->c, i);
+    if (kv == NULL || kv->index < st->index) {
+      return false;
+    }
+  }
+  return true;
+}
+
+static void fs_check_durability(fs_sim *s) {
+  /* Every node applies everything up to the last acknowledged write. */
+  fs_settle st = {.sim = s, .index = s->acked_max};
+  if (!qraft_sim_cluster_run(s->c, FS_SETTLE_MS, fs_settled, &st) &&
+      !s->failed) {
+    fs_fail(s, "liveness", "nodes did not apply up to %" PRIu64
+                           " within %u ms after healing",
+            s->acked_max, FS_SETTLE_MS);
+    return;
+  }
+  if (s->failed) {
+    return;
+  }
+  /* Each acknowledged write is the entry applied at its index. */
+  for (size_t k = 0; k < s->acked_n; k++) {
+    uint64_t idx = s->acked[k].index;
+    if (idx >= s->applied_cap || s->applied_hash[idx] == 0) {
+      fs_fail(s, "durability", "acknowledged write at %" PRIu64
+                               " was never applied", idx);
+      return;
+    }
+    if (s->applied_data[idx] != s->acked[k].hash) {
+      fs_fail(s, "durability", "acknowledged write at %" PRIu64
+                               " was replaced by another entry", idx);
+      return;
+    }
+  }
+}
+
+static void fs_check_history(fs_sim *s) {
+  qraft__lincheck_result lr;
+  memset(&lr, 0, sizeof lr);
+  qraft__lincheck_opts lo = {.steps_max = 5000000};
+  int rv = qraft__lincheck_check(s->hist, &lo, &lr, NULL);
+  QRAFT_ASSERT(rv == 0);
+  if (lr.verdict == QRAFT_LINCHECK_VIOLATION) {
+    fs_fail(s, "linearizability",
+            "key %" PRIu64 " has no linearization (%zu ops linearized first)",
+            lr.key, lr.prefix_n);
+    if (s->opts.trace != NULL) {
+      qraft__lincheck_result_print(s->hist, &lr, s->opts.trace);
+    }
+  }
+  qraft__lincheck_result_close(&lr);
+}
+
+/* ---- the run ---- */
+
+int qraft_sim_full_run(const qraft_sim_core_opts *opts,
+                       qraft_sim_core_result *res) {
+  memset(res, 0, sizeof *res);
+  res->ok = true;
+  fs_sim *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    return -ENOMEM;
+  }
+  s->opts = *opts;
+  s->res = res;
+  s->trace_hash = 0xcbf29ce484222325ULL;
+  qraft_prng_init(&s->rng, opts->seed ^ 0xf011f011f011f011ULL);
+  int rv = qraft__lincheck_history_new(&s->hist);
+  if (rv != 0) {
+    free(s);
+    return rv;
+  }
+  /* Swarm: this seed's cluster, faults and features. */
+  s->n = 3 + (uint32_t)qraft_prng_below(&s->rng, 5);
+  uint64_t duration_ms = opts->duration_ms
+                             ? opts->duration_ms
+                             : qraft_prng_between(&s->rng, 5000, 15000);
+  qraft_sim_cluster_config cc = {
+      .seed = opts->seed,
+      .nodes = s->n,
+      .sm = &kv_ops,
+      .sm_new = kv_new,
+      .sm_free = kv_free,
+      .ud = s,
+  };
+  cc.faults.drop_ppm = (uint32_t)qraft_prng_below(&s->rng, 50000);
+  cc.faults.dup_ppm = (uint32_t)qraft_prng_below(&s->rng, 20000);
+  cc.faults.delay_min_ns = qraft_prng_between(&s->rng, 20, 200) * 1000ull;
+  cc.faults.delay_max_ns = cc.faults.delay_min_ns +
+                           qraft_prng_between(&s->rng, 0, 10000) * 1000ull;
+  cc.disk_delay_min_ns = qraft_prng_between(&s->rng, 10, 500) * 1000ull;
+  cc.disk_delay_max_ns = cc.disk_delay_min_ns +
+                         qraft_prng_between(&s->rng, 0, 5000) * 1000ull;
+  cc.disable_pre_vote = qraft_prng_chance(&s->rng, 1, 4);
+  cc.disable_check_quorum = qraft_prng_chance(&s->rng, 1, 4);
+  bool pauses = qraft_prng_chance(&s->rng, 1, 2);
+  s->skew = qraft_prng_chance(&s->rng, 1, 2);
+  /* Lease reads trust bounded clock drift and no long pauses (thesis
+   * 6.4.1): only on seeds without skew and pauses. */
+  cc.lease_reads = !cc.disable_check_quorum && !pauses && !s->skew &&
+                   qraft_prng_chance(&s->rng, 1, 2);
+  cc.clock_skew_ppm_max = s->skew ? 20000 : 0;
+  cc.snapshot_entries = qraft_prng_chance(&s->rng, 1, 2) ? 50 : 1000;
+  /* One seed in three is crash-heavy: frequent crashes and power losses,
+   * quick restarts and a slow disk, so that writes are often lost. */
+  bool crashy = qraft_prng_chance(&s->rng, 1, 3);
+  s->p_crash = (uint32_t)qraft_prng_below(&s->rng, crashy ? 40000 : 4000);
+  s->restart_ms_max = crashy ? 500 : 3000;
+  if (crashy) {
+    cc.disk_delay_max_ns += qraft_prng_between(&s->rng, 0, 20000) * 1000ull;
+  }
+  s->p_partition = (uint32_t)qraft_prng_below(&s->rng, 6000);
+  s->p_clog = (uint32_t)qraft_prng_below(&s->rng, 6000);
+  s->p_pause = pauses ? (uint32_t)qraft_prng_below(&s->rng, 4000) : 0;
+  s->clients_n = 2 + (uint32_t)qraft_prng_below(&s->rng, FS_CLIENTS_MAX - 1);
+  for (uint32_t k = 0; k < s->clients_n; k++) {
+    s->clients[k].id = k + 1;
+    s->clients[k].leader_hint = -1;
+  }
+  snprintf(res->swarm, sizeof res->swarm,
+           "nodes %u clients %u drop %u dup %u delay %" PRIu64 "..%" PRIu64
+           " us disk %" PRIu64 "..%" PRIu64
+           " us pre-vote %d check-quorum %d lease %d skew %d snapshot %" PRIu64
+           " crash %u%s part %u clog %u pause %u ppm/slice",
+           s->n, s->clients_n, cc.faults.drop_ppm, cc.faults.dup_ppm,
+           cc.faults.delay_min_ns / 1000, cc.faults.delay_max_ns / 1000,
+           cc.disk_delay_min_ns / 1000, cc.disk_delay_max_ns / 1000,
+           !cc.disable_pre_vote, !cc.disable_check_quorum, cc.lease_reads,
+           s->skew, cc.snapshot_entries, s->p_crash, crashy ? " (heavy)" : "",
+           s->p_partition,
+           s->p_clog, s->p_pause);
+  fs_mix(s, opts->seed);
+  if (opts->trace != NULL) {
+    fprintf(opts->trace, "seed %" PRIu64 " (full stack): %s, %" PRIu64
+                         " ms\n",
+            opts->seed, res->swarm, duration_ms);
+  }
+  rv = qraft_sim_cluster_new(&cc, &s->c);
+  if (rv != 0) {
+    qraft__lincheck_history_free(s->hist);
+    free(s);
+    return rv == -ENOMEM ? -ENOMEM : rv;
+  }
+  /* Faults until 70% of the run, clients throughout. */
+  uint64_t t0 = fs_now(s);
+  uint64_t faults_end = t0 + duration_ms * 700000ull;
+  uint64_t end = t0 + duration_ms * 1000000ull;
+  while (!s->failed && fs_now(s) < end) {
+    if (fs_now(s) < faults_end) {
+      fs_faults_step(s);
+    } else if (fs_now(s) - faults_end < FS_SLICE_MS * 1000000ull) {
+      fs_heal_all(s);
+    }
+    fs_clients_step(s, true);
+    qraft_sim_cluster_run(s->c, FS_SLICE_MS, fs_step_done, s);
+  }
+  if (!s->failed) {
+    fs_heal_all(s);
+    /* Let the clients' last operations finish or time out. */
+    uint64_t drain_end = fs_now(s) + (FS_OP_TIMEOUT_MS + 100) * 1000000ull;
+    while (!s->failed && fs_now(s) < drain_end) {
+      fs_clients_step(s, false);
+      qraft_sim_cluster_run(s->c, FS_SLICE_MS, fs_step_done, s);
+    }
+    fs_clients_step(s, false);
+  }
+  if (!s->failed) {
+    fs_liveness(s);
+  }
+  if (!s->failed) {
+    fs_check_durability(s);
+  }
+  s->closing = true;
+  /* Operations still pending count as info (lincheck does it). */
+  if (!s->failed) {
+    fs_check_history(s);
+  }
+  qraft_simnet_stats ns;
+  qraft_simnet_stats_get(qraft_sim_cluster_net(s->c), &ns);
+  res->messages = ns.sent;
+  res->messages_dropped = ns.dropped + ns.blocked;
+  res->events = ns.events;
+  res->virtual_ms = qraft_sim_cluster_now_ms(s->c);
+  fs_mix(s, ns.trace_hash);
+  res->trace_hash = s->trace_hash;
+  qraft_sim_cluster_free(s->c);
+  free(s->applied_hash);
+  free(s->applied_data);
+  free(s->leaders);
+  free(s->acked);
+  qraft__lincheck_history_free(s->hist);
+  free(s);
+  return 0;
+}

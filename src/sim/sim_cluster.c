@@ -1,0 +1,342 @@
+/*
+ * sim_cluster.c: a simulated cluster of real nodes (qraft/node.h) with
+ * their QUIC transport, on the in-memory network (qraft_simnet), each with
+ * a simulated disk (simdisk.c). Public as the qraft_sim_cluster_* API of
+ * qraft/sim.h: users run their own state machine under faults with it, and
+ * the full-stack simulator (full_sim.c) is built on it.
+ *
+ * It must never: read the OS clock or randomness (everything comes from the
+ * network's one generator), or block.
+ */
+#include <qraft/sim.h>
+
+#include <qraft/assert.h>
+#include <qraft/log.h>
+#include <qraft/prng.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SIM_CLUSTER_ID 0x51a7
+#define SIM_PORT 7000
+
+typedef struct sc_node {
+  qraft_env *env;
+  qraft_simdisk *disk;
+  qraft_secret_key key;
+  qraft_node_addr addr;
+  qraft_node *node; /* NULL while crashed */
+  void *sm;
+} sc_node;
+
+struct qraft_sim_cluster {
+  qraft_sim_cluster_config cfg;
+  qraft_simnet *net;
+  qraft_env *control; /* host 1: no sockets, no skew; runs the loop */
+  qraft_logger quiet;
+  uint32_t n;
+  sc_node nodes[QRAFT_SIM_CLUSTER_NODES_MAX];
+};
+
+static int sc_node_open(qraft_sim_cluster *c, uint32_t i) {
+  sc_node *sn = &c->nodes[i];
+  qraft_storage *st = NULL;
+  int rv = qraft_simdisk_open(sn->disk, &st);
+  if (rv != 0) {
+    return rv;
+  }
+  sn->sm = c->cfg.sm_new(c->cfg.ud, i);
+  if (sn->sm == NULL) {
+    qraft_storage_close(st);
+    return -ENOMEM;
+  }
+  qraft_node_config nc;
+  qraft_node_config_default(&nc);
+  nc.storage = st;
+  nc.key = &sn->key;
+  nc.cluster_id = SIM_CLUSTER_ID;
+  nc.bind_n = 1;
+  struct sockaddr_in *b = (struct sockaddr_in *)&nc.bind[0];
+  b->sin_family = AF_INET;
+  b->sin_port = htons(SIM_PORT);
+  nc.sm = c->cfg.sm;
+  nc.sm_ud = sn->sm;
+  nc.env = sn->env;
+  nc.logger = c->cfg.logger != NULL ? c->cfg.logger : &c->quiet;
+  if (c->cfg.tick_ms != 0) {
+    nc.tick_ms = c->cfg.tick_ms;
+  }
+  if (c->cfg.election_ticks != 0) {
+    nc.election_ticks = c->cfg.election_ticks;
+  }
+  if (c->cfg.heartbeat_ticks != 0) {
+    nc.heartbeat_ticks = c->cfg.heartbeat_ticks;
+  }
+  nc.disable_pre_vote = c->cfg.disable_pre_vote;
+  nc.disable_check_quorum = c->cfg.disable_check_quorum;
+  nc.lease_reads = c->cfg.lease_reads;
+  if (c->cfg.snapshot_entries != 0) {
+    nc.snapshot_entries = c->cfg.snapshot_entries;
+  }
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  rv = qraft_node_new(&nc, &sn->node, &err);
+  if (rv != 0) {
+    qraft_storage_close(st);
+    c->cfg.sm_free(c->cfg.ud, i, sn->sm);
+    sn->sm = NULL;
+    sn->node = NULL;
+    return rv;
+  }
+  return 0;
+}
+
+int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
+                          qraft_sim_cluster **out) {
+  if (cfg->nodes < 1 || cfg->nodes > QRAFT_SIM_CLUSTER_NODES_MAX ||
+      cfg->sm == NULL || cfg->sm_new == NULL || cfg->sm_free == NULL ||
+      cfg->clock_skew_ppm_max > 100000) {
+    return QRAFT_ECONFIG;
+  }
+  qraft_sim_cluster *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    return -ENOMEM;
+  }
+  c->cfg = *cfg;
+  c->n = cfg->nodes;
+  qraft_logger_init(&c->quiet, QRAFT_LOG_OFF);
+  int rv = qraft_simnet_new(cfg->seed, &c->net);
+  if (rv != 0) {
+    free(c);
+    return rv;
+  }
+  qraft_simnet_faults f = cfg->faults;
+  if (f.delay_max_ns == 0) {
+    f.delay_min_ns = f.delay_max_ns = 50000;
+  }
+  qraft_simnet_set_faults(c->net, &f);
+  rv = qraft_simnet_env_new(c->net, &c->control);
+  if (rv != 0) {
+    qraft_simnet_free(c->net);
+    free(c);
+    return rv;
+  }
+  uint64_t dmin = cfg->disk_delay_min_ns, dmax = cfg->disk_delay_max_ns;
+  if (dmax == 0) {
+    dmin = 100000;
+    dmax = 2000000;
+  }
+  qraft_node_addr members[QRAFT_SIM_CLUSTER_NODES_MAX];
+  for (uint32_t i = 0; i < c->n; i++) {
+    sc_node *sn = &c->nodes[i];
+    rv = qraft_simnet_env_new(c->net, &sn->env);
+    if (rv != 0) {
+      goto err_free;
+    }
+    if (cfg->clock_skew_ppm_max > 0) {
+      uint64_t span = 2ull * cfg->clock_skew_ppm_max + 1;
+      int32_t ppm = (int32_t)(qraft_simnet_random(c->net) % span) -
+                    (int32_t)cfg->clock_skew_ppm_max;
+      int64_t off = (int64_t)(qraft_simnet_random(c->net) % 1000000000ull);
+      qraft_simnet_host_set_clock(sn->env, off, ppm);
+    }
+    rv = qraft_simdisk_new(sn->env, dmin, dmax, &sn->disk);
+    if (rv != 0) {
+      goto err_free;
+    }
+    uint8_t seed[32];
+    for (size_t k = 0; k < sizeof seed; k += 8) {
+      uint64_t x = qraft_simnet_random(c->net);
+      memcpy(seed + k, &x, 8);
+    }
+    qraft_secret_key_from_seed(&sn->key, seed);
+    sn->addr.id = sn->key.public_key;
+    sn->addr.addrs_n = 1;
+    struct sockaddr_in *a = (struct sockaddr_in *)&sn->addr.addrs[0];
+    a->sin_family = AF_INET;
+    a->sin_port = htons(SIM_PORT);
+    a->sin_addr.s_addr = htonl(0x0a000000u + i + 2); /* simnet host i + 2 */
+    members[i] = sn->addr;
+  }
+  for (uint32_t i = 0; i < c->n; i++) {
+    rv = sc_node_open(c, i);
+    if (rv != 0) {
+      goto err_free;
+    }
+    qraft_err err;
+    qraft_err_init(&err, 0);
+    rv = qraft_node_bootstrap(c->nodes[i].node, members, c->n, &err);
+    if (rv == 0) {
+      rv = qraft_node_start(c->nodes[i].node);
+    }
+    if (rv != 0) {
+      goto err_free;
+    }
+  }
+  *out = c;
+  return 0;
+
+err_free:
+  qraft_sim_cluster_free(c);
+  return rv;
+}
+
+void qraft_sim_cluster_free(qraft_sim_cluster *c) {
+  if (c == NULL) {
+    return;
+  }
+  for (uint32_t i = 0; i < c->n; i++) {
+    sc_node *sn = &c->nodes[i];
+    if (sn->node != NULL) {
+      qraft_simdisk_flush(sn->disk);
+      qraft_node_free(sn->node);
+      sn->node = NULL;
+    }
+  }
+  for (uint32_t i = 0; i < c->n; i++) {
+    sc_node *sn = &c->nodes[i];
+    if (sn->sm != NULL) {
+      c->cfg.sm_free(c->cfg.ud, i, sn->sm);
+      sn->sm = NULL;
+    }
+    qraft_simdisk_free(sn->disk);
+    qraft_env_free(sn->env);
+  }
+  qraft_env_free(c->control);
+  qraft_simnet_free(c->net);
+  free(c);
+}
+
+uint32_t qraft_sim_cluster_size(const qraft_sim_cluster *c) { return c->n; }
+
+qraft_node *qraft_sim_cluster_node(qraft_sim_cluster *c, uint32_t i) {
+  QRAFT_ASSERT(i < c->n);
+  return c->nodes[i].node;
+}
+
+void *qraft_sim_cluster_sm(qraft_sim_cluster *c, uint32_t i) {
+  QRAFT_ASSERT(i < c->n);
+  return c->nodes[i].node != NULL ? c->nodes[i].sm : NULL;
+}
+
+int qraft_sim_cluster_leader(qraft_sim_cluster *c) {
+  int best = -1;
+  uint64_t best_term = 0;
+  for (uint32_t i = 0; i < c->n; i++) {
+    if (c->nodes[i].node == NULL) {
+      continue;
+    }
+    qraft_node_status st;
+    qraft_node_status_get(c->nodes[i].node, &st);
+    if (st.role == QRAFT_ROLE_LEADER && st.term >= best_term) {
+      best = (int)i;
+      best_term = st.term;
+    }
+  }
+  return best;
+}
+
+uint64_t qraft_sim_cluster_now_ms(const qraft_sim_cluster *c) {
+  return (qraft_simnet_now_ns(c->net) - 1000000000ull) / 1000000u;
+}
+
+qraft_simnet *qraft_sim_cluster_net(qraft_sim_cluster *c) { return c->net; }
+
+qraft_env *qraft_sim_cluster_env(qraft_sim_cluster *c, uint32_t i) {
+  QRAFT_ASSERT(i < c->n);
+  return c->nodes[i].env;
+}
+
+qraft_simdisk *qraft_sim_cluster_disk(qraft_sim_cluster *c, uint32_t i) {
+  QRAFT_ASSERT(i < c->n);
+  return c->nodes[i].disk;
+}
+
+uint64_t qraft_sim_cluster_random(qraft_sim_cluster *c) {
+  return qraft_simnet_random(c->net);
+}
+
+bool qraft_sim_cluster_run(qraft_sim_cluster *c, uint64_t ms,
+                           qraft_env_done_cb done_cb, void *ud) {
+  /* The control host has no skew: its clock is the network's. */
+  uint64_t end = qraft_env_now_ns(c->control) + ms * 1000000u;
+  int rv = qraft_env_run(c->control, end, done_cb, ud);
+  return rv == 0;
+}
+
+void qraft_sim_cluster_set_faults(qraft_sim_cluster *c,
+                                  const qraft_simnet_faults *f) {
+  qraft_simnet_set_faults(c->net, f);
+}
+
+void qraft_sim_cluster_block(qraft_sim_cluster *c, uint32_t i, uint32_t j,
+                             bool both, bool blocked) {
+  QRAFT_ASSERT(i < c->n && j < c->n);
+  qraft_simnet_link_block(c->nodes[i].env, c->nodes[j].env, blocked);
+  if (both) {
+    qraft_simnet_link_block(c->nodes[j].env, c->nodes[i].env, blocked);
+  }
+}
+
+void qraft_sim_cluster_isolate(qraft_sim_cluster *c, uint32_t i) {
+  for (uint32_t j = 0; j < c->n; j++) {
+    if (j != i) {
+      qraft_sim_cluster_block(c, i, j, true, true);
+    }
+  }
+}
+
+void qraft_sim_cluster_clog(qraft_sim_cluster *c, uint32_t i, uint32_t j,
+                            uint64_t ms) {
+  QRAFT_ASSERT(i < c->n && j < c->n);
+  qraft_simnet_link_clog(c->nodes[i].env, c->nodes[j].env,
+                         qraft_simnet_now_ns(c->net) + ms * 1000000u);
+}
+
+void qraft_sim_cluster_heal(qraft_sim_cluster *c) { qraft_simnet_heal(c->net); }
+
+void qraft_sim_cluster_pause(qraft_sim_cluster *c, uint32_t i, uint64_t ms) {
+  QRAFT_ASSERT(i < c->n);
+  qraft_simnet_host_pause(c->nodes[i].env,
+                          qraft_simnet_now_ns(c->net) + ms * 1000000u);
+}
+
+void qraft_sim_cluster_crash(qraft_sim_cluster *c, uint32_t i) {
+  QRAFT_ASSERT(i < c->n);
+  sc_node *sn = &c->nodes[i];
+  if (sn->node == NULL) {
+    return;
+  }
+  /* A crashed machine says nothing more: not even its connections' close
+   * frames leave. */
+  qraft_simnet_host_set_down(sn->env, true);
+  qraft_simnet_host_pause(sn->env, 0);
+  qraft_simdisk_crash(sn->disk);
+  qraft_node_free(sn->node);
+  sn->node = NULL;
+  c->cfg.sm_free(c->cfg.ud, i, sn->sm);
+  sn->sm = NULL;
+}
+
+int qraft_sim_cluster_restart(qraft_sim_cluster *c, uint32_t i) {
+  QRAFT_ASSERT(i < c->n);
+  sc_node *sn = &c->nodes[i];
+  if (sn->node != NULL) {
+    return QRAFT_ESTATE;
+  }
+  qraft_simnet_host_set_down(sn->env, false);
+  int rv = sc_node_open(c, i);
+  if (rv != 0) {
+    return rv;
+  }
+  rv = qraft_node_start(sn->node);
+  if (rv != 0) {
+    qraft_node_free(sn->node);
+    sn->node = NULL;
+    c->cfg.sm_free(c->cfg.ud, i, sn->sm);
+    sn->sm = NULL;
+  }
+  return rv;
+}
