@@ -55,7 +55,9 @@ for c in "${CANARIES[@]}"; do
   case $c in
     NODE_*|TRANSPORT_*) hunt "$c" full "$FULL_SEEDS" ;;
     *) hunt "$c" core "$SEEDS"
-       hunt "$c" full "$FULL_CORE_SEEDS" info ;;
+       if [ "$FULL_CORE_SEEDS" -gt 0 ]; then
+         hunt "$c" full "$FULL_CORE_SEEDS" info
+       fi ;;
   esac
 done
 # leave the tree without a planted bug
