@@ -114,7 +114,7 @@ void qraft__log_emit(qraft_logger *lg, qraft_log_level level, const char *file,
                      int line, const char *msg, const qraft_log_field *fields,
                      size_t fields_n);
 
-/* The first element of the array is a placeholder so that a record without
+/* The first element of the array is a dummy so that a record without
  * fields is still a valid array. */
 #define QRAFT_LOG(lg, lvl, msg, ...)                                           \
   do {                                                                         \
