@@ -1874,21 +1874,13 @@ static void sim_step(sim *s, sim_event ev) {
     break;
   case EV_DELIVER: {
     sim_msg *sm = ev.msg;
-    if (!n->up) {
-      if (sm->m.type == QRAFT_MSG_SNAPSHOT) {
-        sim_push_ev(s, (sim_event){.time = s->now + 20000,
-                                   .type = EV_SNAP_REPORT,
-                                   .node = ev.node2,
-                                   .node2 = ev.node,
-                                   .incarnation = sm->from_incarnation,
-                                   .x = 0});
+    bool link_down = n->up && !link_ok(s, ev.node2, ev.node);
+    if (!n->up || link_down) {
+      /* the target is down, or a partition drops what is in flight; the
+       * sender of a snapshot learns that it failed */
+      if (link_down) {
+        s->res->messages_dropped++;
       }
-      msg_free(sm);
-      break;
-    }
-    if (!link_ok(s, ev.node2, ev.node)) {
-      /* a partition also drops what is in flight */
-      s->res->messages_dropped++;
       if (sm->m.type == QRAFT_MSG_SNAPSHOT) {
         sim_push_ev(s, (sim_event){.time = s->now + 20000,
                                    .type = EV_SNAP_REPORT,
