@@ -547,6 +547,19 @@ static int tls_session_new(qraft_conn *c, bool server) {
   return 0;
 }
 
+/* The TLS session and the settings both sides share, once the ngtcp2
+ * connection exists. */
+static int conn_tls_attach(qraft_endpoint *ep, qraft_conn *c, bool server) {
+  int rv = tls_session_new(c, server);
+  if (rv != 0) {
+    return rv;
+  }
+  ngtcp2_conn_set_tls_native_handle(c->q->conn, c->q->tls);
+  ngtcp2_conn_set_keep_alive_timeout(
+      c->q->conn, (uint64_t)ep->cfg.keep_alive_ms * NGTCP2_MILLISECONDS);
+  return 0;
+}
+
 static int quic_new(qraft_conn *c) {
   c->q = calloc(1, sizeof *c->q);
   return c->q == NULL ? -ENOMEM : 0;
@@ -622,13 +635,10 @@ int qraft__quic_dial(qraft_endpoint *ep, tp_peer *peer,
     rv = QRAFT_EQUIC;
     goto err_free_conn;
   }
-  rv = tls_session_new(c, false);
+  rv = conn_tls_attach(ep, c, false);
   if (rv != 0) {
     goto err_free_conn;
   }
-  ngtcp2_conn_set_tls_native_handle(c->q->conn, c->q->tls);
-  ngtcp2_conn_set_keep_alive_timeout(
-      c->q->conn, (uint64_t)ep->cfg.keep_alive_ms * NGTCP2_MILLISECONDS);
   qraft__ep_mark_dirty(c);
   *out = c;
   return 0;
@@ -681,13 +691,10 @@ static int accept_conn(qraft_endpoint *ep, qraft_env_udp *udp,
     rv = QRAFT_EQUIC;
     goto err_free_conn;
   }
-  rv = tls_session_new(c, true);
+  rv = conn_tls_attach(ep, c, true);
   if (rv != 0) {
     goto err_free_conn;
   }
-  ngtcp2_conn_set_tls_native_handle(c->q->conn, c->q->tls);
-  ngtcp2_conn_set_keep_alive_timeout(
-      c->q->conn, (uint64_t)ep->cfg.keep_alive_ms * NGTCP2_MILLISECONDS);
   *out = c;
   return 0;
 
