@@ -343,6 +343,8 @@ static void promote(qraft_conn *c) {
             QRAFT_LOG_U64("dialed", c->dialed));
   const tp_protocol *proto = &ep->protocols[c->proto];
   proto->ops.conn_up_cb(proto->ud, c, c->dialed);
+  /* If it was held: what arrived meanwhile (may free c). */
+  qraft__quic_held_deliver(c);
 }
 
 void qraft__ep_conn_ended(qraft_conn *c, const qraft_close_info *why) {

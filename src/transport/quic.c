@@ -85,7 +85,54 @@ struct tp_quic {
   uint64_t pkt_gen;
   uint64_t lost_closed; /* loss counts of streams gone */
   bool acked;           /* acked_cb owed to the handler */
+  /* What arrived while the connection was held (TP_HELD), in order, for
+   * the handler once the connection is served. Bounded by the flow-control
+   * windows: they are not extended until the bytes are delivered. */
+  struct tp_held_ev *held_head, **held_tail;
 };
+
+/* Stream data (or a stream's close) that arrived on a held connection. */
+typedef struct tp_held_ev {
+  struct tp_held_ev *next;
+  int64_t sid;
+  bool closed; /* the stream closed (app_code); else data and fin */
+  bool fin;
+  uint64_t app_code;
+  size_t len;
+  uint8_t data[];
+} tp_held_ev;
+
+static bool held_push(tp_quic *q, int64_t sid, const uint8_t *data,
+                      size_t len, bool fin, bool closed, uint64_t app_code) {
+  tp_held_ev *ev = malloc(sizeof *ev + len);
+  if (ev == NULL) {
+    return false;
+  }
+  ev->next = NULL;
+  ev->sid = sid;
+  ev->closed = closed;
+  ev->fin = fin;
+  ev->app_code = app_code;
+  ev->len = len;
+  if (len > 0) {
+    memcpy(ev->data, data, len);
+  }
+  if (q->held_tail == NULL) {
+    q->held_tail = &q->held_head;
+  }
+  *q->held_tail = ev;
+  q->held_tail = &ev->next;
+  return true;
+}
+
+static void held_clear(tp_quic *q) {
+  while (q->held_head != NULL) {
+    tp_held_ev *ev = q->held_head;
+    q->held_head = ev->next;
+    free(ev);
+  }
+  q->held_tail = &q->held_head;
+}
 
 static tp_tls *tls_of(qraft_endpoint *ep) { return ep->tls; }
 
@@ -367,6 +414,15 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
     qraft__ep_conn_established(c);
   }
   c->bytes_in += datalen;
+  if (c->state == TP_HELD) {
+    /* Kept for the handler, should this connection be served; the windows
+     * open again when it gets the bytes (qraft__quic_held_deliver). */
+    if (!held_push(c->q, stream_id, data, datalen,
+                   (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0, false, 0)) {
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    }
+    return 0;
+  }
   if (c->state == TP_UP && !c->close_pending) {
     const qraft_protocol_ops *ops = &c->ep->protocols[c->proto].ops;
     if (ops->stream_recv_cb != NULL) {
@@ -410,6 +466,10 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags,
     } else {
       ngtcp2_conn_extend_max_streams_uni(conn, 1);
     }
+  }
+  if (c->state == TP_HELD &&
+      !held_push(c->q, stream_id, NULL, 0, false, true, app_error_code)) {
+    return NGTCP2_ERR_CALLBACK_FAILURE;
   }
   if (c->state == TP_UP) {
     const tp_protocol *p = &c->ep->protocols[c->proto];
@@ -581,6 +641,7 @@ void qraft__quic_free(qraft_conn *c) {
   if (q->tls != NULL) {
     gnutls_deinit(q->tls);
   }
+  held_clear(q);
   free(q->close_pkt);
   free(q);
   c->q = NULL;
@@ -878,6 +939,46 @@ static void after_call(qraft_conn *c) {
       p->ops.acked_cb(p->ud, c, c->unacked_bytes);
     }
   }
+}
+
+/* A held connection was served (promoted): hand the handler what arrived
+ * meanwhile, in order, and open the flow-control windows behind it. Without
+ * this a stream's first bytes (the Raft handler's preamble) would be lost
+ * while its later bytes arrive. */
+void qraft__quic_held_deliver(qraft_conn *c) {
+  tp_quic *q = c->q;
+  if (q == NULL || q->held_head == NULL) {
+    return;
+  }
+  const tp_protocol *p = &c->ep->protocols[c->proto];
+  c->busy++;
+  while (q->held_head != NULL && c->state == TP_UP && !c->close_pending) {
+    tp_held_ev *ev = q->held_head;
+    q->held_head = ev->next;
+    if (q->held_head == NULL) {
+      q->held_tail = &q->held_head;
+    }
+    if (ev->closed) {
+      if (p->ops.stream_closed_cb != NULL) {
+        p->ops.stream_closed_cb(p->ud, c, ev->sid, ev->app_code);
+      }
+    } else {
+      if (p->ops.stream_recv_cb != NULL) {
+        p->ops.stream_recv_cb(p->ud, c, ev->sid, ev->data, ev->len, ev->fin);
+      }
+      ngtcp2_conn_extend_max_stream_offset(q->conn, ev->sid, ev->len);
+      ngtcp2_conn_extend_max_offset(q->conn, ev->len);
+    }
+    free(ev);
+  }
+  c->busy--;
+  held_clear(q);
+  after_call(c);
+  if (c->state == TP_DEAD) {
+    qraft__ep_conn_free(c);
+    return;
+  }
+  qraft__ep_mark_dirty(c); /* the window updates go out */
 }
 
 /* ---- reading ---- */

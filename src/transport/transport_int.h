@@ -123,6 +123,7 @@ void qraft__quic_write(qraft_conn *c);
 void qraft__quic_close(qraft_conn *c, uint64_t app_code, const char *reason);
 /* Frees the QUIC state. */
 void qraft__quic_free(qraft_conn *c);
+void qraft__quic_held_deliver(qraft_conn *c);
 int qraft__quic_stream_open(qraft_conn *c, bool bidi, int64_t *id);
 int qraft__quic_stream_send(qraft_conn *c, int64_t id, qraft_slice data,
                             bool fin);

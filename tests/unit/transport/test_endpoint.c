@@ -542,6 +542,62 @@ static void simultaneous_dial_ends_with_one_connection(bool sim) {
   world_close(&w);
 }
 
+static bool up_at(world *w, void *arg) {
+  return w->nodes[*(int *)arg].conn != NULL;
+}
+
+/* The side whose dial wins the tie-break (the smaller id) holds an inbound
+ * connection while its own dial is under way. Bytes that arrive on the held
+ * connection reach the handler, in order and whole, once it is served: a
+ * stream's first bytes are not lost while its later ones arrive. */
+static void sim_held_connection_keeps_stream_data(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, 2, 12);
+  assert_int_equal(node_start(&w, 0, NULL), 0);
+  assert_int_equal(node_start(&w, 1, NULL), 0);
+  int sm = qraft_node_id_cmp(&w.nodes[0].key.public_key,
+                             &w.nodes[1].key.public_key) < 0
+               ? 0
+               : 1;
+  int big = 1 - sm;
+  /* The smaller side's dial goes to an address nobody answers. */
+  qraft_node_addr dead;
+  qraft_endpoint_addr(w.nodes[big].ep, &dead);
+  ((struct sockaddr_in *)&dead.addrs[0])->sin_port = htons(9);
+  assert_int_equal(qraft_endpoint_dial(w.nodes[sm].ep, &dead, ALPN), 0);
+  run_for_ms(&w, 1);
+  dial(&w, big, sm, NULL);
+  assert_true(run_until(&w, up_at, &big, 10));
+  int64_t sid;
+  assert_int_equal(qraft_conn_stream_open(w.nodes[big].conn, false, &sid), 0);
+  enum { LEN = 5000 };
+  uint8_t *msg = malloc(LEN);
+  for (int i = 0; i < LEN; i++) {
+    msg[i] = (uint8_t)(i * 7 + 3);
+  }
+  assert_int_equal(qraft_conn_stream_send(w.nodes[big].conn, sid,
+                                          qraft_slice_of(NULL, msg, LEN), true),
+                   0);
+  run_for_ms(&w, 100);
+  /* Every byte arrived while the connection was still held. */
+  assert_int_equal(w.nodes[sm].ups, 0);
+  qraft_peer_metrics pm;
+  assert_int_equal(qraft_endpoint_peer_metrics(w.nodes[sm].ep,
+                                               &w.nodes[big].key.public_key,
+                                               ALPN, &pm),
+                   0);
+  assert_int_equal(pm.bytes_in, LEN);
+  assert_int_equal(w.nodes[sm].rx_len, 0);
+  /* The hold window passes: the connection is served with all of it. */
+  assert_true(run_until(&w, rx_fin, &sm, 10));
+  assert_int_equal(w.nodes[sm].ups, 1);
+  assert_int_equal(w.nodes[sm].rx_len, LEN);
+  assert_memory_equal(w.nodes[sm].rx, msg, LEN);
+  free(msg);
+  world_close(&w);
+}
+
 static bool timed_out(world *w, void *arg) {
   (void)arg;
   return w->nodes[0].downs > 0 && w->nodes[1].downs > 0;
@@ -728,6 +784,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(sim_loss_5pct),
       cmocka_unit_test(uv_simultaneous_dial),
       cmocka_unit_test(sim_simultaneous_dial),
+      cmocka_unit_test(sim_held_connection_keeps_stream_data),
       cmocka_unit_test(sim_keep_alive_idle_timeout_and_redial),
       cmocka_unit_test(sim_same_seed_same_run),
       cmocka_unit_test(sim_lossy_mesh),
