@@ -932,6 +932,11 @@ int qraft__lincheck_check(const qraft__lincheck_history *h,
   result->ops_checked = idx_n;
   result->verdict = QRAFT_LINCHECK_LINEARIZABLE;
   int rc = 0;
+  /* A key whose own memo ran out is unknown, but the keys after it are
+   * still checked: one of them may show a violation, which outranks
+   * unknown. The step and time budgets are shared: once spent, the keys
+   * left are only counted. */
+  bool spent = false;
   for (size_t lo = 0; lo < idx_n;) {
     size_t hi = lo;
     uint64_t key = h->ops[idx[lo]].key;
@@ -939,7 +944,7 @@ int qraft__lincheck_check(const qraft__lincheck_history *h,
       hi++;
     }
     result->keys_n++;
-    if (result->verdict != QRAFT_LINCHECK_LINEARIZABLE) {
+    if (result->verdict == QRAFT_LINCHECK_VIOLATION || spent) {
       lo = hi; /* only counting keys */
       continue;
     }
@@ -957,11 +962,18 @@ int qraft__lincheck_check(const qraft__lincheck_history *h,
     }
     if (v == QRAFT_LINCHECK_LINEARIZABLE) {
       result->keys_checked++;
+    } else if (v == QRAFT_LINCHECK_UNKNOWN) {
+      if (result->verdict == QRAFT_LINCHECK_LINEARIZABLE) {
+        result->verdict = v; /* the first key left unknown is named */
+        result->key = key;
+        result->limit = budget.exhausted;
+      }
+      spent = budget.exhausted != QRAFT_LINCHECK_LIMIT_MEMO;
+      budget.exhausted = QRAFT_LINCHECK_LIMIT_NONE;
     } else {
       result->verdict = v;
       result->key = key;
-    }
-    if (v == QRAFT_LINCHECK_VIOLATION) {
+      result->limit = QRAFT_LINCHECK_LIMIT_NONE;
       result->keys_checked++;
       result->prefix = s.best;
       result->prefix_n = s.best_n;
@@ -973,9 +985,6 @@ int qraft__lincheck_check(const qraft__lincheck_history *h,
     lo = hi;
   }
   result->steps = budget.steps;
-  if (result->verdict == QRAFT_LINCHECK_UNKNOWN) {
-    result->limit = budget.exhausted;
-  }
   free(idx);
   if (rc) {
     qraft__lincheck_result_close(result);

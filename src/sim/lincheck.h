@@ -227,7 +227,9 @@ typedef struct qraft__lincheck_result {
   uint64_t ops_checked;  /* operations that took part (not fail, not info
                           * get) */
   uint64_t cache_entries_max; /* largest memo table of any key */
-  /* Violation: the key that has no linearization. Unknown: the key whose
+  /* Violation: the key that has no linearization (a violation on any key
+   * wins over unknown on another: a key whose memo ran out does not stop
+   * the keys after it from being checked). Unknown: the first key whose
    * search ran out of budget. */
   uint64_t key;
   /* Violation only: the longest prefix that the search could linearize

@@ -418,6 +418,49 @@ static void exhausted_budget_is_unknown_never_linearizable(void **st) {
   qraft__lincheck_history_free(h);
 }
 
+/* A key whose memo runs out does not hide a violation on a later key. */
+static void memo_out_on_one_key_still_checks_the_others(void **st) {
+  (void)st;
+  qraft__lincheck_history *h = hist();
+  /* Key 1: many concurrent puts, many configurations to remember. */
+  for (uint64_t i = 0; i < 14; i++) {
+    inv(h, i + 1, i, PUT, 1, 100 + i, 0);
+  }
+  for (uint64_t i = 0; i < 14; i++) {
+    done(h, i + 1, 100, 0);
+  }
+  get(h, 1, 1, 999, 200, 210); /* no put wrote 999: forces the whole search */
+  /* Key 2, after key 1 in the order of the check: a plain violation. */
+  put(h, 20, 2, 100, 300, 310);
+  get(h, 20, 2, 300, 320, 330);
+  qraft__lincheck_opts opts = {.memo_bytes_max = 64 * 1024};
+  qraft__lincheck_result r;
+  assert_int_equal(qraft__lincheck_check(h, &opts, &r, NULL), 0);
+  assert_int_equal(r.verdict, QRAFT_LINCHECK_VIOLATION);
+  assert_int_equal(r.key, 2);
+  assert_int_equal(r.keys_n, 2);
+  qraft__lincheck_result_close(&r);
+  /* Key 1 alone: the memo runs out, so unknown. */
+  qraft__lincheck_history *h1 = hist();
+  for (uint64_t i = 0; i < 14; i++) {
+    inv(h1, i + 1, i, PUT, 1, 100 + i, 0);
+  }
+  for (uint64_t i = 0; i < 14; i++) {
+    done(h1, i + 1, 100, 0);
+  }
+  get(h1, 1, 1, 999, 200, 210);
+  put(h1, 20, 2, 100, 300, 310);
+  get(h1, 20, 2, 100, 320, 330);
+  assert_int_equal(qraft__lincheck_check(h1, &opts, &r, NULL), 0);
+  assert_int_equal(r.verdict, QRAFT_LINCHECK_UNKNOWN);
+  assert_int_equal(r.limit, QRAFT_LINCHECK_LIMIT_MEMO);
+  assert_int_equal(r.key, 1);
+  assert_int_equal(r.keys_checked, 1); /* key 2 was checked after key 1 */
+  qraft__lincheck_result_close(&r);
+  qraft__lincheck_history_free(h1);
+  qraft__lincheck_history_free(h);
+}
+
 static void builder_rejects_malformed_sequences(void **st) {
   (void)st;
   qraft__lincheck_history *h = hist();
@@ -1001,6 +1044,7 @@ int main(void) {
       cmocka_unit_test(
           keys_are_checked_apart_and_the_violation_names_its_key),
       cmocka_unit_test(exhausted_budget_is_unknown_never_linearizable),
+      cmocka_unit_test(memo_out_on_one_key_still_checks_the_others),
       cmocka_unit_test(builder_rejects_malformed_sequences),
       cmocka_unit_test(random_linearizable_histories_pass),
       cmocka_unit_test(random_histories_with_a_planted_violation_fail),
