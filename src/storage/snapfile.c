@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,12 @@ static uint32_t snap_header_len(const qraft_conf_state *c) {
 void qraft__snapfile_name(char *buf, size_t size, uint64_t index,
                           uint64_t term) {
   snprintf(buf, size, "snap-%016" PRIx64 "-%016" PRIx64 ".snap", index, term);
+}
+
+bool qraft__snapfile_is_tmp(const char *name) {
+  size_t n = strlen(name);
+  return strncmp(name, "snap-", 5) == 0 && n > 9 &&
+         strcmp(name + n - 4, ".tmp") == 0;
 }
 
 bool qraft__snapfile_parse_name(const char *name, const char *suffix,
@@ -167,9 +174,16 @@ int qraft__snapfile_writer_open(const char *dir, const qraft_snapshot_meta *meta
   qraft__snapfile_name(name, sizeof name, meta->index, meta->term);
   snprintf(sw->dir, sizeof sw->dir, "%s", dir);
   snprintf(sw->final, sizeof sw->final, "%s/%s", dir, name);
-  snprintf(sw->tmp, sizeof sw->tmp, "%s/%.*s.tmp", dir,
-           (int)(strlen(name) - 5), name);
-  sw->fd = open(sw->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  /* A temporary name of its own: two writers of the same snapshot (the
+   * same one received twice, the second while the first is being
+   * published) must not write into, truncate or unlink each other's file.
+   * The last to publish replaces the other's file, which has the same
+   * index and term. */
+  static atomic_uint_fast64_t tmp_seq;
+  uint64_t seq = (uint64_t)atomic_fetch_add(&tmp_seq, 1);
+  snprintf(sw->tmp, sizeof sw->tmp, "%s/%.*s-%016" PRIx64 ".tmp", dir,
+           (int)(strlen(name) - 5), name, seq);
+  sw->fd = open(sw->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (sw->fd < 0) {
     int rc = -errno;
     snap_writer_free(sw, false);

@@ -1,7 +1,7 @@
 /*
  * snapfile.h: snapshot files of the WAL store.
  *
- * A snapshot is written to "<dir>/snap-<index>-<term>.tmp" in checksummed
+ * A snapshot is written to "<dir>/snap-<index>-<term>-<seq>.tmp" in checksummed
  * chunks, then (qraft__snapfile_finish, on the WAL's writer thread) its
  * header is completed, the file synced, renamed to ".snap" and the directory
  * synced. Only then does the WAL record the snapshot; old snapshot files go
@@ -27,7 +27,11 @@
 void qraft__snapfile_name(char *buf, size_t size, uint64_t index,
                           uint64_t term);
 
-/* Parses a snapshot file name (".snap" or ".tmp" per `suffix`). */
+/* A snapshot being written: "snap-<index>-<term>-<writer seq>.tmp" (and
+ * the older "snap-<index>-<term>.tmp"). Left over only by a crash. */
+bool qraft__snapfile_is_tmp(const char *name);
+
+/* Parses a published snapshot file name (".snap"). */
 bool qraft__snapfile_parse_name(const char *name, const char *suffix,
                                 uint64_t *index, uint64_t *term);
 

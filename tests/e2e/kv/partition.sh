@@ -2,8 +2,10 @@
 # Three qraft-kv members, each in a network namespace of its own joined by
 # veth pairs to a bridge, under concurrent clients, while the network fails:
 # the leader is cut off from the others (iptables), then every link gets
-# delay and loss (tc netem, or loss alone with iptables where netem is missing), then a partial partition (1 and 3 cannot talk,
-# both talk to 2). The history must be linearizable and the members must end
+# delay and loss (tc netem; where the kernel has no netem, loss with
+# iptables' statistic match and delay with nfdelay.c behind an iptables
+# NFQUEUE rule), then a partial partition (1 and 3 cannot talk, both talk
+# to 2). The history must be linearizable and the members must end
 # with the same data. Needs root (network namespaces): skipped otherwise.
 source "$(dirname "$0")/lib.sh"
 if [ "$(id -u)" != 0 ]; then echo "SKIPPED: needs root for network namespaces"; exit 77; fi
@@ -13,7 +15,14 @@ HIST="$QRAFT_E2E_OUT/${QRAFT_E2E_HIST:-kv_partition}.jsonl"
 TAG=$(( $$ % 250 ))
 BR="qkvbr$TAG"
 NET="10.213.$TAG"
+NFD_PIDS=()
+stop_nfdelay() {
+  for p in "${NFD_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${NFD_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  NFD_PIDS=()
+}
 cleanup_extra() {
+  stop_nfdelay
   for i in 1 2 3; do ip netns del "qkv$TAG-$i" 2>/dev/null || true; done
   ip link del "$BR" 2>/dev/null || true
 }
@@ -43,7 +52,10 @@ cut() { # cut A B: drop Raft traffic between members A and B (both ways)
   ns_ipt "$2" -A INPUT -p udp -s "${IP[$1]}" -j DROP
   ns_ipt "$2" -A OUTPUT -p udp -d "${IP[$1]}" -j DROP
 }
-heal() { for i in 1 2 3; do ns_ipt "$i" -F; ip netns exec "${NS[$i]}" tc qdisc del dev "qkv$TAG-$i" root 2>/dev/null || true; done; }
+heal() {
+  for i in 1 2 3; do ns_ipt "$i" -F; ip netns exec "${NS[$i]}" tc qdisc del dev "qkv$TAG-$i" root 2>/dev/null || true; done
+  stop_nfdelay
+}
 
 echo "s3cret-$$" >"$D/token"
 AUTH=(-H "Authorization: Bearer s3cret-$$")
@@ -93,16 +105,36 @@ while [ $(( END_S - $(date +%s) )) -ge 19 ] || [ $round = 0 ]; do
       ip netns exec "${NS[$i]}" tc qdisc add dev "qkv$TAG-$i" root netem delay 30ms 10ms loss 10%
     done
   else
-    # No sch_netem in this kernel: loss only, with iptables' statistic match.
-    log "10% loss on every link for 4 s (iptables statistic; tc netem is not available here, so no delay)"
+    # No sch_netem in this kernel: loss with iptables' statistic match, and
+    # delay by nfdelay, which holds each Raft datagram a member sends for
+    # 20 to 40 ms (iptables NFQUEUE; --queue-bypass lets packets through
+    # whenever nfdelay is not running).
     for i in 1 2 3; do
       ns_ipt "$i" -A INPUT -p udp -m statistic --mode random --probability 0.1 -j DROP
       ns_ipt "$i" -A OUTPUT -p udp -m statistic --mode random --probability 0.1 -j DROP
     done
+    if [ -n "${QRAFT_NFDELAY:-}" ]; then
+      for i in 1 2 3; do
+        ns_ipt "$i" -A OUTPUT -p udp -d "$NET.0/24" -j NFQUEUE --queue-num 0 --queue-bypass
+        ip netns exec "${NS[$i]}" "$QRAFT_NFDELAY" --queue 0 --delay-ms 30 --jitter-ms 10 \
+          --seed "$((round * 10 + i))" --seconds 10 2>>"$D/nfdelay.log" &
+        NFD_PIDS+=($!)
+      done
+      log "delay 30 ms +- 10 ms (nfdelay, iptables NFQUEUE) and 10% loss (iptables) on every link for 4 s"
+    else
+      log "10% loss on every link for 4 s (iptables statistic; no tc netem and no nfdelay built, so no delay)"
+    fi
   fi
   sleep 4
+  delayed=${#NFD_PIDS[@]}
   heal
-  log "healed"
+  if [ "$delayed" -gt 0 ]; then
+    n=$(awk '/packets delayed/ {s += $4} END {print s + 0}' "$D/nfdelay.log")
+    [ "$n" -gt 0 ] || fail "nfdelay delayed no packets: $(cat "$D/nfdelay.log")"
+    log "healed ($n datagrams were delayed in all so far)"
+  else
+    log "healed"
+  fi
 
   sleep 1
   log "partial partition: members 1 and 3 cannot talk, both reach 2, for 4 s"
@@ -117,9 +149,9 @@ log "$(cat "$D/workload.out")"
 converged 1 2 3 || fail "members differ: $(for i in 1 2 3; do echo "member $i: $(digest "$i") $(status "$i" | jq -c '{role,leader,term,commit,applied,kv_applied,snapshot_index}')"; done)"
 log "members converged: $(digest 1)"
 if [ "${QRAFT_E2E_STALE:-0}" = 1 ]; then
-  # Key by key, with a small budget each: the checker stops at the first key
-  # whose budget runs out, and stale reads make some keys expensive to
-  # search; one key proven non-linearizable is the verdict the canary needs.
+  # Key by key, with a small time budget each (the time budget is shared
+  # by all keys of one check, and stale reads make some keys expensive to
+  # search); one key proven non-linearizable is the verdict the canary needs.
   found=""
   for k in $(jq -r .key "$HIST" | sort -u); do
     jq -c --arg k "$k" 'select(.key == $k)' "$HIST" >"$D/key.jsonl"

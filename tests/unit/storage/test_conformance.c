@@ -371,6 +371,32 @@ static void snapshot_inside_the_log_keeps_the_suffix_on_term_match(void **st) {
   }
 }
 
+/* The same snapshot received twice, the second copy arriving while the
+ * first is not yet published: neither copy's writer may damage the other's
+ * file, whichever is published and whichever aborted. */
+static void same_snapshot_written_twice_at_once(void **st) {
+  fx *f = *st;
+  append(f->s, 1, 10, 1);
+  qraft_storage_write a = {0}, b = {0};
+  write_snapshot(f->s, 20, 3, 5000, &a);
+  write_snapshot(f->s, 20, 3, 5000, &b);
+  must_write(f->s, &a);
+  check_snapshot(f->s, 20, 3, 5000);
+  qraft_snapshot_writer_abort(b.snapshot);
+  check_snapshot(f->s, 20, 3, 5000);
+  fx_reopen(f);
+  check_snapshot(f->s, 20, 3, 5000);
+  /* The other way round: the first copy is dropped, the second installed. */
+  qraft_storage_write c = {0}, d = {0};
+  write_snapshot(f->s, 30, 4, 7000, &c);
+  write_snapshot(f->s, 30, 4, 7000, &d);
+  qraft_snapshot_writer_abort(c.snapshot);
+  must_write(f->s, &d);
+  check_snapshot(f->s, 30, 4, 7000);
+  fx_reopen(f);
+  check_snapshot(f->s, 30, 4, 7000);
+}
+
 static void aborted_snapshot_changes_nothing(void **st) {
   fx *f = *st;
   qraft_storage_write w = {0};
@@ -546,6 +572,8 @@ static const struct CMUnitTest conformance_tests[] = {
     cmocka_unit_test_setup_teardown(
         snapshot_inside_the_log_keeps_the_suffix_on_term_match, fx_setup,
         fx_teardown),
+    cmocka_unit_test_setup_teardown(same_snapshot_written_twice_at_once,
+                                    fx_setup, fx_teardown),
     cmocka_unit_test_setup_teardown(aborted_snapshot_changes_nothing, fx_setup,
                                     fx_teardown),
     cmocka_unit_test_setup_teardown(bad_writes_are_refused, fx_setup,
