@@ -188,6 +188,8 @@ static int op_begin(http_ctx *h, struct MHD_Connection *c, req *r,
     if (h->waiting != NULL) h->waiting->prev = o;
     h->waiting = o;
     h->waiting_n++;
+    /* one request at a time per connection, at most 256 connections */
+    assert(h->waiting_n <= KV_CONNECTIONS_MAX);
     r->op = o;
   }
   pthread_mutex_unlock(&h->mu);
