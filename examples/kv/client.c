@@ -12,11 +12,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,18 +37,10 @@ static int wait_fd(int fd, short ev, uint64_t deadline_ns) {
   }
 }
 
-int kv_http_request(const char *url, const char *method, const char *path,
-                    const char *token, const char *body, int timeout_ms,
-                    char **resp) {
-  *resp = NULL;
-  if (strncmp(url, "http://", 7) == 0) url += 7;
-  char hp[300];
-  snprintf(hp, sizeof hp, "%s", url);
-  char *slash = strchr(hp, '/');
-  if (slash) *slash = 0;
+/* Connects to "host:port" before the deadline. Returns the socket or -1. */
+static int http_connect(const char *hp, uint64_t deadline) {
   struct sockaddr_storage sa;
   if (kv_parse_hostport(hp, &sa) != 0) return -1;
-  uint64_t deadline = kv_now_ns() + (uint64_t)timeout_ms * 1000000ull;
   int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   socklen_t sl = sa.ss_family == AF_INET ? sizeof(struct sockaddr_in)
@@ -63,46 +58,72 @@ int kv_http_request(const char *url, const char *method, const char *path,
       return -1;
     }
   }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+/* The value of header `name` (case-insensitive) in the header block
+ * `head` (NUL-terminated), or NULL. */
+static const char *header_value(const char *head, const char *name) {
+  size_t nl = strlen(name);
+  for (const char *l = strstr(head, "\r\n"); l != NULL;
+       l = strstr(l + 2, "\r\n")) {
+    const char *h = l + 2;
+    if (strncasecmp(h, name, nl) == 0 && h[nl] == ':') {
+      h += nl + 1;
+      while (*h == ' ' || *h == '\t') h++;
+      return h;
+    }
+  }
+  return NULL;
+}
+
+/* One request and its answer on a connected socket. With `keep`, asks to
+ * keep the connection and reads exactly the answer's Content-Length;
+ * *reusable then says whether the connection may carry the next request.
+ * *got_any says whether any byte of an answer came. Returns the status,
+ * or -1 if nothing was sent, or -2 if the answer is missing (outcome
+ * unknown). */
+static int http_exchange(int fd, const char *hp, const char *method,
+                         const char *path, const char *token, const char *body,
+                         bool keep, uint64_t deadline, char **resp,
+                         bool *reusable, bool *got_any) {
+  *resp = NULL;
+  *reusable = false;
+  *got_any = false;
   size_t bl = body ? strlen(body) : 0;
   char auth[600] = "";
   if (token) snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
   char head[2048];
   int hl = snprintf(head, sizeof head,
-                    "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%s"
+                    "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: %s\r\n%s"
                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                    method, path, hp, auth, bl);
-  if (hl < 0 || (size_t)hl >= sizeof head) {
-    close(fd);
-    return -1;
-  }
+                    method, path, hp, keep ? "keep-alive" : "close", auth, bl);
+  if (hl < 0 || (size_t)hl >= sizeof head) return -1;
   const char *parts[2] = {head, body};
   size_t lens[2] = {(size_t)hl, bl};
   bool sent_any = false;
   for (int p = 0; p < 2; p++) {
     size_t off = 0;
     while (off < lens[p]) {
-      ssize_t w = send(fd, parts[p] + off, lens[p] - off, MSG_NOSIGNAL);
+      ssize_t w = send(fd, parts[p] + off, lens[p] - off,
+                       MSG_NOSIGNAL | (p == 0 && bl > 0 ? MSG_MORE : 0));
       if (w > 0) {
         off += (size_t)w;
         sent_any = true;
       } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-        if (wait_fd(fd, POLLOUT, deadline) != 1) {
-          close(fd);
-          return sent_any ? -2 : -1;
-        }
+        if (wait_fd(fd, POLLOUT, deadline) != 1) return sent_any ? -2 : -1;
       } else {
-        close(fd);
         return sent_any ? -2 : -1;
       }
     }
   }
-  size_t cap = 4096, n = 0;
+  size_t cap = 4096, n = 0, want = SIZE_MAX, body_at = 0;
+  bool closes = !keep;
   char *buf = malloc(cap);
-  if (buf == NULL) {
-    close(fd);
-    return -2;
-  }
-  for (;;) {
+  if (buf == NULL) return -2;
+  while (n < want) {
     if (n + 1 >= cap) {
       char *nb = realloc(buf, cap * 2);
       if (nb == NULL) break;
@@ -112,31 +133,114 @@ int kv_http_request(const char *url, const char *method, const char *path,
     ssize_t r = recv(fd, buf + n, cap - n - 1, 0);
     if (r > 0) {
       n += (size_t)r;
+      *got_any = true;
+      buf[n] = 0;
+      if (body_at == 0) {
+        char *sep = strstr(buf, "\r\n\r\n");
+        if (sep != NULL) {
+          body_at = (size_t)(sep + 4 - buf);
+          *sep = 0; /* the header block alone, for header_value */
+          const char *cl = header_value(buf, "Content-Length");
+          const char *conn = header_value(buf, "Connection");
+          if (conn != NULL && strncasecmp(conn, "close", 5) == 0) closes = true;
+          if (cl != NULL) {
+            char *e;
+            unsigned long long v = strtoull(cl, &e, 10);
+            if (e != cl && v < SIZE_MAX - body_at) want = body_at + (size_t)v;
+          } else {
+            closes = true; /* the answer ends where the connection does */
+          }
+          *sep = '\r';
+        }
+      }
     } else if (r == 0) {
       break;
     } else if (errno == EAGAIN || errno == EINTR) {
       if (wait_fd(fd, POLLIN, deadline) != 1) {
         free(buf);
-        close(fd);
         return -2;
       }
     } else {
       free(buf);
-      close(fd);
       return -2;
     }
   }
-  close(fd);
   buf[n] = 0;
   int status = 0;
-  char *sep = strstr(buf, "\r\n\r\n");
-  if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || sep == NULL) {
+  if (body_at == 0 || (want != SIZE_MAX && n < want) ||
+      sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
     free(buf);
     return -2;
   }
-  memmove(buf, sep + 4, n - (size_t)(sep + 4 - buf) + 1);
+  memmove(buf, buf + body_at, n - body_at + 1);
   *resp = buf;
+  *reusable = !closes && want != SIZE_MAX;
   return status;
+}
+
+/* "http://host:port[/...]" into "host:port". */
+static void url_hostport(const char *url, char *hp, size_t n) {
+  if (strncmp(url, "http://", 7) == 0) url += 7;
+  snprintf(hp, n, "%s", url);
+  char *slash = strchr(hp, '/');
+  if (slash) *slash = 0;
+}
+
+int kv_http_request(const char *url, const char *method, const char *path,
+                    const char *token, const char *body, int timeout_ms,
+                    char **resp) {
+  *resp = NULL;
+  char hp[300];
+  url_hostport(url, hp, sizeof hp);
+  uint64_t deadline = kv_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+  int fd = http_connect(hp, deadline);
+  if (fd < 0) return -1;
+  bool reusable, got_any;
+  int st = http_exchange(fd, hp, method, path, token, body, false, deadline,
+                         resp, &reusable, &got_any);
+  close(fd);
+  return st;
+}
+
+/* A keep-alive connection to one member, for the bench: one request at a
+ * time, reconnecting when the member closed it. */
+typedef struct kv_conn {
+  char hp[300];
+  int fd; /* -1: not connected */
+} kv_conn;
+
+static void kv_conn_init(kv_conn *k, const char *url) {
+  url_hostport(url, k->hp, sizeof k->hp);
+  k->fd = -1;
+}
+
+static void kv_conn_close(kv_conn *k) {
+  if (k->fd >= 0) close(k->fd);
+  k->fd = -1;
+}
+
+/* As kv_http_request, over the kept connection. A kept connection the
+ * member closed while it was idle fails before any answer; the request is
+ * then sent once more on a new connection, so use it only for requests
+ * that may be repeated (the bench's puts of fixed values and its gets). */
+static int kv_conn_request(kv_conn *k, const char *method, const char *path,
+                           const char *token, const char *body, int timeout_ms,
+                           char **resp) {
+  uint64_t deadline = kv_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    bool fresh = k->fd < 0;
+    if (fresh) {
+      k->fd = http_connect(k->hp, deadline);
+      if (k->fd < 0) return -1;
+    }
+    bool reusable, got_any;
+    int st = http_exchange(k->fd, k->hp, method, path, token, body, true,
+                           deadline, resp, &reusable, &got_any);
+    if (st >= 0 && reusable) return st;
+    kv_conn_close(k);
+    if (st >= 0 || fresh || got_any) return st;
+  }
+  return -2;
 }
 
 /* ---- the command line ---- */
@@ -231,7 +335,9 @@ static int client_usage(void) {
           "  members remove ID\n"
           "  transfer [ID]                 move leadership (default: best voter)\n"
           "  load --count N [--prefix P] [--progress]   sequential writes\n"
-          "  bench --clients C --count N [--value-bytes B]   concurrent puts\n"
+          "  bench --clients C --count N [--value-bytes B] [--op put|get]\n"
+          "        [--stale]               concurrent puts or gets; client i\n"
+          "                                talks to server i mod n, keep-alive\n"
           "  workload --clients N --seconds S --keys K --history FILE [--stale]\n"
           "  The server defaults to $QRAFT_KV_SERVER or http://127.0.0.1:8080.\n");
   return 2;
@@ -346,41 +452,61 @@ static int cmd_load(const opts *o, long count, const char *prefix, bool progress
   return failed == 0 ? 0 : 1;
 }
 
-/* ---- bench: concurrent puts, throughput and latency ---- */
+/* ---- bench: concurrent puts or gets, throughput and latency ---- */
 
+/* Each client keeps one connection (keep-alive) to one server of the list,
+ * client i to server i mod n, and sends one request at a time. Puts write
+ * bench-<client>-<i>; gets first write bench-get-<client>, then read it
+ * (linearizable unless --stale). */
 typedef struct bench_arg {
   const opts *o;
+  const char *url;
   int id;
   long count;
   size_t value_bytes;
+  bool get;
   uint64_t *lat_ns;
   long failed;
 } bench_arg;
 
 static void *bench_run(void *p) {
   bench_arg *a = p;
-  char *val = malloc(a->value_bytes + 1);
   char *body = malloc(a->value_bytes + 32);
-  if (val == NULL || body == NULL) {
-    free(val);
-    free(body);
+  if (body == NULL) {
     a->failed = a->count;
     return NULL;
   }
-  memset(val, 'x', a->value_bytes);
-  val[a->value_bytes] = 0;
-  snprintf(body, a->value_bytes + 32, "{\"value\":\"%s\"}", val);
+  int bl = snprintf(body, 16, "{\"value\":\"");
+  memset(body + bl, 'x', a->value_bytes);
+  memcpy(body + bl + a->value_bytes, "\"}", 3);
+  kv_conn k;
+  kv_conn_init(&k, a->url);
+  char path[80];
+  if (a->get) {
+    snprintf(path, sizeof path, "/v1/kv/bench-get-%d", a->id);
+    char *resp = NULL;
+    int st = kv_conn_request(&k, "PUT", path, a->o->token, body,
+                             a->o->timeout_ms, &resp);
+    free(resp);
+    if (st != 200) {
+      a->failed = a->count;
+      kv_conn_close(&k);
+      free(body);
+      return NULL;
+    }
+    if (a->o->stale) strcat(path, "?stale=1");
+  }
   for (long i = 0; i < a->count; i++) {
-    char path[64];
-    snprintf(path, sizeof path, "/v1/kv/bench-%d-%ld", a->id, i);
+    if (!a->get) snprintf(path, sizeof path, "/v1/kv/bench-%d-%ld", a->id, i);
     char *resp = NULL;
     uint64_t t0 = kv_now_ns();
-    int st = request(a->o, "PUT", path, body, false, &resp);
+    int st = kv_conn_request(&k, a->get ? "GET" : "PUT", path, a->o->token,
+                             a->get ? NULL : body, a->o->timeout_ms, &resp);
     a->lat_ns[i] = kv_now_ns() - t0;
     free(resp);
     if (st != 200) a->failed++;
   }
-  free(val);
+  kv_conn_close(&k);
   free(body);
   return NULL;
 }
@@ -390,17 +516,38 @@ static int cmp_u64(const void *x, const void *y) {
   return a < b ? -1 : a > b;
 }
 
-static int cmd_bench(const opts *o, int clients, long count, size_t value_bytes) {
-  if (clients < 1 || clients > 256 || count < clients) return client_usage();
+static int cmd_bench(const opts *o, int clients, long count, size_t value_bytes,
+                     const char *op) {
+  bool get = strcmp(op, "get") == 0;
+  if (clients < 1 || clients > 256 || count < clients ||
+      (!get && strcmp(op, "put") != 0) || value_bytes > KV_VALUE_BYTES_MAX) {
+    return client_usage();
+  }
+  char list[2048];
+  snprintf(list, sizeof list, "%s", o->servers);
+  char *servers[16];
+  int servers_n = 0;
+  char *save = NULL;
+  for (char *u = strtok_r(list, ",", &save); u && servers_n < 16;
+       u = strtok_r(NULL, ",", &save)) {
+    servers[servers_n++] = u;
+  }
+  if (servers_n == 0) return client_usage();
   long per = count / clients;
   uint64_t *lat = calloc((size_t)(per * clients), sizeof *lat);
   bench_arg *args = calloc((size_t)clients, sizeof *args);
   pthread_t *th = calloc((size_t)clients, sizeof *th);
-  if (lat == NULL || args == NULL || th == NULL) return 1;
+  if (lat == NULL || args == NULL || th == NULL) {
+    free(lat);
+    free(args);
+    free(th);
+    return 1;
+  }
   uint64_t t0 = kv_now_ns();
   for (int i = 0; i < clients; i++) {
-    args[i] = (bench_arg){.o = o, .id = i, .count = per,
-                          .value_bytes = value_bytes, .lat_ns = lat + i * per};
+    args[i] = (bench_arg){.o = o, .url = servers[i % servers_n], .id = i,
+                          .count = per, .value_bytes = value_bytes,
+                          .get = get, .lat_ns = lat + i * per};
     pthread_create(&th[i], NULL, bench_run, &args[i]);
   }
   long failed = 0;
@@ -411,10 +558,11 @@ static int cmd_bench(const opts *o, int clients, long count, size_t value_bytes)
   double s = (double)(kv_now_ns() - t0) / 1e9;
   long n = per * clients;
   qsort(lat, (size_t)n, sizeof *lat, cmp_u64);
-  printf("bench: %d clients, %ld puts of %zu bytes in %.2f s: %.0f puts/s, "
+  printf("bench: %d clients, %ld %s%s of %zu bytes in %.2f s: %.0f %s/s, "
          "p50 %.2f ms, p99 %.2f ms, %ld failed\n",
-         clients, n, value_bytes, s, (double)n / s, (double)lat[n / 2] / 1e6,
-         (double)lat[n * 99 / 100] / 1e6, failed);
+         clients, n, get && o->stale ? "stale " : "", get ? "gets" : "puts",
+         value_bytes, s, (double)n / s, get ? "gets" : "puts",
+         (double)lat[n / 2] / 1e6, (double)lat[n * 99 / 100] / 1e6, failed);
   free(lat);
   free(args);
   free(th);
@@ -596,7 +744,8 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
   const char *pos[4] = {0};
   int npos = 0;
   long count = 0;
-  const char *prefix = "key", *history = NULL, *cas_value = NULL;
+  const char *prefix = "key", *history = NULL, *cas_value = NULL,
+             *bench_op = "put";
   long long cas_rev = -1;
   bool cas_absent = false, progress = false, learner = false;
   int clients = 4, seconds = 5, keys = 5;
@@ -634,6 +783,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
     else if (strcmp(a, "--keys") == 0) { keys = atoi(v); i++; }
     else if (strcmp(a, "--value-bytes") == 0) { value_bytes = (size_t)atol(v); i++; }
     else if (strcmp(a, "--history") == 0) { history = v; i++; }
+    else if (strcmp(a, "--op") == 0) { bench_op = v; i++; }
     else if (a[0] == '-' && a[1] == '-') return client_usage();
     else if (npos < 4) pos[npos++] = a;
     else return client_usage();
@@ -709,7 +859,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
   } else if (strcmp(cmd, "load") == 0) {
     rv = count > 0 ? cmd_load(&o, count, prefix, progress) : client_usage();
   } else if (strcmp(cmd, "bench") == 0) {
-    rv = cmd_bench(&o, clients, count, value_bytes);
+    rv = cmd_bench(&o, clients, count, value_bytes, bench_op);
   } else if (strcmp(cmd, "workload") == 0) {
     rv = history ? cmd_workload(&o, clients, seconds, keys, history) : client_usage();
   } else {

@@ -1,8 +1,9 @@
 /*
- * The qraft-kv HTTP/JSON API (libmicrohttpd, one thread per connection,
- * jansson). A handler may block its own connection's thread while it waits
- * for the node; it never blocks the node's loop thread: node callbacks only
- * fill a waiter and signal it.
+ * The qraft-kv HTTP/JSON API (libmicrohttpd with a small pool of epoll
+ * threads, keep-alive, jansson). No handler waits for the node: a request
+ * that needs it suspends its connection until the node's callback resumes
+ * it. The node's loop thread is never blocked either: its callbacks only
+ * record an outcome and resume a connection.
  *
  * Every input from a client is checked (sizes, JSON types, UTF-8) and
  * answered with a JSON error {code, message}; nothing a client sends may
@@ -14,6 +15,7 @@
 #include <microhttpd.h>
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -22,97 +24,288 @@
 #include <string.h>
 #include <time.h>
 
+/* How many threads serve HTTP: each polls its share of the connections
+ * (epoll) and none ever waits for the node. */
+#define KV_HTTP_THREADS 2
+/* How often the timer thread looks for waits past their deadline. */
+#define KV_HTTP_TIMER_MS 50
+
+typedef struct op op;
+
 typedef struct http_ctx {
   kv_server *srv;
   char *token;
   struct MHD_Daemon *d;
+  atomic_int refs; /* kv_http_start's, and one per op */
+  pthread_t timer;
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* wakes the timer thread to stop */
+  /* under mu: */
+  op *waiting; /* ops in OP_WAITING, newest first */
+  size_t waiting_n;
+  bool stopping;
+  bool timer_stop;
+  op *reads_next;     /* gets waiting for the next read barrier */
+  bool read_inflight; /* a read barrier is in flight (see read_start) */
 } http_ctx;
+
+/* One request (libmicrohttpd's con_cls), from its first call to
+ * NOTIFY_COMPLETED. */
+typedef struct req {
+  char *body;
+  size_t len;
+  bool too_large;
+  op *op;     /* the node request it waits or waited for */
+  json_t *ok; /* the answer of a membership request once it is done */
+} req;
 
 static atomic_uint_fast64_t m_requests, m_errors, m_too_large, m_unauth,
     m_timeouts;
 
-/* ---- waiting for the node ---- */
+/* ---- waiting for the node without holding a thread ----
+ *
+ * A request that needs the node (a write, a read barrier, a membership
+ * change) hands the node its request and suspends its connection
+ * (MHD_suspend_connection); no HTTP thread waits. The node's callback, on
+ * the loop thread, records the outcome in the request's `op` and resumes
+ * the connection; libmicrohttpd then calls on_request again for the same
+ * request, and the handler answers from the recorded outcome. The timer
+ * thread resumes a connection whose wait passed its deadline (answered 503
+ * `timeout`, outcome unknown); kv_http_stop resumes every waiting one
+ * (503 `shutting_down`) before it stops the daemon, which must not hold a
+ * suspended connection when it stops.
+ *
+ * h->mu orders the three ways out of OP_WAITING (callback, deadline,
+ * stop): the first one moves the op out of the waiting list and resumes
+ * the connection, exactly once, while the connection is still suspended.
+ * The op is freed by whichever of the request and the node's callback lets
+ * go of it last; each op holds a reference to the http_ctx, so a callback
+ * that comes after kv_http_stop (the node is freed after the HTTP front)
+ * still finds its mutex. */
 
-typedef struct waiter {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int refs;
-  bool done;
+enum op_state { OP_WAITING, OP_DONE, OP_TIMEDOUT, OP_SHUTDOWN };
+
+typedef struct op {
+  http_ctx *h;
+  struct MHD_Connection *c;
+  struct op *prev, *next; /* h->waiting, while OP_WAITING */
+  struct op *batch_next;  /* the gets served by one read barrier */
+  uint64_t deadline_ns;
+  atomic_int refs; /* the request and the node's callback */
+  /* under h->mu: */
+  enum op_state state;
   int status;
   qraft_id leader;
   uint8_t res[KV_RESULT_BYTES];
   size_t res_len;
-} waiter;
+} op;
 
-static waiter *waiter_new(void) {
-  waiter *w = calloc(1, sizeof *w);
-  if (w == NULL) {
-    return NULL;
-  }
-  pthread_mutex_init(&w->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&w->cv, &ca);
-  pthread_condattr_destroy(&ca);
-  w->refs = 2; /* the HTTP thread and the node's callback */
-  return w;
+static void http_unref(http_ctx *h) {
+  if (atomic_fetch_sub(&h->refs, 1) != 1) return;
+  pthread_cond_destroy(&h->cv);
+  pthread_mutex_destroy(&h->mu);
+  free(h->token);
+  free(h);
 }
 
-static void waiter_unref(waiter *w) {
-  pthread_mutex_lock(&w->mu);
-  int left = --w->refs;
-  pthread_mutex_unlock(&w->mu);
-  if (left == 0) {
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
-    free(w);
-  }
+static void op_unref(op *o) {
+  if (atomic_fetch_sub(&o->refs, 1) != 1) return;
+  http_ctx *h = o->h;
+  free(o);
+  http_unref(h);
 }
 
-static void waiter_finish(waiter *w, int status, qraft_id leader,
-                          const uint8_t *res, size_t len) {
-  pthread_mutex_lock(&w->mu);
-  w->status = status;
-  w->leader = leader;
-  if (len > sizeof w->res) len = sizeof w->res;
-  if (len) memcpy(w->res, res, len);
-  w->res_len = len;
-  w->done = true;
-  pthread_cond_broadcast(&w->cv);
-  pthread_mutex_unlock(&w->mu);
-  waiter_unref(w);
+/* Under h->mu, o in OP_WAITING: records how it ended and resumes it. */
+static void op_end_locked(op *o, enum op_state state) {
+  http_ctx *h = o->h;
+  assert(o->state == OP_WAITING);
+  o->state = state;
+  if (o->prev != NULL) o->prev->next = o->next;
+  else h->waiting = o->next;
+  if (o->next != NULL) o->next->prev = o->prev;
+  o->prev = o->next = NULL;
+  assert(h->waiting_n > 0);
+  h->waiting_n--;
+  MHD_resume_connection(o->c);
+}
+
+static void op_finish(op *o, int status, qraft_id leader, const uint8_t *res,
+                      size_t len) {
+  http_ctx *h = o->h;
+  pthread_mutex_lock(&h->mu);
+  if (o->state == OP_WAITING) {
+    o->status = status;
+    o->leader = leader;
+    if (len > sizeof o->res) len = sizeof o->res;
+    if (len) memcpy(o->res, res, len);
+    o->res_len = len;
+    op_end_locked(o, OP_DONE);
+  }
+  pthread_mutex_unlock(&h->mu);
+  op_unref(o);
 }
 
 static void propose_cb(void *ud, int status, qraft_slice result,
                        qraft_id leader) {
-  waiter_finish(ud, status, leader, result.data, result.len);
+  op_finish(ud, status, leader, result.data, result.len);
 }
 
 static void done_cb(void *ud, int status, qraft_id leader) {
-  waiter_finish(ud, status, leader, NULL, 0);
+  op_finish(ud, status, leader, NULL, 0);
 }
 
-/* Waits up to ms; true if the callback ran. Drops the caller's reference
- * only through waiter_unref afterwards. */
-static bool waiter_wait(waiter *w, int ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long)(ms % 1000) * 1000000;
-  if (ts.tv_nsec >= 1000000000) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000;
+/* Hands the node one request (start(node, arg, op), which passes the op as
+ * its callback's user data) and suspends the connection. Returns 0 when
+ * the request waits (the handler returns MHD_YES and is called again once
+ * it ends), or the node's refusal (nothing suspended, callback not to
+ * come). */
+typedef int (*op_start_fn)(qraft_node *node, void *arg, op *o);
+
+static int op_begin(http_ctx *h, struct MHD_Connection *c, req *r,
+                    int timeout_ms, op_start_fn start, void *arg) {
+  assert(r->op == NULL);
+  op *o = calloc(1, sizeof *o);
+  if (o == NULL) return -ENOMEM;
+  o->h = h;
+  o->c = c;
+  o->deadline_ns = kv_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+  atomic_init(&o->refs, 2);
+  atomic_fetch_add(&h->refs, 1);
+  int rv;
+  /* Under h->mu, so that the callback cannot resume the connection before
+   * it is suspended. The node calls back on its own thread, never from
+   * inside start(). */
+  pthread_mutex_lock(&h->mu);
+  if (h->stopping) {
+    rv = QRAFT_ESHUTDOWN;
+  } else {
+    rv = start(kv_server_node(h->srv), arg, o);
   }
-  pthread_mutex_lock(&w->mu);
-  while (!w->done) {
-    if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT) {
-      break;
+  if (rv == 0) {
+    MHD_suspend_connection(c);
+    o->state = OP_WAITING;
+    o->next = h->waiting;
+    if (h->waiting != NULL) h->waiting->prev = o;
+    h->waiting = o;
+    h->waiting_n++;
+    /* one request at a time per connection, at most 256 connections */
+    assert(h->waiting_n <= KV_CONNECTIONS_MAX);
+    r->op = o;
+  }
+  pthread_mutex_unlock(&h->mu);
+  if (rv != 0) {
+    free(o);
+    http_unref(h);
+  }
+  return rv;
+}
+
+/* How the request's op ended (after the resume). */
+static enum op_state op_outcome(http_ctx *h, req *r, int *status,
+                                qraft_id *leader) {
+  pthread_mutex_lock(&h->mu);
+  op *o = r->op;
+  enum op_state s = o->state;
+  *status = o->status;
+  *leader = o->leader;
+  pthread_mutex_unlock(&h->mu);
+  assert(s != OP_WAITING);
+  return s;
+}
+
+/* Resumes, answered 503 timeout, the waits past their deadline. */
+static void *timer_main(void *arg) {
+  http_ctx *h = arg;
+  pthread_mutex_lock(&h->mu);
+  while (!h->timer_stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += KV_HTTP_TIMER_MS * 1000000l;
+    if (ts.tv_nsec >= 1000000000l) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000l;
+    }
+    pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+    uint64_t now = kv_now_ns();
+    for (op *o = h->waiting, *next; o != NULL; o = next) {
+      next = o->next;
+      if (o->deadline_ns <= now) op_end_locked(o, OP_TIMEDOUT);
     }
   }
-  bool done = w->done;
-  pthread_mutex_unlock(&w->mu);
-  return done;
+  pthread_mutex_unlock(&h->mu);
+  return NULL;
+}
+
+/* ---- linearizable reads, batched ----
+ *
+ * At most one read barrier is in flight per member. A get that arrives
+ * while one is in flight waits for the next one, which starts when the one
+ * in flight completes and serves every get that arrived meanwhile. Each get
+ * is so served by a barrier asked after it arrived, which is what a
+ * linearizable read needs (the barrier's read index is at least the commit
+ * index when the get arrived), and 64 concurrent gets cost a few quorum
+ * rounds instead of 64. A batch holds one reference to each of its ops. */
+
+static void op_list_unref(op *o) {
+  while (o != NULL) {
+    op *next = o->batch_next;
+    op_unref(o);
+    o = next;
+  }
+}
+
+/* Under h->mu: ends the batch's waiting ops with the barrier's outcome. */
+static void read_batch_end_locked(op *batch, int status, qraft_id leader) {
+  for (op *o = batch; o != NULL; o = o->batch_next) {
+    if (o->state != OP_WAITING) continue; /* timed out meanwhile */
+    o->status = status;
+    o->leader = leader;
+    op_end_locked(o, OP_DONE);
+  }
+}
+
+static void read_batch_cb(void *ud, int status, qraft_id leader) {
+  op *batch = ud;
+  http_ctx *h = batch->h;
+  op *refused = NULL;
+  pthread_mutex_lock(&h->mu);
+  assert(h->read_inflight);
+  read_batch_end_locked(batch, status, leader);
+  op *next = h->reads_next;
+  h->reads_next = NULL;
+  h->read_inflight = false;
+  if (next != NULL && h->stopping) {
+    refused = next; /* kv_http_stop ended them */
+  } else if (next != NULL) {
+    int rv = qraft_node_read_barrier(kv_server_node(h->srv), read_batch_cb,
+                                     next);
+    if (rv == 0) {
+      h->read_inflight = true;
+    } else {
+      read_batch_end_locked(next, rv, 0);
+      refused = next;
+    }
+  }
+  pthread_mutex_unlock(&h->mu);
+  op_list_unref(batch);
+  op_list_unref(refused);
+}
+
+/* op_begin's start for a get, under h->mu: asks a barrier now if none is
+ * in flight, else joins the next batch. */
+static int start_read(qraft_node *node, void *arg, op *o) {
+  (void)arg;
+  http_ctx *h = o->h;
+  o->batch_next = NULL;
+  if (h->read_inflight) {
+    o->batch_next = h->reads_next;
+    h->reads_next = o;
+    return 0;
+  }
+  assert(h->reads_next == NULL);
+  int rv = qraft_node_read_barrier(node, read_batch_cb, o);
+  if (rv == 0) h->read_inflight = true;
+  return rv;
 }
 
 /* ---- replies ---- */
@@ -202,47 +395,47 @@ static enum MHD_Result reply_node_err(http_ctx *h, struct MHD_Connection *c,
 
 /* ---- the request ---- */
 
-typedef struct req {
-  char *body;
-  size_t len;
-  bool too_large;
-  bool auth_checked;
-} req;
-
 static bool valid_utf8(const char *p, size_t n) {
   json_t *s = json_stringn(p, n);
   json_decref(s);
   return s != NULL;
 }
 
-/* Waits for a linearizable read point (ReadIndex on the leader, from any
- * member). Returns 0 or the node's error in *status. */
-static int read_barrier(http_ctx *h, qraft_id *leader) {
-  waiter *w = waiter_new();
-  if (w == NULL) return -ENOMEM;
-  int rv = qraft_node_read_barrier(kv_server_node(h->srv), done_cb, w);
-  if (rv != 0) {
-    w->refs = 1;
-    waiter_unref(w);
-    return rv;
-  }
-  if (!waiter_wait(w, KV_REQUEST_TIMEOUT_MS)) {
-    waiter_unref(w);
-    return QRAFT_ETIMEDOUT;
-  }
-  rv = w->status;
-  *leader = w->leader;
-  waiter_unref(w);
-  return rv;
+/* After the resume: 0 if the node's request succeeded, else the error to
+ * answer with (and the leader it named, if any). */
+static int op_result(http_ctx *h, req *r, qraft_id *leader) {
+  int status;
+  enum op_state s = op_outcome(h, r, &status, leader);
+  if (s == OP_DONE) return status;
+  *leader = 0;
+  return s == OP_TIMEDOUT ? QRAFT_ETIMEDOUT : QRAFT_ESHUTDOWN;
 }
 
-static enum MHD_Result kv_get(http_ctx *h, struct MHD_Connection *c,
-                              const char *key, size_t key_len, bool stale) {
-  if (!stale) {
-    qraft_id leader = 0;
-    int rv = read_barrier(h, &leader);
-    if (rv != 0) return reply_node_err(h, c, rv, leader, false);
+/* A linearizable read point (ReadIndex on the leader, from any member).
+ * Returns 0 once it is reached (read the store now), or 1 when the request
+ * waits for it or has been answered with an error: return *mr. */
+static int read_point(http_ctx *h, struct MHD_Connection *c, req *r,
+                      enum MHD_Result *mr) {
+  qraft_id leader = 0;
+  int rv;
+  if (r->op == NULL) {
+    rv = op_begin(h, c, r, KV_REQUEST_TIMEOUT_MS, start_read, NULL);
+    if (rv == 0) {
+      *mr = MHD_YES;
+      return 1;
+    }
+  } else {
+    rv = op_result(h, r, &leader);
+    if (rv == 0) return 0;
   }
+  *mr = reply_node_err(h, c, rv, leader, false);
+  return 1;
+}
+
+static enum MHD_Result kv_get(http_ctx *h, struct MHD_Connection *c, req *r,
+                              const char *key, size_t key_len, bool stale) {
+  enum MHD_Result mr;
+  if (!stale && read_point(h, c, r, &mr) != 0) return mr;
   char *val = NULL;
   size_t vl = 0;
   uint64_t rev = 0;
@@ -268,7 +461,8 @@ static void list_item(void *ud, const char *key, size_t key_len,
                                       (json_int_t)rev));
 }
 
-static enum MHD_Result kv_list(http_ctx *h, struct MHD_Connection *c) {
+static enum MHD_Result kv_list(http_ctx *h, struct MHD_Connection *c,
+                              req *r) {
   const char *prefix =
       MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "prefix");
   const char *lim = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
@@ -285,10 +479,10 @@ static enum MHD_Result kv_list(http_ctx *h, struct MHD_Connection *c) {
       return reply_err(c, 400, "malformed", "limit must be 1..10000");
     }
   }
-  if (stale == NULL || strcmp(stale, "1") != 0) {
-    qraft_id leader = 0;
-    int rv = read_barrier(h, &leader);
-    if (rv != 0) return reply_node_err(h, c, rv, leader, false);
+  enum MHD_Result mr;
+  if ((stale == NULL || strcmp(stale, "1") != 0) &&
+      read_point(h, c, r, &mr) != 0) {
+    return mr;
   }
   json_t *items = json_array();
   bool more = false;
@@ -301,77 +495,80 @@ static enum MHD_Result kv_list(http_ctx *h, struct MHD_Connection *c) {
                                       more));
 }
 
-/* Proposes a command and answers with its result. */
-static enum MHD_Result kv_write(http_ctx *h, struct MHD_Connection *c,
+typedef struct propose_arg {
+  const uint8_t *p;
+  size_t n;
+} propose_arg;
+
+static int start_propose(qraft_node *node, void *arg, op *o) {
+  propose_arg *a = arg;
+  return qraft_node_propose(node, a->p, a->n, propose_cb, o);
+}
+
+/* Proposes a command (the first call) and answers with its result (the
+ * call after the resume; `cmd` is then NULL and the key comes from the
+ * URL). */
+static enum MHD_Result kv_write(http_ctx *h, struct MHD_Connection *c, req *r,
+                                const char *key, size_t key_len,
                                 const kv_cmd *cmd) {
-  /* No leader known: refuse before proposing, so the client knows the write
-   * did not happen. (The node reports a proposal its core drops at once
-   * with QRAFT_EDROPPED, the same code as one lost in a leader change, so
-   * its outcome would be unknown.) */
-  qraft_node_status ns;
-  qraft_node_status_get(kv_server_node(h->srv), &ns);
-  if (ns.leader == 0) {
-    return reply_node_err(h, c, QRAFT_ENOTLEADER, 0, false);
-  }
-  uint8_t *p;
-  size_t n = kv_cmd_encode(cmd, &p);
-  if (n == 0) return reply_err(c, 503, "no_memory", "out of memory");
-  waiter *w = waiter_new();
-  if (w == NULL) {
+  if (r->op == NULL) {
+    /* No leader known: refuse before proposing, so the client knows the
+     * write did not happen. (The node reports a proposal its core drops at
+     * once with QRAFT_EDROPPED, the same code as one lost in a leader
+     * change, so its outcome would be unknown.) */
+    qraft_node_status ns;
+    qraft_node_status_get(kv_server_node(h->srv), &ns);
+    if (ns.leader == 0) {
+      return reply_node_err(h, c, QRAFT_ENOTLEADER, 0, false);
+    }
+    uint8_t *p;
+    size_t n = kv_cmd_encode(cmd, &p);
+    if (n == 0) return reply_err(c, 503, "no_memory", "out of memory");
+    propose_arg a = {.p = p, .n = n};
+    int rv = op_begin(h, c, r, KV_REQUEST_TIMEOUT_MS, start_propose, &a);
     free(p);
-    return reply_err(c, 503, "no_memory", "out of memory");
-  }
-  int rv = qraft_node_propose(kv_server_node(h->srv), p, n, propose_cb, w);
-  free(p);
-  if (rv != 0) {
-    w->refs = 1;
-    waiter_unref(w);
+    if (rv == 0) return MHD_YES;
     if (rv == QRAFT_ELIMIT) {
       return reply_err(c, 413, "too_large", "entry larger than a frame");
     }
+    if (rv == -ENOMEM) return reply_err(c, 503, "no_memory", "out of memory");
     return reply_node_err(h, c, rv, 0, false);
   }
-  if (!waiter_wait(w, KV_REQUEST_TIMEOUT_MS)) {
-    waiter_unref(w);
-    return reply_node_err(h, c, QRAFT_ETIMEDOUT, 0, true);
-  }
-  int st = w->status;
-  qraft_id leader = w->leader;
-  uint8_t res[KV_RESULT_BYTES];
-  size_t rl = w->res_len;
-  memcpy(res, w->res, sizeof res);
-  waiter_unref(w);
+  qraft_id leader = 0;
+  int st = op_result(h, r, &leader);
   if (st != 0) {
     return reply_node_err(h, c, st, leader, true);
   }
+  uint8_t res[KV_RESULT_BYTES];
+  pthread_mutex_lock(&h->mu);
+  size_t rl = r->op->res_len;
+  memcpy(res, r->op->res, sizeof res);
+  pthread_mutex_unlock(&h->mu);
   if (rl != KV_RESULT_BYTES) {
     return reply_err(c, 500, "internal", "no result from the state machine");
   }
   uint64_t rev = 0;
   for (int i = 8; i >= 1; i--) rev = (rev << 8) | res[i];
-  json_t *key = json_stringn((const char *)cmd->key, cmd->key_len);
   switch (res[0]) {
   case KV_OK:
-    return reply_json(c, 200, json_pack("{s:o, s:I}", "key", key, "rev",
-                                        (json_int_t)rev));
+    return reply_json(c, 200, json_pack("{s:s%, s:I}", "key", key, key_len,
+                                        "rev", (json_int_t)rev));
   case KV_NOTFOUND:
-    json_decref(key);
     return reply_err(c, 404, "not_found", "no such key");
   case KV_CMPFAIL: {
-    json_decref(key);
     json_t *j = err_json("compare_failed", "the key does not hold what was expected");
     json_object_set_new(j, "rev", json_integer((json_int_t)rev));
     atomic_fetch_add(&m_errors, 1);
     return reply_json(c, 409, j);
   }
   default:
-    json_decref(key);
     return reply_err(c, 400, "bad_command", "the state machine refused it");
   }
 }
 
 static enum MHD_Result kv_put(http_ctx *h, struct MHD_Connection *c,
                               const char *key, size_t key_len, req *r) {
+  if (r->op != NULL) return kv_write(h, c, r, key, key_len, NULL);
   json_error_t je;
   json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, &je);
   if (j == NULL || !json_is_object(j)) {
@@ -418,13 +615,14 @@ static enum MHD_Result kv_put(http_ctx *h, struct MHD_Connection *c,
     cmd.op = KV_OP_CAS;
     cmd.cmp = KV_CMP_ABSENT;
   }
-  enum MHD_Result rv = kv_write(h, c, &cmd);
+  enum MHD_Result rv = kv_write(h, c, r, key, key_len, &cmd);
   json_decref(j);
   return rv;
 }
 
 static enum MHD_Result kv_del(http_ctx *h, struct MHD_Connection *c,
-                              const char *key, size_t key_len) {
+                              const char *key, size_t key_len, req *r) {
+  if (r->op != NULL) return kv_write(h, c, r, key, key_len, NULL);
   kv_cmd cmd = {.op = KV_OP_DEL, .key = (const uint8_t *)key,
                 .key_len = (uint32_t)key_len};
   const char *pr = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "prev_rev");
@@ -437,7 +635,7 @@ static enum MHD_Result kv_del(http_ctx *h, struct MHD_Connection *c,
     cmd.cmp = KV_CMP_REV;
     cmd.expect_rev = v;
   }
-  return kv_write(h, c, &cmd);
+  return kv_write(h, c, r, key, key_len, &cmd);
 }
 
 /* ---- status, members, transfer, metrics ---- */
@@ -513,26 +711,54 @@ static enum MHD_Result digest_get(http_ctx *h, struct MHD_Connection *c) {
                                       (json_int_t)applied));
 }
 
-static enum MHD_Result wait_done(http_ctx *h, struct MHD_Connection *c,
-                                 waiter *w, int rv, int ms, json_t *ok) {
+/* Membership changes and transfers wait up to 10 s. */
+#define KV_MEMBERSHIP_TIMEOUT_MS 10000
+
+enum member_op { MEMBER_PROMOTE, MEMBER_ADD_VOTER, MEMBER_ADD_LEARNER,
+                 MEMBER_REMOVE, MEMBER_TRANSFER };
+
+typedef struct member_arg {
+  enum member_op what;
+  const qraft_node_addr *addr;
+  qraft_id id;
+} member_arg;
+
+static int start_member(qraft_node *node, void *arg, op *o) {
+  member_arg *a = arg;
+  switch (a->what) {
+  case MEMBER_PROMOTE: return qraft_node_promote(node, a->id, done_cb, o);
+  case MEMBER_ADD_VOTER: return qraft_node_add_voter(node, a->addr, done_cb, o);
+  case MEMBER_ADD_LEARNER:
+    return qraft_node_add_learner(node, a->addr, done_cb, o);
+  case MEMBER_REMOVE: return qraft_node_remove(node, a->id, done_cb, o);
+  case MEMBER_TRANSFER: return qraft_node_transfer(node, a->id, done_cb, o);
+  }
+  return QRAFT_ECONFIG;
+}
+
+/* Starts a membership request; `ok` (owned) is the answer once it is
+ * done (member_finish, after the resume). */
+static enum MHD_Result member_begin(http_ctx *h, struct MHD_Connection *c,
+                                    req *r, member_arg *a, json_t *ok) {
+  int rv = op_begin(h, c, r, KV_MEMBERSHIP_TIMEOUT_MS, start_member, a);
   if (rv != 0) {
-    w->refs = 1;
-    waiter_unref(w);
     json_decref(ok);
+    if (rv == -ENOMEM) return reply_err(c, 503, "no_memory", "out of memory");
     return reply_node_err(h, c, rv, 0, false);
   }
-  if (!waiter_wait(w, ms)) {
-    waiter_unref(w);
-    json_decref(ok);
-    return reply_node_err(h, c, QRAFT_ETIMEDOUT, 0, true);
-  }
-  int st = w->status;
-  qraft_id leader = w->leader;
-  waiter_unref(w);
+  r->ok = ok;
+  return MHD_YES;
+}
+
+static enum MHD_Result member_finish(http_ctx *h, struct MHD_Connection *c,
+                                     req *r) {
+  qraft_id leader = 0;
+  int st = op_result(h, r, &leader);
   if (st != 0) {
-    json_decref(ok);
     return reply_node_err(h, c, st, leader, st != QRAFT_ENOTLEADER);
   }
+  json_t *ok = r->ok;
+  r->ok = NULL;
   return reply_json(c, 200, ok);
 }
 
@@ -569,40 +795,27 @@ static enum MHD_Result members_post(http_ctx *h, struct MHD_Connection *c,
     json_object_set_new(ok, "changed", json_false());
     return reply_json(c, 200, ok); /* already there */
   }
-  waiter *w = waiter_new();
-  if (w == NULL) {
-    json_decref(ok);
-    return reply_err(c, 503, "no_memory", "out of memory");
-  }
-  int rv;
-  if (cur != NULL) {
-    rv = qraft_node_promote(node, rid, done_cb, w);
-  } else {
+  member_arg ma = {.what = MEMBER_PROMOTE, .addr = &a, .id = rid};
+  if (cur == NULL) {
     if (!addr_ok) {
-      w->refs = 1;
-      waiter_unref(w);
       json_decref(ok);
       return reply_err(c, 400, "malformed", "addr must be host:port");
     }
-    rv = want_voter ? qraft_node_add_voter(node, &a, done_cb, w)
-                                    : qraft_node_add_learner(node, &a, done_cb, w);
+    ma.what = want_voter ? MEMBER_ADD_VOTER : MEMBER_ADD_LEARNER;
   }
   json_object_set_new(ok, "changed", json_true());
-  return wait_done(h, c, w, rv, 10000, ok);
+  return member_begin(h, c, r, &ma, ok);
 }
 
 static enum MHD_Result members_delete(http_ctx *h, struct MHD_Connection *c,
-                                      const char *id) {
+                                      req *r, const char *id) {
   qraft_node_id nid;
   if (qraft_node_id_parse(id, &nid) != 0) {
     return reply_err(c, 400, "malformed", "want /v1/members/{64-hex id}");
   }
-  waiter *w = waiter_new();
-  if (w == NULL) return reply_err(c, 503, "no_memory", "out of memory");
-  int rv = qraft_node_remove(kv_server_node(h->srv), qraft_node_raft_id(&nid),
-                             done_cb, w);
-  return wait_done(h, c, w, rv, 10000,
-                   json_pack("{s:s, s:b}", "id", id, "removed", 1));
+  member_arg ma = {.what = MEMBER_REMOVE, .id = qraft_node_raft_id(&nid)};
+  return member_begin(h, c, r, &ma,
+                      json_pack("{s:s, s:b}", "id", id, "removed", 1));
 }
 
 static enum MHD_Result transfer_post(http_ctx *h, struct MHD_Connection *c,
@@ -639,11 +852,10 @@ static enum MHD_Result transfer_post(http_ctx *h, struct MHD_Connection *c,
   if (to == 0) return reply_err(c, 400, "malformed", "no other voter");
   char hex[QRAFT_NODE_ID_HEX_SIZE], http[256];
   member_names(h, &st, to, hex, http, sizeof http);
-  waiter *w = waiter_new();
-  if (w == NULL) return reply_err(c, 503, "no_memory", "out of memory");
-  int rv = qraft_node_transfer(node, to, done_cb, w);
-  return wait_done(h, c, w, rv, 10000,
-                   json_pack("{s:s, s:s}", "leader", hex, "leader_http", http));
+  member_arg ma = {.what = MEMBER_TRANSFER, .id = to};
+  return member_begin(h, c, r, &ma,
+                      json_pack("{s:s, s:s}", "leader", hex, "leader_http",
+                                http));
 }
 
 static enum MHD_Result metrics_get(http_ctx *h, struct MHD_Connection *c) {
@@ -709,14 +921,14 @@ static enum MHD_Result route(http_ctx *h, struct MHD_Connection *c,
     }
     if (get) {
       const char *s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "stale");
-      return kv_get(h, c, key, kl, s != NULL && strcmp(s, "1") == 0);
+      return kv_get(h, c, r, key, kl, s != NULL && strcmp(s, "1") == 0);
     }
     if (put) return kv_put(h, c, key, kl, r);
-    if (del) return kv_del(h, c, key, kl);
+    if (del) return kv_del(h, c, key, kl, r);
     return reply_err(c, 405, "method", "GET, PUT or DELETE");
   }
   if (strcmp(url, "/v1/kv") == 0 || strcmp(url, "/v1/kv/") == 0) {
-    if (get) return kv_list(h, c);
+    if (get) return kv_list(h, c, r);
     return reply_err(c, 405, "method", "GET");
   }
   if (strcmp(url, "/v1/status") == 0 && get) return status_get(h, c);
@@ -728,13 +940,15 @@ static enum MHD_Result route(http_ctx *h, struct MHD_Connection *c,
       qraft_node_status_get(kv_server_node(h->srv), &st);
       return reply_json(c, 200, json_pack("{s:o}", "members", members_json(h, &st)));
     }
-    if (post) return members_post(h, c, r);
+    if (post) return r->op ? member_finish(h, c, r) : members_post(h, c, r);
     return reply_err(c, 405, "method", "GET or POST");
   }
   if (strncmp(url, "/v1/members/", 12) == 0 && del) {
-    return members_delete(h, c, url + 12);
+    return r->op ? member_finish(h, c, r) : members_delete(h, c, r, url + 12);
   }
-  if (strcmp(url, "/v1/transfer") == 0 && post) return transfer_post(h, c, r);
+  if (strcmp(url, "/v1/transfer") == 0 && post) {
+    return r->op ? member_finish(h, c, r) : transfer_post(h, c, r);
+  }
   return reply_err(c, 404, "no_route", "unknown route");
 }
 
@@ -801,6 +1015,10 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls,
   (void)toe;
   req *r = *con_cls;
   if (r != NULL) {
+    /* Never while the op waits: a suspended connection is neither polled
+     * nor closed, and kv_http_stop resumes every one before stopping. */
+    if (r->op != NULL) op_unref(r->op);
+    json_decref(r->ok);
     free(r->body);
     free(r);
     *con_cls = NULL;
@@ -821,32 +1039,64 @@ int kv_http_start(kv_server *srv, const char *hostport, const char *token,
   if (h == NULL) return -1;
   h->srv = srv;
   h->token = token ? strdup(token) : NULL;
-  unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                   MHD_USE_ERROR_LOG;
+  if (token != NULL && h->token == NULL) goto err_free_ctx;
+  atomic_init(&h->refs, 1);
+  pthread_mutex_init(&h->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&h->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  if (pthread_create(&h->timer, NULL, timer_main, h) != 0) goto err_destroy_sync;
+  /* A few polling threads (epoll), each with its share of the connections;
+   * a request that waits for the node suspends its connection instead of
+   * blocking a thread (see "waiting for the node" above). */
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                   MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
   if (sa.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
   uint16_t port = ntohs(sa.ss_family == AF_INET
                             ? ((struct sockaddr_in *)&sa)->sin_port
                             : ((struct sockaddr_in6 *)&sa)->sin6_port);
   h->d = MHD_start_daemon(
       flags, port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
-      (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT,
+      (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
+      (unsigned)KV_HTTP_THREADS, MHD_OPTION_CONNECTION_LIMIT,
       (unsigned)KV_CONNECTIONS_MAX, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)KV_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_done,
       NULL, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
       MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
-  if (h->d == NULL) {
-    free(h->token);
-    free(h);
-    return -1;
-  }
+  if (h->d == NULL) goto err_stop_timer;
   *daemon_out = h;
   return 0;
+
+err_stop_timer:
+  pthread_mutex_lock(&h->mu);
+  h->timer_stop = true;
+  pthread_cond_signal(&h->cv);
+  pthread_mutex_unlock(&h->mu);
+  pthread_join(h->timer, NULL);
+err_destroy_sync:
+  pthread_cond_destroy(&h->cv);
+  pthread_mutex_destroy(&h->mu);
+err_free_ctx:
+  free(h->token);
+  free(h);
+  return -1;
 }
 
 void kv_http_stop(void *daemon) {
   http_ctx *h = daemon;
   if (h == NULL) return;
+  /* No new wait from here on, and none left suspended: libmicrohttpd must
+   * not stop with a suspended connection. The node may still call back
+   * later (it is freed after us); those callbacks find their ops ended. */
+  pthread_mutex_lock(&h->mu);
+  h->stopping = true;
+  while (h->waiting != NULL) op_end_locked(h->waiting, OP_SHUTDOWN);
+  h->timer_stop = true;
+  pthread_cond_signal(&h->cv);
+  pthread_mutex_unlock(&h->mu);
+  pthread_join(h->timer, NULL);
   MHD_stop_daemon(h->d);
-  free(h->token);
-  free(h);
+  http_unref(h);
 }

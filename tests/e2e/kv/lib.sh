@@ -64,7 +64,7 @@ converged() { # converged MEMBER...: same digest on all, within 15 s
   return 1
 }
 no_sanitizer_reports() {
-  if grep -l -E 'AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:' "$D"/log* 2>/dev/null; then
+  if grep -l -E 'AddressSanitizer|UndefinedBehaviorSanitizer|ThreadSanitizer|runtime error:' "$D"/log* 2>/dev/null; then
     fail "sanitizer report in a member's log"
   fi
 }
