@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,12 @@ static uint32_t snap_header_len(const qraft_conf_state *c) {
 void qraft__snapfile_name(char *buf, size_t size, uint64_t index,
                           uint64_t term) {
   snprintf(buf, size, "snap-%016" PRIx64 "-%016" PRIx64 ".snap", index, term);
+}
+
+bool qraft__snapfile_is_tmp(const char *name) {
+  size_t n = strlen(name);
+  return n >= 5 + 16 + 1 + 16 + 4 && strncmp(name, "snap-", 5) == 0 &&
+         strcmp(name + n - 4, ".tmp") == 0;
 }
 
 bool qraft__snapfile_parse_name(const char *name, const char *suffix,
@@ -167,8 +174,12 @@ int qraft__snapfile_writer_open(const char *dir, const qraft_snapshot_meta *meta
   qraft__snapfile_name(name, sizeof name, meta->index, meta->term);
   snprintf(sw->dir, sizeof sw->dir, "%s", dir);
   snprintf(sw->final, sizeof sw->final, "%s/%s", dir, name);
-  snprintf(sw->tmp, sizeof sw->tmp, "%s/%.*s.tmp", dir,
-           (int)(strlen(name) - 5), name);
+  /* A name of its own: two writers of the same snapshot (the node's own
+   * and one received from the leader) must never share a file, or one's
+   * abort removes the file the other is about to rename. */
+  static atomic_uint tmp_seq;
+  snprintf(sw->tmp, sizeof sw->tmp, "%s/%.*s.%08x.tmp", dir,
+           (int)(strlen(name) - 5), name, atomic_fetch_add(&tmp_seq, 1));
   sw->fd = open(sw->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (sw->fd < 0) {
     int rc = -errno;

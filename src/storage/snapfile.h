@@ -1,7 +1,8 @@
 /*
  * snapfile.h: snapshot files of the WAL store.
  *
- * A snapshot is written to "<dir>/snap-<index>-<term>.tmp" in checksummed
+ * A snapshot is written to "<dir>/snap-<index>-<term>.<seq>.tmp" (a name
+ * no other writer in the process uses, even for the same snapshot) in checksummed
  * chunks, then (qraft__snapfile_finish, on the WAL's writer thread) its
  * header is completed, the file synced, renamed to ".snap" and the directory
  * synced. Only then does the WAL record the snapshot; old snapshot files go
@@ -26,6 +27,9 @@
 /* "snap-<index 16 hex>-<term 16 hex>.snap" */
 void qraft__snapfile_name(char *buf, size_t size, uint64_t index,
                           uint64_t term);
+
+/* Whether `name` is a snapshot's temporary file (any writer's). */
+bool qraft__snapfile_is_tmp(const char *name);
 
 /* Parses a snapshot file name (".snap" or ".tmp" per `suffix`). */
 bool qraft__snapfile_parse_name(const char *name, const char *suffix,

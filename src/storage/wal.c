@@ -1243,7 +1243,7 @@ static int wal_list(wal *w, wal_dirlist *l, qraft_err *err) {
   struct dirent *de;
   int rc = 0;
   while ((de = readdir(d)) != NULL) {
-    uint64_t seq, index, term;
+    uint64_t seq;
     char path[PATH_MAX + 256];
     snprintf(path, sizeof path, "%s/%s", w->dir, de->d_name);
     if (seg_parse_name(de->d_name, "seg", &seq)) {
@@ -1259,7 +1259,7 @@ static int wal_list(wal *w, wal_dirlist *l, qraft_err *err) {
       }
       l->segs[l->segs_n++] = seq;
     } else if (seg_parse_name(de->d_name, "prep", &seq) ||
-               qraft__snapfile_parse_name(de->d_name, ".tmp", &index, &term)) {
+               qraft__snapfile_is_tmp(de->d_name)) {
       unlink(path); /* an interrupted preparation or snapshot */
     }
   }
