@@ -435,7 +435,12 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
             (unsigned long long)index, qraft_strerror(rv));
     return rv;
   }
-  if (get_u32(h) != KV_SNAP_MAGIC || get_u64(h + 4) != index) {
+  /* The header holds the index the database held when the snapshot was
+   * taken. The node takes it at its own applied index, which may be ahead:
+   * empty entries (a new leader's) and configuration entries count as
+   * applied but never reach this state machine, so the state is the same.
+   * A header ahead of the snapshot is corrupt. */
+  if (get_u32(h) != KV_SNAP_MAGIC || get_u64(h + 4) > index) {
     fprintf(stderr, "qraft-kv: restore %llu: bad header (magic %08x, index %llu)\n",
             (unsigned long long)index, get_u32(h),
             (unsigned long long)get_u64(h + 4));
