@@ -12,8 +12,10 @@
 # "How the state is kept").
 #
 # Before each cut the test writes a key no client touches and waits for
-# the acknowledgement; the cut follows at once, so that write is in the
-# newest LMDB transaction, the one a cut undoes. The snapshot threshold
+# the acknowledgement; the cut follows at once. Every other cut the clients
+# are paused (SIGSTOP) first, so that write is the newest LMDB transaction,
+# the one a cut undoes; the others land among the clients' writes. The
+# snapshot threshold
 # changes from cut to cut (1, 2, 3 or 8 entries): at 1 the newest
 # snapshot is usually above what LMDB keeps (the restart restores it), at
 # 8 usually below (the restart re-applies the log).
@@ -124,6 +126,7 @@ WL_S=$(( CUTS * 2 + 2 ))
   --seconds "$WL_S" --history "$HIST" >"$D/workload.out" 2>&1 &
 WL=$!
 WL_END=$(( $(date +%s) + WL_S ))
+cleanup_extra() { [ -n "$WL" ] && { kill -CONT "$WL"; kill "$WL"; } 2>/dev/null || true; }
 
 lost=0 restored=0 replayed=0 c=0
 while [ "$c" -lt "$CUTS" ] || [ $(( WL_END - $(date +%s) )) -ge 4 ]; do
@@ -131,6 +134,13 @@ while [ "$c" -lt "$CUTS" ] || [ $(( WL_END - $(date +%s) )) -ge 4 ]; do
   # load for a while, then a write the clients never touch, acknowledged
   # just before the cut: its apply is the newest LMDB transaction
   sleep "$(( (SEED + c * 7) % 10 / 5 )).$(( (SEED + c) % 10 ))"
+  # every other cut the clients pause first, so that this write is the
+  # newest one (the others land while the clients' writes are in flight)
+  paused=""
+  if [ $(( (SEED + c) % 2 )) = 0 ]; then
+    kill -STOP "$WL" 2>/dev/null && paused=", clients paused"
+    sleep 0.1
+  fi
   put_acked "w$c" "cut$c-$SEED" || fail "cut $c: no write was acknowledged before the cut"
   for i in 1 2 3; do kill -9 "${PID[$i]}" 2>/dev/null || true; done
   for i in 1 2 3; do wait "${PID[$i]}" 2>/dev/null || true; unset "PID[$i]"; done
@@ -147,11 +157,12 @@ while [ "$c" -lt "$CUTS" ] || [ $(( WL_END - $(date +%s) )) -ge 4 ]; do
       if [ "$snap" -gt "$after" ]; then how="restores snapshot $snap"; restored=$((restored + 1))
       else how="replays the log after snapshot $snap"; replayed=$((replayed + 1)); fi
     fi
-    log "cut $c ($mode, snapshot every $SNAP): member $i: LMDB applied $before -> $after${how:+, $how}; ${out#rolled back $D/}"
+    log "cut $c ($mode, snapshot every $SNAP$paused): member $i: LMDB applied $before -> $after${how:+, $how}; ${out#rolled back $D/}"
   done
   SNAP=$(snap_entries "$c")
   for i in 1 2 3; do startp "$i"; done
   wait_leader 1 2 3 >/dev/null || fail "cut $c: no leader after the restart"
+  [ -n "$paused" ] && kill -CONT "$WL" 2>/dev/null
   v=$(get_value "w$c")
   [ "$v" = "cut$c-$SEED" ] || fail "cut $c: w$c, acknowledged just before the cut, reads '$v', not 'cut$c-$SEED'"
   holds_all_acked "$c"
@@ -161,7 +172,8 @@ log "after $c cuts: LMDB lost its last transactions in $lost member restarts: $r
 [ "$lost" -gt 0 ] || fail "no cut undid an LMDB transaction: the test exercised nothing"
 
 put_acked after "all-cuts-$SEED" || fail "the cluster takes no writes after the cuts"
-wait "$WL" || fail "workload: $(cat "$D/workload.out")"
+wait "$WL" || { WL=""; fail "workload: $(cat "$D/workload.out")"; }
+WL=""
 log "$(cat "$D/workload.out")"
 acked=$(jq -c 'select(.type == "ok" and (.f == "put" or (.f == "cas" and .result == "ok")))' "$HIST" | wc -l)
 converged 1 2 3 || fail "members differ: $(for i in 1 2 3; do echo "member $i: $(digest "$i") $(status "$i" | jq -c '{role,commit,applied,kv_applied,snapshot_index}')"; done)"
