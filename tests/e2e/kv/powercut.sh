@@ -12,13 +12,14 @@
 # "How the state is kept").
 #
 # Before each cut the test writes a key no client touches and waits for
-# the acknowledgement; the cut follows at once. Every other cut the clients
-# are paused (SIGSTOP) first, so that write is the newest LMDB transaction,
-# the one a cut undoes; the others land among the clients' writes. The
-# snapshot threshold
-# changes from cut to cut (1, 2, 3 or 8 entries): at 1 the newest
-# snapshot is usually above what LMDB keeps (the restart restores it), at
-# 8 usually below (the restart re-applies the log).
+# the acknowledgement. Every other cut the clients are paused (SIGSTOP)
+# first and the cut comes 0.3 s after the acknowledgement, so that write is
+# the newest LMDB transaction on every member (the one a cut undoes) and a
+# snapshot due at it is written; the other cuts come at once, among the
+# clients' writes. The snapshot threshold changes every two cuts (1, 2, 3
+# or 8 entries, so 8 cuts pair each with a paused cut and one under load):
+# at 1 the newest snapshot is usually above what LMDB keeps (the restart
+# restores it), at 8 usually below (the restart re-applies the log).
 #
 # Checked after every cut: every member, once it caught up, holds every
 # write acknowledged before this cut and the earlier ones, and the cluster
@@ -29,14 +30,16 @@
 # above the LMDB index, or a replay of the log), and fails if no cut undid
 # anything: a test that exercised nothing cannot fail.
 #
-#   QRAFT_E2E_CUTS (6)  QRAFT_POWERCUT_SEED (random)
+#   QRAFT_E2E_CUTS (8)  QRAFT_POWERCUT_SEED (random)
 #   QRAFT_E2E_SNAPSHOT_ENTRIES (by cut: 1, 2, 3 or 8)
 #   QRAFT_E2E_HIST (kv_powercut): the history's name under build/e2e/
 source "$(dirname "$0")/lib.sh"
 : "${QRAFT_POWERCUT:?}" "${QRAFT_POWERCUT_SHIM:?}"
-CUTS=${QRAFT_E2E_CUTS:-6}
+CUTS=${QRAFT_E2E_CUTS:-8}
 SNAPS=(1 2 3 8)
-snap_entries() { echo "${QRAFT_E2E_SNAPSHOT_ENTRIES:-${SNAPS[$(( (SEED / 3 + $1) % 4 ))]}}"; }
+# the threshold the members run with after cut N (0: at first); two cuts
+# in a row share one, and one of the two has the clients paused
+snap_entries() { echo "${QRAFT_E2E_SNAPSHOT_ENTRIES:-${SNAPS[$(( ($1 / 2 + SEED) % 4 ))]}}"; }
 SEED=${QRAFT_POWERCUT_SEED:-$(( $(date +%s%N) % 1000000007 ))}
 HIST="$QRAFT_E2E_OUT/${QRAFT_E2E_HIST:-kv_powercut}.jsonl"
 replay="QRAFT_POWERCUT_SEED=$SEED QRAFT_E2E_CUTS=$CUTS${QRAFT_E2E_SNAPSHOT_ENTRIES:+ QRAFT_E2E_SNAPSHOT_ENTRIES=$QRAFT_E2E_SNAPSHOT_ENTRIES}"
@@ -119,9 +122,9 @@ SNAP=$(snap_entries 0)
 for i in 1 2 3; do startp "$i"; done
 wait_leader 1 2 3 >/dev/null || fail "no leader"
 
-# A cut takes about 2 s (more under ASan): at least CUTS of them, and more
+# A cut takes about 2.5 s (more under ASan): at least CUTS of them, and more
 # while the clients have time left.
-WL_S=$(( CUTS * 2 + 2 ))
+WL_S=$(( CUTS * 5 / 2 + 2 ))
 "$KV" workload --server "$(http 1),$(http 2),$(http 3)" --clients 4 --keys 10 \
   --seconds "$WL_S" --history "$HIST" >"$D/workload.out" 2>&1 &
 WL=$!
@@ -137,11 +140,14 @@ while [ "$c" -lt "$CUTS" ] || [ $(( WL_END - $(date +%s) )) -ge 4 ]; do
   # every other cut the clients pause first, so that this write is the
   # newest one (the others land while the clients' writes are in flight)
   paused=""
-  if [ $(( (SEED + c) % 2 )) = 0 ]; then
+  if [ $(( (SEED / 7 + c) % 2 )) = 0 ]; then
     kill -STOP "$WL" 2>/dev/null && paused=", clients paused"
     sleep 0.1
   fi
   put_acked "w$c" "cut$c-$SEED" || fail "cut $c: no write was acknowledged before the cut"
+  # paused, let every member apply it and write its snapshot (if one is
+  # due): the undone LMDB transaction then lies below the newest snapshot
+  [ -n "$paused" ] && sleep 0.3
   for i in 1 2 3; do kill -9 "${PID[$i]}" 2>/dev/null || true; done
   for i in 1 2 3; do wait "${PID[$i]}" 2>/dev/null || true; unset "PID[$i]"; done
   mode=torn; [ $(( (SEED + c) % 3 )) = 0 ] && mode=all
