@@ -322,15 +322,17 @@ static int cmd_applied(const char *dir) {
       (rv = mdb_env_set_maxdbs(env, 4)) != 0 ||
       (rv = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOLOCK, 0600)) != 0 ||
       (rv = mdb_txn_begin(env, NULL, MDB_RDONLY, &t)) != 0 ||
-      (rv = mdb_dbi_open(t, "meta", 0, &meta)) != 0) {
+      ((rv = mdb_dbi_open(t, "meta", 0, &meta)) != 0 && rv != MDB_NOTFOUND)) {
     fprintf(stderr, "qraft-powercut: lmdb %s: %s\n", dir, mdb_strerror(rv));
     if (t) mdb_txn_abort(t);
     if (env) mdb_env_close(env);
     return 1;
   }
+  /* no "meta" database: the cut undid the transaction that created it
+   * (qraft-kv creates it again at start), nothing was applied */
   MDB_val k = {7, "applied"}, v;
   uint64_t applied = 0;
-  if (mdb_get(t, meta, &k, &v) == 0 && v.mv_size == 8) {
+  if (rv == 0 && mdb_get(t, meta, &k, &v) == 0 && v.mv_size == 8) {
     for (int i = 7; i >= 0; i--) {
       applied = (applied << 8) | ((const uint8_t *)v.mv_data)[i];
     }

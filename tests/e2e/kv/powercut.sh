@@ -48,6 +48,9 @@ trap 'echo "FAILED: command at ${BASH_SOURCE[0]##*/}:$LINENO exited $?; replay: 
 fail() {
   echo "FAILED: $*" >&2
   echo "replay: $replay" >&2
+  local keep="$QRAFT_E2E_OUT/powercut-failed-$SEED"
+  rm -rf "$keep" && mkdir -p "$keep" && cp -r "$D"/pre* "$D"/n* "$D"/log* "$keep/" 2>/dev/null &&
+    echo "the members' files after the last cut, and LMDB and the undo logs before its rollback (pre*), are in $keep" >&2
   for f in "$D"/log*; do [ -f "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }; done
   exit 1
 }
@@ -152,6 +155,9 @@ while [ "$c" -lt "$CUTS" ] || [ $(( WL_END - $(date +%s) )) -ge 4 ]; do
   for i in 1 2 3; do wait "${PID[$i]}" 2>/dev/null || true; unset "PID[$i]"; done
   mode=torn; [ $(( (SEED + c) % 3 )) = 0 ] && mode=all
   for i in 1 2 3; do
+    # kept for a post-mortem of this cut: LMDB and the undo logs as the
+    # cut found them (the WAL is too large to copy every time)
+    rm -rf "$D/pre$i" && mkdir -p "$D/pre$i" && cp -r "$D/n$i/kv" "$D/undo$i" "$D/pre$i/"
     before=$(lmdb_applied "$i")
     out=$("$QRAFT_POWERCUT" rollback --dir "$D/n$i" --undo "$D/undo$i" --mode "$mode" \
       --seed $(( SEED * 8 + c * 3 + i ))) || fail "cut $c: rollback of member $i: $out"
