@@ -87,7 +87,7 @@ get_value() { # get_value KEY: a linearizable read through any member
     for i in 1 2 3; do
       local r; r=$(kcurl "$i" -w '\n%{http_code}' "$(http "$i")/v1/kv/$1" || true)
       case ${r##*$'\n'} in
-        200) printf '%s\n' "$r" | head -1 | jq -r .value; return 0 ;;
+        200) jq -r .value <<<"${r%$'\n'*}"; return 0 ;;
         404) echo "<missing>"; return 0 ;;
       esac
     done
