@@ -52,6 +52,15 @@ static struct {
   int err;
 } g;
 
+static void *xrealloc(void *p, size_t n) {
+  p = realloc(p, n);
+  if (p == NULL) {
+    fprintf(stderr, "qraft-powercut: out of memory\n");
+    exit(1);
+  }
+  return p;
+}
+
 static uint64_t splitmix(uint64_t *s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -135,7 +144,7 @@ static void roll_back(const char *path, const char *rel, const char *undo) {
   }
   /* the records after the last flush, up to the first one cut short */
   size_t cap = 64, nr = 0;
-  rec *rs = malloc(cap * sizeof *rs);
+  rec *rs = xrealloc(NULL, cap * sizeof *rs);
   for (uint64_t at = h.valid_from; at + sizeof(undo_rec) + 4 <= n;) {
     undo_rec u;
     memcpy(&u, b + at, sizeof u);
@@ -144,7 +153,7 @@ static void roll_back(const char *path, const char *rel, const char *undo) {
     uint32_t end;
     memcpy(&end, b + at + sizeof u + u.stored, 4);
     if (end != UNDO_REC_END) break;
-    if (nr == cap) rs = realloc(rs, (cap *= 2) * sizeof *rs);
+    if (nr == cap) rs = xrealloc(rs, (cap *= 2) * sizeof *rs);
     rs[nr++] = (rec){.kind = u.kind, .off = u.off, .len = u.len,
                      .stored = u.stored, .old_size = u.old_size,
                      .old = b + at + sizeof u};
@@ -167,20 +176,20 @@ static void roll_back(const char *path, const char *rel, const char *undo) {
   }
   uint64_t rng = g.seed ^ fnv(rel);
   size_t nref = 0, refcap = 256;
-  page_ref *refs = malloc(refcap * sizeof *refs);
+  page_ref *refs = xrealloc(NULL, refcap * sizeof *refs);
   uint64_t writes = 0;
   for (size_t i = 0; i < nr; i++) {
     if (rs[i].len == 0) continue;
     writes += rs[i].kind == UNDO_WRITE;
     for (uint64_t p = rs[i].off / UNDO_PAGE_BYTES;
          p <= (rs[i].off + rs[i].len - 1) / UNDO_PAGE_BYTES; p++) {
-      if (nref == refcap) refs = realloc(refs, (refcap *= 2) * sizeof *refs);
+      if (nref == refcap) refs = xrealloc(refs, (refcap *= 2) * sizeof *refs);
       refs[nref++] = (page_ref){p, i};
     }
   }
   qsort(refs, nref, sizeof *refs, cmp_ref);
   uint64_t pages = 0, back = 0, lost = 0;
-  size_t *cand = malloc((nr + 1) * sizeof *cand);
+  size_t *cand = xrealloc(NULL, (nr + 1) * sizeof *cand);
   for (size_t i = 0; i < nref;) {
     size_t j = i, m = 0;
     for (; j < nref && refs[j].page == refs[i].page; j++) {

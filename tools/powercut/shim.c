@@ -426,7 +426,7 @@ int fallocate(int fd, int mode, off_t off, off_t len) {
   if (mode == 0) {
     uint64_t end = (uint64_t)off + (uint64_t)len;
     if (end > file_size(fd)) log_resize(f, fd, end);
-  } else if (mode != 1 /* FALLOC_FL_KEEP_SIZE: contents unchanged */) {
+  } else if (mode != FALLOC_FL_KEEP_SIZE) { /* that one changes nothing */
     log_write(f, fd, (uint64_t)off, (uint64_t)len); /* punch, zero, ... */
   }
   int rv = real_fallocate(fd, mode, off, len);
@@ -489,7 +489,9 @@ int sync_file_range(int fd, off_t off, off_t n, unsigned int flags) {
   if (rv == 0 && (flags & SYNC_FILE_RANGE_WAIT_AFTER) &&
       (flags & SYNC_FILE_RANGE_WRITE)) {
     pthread_mutex_lock(&f->mu);
-    uint64_t len = n == 0 ? file_size(fd) - (uint64_t)off : (uint64_t)n;
+    uint64_t size = file_size(fd);
+    uint64_t len = n != 0 ? (uint64_t)n
+                   : size > (uint64_t)off ? size - (uint64_t)off : 0;
     log_durable(f, fd, (uint64_t)off, len);
     pthread_mutex_unlock(&f->mu);
   }
