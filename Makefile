@@ -8,7 +8,7 @@
 #   make bench      benchmarks, printed with ratios against baselines
 #   make fuzz       long fuzzing runs (FUZZ_SECONDS per target)
 #   make fuzz-build the libFuzzer binaries in build/fuzz/
-#   make soak       long simulations and crash tests (SEEDS, KILLS)
+#   make soak       long simulations and crash tests (SEEDS, KILLS, CUTS)
 #   make canaries   plant each known bug and check the simulator catches it
 #   make install    headers, libraries and qraft.pc (PREFIX, DESTDIR)
 #   make clean
@@ -17,6 +17,7 @@ JOBS    ?= $(shell nproc)
 PREFIX  ?= /usr/local
 SEEDS   ?= 20000
 KILLS   ?= 5000
+CUTS    ?= 60
 FUZZ_SECONDS ?= 600
 CMAKE_FLAGS ?=
 
@@ -78,7 +79,7 @@ fuzz: fuzz-build
 	@bash scripts/fuzz.sh run $(FUZZT) $(FUZZ_SECONDS)
 
 soak: deps release
-	@SEEDS=$(SEEDS) KILLS=$(KILLS) bash scripts/soak.sh $(REL)
+	@SEEDS=$(SEEDS) KILLS=$(KILLS) CUTS=$(CUTS) bash scripts/soak.sh $(REL)
 
 canaries: deps
 	@bash scripts/canaries.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make soak: the long runs that do not fit in `make test`.
 #   SEEDS  simulator seeds (default 20000)   KILLS  crash-test kills (5000)
+#   E2E_SECONDS  qraft-kv clients under faults (120)   CUTS  power cuts (60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build}
@@ -33,6 +34,15 @@ if [ -x "$dir/bin/qraft-kv" ] && [ -x "$dir/bin/qraft-lincheck" ]; then
   bash tests/e2e/kv/faults.sh
   rc=0; bash tests/e2e/kv/partition.sh || rc=$?
   [ $rc = 0 ] || [ $rc = 77 ] || exit $rc
+  ran=1
+fi
+if [ -x "$dir/bin/qraft-kv" ] && [ -x "$dir/bin/qraft-powercut" ]; then
+  echo "== qraft-kv under power cuts: ${CUTS:-60} cuts"
+  QRAFT_KV="$dir/bin/qraft-kv" QRAFT_KEYGEN="$dir/bin/qraft-keygen" \
+    QRAFT_LINCHECK="$dir/bin/qraft-lincheck" QRAFT_E2E_OUT="$dir/e2e" \
+    QRAFT_POWERCUT="$dir/bin/qraft-powercut" \
+    QRAFT_POWERCUT_SHIM="$dir/lib/libqraft-powercut.so" \
+    QRAFT_E2E_CUTS="${CUTS:-60}" bash tests/e2e/kv/powercut.sh
   ran=1
 fi
 [ $ran -eq 1 ] || { echo "nothing to soak yet" >&2; exit 1; }
