@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # make soak: the long runs that do not fit in `make test`.
 #   SEEDS  simulator seeds (default 20000)   KILLS  crash-test kills (5000)
+#   FULL_SEEDS  full-stack simulator seeds (qraft-sim --full, default 4000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build}
 SEEDS=${SEEDS:-20000}
 KILLS=${KILLS:-5000}
+FULL_SEEDS=${FULL_SEEDS:-4000}
 ran=0
 if [ -x "$dir/bin/qraft-sim" ]; then
   start=$(( $(date +%s) % 1000000 * 100 ))
@@ -14,8 +16,11 @@ if [ -x "$dir/bin/qraft-sim" ]; then
   ran=1
 fi
 if [ -x "$dir/bin/qraft-sim" ] && "$dir/bin/qraft-sim" --help 2>&1 | grep -q -- --full; then
-  echo "== qraft-sim --full: $((SEEDS / 10)) seeds"
-  "$dir/bin/qraft-sim" --full --seeds $((SEEDS / 10)) --jobs "$(nproc)"
+  # from a start of its own: make test runs seeds 1..300
+  start=$(( $(date +%s) % 1000000 * 100 + 1000 ))
+  echo "== qraft-sim --full: $FULL_SEEDS seeds from $start on $(nproc) cores"
+  "$dir/bin/qraft-sim" --full --seeds "$FULL_SEEDS" --start "$start" \
+    --jobs "$(nproc)"
 fi
 if [ -x "$dir/bin/qraft-crashtest" ]; then
   d=$(mktemp -d)
