@@ -140,6 +140,11 @@ void qraft_simdisk_stats_get(const qraft_simdisk *d, qraft_simdisk_stats *out);
  * the state the earlier writes leave), or NULL. */
 const char *qraft_simdisk_violation(const qraft_simdisk *d);
 
+/* The durable part of the disk, what a crash leaves, for checkers: read it
+ * (qraft_storage_state_get, qraft_storage_entries, qraft_storage_term);
+ * never submit to it or close it. Valid until the disk is freed. */
+qraft_storage *qraft_simdisk_durable(qraft_simdisk *d);
+
 /* Frees the disk; its store must be closed. NULL is ignored. */
 void qraft_simdisk_free(qraft_simdisk *d);
 
@@ -153,6 +158,10 @@ typedef struct qraft_sim_cluster_config {
   uint64_t seed;  /* every random choice (network, disk, TLS nonces of the
                      env) comes from it */
   uint32_t nodes; /* 1..QRAFT_SIM_CLUSTER_NODES_MAX founding voters */
+  /* Spare nodes (indexes nodes..nodes + spares - 1; nodes + spares at most
+   * QRAFT_SIM_CLUSTER_NODES_MAX): keys, disks and hosts, but no node until
+   * qraft_sim_cluster_restart starts one empty, for a member to add. */
+  uint32_t spares;
   /* The user's state machine. sm_new makes a fresh one for node `i` when
    * the node starts and after every restart (a crash loses the process's
    * memory; the node restores it from its snapshot and log); sm_free frees
@@ -190,7 +199,11 @@ int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
  * stopped (pending callbacks run with QRAFT_ESHUTDOWN). NULL is ignored. */
 void qraft_sim_cluster_free(qraft_sim_cluster *c);
 
+/* Founding nodes plus spares. */
 uint32_t qraft_sim_cluster_size(const qraft_sim_cluster *c);
+/* Node `i`'s address (key and simulated address), for adding it. */
+void qraft_sim_cluster_addr(const qraft_sim_cluster *c, uint32_t i,
+                            qraft_node_addr *out);
 /* Node `i` (0-based), or NULL while it is crashed. Valid until it crashes. */
 qraft_node *qraft_sim_cluster_node(qraft_sim_cluster *c, uint32_t i);
 /* The state machine of node `i` (what sm_new returned), NULL if crashed. */

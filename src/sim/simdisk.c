@@ -319,6 +319,8 @@ const char *qraft_simdisk_violation(const qraft_simdisk *d) {
   return d->violation[0] != '\0' ? d->violation : NULL;
 }
 
+qraft_storage *qraft_simdisk_durable(qraft_simdisk *d) { return d->durable; }
+
 void qraft_simdisk_free(qraft_simdisk *d) {
   if (d == NULL) {
     return;
