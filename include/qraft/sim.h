@@ -125,6 +125,18 @@ int qraft_simdisk_new(qraft_env *env, uint64_t delay_min_ns,
  * (a store is open), -ENOMEM. */
 int qraft_simdisk_open(qraft_simdisk *d, qraft_storage **out);
 
+/* Called with every write the disk accepts, when it is submitted (before
+ * it is durable, and even if a crash loses it later): a checker's view of
+ * what the node meant to store. The write is valid during the call. */
+typedef void (*qraft_simdisk_write_cb)(void *ud, const qraft_storage_write *w);
+void qraft_simdisk_set_observer(qraft_simdisk *d, qraft_simdisk_write_cb cb,
+                                void *ud);
+
+/* Changes the delay of writes submitted from now on (a disk that slows
+ * down or recovers); writes still become durable in submission order. */
+void qraft_simdisk_set_delay(qraft_simdisk *d, uint64_t delay_min_ns,
+                             uint64_t delay_max_ns);
+
 /* A power loss: every write not yet durable is lost; its callback runs now
  * with QRAFT_ESYNC and the open store refuses writes until the disk is
  * opened again. Call it before freeing the node that uses the disk. */

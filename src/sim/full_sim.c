@@ -104,9 +104,25 @@ typedef struct fs_conf {
 typedef struct fs_leader {
   uint64_t term;
   uint64_t leader;
-  uint64_t commit0;    /* its commit index when first seen leading */
-  uint64_t commit_adv; /* the lowest commit index it advanced to; 0: none */
 } fs_leader;
+
+/* What one node wrote (its disk's observer) in the term of its newest hard
+ * state: for the commit rule. */
+typedef struct fs_wlog {
+  fs_sim *sim;
+  uint32_t node;
+  uint64_t term;         /* of the newest hard state written */
+  uint64_t commit_enter; /* the commit index of the first one in `term` */
+  uint64_t commit_low;   /* the lowest above it written in `term`; 0: none */
+  uint64_t first_index;  /* the first entry of `term` written; 0: none */
+} fs_wlog;
+
+/* A node moved its commit index, in a term, to below the first entry of
+ * that term: a follower may; a leader must not. */
+typedef struct fs_low_commit {
+  uint32_t node;
+  uint64_t term, commit, first_index;
+} fs_low_commit;
 
 typedef struct fs_conf_req {
   fs_sim *sim;
@@ -138,8 +154,10 @@ struct fs_sim {
   fs_acked *acked;
   size_t acked_n, acked_cap;
   uint64_t acked_max;
-  uint64_t *first_of_term; /* by term: index of its leader's empty entry */
-  size_t first_of_term_cap;
+  fs_wlog wlog[QRAFT_SIM_CLUSTER_NODES_MAX];
+  fs_low_commit *low_commits;
+  size_t low_commits_n, low_commits_cap;
+  uint64_t rule_checked_ns;
   fs_conf confs[FS_CONFS_MAX]; /* the newest voter sets seen, newest last */
   uint32_t confs_n;
   uint64_t conf_change_ns; /* when a membership change was last asked */
@@ -155,6 +173,9 @@ struct fs_sim {
   uint64_t restart_at_ns[QRAFT_SIM_CLUSTER_NODES_MAX]; /* 0: up */
   uint64_t heal_at_ns;
   uint32_t p_crash, p_partition, p_clog, p_pause; /* per slice, ppm */
+  uint32_t p_slow_disk;                           /* per slice, ppm */
+  uint64_t disk_min_ns, disk_max_ns;              /* the disks' usual delay */
+  uint64_t disk_slow_until_ns[QRAFT_SIM_CLUSTER_NODES_MAX]; /* 0: not */
   bool skew;
   bool check_quorum;
   uint64_t restart_ms_max;
@@ -376,44 +397,65 @@ static void fs_check_ack_durable(fs_sim *s, uint32_t node, uint64_t index,
 }
 
 /* The commit rule (paper 5.4.2, Figure 8): a leader commits by counting
- * replicas only entries of its own term, so once its commit index moves it
- * is at least the index of its term's first entry (the empty one it
- * appends when elected). */
-static void fs_check_commit_rule(fs_sim *s, const fs_leader *l) {
-  if (l->commit_adv == 0 || l->term >= s->first_of_term_cap) {
+ * replicas only entries of its own term, so once it moves its commit index
+ * that index is at least the one of its term's first entry (the empty one
+ * it appends when elected). Judged on what the leader writes (every change
+ * of the commit index goes to disk in a hard state), once the status shows
+ * which node led the term. */
+static void fs_wlog_close_term(fs_sim *s, fs_wlog *wl) {
+  if (wl->commit_low == 0 || wl->first_index == 0 ||
+      wl->commit_low >= wl->first_index) {
     return;
   }
-  uint64_t first = s->first_of_term[l->term];
-  if (first != 0 && l->commit_adv < first) {
-    fs_fail(s, "leader_commit",
-            "the leader of term %" PRIu64 " moved its commit index to %" PRIu64
-            ", before %" PRIu64
-            ", the first entry of its term: it committed an entry of an "
-            "earlier term by counting replicas",
-            l->term, l->commit_adv, first);
+  if (s->low_commits_n == s->low_commits_cap) {
+    s->low_commits_cap = s->low_commits_cap ? 2 * s->low_commits_cap : 64;
+    s->low_commits =
+        realloc(s->low_commits, s->low_commits_cap * sizeof *s->low_commits);
+    QRAFT_ASSERT(s->low_commits != NULL);
   }
+  s->low_commits[s->low_commits_n++] = (fs_low_commit){
+      .node = wl->node, .term = wl->term, .commit = wl->commit_low,
+      .first_index = wl->first_index};
+  wl->commit_low = 0; /* recorded once */
 }
 
-static void fs_note_first_of_term(fs_sim *s, uint64_t term, uint64_t index) {
-  if (term >= s->first_of_term_cap) {
-    size_t cap = s->first_of_term_cap ? s->first_of_term_cap : 256;
-    while (cap <= term) {
-      cap *= 2;
+static void fs_disk_write(void *ud, const qraft_storage_write *w) {
+  fs_wlog *wl = ud;
+  fs_sim *s = wl->sim;
+  if (w->hard_state != NULL) {
+    const qraft_hard_state *hs = w->hard_state;
+    if (hs->term != wl->term) {
+      fs_wlog_close_term(s, wl);
+      wl->term = hs->term;
+      wl->commit_enter = hs->commit;
+      wl->commit_low = 0;
+      wl->first_index = 0;
+    } else if (hs->commit > wl->commit_enter &&
+               (wl->commit_low == 0 || hs->commit < wl->commit_low)) {
+      wl->commit_low = hs->commit;
     }
-    uint64_t *a = realloc(s->first_of_term, cap * sizeof *a);
-    QRAFT_ASSERT(a != NULL);
-    memset(a + s->first_of_term_cap, 0,
-           (cap - s->first_of_term_cap) * sizeof *a);
-    s->first_of_term = a;
-    s->first_of_term_cap = cap;
   }
-  if (s->first_of_term[term] != 0) {
-    return;
+  for (size_t k = 0; k < w->entries_n; k++) {
+    if (wl->first_index == 0 && w->entries[k].term == wl->term) {
+      wl->first_index = w->entries[k].index;
+    }
   }
-  s->first_of_term[term] = index;
-  for (size_t k = 0; k < s->leaders_n; k++) {
-    if (s->leaders[k].term == term) {
-      fs_check_commit_rule(s, &s->leaders[k]);
+  fs_wlog_close_term(s, wl);
+}
+
+static void fs_check_commit_rule(fs_sim *s) {
+  for (size_t k = 0; k < s->low_commits_n; k++) {
+    const fs_low_commit *lc = &s->low_commits[k];
+    for (size_t j = 0; j < s->leaders_n; j++) {
+      if (s->leaders[j].term == lc->term &&
+          s->leaders[j].leader == s->ids[lc->node]) {
+        fs_fail(s, "leader_commit",
+                "node %u, leader of term %" PRIu64
+                ", moved its commit index to %" PRIu64 ", before %" PRIu64
+                ", the first entry of its term: it committed an entry of an "
+                "earlier term by counting replicas",
+                lc->node, lc->term, lc->commit, lc->first_index);
+      }
     }
   }
 }
@@ -486,9 +528,7 @@ static void kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
     }
     kv->index = e->index;
     fs_record_applied(s, kv->node, e);
-    if (e->type == QRAFT_ENTRY_NORMAL && e->data.len == 0) {
-      fs_note_first_of_term(s, e->term, e->index); /* a leader's empty entry */
-    }
+
     if (s->opts.trace != NULL && e->data.len == FS_OP_BYTES) {
       fprintf(s->opts.trace, "             node %u applies %" PRIu64
                              " term %" PRIu64 ": op %u key %u value %" PRIu64
@@ -691,10 +731,6 @@ static void fs_check_statuses(fs_sim *s) {
                 "two leaders in term %" PRIu64 ": %016" PRIx64
                 " and %016" PRIx64 " (node %u)",
                 st.term, l->leader, st.id, i);
-      } else if (st.commit > l->commit0 &&
-                 (l->commit_adv == 0 || st.commit < l->commit_adv)) {
-        l->commit_adv = st.commit;
-        fs_check_commit_rule(s, l);
       }
     }
     if (!found) {
@@ -703,8 +739,8 @@ static void fs_check_statuses(fs_sim *s) {
         s->leaders = realloc(s->leaders, s->leaders_cap * sizeof *s->leaders);
         QRAFT_ASSERT(s->leaders != NULL);
       }
-      s->leaders[s->leaders_n] = (fs_leader){
-          .term = st.term, .leader = st.id, .commit0 = st.commit};
+      s->leaders[s->leaders_n] = (fs_leader){.term = st.term,
+                                             .leader = st.id};
       s->leaders_n++;
       s->res->elections_won++;
       fs_event(s, 0x1ead ^ ((uint64_t)i << 32) ^ st.term,
@@ -719,6 +755,11 @@ static void fs_check_statuses(fs_sim *s) {
         s->doom_crash[i] = qraft_prng_chance(&s->rng, 1, 2);
       }
     }
+  }
+  if (now - s->rule_checked_ns >= 100000000ull) {
+    /* records wait for the status to show who led their term */
+    s->rule_checked_ns = now;
+    fs_check_commit_rule(s);
   }
   for (uint32_t i = 0; i < s->total; i++) {
     const char *v = qraft_simdisk_violation(qraft_sim_cluster_disk(s->c, i));
@@ -856,14 +897,15 @@ static void fs_client_start(fs_sim *s, fs_client *cl) {
       qraft_prng_chance(&s->rng, 1, 4)) {
     target = (int)qraft_prng_below(&s->rng, s->total);
   }
-  /* While an old leader is cut off, some clients still read from it (their
-   * last answer came from there): it must not answer from its own state. */
-  bool stale = s->stale_node >= 0 &&
-               qraft_sim_cluster_node(s->c, (uint32_t)s->stale_node) != NULL &&
-               qraft_prng_chance(&s->rng, 1, 3);
-  if (stale) {
+  /* While an old leader is cut off, some clients still talk to it (their
+   * last answer came from there) and only read: it must not answer from
+   * its own state (a write there would only hang until it times out). */
+  if (s->stale_node >= 0 &&
+      qraft_sim_cluster_node(s->c, (uint32_t)s->stale_node) != NULL &&
+      qraft_prng_chance(&s->rng, 1, 3)) {
     target = s->stale_node;
   }
+  bool stale = target == s->stale_node;
   qraft_node *node = qraft_sim_cluster_node(s->c, (uint32_t)target);
   uint64_t now = fs_now(s);
   if (node == NULL) {
@@ -1011,7 +1053,7 @@ static void fs_partition(fs_sim *s, uint64_t now) {
      * talk to the old one */
     fs_isolate(s, (uint32_t)l);
     s->stale_node = l;
-    heal_ms = qraft_prng_between(&s->rng, 200, 4000);
+    heal_ms = qraft_prng_between(&s->rng, 500, 4000);
     fs_event(s, 0x1501 ^ (uint64_t)l, "isolate the leader, node %d", l);
   } else {
     /* a random split; kind 2 makes it one-way; kind 4 puts the leader on
@@ -1027,7 +1069,7 @@ static void fs_partition(fs_sim *s, uint64_t now) {
         }
       }
       s->stale_node = l;
-      heal_ms = qraft_prng_between(&s->rng, 200, 4000);
+      heal_ms = qraft_prng_between(&s->rng, 500, 4000);
     }
     for (uint32_t i = 0; i < s->total; i++) {
       for (uint32_t j = 0; j < s->total; j++) {
@@ -1269,7 +1311,7 @@ static void fs_faults_step(fs_sim *s) {
       fs_isolate(s, i);
       s->stale_node = (int)i;
       s->heal_at_ns =
-          now + qraft_prng_between(&s->rng, 50, 1500) * 1000000ull;
+          now + qraft_prng_between(&s->rng, 50, 3000) * 1000000ull;
       s->res->partitions++;
       fs_event(s, 0x1502 ^ i, "isolate the young leader, node %u", i);
     }
@@ -1312,6 +1354,30 @@ static void fs_faults_step(fs_sim *s) {
                "clog %u -> %u for %" PRIu64 " ms", i, j, ms);
     }
   }
+  /* A disk that slows down for a while: its node's acknowledgements and
+   * its own progress as leader lag behind the others'. */
+  for (uint32_t i = 0; i < s->total; i++) {
+    if (s->disk_slow_until_ns[i] != 0 && now >= s->disk_slow_until_ns[i]) {
+      s->disk_slow_until_ns[i] = 0;
+      qraft_simdisk_set_delay(qraft_sim_cluster_disk(s->c, i), s->disk_min_ns,
+                              s->disk_max_ns);
+      fs_event(s, 0xd15c ^ i, "disk of node %u back to speed", i);
+    }
+  }
+  if (qraft_prng_chance(&s->rng, s->p_slow_disk, 1000000)) {
+    int l = qraft_sim_cluster_leader(s->c);
+    uint32_t i = l >= 0 && qraft_prng_chance(&s->rng, 1, 2)
+                     ? (uint32_t)l
+                     : (uint32_t)qraft_prng_below(&s->rng, s->total);
+    uint64_t ms = qraft_prng_between(&s->rng, 100, 2000);
+    uint64_t dmin = qraft_prng_between(&s->rng, 2000, 10000) * 1000ull;
+    qraft_simdisk_set_delay(qraft_sim_cluster_disk(s->c, i), dmin,
+                            dmin + qraft_prng_between(&s->rng, 0, 20000) *
+                                       1000ull);
+    s->disk_slow_until_ns[i] = now + ms * 1000000ull;
+    fs_event(s, 0xd15b ^ i ^ (ms << 8), "disk of node %u slow for %" PRIu64
+                                         " ms", i, ms);
+  }
   if (qraft_prng_chance(&s->rng, s->p_pause, 1000000)) {
     uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->total);
     if (qraft_sim_cluster_node(s->c, i) != NULL) {
@@ -1338,6 +1404,13 @@ static void fs_faults_step(fs_sim *s) {
 static void fs_heal_all(fs_sim *s) {
   fs_heal_links(s);
   s->crash_soon = false;
+  for (uint32_t i = 0; i < s->total; i++) {
+    if (s->disk_slow_until_ns[i] != 0) {
+      s->disk_slow_until_ns[i] = 0;
+      qraft_simdisk_set_delay(qraft_sim_cluster_disk(s->c, i), s->disk_min_ns,
+                              s->disk_max_ns);
+    }
+  }
   memset(s->doom_at_ns, 0, sizeof s->doom_at_ns);
   qraft_simnet_faults calm = {.delay_min_ns = 100000, .delay_max_ns = 1000000};
   qraft_sim_cluster_set_faults(s->c, &calm);
@@ -1578,6 +1651,11 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     s->restart_ms_max = 300;
   }
   s->p_partition = (uint32_t)qraft_prng_below(&s->rng, 6000);
+  s->p_slow_disk = qraft_prng_chance(&s->rng, 1, 2)
+                       ? (uint32_t)qraft_prng_below(&s->rng, 8000)
+                       : 0;
+  s->disk_min_ns = cc.disk_delay_min_ns;
+  s->disk_max_ns = cc.disk_delay_max_ns;
   s->p_clog = (uint32_t)qraft_prng_below(&s->rng, 6000);
   s->p_pause = pauses ? (uint32_t)qraft_prng_below(&s->rng, 4000) : 0;
   if (churn) {
@@ -1598,14 +1676,15 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
            "nodes %u+%u clients %u drop %u dup %u delay %" PRIu64 "..%" PRIu64
            " us disk %" PRIu64 "..%" PRIu64
            " us pre-vote %d cq %d lease %d skew %d snap %" PRIu64
-           " crash %u%s part %u clog %u pause %u kill %u%s member %u"
-           " transfer %u ppm",
+           " crash %u%s part %u clog %u pause %u slow-disk %u kill %u%s"
+           " member %u transfer %u ppm",
            s->n, spares, s->clients_n, cc.faults.drop_ppm, cc.faults.dup_ppm,
            cc.faults.delay_min_ns / 1000, cc.faults.delay_max_ns / 1000,
            cc.disk_delay_min_ns / 1000, cc.disk_delay_max_ns / 1000,
            !cc.disable_pre_vote, !cc.disable_check_quorum, cc.lease_reads,
            s->skew, cc.snapshot_entries, s->p_crash, crashy ? " (heavy)" : "",
-           s->p_partition, s->p_clog, s->p_pause, s->leader_kill_ppm,
+           s->p_partition, s->p_clog, s->p_pause, s->p_slow_disk,
+           s->leader_kill_ppm,
            fig8 ? " (fig8)" : "", s->p_member, s->p_transfer);
   fs_mix(s, opts->seed);
   if (opts->trace != NULL) {
@@ -1620,6 +1699,10 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     return rv == -ENOMEM ? -ENOMEM : rv;
   }
   for (uint32_t i = 0; i < s->total; i++) {
+    s->wlog[i].sim = s;
+    s->wlog[i].node = i;
+    qraft_simdisk_set_observer(qraft_sim_cluster_disk(s->c, i), fs_disk_write,
+                               &s->wlog[i]);
     qraft_node_addr addr;
     qraft_sim_cluster_addr(s->c, i, &addr);
     s->ids[i] = qraft_node_raft_id(&addr.id);
@@ -1661,6 +1744,9 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   if (!s->failed) {
     fs_check_durability(s);
   }
+  if (!s->failed) {
+    fs_check_commit_rule(s);
+  }
   s->closing = true;
   /* Operations still pending count as info (lincheck does it). */
   if (!s->failed) {
@@ -1679,7 +1765,7 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   free(s->applied_data);
   free(s->leaders);
   free(s->acked);
-  free(s->first_of_term);
+  free(s->low_commits);
   qraft__lincheck_history_free(s->hist);
   free(s);
   return 0;
