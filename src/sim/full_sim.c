@@ -1528,9 +1528,23 @@ static void fs_check_durability(fs_sim *s) {
   fs_settle st = {.sim = s, .index = s->acked_max};
   if (!qraft_sim_cluster_run(s->c, FS_SETTLE_MS, fs_settled, &st) &&
       !s->failed) {
+    char who[200] = "";
+    size_t wl = 0;
+    for (uint32_t i = 0; i < s->total && wl < sizeof who; i++) {
+      qraft_node *nd = qraft_sim_cluster_node(s->c, i);
+      if (nd != NULL) {
+        qraft_node_status ns;
+        qraft_node_status_get(nd, &ns);
+        wl += (size_t)snprintf(who + wl, sizeof who - wl,
+                               " n%u(%s t%" PRIu64 " c%" PRIu64 " a%" PRIu64
+                               " m%u)",
+                               i, qraft_role_name(ns.role), ns.term, ns.commit,
+                               ns.applied, ns.members_n);
+      }
+    }
     fs_fail(s, "liveness", "nodes did not apply up to %" PRIu64
-                           " within %u ms after healing",
-            s->acked_max, FS_SETTLE_MS);
+                           " within %u ms after healing:%s",
+            s->acked_max, FS_SETTLE_MS, who);
     return;
   }
   if (s->failed) {
