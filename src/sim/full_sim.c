@@ -356,7 +356,8 @@ static uint32_t fs_durable_voters(fs_sim *s, const fs_conf *cf,
 }
 
 static bool fs_conf_quiet(const fs_sim *s, uint64_t now) {
-  return !s->conf_busy && now - s->conf_change_ns >= FS_CONF_QUIET_NS;
+  return !s->conf_busy &&
+         (s->conf_change_ns == 0 || now - s->conf_change_ns >= FS_CONF_QUIET_NS);
 }
 
 /* Durability at the moment of acknowledgement (paper 5.3, thesis 3.8: an
