@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # make soak: the long runs that do not fit in `make test`.
 #   SEEDS  simulator seeds (default 20000)   KILLS  crash-test kills (5000)
-#   FULL_SEEDS  full-stack simulator seeds (qraft-sim --full, default 4000)
+#   FULL_SEEDS  full-stack simulator seeds (qraft-sim --full; SEEDS / 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build}
 SEEDS=${SEEDS:-20000}
 KILLS=${KILLS:-5000}
-FULL_SEEDS=${FULL_SEEDS:-4000}
+FULL_SEEDS=${FULL_SEEDS:-$((SEEDS / 5))}
 ran=0
 if [ -x "$dir/bin/qraft-sim" ]; then
   start=$(( $(date +%s) % 1000000 * 100 ))
