@@ -3,12 +3,15 @@
 #
 #   make            release build (-O2 -g, assertions on) in build/
 #   make test       dependencies, ASan+UBSan build and every test, then the
-#                   ThreadSanitizer build and the threaded tests
+#                   ThreadSanitizer build and the threaded tests, the fuzz
+#                   smoke runs, and SIM_FULL_SEEDS seeds of the full-stack
+#                   simulation on the release build
 #   make demo       the demonstration (scripts/demo.sh)
 #   make bench      benchmarks, printed with ratios against baselines
 #   make fuzz       long fuzzing runs (FUZZ_SECONDS per target)
 #   make fuzz-build the libFuzzer binaries in build/fuzz/
-#   make soak       long simulations and crash tests (SEEDS, KILLS, CUTS)
+#   make soak       long simulations and crash tests (SEEDS, FULL_SEEDS,
+#                   KILLS, CUTS)
 #   make canaries   plant each known bug and check the simulator catches it
 #   make install    headers, libraries and qraft.pc (PREFIX, DESTDIR)
 #   make clean
@@ -16,8 +19,10 @@
 JOBS    ?= $(shell nproc)
 PREFIX  ?= /usr/local
 SEEDS   ?= 20000
+SIM_FULL_SEEDS ?= 300
 KILLS   ?= 5000
 CUTS    ?= 60
+FULL_SEEDS ?=
 FUZZ_SECONDS ?= 600
 CMAKE_FLAGS ?=
 
@@ -26,7 +31,7 @@ ASAN  := build/asan
 TSAN  := build/tsan
 FUZZT := build/fuzz-tree
 
-.PHONY: all release test test-asan test-tsan test-fuzz demo bench fuzz fuzz-build soak \
+.PHONY: all release test test-asan test-tsan test-fuzz test-sim-full demo bench fuzz fuzz-build soak \
         canaries install deps clean
 
 all: release
@@ -52,7 +57,12 @@ $(TSAN)/CMakeCache.txt:
 
 FUZZ_SMOKE_SECONDS ?= 20
 
-test: deps test-asan test-tsan test-fuzz
+test: deps test-asan test-tsan test-fuzz test-sim-full
+
+# The full-stack simulation takes seconds a seed under ASan (the ASan tree
+# runs a few); the release build runs many.
+test-sim-full: release
+	@JOBS=$(JOBS) bash tests/sim/full_release.sh $(REL) $(SIM_FULL_SEEDS)
 
 # Replays the committed fuzz corpora and fuzzes each target briefly.
 test-fuzz:
@@ -79,7 +89,8 @@ fuzz: fuzz-build
 	@bash scripts/fuzz.sh run $(FUZZT) $(FUZZ_SECONDS)
 
 soak: deps release
-	@SEEDS=$(SEEDS) KILLS=$(KILLS) CUTS=$(CUTS) bash scripts/soak.sh $(REL)
+	@SEEDS=$(SEEDS) FULL_SEEDS=$(FULL_SEEDS) KILLS=$(KILLS) CUTS=$(CUTS) \
+	  bash scripts/soak.sh $(REL)
 
 canaries: deps
 	@bash scripts/canaries.sh

@@ -2,11 +2,13 @@
 # make soak: the long runs that do not fit in `make test`.
 #   SEEDS  simulator seeds (default 20000)   KILLS  crash-test kills (5000)
 #   E2E_SECONDS  qraft-kv clients under faults (120)   CUTS  power cuts (60)
+#   FULL_SEEDS  full-stack simulator seeds (qraft-sim --full; SEEDS / 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build}
 SEEDS=${SEEDS:-20000}
 KILLS=${KILLS:-5000}
+FULL_SEEDS=${FULL_SEEDS:-$((SEEDS / 5))}
 ran=0
 if [ -x "$dir/bin/qraft-sim" ]; then
   start=$(( $(date +%s) % 1000000 * 100 ))
@@ -15,8 +17,11 @@ if [ -x "$dir/bin/qraft-sim" ]; then
   ran=1
 fi
 if [ -x "$dir/bin/qraft-sim" ] && "$dir/bin/qraft-sim" --help 2>&1 | grep -q -- --full; then
-  echo "== qraft-sim --full: $((SEEDS / 10)) seeds"
-  "$dir/bin/qraft-sim" --full --seeds $((SEEDS / 10)) --jobs "$(nproc)"
+  # from a start of its own: make test runs seeds 1..300
+  start=$(( $(date +%s) % 1000000 * 100 + 1000 ))
+  echo "== qraft-sim --full: $FULL_SEEDS seeds from $start on $(nproc) cores"
+  "$dir/bin/qraft-sim" --full --seeds "$FULL_SEEDS" --start "$start" \
+    --jobs "$(nproc)"
 fi
 if [ -x "$dir/bin/qraft-crashtest" ]; then
   d=$(mktemp -d)
@@ -30,6 +35,7 @@ if [ -x "$dir/bin/qraft-kv" ] && [ -x "$dir/bin/qraft-lincheck" ]; then
   export QRAFT_KV="$dir/bin/qraft-kv" QRAFT_KEYGEN="$dir/bin/qraft-keygen" \
     QRAFT_LINCHECK="$dir/bin/qraft-lincheck" QRAFT_E2E_OUT="$dir/e2e" \
     QRAFT_E2E_SECONDS="${E2E_SECONDS:-120}"
+  [ -x "$dir/tests/nfdelay" ] && export QRAFT_NFDELAY="$dir/tests/nfdelay"
   echo "== qraft-kv under faults, clients for $QRAFT_E2E_SECONDS s"
   bash tests/e2e/kv/faults.sh
   rc=0; bash tests/e2e/kv/partition.sh || rc=$?

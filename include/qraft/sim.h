@@ -125,6 +125,18 @@ int qraft_simdisk_new(qraft_env *env, uint64_t delay_min_ns,
  * (a store is open), -ENOMEM. */
 int qraft_simdisk_open(qraft_simdisk *d, qraft_storage **out);
 
+/* Called with every write the disk accepts, when it is submitted (before
+ * it is durable, and even if a crash loses it later): a checker's view of
+ * what the node meant to store. The write is valid during the call. */
+typedef void (*qraft_simdisk_write_cb)(void *ud, const qraft_storage_write *w);
+void qraft_simdisk_set_observer(qraft_simdisk *d, qraft_simdisk_write_cb cb,
+                                void *ud);
+
+/* Changes the delay of writes submitted from now on (a disk that slows
+ * down or recovers); writes still become durable in submission order. */
+void qraft_simdisk_set_delay(qraft_simdisk *d, uint64_t delay_min_ns,
+                             uint64_t delay_max_ns);
+
 /* A power loss: every write not yet durable is lost; its callback runs now
  * with QRAFT_ESYNC and the open store refuses writes until the disk is
  * opened again. Call it before freeing the node that uses the disk. */
@@ -140,6 +152,11 @@ void qraft_simdisk_stats_get(const qraft_simdisk *d, qraft_simdisk_stats *out);
  * the state the earlier writes leave), or NULL. */
 const char *qraft_simdisk_violation(const qraft_simdisk *d);
 
+/* The durable part of the disk, what a crash leaves, for checkers: read it
+ * (qraft_storage_state_get, qraft_storage_entries, qraft_storage_term);
+ * never submit to it or close it. Valid until the disk is freed. */
+qraft_storage *qraft_simdisk_durable(qraft_simdisk *d);
+
 /* Frees the disk; its store must be closed. NULL is ignored. */
 void qraft_simdisk_free(qraft_simdisk *d);
 
@@ -153,6 +170,10 @@ typedef struct qraft_sim_cluster_config {
   uint64_t seed;  /* every random choice (network, disk, TLS nonces of the
                      env) comes from it */
   uint32_t nodes; /* 1..QRAFT_SIM_CLUSTER_NODES_MAX founding voters */
+  /* Spare nodes (indexes nodes..nodes + spares - 1; nodes + spares at most
+   * QRAFT_SIM_CLUSTER_NODES_MAX): keys, disks and hosts, but no node until
+   * qraft_sim_cluster_restart starts one empty, for a member to add. */
+  uint32_t spares;
   /* The user's state machine. sm_new makes a fresh one for node `i` when
    * the node starts and after every restart (a crash loses the process's
    * memory; the node restores it from its snapshot and log); sm_free frees
@@ -190,7 +211,11 @@ int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
  * stopped (pending callbacks run with QRAFT_ESHUTDOWN). NULL is ignored. */
 void qraft_sim_cluster_free(qraft_sim_cluster *c);
 
+/* Founding nodes plus spares. */
 uint32_t qraft_sim_cluster_size(const qraft_sim_cluster *c);
+/* Node `i`'s address (key and simulated address), for adding it. */
+void qraft_sim_cluster_addr(const qraft_sim_cluster *c, uint32_t i,
+                            qraft_node_addr *out);
 /* Node `i` (0-based), or NULL while it is crashed. Valid until it crashes. */
 qraft_node *qraft_sim_cluster_node(qraft_sim_cluster *c, uint32_t i);
 /* The state machine of node `i` (what sm_new returned), NULL if crashed. */

@@ -11,7 +11,13 @@
  *   commit_monotonic     a process's commit index never goes back
  *   state_machine_safety every node applies the same entry at each index
  *   apply_order          a node applies indexes in increasing order
- *   durability           an acknowledged write is in the final log
+ *   durability           an acknowledged write is durable on a quorum of
+ *                        voters when it is acknowledged, and is in the
+ *                        final log
+ *   leader_commit        a leader commits nothing before the first entry
+ *                        of its own term (paper 5.4.2, Figure 8)
+ *   check_quorum         a leader cut off from a quorum of voters steps
+ *                        down within two election timeouts (thesis 6.2)
  *   storage_contract     the node never submits a write the store refuses
  *   linearizability      the client history (lincheck.h)
  *   liveness             the healed cluster elects a leader and commits
@@ -41,6 +47,12 @@
 #define FS_LIVENESS_MS 30000
 #define FS_SETTLE_MS 20000
 #define FS_CHECK_EVERY_NS 1000000ull
+#define FS_CONFS_MAX 4 /* configurations a durable write may be judged by */
+#define FS_CONF_QUIET_NS 3000000000ull /* after a change, checks that assume
+                                          one configuration wait this long */
+/* Node timing: the node's defaults, which the cluster keeps. */
+#define FS_TICK_MS 10
+#define FS_ELECTION_TICKS 10
 
 enum { OP_PUT = 1, OP_GET = 2, OP_CAS = 3 };
 
@@ -82,12 +94,52 @@ typedef struct fs_proc {
   uint64_t term, commit;
 } fs_proc;
 
+/* A voter set (from a node's status), for the quorum checks. */
+typedef struct fs_conf {
+  uint32_t n;
+  qraft_id voters[QRAFT_SIM_CLUSTER_NODES_MAX];
+} fs_conf;
+
+/* A leader of one term, for election safety and the commit rule. */
+typedef struct fs_leader {
+  uint64_t term;
+  uint64_t leader;
+} fs_leader;
+
+/* What one node wrote (its disk's observer) in the term of its newest hard
+ * state: for the commit rule. */
+typedef struct fs_wlog {
+  fs_sim *sim;
+  uint32_t node;
+  uint64_t term;         /* of the newest hard state written */
+  uint64_t commit_enter; /* the commit index of the first one in `term` */
+  uint64_t commit_low;   /* the lowest above it written in `term`; 0: none */
+  uint64_t first_index;  /* the first entry of `term` written; 0: none */
+} fs_wlog;
+
+/* A node moved its commit index, in a term, to below the first entry of
+ * that term: a follower may; a leader must not. */
+typedef struct fs_low_commit {
+  uint32_t node;
+  uint64_t term, commit, first_index;
+} fs_low_commit;
+
+typedef struct fs_conf_req {
+  fs_sim *sim;
+  int kind; /* FS_REQ_* */
+  uint32_t node;
+} fs_conf_req;
+
+enum { FS_REQ_ADD = 1, FS_REQ_PROMOTE, FS_REQ_REMOVE, FS_REQ_TRANSFER };
+
 struct fs_sim {
   qraft_sim_core_opts opts;
   qraft_sim_core_result *res;
   qraft_prng rng;
   qraft_sim_cluster *c;
-  uint32_t n;
+  uint32_t n;     /* founding voters */
+  uint32_t total; /* founders and spares */
+  qraft_id ids[QRAFT_SIM_CLUSTER_NODES_MAX];
   uint64_t trace_hash;
   bool failed;
   bool closing;
@@ -95,16 +147,22 @@ struct fs_sim {
   uint64_t *applied_hash; /* by index; 0: not yet applied anywhere */
   uint64_t *applied_data; /* by index: the hash of the entry's data */
   size_t applied_cap;
-  struct {
-    uint64_t term;
-    uint64_t leader;
-  } *leaders;
+  fs_leader *leaders;
   size_t leaders_n, leaders_cap;
   fs_proc proc[QRAFT_SIM_CLUSTER_NODES_MAX];
   uint64_t last_check_ns;
   fs_acked *acked;
   size_t acked_n, acked_cap;
   uint64_t acked_max;
+  fs_wlog wlog[QRAFT_SIM_CLUSTER_NODES_MAX];
+  fs_low_commit *low_commits;
+  size_t low_commits_n, low_commits_cap;
+  uint64_t rule_checked_ns;
+  fs_conf confs[FS_CONFS_MAX]; /* the newest voter sets seen, newest last */
+  uint32_t confs_n;
+  uint64_t conf_change_ns; /* when a membership change was last asked */
+  uint64_t isolated_since_ns[QRAFT_SIM_CLUSTER_NODES_MAX]; /* 0: not */
+  uint64_t isolated_term[QRAFT_SIM_CLUSTER_NODES_MAX];
   /* clients */
   fs_client clients[FS_CLIENTS_MAX];
   uint32_t clients_n;
@@ -115,8 +173,38 @@ struct fs_sim {
   uint64_t restart_at_ns[QRAFT_SIM_CLUSTER_NODES_MAX]; /* 0: up */
   uint64_t heal_at_ns;
   uint32_t p_crash, p_partition, p_clog, p_pause; /* per slice, ppm */
+  uint32_t p_slow_disk;                           /* per slice, ppm */
+  uint64_t disk_min_ns, disk_max_ns;              /* the disks' usual delay */
+  uint64_t disk_slow_until_ns[QRAFT_SIM_CLUSTER_NODES_MAX]; /* 0: not */
   bool skew;
+  bool check_quorum;
   uint64_t restart_ms_max;
+  uint64_t faults_end_ns;
+  uint64_t delay_max_ns;
+  /* The fault model the checkers reason with: what the sim did to links
+   * and hosts. */
+  bool blocked[QRAFT_SIM_CLUSTER_NODES_MAX][QRAFT_SIM_CLUSTER_NODES_MAX];
+  uint64_t clog_until_ns[QRAFT_SIM_CLUSTER_NODES_MAX]
+                        [QRAFT_SIM_CLUSTER_NODES_MAX];
+  uint64_t pause_until_ns[QRAFT_SIM_CLUSTER_NODES_MAX];
+  /* Flaky leaders (the Figure 8 schedules need leaders that replicate to
+   * a minority and die): a new leader is crashed or cut off soon after it
+   * is elected, with this chance (ppm). */
+  uint32_t leader_kill_ppm;
+  uint64_t doom_at_ns[QRAFT_SIM_CLUSTER_NODES_MAX]; /* 0: none */
+  uint64_t doom_term[QRAFT_SIM_CLUSTER_NODES_MAX];
+  bool doom_crash[QRAFT_SIM_CLUSTER_NODES_MAX];
+  int stale_node;  /* a cut-off old leader clients still read from, or -1 */
+  bool crash_soon; /* a write was just acknowledged: crash before the
+                      followers' disks catch up */
+  uint32_t p_crash_after_ack; /* ppm per acknowledgement */
+  /* Membership: spares to add, one change at a time, and transfers. */
+  uint32_t p_member, p_transfer; /* per slice, ppm */
+  bool conf_busy;
+  bool started[QRAFT_SIM_CLUSTER_NODES_MAX]; /* ever started */
+  bool retired[QRAFT_SIM_CLUSTER_NODES_MAX]; /* removed and stopped */
+  bool joining[QRAFT_SIM_CLUSTER_NODES_MAX]; /* its add is in flight */
+  uint64_t retire_at_ns[QRAFT_SIM_CLUSTER_NODES_MAX];
 };
 
 /* ---- trace and failure ---- */
@@ -168,6 +256,209 @@ static uint64_t fs_hash_bytes(uint64_t h, const uint8_t *p, size_t n) {
     h = (h ^ p[i]) * 0x100000001b3ULL;
   }
   return h;
+}
+
+/* ---- configurations and disks, as the checkers see them ---- */
+
+static int fs_index_of(const fs_sim *s, qraft_id id) {
+  for (uint32_t i = 0; i < s->total; i++) {
+    if (s->ids[i] == id) {
+      return (int)i;
+    }
+  }
+  return -1;
+}
+
+static void fs_conf_of(const qraft_node_status *st, fs_conf *out) {
+  out->n = 0;
+  for (uint32_t k = 0; k < st->members_n; k++) {
+    if (st->members[k].voter && out->n < QRAFT_SIM_CLUSTER_NODES_MAX) {
+      out->voters[out->n++] = st->members[k].id;
+    }
+  }
+}
+
+static bool fs_conf_has(const fs_conf *cf, qraft_id id) {
+  for (uint32_t k = 0; k < cf->n; k++) {
+    if (cf->voters[k] == id) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static bool fs_conf_eq(const fs_conf *a, const fs_conf *b) {
+  if (a->n != b->n) {
+    return false;
+  }
+  for (uint32_t k = 0; k < a->n; k++) {
+    if (!fs_conf_has(b, a->voters[k])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Remembers a voter set a leader applied (the newest FS_CONFS_MAX). */
+static void fs_note_conf(fs_sim *s, const fs_conf *cf) {
+  for (uint32_t k = 0; k < s->confs_n; k++) {
+    if (fs_conf_eq(&s->confs[k], cf)) {
+      return;
+    }
+  }
+  if (s->confs_n == FS_CONFS_MAX) {
+    memmove(s->confs, s->confs + 1, (FS_CONFS_MAX - 1) * sizeof *s->confs);
+    s->confs_n--;
+  }
+  s->confs[s->confs_n++] = *cf;
+}
+
+/* Is the client write whose data hashes to `hash` at `index` on node i's
+ * disk, durably (or covered by its snapshot)? */
+static bool fs_durable_on(fs_sim *s, uint32_t i, uint64_t index,
+                          uint64_t hash) {
+  qraft_storage *st = qraft_simdisk_durable(qraft_sim_cluster_disk(s->c, i));
+  qraft_storage_state ss;
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  if (qraft_storage_state_get(st, &ss, &err) != 0) {
+    return false;
+  }
+  if (index <= ss.snapshot.index) {
+    return true;
+  }
+  if (index < ss.first_index || index > ss.last_index) {
+    return false;
+  }
+  qraft_entry e;
+  size_t got = 0;
+  if (qraft_storage_entries(st, index, index + 1, UINT64_MAX, &e, 1, &got,
+                            &err) != 0 ||
+      got != 1) {
+    return false;
+  }
+  bool ok = fs_hash_bytes(0xcbf29ce484222325ULL, e.data.data, e.data.len) ==
+            hash;
+  qraft_storage_entries_release(&e, got);
+  return ok;
+}
+
+static uint32_t fs_durable_voters(fs_sim *s, const fs_conf *cf,
+                                  uint64_t index, uint64_t hash) {
+  uint32_t have = 0;
+  for (uint32_t k = 0; k < cf->n; k++) {
+    int i = fs_index_of(s, cf->voters[k]);
+    if (i >= 0 && fs_durable_on(s, (uint32_t)i, index, hash)) {
+      have++;
+    }
+  }
+  return have;
+}
+
+static bool fs_conf_quiet(const fs_sim *s, uint64_t now) {
+  return !s->conf_busy &&
+         (s->conf_change_ns == 0 || now - s->conf_change_ns >= FS_CONF_QUIET_NS);
+}
+
+/* Durability at the moment of acknowledgement (paper 5.3, thesis 3.8: an
+ * entry is committed once durable on a majority): the acknowledged write
+ * is on the disks of a quorum of the voters that committed it. That
+ * configuration is one of the newest few; while one is being changed the
+ * check accepts any of them, or waits for the end of the run. */
+static void fs_check_ack_durable(fs_sim *s, uint32_t node, uint64_t index,
+                                 uint64_t hash) {
+  fs_conf cands[FS_CONFS_MAX + 1];
+  uint32_t cn = 0;
+  for (uint32_t k = 0; k < s->confs_n; k++) {
+    cands[cn++] = s->confs[k];
+  }
+  qraft_node *nd = qraft_sim_cluster_node(s->c, node);
+  if (nd != NULL) {
+    qraft_node_status st;
+    qraft_node_status_get(nd, &st);
+    if (!st.joint && st.members_n > 0) {
+      fs_conf_of(&st, &cands[cn++]);
+    }
+  }
+  uint32_t have = 0, of = 0;
+  for (uint32_t k = 0; k < cn; k++) {
+    have = fs_durable_voters(s, &cands[k], index, hash);
+    of = cands[k].n;
+    if (2 * have > of) {
+      return;
+    }
+  }
+  if (!fs_conf_quiet(s, fs_now(s))) {
+    return;
+  }
+  fs_fail(s, "durability",
+          "node %u acknowledged the write at index %" PRIu64
+          " while it was durable on %u of %u voters",
+          node, index, have, of);
+}
+
+/* The commit rule (paper 5.4.2, Figure 8): a leader commits by counting
+ * replicas only entries of its own term, so once it moves its commit index
+ * that index is at least the one of its term's first entry (the empty one
+ * it appends when elected). Judged on what the leader writes (every change
+ * of the commit index goes to disk in a hard state), once the status shows
+ * which node led the term. */
+static void fs_wlog_close_term(fs_sim *s, fs_wlog *wl) {
+  if (wl->commit_low == 0 || wl->first_index == 0 ||
+      wl->commit_low >= wl->first_index) {
+    return;
+  }
+  if (s->low_commits_n == s->low_commits_cap) {
+    s->low_commits_cap = s->low_commits_cap ? 2 * s->low_commits_cap : 64;
+    s->low_commits =
+        realloc(s->low_commits, s->low_commits_cap * sizeof *s->low_commits);
+    QRAFT_ASSERT(s->low_commits != NULL);
+  }
+  s->low_commits[s->low_commits_n++] = (fs_low_commit){
+      .node = wl->node, .term = wl->term, .commit = wl->commit_low,
+      .first_index = wl->first_index};
+  wl->commit_low = 0; /* recorded once */
+}
+
+static void fs_disk_write(void *ud, const qraft_storage_write *w) {
+  fs_wlog *wl = ud;
+  fs_sim *s = wl->sim;
+  if (w->hard_state != NULL) {
+    const qraft_hard_state *hs = w->hard_state;
+    if (hs->term != wl->term) {
+      fs_wlog_close_term(s, wl);
+      wl->term = hs->term;
+      wl->commit_enter = hs->commit;
+      wl->commit_low = 0;
+      wl->first_index = 0;
+    } else if (hs->commit > wl->commit_enter &&
+               (wl->commit_low == 0 || hs->commit < wl->commit_low)) {
+      wl->commit_low = hs->commit;
+    }
+  }
+  for (size_t k = 0; k < w->entries_n; k++) {
+    if (wl->first_index == 0 && w->entries[k].term == wl->term) {
+      wl->first_index = w->entries[k].index;
+    }
+  }
+  fs_wlog_close_term(s, wl);
+}
+
+static void fs_check_commit_rule(fs_sim *s) {
+  for (size_t k = 0; k < s->low_commits_n; k++) {
+    const fs_low_commit *lc = &s->low_commits[k];
+    for (size_t j = 0; j < s->leaders_n; j++) {
+      if (s->leaders[j].term == lc->term &&
+          s->leaders[j].leader == s->ids[lc->node]) {
+        fs_fail(s, "leader_commit",
+                "node %u, leader of term %" PRIu64
+                ", moved its commit index to %" PRIu64 ", before %" PRIu64
+                ", the first entry of its term: it committed an entry of an "
+                "earlier term by counting replicas",
+                lc->node, lc->term, lc->commit, lc->first_index);
+      }
+    }
+  }
 }
 
 /* ---- the key-value state machine ---- */
@@ -238,6 +529,7 @@ static void kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
     }
     kv->index = e->index;
     fs_record_applied(s, kv->node, e);
+
     if (s->opts.trace != NULL && e->data.len == FS_OP_BYTES) {
       fprintf(s->opts.trace, "             node %u applies %" PRIu64
                              " term %" PRIu64 ": op %u key %u value %" PRIu64
@@ -327,11 +619,69 @@ static void kv_free(void *ud, uint32_t i, void *sm) {
 
 /* ---- checks while running ---- */
 
+/* Check-quorum (thesis 6.2): a leader that the sim has cut off from a
+ * quorum of its voters (links blocked both ways count, as do voters down
+ * or paused) steps down within two election timeouts of its own clock.
+ * Not judged while its own host is paused, while any of its links is
+ * clogged (late messages may still reach it), or while the membership is
+ * changing (the core counts the newest configuration, the status shows
+ * the applied one). */
+static void fs_check_quorum(fs_sim *s, uint32_t i, const qraft_node_status *st,
+                            uint64_t now) {
+  bool judge = s->check_quorum && st->role == QRAFT_ROLE_LEADER &&
+               !st->joint && fs_conf_quiet(s, now) &&
+               s->pause_until_ns[i] <= now;
+  for (uint32_t j = 0; judge && j < s->total; j++) {
+    if (s->clog_until_ns[i][j] > now || s->clog_until_ns[j][i] > now) {
+      judge = false;
+    }
+  }
+  if (!judge) {
+    s->isolated_since_ns[i] = 0;
+    return;
+  }
+  fs_conf cf;
+  fs_conf_of(st, &cf);
+  uint32_t reach = 0;
+  for (uint32_t k = 0; k < cf.n; k++) {
+    int j = fs_index_of(s, cf.voters[k]);
+    if (j == (int)i) {
+      reach++;
+    } else if (j >= 0 && qraft_sim_cluster_node(s->c, (uint32_t)j) != NULL &&
+               s->pause_until_ns[j] <= now && !s->blocked[i][j] &&
+               !s->blocked[j][i]) {
+      reach++;
+    }
+  }
+  if (2 * reach > cf.n) {
+    s->isolated_since_ns[i] = 0;
+    return;
+  }
+  if (s->isolated_since_ns[i] == 0 || s->isolated_term[i] != st->term) {
+    s->isolated_since_ns[i] = now;
+    s->isolated_term[i] = st->term;
+    return;
+  }
+  /* two election timeouts, the tick that starts the count, clock skew (at
+   * most 2%) and the messages already on the way */
+  uint64_t limit = (2 * FS_ELECTION_TICKS + 3) * FS_TICK_MS * 1030000ull +
+                   s->delay_max_ns + 5000000ull;
+  if (now - s->isolated_since_ns[i] > limit) {
+    fs_fail(s, "check_quorum",
+            "node %u kept leading term %" PRIu64 " for %" PRIu64
+            " ms cut off from a quorum of its %u voters (reaches %u)",
+            i, st->term, (now - s->isolated_since_ns[i]) / 1000000u, cf.n,
+            reach);
+  }
+}
+
 static void fs_check_statuses(fs_sim *s) {
-  for (uint32_t i = 0; i < s->n; i++) {
+  uint64_t now = fs_now(s);
+  for (uint32_t i = 0; i < s->total; i++) {
     qraft_node *node = qraft_sim_cluster_node(s->c, i);
     if (node == NULL) {
       s->proc[i].seen = false;
+      s->isolated_since_ns[i] = 0;
       continue;
     }
     qraft_node_status st;
@@ -360,20 +710,28 @@ static void fs_check_statuses(fs_sim *s) {
     if (st.commit > s->res->max_commit) {
       s->res->max_commit = st.commit;
     }
+    fs_check_quorum(s, i, &st, now);
     if (st.role != QRAFT_ROLE_LEADER) {
       continue;
+    }
+    if (!st.joint && st.members_n > 0) {
+      fs_conf cf;
+      fs_conf_of(&st, &cf);
+      fs_note_conf(s, &cf);
     }
     /* Election safety (paper figure 3): at most one leader per term. */
     bool found = false;
     for (size_t k = 0; k < s->leaders_n; k++) {
-      if (s->leaders[k].term == st.term) {
-        found = true;
-        if (s->leaders[k].leader != st.id) {
-          fs_fail(s, "election_safety",
-                  "two leaders in term %" PRIu64 ": %016" PRIx64
-                  " and %016" PRIx64 " (node %u)",
-                  st.term, s->leaders[k].leader, st.id, i);
-        }
+      fs_leader *l = &s->leaders[k];
+      if (l->term != st.term) {
+        continue;
+      }
+      found = true;
+      if (l->leader != st.id) {
+        fs_fail(s, "election_safety",
+                "two leaders in term %" PRIu64 ": %016" PRIx64
+                " and %016" PRIx64 " (node %u)",
+                st.term, l->leader, st.id, i);
       }
     }
     if (!found) {
@@ -382,15 +740,29 @@ static void fs_check_statuses(fs_sim *s) {
         s->leaders = realloc(s->leaders, s->leaders_cap * sizeof *s->leaders);
         QRAFT_ASSERT(s->leaders != NULL);
       }
-      s->leaders[s->leaders_n].term = st.term;
-      s->leaders[s->leaders_n].leader = st.id;
+      s->leaders[s->leaders_n] = (fs_leader){.term = st.term,
+                                             .leader = st.id};
       s->leaders_n++;
       s->res->elections_won++;
       fs_event(s, 0x1ead ^ ((uint64_t)i << 32) ^ st.term,
                "node %u leads term %" PRIu64, i, st.term);
+      /* A flaky leader: it dies young, perhaps with entries of its term
+       * on a minority only. */
+      if (s->leader_kill_ppm > 0 && now < s->faults_end_ns &&
+          s->doom_at_ns[i] == 0 &&
+          qraft_prng_chance(&s->rng, s->leader_kill_ppm, 1000000)) {
+        s->doom_at_ns[i] = now + qraft_prng_between(&s->rng, 1, 30) * 1000000ull;
+        s->doom_term[i] = st.term;
+        s->doom_crash[i] = qraft_prng_chance(&s->rng, 1, 2);
+      }
     }
   }
-  for (uint32_t i = 0; i < s->n; i++) {
+  if (now - s->rule_checked_ns >= 100000000ull) {
+    /* records wait for the status to show who led their term */
+    s->rule_checked_ns = now;
+    fs_check_commit_rule(s);
+  }
+  for (uint32_t i = 0; i < s->total; i++) {
     const char *v = qraft_simdisk_violation(qraft_sim_cluster_disk(s->c, i));
     if (v != NULL) {
       fs_fail(s, "storage_contract", "node %u: %s", i, v);
@@ -405,7 +777,7 @@ static bool fs_step_done(void *ud) {
     s->last_check_ns = now;
     fs_check_statuses(s);
   }
-  return s->failed;
+  return s->failed || s->crash_soon;
 }
 
 /* ---- clients ---- */
@@ -438,11 +810,9 @@ static void fs_note_leader(fs_sim *s, fs_client *cl, qraft_id leader) {
   if (leader == 0) {
     return;
   }
-  for (uint32_t i = 0; i < s->n; i++) {
-    qraft_node *node = qraft_sim_cluster_node(s->c, i);
-    if (node != NULL && qraft_node_id_of(node) == leader) {
-      cl->leader_hint = (int)i;
-    }
+  int i = fs_index_of(s, leader);
+  if (i >= 0 && qraft_sim_cluster_node(s->c, (uint32_t)i) != NULL) {
+    cl->leader_hint = i;
   }
 }
 
@@ -476,11 +846,18 @@ static void fs_propose_cb(void *ud, int status, qraft_slice result,
     s->acked = realloc(s->acked, s->acked_cap * sizeof *s->acked);
     QRAFT_ASSERT(s->acked != NULL);
   }
+  uint64_t hash = fs_hash_bytes(0xcbf29ce484222325ULL, d, sizeof d);
   s->acked[s->acked_n].index = index;
-  s->acked[s->acked_n].hash = fs_hash_bytes(0xcbf29ce484222325ULL, d, sizeof d);
+  s->acked[s->acked_n].hash = hash;
   s->acked_n++;
   if (index > s->acked_max) {
     s->acked_max = index;
+  }
+  fs_check_ack_durable(s, node, index, hash);
+  /* Sometimes crash at once, before the followers' disks catch up. */
+  if (s->p_crash_after_ack > 0 && fs_now(s) < s->faults_end_ns &&
+      qraft_prng_chance(&s->rng, s->p_crash_after_ack, 1000000)) {
+    s->crash_soon = true;
   }
   cl->leader_hint = (int)node;
   if (s->opts.trace != NULL) {
@@ -519,8 +896,17 @@ static void fs_client_start(fs_sim *s, fs_client *cl) {
   int target = cl->leader_hint;
   if (target < 0 || qraft_sim_cluster_node(s->c, (uint32_t)target) == NULL ||
       qraft_prng_chance(&s->rng, 1, 4)) {
-    target = (int)qraft_prng_below(&s->rng, s->n);
+    target = (int)qraft_prng_below(&s->rng, s->total);
   }
+  /* While an old leader is cut off, some clients still talk to it (their
+   * last answer came from there) and only read: it must not answer from
+   * its own state (a write there would only hang until it times out). */
+  if (s->stale_node >= 0 &&
+      qraft_sim_cluster_node(s->c, (uint32_t)s->stale_node) != NULL &&
+      qraft_prng_chance(&s->rng, 1, 3)) {
+    target = s->stale_node;
+  }
+  bool stale = target == s->stale_node;
   qraft_node *node = qraft_sim_cluster_node(s->c, (uint32_t)target);
   uint64_t now = fs_now(s);
   if (node == NULL) {
@@ -529,7 +915,7 @@ static void fs_client_start(fs_sim *s, fs_client *cl) {
     return;
   }
   uint64_t r = qraft_prng_below(&s->rng, 10);
-  cl->f = r < 4 ? OP_PUT : r < 7 ? OP_GET : OP_CAS;
+  cl->f = stale ? OP_GET : r < 4 ? OP_PUT : r < 7 ? OP_GET : OP_CAS;
   cl->key = qraft_prng_below(&s->rng, FS_KEYS);
   cl->value = cl->value_new = 0;
   if (cl->f == OP_PUT) {
@@ -595,9 +981,302 @@ static void fs_clients_step(fs_sim *s, bool start_new) {
 
 /* ---- faults ---- */
 
+static bool fs_node_in_play(fs_sim *s, uint32_t i) {
+  return s->started[i] && !s->retired[i];
+}
+
+static void fs_block(fs_sim *s, uint32_t i, uint32_t j, bool both) {
+  qraft_sim_cluster_block(s->c, i, j, both, true);
+  s->blocked[i][j] = true;
+  if (both) {
+    s->blocked[j][i] = true;
+  }
+}
+
+static void fs_heal_links(fs_sim *s) {
+  qraft_sim_cluster_heal(s->c);
+  memset(s->blocked, 0, sizeof s->blocked);
+  memset(s->clog_until_ns, 0, sizeof s->clog_until_ns);
+  s->heal_at_ns = 0;
+  s->stale_node = -1;
+}
+
+static void fs_crash_node(fs_sim *s, uint32_t i, uint64_t now) {
+  if (qraft_sim_cluster_node(s->c, i) == NULL) {
+    return;
+  }
+  qraft_simdisk_stats before, after;
+  qraft_simdisk_stats_get(qraft_sim_cluster_disk(s->c, i), &before);
+  qraft_sim_cluster_crash(s->c, i);
+  qraft_simdisk_stats_get(qraft_sim_cluster_disk(s->c, i), &after);
+  s->proc[i].seen = false;
+  s->pause_until_ns[i] = 0;
+  s->doom_at_ns[i] = 0;
+  s->restart_at_ns[i] =
+      now + qraft_prng_between(&s->rng, 20, s->restart_ms_max) * 1000000ull;
+  s->res->crashes++;
+  fs_event(s, 0xc7a5 ^ ((uint64_t)i << 32) ^
+                  (after.writes_lost - before.writes_lost),
+           "crash node %u (%" PRIu64 " writes lost)", i,
+           after.writes_lost - before.writes_lost);
+}
+
+/* A power loss takes every node down at once: only what each disk made
+ * durable survives. */
+static void fs_power_loss(fs_sim *s, uint64_t now) {
+  fs_event(s, 0x90e7, "power loss");
+  for (uint32_t i = 0; i < s->total; i++) {
+    fs_crash_node(s, i, now);
+  }
+}
+
+static void fs_isolate(fs_sim *s, uint32_t i) {
+  for (uint32_t j = 0; j < s->total; j++) {
+    if (j != i) {
+      fs_block(s, i, j, true);
+    }
+  }
+}
+
+static void fs_partition(fs_sim *s, uint64_t now) {
+  int l = qraft_sim_cluster_leader(s->c);
+  uint64_t kind = qraft_prng_below(&s->rng, 5);
+  uint64_t heal_ms = qraft_prng_between(&s->rng, 100, 3000);
+  if (kind >= 3 && l < 0) {
+    kind = 0;
+  }
+  if (kind == 0) {
+    uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->total);
+    fs_isolate(s, i);
+    fs_event(s, 0x150 ^ i, "isolate node %u", i);
+  } else if (kind == 3) {
+    /* the leader alone: a new one is elected while clients may still
+     * talk to the old one */
+    fs_isolate(s, (uint32_t)l);
+    s->stale_node = l;
+    heal_ms = qraft_prng_between(&s->rng, 500, 4000);
+    fs_event(s, 0x1501 ^ (uint64_t)l, "isolate the leader, node %d", l);
+  } else {
+    /* a random split; kind 2 makes it one-way; kind 4 puts the leader on
+     * the minority side */
+    uint64_t mask = qraft_prng_below(&s->rng, 1ull << s->total);
+    if (kind == 4) {
+      mask = 1ull << l;
+      uint32_t more = (uint32_t)qraft_prng_below(&s->rng, (s->total + 1) / 2);
+      for (uint32_t k = 0; k < more; k++) {
+        uint64_t bit = 1ull << qraft_prng_below(&s->rng, s->total);
+        if (__builtin_popcountll(mask | bit) < (int)(s->total + 1) / 2) {
+          mask |= bit;
+        }
+      }
+      s->stale_node = l;
+      heal_ms = qraft_prng_between(&s->rng, 500, 4000);
+    }
+    for (uint32_t i = 0; i < s->total; i++) {
+      for (uint32_t j = 0; j < s->total; j++) {
+        if (((mask >> i) & 1) && !((mask >> j) & 1)) {
+          fs_block(s, i, j, kind != 2);
+        }
+      }
+    }
+    fs_event(s, 0x5b17 ^ mask ^ (kind << 16), "partition %s mask %" PRIx64,
+             kind == 2 ? "one way" : kind == 4 ? "leader in the minority"
+                                               : "both ways",
+             mask);
+  }
+  s->heal_at_ns = now + heal_ms * 1000000ull;
+  s->res->partitions++;
+}
+
+/* ---- membership ---- */
+
+static void fs_conf_cb(void *ud, int status, qraft_id leader) {
+  (void)leader;
+  fs_conf_req *r = ud;
+  fs_sim *s = r->sim;
+  if (!s->closing) {
+    if (r->kind == FS_REQ_TRANSFER) {
+      if (status == 0) {
+        s->res->transfers++;
+      }
+    } else {
+      s->conf_busy = false;
+      s->conf_change_ns = fs_now(s);
+      if (r->kind == FS_REQ_ADD) {
+        s->joining[r->node] = false;
+      }
+      if (status == 0) {
+        s->res->conf_changes++;
+      }
+    }
+    fs_event(s, 0xcc0b ^ ((uint64_t)r->kind << 8) ^ r->node ^
+                    ((uint64_t)(uint32_t)status << 32),
+             "membership request %d for node %u: %s", r->kind, r->node,
+             status == 0 ? "done" : qraft_strerror(status));
+  }
+  free(r);
+}
+
+static int fs_conf_ask(fs_sim *s, qraft_node *leader, int kind, uint32_t i) {
+  fs_conf_req *r = calloc(1, sizeof *r);
+  QRAFT_ASSERT(r != NULL);
+  *r = (fs_conf_req){.sim = s, .kind = kind, .node = i};
+  int rv;
+  if (kind == FS_REQ_ADD) {
+    qraft_node_addr addr;
+    qraft_sim_cluster_addr(s->c, i, &addr);
+    rv = qraft_prng_chance(&s->rng, 1, 2)
+             ? qraft_node_add_learner(leader, &addr, fs_conf_cb, r)
+             : qraft_node_add_voter(leader, &addr, fs_conf_cb, r);
+  } else if (kind == FS_REQ_PROMOTE) {
+    rv = qraft_node_promote(leader, s->ids[i], fs_conf_cb, r);
+  } else if (kind == FS_REQ_REMOVE) {
+    rv = qraft_node_remove(leader, s->ids[i], fs_conf_cb, r);
+  } else {
+    rv = qraft_node_transfer(leader, s->ids[i], fs_conf_cb, r);
+  }
+  fs_event(s, 0xcc0a ^ ((uint64_t)kind << 8) ^ i ^
+                  ((uint64_t)(uint32_t)rv << 32),
+           "ask: %s node %u: %d",
+           kind == FS_REQ_ADD       ? "add"
+           : kind == FS_REQ_PROMOTE ? "promote"
+           : kind == FS_REQ_REMOVE  ? "remove"
+                                    : "transfer leadership to",
+           i, rv);
+  if (rv != 0) {
+    free(r);
+    return rv;
+  }
+  if (kind != FS_REQ_TRANSFER) {
+    s->conf_busy = true;
+    s->conf_change_ns = fs_now(s);
+  }
+  return 0;
+}
+
+/* One membership change at a time, asked of the leader through the node's
+ * API: start a spare and add it (as a learner or a voter), promote a
+ * learner, or remove a voter (the leader too) or a learner. */
+static void fs_membership_step(fs_sim *s) {
+  int l = qraft_sim_cluster_leader(s->c);
+  if (l < 0) {
+    return;
+  }
+  qraft_node *leader = qraft_sim_cluster_node(s->c, (uint32_t)l);
+  qraft_node_status st;
+  qraft_node_status_get(leader, &st);
+  if (st.joint) {
+    return;
+  }
+  int voters[QRAFT_SIM_CLUSTER_NODES_MAX], learners[QRAFT_SIM_CLUSTER_NODES_MAX];
+  uint32_t vn = 0, ln = 0;
+  for (uint32_t k = 0; k < st.members_n; k++) {
+    int i = fs_index_of(s, st.members[k].id);
+    if (i < 0) {
+      continue;
+    }
+    if (st.members[k].voter) {
+      voters[vn++] = i;
+    } else if (st.members[k].learner) {
+      learners[ln++] = i;
+    }
+  }
+  uint64_t dice = qraft_prng_below(&s->rng, 100);
+  if (dice < 40) {
+    for (uint32_t i = 0; i < s->total; i++) {
+      if (!s->started[i]) {
+        s->started[i] = true;
+        s->joining[i] = true;
+        int rv = qraft_sim_cluster_restart(s->c, i);
+        fs_event(s, 0x57a7 ^ i, "start spare node %u: %d", i, rv);
+        if (rv != 0) {
+          fs_fail(s, "restart", "spare node %u could not start: %s", i,
+                  qraft_strerror(rv));
+          return;
+        }
+        if (fs_conf_ask(s, leader, FS_REQ_ADD, i) != 0) {
+          s->joining[i] = false;
+        }
+        return;
+      }
+    }
+  } else if (dice < 65 && ln > 0) {
+    uint32_t i = (uint32_t)learners[qraft_prng_below(&s->rng, ln)];
+    (void)fs_conf_ask(s, leader, FS_REQ_PROMOTE, i);
+  } else if (dice >= 65 && vn > 3) {
+    uint32_t i = (uint32_t)voters[qraft_prng_below(&s->rng, vn)];
+    (void)fs_conf_ask(s, leader, FS_REQ_REMOVE, i);
+  } else if (dice >= 65 && ln > 0) {
+    uint32_t i = (uint32_t)learners[qraft_prng_below(&s->rng, ln)];
+    (void)fs_conf_ask(s, leader, FS_REQ_REMOVE, i);
+  }
+}
+
+static void fs_transfer_step(fs_sim *s) {
+  int l = qraft_sim_cluster_leader(s->c);
+  if (l < 0) {
+    return;
+  }
+  qraft_node *leader = qraft_sim_cluster_node(s->c, (uint32_t)l);
+  qraft_node_status st;
+  qraft_node_status_get(leader, &st);
+  if (st.members_n == 0) {
+    return;
+  }
+  const qraft_member_status *m =
+      &st.members[qraft_prng_below(&s->rng, st.members_n)];
+  int to = fs_index_of(s, m->id);
+  if (m->voter && to >= 0 && to != l) {
+    (void)fs_conf_ask(s, leader, FS_REQ_TRANSFER, (uint32_t)to);
+  }
+}
+
+/* A node out of the configuration the leader applied is stopped for good
+ * after a grace period, as an operator would, so that it does not disturb
+ * the cluster. */
+static void fs_membership_tend(fs_sim *s) {
+  if (s->conf_busy) {
+    return;
+  }
+  int l = qraft_sim_cluster_leader(s->c);
+  if (l < 0) {
+    return;
+  }
+  qraft_node_status st;
+  qraft_node_status_get(qraft_sim_cluster_node(s->c, (uint32_t)l), &st);
+  if (st.joint || st.members_n == 0) {
+    return;
+  }
+  uint64_t now = fs_now(s);
+  for (uint32_t i = 0; i < s->total; i++) {
+    if (!fs_node_in_play(s, i) || s->joining[i]) {
+      continue;
+    }
+    bool member = false;
+    for (uint32_t k = 0; k < st.members_n; k++) {
+      member = member || st.members[k].id == s->ids[i];
+    }
+    if (member) {
+      s->retire_at_ns[i] = 0;
+    } else if (s->retire_at_ns[i] == 0) {
+      s->retire_at_ns[i] = now + 500000000ull;
+    } else if (now >= s->retire_at_ns[i]) {
+      s->retired[i] = true;
+      if (qraft_sim_cluster_node(s->c, i) != NULL) {
+        qraft_sim_cluster_crash(s->c, i);
+      }
+      s->restart_at_ns[i] = 0;
+      s->doom_at_ns[i] = 0;
+      s->proc[i].seen = false;
+      fs_event(s, 0x2e71 ^ i, "node %u is out of the configuration: stopped",
+               i);
+    }
+  }
+}
+
 static void fs_faults_step(fs_sim *s) {
   uint64_t now = fs_now(s);
-  for (uint32_t i = 0; i < s->n; i++) {
+  for (uint32_t i = 0; i < s->total; i++) {
     if (s->restart_at_ns[i] != 0 && now >= s->restart_at_ns[i]) {
       s->restart_at_ns[i] = 0;
       int rv = qraft_sim_cluster_restart(s->c, i);
@@ -609,87 +1288,135 @@ static void fs_faults_step(fs_sim *s) {
     }
   }
   if (s->heal_at_ns != 0 && now >= s->heal_at_ns) {
-    s->heal_at_ns = 0;
-    qraft_sim_cluster_heal(s->c);
+    fs_heal_links(s);
     fs_event(s, 0x4ea1, "heal the network");
   }
-  /* A power loss takes every node down at once: only what each disk made
-   * durable survives. */
-  bool power_loss = qraft_prng_chance(&s->rng, s->p_crash / 4, 1000000);
-  if (power_loss) {
-    fs_event(s, 0x90e7, "power loss");
-  }
-  for (uint32_t k = 0; k < (power_loss ? s->n : 1); k++) {
-    if (!power_loss && !qraft_prng_chance(&s->rng, s->p_crash, 1000000)) {
-      break;
+  /* flaky leaders, if they still lead the term they were doomed in */
+  for (uint32_t i = 0; i < s->total; i++) {
+    if (s->doom_at_ns[i] == 0 || now < s->doom_at_ns[i]) {
+      continue;
     }
-    uint32_t i = power_loss ? k : (uint32_t)qraft_prng_below(&s->rng, s->n);
-    if (qraft_sim_cluster_node(s->c, i) != NULL) {
-      qraft_simdisk_stats before, after;
-      qraft_simdisk_stats_get(qraft_sim_cluster_disk(s->c, i), &before);
-      qraft_sim_cluster_crash(s->c, i);
-      qraft_simdisk_stats_get(qraft_sim_cluster_disk(s->c, i), &after);
-      s->proc[i].seen = false;
-      s->restart_at_ns[i] =
-          now + qraft_prng_between(&s->rng, 20, s->restart_ms_max) * 1000000ull;
-      s->res->crashes++;
-      fs_event(s, 0xc7a5 ^ ((uint64_t)i << 32) ^
-                      (after.writes_lost - before.writes_lost),
-               "crash node %u (%" PRIu64 " writes lost)", i,
-               after.writes_lost - before.writes_lost);
+    s->doom_at_ns[i] = 0;
+    qraft_node *node = qraft_sim_cluster_node(s->c, i);
+    if (node == NULL) {
+      continue;
+    }
+    qraft_node_status st;
+    qraft_node_status_get(node, &st);
+    if (st.role != QRAFT_ROLE_LEADER || st.term != s->doom_term[i]) {
+      continue;
+    }
+    if (s->doom_crash[i] || s->heal_at_ns != 0) {
+      fs_crash_node(s, i, now);
+    } else {
+      fs_isolate(s, i);
+      s->stale_node = (int)i;
+      s->heal_at_ns =
+          now + qraft_prng_between(&s->rng, 50, 3000) * 1000000ull;
+      s->res->partitions++;
+      fs_event(s, 0x1502 ^ i, "isolate the young leader, node %u", i);
+    }
+  }
+  if (s->crash_soon) {
+    s->crash_soon = false;
+    if (qraft_prng_chance(&s->rng, 1, 2)) {
+      fs_power_loss(s, now);
+    } else {
+      uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->total);
+      if (fs_node_in_play(s, i)) {
+        fs_crash_node(s, i, now);
+      }
+    }
+  }
+  if (qraft_prng_chance(&s->rng, s->p_crash / 4, 1000000)) {
+    fs_power_loss(s, now);
+  } else if (qraft_prng_chance(&s->rng, s->p_crash, 1000000)) {
+    /* a third of the crashes hit the leader */
+    int l = qraft_sim_cluster_leader(s->c);
+    uint32_t i = l >= 0 && qraft_prng_chance(&s->rng, 1, 3)
+                     ? (uint32_t)l
+                     : (uint32_t)qraft_prng_below(&s->rng, s->total);
+    if (fs_node_in_play(s, i)) {
+      fs_crash_node(s, i, now);
     }
   }
   if (s->heal_at_ns == 0 &&
       qraft_prng_chance(&s->rng, s->p_partition, 1000000)) {
-    uint64_t kind = qraft_prng_below(&s->rng, 3);
-    if (kind == 0) {
-      uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->n);
-      qraft_sim_cluster_isolate(s->c, i);
-      fs_event(s, 0x150 ^ i, "isolate node %u", i);
-    } else {
-      /* a random split; kind 2 makes it one-way */
-      uint64_t mask = qraft_prng_below(&s->rng, 1ull << s->n);
-      for (uint32_t i = 0; i < s->n; i++) {
-        for (uint32_t j = 0; j < s->n; j++) {
-          if (((mask >> i) & 1) && !((mask >> j) & 1)) {
-            qraft_sim_cluster_block(s->c, i, j, kind == 1, true);
-          }
-        }
-      }
-      fs_event(s, 0x5b17 ^ mask ^ (kind << 16), "partition %s mask %" PRIx64,
-               kind == 1 ? "both ways" : "one way", mask);
-    }
-    s->heal_at_ns = now + qraft_prng_between(&s->rng, 100, 3000) * 1000000ull;
-    s->res->partitions++;
+    fs_partition(s, now);
   }
   if (qraft_prng_chance(&s->rng, s->p_clog, 1000000)) {
-    uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->n);
-    uint32_t j = (uint32_t)qraft_prng_below(&s->rng, s->n);
+    uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->total);
+    uint32_t j = (uint32_t)qraft_prng_below(&s->rng, s->total);
     if (i != j) {
       uint64_t ms = qraft_prng_between(&s->rng, 50, 1000);
       qraft_sim_cluster_clog(s->c, i, j, ms);
+      s->clog_until_ns[i][j] = now + ms * 1000000ull;
       fs_event(s, 0xc10 ^ ((uint64_t)i << 8) ^ j ^ (ms << 16),
                "clog %u -> %u for %" PRIu64 " ms", i, j, ms);
     }
   }
+  /* A disk that slows down for a while: its node's acknowledgements and
+   * its own progress as leader lag behind the others'. */
+  for (uint32_t i = 0; i < s->total; i++) {
+    if (s->disk_slow_until_ns[i] != 0 && now >= s->disk_slow_until_ns[i]) {
+      s->disk_slow_until_ns[i] = 0;
+      qraft_simdisk_set_delay(qraft_sim_cluster_disk(s->c, i), s->disk_min_ns,
+                              s->disk_max_ns);
+      fs_event(s, 0xd15c ^ i, "disk of node %u back to speed", i);
+    }
+  }
+  if (qraft_prng_chance(&s->rng, s->p_slow_disk, 1000000)) {
+    int l = qraft_sim_cluster_leader(s->c);
+    uint32_t i = l >= 0 && qraft_prng_chance(&s->rng, 1, 2)
+                     ? (uint32_t)l
+                     : (uint32_t)qraft_prng_below(&s->rng, s->total);
+    uint64_t ms = qraft_prng_between(&s->rng, 100, 2000);
+    uint64_t dmin = qraft_prng_between(&s->rng, 2000, 10000) * 1000ull;
+    qraft_simdisk_set_delay(qraft_sim_cluster_disk(s->c, i), dmin,
+                            dmin + qraft_prng_between(&s->rng, 0, 20000) *
+                                       1000ull);
+    s->disk_slow_until_ns[i] = now + ms * 1000000ull;
+    fs_event(s, 0xd15b ^ i ^ (ms << 8), "disk of node %u slow for %" PRIu64
+                                         " ms", i, ms);
+  }
   if (qraft_prng_chance(&s->rng, s->p_pause, 1000000)) {
-    uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->n);
+    uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->total);
     if (qraft_sim_cluster_node(s->c, i) != NULL) {
       uint64_t ms = qraft_prng_between(&s->rng, 20, 500);
       qraft_sim_cluster_pause(s->c, i, ms);
+      uint64_t until = now + ms * 1000000ull;
+      if (until > s->pause_until_ns[i]) {
+        s->pause_until_ns[i] = until;
+      }
       fs_event(s, 0x9a05 ^ ((uint64_t)i << 8) ^ (ms << 16),
                "pause node %u for %" PRIu64 " ms", i, ms);
     }
   }
+  if (s->p_member > 0 && !s->conf_busy &&
+      qraft_prng_chance(&s->rng, s->p_member, 1000000)) {
+    fs_membership_step(s);
+  }
+  if (s->p_transfer > 0 &&
+      qraft_prng_chance(&s->rng, s->p_transfer, 1000000)) {
+    fs_transfer_step(s);
+  }
 }
 
 static void fs_heal_all(fs_sim *s) {
-  qraft_sim_cluster_heal(s->c);
-  s->heal_at_ns = 0;
+  fs_heal_links(s);
+  s->crash_soon = false;
+  for (uint32_t i = 0; i < s->total; i++) {
+    if (s->disk_slow_until_ns[i] != 0) {
+      s->disk_slow_until_ns[i] = 0;
+      qraft_simdisk_set_delay(qraft_sim_cluster_disk(s->c, i), s->disk_min_ns,
+                              s->disk_max_ns);
+    }
+  }
+  memset(s->doom_at_ns, 0, sizeof s->doom_at_ns);
   qraft_simnet_faults calm = {.delay_min_ns = 100000, .delay_max_ns = 1000000};
   qraft_sim_cluster_set_faults(s->c, &calm);
-  for (uint32_t i = 0; i < s->n; i++) {
-    if (qraft_sim_cluster_node(s->c, i) == NULL) {
+  for (uint32_t i = 0; i < s->total; i++) {
+    if (fs_node_in_play(s, i) && qraft_sim_cluster_node(s->c, i) == NULL) {
       s->restart_at_ns[i] = 0;
       int rv = qraft_sim_cluster_restart(s->c, i);
       if (rv != 0) {
@@ -777,8 +1504,19 @@ static bool fs_settled(void *ud) {
   if (fs_step_done(s)) {
     return true;
   }
-  for (uint32_t i = 0; i < s->n; i++) {
-    fs_kv *kv = qraft_sim_cluster_sm(s->c, i);
+  /* every node of the leader's configuration that has not been retired */
+  int l = qraft_sim_cluster_leader(s->c);
+  if (l < 0) {
+    return false;
+  }
+  qraft_node_status ns;
+  qraft_node_status_get(qraft_sim_cluster_node(s->c, (uint32_t)l), &ns);
+  for (uint32_t k = 0; k < ns.members_n; k++) {
+    int i = fs_index_of(s, ns.members[k].id);
+    if (i < 0 || s->retired[i]) {
+      continue;
+    }
+    fs_kv *kv = qraft_sim_cluster_sm(s->c, (uint32_t)i);
     if (kv == NULL || kv->index < st->index) {
       return false;
     }
@@ -791,9 +1529,23 @@ static void fs_check_durability(fs_sim *s) {
   fs_settle st = {.sim = s, .index = s->acked_max};
   if (!qraft_sim_cluster_run(s->c, FS_SETTLE_MS, fs_settled, &st) &&
       !s->failed) {
+    char who[200] = "";
+    size_t wl = 0;
+    for (uint32_t i = 0; i < s->total && wl < sizeof who; i++) {
+      qraft_node *nd = qraft_sim_cluster_node(s->c, i);
+      if (nd != NULL) {
+        qraft_node_status ns;
+        qraft_node_status_get(nd, &ns);
+        wl += (size_t)snprintf(who + wl, sizeof who - wl,
+                               " n%u(%s t%" PRIu64 " c%" PRIu64 " a%" PRIu64
+                               " m%u)",
+                               i, qraft_role_name(ns.role), ns.term, ns.commit,
+                               ns.applied, ns.members_n);
+      }
+    }
     fs_fail(s, "liveness", "nodes did not apply up to %" PRIu64
-                           " within %u ms after healing",
-            s->acked_max, FS_SETTLE_MS);
+                           " within %u ms after healing:%s",
+            s->acked_max, FS_SETTLE_MS, who);
     return;
   }
   if (s->failed) {
@@ -851,14 +1603,28 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     free(s);
     return rv;
   }
-  /* Swarm: this seed's cluster, faults and features. */
+  /* Swarm: this seed's cluster, faults and features. One seed in six is
+   * of the Figure 8 family: five voters, leaders that die young, quick
+   * restarts, no membership changes. One in three changes the membership
+   * (with one or two spares to add) and transfers leadership. */
+  bool fig8 = qraft_prng_chance(&s->rng, 1, 6);
+  bool churn = !fig8 && qraft_prng_chance(&s->rng, 1, 3);
   s->n = 3 + (uint32_t)qraft_prng_below(&s->rng, 5);
+  uint32_t spares = 0;
+  if (fig8) {
+    s->n = 5;
+  } else if (churn) {
+    s->n = 3 + (uint32_t)qraft_prng_below(&s->rng, 3);
+    spares = 1 + (uint32_t)qraft_prng_below(&s->rng, 2);
+  }
+  s->total = s->n + spares;
   uint64_t duration_ms = opts->duration_ms
                              ? opts->duration_ms
                              : qraft_prng_between(&s->rng, 5000, 15000);
   qraft_sim_cluster_config cc = {
       .seed = opts->seed,
       .nodes = s->n,
+      .spares = spares,
       .sm = &kv_ops,
       .sm_new = kv_new,
       .sm_free = kv_free,
@@ -874,7 +1640,7 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
                          qraft_prng_between(&s->rng, 0, 5000) * 1000ull;
   cc.disable_pre_vote = qraft_prng_chance(&s->rng, 1, 4);
   cc.disable_check_quorum = qraft_prng_chance(&s->rng, 1, 4);
-  bool pauses = qraft_prng_chance(&s->rng, 1, 2);
+  bool pauses = !fig8 && qraft_prng_chance(&s->rng, 1, 2);
   s->skew = qraft_prng_chance(&s->rng, 1, 2);
   /* Lease reads trust bounded clock drift and no long pauses (thesis
    * 6.4.1): only on seeds without skew and pauses. */
@@ -889,27 +1655,52 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   s->restart_ms_max = crashy ? 500 : 3000;
   if (crashy) {
     cc.disk_delay_max_ns += qraft_prng_between(&s->rng, 0, 20000) * 1000ull;
+    s->p_crash_after_ack = (uint32_t)qraft_prng_below(&s->rng, 20000);
+  }
+  s->leader_kill_ppm = qraft_prng_chance(&s->rng, 1, 3)
+                           ? (uint32_t)qraft_prng_between(&s->rng, 100000,
+                                                          600000)
+                           : 0;
+  if (fig8) {
+    s->leader_kill_ppm = (uint32_t)qraft_prng_between(&s->rng, 500000, 900000);
+    s->restart_ms_max = 300;
   }
   s->p_partition = (uint32_t)qraft_prng_below(&s->rng, 6000);
+  s->p_slow_disk = qraft_prng_chance(&s->rng, 1, 2)
+                       ? (uint32_t)qraft_prng_below(&s->rng, 8000)
+                       : 0;
+  s->disk_min_ns = cc.disk_delay_min_ns;
+  s->disk_max_ns = cc.disk_delay_max_ns;
   s->p_clog = (uint32_t)qraft_prng_below(&s->rng, 6000);
   s->p_pause = pauses ? (uint32_t)qraft_prng_below(&s->rng, 4000) : 0;
+  if (churn) {
+    s->p_member = (uint32_t)qraft_prng_between(&s->rng, 2000, 10000);
+    s->p_transfer = (uint32_t)qraft_prng_below(&s->rng, 3000);
+  } else if (!fig8 && qraft_prng_chance(&s->rng, 1, 4)) {
+    s->p_transfer = (uint32_t)qraft_prng_below(&s->rng, 3000);
+  }
+  s->check_quorum = !cc.disable_check_quorum;
+  s->delay_max_ns = cc.faults.delay_max_ns;
+  s->stale_node = -1;
   s->clients_n = 2 + (uint32_t)qraft_prng_below(&s->rng, FS_CLIENTS_MAX - 1);
   for (uint32_t k = 0; k < s->clients_n; k++) {
     s->clients[k].id = k + 1;
     s->clients[k].leader_hint = -1;
   }
   snprintf(res->swarm, sizeof res->swarm,
-           "nodes %u clients %u drop %u dup %u delay %" PRIu64 "..%" PRIu64
+           "nodes %u+%u clients %u drop %u dup %u delay %" PRIu64 "..%" PRIu64
            " us disk %" PRIu64 "..%" PRIu64
-           " us pre-vote %d check-quorum %d lease %d skew %d snapshot %" PRIu64
-           " crash %u%s part %u clog %u pause %u ppm/slice",
-           s->n, s->clients_n, cc.faults.drop_ppm, cc.faults.dup_ppm,
+           " us pre-vote %d cq %d lease %d skew %d snap %" PRIu64
+           " crash %u%s part %u clog %u pause %u slow-disk %u kill %u%s"
+           " member %u transfer %u ppm",
+           s->n, spares, s->clients_n, cc.faults.drop_ppm, cc.faults.dup_ppm,
            cc.faults.delay_min_ns / 1000, cc.faults.delay_max_ns / 1000,
            cc.disk_delay_min_ns / 1000, cc.disk_delay_max_ns / 1000,
            !cc.disable_pre_vote, !cc.disable_check_quorum, cc.lease_reads,
            s->skew, cc.snapshot_entries, s->p_crash, crashy ? " (heavy)" : "",
-           s->p_partition,
-           s->p_clog, s->p_pause);
+           s->p_partition, s->p_clog, s->p_pause, s->p_slow_disk,
+           s->leader_kill_ppm,
+           fig8 ? " (fig8)" : "", s->p_member, s->p_transfer);
   fs_mix(s, opts->seed);
   if (opts->trace != NULL) {
     fprintf(opts->trace, "seed %" PRIu64 " (full stack): %s, %" PRIu64
@@ -922,15 +1713,32 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     free(s);
     return rv == -ENOMEM ? -ENOMEM : rv;
   }
+  for (uint32_t i = 0; i < s->total; i++) {
+    s->wlog[i].sim = s;
+    s->wlog[i].node = i;
+    qraft_simdisk_set_observer(qraft_sim_cluster_disk(s->c, i), fs_disk_write,
+                               &s->wlog[i]);
+    qraft_node_addr addr;
+    qraft_sim_cluster_addr(s->c, i, &addr);
+    s->ids[i] = qraft_node_raft_id(&addr.id);
+    s->started[i] = i < s->n;
+  }
+  s->confs_n = 1;
+  s->confs[0].n = s->n;
+  memcpy(s->confs[0].voters, s->ids, s->n * sizeof s->ids[0]);
   /* Faults until 70% of the run, clients throughout. */
   uint64_t t0 = fs_now(s);
   uint64_t faults_end = t0 + duration_ms * 700000ull;
   uint64_t end = t0 + duration_ms * 1000000ull;
+  s->faults_end_ns = faults_end;
   while (!s->failed && fs_now(s) < end) {
     if (fs_now(s) < faults_end) {
       fs_faults_step(s);
     } else if (fs_now(s) - faults_end < FS_SLICE_MS * 1000000ull) {
       fs_heal_all(s);
+    }
+    if (s->p_member > 0) {
+      fs_membership_tend(s);
     }
     fs_clients_step(s, true);
     qraft_sim_cluster_run(s->c, FS_SLICE_MS, fs_step_done, s);
@@ -951,6 +1759,9 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   if (!s->failed) {
     fs_check_durability(s);
   }
+  if (!s->failed) {
+    fs_check_commit_rule(s);
+  }
   s->closing = true;
   /* Operations still pending count as info (lincheck does it). */
   if (!s->failed) {
@@ -969,6 +1780,7 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   free(s->applied_data);
   free(s->leaders);
   free(s->acked);
+  free(s->low_commits);
   qraft__lincheck_history_free(s->hist);
   free(s);
   return 0;

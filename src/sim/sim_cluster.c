@@ -96,6 +96,7 @@ static int sc_node_open(qraft_sim_cluster *c, uint32_t i) {
 int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
                           qraft_sim_cluster **out) {
   if (cfg->nodes < 1 || cfg->nodes > QRAFT_SIM_CLUSTER_NODES_MAX ||
+      cfg->spares > QRAFT_SIM_CLUSTER_NODES_MAX - cfg->nodes ||
       cfg->sm == NULL || cfg->sm_new == NULL || cfg->sm_free == NULL ||
       cfg->clock_skew_ppm_max > 100000) {
     return QRAFT_ECONFIG;
@@ -105,7 +106,7 @@ int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
     return -ENOMEM;
   }
   c->cfg = *cfg;
-  c->n = cfg->nodes;
+  c->n = cfg->nodes + cfg->spares;
   qraft_logger_init(&c->quiet, QRAFT_LOG_OFF);
   int rv = qraft_simnet_new(cfg->seed, &c->net);
   if (rv != 0) {
@@ -160,14 +161,17 @@ int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
     a->sin_addr.s_addr = htonl(0x0a000000u + i + 2); /* simnet host i + 2 */
     members[i] = sn->addr;
   }
-  for (uint32_t i = 0; i < c->n; i++) {
+  for (uint32_t i = cfg->nodes; i < c->n; i++) {
+    qraft_simnet_host_set_down(c->nodes[i].env, true); /* until started */
+  }
+  for (uint32_t i = 0; i < cfg->nodes; i++) {
     rv = sc_node_open(c, i);
     if (rv != 0) {
       goto err_free;
     }
     qraft_err err;
     qraft_err_init(&err, 0);
-    rv = qraft_node_bootstrap(c->nodes[i].node, members, c->n, &err);
+    rv = qraft_node_bootstrap(c->nodes[i].node, members, cfg->nodes, &err);
     if (rv == 0) {
       rv = qraft_node_start(c->nodes[i].node);
     }
@@ -210,6 +214,12 @@ void qraft_sim_cluster_free(qraft_sim_cluster *c) {
 }
 
 uint32_t qraft_sim_cluster_size(const qraft_sim_cluster *c) { return c->n; }
+
+void qraft_sim_cluster_addr(const qraft_sim_cluster *c, uint32_t i,
+                            qraft_node_addr *out) {
+  QRAFT_ASSERT(i < c->n);
+  *out = c->nodes[i].addr;
+}
 
 qraft_node *qraft_sim_cluster_node(qraft_sim_cluster *c, uint32_t i) {
   QRAFT_ASSERT(i < c->n);

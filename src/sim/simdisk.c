@@ -45,6 +45,8 @@ struct qraft_simdisk {
   uint64_t last_ready_ns;
   sd_store *open; /* the store handed out, or NULL */
   bool refusing;  /* after a crash, until the store is reopened */
+  qraft_simdisk_write_cb observer;
+  void *observer_ud;
   qraft_simdisk_stats stats;
   char violation[256];
 };
@@ -181,6 +183,9 @@ static int sd_submit(qraft_storage *s, qraft_storage_write *w,
   d->tail = p;
   d->pending_n++;
   d->stats.writes_submitted++;
+  if (d->observer != NULL) {
+    d->observer(d->observer_ud, w);
+  }
   return 0;
 }
 
@@ -275,6 +280,18 @@ int qraft_simdisk_open(qraft_simdisk *d, qraft_storage **out) {
   return 0;
 }
 
+void qraft_simdisk_set_observer(qraft_simdisk *d, qraft_simdisk_write_cb cb,
+                                void *ud) {
+  d->observer = cb;
+  d->observer_ud = ud;
+}
+
+void qraft_simdisk_set_delay(qraft_simdisk *d, uint64_t delay_min_ns,
+                             uint64_t delay_max_ns) {
+  d->delay_min_ns = delay_min_ns;
+  d->delay_max_ns = delay_max_ns < delay_min_ns ? delay_min_ns : delay_max_ns;
+}
+
 void qraft_simdisk_crash(qraft_simdisk *d) {
   qraft_env_timer_disarm(d->timer);
   /* Writes already durable but whose callbacks have not run stay durable;
@@ -318,6 +335,8 @@ void qraft_simdisk_stats_get(const qraft_simdisk *d, qraft_simdisk_stats *out) {
 const char *qraft_simdisk_violation(const qraft_simdisk *d) {
   return d->violation[0] != '\0' ? d->violation : NULL;
 }
+
+qraft_storage *qraft_simdisk_durable(qraft_simdisk *d) { return d->durable; }
 
 void qraft_simdisk_free(qraft_simdisk *d) {
   if (d == NULL) {
