@@ -360,6 +360,9 @@ typedef struct qraft_peer_metrics {
   uint64_t cwnd_bytes;
   uint64_t lost_packets;   /* packets declared lost (retransmitted) */
   uint64_t reconnects;     /* connections established after the first */
+  uint64_t refused;        /* our dials it refused as not authorized (its
+                            * hook does not admit our key, e.g. a member
+                            * that has not yet seen us added) */
 } qraft_peer_metrics;
 
 typedef struct qraft_endpoint_metrics {

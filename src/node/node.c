@@ -86,6 +86,7 @@ typedef struct node_write {
 typedef struct node_member {
   qraft_id id;
   qraft_node_addr addr;
+  uint64_t refused_seen; /* the transport's count of its refusals of us */
 } node_member;
 
 struct qraft_node {
@@ -134,6 +135,7 @@ struct qraft_node {
   node_member members[NODE_ADDRS_MAX];
   uint32_t members_n;
   qraft_conf_state conf;
+  uint64_t refused_transfer_ns; /* node_check_refused's last transfer */
   uint64_t applied;
   uint64_t snap_index;
   uint64_t writes_inflight;
@@ -1267,6 +1269,64 @@ static void node_expire(qraft_node *n) {
   }
 }
 
+/*
+ * A voter that refuses our connections as unauthorized does not know our
+ * key: it missed the configuration entry that added us (it was down or cut
+ * off) and cannot learn it from us, since it admits only keys its own
+ * configuration names. If we lead, it would lag forever. So a leader that
+ * a voter refuses hands leadership to another voter that holds the whole
+ * log; a leader the lagging voter knows brings it up to date, after which
+ * it admits us too. At most once per two election timeouts.
+ */
+static void node_check_refused(qraft_node *n) {
+  qraft_core_status st;
+  qraft_core_status_get(n->core, &st);
+  bool refused = false;
+  for (uint32_t i = 0; i < n->members_n; i++) {
+    node_member *m = &n->members[i];
+    qraft_peer_metrics pm;
+    if (m->id == n->id ||
+        qraft_endpoint_peer_metrics(n->ep, &m->addr.id, QRAFT_RAFT_ALPN,
+                                    &pm) != 0 ||
+        pm.refused == m->refused_seen) {
+      continue;
+    }
+    m->refused_seen = pm.refused;
+    for (uint32_t v = 0; v < n->conf.voters_n; v++) {
+      refused |= n->conf.voters[v] == m->id;
+    }
+  }
+  uint64_t now = qraft_env_now_ns(n->env);
+  uint64_t gap = 2ull * n->cfg.election_ticks * n->tick_ns;
+  if (!refused || st.role != QRAFT_ROLE_LEADER || st.lead_transferee != 0 ||
+      (n->refused_transfer_ns != 0 && now - n->refused_transfer_ns < gap)) {
+    return;
+  }
+  qraft_progress_info pr[NODE_ADDRS_MAX];
+  size_t k = qraft_core_progress(n->core, pr, NODE_ADDRS_MAX);
+  k = k < NODE_ADDRS_MAX ? k : NODE_ADDRS_MAX;
+  qraft_id cand[NODE_ADDRS_MAX];
+  size_t cand_n = 0;
+  for (size_t i = 0; i < k; i++) {
+    if (pr[i].id != n->id && !pr[i].is_learner && pr[i].recent_active &&
+        pr[i].match == st.last_index && conf_has(&n->conf, pr[i].id)) {
+      cand[cand_n++] = pr[i].id;
+    }
+  }
+  if (cand_n == 0) {
+    return;
+  }
+  uint64_t r;
+  qraft_env_random(n->env, &r, sizeof r);
+  qraft_id to = cand[r % cand_n];
+  n->refused_transfer_ns = now;
+  QRAFT_LOG(n->lg, QRAFT_LOG_INFO,
+            "a voter refuses us (it has not seen us added); handing leadership "
+            "to a voter it may know",
+            QRAFT_LOG_U64("to", to));
+  (void)qraft_core_transfer_leader(n->core, to);
+}
+
 static void node_tick_cb(void *ud) {
   qraft_node *n = ud;
   if (n->fatal) {
@@ -1285,6 +1345,9 @@ static void node_tick_cb(void *ud) {
     n->next_tick_ns = now + n->tick_ns;
   }
   node_expire(n);
+  if (k > 0 && n->net != NULL) {
+    node_check_refused(n);
+  }
   node_drain(n);
   qraft_env_timer_arm(n->tick_timer, n->next_tick_ns);
 }

@@ -361,6 +361,9 @@ void qraft__ep_conn_ended(qraft_conn *c, const qraft_close_info *why) {
                                             : QRAFT_HS_FAIL_OTHER;
     }
     ep->metrics.handshake_failures[reason]++;
+    if (c->dialed && reason == QRAFT_HS_FAIL_UNAUTHORIZED && c->peer != NULL) {
+      c->peer->closed.refused++;
+    }
     QRAFT_LOG(ep->log, QRAFT_LOG_INFO, "handshake failed",
               QRAFT_LOG_STR("reason",
                             qraft_handshake_failure_name(

@@ -194,7 +194,13 @@ static bool in_header(qraft_raft_net *n, rn_in *in) {
       p = peer_by_id(n, pre.sender_id);
     }
   }
-  if (p == NULL || !qraft_node_id_eq(&p->addr.id, qraft_conn_peer(in->conn))) {
+  if (p == NULL) {
+    /* Admitted by the endpoint (e.g. while we were being added) but not a
+     * member now. */
+    reject(n, in->conn, QRAFT_EPEER, "sender is not a member", NULL);
+    return false;
+  }
+  if (!qraft_node_id_eq(&p->addr.id, qraft_conn_peer(in->conn))) {
     /* A member may only speak for itself. */
     reject(n, in->conn, QRAFT_EPEER, "sender id is not this key's", NULL);
     return false;

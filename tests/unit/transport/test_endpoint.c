@@ -283,6 +283,15 @@ static void client_refused_by_the_hook_never_comes_up(bool sim) {
   qraft_endpoint_metrics m;
   qraft_endpoint_metrics_get(w.nodes[1].ep, &m);
   assert_true(m.handshake_failures[QRAFT_HS_FAIL_UNAUTHORIZED] > 0);
+  /* The dialer counts the refusal against the peer that refused it (the
+   * node uses it to notice a member that does not know it yet). */
+  qraft_peer_metrics pm;
+  assert_int_equal(qraft_endpoint_peer_metrics(w.nodes[0].ep,
+                                               &w.nodes[1].key.public_key,
+                                               ALPN, &pm),
+                   0);
+  assert_true(pm.refused >= 1);
+  assert_false(pm.up);
   world_close(&w);
 }
 
