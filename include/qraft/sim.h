@@ -52,6 +52,10 @@ typedef struct qraft_sim_core_opts {
   uint64_t duration_ms;
   /* If not NULL, every event is printed there, one line each. */
   FILE *trace;
+  /* If not NULL, the clients' history is written there as JSON lines
+   * (docs/lincheck.md) before it is checked, for qraft-lincheck. The core
+   * simulator only. */
+  FILE *history;
 } qraft_sim_core_opts;
 
 typedef struct qraft_sim_core_result {

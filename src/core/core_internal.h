@@ -110,6 +110,9 @@ struct qraft_core {
   /* leader */
   qraft_id lead_transferee;
   uint32_t transfer_elapsed;
+  /* MsgTimeoutNow went out in this term: no lease reads until the term
+   * ends (core_lease_valid) */
+  bool lease_revoked;
   uint64_t pending_conf_index;
   uint64_t uncommitted_bytes;
 

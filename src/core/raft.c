@@ -444,6 +444,7 @@ static void core_reset(qraft_core *c, uint64_t term) {
   c->heartbeat_elapsed = 0;
   core_reset_randomized_timeout(c);
   core_abort_transfer(c);
+  c->lease_revoked = false;
   c->leader_pending = false;
   c->removed_leader = false;
   c->append_pending = false;
@@ -671,7 +672,18 @@ static void core_bcast_heartbeat(qraft_core *c) {
   }
 }
 
+/* MsgTimeoutNow makes its receiver campaign with a context that voters obey
+ * even inside their promise to the leader (thesis 3.10), so from the moment
+ * it leaves, the lease proves nothing: the transferee may win, take writes
+ * and have them committed while this leader has not yet heard of its term.
+ * The message may also sit in the network past the end of the transfer, so
+ * the lease stays revoked until this leader's term ends; reads go through
+ * ReadIndex meanwhile. (Found by qraft-sim seeds 5005167, 5022215, 5024339
+ * and 5044255; the last two through the removed leader's handover.) */
 static void core_send_timeout_now(qraft_core *c, qraft_id to) {
+#ifndef QRAFT_CANARY_LEASE_AFTER_TRANSFER
+  c->lease_revoked = true;
+#endif
   core_new_msg(c, QRAFT_MSG_TIMEOUT_NOW, to);
 }
 
@@ -795,6 +807,9 @@ static uint64_t core_lease_ticks(const qraft_core *c) {
 }
 
 static bool core_lease_valid(const qraft_core *c) {
+  if (c->lease_revoked) {
+    return false;
+  }
   bool acks[QRAFT__PROGRESS_MAX];
   uint64_t lease = core_lease_ticks(c);
   for (uint32_t i = 0; i < c->trk.progress_n; i++) {
@@ -903,9 +918,21 @@ static void core_campaign(qraft_core *c, campaign_type t) {
     if (!core_removed_may_campaign(c)) {
       return;
     }
-    /* a removed node: pre-vote first, the election only once it is won */
-    if (t == CAMPAIGN_TRANSFER ||
-        (t == CAMPAIGN_ELECTION && c->role != QRAFT_ROLE_PRE_CANDIDATE)) {
+    /* A removed node: pre-vote first, the election only once the pre-vote
+     * is won. The tally matters, not only the role: an election timeout
+     * with pre_vote off asks for CAMPAIGN_ELECTION while the node is still
+     * a pre-candidate that nobody answered, and an election then would
+     * raise its term at every other timeout. Its vote requests go only to
+     * the voters of its stale configuration, so the real leader would never
+     * hear of that term, and without pre-vote or check-quorum it would
+     * never answer the leader's lower-term messages either: a member the
+     * leader needs would be lost for good (qraft-sim seeds 5048963,
+     * 5072613 and 5094182, where a node being added held only a prefix of
+     * the log older than its addition). */
+    uint32_t g, r;
+    if (t != CAMPAIGN_PRE_ELECTION &&
+        (t != CAMPAIGN_ELECTION || c->role != QRAFT_ROLE_PRE_CANDIDATE ||
+         qraft__tracker_tally(&c->trk, &g, &r) != VOTE_WON)) {
       t = CAMPAIGN_PRE_ELECTION;
     }
   }

@@ -310,6 +310,41 @@ int qraft__lincheck_fail(qraft__lincheck_history *h, uint64_t process,
   return 0;
 }
 
+int qraft__lincheck_effect_by(qraft__lincheck_history *h, size_t op,
+                              uint64_t time_ns, qraft_err *err) {
+  if (op >= h->ops_n) {
+    return QRAFT_ERR(err, QRAFT_EMALFORMED, "no operation #%zu", op);
+  }
+  qraft__lincheck_op *o = &h->ops[op];
+  if (o->status != QRAFT_LINCHECK_INFO || o->f == QRAFT_LINCHECK_GET) {
+    return QRAFT_ERR(err, QRAFT_EMALFORMED,
+                     "#%zu: a bound on when it took effect is for a write "
+                     "of unknown outcome",
+                     op);
+  }
+  if (time_ns < o->call_ns || time_ns == UINT64_MAX) {
+    return QRAFT_ERR(err, QRAFT_EMALFORMED,
+                     "#%zu: took effect by %" PRIu64
+                     ", before its invocation at %" PRIu64,
+                     op, time_ns, o->call_ns);
+  }
+  if (o->effect_by_ns == 0 || time_ns < o->effect_by_ns) {
+    o->effect_by_ns = time_ns;
+  }
+  return 0;
+}
+
+int qraft__lincheck_pending_op(const qraft__lincheck_history *h,
+                               uint64_t process, size_t *op) {
+  for (size_t i = 0; i < h->pending_n; i++) {
+    if (h->ops[h->pending[i]].process == process) {
+      *op = h->pending[i];
+      return 0;
+    }
+  }
+  return QRAFT_EMALFORMED;
+}
+
 size_t qraft__lincheck_history_ops_n(const qraft__lincheck_history *h) {
   return h->ops_n;
 }
@@ -398,6 +433,7 @@ typedef struct search_op {
 typedef struct search_frame {
   search_entry *call;
   uint64_t state_before;
+  uint64_t max_call_before;
   bool info_pass; /* the pass in which `call` was tried */
 } search_frame;
 
@@ -425,6 +461,10 @@ typedef struct search {
   uint64_t *info_mask;   /* the operations of unknown outcome */
   size_t words_n;
   uint64_t bits_hash;
+  /* The latest invocation among the linearized operations: an info write
+   * bounded by effect_by_ns can follow them only if they were all invoked
+   * by then. A function of the linearized set, so the memo stays exact. */
+  uint64_t max_call;
   search_frame *stack;
   size_t stack_n;
   search_cache cache;
@@ -724,8 +764,13 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
     call->is_call = true;
     call->time = o->call_ns;
     /* An operation of unknown outcome may take effect at any time after
-     * its invocation: its return is at infinity. */
-    ret->time = s->ops[i].definite ? o->ret_ns : UINT64_MAX;
+     * its invocation: its return is at infinity, or at the bound its client
+     * knows (qraft__lincheck_effect_by). That return entry does not force
+     * anything, the operation may never have happened; the bound itself is
+     * kept by the candidate test below (max_call). */
+    ret->time = s->ops[i].definite ? o->ret_ns
+                : o->effect_by_ns ? o->effect_by_ns
+                                  : UINT64_MAX;
   }
   qsort(s->entries, 2 * idx_n, sizeof(*s->entries), entry_cmp);
   /* Link the sorted entries and pair calls with returns. */
@@ -779,9 +824,15 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
     }
     if (entry->is_call) {
       const search_op *so = &s->ops[entry->local];
+      const qraft__lincheck_op *o = &h->ops[so->op];
       uint64_t next;
-      if ((!definite_first || so->definite != info_pass) &&
-          model_step(&h->ops[so->op], state, &next)) {
+      /* A bounded info write can come after the linearized operations only
+       * if each was invoked by its bound: if it took effect, it did so by
+       * then, before an operation invoked later could take effect. */
+      bool in_time = so->definite || o->effect_by_ns == 0 ||
+                     s->max_call <= o->effect_by_ns;
+      if ((!definite_first || so->definite != info_pass) && in_time &&
+          model_step(o, state, &next)) {
         bits_flip(s, entry->local);
         bool added;
         int rc = cache_add(s, next, &added);
@@ -794,8 +845,14 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
           return rc;
         }
         if (added) {
-          s->stack[s->stack_n++] = (search_frame){
-              .call = entry, .state_before = state, .info_pass = info_pass};
+          s->stack[s->stack_n++] =
+              (search_frame){.call = entry,
+                             .state_before = state,
+                             .max_call_before = s->max_call,
+                             .info_pass = info_pass};
+          if (o->call_ns > s->max_call) {
+            s->max_call = o->call_ns;
+          }
           state = next;
           entry_lift(entry);
           definite_left -= so->definite;
@@ -808,8 +865,12 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
       entry = entry->next;
       continue;
     }
+    if (!s->ops[entry->local].definite) {
+      /* the bound of an info write: it may never have happened */
+      entry = entry->next;
+      continue;
+    }
     /* A return: its operation had to be linearized by now, and was not. */
-    QRAFT_ASSERT(s->ops[entry->local].definite);
     if (definite_first && !info_pass) {
       /* Every definite candidate is tried; now the info ones. */
       info_pass = true;
@@ -826,6 +887,7 @@ static int search_run(search *s, const size_t *idx, size_t idx_n,
     }
     search_frame top = s->stack[--s->stack_n];
     state = top.state_before;
+    s->max_call = top.max_call_before;
     bits_flip(s, top.call->local);
     entry_unlift(top.call);
     definite_left += s->ops[top.call->local].definite;

@@ -81,6 +81,9 @@ typedef struct qraft__lincheck_op {
   qraft__lincheck_status status;
   uint64_t out;       /* ok get: the value read (0: missing) */
   bool cas_swapped;   /* ok cas: true if it swapped, false if it "failed" */
+  /* info put, cas or del: if it took effect at all, it did so by this time
+   * (0: no bound known). See qraft__lincheck_effect_by. */
+  uint64_t effect_by_ns;
 } qraft__lincheck_op;
 
 /* Name tables the JSON loader fills, so that ids print as they were read. */
@@ -142,6 +145,30 @@ int qraft__lincheck_info(qraft__lincheck_history *h, uint64_t process,
  * effect (fail). Same return codes as qraft__lincheck_complete. */
 int qraft__lincheck_fail(qraft__lincheck_history *h, uint64_t process,
                          uint64_t time_ns, qraft_err *err);
+
+/*
+ * Records that operation `op`, which ended with an unknown outcome (info),
+ * took effect, if it ever did, by `time_ns` (not before its invocation). A
+ * client that knows more than "it timed out" says so here, and the checker
+ * then treats the operation as one that overlaps only the operations
+ * invoked by that time, not everything after it. The simulator's clients
+ * know it from their sessions: the state machine applies a client's
+ * writes in sequence order and skips any with a lower sequence number than
+ * one already applied (thesis 6.3), so once a later write of the same
+ * client is known to have been applied (it completed), an earlier write
+ * that timed out can no longer take effect. A later bound replaces an
+ * earlier one only if it is earlier.
+ * Returns 0 on success, or one of these negative codes: QRAFT_EMALFORMED
+ * (no such operation, not an info write, or a time before its
+ * invocation).
+ */
+int qraft__lincheck_effect_by(qraft__lincheck_history *h, size_t op,
+                              uint64_t time_ns, qraft_err *err);
+
+/* The number of the pending operation of `process` into *op.
+ * Returns 0 on success, or QRAFT_EMALFORMED if it has none. */
+int qraft__lincheck_pending_op(const qraft__lincheck_history *h,
+                               uint64_t process, size_t *op);
 
 /* Number of operations recorded. */
 size_t qraft__lincheck_history_ops_n(const qraft__lincheck_history *h);

@@ -151,7 +151,23 @@ static int load_complete(qraft__lincheck_history *h, json_t *obj,
     }
   }
   if (strcmp(type, "info") == 0) {
-    return qraft__lincheck_info(h, process, time_ns, err);
+    json_t *jb = json_object_get(obj, "effect_by");
+    if (jb && (!json_is_integer(jb) || json_integer_value(jb) < 0 ||
+               op->f == QRAFT_LINCHECK_GET)) {
+      return QRAFT_ERR(err, QRAFT_EMALFORMED,
+                       "\"effect_by\" must be a non-negative integer, on "
+                       "the info line of a write");
+    }
+    size_t i = 0;
+    int rc = qraft__lincheck_pending_op(h, process, &i);
+    if (rc == 0) {
+      rc = qraft__lincheck_info(h, process, time_ns, err);
+    }
+    if (rc == 0 && jb) {
+      rc = qraft__lincheck_effect_by(h, i, (uint64_t)json_integer_value(jb),
+                                     err);
+    }
+    return rc;
   }
   if (strcmp(type, "fail") == 0) {
     return qraft__lincheck_fail(h, process, time_ns, err);
@@ -345,6 +361,10 @@ static void write_event_line(const qraft__lincheck_history *h,
   if (ev->is_completion && op->status == QRAFT_LINCHECK_OK &&
       op->f == QRAFT_LINCHECK_CAS) {
     fprintf(f, ",\"result\":\"%s\"", op->cas_swapped ? "ok" : "failed");
+  }
+  if (ev->is_completion && op->status == QRAFT_LINCHECK_INFO &&
+      op->effect_by_ns != 0) {
+    fprintf(f, ",\"effect_by\":%" PRIu64, op->effect_by_ns);
   }
   fprintf(f, ",\"time\":%" PRIu64 "}\n", ev->time);
 }

@@ -2,6 +2,8 @@
  * qraft-sim: runs the deterministic simulator (qraft/sim.h).
  *
  *   qraft-sim --seed S [--trace] [--summary]   replay one run
+ *   --history FILE  with --seed: write the clients' history there as JSON
+ *                   lines (docs/lincheck.md), for qraft-lincheck
  *   qraft-sim --seeds N [--start S] [--jobs J] run a range of seeds
  *   qraft-sim --regression FILE [--jobs J]     run the seeds listed in FILE
  *   --expect-fail   succeed only if some run fails (for canaries); stops at
@@ -34,6 +36,7 @@ static bool full; /* --full: the full-stack simulator */
 static void usage(void) {
   fprintf(stderr,
           "usage: %s [--full] --seed S [--trace] [--summary] [--duration-ms D]\n"
+          "                 [--history FILE]\n"
           "       %s [--full] --seeds N [--start S] [--jobs J] [--expect-fail]\n"
           "       %s [--full] --regression FILE [--jobs J]\n"
           "  --full  the full-stack simulation: real nodes, QUIC transport,\n"
@@ -47,10 +50,12 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static FILE *history; /* --history */
+
 static int run_one(uint64_t seed, uint64_t duration_ms, FILE *trace,
                    qraft_sim_core_result *res) {
   qraft_sim_core_opts opts = {.seed = seed, .duration_ms = duration_ms,
-                              .trace = trace};
+                              .trace = trace, .history = history};
   return full ? qraft_sim_full_run(&opts, res) : qraft_sim_core_run(&opts, res);
 }
 
@@ -213,7 +218,7 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
 int main(int argc, char **argv) {
   uint64_t seed = 0, start = 1, count = 0, duration_ms = 0;
   bool have_seed = false, trace = false, summary = false, expect_fail = false;
-  const char *regression = NULL;
+  const char *regression = NULL, *history_path = NULL;
   int jobs = 1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -233,6 +238,9 @@ int main(int argc, char **argv) {
       i++;
     } else if (strcmp(a, "--duration-ms") == 0 && v) {
       duration_ms = strtoull(v, NULL, 0);
+      i++;
+    } else if (strcmp(a, "--history") == 0 && v) {
+      history_path = v;
       i++;
     } else if (strcmp(a, "--regression") == 0 && v) {
       regression = v;
@@ -254,10 +262,25 @@ int main(int argc, char **argv) {
     }
   }
   const char *self = argv[0];
+  if (history_path != NULL && (!have_seed || full)) {
+    fprintf(stderr, "%s: --history needs --seed, without --full\n", prog);
+    return 2;
+  }
+  if (history_path != NULL) {
+    history = fopen(history_path, "w");
+    if (history == NULL) {
+      fprintf(stderr, "%s: %s: %s\n", prog, history_path, strerror(errno));
+      return 2;
+    }
+  }
   if (have_seed) {
     qraft_sim_core_result r;
     if (run_one(seed, duration_ms, trace ? stdout : NULL, &r) != 0) {
       fprintf(stderr, "%s: out of memory\n", prog);
+      return 2;
+    }
+    if (history != NULL && fclose(history) != 0) {
+      fprintf(stderr, "%s: %s: %s\n", prog, history_path, strerror(errno));
       return 2;
     }
     print_result(seed, &r, summary);

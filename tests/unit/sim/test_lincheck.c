@@ -327,6 +327,63 @@ static void info_cas_happens_only_if_it_could_have_swapped(void **st) {
   qraft__lincheck_history_free(h);
 }
 
+/* A client that knows when an info write could last have taken effect
+ * (qraft__lincheck_effect_by) rules out the orders that place it later. */
+static void info_write_bound_rules_out_later_effects(void **st) {
+  (void)st;
+  /* Unbounded: the write may take effect after the read of "missing". */
+  qraft__lincheck_history *h = hist();
+  info(h, 1, PUT, 1, 100, 0, 0, 10);
+  get(h, 2, 1, MISSING, 40, 50);
+  get(h, 2, 1, 100, 60, 70);
+  assert_linearizable(h);
+  /* Took effect by 30, if at all: the read invoked at 40 must see it, and
+   * the read at 60 then cannot have seen it without the one at 40. */
+  assert_int_equal(qraft__lincheck_effect_by(h, 0, 30, NULL), 0);
+  assert_violation(h);
+  /* A later, looser bound does not undo the tighter one. */
+  assert_int_equal(qraft__lincheck_effect_by(h, 0, 45, NULL), 0);
+  assert_int_equal(qraft__lincheck_history_op(h, 0)->effect_by_ns, 30);
+  assert_violation(h);
+  qraft__lincheck_history_free(h);
+  /* A bound is a bound, not a promise that it happened. */
+  h = hist();
+  info(h, 1, PUT, 1, 100, 0, 0, 10);
+  assert_int_equal(qraft__lincheck_effect_by(h, 0, 30, NULL), 0);
+  get(h, 2, 1, MISSING, 40, 50);
+  get(h, 2, 1, MISSING, 60, 70);
+  assert_linearizable(h);
+  /* An operation invoked exactly at the bound may still follow it. */
+  get(h, 3, 1, 100, 30, 35);
+  assert_violation(h); /* 100 at 35, then missing at 40: not without it */
+  qraft__lincheck_history_free(h);
+  h = hist();
+  info(h, 1, PUT, 1, 100, 0, 0, 10);
+  assert_int_equal(qraft__lincheck_effect_by(h, 0, 30, NULL), 0);
+  get(h, 3, 1, MISSING, 30, 35);
+  get(h, 2, 1, 100, 40, 50);
+  assert_linearizable(h); /* placed at 30, after the read invoked at 30 */
+  qraft__lincheck_history_free(h);
+  /* Bounds are for writes of unknown outcome, not before the invocation. */
+  h = hist();
+  put(h, 1, 1, 100, 0, 10);
+  info(h, 1, CAS, 1, 100, 101, 20, 30);
+  info(h, 2, GET, 1, 0, 0, 20, 30);
+  inv(h, 3, 40, PUT, 1, 102, 0);
+  assert_int_equal(qraft__lincheck_effect_by(h, 0, 50, NULL),
+                   QRAFT_EMALFORMED); /* definite */
+  assert_int_equal(qraft__lincheck_effect_by(h, 2, 50, NULL),
+                   QRAFT_EMALFORMED); /* a read */
+  assert_int_equal(qraft__lincheck_effect_by(h, 3, 50, NULL),
+                   QRAFT_EMALFORMED); /* still pending */
+  assert_int_equal(qraft__lincheck_effect_by(h, 1, 19, NULL),
+                   QRAFT_EMALFORMED); /* before its invocation */
+  assert_int_equal(qraft__lincheck_effect_by(h, 9, 50, NULL),
+                   QRAFT_EMALFORMED); /* no such operation */
+  assert_int_equal(qraft__lincheck_effect_by(h, 1, 20, NULL), 0);
+  qraft__lincheck_history_free(h);
+}
+
 static void info_reads_are_ignored(void **st) {
   (void)st;
   qraft__lincheck_history *h = hist();
@@ -507,6 +564,7 @@ typedef struct gen_op {
   uint64_t key, value, value_new;
   qraft__lincheck_status status;
   bool took_effect; /* info: whether it was applied */
+  uint64_t effect_by; /* info write: a bound, or 0 */
   uint64_t result;  /* as for qraft__lincheck_complete */
 } gen_op;
 
@@ -516,6 +574,10 @@ typedef struct gen_params {
   uint64_t keys;
   uint64_t info_pct;
   uint64_t fail_pct;
+  /* Share of the info writes that get a bound on when they took effect:
+   * a random instant after the effect (or, for one that never took
+   * effect, after the invocation). 0 draws nothing. */
+  uint64_t bound_pct;
 } gen_params;
 
 static int gen_lin_cmp(const void *a, const void *b) {
@@ -594,6 +656,17 @@ static gen_op *gen_history(qraft_prng *rng, const gen_params *gp) {
     }
   }
   free(by_lin);
+  for (size_t i = 0; gp->bound_pct > 0 && i < gp->ops_n; i++) {
+    gen_op *o = &ops[i];
+    if (o->status == QRAFT_LINCHECK_INFO && o->f != GET &&
+        qraft_prng_below(rng, 100) < gp->bound_pct) {
+      /* Sound: at or after the instant of the effect (times are scaled by
+       * ops_n above), and any instant after the invocation for a write
+       * that never took effect. */
+      uint64_t from = o->took_effect ? o->lin : o->call;
+      o->effect_by = from + qraft_prng_below(rng, 200) * gp->ops_n;
+    }
+  }
   return ops;
 }
 
@@ -620,9 +693,12 @@ static qraft__lincheck_history *gen_build(const gen_op *ops, size_t ops_n) {
     }
     evs[j] = e;
   }
+  size_t *number = calloc(ops_n ? ops_n : 1, sizeof(*number));
+  assert_non_null(number);
   for (size_t k = 0; k < 2 * ops_n; k++) {
     const gen_op *o = &ops[evs[k].i];
     if (!evs[k].completion) {
+      number[evs[k].i] = qraft__lincheck_history_ops_n(h);
       inv(h, o->process, o->call, o->f, o->key, o->value, o->value_new);
     } else if (o->status == QRAFT_LINCHECK_INFO) {
       assert_int_equal(qraft__lincheck_info(h, o->process, o->ret, NULL), 0);
@@ -634,6 +710,13 @@ static qraft__lincheck_history *gen_build(const gen_op *ops, size_t ops_n) {
     }
   }
   free(evs);
+  for (size_t i = 0; i < ops_n; i++) {
+    if (ops[i].effect_by != 0) {
+      assert_int_equal(
+          qraft__lincheck_effect_by(h, number[i], ops[i].effect_by, NULL), 0);
+    }
+  }
+  free(number);
   return h;
 }
 
@@ -737,8 +820,8 @@ static void dump_history(const qraft__lincheck_history *h, bool plant,
   printf("history written to %s (qraft-lincheck %s)\n", path, path);
 }
 
-static void run_random(bool plant, qraft__lincheck_order order,
-                       uint64_t seeds_n) {
+static void run_random_bounded(bool plant, qraft__lincheck_order order,
+                               uint64_t seeds_n, uint64_t bound_pct) {
   uint64_t first = 1, last = seeds_n;
   uint64_t only;
   const char *seeds = getenv("QRAFT_LINCHECK_SEEDS");
@@ -759,8 +842,9 @@ static void run_random(bool plant, qraft__lincheck_order order,
   for (uint64_t seed = first; seed <= last; seed++) {
     qraft_prng rng;
     qraft_prng_init(&rng, seed);
-    gen_params gp;
+    gen_params gp = {0};
     gen_params_draw(&rng, &gp);
+    gp.bound_pct = bound_pct;
     gen_op *ops = gen_history(&rng, &gp);
     const char *kind = "none";
     uint64_t key = 0;
@@ -801,6 +885,11 @@ static void run_random(bool plant, qraft__lincheck_order order,
          order_names[order], steps_total, steps_most, seed_most);
 }
 
+static void run_random(bool plant, qraft__lincheck_order order,
+                       uint64_t seeds_n) {
+  run_random_bounded(plant, order, seeds_n, 0);
+}
+
 static void random_linearizable_histories_pass(void **st) {
   (void)st;
   run_random(false, QRAFT_LINCHECK_ORDER_AUTO, RANDOM_SEEDS);
@@ -820,6 +909,22 @@ static void each_search_order_alone_gives_the_same_verdicts(void **st) {
   run_random(true, QRAFT_LINCHECK_ORDER_DEFINITE_FIRST, RANDOM_SEEDS_ORDER);
   run_random(false, QRAFT_LINCHECK_ORDER_GREEDY, RANDOM_SEEDS_ORDER);
   run_random(true, QRAFT_LINCHECK_ORDER_GREEDY, RANDOM_SEEDS_ORDER);
+}
+
+/* Sound bounds on the info writes keep correct histories correct and
+ * planted violations violations, in either search order. */
+static void random_histories_with_bounded_info_writes(void **st) {
+  (void)st;
+  run_random_bounded(false, QRAFT_LINCHECK_ORDER_AUTO, RANDOM_SEEDS, 80);
+  run_random_bounded(true, QRAFT_LINCHECK_ORDER_AUTO, RANDOM_SEEDS, 80);
+  run_random_bounded(false, QRAFT_LINCHECK_ORDER_DEFINITE_FIRST,
+                     RANDOM_SEEDS_ORDER, 80);
+  run_random_bounded(true, QRAFT_LINCHECK_ORDER_DEFINITE_FIRST,
+                     RANDOM_SEEDS_ORDER, 80);
+  run_random_bounded(false, QRAFT_LINCHECK_ORDER_GREEDY, RANDOM_SEEDS_ORDER,
+                     80);
+  run_random_bounded(true, QRAFT_LINCHECK_ORDER_GREEDY, RANDOM_SEEDS_ORDER,
+                     80);
 }
 
 /* A few thousand operations on a few keys with up to ten processes: the
@@ -888,6 +993,7 @@ static void assert_same_ops(const qraft__lincheck_history *a,
     }
     assert_int_equal(x->out, y->out);
     assert_int_equal(x->cas_swapped, y->cas_swapped);
+    assert_int_equal(x->effect_by_ns, y->effect_by_ns);
   }
 }
 
@@ -911,7 +1017,7 @@ static const char history_text[] =
     "\"value\":[\"a\",7],\"result\":\"failed\",\"time\":410}\n"
     "{\"process\":4,\"type\":\"invoke\",\"f\":\"put\",\"key\":2,"
     "\"value\":\"7\",\"time\":420}\n"
-    "{\"process\":4,\"type\":\"info\",\"time\":900}\n"
+    "{\"process\":4,\"type\":\"info\",\"effect_by\":950,\"time\":900}\n"
     "{\"process\":5,\"type\":\"invoke\",\"f\":\"del\",\"key\":\"x\","
     "\"value\":null,\"time\":1000}\n"
     "{\"process\":5,\"type\":\"fail\",\"f\":\"del\",\"time\":1100}\n"
@@ -936,6 +1042,7 @@ static void json_round_trip_keeps_every_operation(void **st) {
   assert_int_equal(put_num->status, QRAFT_LINCHECK_PENDING);
   assert_int_equal(qraft__lincheck_history_op(h1, 4)->status,
                    QRAFT_LINCHECK_INFO);
+  assert_int_equal(qraft__lincheck_history_op(h1, 4)->effect_by_ns, 950);
   assert_int_equal(qraft__lincheck_history_op(h1, 3)->cas_swapped, false);
   assert_linearizable(h1);
 
@@ -1007,6 +1114,14 @@ static void json_errors_name_the_line_and_the_problem(void **st) {
        "\"time\":4}\n"
        "{\"process\":1,\"type\":\"ok\",\"f\":\"put\",\"key\":1,\"time\":5}\n",
        "not the invoked operation"},
+      {"{\"process\":1,\"type\":\"invoke\",\"f\":\"put\",\"key\":1,"
+       "\"value\":1,\"time\":4}\n"
+       "{\"process\":1,\"type\":\"info\",\"effect_by\":3,\"time\":5}\n",
+       "before its invocation"},
+      {"{\"process\":1,\"type\":\"invoke\",\"f\":\"get\",\"key\":1,"
+       "\"time\":4}\n"
+       "{\"process\":1,\"type\":\"info\",\"effect_by\":9,\"time\":5}\n",
+       "\"effect_by\" must be"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     qraft_err err;
@@ -1038,6 +1153,7 @@ int main(void) {
       cmocka_unit_test(
           info_write_takes_effect_once_and_not_before_invocation),
       cmocka_unit_test(info_cas_happens_only_if_it_could_have_swapped),
+      cmocka_unit_test(info_write_bound_rules_out_later_effects),
       cmocka_unit_test(info_reads_are_ignored),
       cmocka_unit_test(failed_operations_did_not_happen),
       cmocka_unit_test(pending_operations_count_as_info),
@@ -1049,6 +1165,7 @@ int main(void) {
       cmocka_unit_test(random_linearizable_histories_pass),
       cmocka_unit_test(random_histories_with_a_planted_violation_fail),
       cmocka_unit_test(each_search_order_alone_gives_the_same_verdicts),
+      cmocka_unit_test(random_histories_with_bounded_info_writes),
       cmocka_unit_test(large_history_checks_within_a_bounded_number_of_steps),
       cmocka_unit_test(json_round_trip_keeps_every_operation),
       cmocka_unit_test(json_errors_name_the_line_and_the_problem),
