@@ -113,6 +113,11 @@ struct qraft_core {
   /* MsgTimeoutNow went out in this term: no lease reads until the term
    * ends (core_lease_valid) */
   bool lease_revoked;
+#ifdef QRAFT_CANARY_LEASE_OLD_CONFIG
+  /* planted bug: the voters the lease is counted on, fixed at election */
+  qraft_id lease_voters[QRAFT_CONF_NODES_MAX];
+  uint32_t lease_voters_n;
+#endif
   uint64_t pending_conf_index;
   uint64_t uncommitted_bytes;
 

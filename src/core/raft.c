@@ -550,6 +550,10 @@ static void core_become_leader(qraft_core *c) {
   core_reset(c, c->term);
   c->lead = c->id;
   c->role = QRAFT_ROLE_LEADER;
+#ifdef QRAFT_CANARY_LEASE_OLD_CONFIG
+  memcpy(c->lease_voters, c->trk.conf.voters, sizeof c->lease_voters);
+  c->lease_voters_n = c->trk.conf.voters_n;
+#endif
   progress *self = qraft__tracker_get(&c->trk, c->id);
   if (self != NULL) {
     qraft__progress_become_replicate(self);
@@ -810,6 +814,21 @@ static bool core_lease_valid(const qraft_core *c) {
   if (c->lease_revoked) {
     return false;
   }
+#ifdef QRAFT_CANARY_LEASE_OLD_CONFIG
+  /* planted bug: the lease counted on the configuration of the election,
+   * whatever changed since */
+  {
+    uint32_t fresh = 0;
+    for (uint32_t i = 0; i < c->lease_voters_n; i++) {
+      const progress *pr =
+          qraft__tracker_get((tracker *)&c->trk, c->lease_voters[i]);
+      fresh += c->lease_voters[i] == c->id ||
+               (pr != NULL && pr->lease_tick != 0 &&
+                pr->lease_tick + core_lease_ticks(c) > c->ticks);
+    }
+    return fresh > c->lease_voters_n / 2;
+  }
+#endif
   bool acks[QRAFT__PROGRESS_MAX];
   uint64_t lease = core_lease_ticks(c);
   for (uint32_t i = 0; i < c->trk.progress_n; i++) {
@@ -1391,11 +1410,25 @@ static int core_step(qraft_core *c, const qraft_message *m) {
     if (m->type == QRAFT_MSG_REQUEST_VOTE ||
         m->type == QRAFT_MSG_REQUEST_PRE_VOTE) {
       bool force = msg_is_transfer(m);
-      bool in_lease = c->cfg.check_quorum && c->lead != QRAFT_ID_NONE &&
-                      c->election_elapsed < c->cfg.election_ticks;
+      /* The promise behind check-quorum and the leader lease: no vote
+       * within an election timeout of hearing from a leader, so that a
+       * partitioned node cannot depose it (thesis 4.2.3) and no other
+       * leader can exist while its lease runs (core_lease_valid). The
+       * promise lives in memory, so with lease reads a node that has just
+       * started keeps it for its first election timeout too: it may have
+       * heard from a leader just before it stopped, and a quick restart
+       * must not let another leader win inside that leader's lease. (Only
+       * with lease reads, which need it: without them an explicit
+       * qraft_core_campaign right after a start keeps working.) A
+       * transfer's campaign is obeyed all the same: the leader that sent
+       * MsgTimeoutNow gave its lease up (core_send_timeout_now). */
+      bool in_lease =
+          c->cfg.check_quorum &&
+          ((c->lead != QRAFT_ID_NONE &&
+            c->election_elapsed < c->cfg.election_ticks) ||
+           (c->cfg.read_only == QRAFT_READ_ONLY_LEASE_BASED &&
+            c->ticks < c->cfg.election_ticks));
       if (!force && in_lease) {
-        /* We heard from a leader within the minimum election timeout: do
-         * not let a partitioned node depose it (thesis 4.2.3). */
         return 0;
       }
     }
@@ -1420,6 +1453,19 @@ static int core_step(qraft_core *c, const qraft_message *m) {
     } else if (m->type == QRAFT_MSG_REQUEST_PRE_VOTE) {
       msg_slot *s =
           core_new_msg(c, QRAFT_MSG_REQUEST_PRE_VOTE_RESPONSE, m->from);
+      if (s != NULL) {
+        s->m.reject = true;
+      }
+    } else if (m->type == QRAFT_MSG_REQUEST_VOTE) {
+      /* Refuse, at our term, as the paper's RequestVote does (Figure 2:
+       * "reply false if term < currentTerm"); etcd stays silent here. A
+       * voter whose term ran ahead while it was cut off, and whose stale
+       * configuration does not name the candidates, never sends them
+       * anything else: silent, it leaves them campaigning below its term
+       * for good while their configuration needs its vote (qraft-sim seed
+       * 21625, pre-vote off). Told the term, the candidate catches up and
+       * wins the next election. */
+      msg_slot *s = core_new_msg(c, QRAFT_MSG_REQUEST_VOTE_RESPONSE, m->from);
       if (s != NULL) {
         s->m.reject = true;
       }

@@ -313,6 +313,12 @@ typedef struct sim {
   /* swarm */
   int nodes_n; /* initial voters */
   bool pre_vote, check_quorum, lease, async_persist, snapshots, churn;
+  /* Faults aimed at leader leases (drawn for half the seeds with lease
+   * reads): a leader that started a transfer is cut off soon after, some
+   * partitions put the leader with a minority of its configuration, and
+   * clients that want "the leader" may talk to any node that believes it
+   * leads, so that a stale leader's reads are tried while it has one. */
+  bool lease_hunt;
   uint32_t drop_pm, dup_pm; /* per mille */
   uint32_t delay_min_us, delay_max_us;
   uint32_t disk_min_us, disk_max_us;
@@ -1477,6 +1483,16 @@ static int pick_up_node(sim *s, bool prefer_leader) {
   if (k == 0) {
     return -1;
   }
+  if (prefer_leader && leader >= 0 && s->lease_hunt) {
+    int leaders[SIM_NODES_MAX];
+    int m = 0;
+    for (int j = 0; j < k; j++) {
+      if (s->nodes[cands[j]].role == QRAFT_ROLE_LEADER) {
+        leaders[m++] = cands[j];
+      }
+    }
+    return leaders[rnd(s, 0, (uint64_t)m - 1)];
+  }
   if (prefer_leader && leader >= 0) {
     return leader;
   }
@@ -1683,8 +1699,9 @@ static void chaos(sim *s) {
     return;
   }
   if (chance_pm(s, s->partition_pm)) {
-    /* a partition: isolate the leader, split in two, or cut one way */
-    uint32_t kind = (uint32_t)rnd(s, 0, 2);
+    /* a partition: isolate the leader, split in two, cut one way, or (the
+     * lease hunt) the leader with a minority of its configuration */
+    uint32_t kind = (uint32_t)rnd(s, 0, s->lease_hunt ? 3 : 2);
     int li = leader_node(s);
     bool side[SIM_NODES_MAX];
     for (int i = 0; i < SIM_NODES_MAX; i++) {
@@ -1693,6 +1710,20 @@ static void chaos(sim *s) {
     if (kind == 0 && li >= 0) {
       for (int i = 0; i < SIM_NODES_MAX; i++) {
         side[i] = i == li;
+      }
+    }
+    if (kind == 3 && li >= 0) {
+      const qraft_conf_state *cs = qraft_core_conf_state(s->nodes[li].core);
+      uint32_t room = cs->voters_n > 0 ? (cs->voters_n - 1) / 2 : 0;
+      for (int i = 0; i < SIM_NODES_MAX; i++) {
+        side[i] = i == li;
+      }
+      for (uint32_t v = 0; v < cs->voters_n && room > 0; v++) {
+        int vi = node_index(s, cs->voters[v]);
+        if (vi >= 0 && vi != li && chance_pm(s, 500)) {
+          side[vi] = true;
+          room--;
+        }
       }
     }
     for (int a = 0; a < SIM_NODES_MAX; a++) {
@@ -1748,6 +1779,14 @@ static void chaos(sim *s) {
           s->res->transfers++;
           int rv = qraft_core_transfer_leader(s->nodes[li].core, to);
           sim_event_hash(s, "transfer", li, to, (uint64_t)(-rv), 0);
+          if (rv == 0 && s->lease_hunt && chance_pm(s, 500)) {
+            /* cut the old leader off once its MsgTimeoutNow is out */
+            sim_push_ev(s, (sim_event){.time = s->now + rnd(s, 500, 15000),
+                                       .type = EV_ISOLATE,
+                                       .node = li,
+                                       .incarnation =
+                                           s->nodes[li].incarnation});
+          }
           node_drain(s, li);
         }
       }
@@ -1870,17 +1909,19 @@ static void sim_swarm(sim *s) {
   s->skew = (double)rnd(s, 0, s->lease ? 5 : 20) / 100.0;
   s->snap_threshold = rnd(s, 5, 200);
   s->clients_n = (int)rnd(s, 1, SIM_CLIENTS_MAX);
+  s->lease_hunt = s->lease && chance_pm(s, 500);
   snprintf(s->res->swarm, sizeof s->res->swarm,
            "nodes=%d prevote=%d checkquorum=%d lease=%d async=%d snap=%d"
            "/%" PRIu64 " churn=%d drop=%u%% dup=%u%% delay=%u-%uus "
            "disk=%u-%uus crash=%u part=%u pause=%u clog=%u skew=%.0f%% "
-           "flaky-leader=%u batch=%u inflight=%u clients=%d",
+           "flaky-leader=%u batch=%u inflight=%u clients=%d lease-hunt=%d",
            s->nodes_n, s->pre_vote, s->check_quorum, s->lease,
            s->async_persist, s->snapshots, s->snap_threshold, s->churn,
            s->drop_pm / 10, s->dup_pm / 10, s->delay_min_us, s->delay_max_us,
            s->disk_min_us, s->disk_max_us, s->crash_pm, s->partition_pm,
            s->pause_pm, s->clog_pm, s->skew * 100, s->leader_kill_pm,
-           s->append_entries_max, s->inflight_max, s->clients_n);
+           s->append_entries_max, s->inflight_max, s->clients_n,
+           s->lease_hunt);
 }
 
 static int sim_bootstrap(sim *s) {
