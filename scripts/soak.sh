@@ -13,7 +13,8 @@ ran=0
 if [ -x "$dir/bin/qraft-sim" ]; then
   start=$(( $(date +%s) % 1000000 * 100 ))
   echo "== qraft-sim: $SEEDS seeds from $start on $(nproc) cores"
-  "$dir/bin/qraft-sim" --seeds "$SEEDS" --start "$start" --jobs "$(nproc)"
+  "$dir/bin/qraft-sim" --seeds "$SEEDS" --start "$start" --jobs "$(nproc)" \
+    --progress 30
   ran=1
 fi
 if [ -x "$dir/bin/qraft-sim" ] && "$dir/bin/qraft-sim" --help 2>&1 | grep -q -- --full; then
@@ -21,7 +22,7 @@ if [ -x "$dir/bin/qraft-sim" ] && "$dir/bin/qraft-sim" --help 2>&1 | grep -q -- 
   start=$(( $(date +%s) % 1000000 * 100 + 1000 ))
   echo "== qraft-sim --full: $FULL_SEEDS seeds from $start on $(nproc) cores"
   "$dir/bin/qraft-sim" --full --seeds "$FULL_SEEDS" --start "$start" \
-    --jobs "$(nproc)"
+    --jobs "$(nproc)" --progress 60
 fi
 if [ -x "$dir/bin/qraft-crashtest" ]; then
   d=$(mktemp -d)

@@ -91,8 +91,13 @@ extern "C" {
 typedef enum qraft_read_only_option {
   /* Confirm leadership with a round of heartbeats for every read batch. */
   QRAFT_READ_ONLY_SAFE = 0,
-  /* Trust the leader lease: no round trip, relies on bounded clock drift.
-   * Requires check_quorum. */
+  /* Trust the leader lease: no round trip, relies on bounded clock drift
+   * (the leader's clock no more than (E - 1) / L slower than any voter's,
+   * E = election_ticks, L = min(3E/4, E - 2): 28% for E = 10), on ticks
+   * delivered from a monotonic clock and caught up after a stall, and on
+   * every member using it (a member with lease reads refuses votes for an
+   * election timeout after it starts). docs/core.md, "Leader leases".
+   * Requires check_quorum and election_ticks >= 3. */
   QRAFT_READ_ONLY_LEASE_BASED = 1,
 } qraft_read_only_option;
 
@@ -138,7 +143,8 @@ void qraft_core_config_default(qraft_core_config *cfg);
  * Checks a config. Returns 0 on success, or one of these negative codes:
  *   QRAFT_ECONFIG  with a frame naming the bad field (version, id 0,
  *                  election_ticks not above heartbeat_ticks, heartbeat 0,
- *                  lease reads without check_quorum, ...).
+ *                  lease reads without check_quorum or with
+ *                  election_ticks under 3, ...).
  */
 int qraft_core_config_validate(const qraft_core_config *cfg, qraft_err *err);
 

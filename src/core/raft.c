@@ -115,6 +115,13 @@ int qraft_core_config_validate(const qraft_core_config *cfg, qraft_err *err) {
     return QRAFT_ERR(err, QRAFT_ECONFIG,
                      "lease-based reads need check_quorum (thesis 6.4.1)");
   }
+  if (cfg->read_only == QRAFT_READ_ONLY_LEASE_BASED &&
+      cfg->election_ticks < 3) {
+    return QRAFT_ERR(err, QRAFT_ECONFIG,
+                     "lease-based reads need election_ticks >= 3 (%u): the "
+                     "lease must end a tick before the voters' promise",
+                     cfg->election_ticks);
+  }
   if (cfg->read_only != QRAFT_READ_ONLY_SAFE &&
       cfg->read_only != QRAFT_READ_ONLY_LEASE_BASED) {
     return QRAFT_ERR(err, QRAFT_ECONFIG, "unknown read_only option %d",
@@ -802,12 +809,21 @@ static void core_release_reads_waiting_commit(qraft_core *c) {
   }
 }
 
-/* Lease length in leader ticks: three quarters of the election timeout, so
- * the lease stays safe while the leader's clock runs up to about 14% slower
- * than a follower's (0.75 * 1.14 < 1 - margin). */
+/* Lease length L in leader ticks: three quarters of the election timeout E,
+ * and at most E - 2. A lease runs from the tick at which its heartbeat left
+ * and ends at the leader's L-th tick after it: at most L tick periods of
+ * the leader after the voter heard it. The voter's promise runs from that
+ * moment until its E-th tick, at least E - 1 of its periods. So the lease
+ * is safe while L leader periods are shorter than E - 1 voter periods: for
+ * the default E = 10, L = 7, while the leader's clock runs no more than
+ * 9/7 (28%) slower than any voter's (docs/core.md). */
 static uint64_t core_lease_ticks(const qraft_core *c) {
-  uint64_t l = (uint64_t)c->cfg.election_ticks * 3 / 4;
-  return l < 1 ? 1 : l;
+  uint64_t e = c->cfg.election_ticks;
+  uint64_t l = e * 3 / 4;
+  if (l + 2 > e) {
+    l = e - 2; /* election_ticks >= 3 with leases (config_validate) */
+  }
+  return l;
 }
 
 static bool core_lease_valid(const qraft_core *c) {

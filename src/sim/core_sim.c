@@ -195,6 +195,7 @@ typedef enum ev_type {
   EV_HEAL_ALL,
   EV_KILL,
   EV_ISOLATE,
+  EV_LEASE_SPLIT,
 } ev_type;
 
 typedef struct sim_event {
@@ -291,6 +292,7 @@ typedef struct sim_node {
   uint32_t isolated_ticks;
   uint32_t missed_ticks; /* while paused */
   uint64_t last_conf_entry; /* index of the last configuration applied */
+  qraft_conf_state conf_at_election; /* as leader: when it won */
   qraft_role role;
   uint64_t term;
 } sim_node;
@@ -376,6 +378,10 @@ typedef struct sim {
   qraft__lincheck_history *hist;
   uint64_t unique;
   uint64_t healed_ok_ops; /* ok operations invoked after the heal */
+  /* the client whose read is being started: a read state for it in that
+   * same call was answered without a round trip (a lease, or a single
+   * voter), which the lease checker judges; -1 otherwise */
+  int local_read_client;
   uint64_t heal_time;
 } sim;
 
@@ -1067,6 +1073,28 @@ static void node_take_snapshot(sim *s, int ni) {
   sim_event_hash(s, "compact", ni, at, meta.term, 0);
 }
 
+/* The lease checker. A leader that answers a read at once, on its lease
+ * (or as a single voter), claims that no other leader can exist: a quorum
+ * answered its heartbeats within the lease, and each of those voters
+ * refuses votes for an election timeout. A node leading a higher term
+ * right now refutes the claim, whether or not a client could yet see the
+ * difference. The simulator keeps clock skew under 5% with leases, well
+ * inside the drift the lease allows (docs/core.md). */
+static void check_local_read(sim *s, int ni) {
+  const sim_node *n = &s->nodes[ni];
+  for (int j = 0; j < SIM_NODES_MAX; j++) {
+    const sim_node *o = &s->nodes[j];
+    if (j != ni && o->up && o->core != NULL &&
+        o->role == QRAFT_ROLE_LEADER && o->term > n->term) {
+      sim_fail(s, "lease",
+               "node %d answered a read from its lease in term %" PRIu64
+               " while node %d leads term %" PRIu64,
+               ni + 1, n->term, j + 1, o->term);
+      return;
+    }
+  }
+}
+
 static void node_drain(sim *s, int ni) {
   sim_node *n = &s->nodes[ni];
   if (n->core == NULL) {
@@ -1085,6 +1113,7 @@ static void node_drain(sim *s, int ni) {
       sim_event_hash(s, qraft_role_name(u.role), ni, st.term, u.leader, 0);
       if (u.role == QRAFT_ROLE_LEADER) {
         s->res->elections_won++;
+        n->conf_at_election = *qraft_core_conf_state(n->core);
         for (size_t i = 0; i < s->leader_of_term_n; i++) {
           if (s->leaders[i].term == st.term && s->leaders[i].id != n->id) {
             sim_fail(s, "election-safety",
@@ -1266,6 +1295,9 @@ static void node_drain(sim *s, int ni) {
           c->read_index = u.read_states[i].index;
           if (c->read_index == 0) {
             c->read_index = 1; /* index 0: nothing to wait for */
+          }
+          if (s->local_read_client == ci && n->role == QRAFT_ROLE_LEADER) {
+            check_local_read(s, ni);
           }
         }
       }
@@ -1529,7 +1561,9 @@ static void client_start(sim *s, int ci) {
     if (rv != 0) {
       client_end(s, ci, QRAFT_LINCHECK_FAIL, 0);
     }
+    s->local_read_client = ci;
     node_drain(s, ni);
+    s->local_read_client = -1;
     return;
   }
   kv_op op = {.client = (uint32_t)ci, .seq = c->seq, .key = key};
@@ -1620,6 +1654,56 @@ static bool learner_caught_up(sim *s, const sim_node *l, qraft_id lid) {
   return false;
 }
 
+/* A partition: isolate the leader (kind 0), split in two at random (1),
+ * cut one way (2), or the leader with a minority of its configuration
+ * (3, the lease hunt's). */
+static void partition(sim *s, uint32_t kind) {
+  int li = leader_node(s);
+  bool side[SIM_NODES_MAX];
+  for (int i = 0; i < SIM_NODES_MAX; i++) {
+    side[i] = chance_pm(s, 500);
+  }
+  if (kind == 0 && li >= 0) {
+    for (int i = 0; i < SIM_NODES_MAX; i++) {
+      side[i] = i == li;
+    }
+  }
+  if (kind == 3 && li >= 0) {
+    /* Members the leader was elected with may go with it, those added
+     * since stay on the other side: the split that a lease counted on an
+     * old configuration would not survive. */
+    const qraft_conf_state *cs = qraft_core_conf_state(s->nodes[li].core);
+    const qraft_conf_state *old = &s->nodes[li].conf_at_election;
+    uint32_t room = cs->voters_n > 0 ? (cs->voters_n - 1) / 2 : 0;
+    if (room > old->voters_n / 2) {
+      room = old->voters_n / 2; /* with the leader, a bare majority of it */
+    }
+    for (int i = 0; i < SIM_NODES_MAX; i++) {
+      side[i] = i == li;
+    }
+    for (uint32_t v = 0; v < cs->voters_n && room > 0; v++) {
+      int vi = node_index(s, cs->voters[v]);
+      if (vi >= 0 && vi != li && conf_has(old, cs->voters[v], true) &&
+          chance_pm(s, 800)) {
+        side[vi] = true;
+        room--;
+      }
+    }
+  }
+  for (int a = 0; a < SIM_NODES_MAX; a++) {
+    for (int b = 0; b < SIM_NODES_MAX; b++) {
+      if (side[a] != side[b] && (kind != 2 || side[a])) {
+        s->blocked[a][b] = true;
+      }
+    }
+  }
+  s->res->partitions++;
+  sim_event_hash(s, "partition", li, kind, 0, 0);
+  sim_push_ev(s, (sim_event){.time = s->now + rnd(s, 50000, 3000000),
+                             .type = EV_HEAL_LINK,
+                             .node = -1});
+}
+
 static void chaos_membership(sim *s) {
   int li = leader_node(s);
   if (li < 0) {
@@ -1692,6 +1776,17 @@ static void chaos_membership(sim *s) {
   sim_event_hash(s, "conf-change", li, cc.changes_n,
                  cc.changes_n ? cc.changes[0].node_id : 0, (uint64_t)(-rv));
   node_drain(s, li);
+  bool grows = false;
+  for (uint32_t i = 0; i < cc.changes_n; i++) {
+    grows |= cc.changes[i].change_type == QRAFT_CONF_ADD_NODE;
+  }
+  if (rv == 0 && s->lease_hunt && grows && chance_pm(s, 700)) {
+    /* once a new voter is in force, the leader with a minority of the
+     * configuration (partition kind 3) */
+    sim_push_ev(s, (sim_event){.time = s->now + rnd(s, 20000, 300000),
+                               .type = EV_LEASE_SPLIT,
+                               .node = -1});
+  }
 }
 
 static void chaos(sim *s) {
@@ -1699,45 +1794,7 @@ static void chaos(sim *s) {
     return;
   }
   if (chance_pm(s, s->partition_pm)) {
-    /* a partition: isolate the leader, split in two, cut one way, or (the
-     * lease hunt) the leader with a minority of its configuration */
-    uint32_t kind = (uint32_t)rnd(s, 0, s->lease_hunt ? 3 : 2);
-    int li = leader_node(s);
-    bool side[SIM_NODES_MAX];
-    for (int i = 0; i < SIM_NODES_MAX; i++) {
-      side[i] = chance_pm(s, 500);
-    }
-    if (kind == 0 && li >= 0) {
-      for (int i = 0; i < SIM_NODES_MAX; i++) {
-        side[i] = i == li;
-      }
-    }
-    if (kind == 3 && li >= 0) {
-      const qraft_conf_state *cs = qraft_core_conf_state(s->nodes[li].core);
-      uint32_t room = cs->voters_n > 0 ? (cs->voters_n - 1) / 2 : 0;
-      for (int i = 0; i < SIM_NODES_MAX; i++) {
-        side[i] = i == li;
-      }
-      for (uint32_t v = 0; v < cs->voters_n && room > 0; v++) {
-        int vi = node_index(s, cs->voters[v]);
-        if (vi >= 0 && vi != li && chance_pm(s, 500)) {
-          side[vi] = true;
-          room--;
-        }
-      }
-    }
-    for (int a = 0; a < SIM_NODES_MAX; a++) {
-      for (int b = 0; b < SIM_NODES_MAX; b++) {
-        if (side[a] != side[b] && (kind != 2 || side[a])) {
-          s->blocked[a][b] = true;
-        }
-      }
-    }
-    s->res->partitions++;
-    sim_event_hash(s, "partition", li, kind, 0, 0);
-    sim_push_ev(s, (sim_event){.time = s->now + rnd(s, 50000, 3000000),
-                               .type = EV_HEAL_LINK,
-                               .node = -1});
+    partition(s, (uint32_t)rnd(s, 0, s->lease_hunt ? 3 : 2));
   }
   if (chance_pm(s, s->crash_pm)) {
     int ni = chance_pm(s, 400) ? leader_node(s) : pick_up_node(s, false);
@@ -1910,6 +1967,11 @@ static void sim_swarm(sim *s) {
   s->snap_threshold = rnd(s, 5, 200);
   s->clients_n = (int)rnd(s, 1, SIM_CLIENTS_MAX);
   s->lease_hunt = s->lease && chance_pm(s, 500);
+  if (s->lease_hunt && s->churn) {
+    /* configurations that grow under one leader, several times */
+    s->churn_pm = (uint32_t)rnd(s, 100, 300);
+    s->nodes_n = (int)rnd(s, 1, 3);
+  }
   snprintf(s->res->swarm, sizeof s->res->swarm,
            "nodes=%d prevote=%d checkquorum=%d lease=%d async=%d snap=%d"
            "/%" PRIu64 " churn=%d drop=%u%% dup=%u%% delay=%u-%uus "
@@ -2128,6 +2190,11 @@ static void sim_step(sim *s, sim_event ev) {
                                  .node = ev.node});
     }
     break;
+  case EV_LEASE_SPLIT:
+    if (!s->healed && s->now < s->fault_end) {
+      partition(s, 3);
+    }
+    break;
   case EV_ISOLATE:
     if (n->up && ev.incarnation == n->incarnation && !s->healed) {
       for (int i = 0; i < SIM_NODES_MAX; i++) {
@@ -2157,6 +2224,7 @@ int qraft_sim_core_run(const qraft_sim_core_opts *opts,
   }
   s->res = res;
   s->trace = opts->trace;
+  s->local_read_client = -1;
   qraft_prng_init(&s->prng, opts->seed);
   if (qraft__lincheck_history_new(&s->hist) != 0) {
     free(s);

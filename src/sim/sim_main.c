@@ -2,6 +2,8 @@
  * qraft-sim: runs the deterministic simulator (qraft/sim.h).
  *
  *   qraft-sim --seed S [--trace] [--summary]   replay one run
+ *   --progress S    with --seeds or --regression: a progress line every S
+ *                   seconds (seeds done, failures, seeds per second)
  *   --history FILE  with --seed: write the clients' history there as JSON
  *                   lines (docs/lincheck.md), for qraft-lincheck
  *   qraft-sim --seeds N [--start S] [--jobs J] run a range of seeds
@@ -38,6 +40,7 @@ static void usage(void) {
           "usage: %s [--full] --seed S [--trace] [--summary] [--duration-ms D]\n"
           "                 [--history FILE]\n"
           "       %s [--full] --seeds N [--start S] [--jobs J] [--expect-fail]\n"
+          "                 [--progress SECONDS]\n"
           "       %s [--full] --regression FILE [--jobs J]\n"
           "  --full  the full-stack simulation: real nodes, QUIC transport,\n"
           "          simulated disks (default: the Raft cores alone)\n",
@@ -87,7 +90,7 @@ static void print_result(uint64_t seed, const qraft_sim_core_result *r,
 /* Runs seeds[] over `jobs` processes; returns how many failed. */
 static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
                        uint64_t duration_ms, bool stop_on_fail,
-                       const char *self) {
+                       double progress_s, const char *self) {
   if (jobs < 1) {
     jobs = 1;
   }
@@ -112,17 +115,20 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
       FILE *out = fdopen(fds[j][1], "w");
       for (size_t i = (size_t)j; i < n; i += (size_t)jobs) {
         qraft_sim_core_result r;
+        double t_seed = now_s();
         if (run_one(seeds[i], duration_ms, NULL, &r) != 0) {
-          fprintf(out, "%" PRIu64 " ERR\n", seeds[i]);
+          fprintf(out, "%" PRIu64 " 0 ERR\n", seeds[i]);
           fflush(out);
           _exit(2);
         }
+        /* worker lines: SEED SECONDS ok HASH, or SEED SECONDS FAIL ... */
+        t_seed = now_s() - t_seed;
         if (r.ok) {
-          fprintf(out, "%" PRIu64 " ok %016" PRIx64 "\n", seeds[i],
-                  r.trace_hash);
+          fprintf(out, "%" PRIu64 " %.3f ok %016" PRIx64 "\n", seeds[i],
+                  t_seed, r.trace_hash);
         } else {
-          fprintf(out, "%" PRIu64 " FAIL %s %s\n", seeds[i], r.checker,
-                  r.failure);
+          fprintf(out, "%" PRIu64 " %.3f FAIL %s %s\n", seeds[i], t_seed,
+                  r.checker, r.failure);
           if (stop_on_fail) {
             fflush(out);
             _exit(1);
@@ -147,8 +153,22 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
     pfd[j].events = POLLIN;
   }
   bool stop = false;
+  double slowest = 0, next_progress = t0 + progress_s;
+  uint64_t slowest_seed = 0;
   while (open_n > 0 && !stop) {
-    if (poll(pfd, (nfds_t)jobs, -1) < 0) {
+    if (progress_s > 0 && now_s() >= next_progress) {
+      double dt = now_s() - t0;
+      printf("progress: %zu of %zu seeds, %zu failed, %.1f seeds/s, %.0f s\n",
+             done, n, failed, dt > 0 ? (double)done / dt : 0.0, dt);
+      fflush(stdout);
+      next_progress += progress_s;
+    }
+    int wait_ms = -1;
+    if (progress_s > 0) {
+      double left = next_progress - now_s();
+      wait_ms = left > 0 ? (int)(left * 1000) + 1 : 0;
+    }
+    if (poll(pfd, (nfds_t)jobs, wait_ms) < 0) {
       if (errno == EINTR) {
         continue;
       }
@@ -173,11 +193,16 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
         *nl = '\0';
         const char *line = buf[j];
         done++;
-        uint64_t seed = strtoull(line, NULL, 10);
+        char *end;
+        uint64_t seed = strtoull(line, &end, 10);
+        double took = strtod(end, &end);
+        if (took > slowest) {
+          slowest = took;
+          slowest_seed = seed;
+        }
         if (strstr(line, " ok ") == NULL) {
           failed++;
-          const char *rest = strchr(line, ' ');
-          printf("FAILED seed %" PRIu64 ":%s\n", seed, rest ? rest : "");
+          printf("FAILED seed %" PRIu64 ":%s\n", seed, end);
           printf("  replay: %s%s --seed %" PRIu64 " --trace\n", self,
                  full ? " --full" : "", seed);
           fflush(stdout);
@@ -208,6 +233,9 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
   double dt = now_s() - t0;
   printf("%zu runs, %zu failed, %.1f s, %.0f runs/minute\n", done, failed, dt,
          dt > 0 ? (double)done * 60.0 / dt : 0.0);
+  if (done > 0) {
+    printf("slowest seed %" PRIu64 ": %.2f s\n", slowest_seed, slowest);
+  }
   if (!stop_on_fail && done != n) {
     printf("only %zu of %zu runs reported (a worker died)\n", done, n);
     failed += n - done;
@@ -217,6 +245,7 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
 
 int main(int argc, char **argv) {
   uint64_t seed = 0, start = 1, count = 0, duration_ms = 0;
+  double progress_s = 0;
   bool have_seed = false, trace = false, summary = false, expect_fail = false;
   const char *regression = NULL, *history_path = NULL;
   int jobs = 1;
@@ -238,6 +267,9 @@ int main(int argc, char **argv) {
       i++;
     } else if (strcmp(a, "--duration-ms") == 0 && v) {
       duration_ms = strtoull(v, NULL, 0);
+      i++;
+    } else if (strcmp(a, "--progress") == 0 && v) {
+      progress_s = strtod(v, NULL);
       i++;
     } else if (strcmp(a, "--history") == 0 && v) {
       history_path = v;
@@ -321,7 +353,8 @@ int main(int argc, char **argv) {
     usage();
     return 2;
   }
-  size_t failed = run_many(seeds, n, jobs, duration_ms, expect_fail, self);
+  size_t failed =
+      run_many(seeds, n, jobs, duration_ms, expect_fail, progress_s, self);
   free(seeds);
   if (expect_fail) {
     return failed > 0 ? 0 : 1;

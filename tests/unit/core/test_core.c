@@ -50,6 +50,19 @@ static void config_is_validated_with_clear_errors(void **st) {
   qraft_err_format(&err, line, sizeof line);
   assert_non_null(strstr(line, "lease-based reads need check_quorum"));
 
+  /* a lease needs a tick of margin before the voters' promise ends */
+  qraft_core_config_default(&cfg);
+  cfg.id = 1;
+  cfg.read_only = QRAFT_READ_ONLY_LEASE_BASED;
+  cfg.election_ticks = 2;
+  qraft_err_init(&err, 0);
+  assert_int_equal(qraft_core_config_validate(&cfg, &err), QRAFT_ECONFIG);
+  qraft_err_format(&err, line, sizeof line);
+  assert_non_null(strstr(line, "lease-based reads need election_ticks >= 3"));
+  cfg.election_ticks = 3;
+  cfg.heartbeat_ticks = 1;
+  assert_int_equal(qraft_core_config_validate(&cfg, NULL), 0);
+
   qraft_core_config_default(&cfg);
   cfg.id = 1;
   cfg.version = 99;
@@ -717,6 +730,68 @@ static void lease_ends_when_a_removed_leader_hands_over(void **st) {
   h_close(&h);
 }
 
+/* The lease is counted on the current configuration: a leader elected
+ * alone that has since gained two voters needs one of them. Counted on the
+ * configuration it was elected in (the LEASE_OLD_CONFIG canary), its lease
+ * never ends while it leads, and the two new voters elect a leader of
+ * their own and take writes while it still reads alone. */
+static void lease_counts_on_the_current_configuration(void **st) {
+  (void)st;
+  harness h;
+  h_init(&h, 1, tweak_lease);
+  h_campaign(&h, 1);
+  assert_int_equal(h_leader(&h), 1);
+  for (qraft_id id = 2; id <= 3; id++) {
+    h_start(&h, id, tweak_lease);
+    qraft_conf_change_single add = {QRAFT_CONF_ADD_LEARNER_NODE, id};
+    assert_int_equal(conf_change(&h, 1, QRAFT_CONF_TRANSITION_AUTO, 1, &add),
+                     0);
+    h_deliver_all(&h);
+    h_tick_all(&h, 2);
+  }
+  for (qraft_id id = 2; id <= 3; id++) {
+    qraft_conf_change_single promote = {QRAFT_CONF_ADD_NODE, id};
+    assert_int_equal(
+        conf_change(&h, 1, QRAFT_CONF_TRANSITION_AUTO, 1, &promote), 0);
+    h_deliver_all(&h);
+    h_tick_all(&h, 2);
+  }
+  h_propose(&h, 1, "a");
+  h_deliver_all(&h);
+  h_tick_all(&h, 12); /* every voter is past its first election timeout */
+  assert_int_equal(h_leader(&h), 1);
+  assert_int_equal(qraft_core_conf_state(h_node_of(&h, 1)->core)->voters_n, 3);
+  /* cut off; the clocks run on until nodes 2 and 3 have a leader */
+  h_isolate(&h, 1);
+  h_node *n1 = h_node_of(&h, 1);
+  qraft_id other = 0;
+  int read_id = 10;
+  for (int t = 0; t < 60 && other == 0; t++) {
+    h_tick_all(&h, 1);
+    for (qraft_id id = 2; id <= 3; id++) {
+      qraft_core_status s;
+      qraft_core_status_get(h_node_of(&h, id)->core, &s);
+      if (s.role == QRAFT_ROLE_LEADER) {
+        other = id;
+      }
+    }
+    /* node 1 reads alone only while its lease can hold */
+    qraft_core_status s1;
+    qraft_core_status_get(n1->core, &s1);
+    if (s1.role == QRAFT_ROLE_LEADER) {
+      assert_int_equal(qraft_core_read_index(n1->core, (uint64_t)read_id), 0);
+      h_drain(&h, 1);
+      h_drop_all(&h);
+      if (n1->read_done[read_id]) {
+        assert_true(t < 8); /* within the lease's 7 ticks of the last ack */
+      }
+      read_id++;
+    }
+  }
+  assert_true(other != 0);
+  h_close(&h);
+}
+
 /* A voter's promise not to vote for an election timeout after hearing from
  * the leader lives in memory: one that crashes and comes back at once has
  * forgotten it. So a voter that starts refuses votes (but not a transfer's)
@@ -938,6 +1013,7 @@ int main(void) {
       cmocka_unit_test(leadership_transfer_hands_over_to_an_up_to_date_voter),
       cmocka_unit_test(lease_ends_when_the_leader_sends_timeout_now),
       cmocka_unit_test(lease_ends_when_a_removed_leader_hands_over),
+      cmocka_unit_test(lease_counts_on_the_current_configuration),
       cmocka_unit_test(stale_vote_request_is_refused_with_the_voters_term),
       cmocka_unit_test(restarted_voter_keeps_the_promise_behind_a_lease),
       cmocka_unit_test(
