@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dir=${1:-build/canary}
-SEEDS=${CANARY_SEEDS:-6000}
+SEEDS=${CANARY_SEEDS:-3000}
 FULL_SEEDS=${CANARY_FULL_SEEDS:-600}
 FULL_CORE_SEEDS=${CANARY_FULL_CORE_SEEDS:-300}
 JOBS=${JOBS:-$(nproc)}

@@ -17,6 +17,14 @@ static void tweak_no_prevote(qraft_core_config *cfg) {
   cfg->check_quorum = false;
 }
 
+/* Three voters; node 1 leads and has committed `first`. */
+static void three_led_by_1(harness *h, h_config_cb tweak, const char *first) {
+  h_init(h, 3, tweak);
+  h_campaign(h, 1);
+  assert_int_equal(h_propose(h, 1, first), 0);
+  h_deliver_all(h);
+}
+
 /* --- configuration ----------------------------------------------------------- */
 
 static void config_is_validated_with_clear_errors(void **st) {
@@ -386,10 +394,7 @@ static void partitioned_leader_cannot_commit_and_its_reads_are_refused(
     void **st) {
   (void)st;
   harness h;
-  h_init(&h, 3, tweak_no_prevote);
-  h_campaign(&h, 1);
-  h_propose(&h, 1, "a");
-  h_deliver_all(&h);
+  three_led_by_1(&h, tweak_no_prevote, "a");
   h_tick_all(&h, 1);
   h_isolate(&h, 1);
   uint64_t commit = h_commit(&h, 1);
@@ -842,10 +847,7 @@ static void restarted_voter_keeps_the_promise_behind_a_lease(void **st) {
 static void stale_vote_request_is_refused_with_the_voters_term(void **st) {
   (void)st;
   harness h;
-  h_init(&h, 3, tweak_no_prevote);
-  h_campaign(&h, 1);
-  h_propose(&h, 1, "a");
-  h_deliver_all(&h);
+  three_led_by_1(&h, tweak_no_prevote, "a");
   h_isolate(&h, 3);
   for (int t = 0; t < 60; t++) {
     h_tick(&h, 3, 1);
@@ -873,10 +875,7 @@ static void removed_node_raises_its_term_only_after_winning_a_pre_vote(
     void **st) {
   (void)st;
   harness h;
-  h_init(&h, 3, tweak_no_prevote);
-  h_campaign(&h, 1);
-  h_propose(&h, 1, "a");
-  h_deliver_all(&h);
+  three_led_by_1(&h, tweak_no_prevote, "a");
   qraft_conf_change_single rm3 = {QRAFT_CONF_REMOVE_NODE, 3};
   assert_int_equal(conf_change(&h, 1, QRAFT_CONF_TRANSITION_AUTO, 1, &rm3), 0);
   h_deliver_all(&h);
