@@ -62,10 +62,15 @@
  * The driver asserts these rules; the simulator checks that a driver that
  * breaks rule 3 is caught (the "ack before durable" canary).
  *
- * Ticks: the driver calls qraft_core_tick from a monotonic clock, and after
- * a stall (a pause of the process, a blocked loop) it delivers every tick
- * it missed before stepping anything else. Lease reads rely on it: a leader
- * that does not see time pass would trust a lease that has run out.
+ * Ticks: the driver calls qraft_core_tick from a monotonic clock. After a
+ * stall (a pause of the process, a blocked loop) it counts every tick it
+ * missed with qraft_core_elapse before stepping anything else, then steps
+ * the messages that arrived during the stall, then calls
+ * qraft_core_check_timeouts.
+ * Lease reads rely on the first part: a leader that does not see time pass
+ * would trust a lease that has run out. Steadiness relies on the rest: a
+ * decision about time (check-quorum, an election timeout) taken before the
+ * messages that arrived in that time are read takes silence for failure.
  *
  * Threads: a core belongs to one thread. Nothing here is thread-safe.
  * Lifetimes: an update, and everything it points to, stays valid until the
@@ -220,8 +225,32 @@ int qraft_core_new(const qraft_core_config *cfg,
 /* Frees the core and drops its references to entry payloads. */
 void qraft_core_free(qraft_core *core);
 
-/* One logical clock tick. */
+/* One logical clock tick, then the decisions that are due: a heartbeat,
+ * check-quorum (a leader), an election timeout (a follower or candidate).
+ * The same as qraft_core_elapse(core, 1) then
+ * qraft_core_check_timeouts(core). */
 void qraft_core_tick(qraft_core *core);
+
+/*
+ * `ticks` ticks went by (0 does nothing). Counts them, for the lease and
+ * every timer, and sends a heartbeat or abandons a transfer if one is due,
+ * but leaves the decisions that depend on what arrived meanwhile,
+ * check-quorum and the election timeout, to qraft_core_check_timeouts.
+ *
+ * For a stall (the process was descheduled, the loop blocked): the driver
+ * counts the missed ticks with this before it steps anything else (lease
+ * reads need the time), then steps every message that arrived during the
+ * stall (they were sent in that time), then calls
+ * qraft_core_check_timeouts. So a leader whose quorum answered while it was
+ * stalled does not step down, and a follower whose leader's heartbeats
+ * waited in its socket does not campaign.
+ */
+void qraft_core_elapse(qraft_core *core, uint64_t ticks);
+
+/* Takes the decisions due by the ticks counted so far: check-quorum (a
+ * leader that has not heard from a quorum within an election timeout steps
+ * down) and the election timeout (a follower or candidate campaigns). */
+void qraft_core_check_timeouts(qraft_core *core);
 
 /* Starts an election now (as if the election timeout fired). */
 void qraft_core_campaign(qraft_core *core);
@@ -316,6 +345,19 @@ bool qraft_core_has_update(const qraft_core *core);
 void qraft_core_take_update(qraft_core *core, qraft_update *u);
 
 /* Read-only views, valid until the next call on the core. */
+/* Why a leader stopped leading (qraft_core_status.stepdowns). */
+typedef enum qraft_stepdown_reason {
+  QRAFT_STEPDOWN_CHECK_QUORUM = 0, /* no quorum heard within an election
+                                      timeout */
+  QRAFT_STEPDOWN_HIGHER_TERM = 1,  /* another member's election */
+  QRAFT_STEPDOWN_TRANSFER = 2,     /* it handed leadership over */
+  QRAFT_STEPDOWN_REMOVED = 3,      /* it was removed from the configuration */
+  QRAFT_STEPDOWN_REASONS = 4,
+} qraft_stepdown_reason;
+
+/* "check_quorum", "higher_term", "transfer", "removed". */
+const char *qraft_stepdown_reason_name(qraft_stepdown_reason r);
+
 typedef struct qraft_core_status {
   qraft_id id;
   qraft_role role;
@@ -331,6 +373,10 @@ typedef struct qraft_core_status {
   uint64_t snapshot_term;
   qraft_id lead_transferee;
   uint64_t messages_dropped; /* over messages_max since creation */
+  /* since creation: campaigns its election timeout started, and the times
+   * it stopped leading, by reason */
+  uint64_t election_timeouts;
+  uint64_t stepdowns[QRAFT_STEPDOWN_REASONS];
 } qraft_core_status;
 
 void qraft_core_status_get(const qraft_core *core, qraft_core_status *st);

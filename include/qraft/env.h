@@ -63,6 +63,7 @@ typedef struct qraft_env_ops {
   int (*udp_send)(qraft_env_udp *u, const struct sockaddr *to,
                   const void *data, size_t len);
   void (*udp_close)(qraft_env_udp *u);
+  int (*udp_poll)(qraft_env_udp *u, uint32_t max);
   int (*wake_new)(qraft_env *env, qraft_env_wake_cb cb, void *ud,
                   qraft_env_wake **out);
   void (*wake_send)(qraft_env_wake *w);
@@ -162,6 +163,20 @@ static inline int qraft_env_udp_send(qraft_env_udp *u,
                                      const struct sockaddr *to,
                                      const void *data, size_t len) {
   return u->env->ops->udp_send(u, to, data, len);
+}
+
+/*
+ * Delivers now, through the socket's receive callback and before it
+ * returns, the datagrams that have already arrived at the socket and wait
+ * to be read, oldest first, at most `max`. A loop runs its due timers
+ * before it reads its sockets (libuv does, and the sim env does after a
+ * pause), so a timer that must see what arrived before it fired, such as a
+ * Raft tick after a stall, calls this first. The callback may close the
+ * socket; the call then stops. Returns the number delivered, or one of
+ * these negative codes: -errno.
+ */
+static inline int qraft_env_udp_poll(qraft_env_udp *u, uint32_t max) {
+  return u->env->ops->udp_poll(u, max);
 }
 
 /* Flushes pending datagrams, closes and frees the socket; NULL is ignored. */
@@ -312,7 +327,10 @@ void qraft_simnet_heal(qraft_simnet *net);
 void qraft_simnet_host_set_down(qraft_env *env, bool down);
 
 /* Pauses the host's process until network time `until_ns` (a stop-the-
- * world pause): its timers, wake-ups and deliveries wait until then. */
+ * world pause): its timers, wake-ups and deliveries wait until then. When
+ * it resumes, it runs the timers that fell due before it reads the
+ * datagrams that arrived meanwhile, as a libuv loop does after a stall
+ * (qraft_env_udp_poll reads them first). */
 void qraft_simnet_host_pause(qraft_env *env, uint64_t until_ns);
 
 /* Skews the host's clock: it reads the network time plus `offset_ns`, and

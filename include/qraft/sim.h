@@ -56,6 +56,10 @@ typedef struct qraft_sim_core_opts {
    * (docs/lincheck.md) before it is checked, for qraft-lincheck. The core
    * simulator only. */
   FILE *history;
+  /* The full-stack simulation only: make the seed a steady one (a healthy
+   * network, no crash or membership change, only stalls of one member at
+   * a time), which one seed in five of the others is anyway. */
+  bool steady;
 } qraft_sim_core_opts;
 
 typedef struct qraft_sim_core_result {
@@ -67,7 +71,7 @@ typedef struct qraft_sim_core_result {
   uint64_t events;
   uint64_t virtual_ms;
   /* What the seed drew. */
-  char swarm[256];
+  char swarm[320];
   /* What happened. */
   uint64_t elections_won;
   uint64_t max_term;

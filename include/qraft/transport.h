@@ -286,6 +286,16 @@ const qraft_node_id *qraft_endpoint_id(const qraft_endpoint *ep);
 void qraft_endpoint_addr(const qraft_endpoint *ep, qraft_node_addr *out);
 
 /*
+ * Reads now every datagram that has already arrived at the endpoint's
+ * sockets (at most `max` a socket) and processes it as the loop would:
+ * packets decrypted, stream data and messages handed to the handlers before
+ * this returns. A driver whose timer must see what arrived before it fired
+ * calls this first (qraft_env_udp_poll). Not from a connection's callback.
+ * Returns the number of datagrams read.
+ */
+uint32_t qraft_endpoint_poll(qraft_endpoint *ep, uint32_t max);
+
+/*
  * Graceful shutdown: stops accepting and dialing, closes every connection
  * with QRAFT_CLOSE_NORMAL (each handler gets conn_down_cb), sends the close
  * frames and closes the sockets. Idempotent. Must not be called from a

@@ -147,6 +147,10 @@ struct qraft_core {
 
   uint64_t messages_dropped;
   uint64_t bad_conf_entries;
+  /* why leadership ended (qraft_core_status) */
+  uint64_t election_timeouts;
+  uint64_t stepdowns[QRAFT_STEPDOWN_REASONS];
+  bool check_quorum_failed; /* set just before the step-down it causes */
 };
 
 #endif

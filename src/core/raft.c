@@ -50,6 +50,22 @@ const char *qraft_role_name(qraft_role role) {
   return "?";
 }
 
+const char *qraft_stepdown_reason_name(qraft_stepdown_reason r) {
+  switch (r) {
+  case QRAFT_STEPDOWN_CHECK_QUORUM:
+    return "check_quorum";
+  case QRAFT_STEPDOWN_HIGHER_TERM:
+    return "higher_term";
+  case QRAFT_STEPDOWN_TRANSFER:
+    return "transfer";
+  case QRAFT_STEPDOWN_REMOVED:
+    return "removed";
+  case QRAFT_STEPDOWN_REASONS:
+    break;
+  }
+  return "?";
+}
+
 /* --- configuration ---------------------------------------------------------- */
 
 void qraft_core_config_default(qraft_core_config *cfg) {
@@ -503,6 +519,18 @@ static bool core_may_campaign(const qraft_core *c) {
 }
 
 static void core_become_follower(qraft_core *c, uint64_t term, qraft_id lead) {
+  if (c->role == QRAFT_ROLE_LEADER) {
+    qraft_stepdown_reason why = QRAFT_STEPDOWN_HIGHER_TERM;
+    if (c->check_quorum_failed) {
+      why = QRAFT_STEPDOWN_CHECK_QUORUM;
+    } else if (c->removed_leader) {
+      why = QRAFT_STEPDOWN_REMOVED;
+    } else if (c->lease_revoked) {
+      why = QRAFT_STEPDOWN_TRANSFER; /* it sent MsgTimeoutNow this term */
+    }
+    c->stepdowns[why]++;
+    c->check_quorum_failed = false;
+  }
   core_reset(c, term);
   c->lead = lead;
   c->role = QRAFT_ROLE_FOLLOWER;
@@ -1556,19 +1584,32 @@ static void core_release_forwarded(qraft_core *c) {
   }
 }
 
-void qraft_core_tick(qraft_core *c) {
+/* Counts `n` ticks. With `decide`, then takes the decisions that are due:
+ * check-quorum and an election timeout. Without it those wait, because
+ * they must see the messages that arrived while the ticks went by
+ * (qraft_core_elapse). Heartbeats and the end of a transfer are decided at
+ * once: they need no message to be right. */
+static uint32_t sat_add32(uint32_t a, uint64_t n) {
+  return n >= UINT32_MAX - a ? UINT32_MAX : a + (uint32_t)n;
+}
+
+static void core_count_ticks(qraft_core *c, uint64_t n, bool decide) {
   core_release_forwarded(c);
-  c->ticks++;
+  if (n == 0 && !decide) {
+    return;
+  }
+  c->ticks += n;
   if (c->role == QRAFT_ROLE_LEADER) {
-    c->heartbeat_elapsed++;
-    c->election_elapsed++;
-    if (c->election_elapsed >= c->cfg.election_ticks) {
+    c->heartbeat_elapsed = sat_add32(c->heartbeat_elapsed, n);
+    c->election_elapsed = sat_add32(c->election_elapsed, n);
+    if (decide && c->election_elapsed >= c->cfg.election_ticks) {
       c->election_elapsed = 0;
       if (c->cfg.check_quorum) {
         /* Check-quorum: a leader that has not heard from a quorum within
          * an election timeout steps down (thesis 6.2). */
 #ifndef QRAFT_CANARY_NO_CHECK_QUORUM_STEP_DOWN
         if (!qraft__tracker_quorum_active(&c->trk)) {
+          c->check_quorum_failed = true;
           core_become_follower(c, c->term, QRAFT_ID_NONE);
           return;
         }
@@ -1580,11 +1621,13 @@ void qraft_core_tick(qraft_core *c) {
         }
       }
     }
-    if (c->lead_transferee != QRAFT_ID_NONE &&
-        ++c->transfer_elapsed >= c->cfg.election_ticks) {
-      core_abort_transfer(c); /* took longer than an election timeout */
-      if (c->removed_leader) {
-        core_removed_leader_handover(c);
+    if (c->lead_transferee != QRAFT_ID_NONE) {
+      c->transfer_elapsed = sat_add32(c->transfer_elapsed, n);
+      if (c->transfer_elapsed >= c->cfg.election_ticks) {
+        core_abort_transfer(c); /* took longer than an election timeout */
+        if (c->removed_leader) {
+          core_removed_leader_handover(c);
+        }
       }
     }
     if (c->heartbeat_elapsed >= c->cfg.heartbeat_ticks) {
@@ -1593,13 +1636,22 @@ void qraft_core_tick(qraft_core *c) {
     }
     return;
   }
-  c->election_elapsed++;
-  if (core_may_campaign(c) &&
+  c->election_elapsed = sat_add32(c->election_elapsed, n);
+  if (decide && core_may_campaign(c) &&
       c->election_elapsed >= c->randomized_election_timeout) {
     c->election_elapsed = 0;
+    c->election_timeouts++;
     core_hup(c, c->cfg.pre_vote ? CAMPAIGN_PRE_ELECTION : CAMPAIGN_ELECTION);
   }
 }
+
+void qraft_core_tick(qraft_core *c) { core_count_ticks(c, 1, true); }
+
+void qraft_core_elapse(qraft_core *c, uint64_t ticks) {
+  core_count_ticks(c, ticks, false);
+}
+
+void qraft_core_check_timeouts(qraft_core *c) { core_count_ticks(c, 0, true); }
 
 void qraft_core_campaign(qraft_core *c) {
   core_release_forwarded(c);
@@ -2377,6 +2429,8 @@ void qraft_core_status_get(const qraft_core *c, qraft_core_status *st) {
   st->snapshot_term = c->snap_term;
   st->lead_transferee = c->lead_transferee;
   st->messages_dropped = c->messages_dropped;
+  st->election_timeouts = c->election_timeouts;
+  memcpy(st->stepdowns, c->stepdowns, sizeof st->stepdowns);
 }
 
 void qraft_core_snapshot_meta(const qraft_core *c, qraft_snapshot_meta *out) {

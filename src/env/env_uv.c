@@ -19,6 +19,10 @@
 #include <uv.h>
 
 #define UV_BATCH_MAX 64
+/* qraft_env_udp_poll reads into slots of its own buffer (not libuv's, which
+ * may be in use if a receive callback polls). */
+#define UV_POLL_SLOT_BYTES 2048
+#define UV_POLL_SLOTS 64
 /* libuv's recvmmsg takes one datagram per 64 KiB of buffer. */
 #define UV_RECV_BUF_BYTES (16 * 64 * 1024)
 
@@ -41,6 +45,7 @@ typedef struct uv_udp_obj {
   qraft_env_recv_cb cb;
   void *ud;
   int fd;
+  bool closing;
   bool on_flush_list;
   struct uv_udp_obj *flush_next;
   unsigned batch_n;
@@ -49,6 +54,7 @@ typedef struct uv_udp_obj {
   struct sockaddr_storage to[UV_BATCH_MAX];
   uint8_t bufs[UV_BATCH_MAX][QRAFT_ENV_DGRAM_MAX];
   uint8_t *recv_buf; /* UV_RECV_BUF_BYTES */
+  uint8_t *poll_buf; /* UV_POLL_SLOTS * UV_POLL_SLOT_BYTES, on first poll */
 } uv_udp_obj;
 
 typedef struct uv_wake_obj {
@@ -166,6 +172,7 @@ static void close_free_cb(uv_handle_t *h) { free(h->data); }
 static void udp_close_free_cb(uv_handle_t *h) {
   uv_udp_obj *u = h->data;
   free(u->recv_buf);
+  free(u->poll_buf);
   free(u);
 }
 
@@ -326,9 +333,66 @@ static int uv_env_udp_send(qraft_env_udp *base, const struct sockaddr *to,
   return 0;
 }
 
+/* Reads what waits in the socket with recvmmsg, without blocking, into
+ * slots of the poll buffer. A datagram longer than a slot (no peer of
+ * ours sends one: QRAFT_ENV_DGRAM_MAX) is truncated by the kernel and
+ * dropped here. */
+
+static int uv_env_udp_poll(qraft_env_udp *base, uint32_t max) {
+  uv_udp_obj *u = (uv_udp_obj *)base;
+  struct mmsghdr msgs[UV_POLL_SLOTS];
+  struct iovec iov[UV_POLL_SLOTS];
+  struct sockaddr_storage from[UV_POLL_SLOTS];
+  uint32_t done = 0;
+  if (u->poll_buf == NULL) {
+    u->poll_buf = malloc((size_t)UV_POLL_SLOTS * UV_POLL_SLOT_BYTES);
+    if (u->poll_buf == NULL) {
+      return -ENOMEM;
+    }
+  }
+  while (done < max && !u->closing) {
+    unsigned want = max - done < UV_POLL_SLOTS ? max - done : UV_POLL_SLOTS;
+    for (unsigned i = 0; i < want; i++) {
+      iov[i].iov_base = u->poll_buf + (size_t)i * UV_POLL_SLOT_BYTES;
+      iov[i].iov_len = UV_POLL_SLOT_BYTES;
+      memset(&msgs[i], 0, sizeof msgs[i]);
+      msgs[i].msg_hdr.msg_name = &from[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int n = recvmmsg(u->fd, msgs, want, MSG_DONTWAIT, NULL);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        break;
+      }
+      return done > 0 ? (int)done : -errno;
+    }
+    if (n == 0) {
+      break;
+    }
+    for (int i = 0; i < n && !u->closing; i++) {
+      done++;
+      if ((msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0) {
+        continue;
+      }
+      u->cb(u->ud, (const struct sockaddr *)&from[i],
+            (const uint8_t *)iov[i].iov_base, msgs[i].msg_len);
+    }
+    if ((unsigned)n < want) {
+      break;
+    }
+  }
+  return (int)done;
+}
+
 static void uv_env_udp_close(qraft_env_udp *base) {
   uv_udp_obj *u = (uv_udp_obj *)base;
   env_uv *e = env_of(base->env);
+  u->closing = true;
   udp_flush(u);
   if (u->on_flush_list) {
     for (uv_udp_obj **pp = &e->flush_head; *pp != NULL;
@@ -438,6 +502,7 @@ static const qraft_env_ops uv_ops = {
     .udp_local_addr = uv_env_udp_local_addr,
     .udp_send = uv_env_udp_send,
     .udp_close = uv_env_udp_close,
+    .udp_poll = uv_env_udp_poll,
     .wake_new = uv_env_wake_new,
     .wake_send = uv_env_wake_send,
     .wake_free = uv_env_wake_free,

@@ -26,6 +26,7 @@ typedef struct sim_dgram {
   struct sockaddr_in from;
   struct sockaddr_in to;
   uint64_t send_seq;
+  uint64_t arrive_ns; /* network time it reaches the socket */
   size_t len;
   uint8_t data[];
 } sim_dgram;
@@ -149,6 +150,31 @@ static int heap_push(qraft_simnet *net, uint64_t at_ns, ev_kind kind,
   }
   net->heap[i] = ev;
   return 0;
+}
+
+/* Restores the heap order of the whole array (after removals). */
+static void heap_rebuild(qraft_simnet *net) {
+  for (size_t start = net->heap_n / 2; start-- > 0;) {
+    size_t i = start;
+    sim_event x = net->heap[i];
+    for (;;) {
+      size_t l = 2 * i + 1, r = l + 1, m = i;
+      const sim_event *best = &x;
+      if (l < net->heap_n && ev_before(&net->heap[l], best)) {
+        m = l;
+        best = &net->heap[l];
+      }
+      if (r < net->heap_n && ev_before(&net->heap[r], best)) {
+        m = r;
+      }
+      if (m == i) {
+        break;
+      }
+      net->heap[i] = net->heap[m];
+      i = m;
+    }
+    net->heap[i] = x;
+  }
 }
 
 static sim_event heap_pop(qraft_simnet *net) {
@@ -370,6 +396,7 @@ static int sim_udp_send(qraft_env_udp *base, const struct sockaddr *to,
       at = clog_until + delay;
       net->stats.clogged++;
     }
+    d->arrive_ns = at;
     if (heap_push(net, at, EV_DGRAM, 0, d) != 0) {
       free(d);
       return -ENOMEM;
@@ -430,6 +457,56 @@ static void deliver(qraft_simnet *net, sim_dgram *d) {
   trace_mix(net, 0xd0000000ull ^ ((uint64_t)host_index_of_addr(&d->from) << 48) ^
                      ((uint64_t)host_index_of_addr(&d->to) << 32) ^ d->len);
   u->cb(u->ud, (const struct sockaddr *)&d->from, d->data, d->len);
+}
+
+static int dgram_order(const void *a, const void *b) {
+  const sim_event *x = a, *y = b;
+  const sim_dgram *dx = x->obj, *dy = y->obj;
+  if (dx->arrive_ns != dy->arrive_ns) {
+    return dx->arrive_ns < dy->arrive_ns ? -1 : 1;
+  }
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The datagrams for this socket that have arrived by now (those held back
+ * by a pause included) leave the queue and are delivered, oldest first. */
+static int sim_udp_poll(qraft_env_udp *base, uint32_t max) {
+  sim_udp *u = (sim_udp *)base;
+  qraft_simnet *net = host_of(base->env)->net;
+  sim_event *got = NULL;
+  size_t got_n = 0, keep = 0;
+  for (size_t i = 0; i < net->heap_n; i++) {
+    sim_event ev = net->heap[i];
+    const sim_dgram *d = ev.obj;
+    if (ev.kind == EV_DGRAM && got_n < max && d->arrive_ns <= net->now_ns &&
+        d->to.sin_addr.s_addr == u->addr.sin_addr.s_addr &&
+        d->to.sin_port == u->addr.sin_port) {
+      if (got == NULL) {
+        got = malloc(net->heap_n * sizeof *got);
+        if (got == NULL) {
+          return -ENOMEM; /* nothing removed yet */
+        }
+      }
+      got[got_n++] = ev;
+      continue;
+    }
+    net->heap[keep++] = ev;
+  }
+  if (got_n == 0) {
+    return 0;
+  }
+  net->heap_n = keep;
+  heap_rebuild(net);
+  qsort(got, got_n, sizeof *got, dgram_order);
+  for (size_t i = 0; i < got_n; i++) {
+    net->stats.events++;
+    trace_mix(net, ((uint64_t)EV_DGRAM << 56) ^ 0x5000000000000ull ^
+                       (net->now_ns << 8));
+    deliver(net, got[i].obj); /* finds no socket if the callback closed it */
+    free(got[i].obj);
+  }
+  free(got);
+  return (int)got_n;
 }
 
 /* ---- wake-ups ---- */
@@ -548,8 +625,12 @@ static int sim_run(qraft_env *env, uint64_t deadline_ns,
     net->now_ns = ev.at_ns;
     sim_host *h = event_host(net, &ev);
     if (h != NULL && h->paused_until_ns > net->now_ns) {
-      /* A paused process runs nothing; its events wait for it. */
-      int rv = heap_push(net, h->paused_until_ns, ev.kind, ev.gen, ev.obj);
+      /* A paused process runs nothing; its events wait for it. When it
+       * resumes it runs its due timers first, then reads its sockets (a
+       * nanosecond later), as a libuv loop does after a stall. */
+      int rv = heap_push(net,
+                         h->paused_until_ns + (ev.kind == EV_TIMER ? 0 : 1),
+                         ev.kind, ev.gen, ev.obj);
       QRAFT_ASSERTF(rv == 0, "simnet: out of memory for an event");
       continue;
     }
@@ -583,6 +664,7 @@ static const qraft_env_ops sim_ops = {
     .udp_local_addr = sim_udp_local_addr,
     .udp_send = sim_udp_send,
     .udp_close = sim_udp_close,
+    .udp_poll = sim_udp_poll,
     .wake_new = sim_wake_new,
     .wake_send = sim_wake_send,
     .wake_free = sim_wake_free,

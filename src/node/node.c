@@ -104,6 +104,9 @@ struct qraft_node {
   qraft_env_wake *wake;
   uint64_t tick_ns;
   uint64_t next_tick_ns;
+  uint64_t ticked_ns;   /* when ticks were last counted */
+  uint64_t leader_term; /* the term of the last leader we knew (metrics) */
+  bool stalled;         /* ticks were missed since the tick timer last ran */
 
   qraft_storage *st;
   int st_fd;
@@ -154,10 +157,15 @@ struct qraft_node {
   _Atomic uint64_t m_elections, m_snapshots_taken, m_snapshots_installed;
   _Atomic uint64_t m_writes, m_write_entries;
   _Atomic uint64_t m_messages_out, m_messages_in;
+  _Atomic uint64_t m_stalls, m_stall_max_ns, m_leader_changes;
+  _Atomic uint64_t m_election_timeouts;
+  _Atomic uint64_t m_stepdowns[QRAFT_STEPDOWN_REASONS];
   /* transport counters, copied on the loop for readers on any thread */
   qraft_histogram h_write_us;      /* storage write: submit to durable */
   qraft_histogram h_write_entries; /* entries per storage write */
   qraft_histogram h_commit_us;     /* proposal: taken by the loop to applied */
+  qraft_histogram h_stall_us;      /* gaps between tick countings, when a
+                                      tick was missed */
   qraft_histogram h_apply_entries; /* entries per apply batch */
   qraft_endpoint_metrics m_ep;
   uint32_t m_peers_n;
@@ -166,6 +174,7 @@ struct qraft_node {
 
 static void node_drain(qraft_node *n);
 static void node_fail_all(qraft_node *n, int code);
+static void node_clock(qraft_node *n);
 
 qraft_id qraft_node_raft_id(const qraft_node_id *key) {
   uint64_t v = 0;
@@ -671,6 +680,7 @@ static void node_send(qraft_node *n, const qraft_message *m) {
 static void node_write_cb(qraft_storage_write *sw, int status) {
   node_write *w = sw->data;
   qraft_node *n = w->node;
+  node_clock(n);
   n->writes_inflight--;
   if (n->last_write == w) {
     n->last_write = NULL;
@@ -935,6 +945,10 @@ static void node_publish_status(qraft_node *n) {
   s.snapshot_index = st.snapshot_index;
   s.joint = n->conf.voters_outgoing_n > 0;
   s.running = !n->stopped;
+  n->m_election_timeouts = st.election_timeouts;
+  for (int r = 0; r < QRAFT_STEPDOWN_REASONS; r++) {
+    n->m_stepdowns[r] = st.stepdowns[r];
+  }
   qraft_progress_info prs[QRAFT_NODE_MEMBERS_MAX * 2];
   size_t prs_n = qraft_core_progress(n->core, prs, QRAFT_NODE_MEMBERS_MAX * 2);
   for (uint32_t i = 0; i < n->members_n && s.members_n < QRAFT_NODE_MEMBERS_MAX;
@@ -995,6 +1009,16 @@ static void node_drain(qraft_node *n) {
       QRAFT_LOG(n->lg, QRAFT_LOG_INFO, "became leader",
                 QRAFT_LOG_U64("term", u.hard_state_changed ? u.hard_state.term
                                                            : 0));
+    }
+    if (u.soft_state_changed && u.leader != QRAFT_ID_NONE) {
+      qraft_core_status cs;
+      qraft_core_status_get(n->core, &cs);
+      if (cs.term > n->leader_term) {
+        if (n->leader_term != 0) {
+          n->m_leader_changes++; /* a new term has a leader */
+        }
+        n->leader_term = cs.term;
+      }
     }
     /* the write of this update */
     node_write *w = NULL;
@@ -1327,25 +1351,56 @@ static void node_check_refused(qraft_node *n) {
   (void)qraft_core_transfer_leader(n->core, to);
 }
 
+/*
+ * The clock. Every entry point of the loop calls this before it hands
+ * anything to the core, so the core counts every tick that has gone by,
+ * however long the loop was away (a lease read must see the time). The
+ * decisions that a stall could make wrong wait for the tick timer, which
+ * first reads what arrived meanwhile (node_tick_cb).
+ */
+static void node_clock(qraft_node *n) {
+  uint64_t now = qraft_env_now_ns(n->env);
+  if (n->core == NULL || n->next_tick_ns > now) {
+    return;
+  }
+  uint64_t k = (now - n->next_tick_ns) / n->tick_ns + 1;
+  qraft_core_elapse(n->core, k);
+  n->next_tick_ns += k * n->tick_ns;
+  uint64_t gap = now - n->ticked_ns;
+  n->ticked_ns = now;
+  if (k > 1) {
+    n->stalled = true;
+    n->m_stalls++;
+    pthread_mutex_lock(&n->mu);
+    qraft_histogram_record(&n->h_stall_us, gap / 1000);
+    pthread_mutex_unlock(&n->mu);
+  }
+  if (gap > n->m_stall_max_ns) {
+    n->m_stall_max_ns = gap;
+  }
+}
+
 static void node_tick_cb(void *ud) {
   qraft_node *n = ud;
   if (n->fatal) {
     return;
   }
-  /* Ticks come from the monotonic clock; after a stall, every missed tick
-   * is delivered first (qraft/core.h, "Ticks"). */
-  uint64_t now = qraft_env_now_ns(n->env);
-  int k = 0;
-  while (n->next_tick_ns <= now && k < 1000) {
-    qraft_core_tick(n->core);
-    n->next_tick_ns += n->tick_ns;
-    k++;
+  node_clock(n);
+#ifdef QRAFT_CANARY_NODE_TICKS_BEFORE_MESSAGES
+  n->stalled = false; /* planted bug: decide before reading what arrived */
+#endif
+  if (n->stalled && n->ep != NULL) {
+    /* A libuv loop runs its timers before it reads its sockets: after a
+     * stall, what our peers sent meanwhile is still unread. Check-quorum
+     * and the election timeout must see it, or a leader whose followers
+     * answered steps down and a follower whose leader is alive campaigns.
+     * (8192 datagrams a socket is more than its receive buffer holds.) */
+    qraft_endpoint_poll(n->ep, 8192);
   }
-  if (n->next_tick_ns <= now) {
-    n->next_tick_ns = now + n->tick_ns;
-  }
+  n->stalled = false;
+  qraft_core_check_timeouts(n->core);
   node_expire(n);
-  if (k > 0 && n->net != NULL) {
+  if (n->net != NULL) {
     node_check_refused(n);
   }
   node_drain(n);
@@ -1374,6 +1429,7 @@ static void node_wake_cb(void *ud) {
     node_shutdown_on_loop(n);
     return;
   }
+  node_clock(n);
   node_take_requests(n);
 }
 
@@ -1383,6 +1439,7 @@ static void node_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch) {
     qraft_wire_batch_free(batch);
     return;
   }
+  node_clock(n);
   for (size_t i = 0; i < batch->msgs_n; i++) {
     qraft_message *m = &batch->msgs[i];
     n->m_messages_in++;
@@ -1416,6 +1473,7 @@ static void node_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch) {
 static void node_peer_cb(void *ud, qraft_id peer, bool reachable) {
   qraft_node *n = ud;
   if (!reachable && n->core != NULL) {
+    node_clock(n);
     qraft_core_report_unreachable(n->core, peer);
     node_drain(n);
   }
@@ -1423,6 +1481,7 @@ static void node_peer_cb(void *ud, qraft_id peer, bool reachable) {
 
 static void node_snapshot_sent_cb(void *ud, qraft_id to, int status) {
   qraft_node *n = ud;
+  node_clock(n);
   qraft_core_report_snapshot(n->core, to, status == 0);
   node_drain(n);
 }
@@ -1744,7 +1803,8 @@ static int node_start_on_loop(qraft_node *n) {
   }
   node_drain(n); /* applies the log's configuration entries */
   node_sync_peers(n);
-  n->next_tick_ns = qraft_env_now_ns(n->env) + n->tick_ns;
+  n->ticked_ns = qraft_env_now_ns(n->env);
+  n->next_tick_ns = n->ticked_ns + n->tick_ns;
   qraft_env_timer_arm(n->tick_timer, n->next_tick_ns);
   return 0;
 }
@@ -2087,18 +2147,48 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
       s.term, s.role == QRAFT_ROLE_LEADER, s.commit, s.applied,
       s.commit > s.applied ? s.commit - s.applied : 0, v[0], v[1], v[2], v[3],
       v[4], v[5], v[6], v[7], v[8], v[9], v[10]);
+  mt_put(buf, size, &off,
+      "# HELP qraft_leader_changes_total New terms with a leader after the "
+      "first this member knew.\n"
+      "# TYPE qraft_leader_changes_total counter\n"
+      "qraft_leader_changes_total %" PRIu64 "\n"
+      "# HELP qraft_election_timeouts_total Campaigns this member's election "
+      "timeout started.\n"
+      "# TYPE qraft_election_timeouts_total counter\n"
+      "qraft_election_timeouts_total %" PRIu64 "\n"
+      "# HELP qraft_leader_stepdowns_total Times this member stopped leading, "
+      "by reason.\n"
+      "# TYPE qraft_leader_stepdowns_total counter\n",
+      (uint64_t)n->m_leader_changes, (uint64_t)n->m_election_timeouts);
+  for (int r = 0; r < QRAFT_STEPDOWN_REASONS; r++) {
+    mt_put(buf, size, &off,
+        "qraft_leader_stepdowns_total{reason=\"%s\"} %" PRIu64 "\n",
+        qraft_stepdown_reason_name((qraft_stepdown_reason)r),
+        (uint64_t)n->m_stepdowns[r]);
+  }
+  mt_put(buf, size, &off,
+      "# HELP qraft_loop_stalls_total Times the loop came back after missing "
+      "at least one tick.\n"
+      "# TYPE qraft_loop_stalls_total counter\n"
+      "qraft_loop_stalls_total %" PRIu64 "\n"
+      "# HELP qraft_loop_stall_seconds_max The largest gap between two "
+      "countings of ticks (a tick is due every tick_ms).\n"
+      "# TYPE qraft_loop_stall_seconds_max gauge\n"
+      "qraft_loop_stall_seconds_max %.6f\n",
+      (uint64_t)n->m_stalls, (double)n->m_stall_max_ns / 1e9);
   off += node_transport_metrics(n, off < size ? buf + off : NULL,
                                 off < size ? size - off : 0);
   pthread_mutex_lock(&n->mu);
-  qraft_histogram hs[4] = {n->h_write_us, n->h_write_entries, n->h_commit_us,
-                           n->h_apply_entries};
+  qraft_histogram hs[5] = {n->h_write_us, n->h_write_entries, n->h_commit_us,
+                           n->h_apply_entries, n->h_stall_us};
   pthread_mutex_unlock(&n->mu);
-  static const char *const hn[4] = {"qraft_storage_write_seconds",
+  static const char *const hn[5] = {"qraft_storage_write_seconds",
                                     "qraft_storage_write_entries",
                                     "qraft_commit_seconds",
-                                    "qraft_apply_batch_entries"};
-  static const double hscale[4] = {1e6, 1, 1e6, 1};
-  for (int i = 0; i < 4; i++) {
+                                    "qraft_apply_batch_entries",
+                                    "qraft_loop_stall_seconds"};
+  static const double hscale[5] = {1e6, 1, 1e6, 1, 1e6};
+  for (int i = 0; i < 5; i++) {
     off += qraft_histogram_prometheus(&hs[i], hn[i], hscale[i],
                                       off < size ? buf + off : NULL,
                                       off < size ? size - off : 0);

@@ -21,6 +21,10 @@
  *   storage_contract     the node never submits a write the store refuses
  *   linearizability      the client history (lincheck.h)
  *   liveness             the healed cluster elects a leader and commits
+ *   steady               (steady seeds: a healthy network, no crash, no
+ *                        membership change, only stalls of one member at a
+ *                        time) leadership moves only when its leader
+ *                        stalled long enough for the followers to miss it
  *
  * It must never: read the OS clock or randomness, or let a choice depend on
  * bytes the TLS library drew (it hashes events, not bytes).
@@ -53,6 +57,17 @@
 /* Node timing: the node's defaults, which the cluster keeps. */
 #define FS_TICK_MS 10
 #define FS_ELECTION_TICKS 10
+#define FS_HEARTBEAT_TICKS 2
+#define FS_ELECTION_NS ((uint64_t)FS_TICK_MS * FS_ELECTION_TICKS * 1000000ull)
+/* Steady seeds. A follower misses its leader when it hears nothing for
+ * its election timeout (at least E ticks of its clock, 2% fast at most):
+ * the leader's stall plus up to a heartbeat interval, a tick of phase and
+ * the network's delay. So a leader stall justifies a change from
+ * E - H - 2 ticks on; shorter ones, and any follower's stall, never do.
+ * The election that follows ends within a few election timeouts. */
+#define FS_STEADY_JUSTIFY_NS \
+  ((uint64_t)FS_TICK_MS * (FS_ELECTION_TICKS - FS_HEARTBEAT_TICKS - 2) * 1000000ull)
+#define FS_STEADY_WINDOW_NS (4 * FS_ELECTION_NS)
 
 enum { OP_PUT = 1, OP_GET = 2, OP_CAS = 3 };
 
@@ -187,6 +202,13 @@ struct fs_sim {
   uint64_t clog_until_ns[QRAFT_SIM_CLUSTER_NODES_MAX]
                         [QRAFT_SIM_CLUSTER_NODES_MAX];
   uint64_t pause_until_ns[QRAFT_SIM_CLUSTER_NODES_MAX];
+  /* Steady seeds: stalls of one member at a time, and who led last. */
+  bool steady;
+  uint64_t stall_start_ns[QRAFT_SIM_CLUSTER_NODES_MAX]; /* the latest */
+  uint64_t stall_end_ns[QRAFT_SIM_CLUSTER_NODES_MAX];
+  uint64_t steady_next_ns; /* no stall before this */
+  int steady_leader;       /* node that led steady_term, or -1 */
+  uint64_t steady_term;
   /* Flaky leaders (the Figure 8 schedules need leaders that replicate to
    * a minority and die): a new leader is crashed or cut off soon after it
    * is elected, with this chance (ppm). */
@@ -675,6 +697,42 @@ static void fs_check_quorum(fs_sim *s, uint32_t i, const qraft_node_status *st,
   }
 }
 
+/* Steady seeds: a new term has a leader. Leadership may move only if the
+ * leader of the last term stalled long enough for its followers to miss
+ * it, and the change came during that stall or soon after it. */
+static void fs_check_steady(fs_sim *s, uint32_t i, uint64_t term,
+                            uint64_t now) {
+  if (term <= s->steady_term) {
+    return;
+  }
+  int j = s->steady_leader;
+  s->steady_leader = (int)i;
+  uint64_t old_term = s->steady_term;
+  s->steady_term = term;
+  if (j < 0) {
+    return; /* the first leader */
+  }
+  uint64_t len = s->stall_end_ns[j] - s->stall_start_ns[j];
+  bool justified = s->stall_start_ns[j] != 0 && len >= FS_STEADY_JUSTIFY_NS &&
+                   now >= s->stall_start_ns[j] &&
+                   now <= s->stall_end_ns[j] + FS_STEADY_WINDOW_NS;
+  if (!justified) {
+    char last[96] = "it never stalled";
+    if (s->stall_start_ns[j] != 0) {
+      snprintf(last, sizeof last, "its last stall: %.1f ms, ended %.1f ms ago",
+               (double)len / 1e6,
+               ((double)now - (double)s->stall_end_ns[j]) / 1e6);
+    }
+    fs_fail(s, "steady",
+            "leadership moved from node %d (term %" PRIu64 ") to node %u "
+            "(term %" PRIu64 ") on a healthy network; %s (a change needs a "
+            "stall of the leader of %.0f ms or more that ended at most "
+            "%.0f ms before)",
+            j, old_term, i, term, last, (double)FS_STEADY_JUSTIFY_NS / 1e6,
+            (double)FS_STEADY_WINDOW_NS / 1e6);
+  }
+}
+
 static void fs_check_statuses(fs_sim *s) {
   uint64_t now = fs_now(s);
   for (uint32_t i = 0; i < s->total; i++) {
@@ -746,6 +804,9 @@ static void fs_check_statuses(fs_sim *s) {
       s->res->elections_won++;
       fs_event(s, 0x1ead ^ ((uint64_t)i << 32) ^ st.term,
                "node %u leads term %" PRIu64, i, st.term);
+      if (s->steady) {
+        fs_check_steady(s, i, st.term, now);
+      }
       /* A flaky leader: it dies young, perhaps with entries of its term
        * on a minority only. */
       if (s->leader_kill_ppm > 0 && now < s->faults_end_ns &&
@@ -1379,7 +1440,29 @@ static void fs_faults_step(fs_sim *s) {
     fs_event(s, 0xd15b ^ i ^ (ms << 8), "disk of node %u slow for %" PRIu64
                                          " ms", i, ms);
   }
-  if (qraft_prng_chance(&s->rng, s->p_pause, 1000000)) {
+  if (s->steady) {
+    /* CPU starvation: one member's loop stalls for 0.5 to 3 election
+     * timeouts while messages keep arriving, the leader half the time;
+     * one stall at a time, two election timeouts apart. */
+    if (now >= s->steady_next_ns &&
+        qraft_prng_chance(&s->rng, s->p_pause, 1000000)) {
+      int l = qraft_sim_cluster_leader(s->c);
+      uint32_t i = l >= 0 && qraft_prng_chance(&s->rng, 1, 2)
+                       ? (uint32_t)l
+                       : (uint32_t)qraft_prng_below(&s->rng, s->n);
+      uint64_t ns = qraft_prng_between(&s->rng, FS_ELECTION_NS / 2,
+                                       3 * FS_ELECTION_NS);
+      qraft_sim_cluster_pause(s->c, i, ns / 1000000ull);
+      ns = ns / 1000000ull * 1000000ull;
+      s->stall_start_ns[i] = now;
+      s->stall_end_ns[i] = now + ns;
+      s->pause_until_ns[i] = now + ns;
+      s->steady_next_ns = now + ns + 2 * FS_ELECTION_NS;
+      fs_event(s, 0x57a1 ^ ((uint64_t)i << 8) ^ (ns << 16),
+               "stall node %u%s for %" PRIu64 " ms", i,
+               l == (int)i ? " (the leader)" : "", (uint64_t)(ns / 1000000ull));
+    }
+  } else if (qraft_prng_chance(&s->rng, s->p_pause, 1000000)) {
     uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->total);
     if (qraft_sim_cluster_node(s->c, i) != NULL) {
       uint64_t ms = qraft_prng_between(&s->rng, 20, 500);
@@ -1687,13 +1770,44 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     s->clients[k].id = k + 1;
     s->clients[k].leader_hint = -1;
   }
+  /* One seed in five of the others is steady: the network and the disks
+   * healthy, no crash, partition, membership change or transfer, only
+   * stalls of one member at a time (qraft_simnet_host_pause: its timers
+   * run before it reads what arrived meanwhile, as libuv's do). Drawn from
+   * a stream of its own, so the other seeds draw what they drew before. */
+  qraft_prng steady_rng;
+  qraft_prng_init(&steady_rng, opts->seed ^ 0x57ead157ead1ULL);
+  s->steady_leader = -1;
+  if (opts->steady ||
+      (!fig8 && !churn && qraft_prng_chance(&steady_rng, 1, 5))) {
+    s->steady = true;
+    cc.faults.drop_ppm = 0;
+    cc.faults.dup_ppm = 0;
+    if (cc.faults.delay_max_ns > 1000000) {
+      cc.faults.delay_max_ns = 1000000;
+    }
+    if (cc.faults.delay_min_ns > cc.faults.delay_max_ns) {
+      cc.faults.delay_min_ns = cc.faults.delay_max_ns;
+    }
+    cc.lease_reads = false; /* as on every seed with pauses */
+    s->p_crash = 0;
+    s->p_crash_after_ack = 0;
+    s->leader_kill_ppm = 0;
+    s->p_partition = 0;
+    s->p_clog = 0;
+    s->p_slow_disk = 0;
+    s->p_transfer = 0;
+    s->p_member = 0;
+    s->p_pause = (uint32_t)qraft_prng_between(&steady_rng, 2000, 20000);
+    crashy = false;
+  }
   snprintf(res->swarm, sizeof res->swarm,
-           "nodes %u+%u clients %u drop %u dup %u delay %" PRIu64 "..%" PRIu64
+           "%snodes %u+%u clients %u drop %u dup %u delay %" PRIu64 "..%" PRIu64
            " us disk %" PRIu64 "..%" PRIu64
            " us pre-vote %d cq %d lease %d skew %d snap %" PRIu64
            " crash %u%s part %u clog %u pause %u slow-disk %u kill %u%s"
            " member %u transfer %u ppm",
-           s->n, spares, s->clients_n, cc.faults.drop_ppm, cc.faults.dup_ppm,
+           s->steady ? "steady: " : "", s->n, spares, s->clients_n, cc.faults.drop_ppm, cc.faults.dup_ppm,
            cc.faults.delay_min_ns / 1000, cc.faults.delay_max_ns / 1000,
            cc.disk_delay_min_ns / 1000, cc.disk_delay_max_ns / 1000,
            !cc.disable_pre_vote, !cc.disable_check_quorum, cc.lease_reads,

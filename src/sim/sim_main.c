@@ -13,6 +13,9 @@
  *   --duration-ms D fix the virtual length of every run
  *   --full          the full-stack simulation (qraft_sim_full_run): real
  *                   nodes, QUIC transport, simulated disks
+ *   --steady        with --full: every seed a steady one (a healthy
+ *                   network, only stalls; leadership must not move
+ *                   without a long stall of its leader)
  *
  * Every failure prints the one command that replays it. Exit status: 0 if
  * every run passed (or, with --expect-fail, if one failed), 1 otherwise,
@@ -33,7 +36,8 @@
 #include <unistd.h>
 
 static const char *prog = "qraft-sim";
-static bool full; /* --full: the full-stack simulator */
+static bool full;   /* --full: the full-stack simulator */
+static bool steady; /* --steady: every full-stack seed a steady one */
 
 static void usage(void) {
   fprintf(stderr,
@@ -43,7 +47,9 @@ static void usage(void) {
           "                 [--progress SECONDS]\n"
           "       %s [--full] --regression FILE [--jobs J]\n"
           "  --full  the full-stack simulation: real nodes, QUIC transport,\n"
-          "          simulated disks (default: the Raft cores alone)\n",
+          "          simulated disks (default: the Raft cores alone)\n"
+          "  --steady  with --full: every seed a steady one (healthy network,\n"
+          "          stalls only; leadership must not move without cause)\n",
           prog, prog, prog);
 }
 
@@ -58,7 +64,8 @@ static FILE *history; /* --history */
 static int run_one(uint64_t seed, uint64_t duration_ms, FILE *trace,
                    qraft_sim_core_result *res) {
   qraft_sim_core_opts opts = {.seed = seed, .duration_ms = duration_ms,
-                              .trace = trace, .history = history};
+                              .trace = trace, .history = history,
+                              .steady = steady};
   return full ? qraft_sim_full_run(&opts, res) : qraft_sim_core_run(&opts, res);
 }
 
@@ -203,8 +210,8 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
         if (strstr(line, " ok ") == NULL) {
           failed++;
           printf("FAILED seed %" PRIu64 ":%s\n", seed, end);
-          printf("  replay: %s%s --seed %" PRIu64 " --trace\n", self,
-                 full ? " --full" : "", seed);
+          printf("  replay: %s%s%s --seed %" PRIu64 " --trace\n", self,
+                 full ? " --full" : "", steady ? " --steady" : "", seed);
           fflush(stdout);
           if (stop_on_fail) {
             stop = true;
@@ -279,6 +286,8 @@ int main(int argc, char **argv) {
       i++;
     } else if (strcmp(a, "--full") == 0) {
       full = true;
+    } else if (strcmp(a, "--steady") == 0) {
+      steady = true;
     } else if (strcmp(a, "--trace") == 0) {
       trace = true;
     } else if (strcmp(a, "--summary") == 0) {
@@ -294,6 +303,10 @@ int main(int argc, char **argv) {
     }
   }
   const char *self = argv[0];
+  if (steady && !full) {
+    fprintf(stderr, "%s: --steady needs --full\n", prog);
+    return 2;
+  }
   if (history_path != NULL && (!have_seed || full)) {
     fprintf(stderr, "%s: --history needs --seed, without --full\n", prog);
     return 2;

@@ -610,6 +610,17 @@ const qraft_node_id *qraft_endpoint_id(const qraft_endpoint *ep) {
   return &ep->key.public_key;
 }
 
+uint32_t qraft_endpoint_poll(qraft_endpoint *ep, uint32_t max) {
+  uint32_t got = 0;
+  for (uint32_t i = 0; i < ep->udp_n; i++) {
+    if (ep->udp[i] != NULL) {
+      int n = qraft_env_udp_poll(ep->udp[i], max);
+      got += n > 0 ? (uint32_t)n : 0;
+    }
+  }
+  return got;
+}
+
 void qraft_endpoint_addr(const qraft_endpoint *ep, qraft_node_addr *out) {
   memset(out, 0, sizeof *out);
   out->id = ep->key.public_key;

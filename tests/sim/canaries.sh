@@ -9,7 +9,8 @@
 # the full-stack hunt for them, as make test does for time); the lease
 # canaries by the core simulator or a story test of tests/unit/core. The node's and
 # the transport's (NODE_*, TRANSPORT_*, in src/node/node.c and
-# src/transport/raft_net.c) must be caught by the full-stack one.
+# src/transport/raft_net.c) must be caught by the full-stack one; the one
+# about stalls by its steady seeds (qraft-sim --full --steady).
 #
 #   tests/sim/canaries.sh [BUILD_DIR]     (default build/canary)
 #   CANARY_SEEDS, CANARY_FULL_SEEDS, CANARY_FULL_CORE_SEEDS: seeds to try
@@ -31,6 +32,7 @@ CANARIES=(
   TRANSPORT_DUP_FRAME      # transport: a frame delivered again on reconnect
   LEASE_AFTER_TRANSFER     # lease reads after MsgTimeoutNow went out
   LEASE_OLD_CONFIG         # the lease counted on the election's configuration
+  NODE_TICKS_BEFORE_MESSAGES # node: time decisions before reading what arrived
 )
 if [ -n "${CANARY_ONLY:-}" ]; then
   read -ra CANARIES <<< "$CANARY_ONLY" # a subset, e.g. "LEASE_OLD_CONFIG"
@@ -39,9 +41,10 @@ missed=0
 # hunt CANARY MODE SEEDS: runs the simulator until it fails; prints the
 # line, or counts a miss.
 hunt() {
-  local c=$1 mode=$2 n=$3 flag=
-  [ "$mode" = full ] && flag=--full
-  out=$("$dir/bin/qraft-sim" $flag --seeds "$n" --jobs "$JOBS" --expect-fail 2>/dev/null || true)
+  local c=$1 mode=$2 n=$3 flags=()
+  [ "$mode" = full ] && flags=(--full)
+  [ "$mode" = steady ] && flags=(--full --steady)
+  out=$("$dir/bin/qraft-sim" "${flags[@]}" --seeds "$n" --jobs "$JOBS" --expect-fail 2>/dev/null || true)
   line=$(printf '%s\n' "$out" | grep -m1 '^FAILED seed' || true)
   if [ -n "$line" ]; then
     seed=$(printf '%s\n' "$line" | awk '{print $3}' | tr -d ':')
@@ -71,6 +74,8 @@ for c in "${CANARIES[@]}"; do
     -DQRAFT_BUILD_TESTS=OFF -DQRAFT_BUILD_BENCH=OFF >/dev/null
   cmake --build "$dir" -j "$JOBS" --target qraft-sim >/dev/null
   case $c in
+    # Stalls on a healthy network: the steady seeds of the full-stack one.
+    NODE_TICKS_BEFORE_MESSAGES) hunt "$c" steady "$FULL_SEEDS" ;;
     NODE_*|TRANSPORT_*) hunt "$c" full "$FULL_SEEDS" ;;
     # The lease canaries: the full-stack simulation runs no lease reads.
     LEASE_AFTER_TRANSFER)

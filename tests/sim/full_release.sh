@@ -13,3 +13,8 @@ sim="$dir/bin/qraft-sim"
 [ -x "$sim" ] || { echo "full_release.sh: no $sim (make release first)" >&2; exit 1; }
 echo "== qraft-sim --full: seeds $start..$((start + n - 1)) (replay one: $sim --full --seed S --trace)"
 "$sim" --full --seeds "$n" --start "$start" --jobs "$jobs"
+# Steady seeds (a healthy network, stalls only): leadership must not move
+# without a long stall of its leader. A fifth as many.
+steady=$(( n / 5 > 0 ? n / 5 : 1 ))
+echo "== qraft-sim --full --steady: seeds $start..$((start + steady - 1)) (replay one: $sim --full --steady --seed S --trace)"
+"$sim" --full --steady --seeds "$steady" --start "$start" --jobs "$jobs"

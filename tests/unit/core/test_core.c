@@ -390,6 +390,119 @@ static void check_quorum_steps_down_an_isolated_leader(void **st) {
   h_close(&h);
 }
 
+/* --- stalls (qraft_core_elapse) --------------------------------------------- */
+
+static bool to_id(const qraft_message *m, void *ud) {
+  return m->to == *(const qraft_id *)ud;
+}
+
+static bool not_to_id(const qraft_message *m, void *ud) {
+  return m->to != *(const qraft_id *)ud;
+}
+
+/* Node 1 leads, has just passed a check-quorum (its followers' activity is
+ * forgotten) and sent heartbeats; the followers have answered, and the
+ * answers wait to be read. Then node 1 stalls for 1.5 election timeouts. */
+static void leader_stalls_with_answers_unread(harness *h) {
+  qraft_id one = 1;
+  three_led_by_1(h, tweak_prevote_cq, "a");
+  h_tick(h, 1, 9);
+  h_deliver_all(h);
+  h_tick(h, 1, 1); /* the 10th tick: check-quorum, then heartbeats */
+  while (h_deliver_one(h, not_to_id, &one)) {
+  }
+  assert_true(h->q_n > 0); /* the answers, waiting */
+  qraft_core_elapse(h_node_of(h, 1)->core, 15);
+  h_drain(h, 1);
+}
+
+static void leader_reads_what_arrived_during_a_stall_before_check_quorum(
+    void **st) {
+  (void)st;
+  harness h;
+  leader_stalls_with_answers_unread(&h);
+  qraft_id one = 1;
+  while (h_deliver_one(&h, to_id, &one)) {
+  }
+  qraft_core *c = h_node_of(&h, 1)->core;
+  qraft_core_check_timeouts(c);
+  h_drain(&h, 1);
+  qraft_core_status s;
+  qraft_core_status_get(c, &s);
+  assert_int_equal(s.role, QRAFT_ROLE_LEADER);
+  assert_int_equal(s.stepdowns[QRAFT_STEPDOWN_CHECK_QUORUM], 0);
+  h_close(&h);
+}
+
+static void leader_that_decides_before_reading_steps_down(void **st) {
+  (void)st;
+  /* The contrast: the same stall, the decision taken first. */
+  harness h;
+  leader_stalls_with_answers_unread(&h);
+  qraft_core *c = h_node_of(&h, 1)->core;
+  qraft_core_check_timeouts(c);
+  h_drain(&h, 1);
+  qraft_core_status s;
+  qraft_core_status_get(c, &s);
+  assert_int_equal(s.role, QRAFT_ROLE_FOLLOWER);
+  assert_int_equal(s.stepdowns[QRAFT_STEPDOWN_CHECK_QUORUM], 1);
+  h_close(&h);
+}
+
+/* Node 3 stalls for more than any election timeout (2E) while node 1's
+ * heartbeat waits in its socket. Without pre-vote, a campaign would
+ * depose node 1. */
+static uint64_t follower_stall(bool read_first) {
+  harness h;
+  qraft_id three = 3;
+  three_led_by_1(&h, tweak_no_prevote, "a");
+  uint64_t term = h_term(&h, 1);
+  h_tick(&h, 1, 2); /* a heartbeat to 2 and 3 */
+  qraft_core *c = h_node_of(&h, 3)->core;
+  qraft_core_elapse(c, 25);
+  h_drain(&h, 3);
+  if (read_first) {
+    while (h_deliver_one(&h, to_id, &three)) {
+    }
+  }
+  qraft_core_check_timeouts(c);
+  h_drain(&h, 3);
+  h_deliver_all(&h);
+  qraft_core_status s;
+  qraft_core_status_get(c, &s);
+  assert_int_equal(s.election_timeouts, read_first ? 0 : 1);
+  uint64_t moved = h_term(&h, 1) - term;
+  h_close(&h);
+  return moved;
+}
+
+static void follower_reads_what_arrived_during_a_stall_before_campaigning(
+    void **st) {
+  (void)st;
+  assert_int_equal(follower_stall(true), 0);
+  assert_int_not_equal(follower_stall(false), 0); /* the contrast */
+}
+
+static void lease_leader(harness *h);
+
+/* Ticks counted by qraft_core_elapse end a lease like ticks one by one. */
+static void lease_ends_after_a_stall_counted_by_elapse(void **st) {
+  (void)st;
+  harness h;
+  lease_leader(&h);
+  h_node *n1 = h_node_of(&h, 1);
+  h_drop_all(&h);
+  qraft_core_elapse(n1->core, 7); /* L = min(3E/4, E-2) = 7 for E = 10 */
+  h_drain(&h, 1);
+  h_drop_all(&h);
+  assert_int_equal(qraft_core_read_index(n1->core, 3), 0);
+  h_drain(&h, 1);
+  assert_false(n1->read_done[3]); /* waits for a round of heartbeats */
+  h_deliver_all(&h);
+  assert_true(n1->read_done[3]);
+  h_close(&h);
+}
+
 static void partitioned_leader_cannot_commit_and_its_reads_are_refused(
     void **st) {
   (void)st;
@@ -1001,6 +1114,12 @@ int main(void) {
       cmocka_unit_test(follower_replaces_conflicting_uncommitted_entries),
       cmocka_unit_test(figure8_old_term_entry_is_not_committed_by_counting),
       cmocka_unit_test(check_quorum_steps_down_an_isolated_leader),
+      cmocka_unit_test(
+          leader_reads_what_arrived_during_a_stall_before_check_quorum),
+      cmocka_unit_test(leader_that_decides_before_reading_steps_down),
+      cmocka_unit_test(
+          follower_reads_what_arrived_during_a_stall_before_campaigning),
+      cmocka_unit_test(lease_ends_after_a_stall_counted_by_elapse),
       cmocka_unit_test(
           partitioned_leader_cannot_commit_and_its_reads_are_refused),
       cmocka_unit_test(read_index_from_a_follower_is_forwarded),

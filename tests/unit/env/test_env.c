@@ -10,6 +10,8 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 typedef struct box {
   int fired;
@@ -116,6 +118,110 @@ static void sim_env_timers_and_datagrams(void **st) {
   qraft_simnet_free(net);
 }
 
+/* qraft_env_udp_poll reads what waits in the socket, in order, before it
+ * returns, at most `max` at a time. */
+static void uv_poll_reads_what_waits(void **st) {
+  (void)st;
+  qraft_env *env;
+  assert_int_equal(qraft_env_uv_new(&env), 0);
+  struct sockaddr_in any = {.sin_family = AF_INET};
+  any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  box rb = {.env = env};
+  qraft_env_udp *r;
+  assert_int_equal(
+      qraft_env_udp_bind(env, (struct sockaddr *)&any, on_recv, &rb, &r), 0);
+  struct sockaddr_storage raddr;
+  assert_int_equal(qraft_env_udp_local_addr(r, &raddr), 0);
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  assert_true(fd >= 0);
+  uint64_t want = 0;
+  for (uint8_t i = 1; i <= 5; i++) {
+    uint8_t msg[6] = {i, 'h', 'e', 'l', 'l', 'o'};
+    assert_int_equal(sendto(fd, msg, sizeof msg, 0, (struct sockaddr *)&raddr,
+                            sizeof(struct sockaddr_in)),
+                     (ssize_t)sizeof msg);
+    want = want * 31 + i;
+  }
+  /* the loop has not run: nothing was read yet */
+  assert_int_equal(rb.recvd, 0);
+  assert_int_equal(qraft_env_udp_poll(r, 2), 2);
+  assert_int_equal(rb.recvd, 2);
+  assert_int_equal(qraft_env_udp_poll(r, 100), 3);
+  assert_int_equal(rb.recvd, 5);
+  assert_int_equal(rb.order_hash, want); /* in the order sent */
+  assert_int_equal(qraft_env_udp_poll(r, 100), 0);
+  close(fd);
+  qraft_env_udp_close(r);
+  qraft_env_free(env);
+}
+
+typedef struct poll_box {
+  box rb;
+  qraft_env_udp *r;
+  bool poll;
+  int seen_before, seen_after;
+} poll_box;
+
+static void poll_timer_cb(void *ud) {
+  poll_box *p = ud;
+  p->seen_before = p->rb.recvd;
+  if (p->poll) {
+    assert_int_equal(qraft_env_udp_poll(p->r, 100), 1);
+  }
+  p->seen_after = p->rb.recvd;
+}
+
+static bool got_one(void *ud) { return ((poll_box *)ud)->rb.recvd >= 1; }
+
+/* A paused sim host runs its due timers before it reads what arrived
+ * meanwhile (as libuv does after a stall); qraft_env_udp_poll reads it
+ * first. */
+static int sim_pause_then(bool poll, int *seen_after) {
+  qraft_simnet *net;
+  qraft_env *a, *b;
+  assert_int_equal(qraft_simnet_new(3, &net), 0);
+  assert_int_equal(qraft_simnet_env_new(net, &a), 0);
+  assert_int_equal(qraft_simnet_env_new(net, &b), 0);
+  struct sockaddr_in any = {.sin_family = AF_INET};
+  poll_box p = {.rb = {.env = a}, .poll = poll};
+  qraft_env_udp *s;
+  box sb = {.env = b};
+  assert_int_equal(
+      qraft_env_udp_bind(a, (struct sockaddr *)&any, on_recv, &p.rb, &p.r), 0);
+  assert_int_equal(
+      qraft_env_udp_bind(b, (struct sockaddr *)&any, on_recv, &sb, &s), 0);
+  struct sockaddr_storage raddr;
+  assert_int_equal(qraft_env_udp_local_addr(p.r, &raddr), 0);
+  uint64_t t0 = qraft_env_now_ns(a);
+  qraft_env_timer *t;
+  assert_int_equal(qraft_env_timer_new(a, poll_timer_cb, &p, &t), 0);
+  qraft_env_timer_arm(t, t0 + 20000000); /* due at 20 ms, in the pause */
+  qraft_simnet_host_pause(a, qraft_simnet_now_ns(net) + 50000000);
+  uint8_t msg[1] = {7};
+  assert_int_equal(qraft_env_udp_send(s, (struct sockaddr *)&raddr, msg, 1),
+                   0); /* arrives within a millisecond, in the pause */
+  assert_int_equal(
+      qraft_env_run(a, qraft_env_now_ns(a) + 1000000000ull, got_one, &p), 0);
+  qraft_env_run(a, qraft_env_now_ns(a) + 1000000ull, NULL, NULL);
+  qraft_env_timer_free(t);
+  qraft_env_udp_close(p.r);
+  qraft_env_udp_close(s);
+  qraft_env_free(a);
+  qraft_env_free(b);
+  qraft_simnet_free(net);
+  *seen_after = p.seen_after;
+  return p.seen_before;
+}
+
+static void sim_resumed_host_runs_timers_first_and_poll_reads(void **st) {
+  (void)st;
+  int after;
+  assert_int_equal(sim_pause_then(false, &after), 0);
+  assert_int_equal(after, 0); /* the datagram waits behind the timer */
+  assert_int_equal(sim_pause_then(true, &after), 0);
+  assert_int_equal(after, 1); /* polled inside the timer */
+}
+
 static void on_wake(void *ud) { ((box *)ud)->fired++; }
 
 static void *waker(void *arg) {
@@ -196,6 +302,8 @@ int main(void) {
       cmocka_unit_test(uv_env_timers_and_datagrams),
       cmocka_unit_test(sim_env_timers_and_datagrams),
       cmocka_unit_test(uv_wake_from_another_thread),
+      cmocka_unit_test(uv_poll_reads_what_waits),
+      cmocka_unit_test(sim_resumed_host_runs_timers_first_and_poll_reads),
       cmocka_unit_test(simnet_faults_fire_and_replay_from_the_seed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
