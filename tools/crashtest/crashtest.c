@@ -189,6 +189,26 @@ static void child_done_cb(qraft_storage_write *w, int status) {
   free(cw);
 }
 
+/* Says what the child started from and what it believed when the store
+ * refused a write: the store's view and the child's must never differ. */
+static void child_dump(const qraft_storage_state *st, const qraft__logv *view,
+                       const msg *x) {
+  fprintf(stderr,
+          "crashtest child: opened with log %" PRIu64 "..%" PRIu64
+          " prev %" PRIu64 ", snapshot %" PRIu64 "/%" PRIu64
+          ", hard state %" PRIu64 "/%" PRIu64 "/%" PRIu64 "\n"
+          "crashtest child: its view before write %" PRIu64 ": log %" PRIu64
+          "..%" PRIu64 " prev %" PRIu64 "\n"
+          "crashtest child: write %" PRIu64 ": snapshot %" PRIu64 "/%" PRIu64
+          ", entries %" PRIu64 "+%" PRIu64 " term %" PRIu64
+          ", compact %" PRIu64 ", conf %u, hard state %u\n",
+          st->first_index, st->last_index, st->prev_term, st->snapshot.index,
+          st->snapshot.term, st->hard_state.term, st->hard_state.vote,
+          st->hard_state.commit, x->seq, view->first, qraft__logv_last(view),
+          view->prev_term, x->seq, x->snap_index, x->snap_term, x->ent_lo,
+          x->ent_n, x->ent_term, x->compact, x->has_conf, x->has_hs);
+}
+
 static _Noreturn void child_main(const char *dir, uint64_t seed, int fd) {
   qraft_prng prng;
   qraft_prng_init(&prng, seed);
@@ -343,13 +363,25 @@ static _Noreturn void child_main(const char *dir, uint64_t seed, int fd) {
     cw->w.compact_index = x.compact;
     cw->w.cb = child_done_cb;
     cw->w.data = cw;
+    /* From a successful submit until its callback the write belongs to the
+     * store, and the snapshot writer for good (qraft/storage.h): the WAL's
+     * writer thread finishes and frees the writer and clears w.snapshot,
+     * possibly before submit returns. So the view takes what it needs now,
+     * while the write is still ours; the entries stay ours to read. */
+    qraft_snapshot_writer snap_meta = {0};
+    qraft_storage_write applied = cw->w;
+    if (applied.snapshot != NULL) {
+      snap_meta.meta = applied.snapshot->meta;
+      applied.snapshot = &snap_meta;
+    }
     send_msg(fd, &x);
     if (qraft_storage_submit(s, &cw->w, &err) != 0) {
       qraft_err_print(&err, stderr);
+      child_dump(&st, &view, &x);
       _exit(2);
     }
     inflight++;
-    if (qraft__logv_apply_terms(&view, &cw->w) != 0) {
+    if (qraft__logv_apply_terms(&view, &applied) != 0) {
       _exit(2);
     }
     qraft_storage_poll(s);
@@ -550,11 +582,6 @@ int main(int argc, char **argv) {
     kill(pid, SIGKILL);
     int status;
     waitpid(pid, &status, 0);
-    if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
-      fprintf(stderr, "round %" PRIu64 ": the child exited by itself (%d)\n",
-              round, status);
-      return 1;
-    }
     /* Everything the child said, in order. */
     intents_n = 0;
     uint64_t acked = 0;
@@ -584,6 +611,18 @@ int main(int argc, char **argv) {
       }
     }
     close(p[0]);
+    if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
+      fprintf(stderr,
+              "round %" PRIu64 " (seed %" PRIu64 "): the child exited by "
+              "itself (%d) after %zu writes, %" PRIu64 " acknowledged; the "
+              "store checked after the round before: log %" PRIu64
+              "..%" PRIu64 " prev %" PRIu64 ", snapshot %" PRIu64 "/%" PRIu64
+              "\n",
+              round, seed, status, intents_n, acked, base.log.first,
+              qraft__logv_last(&base.log), base.log.prev_term, base.snap_index,
+              base.snap_term);
+      return 1;
+    }
     /* Reopen and compare. */
     qraft_storage *s;
     qraft_err err;
