@@ -92,8 +92,8 @@ run_level() {
     out=$(timeout 60 "$KV" bench --op "$op" --clients "$c" --count "$n" \
             --server "$(http "$L")") || true
     grep -q 'failed$' <<<"$out" || fail "bench --op $op --clients $c: $out"
-    # bench: C clients, N puts of B bytes in S s: R puts/s, p50 X ms, p99 Y ms, F failed
-    rows+=$(sed -E 's/.*: ([0-9]+) [a-z]+\/s, p50 ([0-9.]+) ms, p99 ([0-9.]+) ms, ([0-9]+) failed.*/\1 \2 \3 \4/' <<<"$out")$'\n'
+    # bench: C clients, N puts of B bytes in S s: R puts/s, p50 X ms, p99 Y ms, max Z ms, F failed
+    rows+=$(sed -E 's/.*: ([0-9]+) [a-z]+\/s, p50 ([0-9.]+) ms, p99 ([0-9.]+) ms, max [0-9.]+ ms, ([0-9]+) failed.*/\1 \2 \3 \4/' <<<"$out")$'\n'
   done
   sort -n <<<"${rows%$'\n'}" | sed -n "$(( (REPEATS + 1) / 2 ))p"
 }

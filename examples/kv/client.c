@@ -335,8 +335,8 @@ static int client_usage(void) {
           "  members remove ID\n"
           "  transfer [ID]                 move leadership (default: best voter)\n"
           "  load --count N [--prefix P] [--progress]   sequential writes\n"
-          "  bench --clients C --count N [--value-bytes B] [--op put|get]\n"
-          "        [--stale]               concurrent puts or gets; client i\n"
+          "  bench --clients C (--count N | --seconds S) [--value-bytes B]\n"
+          "        [--op put|get] [--stale] concurrent puts or gets; client i\n"
           "                                talks to server i mod n, keep-alive\n"
           "  workload --clients N --seconds S --keys K --history FILE [--stale]\n"
           "  The server defaults to $QRAFT_KV_SERVER or http://127.0.0.1:8080.\n");
@@ -462,18 +462,45 @@ typedef struct bench_arg {
   const opts *o;
   const char *url;
   int id;
-  long count;
+  long count;      /* requests, or until end_ns if end_ns != 0 */
+  uint64_t end_ns; /* 0: run `count` requests */
   size_t value_bytes;
   bool get;
-  uint64_t *lat_ns;
+  uint64_t *lat_ns; /* grows */
+  long n, cap;
   long failed;
+  int first_status; /* of the first failed request */
+  char first_error[160];
 } bench_arg;
+
+static void bench_record(bench_arg *a, uint64_t ns, int st, const char *resp) {
+  if (a->n == a->cap) {
+    long cap = a->cap ? 2 * a->cap : 1024;
+    uint64_t *l = realloc(a->lat_ns, (size_t)cap * sizeof *l);
+    if (l == NULL) {
+      a->failed++;
+      return;
+    }
+    a->lat_ns = l;
+    a->cap = cap;
+  }
+  a->lat_ns[a->n++] = ns;
+  if (st != 200) {
+    if (a->failed == 0) {
+      a->first_status = st;
+      snprintf(a->first_error, sizeof a->first_error, "%.150s",
+               resp ? resp : "(no answer)");
+      a->first_error[strcspn(a->first_error, "\r\n")] = 0;
+    }
+    a->failed++;
+  }
+}
 
 static void *bench_run(void *p) {
   bench_arg *a = p;
   char *body = malloc(a->value_bytes + 32);
   if (body == NULL) {
-    a->failed = a->count;
+    a->failed = 1;
     return NULL;
   }
   int bl = snprintf(body, 16, "{\"value\":\"");
@@ -487,24 +514,25 @@ static void *bench_run(void *p) {
     char *resp = NULL;
     int st = kv_conn_request(&k, "PUT", path, a->o->token, body,
                              a->o->timeout_ms, &resp);
+    bench_record(a, 0, st, resp);
+    a->n = 0; /* the setup write counts only if it failed */
     free(resp);
     if (st != 200) {
-      a->failed = a->count;
       kv_conn_close(&k);
       free(body);
       return NULL;
     }
     if (a->o->stale) strcat(path, "?stale=1");
   }
-  for (long i = 0; i < a->count; i++) {
+  for (long i = 0; a->end_ns != 0 ? kv_now_ns() < a->end_ns : i < a->count;
+       i++) {
     if (!a->get) snprintf(path, sizeof path, "/v1/kv/bench-%d-%ld", a->id, i);
     char *resp = NULL;
     uint64_t t0 = kv_now_ns();
     int st = kv_conn_request(&k, a->get ? "GET" : "PUT", path, a->o->token,
                              a->get ? NULL : body, a->o->timeout_ms, &resp);
-    a->lat_ns[i] = kv_now_ns() - t0;
+    bench_record(a, kv_now_ns() - t0, st, resp);
     free(resp);
-    if (st != 200) a->failed++;
   }
   kv_conn_close(&k);
   free(body);
@@ -516,10 +544,11 @@ static int cmp_u64(const void *x, const void *y) {
   return a < b ? -1 : a > b;
 }
 
-static int cmd_bench(const opts *o, int clients, long count, size_t value_bytes,
-                     const char *op) {
+/* count requests in all, or (seconds > 0) as many as fit in that time. */
+static int cmd_bench(const opts *o, int clients, long count, int seconds,
+                     size_t value_bytes, const char *op) {
   bool get = strcmp(op, "get") == 0;
-  if (clients < 1 || clients > 256 || count < clients ||
+  if (clients < 1 || clients > 256 || (seconds <= 0 && count < clients) ||
       (!get && strcmp(op, "put") != 0) || value_bytes > KV_VALUE_BYTES_MAX) {
     return client_usage();
   }
@@ -534,35 +563,53 @@ static int cmd_bench(const opts *o, int clients, long count, size_t value_bytes,
   }
   if (servers_n == 0) return client_usage();
   long per = count / clients;
-  uint64_t *lat = calloc((size_t)(per * clients), sizeof *lat);
   bench_arg *args = calloc((size_t)clients, sizeof *args);
   pthread_t *th = calloc((size_t)clients, sizeof *th);
-  if (lat == NULL || args == NULL || th == NULL) {
-    free(lat);
+  if (args == NULL || th == NULL) {
     free(args);
     free(th);
     return 1;
   }
   uint64_t t0 = kv_now_ns();
+  uint64_t end = seconds > 0 ? t0 + (uint64_t)seconds * 1000000000ull : 0;
   for (int i = 0; i < clients; i++) {
     args[i] = (bench_arg){.o = o, .url = servers[i % servers_n], .id = i,
-                          .count = per, .value_bytes = value_bytes,
-                          .get = get, .lat_ns = lat + i * per};
+                          .count = per, .end_ns = end,
+                          .value_bytes = value_bytes, .get = get};
     pthread_create(&th[i], NULL, bench_run, &args[i]);
   }
-  long failed = 0;
+  long failed = 0, n = 0;
   for (int i = 0; i < clients; i++) {
     pthread_join(th[i], NULL);
     failed += args[i].failed;
+    n += args[i].n;
   }
   double s = (double)(kv_now_ns() - t0) / 1e9;
-  long n = per * clients;
-  qsort(lat, (size_t)n, sizeof *lat, cmp_u64);
+  uint64_t *lat = calloc((size_t)(n > 0 ? n : 1), sizeof *lat);
+  if (lat == NULL) {
+    failed++;
+    n = 0;
+  }
+  for (int i = 0, off = 0; lat != NULL && i < clients; i++) {
+    memcpy(lat + off, args[i].lat_ns, (size_t)args[i].n * sizeof *lat);
+    off += (int)args[i].n;
+  }
+  if (n > 0) qsort(lat, (size_t)n, sizeof *lat, cmp_u64);
   printf("bench: %d clients, %ld %s%s of %zu bytes in %.2f s: %.0f %s/s, "
-         "p50 %.2f ms, p99 %.2f ms, %ld failed\n",
+         "p50 %.2f ms, p99 %.2f ms, max %.2f ms, %ld failed\n",
          clients, n, get && o->stale ? "stale " : "", get ? "gets" : "puts",
          value_bytes, s, (double)n / s, get ? "gets" : "puts",
-         (double)lat[n / 2] / 1e6, (double)lat[n * 99 / 100] / 1e6, failed);
+         n > 0 ? (double)lat[n / 2] / 1e6 : 0.0,
+         n > 0 ? (double)lat[n * 99 / 100] / 1e6 : 0.0,
+         n > 0 ? (double)lat[n - 1] / 1e6 : 0.0, failed);
+  for (int i = 0; i < clients; i++) {
+    if (args[i].failed > 0) {
+      fprintf(stderr, "bench: first failure (client %d): status %d: %s\n",
+              i, args[i].first_status, args[i].first_error);
+      break;
+    }
+  }
+  for (int i = 0; i < clients; i++) free(args[i].lat_ns);
   free(lat);
   free(args);
   free(th);
@@ -748,7 +795,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
              *bench_op = "put";
   long long cas_rev = -1;
   bool cas_absent = false, progress = false, learner = false;
-  int clients = 4, seconds = 5, keys = 5;
+  int clients = 4, seconds = 0, keys = 5;
   size_t value_bytes = 256;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
@@ -859,9 +906,11 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
   } else if (strcmp(cmd, "load") == 0) {
     rv = count > 0 ? cmd_load(&o, count, prefix, progress) : client_usage();
   } else if (strcmp(cmd, "bench") == 0) {
-    rv = cmd_bench(&o, clients, count, value_bytes, bench_op);
+    rv = cmd_bench(&o, clients, count, seconds, value_bytes, bench_op);
   } else if (strcmp(cmd, "workload") == 0) {
-    rv = history ? cmd_workload(&o, clients, seconds, keys, history) : client_usage();
+    rv = history ? cmd_workload(&o, clients, seconds > 0 ? seconds : 5, keys,
+                                history)
+                 : client_usage();
   } else {
     rv = client_usage();
   }

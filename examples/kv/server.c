@@ -104,7 +104,11 @@ static int serve_usage(void) {
           "         [--http HOST:PORT] [--token-file FILE] [--cluster-id N]\n"
           "         [--bootstrap ID@HOST:PORT,ID@HOST:PORT,...]\n"
           "         [--join http://HOST:PORT] [--advertise-http URL]\n"
-          "         [--tick-ms N] [--snapshot-entries N] [--quiet]\n"
+          "         [--tick-ms N] [--election-ms N] [--heartbeat-ms N]\n"
+          "         [--snapshot-entries N] [--quiet]\n"
+          "  --election-ms: election timeout (default 1000: failover after a\n"
+          "  crash takes 1 to 2 of it); --heartbeat-ms (default a tenth of it);\n"
+          "  both in multiples of --tick-ms (default 10).\n"
           "         [--config FILE]\n"
           "  --config FILE reads the same settings from a file, one per line:\n"
           "  'name value' or 'name = value' with the flag's name without\n"
@@ -340,7 +344,7 @@ int kv_serve_main(int argc, char **argv) {
              *http = "127.0.0.1:8080", *token_file = NULL, *bootstrap = NULL,
              *join = NULL, *advertise = NULL;
   uint64_t cluster_id = 1, snapshot_entries = 0;
-  uint32_t tick_ms = 0;
+  uint32_t tick_ms = 0, election_ms = 0, heartbeat_ms = 0;
   bool quiet = false;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
@@ -363,6 +367,8 @@ int kv_serve_main(int argc, char **argv) {
     else if (strcmp(a, "--advertise-http") == 0) advertise = v;
     else if (strcmp(a, "--cluster-id") == 0) cluster_id = strtoull(v, NULL, 0);
     else if (strcmp(a, "--tick-ms") == 0) tick_ms = (uint32_t)strtoul(v, NULL, 0);
+    else if (strcmp(a, "--election-ms") == 0) election_ms = (uint32_t)strtoul(v, NULL, 0);
+    else if (strcmp(a, "--heartbeat-ms") == 0) heartbeat_ms = (uint32_t)strtoul(v, NULL, 0);
     else if (strcmp(a, "--snapshot-entries") == 0) snapshot_entries = strtoull(v, NULL, 0);
     else return serve_usage();
   }
@@ -416,6 +422,14 @@ int kv_serve_main(int argc, char **argv) {
   snprintf(kvdir, sizeof kvdir, "%s/kv", data);
   snprintf(raftdir, sizeof raftdir, "%s/raft", data);
   kv_server srv = {0};
+  uint32_t tick = tick_ms != 0 ? tick_ms : 10;
+  if ((election_ms != 0 && (election_ms % tick != 0 || election_ms / tick < 3)) ||
+      (heartbeat_ms != 0 && heartbeat_ms % tick != 0)) {
+    fprintf(stderr, "qraft-kv: --election-ms and --heartbeat-ms must be "
+                    "multiples of --tick-ms (%u), the election timeout at "
+                    "least 3 ticks\n", tick);
+    return 2;
+  }
   char msg[512];
   if (kv_store_open(kvdir, &srv.store, msg, sizeof msg) != 0) {
     fprintf(stderr, "qraft-kv: %s\n", msg);
@@ -436,6 +450,8 @@ int kv_serve_main(int argc, char **argv) {
   cfg.sm = kv_store_ops();
   cfg.sm_ud = srv.store;
   cfg.tick_ms = tick_ms;
+  cfg.election_ticks = election_ms / (tick_ms != 0 ? tick_ms : 10);
+  cfg.heartbeat_ticks = heartbeat_ms / (tick_ms != 0 ? tick_ms : 10);
   cfg.snapshot_entries = snapshot_entries;
   int rv = qraft_node_new(&cfg, &srv.node, &err);
   if (rv != 0) {

@@ -352,11 +352,21 @@ static int node_config_check(qraft_node_config *c, qraft_err *err) {
   if (c->tick_ms == 0) {
     c->tick_ms = 10;
   }
+  /* Defaults: 1 s election timeout, 100 ms heartbeats (etcd's too). On a
+   * shared 2-core machine under saturation a loop thread waits for a CPU
+   * for up to 0.7 s; the leader's must not be taken for dead
+   * (docs/node.md, "Timing"). */
   if (c->election_ticks == 0) {
-    c->election_ticks = 10;
+    c->election_ticks = (1000 + c->tick_ms - 1) / c->tick_ms;
+    if (c->election_ticks < 10) {
+      c->election_ticks = 10;
+    }
   }
   if (c->heartbeat_ticks == 0) {
-    c->heartbeat_ticks = 2;
+    c->heartbeat_ticks = c->election_ticks / 10;
+    if (c->heartbeat_ticks < 1) {
+      c->heartbeat_ticks = 1;
+    }
   }
   if (c->election_ticks <= c->heartbeat_ticks) {
     return QRAFT_ERR(err, QRAFT_ECONFIG,
@@ -1511,6 +1521,7 @@ static bool node_authorize_cb(void *ud, const qraft_node_id *peer,
  * watches the fd again, so it never spins on a readable fd. */
 static void *node_bridge_main(void *arg) {
   qraft_node *n = arg;
+  pthread_setname_np(pthread_self(), "qraft-bridge");
   for (;;) {
     struct pollfd p[2] = {{.fd = n->st_fd, .events = POLLIN},
                           {.fd = n->bridge_stop_fd, .events = POLLIN}};
@@ -1746,6 +1757,7 @@ static bool node_loop_done(void *ud) { return ((qraft_node *)ud)->stopped; }
 
 static void *node_thread_main(void *arg) {
   qraft_node *n = arg;
+  pthread_setname_np(pthread_self(), "qraft-loop"); /* top -H, perf */
   (void)qraft_env_run(n->env, UINT64_MAX, node_loop_done, n);
   return NULL;
 }
