@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
-# bench_kv: qraft-kv end to end. Three qraft-kv processes on loopback (WAL
-# and LMDB in a temporary folder under the build folder, syncs on), the
-# client `qraft-kv bench` (one keep-alive HTTP/1.1 connection per client, one
-# request at a time): 256-byte puts with 1, 16 and 64 clients and
-# linearizable gets with 64 clients, to the leader. Each level runs REPEATS
-# times (default 3) on the same cluster; the median run (by throughput) is
-# printed.
+# bench_kv: qraft-kv end to end, next to etcd in the same run. Three
+# qraft-kv processes and three etcd 3.4 processes (Debian's etcd-server,
+# installed here when missing: bench only) on loopback, data under the
+# build folder, syncs on, each with its default settings. One load client
+# for both, `qraft-kv bench` (one keep-alive HTTP/1.1 connection per
+# client, one request at a time; etcd through its v3 JSON gateway,
+# --target etcd): 256-byte puts with 1, 16 and 64 clients and linearizable
+# gets with 64 clients, to the leader, in rounds that alternate the two
+# servers, REPEATS (default 3) of each; the median run (by throughput) is
+# printed. Then one saturation round of SATURATION_S (default 60) seconds
+# at 256 clients on each.
+#
+# Every run also counts its failed requests and the leader changes during
+# it (qraft-kv: qraft_leader_changes_total; etcd:
+# etcd_server_leader_changes_seen_total; the largest increase over the
+# members). On a healthy cluster both must be 0 for both servers; the
+# script exits 1 if qraft-kv's are not.
 #
 # Baselines measured in the same run: bench_node (three nodes in one
 # process, no HTTP, no state machine): the fdatasync + loopback round-trip
-# floor and the node's proposals/s and p50 at 1 and 16 in flight. The etcd
-# figures and the goals are quoted from PERFORMANCE.md: measured earlier on
-# a machine of this kind, NOT in this run.
+# floor and the node's proposals/s and p50 at 1 and 16 in flight.
 #
 #   scripts/bench_kv.sh [BUILD_DIR]      (default build; needs bin/qraft-kv,
 #                                         bin/qraft-keygen, bin/bench_node)
-# Bounded: about 35 s; bench_node is cut after 120 s and each client run
-# after 60 s. The members and the folder are removed on exit, also on
-# failure or interrupt.
+# Bounded: about 5 minutes; bench_node is cut after 120 s and each client
+# run after SATURATION_S + 60 s. The members and the folder are removed on
+# exit, also on failure or interrupt. Without etcd (no apt, no network) the
+# qraft-kv half still runs and the etcd columns say why they are empty.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build}
 REPEATS=${REPEATS:-3}
+SATURATION_S=${SATURATION_S:-60}
 BIN=$dir/bin
 for b in qraft-kv qraft-keygen bench_node; do
   [ -x "$BIN/$b" ] || { echo "bench_kv: $BIN/$b is not built" >&2; exit 1; }
@@ -44,7 +54,20 @@ fail() {
   for f in "$D"/log*; do [ -f "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }; done
   exit 1
 }
-http() { echo "http://127.0.0.1:$((BASE + 80 + $1))"; }
+http() { echo "http://127.0.0.1:$((BASE + 80 + $1))"; }   # qraft-kv member i
+ehttp() { echo "http://127.0.0.1:$((BASE + 40 + $1))"; }  # etcd member i
+
+# ---- etcd, installed when missing (bench only) ----
+ETCD=$(command -v etcd || true)
+if [ -z "$ETCD" ] && [ -x /usr/bin/apt-get ] && [ "$(id -u)" = 0 ]; then
+  echo "bench_kv: installing Debian's etcd-server for the comparison" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null 2>&1; } || true
+  ETCD=$(command -v etcd || true)
+fi
+ETCD_WHY=""
+[ -n "$ETCD" ] || ETCD_WHY="etcd is not installed and could not be (apt-get install etcd-server)"
 
 # ---- baseline: the node alone, in this run ----
 node_out=$(timeout 120 "$BIN/bench_node" --seconds 1 --dir "$D/node") ||
@@ -58,7 +81,7 @@ if [ -z "$floor_us" ] || [ -z "${node1_rate:-}" ] || [ -z "${node16_rate:-}" ]; 
   fail "could not read bench_node's output: $node_out"
 fi
 
-# ---- the cluster ----
+# ---- the clusters ----
 for i in 1 2 3; do "$BIN/qraft-keygen" "$D/k$i" >"$D/id$i"; done
 M="$(cat "$D/id1")@127.0.0.1:$((BASE + 1)),$(cat "$D/id2")@127.0.0.1:$((BASE + 2))"
 M="$M,$(cat "$D/id3")@127.0.0.1:$((BASE + 3))"
@@ -68,6 +91,20 @@ for i in 1 2 3; do
     --bootstrap "$M" >>"$D/log$i" 2>&1 &
   PID[$i]=$!
 done
+if [ -n "$ETCD" ]; then
+  EC=""
+  for i in 1 2 3; do EC="$EC${EC:+,}e$i=http://127.0.0.1:$((BASE + 50 + i))"; done
+  for i in 1 2 3; do
+    setsid "$ETCD" --name "e$i" --data-dir "$D/e$i" \
+      --listen-client-urls "$(ehttp "$i")" --advertise-client-urls "$(ehttp "$i")" \
+      --listen-peer-urls "http://127.0.0.1:$((BASE + 50 + i))" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$((BASE + 50 + i))" \
+      --initial-cluster "$EC" --initial-cluster-state new \
+      --initial-cluster-token "bench-$$" --logger zap --log-level error \
+      >>"$D/loge$i" 2>&1 &
+    PID[e$i]=$!
+  done
+fi
 L=""
 for _ in $(seq 200); do
   for i in 1 2 3; do
@@ -78,65 +115,115 @@ for _ in $(seq 200); do
   done
   sleep 0.05
 done
-[ -n "$L" ] || fail "no leader elected"
+[ -n "$L" ] || fail "no qraft-kv leader elected"
+EL=""
+if [ -n "$ETCD" ]; then
+  for _ in $(seq 200); do
+    for i in 1 2 3; do
+      st=$(curl -s -m 1 -X POST "$(ehttp "$i")/v3/maintenance/status" -d '{}' || true)
+      if [ -n "$st" ] && [ "$(jq -r '.leader // empty' <<<"$st")" = \
+           "$(jq -r '.header.member_id // "x"' <<<"$st")" ]; then
+        EL=$i
+        break 2
+      fi
+    done
+    sleep 0.05
+  done
+  [ -n "$EL" ] || { ETCD_WHY="etcd elected no leader (logs: $D/loge*)"; ETCD=""; }
+fi
 sleep 0.5 # the members register their HTTP addresses
 timeout 30 "$KV" bench --clients 4 --count 400 --server "$(http "$L")" >/dev/null ||
   fail "warm-up puts"
+if [ -n "$ETCD" ]; then
+  timeout 30 "$KV" bench --target etcd --clients 4 --count 400 --server "$(ehttp "$EL")" \
+    >/dev/null || fail "warm-up puts on etcd"
+fi
 
-# run_level OP CLIENTS COUNT: the median of REPEATS runs, as
-# "rate p50_ms p99_ms failed"
-run_level() {
-  local op=$1 c=$2 n=$3 out rows=""
-  for _ in $(seq "$REPEATS"); do
-    # exits 1 when a request failed: counted in the last column
-    out=$(timeout 60 "$KV" bench --op "$op" --clients "$c" --count "$n" \
-            --server "$(http "$L")") || true
-    grep -q 'failed$' <<<"$out" || fail "bench --op $op --clients $c: $out"
-    # bench: C clients, N puts of B bytes in S s: R puts/s, p50 X ms, p99 Y ms, max Z ms, F failed
-    rows+=$(sed -E 's/.*: ([0-9]+) [a-z]+\/s, p50 ([0-9.]+) ms, p99 ([0-9.]+) ms, max [0-9.]+ ms, ([0-9]+) failed.*/\1 \2 \3 \4/' <<<"$out")$'\n'
+# changes TARGET: the largest leader-change counter over the members
+changes() {
+  local t=$1 best=0 v i
+  for i in 1 2 3; do
+    if [ "$t" = etcd ]; then
+      v=$(curl -s -m 2 "$(ehttp "$i")/metrics" |
+          awk '$1 == "etcd_server_leader_changes_seen_total" {print int($2)}')
+    else
+      v=$(curl -s -m 2 "$(http "$i")/metrics" |
+          awk '$1 == "qraft_leader_changes_total" {print int($2)}')
+    fi
+    [ -n "$v" ] && [ "$v" -gt "$best" ] && best=$v
   done
-  sort -n <<<"${rows%$'\n'}" | sed -n "$(( (REPEATS + 1) / 2 ))p"
+  echo "$best"
 }
-res=$(run_level put 1 1000)
-read -r p1 p1_50 p1_99 f1 <<<"$res"
-res=$(run_level put 16 8000)
-read -r p16 p16_50 p16_99 f16 <<<"$res"
-res=$(run_level put 64 16000)
-read -r p64 p64_50 p64_99 f64 <<<"$res"
-res=$(run_level get 64 32000)
-read -r g64 g64_50 g64_99 fg <<<"$res"
+# one TARGET OP CLIENTS (--count N | --seconds S): "rate p50 p99 max failed changes"
+one() {
+  local t=$1 op=$2 c=$3 url out c0 c1
+  shift 3
+  if [ "$t" = etcd ]; then url=$(ehttp "$EL"); else url=$(http "$L"); fi
+  c0=$(changes "$t")
+  # exits 1 when a request failed: counted in the failed column
+  out=$(timeout $((SATURATION_S + 60)) "$KV" bench --target "$t" --op "$op" \
+          --clients "$c" "$@" --server "$url" 2>/dev/null) || true
+  grep -q 'failed$' <<<"$out" || fail "bench --target $t --op $op --clients $c: $out"
+  c1=$(changes "$t")
+  # bench: C clients, N puts of B bytes in S s: R puts/s, p50 X ms, p99 Y ms, max Z ms, F failed
+  echo "$(sed -E 's/.*: ([0-9]+) [a-z]+\/s, p50 ([0-9.]+) ms, p99 ([0-9.]+) ms, max ([0-9.]+) ms, ([0-9]+) failed.*/\1 \2 \3 \4 \5/' <<<"$out") $((c1 - c0))"
+}
+# level OP CLIENTS COUNT: REPEATS rounds, the servers alternating; sets
+# Q (qraft-kv) and E (etcd) to the median runs, with the failures and
+# leader changes of all runs summed into the last two fields.
+level() {
+  local op=$1 c=$2 n=$3 qrows="" erows="" r
+  for _ in $(seq "$REPEATS"); do
+    qrows+=$(one qraft-kv "$op" "$c" --count "$n")$'\n'
+    if [ -n "$ETCD" ]; then erows+=$(one etcd "$op" "$c" --count "$n")$'\n'; fi
+  done
+  Q=$(median "${qrows%$'\n'}")
+  E=$([ -n "$ETCD" ] && median "${erows%$'\n'}" || echo "- - - - - -")
+}
+median() {
+  local rows=$1 m f ch
+  m=$(sort -n <<<"$rows" | sed -n "$(( (REPEATS + 1) / 2 ))p")
+  f=$(awk '{s += $5} END {print s}' <<<"$rows")
+  ch=$(awk '{s += $6} END {print s}' <<<"$rows")
+  awk -v f="$f" -v ch="$ch" '{print $1, $2, $3, $4, f, ch}' <<<"$m"
+}
+level put 1 1000;   Q1=$Q;  E1=$E
+level put 16 8000;  Q16=$Q; E16=$E
+level put 64 16000; Q64=$Q; E64=$E
+level get 64 32000; QG=$Q;  EG=$E
+QS=$(one qraft-kv put 256 --seconds "$SATURATION_S")
+ES="- - - - - -"
+[ -n "$ETCD" ] && ES=$(one etcd put 256 --seconds "$SATURATION_S")
 
 # ---- the report ----
-# etcd 3.4, 3 members on loopback, gRPC client (PERFORMANCE.md, not this run)
-ETCD_P1=1401 ETCD_P16=6375 ETCD_P64=9230 ETCD_G64=13133
-ETCD_P50_1=0.69 ETCD_P50_16=2.3 ETCD_P50_64=6.3 ETCD_P99_64=17.7
-r() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2fx", a / b }'; }
-echo "bench_kv: 3 qraft-kv members on loopback (WAL and LMDB syncs on), HTTP/1.1"
-echo "  keep-alive, 256-byte values, one request at a time per client; median of $REPEATS runs"
+r() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0 || b == "-" || a == "-") print "-"; else printf "%.2fx", a / b }'; }
+echo "bench_kv: 3 qraft-kv members and 3 etcd members ($(${ETCD:-false} --version 2>/dev/null | head -1 || true)) on loopback,"
+echo "  syncs on, default settings; HTTP/1.1 keep-alive, 256-byte values, one request at a"
+echo "  time per client, to the leader; median of $REPEATS runs, the servers alternating"
+[ -n "$ETCD_WHY" ] && echo "  etcd: none this run: $ETCD_WHY"
 echo "  baseline (this run, bench_node): fdatasync p50 ${sync_us} us, UDP round trip p50 ${rtt_us} us,"
 echo "    floor ${floor_us} us; node alone: 1 in flight ${node1_rate}/s p50 ${node1_p50} us,"
 echo "    16 in flight ${node16_rate}/s p50 ${node16_p50} us"
-printf '  %-14s %9s %8s %8s %6s %10s %10s %11s\n' workload "ops/s" "p50 ms" "p99 ms" failed \
-  "vs node" "p50/floor" "vs etcd*"
-printf '  %-14s %9s %8s %8s %6s %10s %10s %11s\n' "put, 1 client" "$p1" "$p1_50" "$p1_99" "$f1" \
-  "$(r "$p1" "$node1_rate")" "$(r "$(awk -v a="$p1_50" 'BEGIN{print a*1000}')" "$floor_us")" \
-  "$(r "$p1" "$ETCD_P1")"
-printf '  %-14s %9s %8s %8s %6s %10s %10s %11s\n' "put, 16" "$p16" "$p16_50" "$p16_99" "$f16" \
-  "$(r "$p16" "$node16_rate")" "" "$(r "$p16" "$ETCD_P16")"
-printf '  %-14s %9s %8s %8s %6s %10s %10s %11s\n' "put, 64" "$p64" "$p64_50" "$p64_99" "$f64" \
-  "" "" "$(r "$p64" "$ETCD_P64")"
-printf '  %-14s %9s %8s %8s %6s %10s %10s %11s\n' "get, 64" "$g64" "$g64_50" "$g64_99" "$fg" \
-  "" "" "$(r "$g64" "$ETCD_G64")"
-echo "  vs node: our ops/s over the node alone at the same number in flight (this run)."
-echo "  * etcd 3.4 (PERFORMANCE.md, measured earlier on a machine of this kind, NOT in this"
-echo "    run): puts/s $ETCD_P1 / $ETCD_P16 / $ETCD_P64, p50 $ETCD_P50_1 / $ETCD_P50_16 / $ETCD_P50_64 ms,"
-echo "    p99 at 64 $ETCD_P99_64 ms; linearizable gets at 64: $ETCD_G64/s."
-awk -v p64="$p64" -v p99="$p64_99" -v p50="$p1_50" -v e64="$ETCD_P64" -v e99="$ETCD_P99_64" \
-    -v e50="$ETCD_P50_1" 'BEGIN {
-  printf "  goals (PERFORMANCE.md): puts/s at 64 >= 5x etcd (%d): %.2fx of it, %s\n",
-         5 * e64, p64 / (5 * e64), (p64 >= 5 * e64 ? "met" : "misses")
-  printf "    p99 at 64 <= etcd/3 (%.1f ms): %.1f ms, %s\n", e99 / 3, p99,
-         (p99 <= e99 / 3 ? "met" : "misses")
-  printf "    p50 with 1 client <= etcd/3 (%.2f ms): %.2f ms, %s\n", e50 / 3, p50,
-         (p50 <= e50 / 3 ? "met" : "misses")
-}'
+printf '  %-16s | %8s %7s %7s %5s %4s | %8s %7s %7s %5s %4s | %7s %7s\n' workload \
+  "qraft/s" "p50 ms" "p99 ms" fail chg "etcd/s" "p50 ms" "p99 ms" fail chg "ops" "p99"
+row() {
+  local name=$1 q e
+  read -ra q <<<"$2"; read -ra e <<<"$3"
+  printf '  %-16s | %8s %7s %7s %5s %4s | %8s %7s %7s %5s %4s | %7s %7s\n' "$name" \
+    "${q[0]}" "${q[1]}" "${q[2]}" "${q[4]}" "${q[5]}" "${e[0]}" "${e[1]}" "${e[2]}" "${e[4]}" "${e[5]}" \
+    "$(r "${q[0]}" "${e[0]}")" "$(r "${e[2]}" "${q[2]}")"
+}
+row "put, 1 client" "$Q1" "$E1"
+row "put, 16" "$Q16" "$E16"
+row "put, 64" "$Q64" "$E64"
+row "get, 64" "$QG" "$EG"
+row "put, 256, ${SATURATION_S} s" "$QS" "$ES"
+echo "  fail: failed requests, chg: leader changes, summed over the $REPEATS runs of a level;"
+echo "  ops: qraft-kv's ops/s over etcd's; p99: etcd's p99 over qraft-kv's (above 1: we wait less)."
+read -ra qs <<<"$QS"
+echo "  saturation: qraft-kv max latency ${qs[3]} ms; node alone 1 in flight ${node1_rate}/s"
+bad=$(awk '{f += $5; c += $6} END {print f + c}' <<<"$Q1"$'\n'"$Q16"$'\n'"$Q64"$'\n'"$QG"$'\n'"$QS")
+if [ "$bad" != 0 ]; then
+  echo "bench_kv: qraft-kv failed requests or changed leader on a healthy cluster" >&2
+  exit 1
+fi

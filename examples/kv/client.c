@@ -336,8 +336,10 @@ static int client_usage(void) {
           "  transfer [ID]                 move leadership (default: best voter)\n"
           "  load --count N [--prefix P] [--progress]   sequential writes\n"
           "  bench --clients C (--count N | --seconds S) [--value-bytes B]\n"
-          "        [--op put|get] [--stale] concurrent puts or gets; client i\n"
-          "                                talks to server i mod n, keep-alive\n"
+          "        [--op put|get] [--stale] [--target qraft-kv|etcd]\n"
+          "                                concurrent puts or gets; client i\n"
+          "                                talks to server i mod n, keep-alive;\n"
+          "                                etcd: its v3 JSON gateway\n"
           "  workload --clients N --seconds S --keys K --history FILE [--stale]\n"
           "  The server defaults to $QRAFT_KV_SERVER or http://127.0.0.1:8080.\n");
   return 2;
@@ -466,6 +468,7 @@ typedef struct bench_arg {
   uint64_t end_ns; /* 0: run `count` requests */
   size_t value_bytes;
   bool get;
+  bool etcd; /* speak etcd's v3 JSON gateway instead of our API */
   uint64_t *lat_ns; /* grows */
   long n, cap;
   long failed;
@@ -496,46 +499,96 @@ static void bench_record(bench_arg *a, uint64_t ns, int st, const char *resp) {
   }
 }
 
+static void b64(const char *in, size_t n, char *out) {
+  static const char t[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t o = 0;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)(uint8_t)in[i] << 16;
+    if (i + 1 < n) v |= (uint32_t)(uint8_t)in[i + 1] << 8;
+    if (i + 2 < n) v |= (uint8_t)in[i + 2];
+    out[o++] = t[(v >> 18) & 63];
+    out[o++] = t[(v >> 12) & 63];
+    out[o++] = i + 1 < n ? t[(v >> 6) & 63] : '=';
+    out[o++] = i + 2 < n ? t[v & 63] : '=';
+  }
+  out[o] = 0;
+}
+
+/* One bench request: a put of the client's value under `key`, or a get of
+ * it (linearizable unless --stale), in our API or etcd's JSON gateway
+ * (POST /v3/kv/put and /v3/kv/range, keys and values in base64; a range
+ * is linearizable unless serializable). */
+static int bench_request(bench_arg *a, kv_conn *k, bool get, const char *key,
+                         const char *value_b64, const char *body,
+                         char **resp) {
+  if (!a->etcd) {
+    char path[96];
+    snprintf(path, sizeof path, "/v1/kv/%s%s", key,
+             get && a->o->stale ? "?stale=1" : "");
+    return kv_conn_request(k, get ? "GET" : "PUT", path, a->o->token,
+                           get ? NULL : body, a->o->timeout_ms, resp);
+  }
+  char kb[128];
+  b64(key, strlen(key), kb);
+  size_t need = strlen(kb) + (value_b64 ? strlen(value_b64) : 0) + 64;
+  char *req = malloc(need);
+  if (req == NULL) return -2;
+  if (get) {
+    snprintf(req, need, "{\"key\":\"%s\"%s}", kb,
+             a->o->stale ? ",\"serializable\":true" : "");
+  } else {
+    snprintf(req, need, "{\"key\":\"%s\",\"value\":\"%s\"}", kb, value_b64);
+  }
+  int st = kv_conn_request(k, "POST", get ? "/v3/kv/range" : "/v3/kv/put",
+                           a->o->token, req, a->o->timeout_ms, resp);
+  free(req);
+  return st;
+}
+
 static void *bench_run(void *p) {
   bench_arg *a = p;
   char *body = malloc(a->value_bytes + 32);
-  if (body == NULL) {
+  char *vb64 = malloc(a->value_bytes / 3 * 4 + 8);
+  if (body == NULL || vb64 == NULL) {
+    free(body);
+    free(vb64);
     a->failed = 1;
     return NULL;
   }
   int bl = snprintf(body, 16, "{\"value\":\"");
   memset(body + bl, 'x', a->value_bytes);
   memcpy(body + bl + a->value_bytes, "\"}", 3);
+  b64(body + bl, a->value_bytes, vb64);
   kv_conn k;
   kv_conn_init(&k, a->url);
-  char path[80];
+  char key[64];
   if (a->get) {
-    snprintf(path, sizeof path, "/v1/kv/bench-get-%d", a->id);
+    snprintf(key, sizeof key, "bench-get-%d", a->id);
     char *resp = NULL;
-    int st = kv_conn_request(&k, "PUT", path, a->o->token, body,
-                             a->o->timeout_ms, &resp);
+    int st = bench_request(a, &k, false, key, vb64, body, &resp);
     bench_record(a, 0, st, resp);
     a->n = 0; /* the setup write counts only if it failed */
     free(resp);
     if (st != 200) {
       kv_conn_close(&k);
       free(body);
+      free(vb64);
       return NULL;
     }
-    if (a->o->stale) strcat(path, "?stale=1");
   }
   for (long i = 0; a->end_ns != 0 ? kv_now_ns() < a->end_ns : i < a->count;
        i++) {
-    if (!a->get) snprintf(path, sizeof path, "/v1/kv/bench-%d-%ld", a->id, i);
+    if (!a->get) snprintf(key, sizeof key, "bench-%d-%ld", a->id, i);
     char *resp = NULL;
     uint64_t t0 = kv_now_ns();
-    int st = kv_conn_request(&k, a->get ? "GET" : "PUT", path, a->o->token,
-                             a->get ? NULL : body, a->o->timeout_ms, &resp);
+    int st = bench_request(a, &k, a->get, key, vb64, body, &resp);
     bench_record(a, kv_now_ns() - t0, st, resp);
     free(resp);
   }
   kv_conn_close(&k);
   free(body);
+  free(vb64);
   return NULL;
 }
 
@@ -546,9 +599,10 @@ static int cmp_u64(const void *x, const void *y) {
 
 /* count requests in all, or (seconds > 0) as many as fit in that time. */
 static int cmd_bench(const opts *o, int clients, long count, int seconds,
-                     size_t value_bytes, const char *op) {
+                     size_t value_bytes, const char *op, const char *target) {
   bool get = strcmp(op, "get") == 0;
-  if (clients < 1 || clients > 256 || (seconds <= 0 && count < clients) ||
+  bool etcd = strcmp(target, "etcd") == 0;
+  if ((!etcd && strcmp(target, "qraft-kv") != 0) || clients < 1 || clients > 256 || (seconds <= 0 && count < clients) ||
       (!get && strcmp(op, "put") != 0) || value_bytes > KV_VALUE_BYTES_MAX) {
     return client_usage();
   }
@@ -575,7 +629,8 @@ static int cmd_bench(const opts *o, int clients, long count, int seconds,
   for (int i = 0; i < clients; i++) {
     args[i] = (bench_arg){.o = o, .url = servers[i % servers_n], .id = i,
                           .count = per, .end_ns = end,
-                          .value_bytes = value_bytes, .get = get};
+                          .value_bytes = value_bytes, .get = get,
+                          .etcd = etcd};
     pthread_create(&th[i], NULL, bench_run, &args[i]);
   }
   long failed = 0, n = 0;
@@ -792,7 +847,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
   int npos = 0;
   long count = 0;
   const char *prefix = "key", *history = NULL, *cas_value = NULL,
-             *bench_op = "put";
+             *bench_op = "put", *bench_target = "qraft-kv";
   long long cas_rev = -1;
   bool cas_absent = false, progress = false, learner = false;
   int clients = 4, seconds = 0, keys = 5;
@@ -831,6 +886,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
     else if (strcmp(a, "--value-bytes") == 0) { value_bytes = (size_t)atol(v); i++; }
     else if (strcmp(a, "--history") == 0) { history = v; i++; }
     else if (strcmp(a, "--op") == 0) { bench_op = v; i++; }
+    else if (strcmp(a, "--target") == 0) { bench_target = v; i++; }
     else if (a[0] == '-' && a[1] == '-') return client_usage();
     else if (npos < 4) pos[npos++] = a;
     else return client_usage();
@@ -906,7 +962,8 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
   } else if (strcmp(cmd, "load") == 0) {
     rv = count > 0 ? cmd_load(&o, count, prefix, progress) : client_usage();
   } else if (strcmp(cmd, "bench") == 0) {
-    rv = cmd_bench(&o, clients, count, seconds, value_bytes, bench_op);
+    rv = cmd_bench(&o, clients, count, seconds, value_bytes, bench_op,
+                   bench_target);
   } else if (strcmp(cmd, "workload") == 0) {
     rv = history ? cmd_workload(&o, clients, seconds > 0 ? seconds : 5, keys,
                                 history)
