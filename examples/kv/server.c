@@ -2,7 +2,7 @@
  * qraft-kv serve: one member of a cluster. Opens the LMDB state machine and
  * the node, bootstraps or joins, serves HTTP, registers its HTTP address in
  * the replicated state (so any member can name the leader's), and stops
- * gracefully on SIGINT or SIGTERM.
+ * gracefully on SIGINT or SIGTERM (a leader first hands leadership over).
  */
 #include "kv.h"
 
@@ -10,7 +10,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +98,73 @@ static int parse_member(const char *text, qraft_node_addr *a) {
   }
   a->addrs_n = 1;
   return 0;
+}
+
+/* ---- a clean stop hands leadership over ---- */
+
+typedef struct handover {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+  int status;
+} handover;
+
+static void handover_cb(void *ud, int status, qraft_id leader) {
+  (void)leader;
+  handover *h = ud;
+  pthread_mutex_lock(&h->mu);
+  h->done = true;
+  h->status = status;
+  pthread_cond_signal(&h->cv);
+  pthread_mutex_unlock(&h->mu);
+}
+
+/* A leader that stops cleanly first hands leadership to its most caught-up
+ * voter (thesis 3.10), so the others go on after a round trip instead of an
+ * election timeout. Waits up to `wait_ms`; `h` must outlive the node (the
+ * callback may come as the node stops). */
+static void hand_over(qraft_node *node, handover *h, uint32_t wait_ms,
+                      bool quiet) {
+  qraft_node_status st;
+  qraft_node_status_get(node, &st);
+  if (st.role != QRAFT_ROLE_LEADER) {
+    return;
+  }
+  qraft_id to = 0;
+  uint64_t best = 0;
+  for (uint32_t i = 0; i < st.members_n; i++) {
+    const qraft_member_status *m = &st.members[i];
+    if (m->voter && m->id != st.id && (to == 0 || m->match > best)) {
+      to = m->id;
+      best = m->match;
+    }
+  }
+  if (to == 0 || qraft_node_transfer(node, to, handover_cb, h) != 0) {
+    return;
+  }
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += wait_ms / 1000;
+  until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&h->mu);
+  while (!h->done) {
+    if (pthread_cond_timedwait(&h->cv, &h->mu, &until) != 0) {
+      break;
+    }
+  }
+  bool done = h->done;
+  int status = h->status;
+  pthread_mutex_unlock(&h->mu);
+  if (!quiet) {
+    printf("qraft-kv: leadership %s to %016" PRIx64 "\n",
+           done && status == 0 ? "handed over" : "not handed over in time",
+           to);
+    fflush(stdout);
+  }
 }
 
 static int serve_usage(void) {
@@ -533,6 +602,12 @@ int kv_serve_main(int argc, char **argv) {
         register_http(&srv, hex, url);
       }
     }
+  }
+  /* the HTTP API keeps answering (503 with the new leader) meanwhile */
+  static handover ho = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                        false, 0};
+  if (exit_code == 0) {
+    hand_over(srv.node, &ho, 2000, quiet);
   }
   kv_http_stop(daemon);
   qraft_node_free(srv.node);

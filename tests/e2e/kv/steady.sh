@@ -6,6 +6,7 @@
 # Nothing fails here, so nothing may: no leader change (the term and the
 # leader stay, qraft_leader_changes_total stays 0 on every member), no
 # failed request, a linearizable history and the same data everywhere.
+# Then a clean stop (SIGTERM) of the leader must hand leadership over.
 # If this fails, the cluster lost its leader under load: that is the bug
 # this test exists for (issue "Steady under load"), not noise.
 source "$(dirname "$0")/lib.sh"
@@ -50,5 +51,21 @@ done
 [ "$(leader 1 2 3)" = "$L" ] || fail "member $L no longer leads"
 converged 1 2 3 || fail "members differ"
 "$QRAFT_LINCHECK" --time-ms 60000 "$HIST" || fail "history $HIST is not linearizable"
+
+# A clean stop of the leader hands leadership over (MsgTimeoutNow): the
+# survivors elect its successor without waiting for an election timeout,
+# so neither counts one.
+for i in 1 2 3; do et[$i]=$(kcurl "$i" "$(http "$i")/metrics" | awk '$1 == "qraft_election_timeouts_total" {print $2}'); done
+log "SIGTERM the leader, member $L"
+kill -TERM "${PID[$L]}"; wait "${PID[$L]}" 2>/dev/null || true; unset "PID[$L]"
+SURV=$(for i in 1 2 3; do [ "$i" = "$L" ] || echo "$i"; done | tr '\n' ' ')
+# shellcheck disable=SC2086
+N=$(wait_leader $SURV) || fail "no leader after the handover"
+for i in $SURV; do
+  e=$(kcurl "$i" "$(http "$i")/metrics" | awk '$1 == "qraft_election_timeouts_total" {print $2}')
+  [ "$e" = "${et[$i]}" ] || fail "member $i's election timeout fired (${et[$i]} -> $e): the leader did not hand over"
+done
+"$KV" put after-handover yes --server "$(http "$N")" >/dev/null || fail "write after the handover"
+log "member $N leads after the handover, no election timeout fired"
 no_sanitizer_reports
 log "passed"
