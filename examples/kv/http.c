@@ -838,15 +838,7 @@ static enum MHD_Result transfer_post(http_ctx *h, struct MHD_Connection *c,
     }
     to = qraft_node_raft_id(&nid);
   } else {
-    /* the most caught-up other voter */
-    uint64_t best = 0;
-    for (uint32_t i = 0; i < st.members_n; i++) {
-      const qraft_member_status *m = &st.members[i];
-      if (m->voter && m->id != st.id && (to == 0 || m->match > best)) {
-        to = m->id;
-        best = m->match;
-      }
-    }
+    to = kv_best_voter(&st);
   }
   json_decref(j);
   if (to == 0) return reply_err(c, 400, "malformed", "no other voter");

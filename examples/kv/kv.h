@@ -82,6 +82,9 @@ int kv_store_http_of(kv_store *s, const char *hex_id, char *out, size_t n);
 typedef struct kv_server kv_server;
 
 int kv_serve_main(int argc, char **argv);
+/* The most caught-up voter other than this member, or 0: where leadership
+ * goes by default (POST /v1/transfer, and a leader that stops). */
+qraft_id kv_best_voter(const qraft_node_status *st);
 
 /* ---- The HTTP front (http.c) ---- */
 

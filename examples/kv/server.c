@@ -102,6 +102,19 @@ static int parse_member(const char *text, qraft_node_addr *a) {
 
 /* ---- a clean stop hands leadership over ---- */
 
+qraft_id kv_best_voter(const qraft_node_status *st) {
+  qraft_id to = 0;
+  uint64_t best = 0;
+  for (uint32_t i = 0; i < st->members_n; i++) {
+    const qraft_member_status *m = &st->members[i];
+    if (m->voter && m->id != st->id && (to == 0 || m->match > best)) {
+      to = m->id;
+      best = m->match;
+    }
+  }
+  return to;
+}
+
 typedef struct handover {
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -130,15 +143,7 @@ static void hand_over(qraft_node *node, handover *h, uint32_t wait_ms,
   if (st.role != QRAFT_ROLE_LEADER) {
     return;
   }
-  qraft_id to = 0;
-  uint64_t best = 0;
-  for (uint32_t i = 0; i < st.members_n; i++) {
-    const qraft_member_status *m = &st.members[i];
-    if (m->voter && m->id != st.id && (to == 0 || m->match > best)) {
-      to = m->id;
-      best = m->match;
-    }
-  }
+  qraft_id to = kv_best_voter(&st);
   if (to == 0 || qraft_node_transfer(node, to, handover_cb, h) != 0) {
     return;
   }

@@ -152,39 +152,11 @@ static int heap_push(qraft_simnet *net, uint64_t at_ns, ev_kind kind,
   return 0;
 }
 
-/* Restores the heap order of the whole array (after removals). */
-static void heap_rebuild(qraft_simnet *net) {
-  for (size_t start = net->heap_n / 2; start-- > 0;) {
-    size_t i = start;
-    sim_event x = net->heap[i];
-    for (;;) {
-      size_t l = 2 * i + 1, r = l + 1, m = i;
-      const sim_event *best = &x;
-      if (l < net->heap_n && ev_before(&net->heap[l], best)) {
-        m = l;
-        best = &net->heap[l];
-      }
-      if (r < net->heap_n && ev_before(&net->heap[r], best)) {
-        m = r;
-      }
-      if (m == i) {
-        break;
-      }
-      net->heap[i] = net->heap[m];
-      i = m;
-    }
-    net->heap[i] = x;
-  }
-}
-
-static sim_event heap_pop(qraft_simnet *net) {
-  QRAFT_ASSERT(net->heap_n > 0);
-  sim_event top = net->heap[0];
-  sim_event last = net->heap[--net->heap_n];
-  size_t i = 0;
+/* Puts `x` at slot `i` or below it, moving smaller children up. */
+static void heap_sift_down(qraft_simnet *net, size_t i, sim_event x) {
   for (;;) {
     size_t l = 2 * i + 1, r = l + 1, m = i;
-    const sim_event *best = &last;
+    const sim_event *best = &x;
     if (l < net->heap_n && ev_before(&net->heap[l], best)) {
       m = l;
       best = &net->heap[l];
@@ -198,8 +170,22 @@ static sim_event heap_pop(qraft_simnet *net) {
     net->heap[i] = net->heap[m];
     i = m;
   }
+  net->heap[i] = x;
+}
+
+/* Restores the heap order of the whole array (after removals). */
+static void heap_rebuild(qraft_simnet *net) {
+  for (size_t start = net->heap_n / 2; start-- > 0;) {
+    heap_sift_down(net, start, net->heap[start]);
+  }
+}
+
+static sim_event heap_pop(qraft_simnet *net) {
+  QRAFT_ASSERT(net->heap_n > 0);
+  sim_event top = net->heap[0];
+  sim_event last = net->heap[--net->heap_n];
   if (net->heap_n > 0) {
-    net->heap[i] = last;
+    heap_sift_down(net, 0, last);
   }
   return top;
 }
