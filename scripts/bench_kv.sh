@@ -5,7 +5,9 @@
 # build folder, syncs on, each with its default settings. One load client
 # for both, `qraft-kv bench` (one keep-alive HTTP/1.1 connection per
 # client, one request at a time; etcd through its v3 JSON gateway,
-# --target etcd): 256-byte puts with 1, 16 and 64 clients and linearizable
+# --target etcd; and through its gRPC Go client, bench/etcd/grpcload.go,
+# built against Debian's golang-etcd-server-dev): 256-byte puts with 1, 16
+# and 64 clients and linearizable
 # gets with 64 clients, to the leader, in rounds that alternate the two
 # servers, REPEATS (default 3) of each; the median run (by throughput) is
 # printed. Then one saturation round of SATURATION_S (default 60) seconds
@@ -68,6 +70,26 @@ if [ -z "$ETCD" ] && [ -x /usr/bin/apt-get ] && [ "$(id -u)" = 0 ]; then
 fi
 ETCD_WHY=""
 [ -n "$ETCD" ] || ETCD_WHY="etcd is not installed and could not be (apt-get install etcd-server)"
+# etcd's gRPC client (its fast path): bench/etcd/grpcload.go, built in GOPATH
+# mode against Debian's golang-etcd-server-dev (nothing downloaded).
+GRPC=""
+GRPC_WHY=""
+if [ -n "$ETCD" ]; then
+  if { ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3 ]; } &&
+     [ -x /usr/bin/apt-get ] && [ "$(id -u)" = 0 ]; then
+    echo "bench_kv: installing Debian's golang-go and golang-etcd-server-dev for etcd's gRPC client" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang-go golang-etcd-server-dev \
+      >/dev/null 2>&1 || true
+  fi
+  GRPC=$dir/bench-kv/grpcload
+  if [ ! -x "$GRPC" ] || [ bench/etcd/grpcload.go -nt "$GRPC" ]; then
+    GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$PWD/$dir/bench-kv/gocache" \
+      go build -o "$GRPC" bench/etcd/grpcload.go >"$D/go-build.log" 2>&1 ||
+      { GRPC_WHY="could not build bench/etcd/grpcload.go: $(tail -1 "$D/go-build.log")"; GRPC=""; }
+  fi
+else
+  GRPC_WHY="no etcd"
+fi
 
 # ---- baseline: the node alone, in this run ----
 node_out=$(timeout 120 "$BIN/bench_node" --seconds 1 --dir "$D/node") ||
@@ -143,7 +165,7 @@ fi
 changes() {
   local t=$1 best=0 v i
   for i in 1 2 3; do
-    if [ "$t" = etcd ]; then
+    if [ "$t" != qraft-kv ]; then
       v=$(curl -s -m 2 "$(ehttp "$i")/metrics" |
           awk '$1 == "etcd_server_leader_changes_seen_total" {print int($2)}')
     else
@@ -158,27 +180,35 @@ changes() {
 one() {
   local t=$1 op=$2 c=$3 url out c0 c1
   shift 3
-  if [ "$t" = etcd ]; then url=$(ehttp "$EL"); else url=$(http "$L"); fi
+  if [ "$t" = qraft-kv ]; then url=$(http "$L"); else url=$(ehttp "$EL"); fi
   c0=$(changes "$t")
   # exits 1 when a request failed: counted in the failed column
-  out=$(timeout $((SATURATION_S + 60)) "$KV" bench --target "$t" --op "$op" \
-          --clients "$c" "$@" --server "$url" 2>/dev/null) || true
+  if [ "$t" = etcd-grpc ]; then
+    out=$(timeout $((SATURATION_S + 60)) "$GRPC" --op "$op" --clients "$c" "$@" \
+            --server "${url#http://}" 2>/dev/null) || true
+  else
+    out=$(timeout $((SATURATION_S + 60)) "$KV" bench --target "$t" --op "$op" \
+            --clients "$c" "$@" --server "$url" 2>/dev/null) || true
+  fi
   grep -q 'failed$' <<<"$out" || fail "bench --target $t --op $op --clients $c: $out"
   c1=$(changes "$t")
   # bench: C clients, N puts of B bytes in S s: R puts/s, p50 X ms, p99 Y ms, max Z ms, F failed
   echo "$(sed -E 's/.*: ([0-9]+) [a-z]+\/s, p50 ([0-9.]+) ms, p99 ([0-9.]+) ms, max ([0-9.]+) ms, ([0-9]+) failed.*/\1 \2 \3 \4 \5/' <<<"$out") $((c1 - c0))"
 }
 # level OP CLIENTS COUNT: REPEATS rounds, the servers alternating; sets
-# Q (qraft-kv) and E (etcd) to the median runs, with the failures and
-# leader changes of all runs summed into the last two fields.
+# Q (qraft-kv), E (etcd, JSON gateway) and G (etcd, gRPC) to the median
+# runs, with the failures and leader changes of all runs summed into the
+# last two fields.
 level() {
-  local op=$1 c=$2 n=$3 qrows="" erows="" r
+  local op=$1 c=$2 n=$3 qrows="" erows="" grows=""
   for _ in $(seq "$REPEATS"); do
     qrows+=$(one qraft-kv "$op" "$c" --count "$n")$'\n'
     if [ -n "$ETCD" ]; then erows+=$(one etcd "$op" "$c" --count "$n")$'\n'; fi
+    if [ -n "$GRPC" ]; then grows+=$(one etcd-grpc "$op" "$c" --count "$n")$'\n'; fi
   done
   Q=$(median "${qrows%$'\n'}")
   E=$([ -n "$ETCD" ] && median "${erows%$'\n'}" || echo "- - - - - -")
+  G=$([ -n "$GRPC" ] && median "${grows%$'\n'}" || echo "- - - - - -")
 }
 median() {
   local rows=$1 m f ch
@@ -187,13 +217,15 @@ median() {
   ch=$(awk '{s += $6} END {print s}' <<<"$rows")
   awk -v f="$f" -v ch="$ch" '{print $1, $2, $3, $4, f, ch}' <<<"$m"
 }
-level put 1 1000;   Q1=$Q;  E1=$E
-level put 16 8000;  Q16=$Q; E16=$E
-level put 64 16000; Q64=$Q; E64=$E
-level get 64 32000; QG=$Q;  EG=$E
+level put 1 1000;   Q1=$Q;  E1=$E;  G1=$G
+level put 16 8000;  Q16=$Q; E16=$E; G16=$G
+level put 64 16000; Q64=$Q; E64=$E; G64=$G
+level get 64 32000; QG=$Q;  EG=$E;  GG=$G
 QS=$(one qraft-kv put 256 --seconds "$SATURATION_S")
 ES="- - - - - -"
+GS="- - - - - -"
 [ -n "$ETCD" ] && ES=$(one etcd put 256 --seconds "$SATURATION_S")
+[ -n "$GRPC" ] && GS=$(one etcd-grpc put 256 --seconds "$SATURATION_S")
 
 # ---- the report ----
 r() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0 || b == "-" || a == "-") print "-"; else printf "%.2fx", a / b }'; }
@@ -204,22 +236,28 @@ echo "  time per client, to the leader; median of $REPEATS runs, the servers alt
 echo "  baseline (this run, bench_node): fdatasync p50 ${sync_us} us, UDP round trip p50 ${rtt_us} us,"
 echo "    floor ${floor_us} us; node alone: 1 in flight ${node1_rate}/s p50 ${node1_p50} us,"
 echo "    16 in flight ${node16_rate}/s p50 ${node16_p50} us"
-printf '  %-16s | %8s %7s %7s %5s %4s | %8s %7s %7s %5s %4s | %7s %7s\n' workload \
-  "qraft/s" "p50 ms" "p99 ms" fail chg "etcd/s" "p50 ms" "p99 ms" fail chg "ops" "p99"
+[ -n "$GRPC_WHY" ] && echo "  etcd's gRPC client: none this run: $GRPC_WHY"
+printf '  %-16s | %7s %6s %6s %4s %3s | %7s %6s %6s %4s %3s | %7s %6s %6s %4s %3s | %6s %6s\n' workload \
+  "qraft/s" "p50" "p99" fail chg "gw/s" "p50" "p99" fail chg "grpc/s" "p50" "p99" fail chg "ops" "p99"
 row() {
-  local name=$1 q e
-  read -ra q <<<"$2"; read -ra e <<<"$3"
-  printf '  %-16s | %8s %7s %7s %5s %4s | %8s %7s %7s %5s %4s | %7s %7s\n' "$name" \
+  local name=$1 q e g b
+  read -ra q <<<"$2"; read -ra e <<<"$3"; read -ra g <<<"$4"
+  # the faster of etcd's two paths
+  b=("${e[@]}")
+  if [ "${g[0]}" != - ] && { [ "${e[0]}" = - ] || [ "${g[0]}" -gt "${e[0]}" ]; }; then b=("${g[@]}"); fi
+  printf '  %-16s | %7s %6s %6s %4s %3s | %7s %6s %6s %4s %3s | %7s %6s %6s %4s %3s | %6s %6s\n' "$name" \
     "${q[0]}" "${q[1]}" "${q[2]}" "${q[4]}" "${q[5]}" "${e[0]}" "${e[1]}" "${e[2]}" "${e[4]}" "${e[5]}" \
-    "$(r "${q[0]}" "${e[0]}")" "$(r "${e[2]}" "${q[2]}")"
+    "${g[0]}" "${g[1]}" "${g[2]}" "${g[4]}" "${g[5]}" "$(r "${q[0]}" "${b[0]}")" "$(r "${b[2]}" "${q[2]}")"
 }
-row "put, 1 client" "$Q1" "$E1"
-row "put, 16" "$Q16" "$E16"
-row "put, 64" "$Q64" "$E64"
-row "get, 64" "$QG" "$EG"
-row "put, 256, ${SATURATION_S} s" "$QS" "$ES"
+row "put, 1 client" "$Q1" "$E1" "$G1"
+row "put, 16" "$Q16" "$E16" "$G16"
+row "put, 64" "$Q64" "$E64" "$G64"
+row "get, 64" "$QG" "$EG" "$GG"
+row "put, 256, ${SATURATION_S} s" "$QS" "$ES" "$GS"
+echo "  gw: etcd through its JSON gateway, grpc: through its Go client; p50 and p99 in ms;"
 echo "  fail: failed requests, chg: leader changes, summed over the $REPEATS runs of a level;"
-echo "  ops: qraft-kv's ops/s over etcd's; p99: etcd's p99 over qraft-kv's (above 1: we wait less)."
+echo "  ops: qraft-kv's ops/s over the faster etcd path's; p99: that path's p99 over"
+echo "  qraft-kv's (above 1: qraft-kv's clients wait less)."
 read -ra qs <<<"$QS"
 echo "  saturation: qraft-kv max latency ${qs[3]} ms; node alone 1 in flight ${node1_rate}/s"
 bad=$(awk '{f += $5; c += $6} END {print f + c}' <<<"$Q1"$'\n'"$Q16"$'\n'"$Q64"$'\n'"$QG"$'\n'"$QS")
