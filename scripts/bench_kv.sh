@@ -73,22 +73,13 @@ ETCD_WHY=""
 # etcd's gRPC client (its fast path): bench/etcd/grpcload.go, built in GOPATH
 # mode against Debian's golang-etcd-server-dev (nothing downloaded).
 GRPC=""
-GRPC_WHY=""
+GRPC_WHY="no etcd"
 if [ -n "$ETCD" ]; then
-  if { ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3 ]; } &&
-     [ -x /usr/bin/apt-get ] && [ "$(id -u)" = 0 ]; then
-    echo "bench_kv: installing Debian's golang-go and golang-etcd-server-dev for etcd's gRPC client" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang-go golang-etcd-server-dev \
-      >/dev/null 2>&1 || true
-  fi
-  GRPC=$dir/bench-kv/grpcload
-  if [ ! -x "$GRPC" ] || [ bench/etcd/grpcload.go -nt "$GRPC" ]; then
-    GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$PWD/$dir/bench-kv/gocache" \
-      go build -o "$GRPC" bench/etcd/grpcload.go >"$D/go-build.log" 2>&1 ||
-      { GRPC_WHY="could not build bench/etcd/grpcload.go: $(tail -1 "$D/go-build.log")"; GRPC=""; }
-  fi
-else
-  GRPC_WHY="no etcd"
+  # shellcheck source=go_etcd.sh
+  source scripts/go_etcd.sh
+  GRPC_WHY=""
+  GRPC=$dir/bench-etcd/grpcload
+  go_etcd_build bench/etcd/grpcload.go "$GRPC" || { GRPC_WHY=$GO_ETCD_WHY; GRPC=""; }
 fi
 
 # ---- baseline: the node alone, in this run ----

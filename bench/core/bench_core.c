@@ -622,25 +622,61 @@ typedef struct reference {
   workload w;
   double etcd_ns;     /* etcd raft 3.4, PERFORMANCE.md */
   double etcd_allocs; /* < 0: not given */
+  bool same_run;      /* etcd's figure was measured in this run (--etcd) */
 } reference;
 
 static const reference workloads[] = {
-    {"one", "one node: propose..applied", ONE_NODE_OPS, ONE_NODE, 383, 3},
+    {"one", "one node: propose..applied", ONE_NODE_OPS, ONE_NODE, 383, 3,
+     false},
     {"three", "three nodes, 1 in flight", THREE_NODES_OPS, THREE_NODES, 3835,
-     18},
+     18, false},
     {"three64", "three nodes, 64 in flight", THREE_NODES_64_OPS,
-     THREE_NODES_64, 2659, -1},
+     THREE_NODES_64, 2659, -1, false},
 };
 #define WORKLOADS_N (sizeof workloads / sizeof workloads[0])
 
 static void usage(void) {
   fprintf(stderr, "usage: bench_core [--repeats R] [--scale X] [--seeds S] "
                   "[--no-sim] [--trace-allocs N]\n"
-                  "                  [--only one|three|three64|sim]\n");
+                  "                  [--only one|three|three64|sim] "
+                  "[--etcd FILE]\n"
+                  "  --etcd FILE: etcd raft's figures measured in this run, "
+                  "lines of\n"
+                  "  'rawnode WORKLOAD NS_MEDIAN NS_MIN NS_MAX ALLOCS' "
+                  "(bench/etcd/rawnode.go)\n");
   exit(2);
 }
 
+/* Reads etcd raft's figures of this run (bench/etcd/rawnode.go) over the
+ * reference ones; returns how many workloads it found, -1 if unreadable. */
+static int read_etcd(const char *path, reference *refs) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    return -1;
+  }
+  char line[256], key[32];
+  double med, lo, hi, allocs;
+  int found = 0;
+  while (fgets(line, sizeof line, f) != NULL) {
+    if (sscanf(line, "rawnode %31s %lf %lf %lf %lf", key, &med, &lo, &hi,
+               &allocs) != 5) {
+      continue;
+    }
+    for (size_t w = 0; w < WORKLOADS_N; w++) {
+      if (strcmp(refs[w].key, key) == 0 && med > 0) {
+        refs[w].etcd_ns = med;
+        refs[w].etcd_allocs = allocs;
+        refs[w].same_run = true;
+        found++;
+      }
+    }
+  }
+  fclose(f);
+  return found;
+}
+
 int main(int argc, char **argv) {
+  const char *etcd_file = NULL;
   int repeats = REPEATS_DEFAULT;
   double scale = 1.0;
   int seeds = SIM_SEEDS_DEFAULT;
@@ -657,6 +693,8 @@ int main(int argc, char **argv) {
       scale = atof(argv[++i]);
     } else if (strcmp(argv[i], "--seeds") == 0 && i + 1 < argc) {
       seeds = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--etcd") == 0 && i + 1 < argc) {
+      etcd_file = argv[++i];
     } else if (strcmp(argv[i], "--no-sim") == 0) {
       sim = false;
     } else if (strcmp(argv[i], "--trace-allocs") == 0 && i + 1 < argc) {
@@ -713,9 +751,23 @@ int main(int argc, char **argv) {
          "%s\n",
          PAYLOAD_BYTES, repeats, WARMUP_OPS, sysconf(_SC_NPROCESSORS_ONLN),
          load);
-  printf("  etcd = etcd raft 3.4, a REFERENCE figure from PERFORMANCE.md, "
-         "measured earlier on a machine of this kind, NOT in this run;\n"
-         "  goal = one tenth of etcd's time and no allocation per op; "
+  reference refs[WORKLOADS_N];
+  memcpy(refs, workloads, sizeof refs);
+  int etcd_found = etcd_file != NULL ? read_etcd(etcd_file, refs) : 0;
+  if (etcd_file != NULL && etcd_found <= 0) {
+    fprintf(stderr, "bench_core: no figures in %s; using the reference ones\n",
+            etcd_file);
+  }
+  if (etcd_found > 0) {
+    printf("  etcd = etcd raft 3.4's RawNode in the same workloads, measured "
+           "IN THIS RUN just before (bench/etcd/rawnode.go; allocs: Go heap "
+           "allocations); a figure marked * is the reference one of "
+           "PERFORMANCE.md;\n");
+  } else {
+    printf("  etcd = etcd raft 3.4, a REFERENCE figure from PERFORMANCE.md, "
+           "measured earlier on a machine of this kind, NOT in this run;\n");
+  }
+  printf("  goal = one tenth of etcd's time and no allocation per op; "
          "x base = ns/op over the memcpy baseline of this run\n\n");
 
   /* Workloads interleaved with the baseline, repeat by repeat, so that
@@ -748,14 +800,16 @@ int main(int argc, char **argv) {
     if (!selected[w]) {
       continue;
     }
-    const reference *ref = &workloads[w];
+    const reference *ref = &refs[w];
     summary s = summarize(res[w], repeats);
     char spread[40], etcd[32];
     snprintf(spread, sizeof spread, "(%.0f..%.0f)", s.min, s.max);
     if (ref->etcd_allocs >= 0) {
-      snprintf(etcd, sizeof etcd, "%.0f, %.0f", ref->etcd_ns, ref->etcd_allocs);
+      snprintf(etcd, sizeof etcd, "%.0f, %.1f%s", ref->etcd_ns,
+               ref->etcd_allocs, ref->same_run || etcd_found <= 0 ? "" : "*");
     } else {
-      snprintf(etcd, sizeof etcd, "%.0f, -", ref->etcd_ns);
+      snprintf(etcd, sizeof etcd, "%.0f, -%s", ref->etcd_ns,
+               ref->same_run || etcd_found <= 0 ? "" : "*");
     }
     double goal = ref->etcd_ns / 10.0;
     printf("  %-28s %9.1f %16s %9.3f %7.1f %12s %7.3fx %8.1f %7.2fx %s\n",
@@ -820,8 +874,9 @@ int main(int argc, char **argv) {
            "is one step of the simulated cluster, every check included)\n");
   }
 
-  uint32_t refs = qraft_buf_refs(payload);
-  QRAFT_ASSERTF(refs == 1, "payload has %u references after the runs", refs);
+  uint32_t payload_refs = qraft_buf_refs(payload);
+  QRAFT_ASSERTF(payload_refs == 1, "payload has %u references after the runs",
+                payload_refs);
   qraft_buf_unref(payload);
   payload = NULL;
   (void)frees_n;
