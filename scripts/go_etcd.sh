@@ -24,8 +24,9 @@ go_etcd_build() {
     return 0
   fi
   mkdir -p "$(dirname "$out")"
-  local log
-  log=$(GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$(dirname "$out")/gocache" \
+  local log cache
+  cache="$(cd "$(dirname "$out")" && pwd)/gocache" # go wants it absolute
+  log=$(GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$cache" \
           go build -o "$out" "$src" 2>&1) ||
     { GO_ETCD_WHY="could not build $src: $(tail -1 <<<"$log")"; return 1; }
 }
