@@ -142,6 +142,13 @@ func (c *cluster) deliverOne() bool {
 	}
 	m := c.queue[c.head]
 	c.head++
+	if c.head >= 64 && 2*c.head >= len(c.queue) {
+		// a FIFO that never empties (messages are left over when an op
+		// completes): move what is left to the front, as a ring would
+		n := copy(c.queue, c.queue[c.head:])
+		c.queue = c.queue[:n]
+		c.head = 0
+	}
 	c.nodes[m.To-1].rn.Step(m)
 	c.nodes[m.To-1].handle(&c.queue)
 	return true
