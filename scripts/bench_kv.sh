@@ -41,7 +41,8 @@ done
 KV=$BIN/qraft-kv
 mkdir -p "$dir/bench-kv"
 D=$(mktemp -d "$dir/bench-kv/run.XXXXXX")
-BASE=$(( 20000 + ($$ % 400) * 100 ))
+source scripts/ports.sh
+pick_base # a free block below the ephemeral range
 declare -A PID
 cleanup() {
   exec 2>/dev/null # not bash's "Killed" notices of the members

@@ -13,8 +13,10 @@ done
 KV="$BIN/qraft-kv"
 START=$(date +%s)
 D=$(mktemp -d /tmp/qraft-demo.XXXXXX)
-# Ports from the process id, so two demos on one machine do not collide.
-BASE=$(( 20000 + ($$ % 400) * 100 ))
+# Ports from the process id, so two demos on one machine do not collide,
+# below the ephemeral range, so no client connection holds one.
+source scripts/ports.sh
+pick_base
 declare -A PID
 cleanup() {
   for i in "${!PID[@]}"; do kill -9 "${PID[$i]}" 2>/dev/null || true; done

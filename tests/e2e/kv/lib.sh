@@ -6,20 +6,12 @@ set -Eeuo pipefail
 KV=$QRAFT_KV
 mkdir -p "$QRAFT_E2E_OUT"
 D=$(mktemp -d /tmp/qraft-e2e.XXXXXX)
-# BASE: below the ephemeral range (ip_local_port_range), where a client's
-# connection (of this test or of another running at the same time) may hold
-# a port and make a member's bind fail; the first BASE..BASE+99 from a
+# BASE: a block of 100 ports below the ephemeral range (ip_local_port_range),
+# where no client connection (of this test or of another running at the
+# same time) can hold a port and make a member's bind fail, from a
 # pid-derived start that no socket uses.
-EPHEMERAL=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-SLOTS=$(( (EPHEMERAL - 20000) / 100 ))
-[ "$SLOTS" -ge 1 ] || SLOTS=1
-USED_PORTS=$(ss -Htuan 2>/dev/null | awk '{print $5}' || true)
-slot=$(( $$ % SLOTS ))
-for _ in $(seq "$SLOTS"); do
-  BASE=$(( 20000 + slot * 100 ))
-  grep -qE ":$(( BASE / 100 ))[0-9][0-9]\$" <<<"$USED_PORTS" || break
-  slot=$(( (slot + 1) % SLOTS ))
-done
+source "$(dirname "${BASH_SOURCE[0]}")/../../../scripts/ports.sh"
+pick_base
 declare -A PID IP NS
 START_S=$(date +%s)
 cleanup_extra() { :; }
