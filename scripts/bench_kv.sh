@@ -19,6 +19,9 @@
 # members). On a healthy cluster both must be 0 for both servers; the
 # script exits 1 if qraft-kv's are not.
 #
+# Plots (gnuplot-nox, installed when missing): puts/s by clients and the
+# latency distributions of four levels, PNG files in BUILD_DIR/bench/.
+#
 # Baselines measured in the same run: bench_node (three nodes in one
 # process, no HTTP, no state machine): the fdatasync + loopback round-trip
 # floor and the node's proposals/s and p50 at 1 and 16 in flight.
@@ -40,6 +43,9 @@ for b in qraft-kv qraft-keygen bench_node; do
 done
 KV=$BIN/qraft-kv
 mkdir -p "$dir/bench-kv"
+PLOT_DIR=$dir/bench # the plots and their data
+rm -rf "$PLOT_DIR"
+mkdir -p "$PLOT_DIR"
 D=$(mktemp -d "$dir/bench-kv/run.XXXXXX")
 source scripts/ports.sh
 pick_base # a free block below the ephemeral range
@@ -175,12 +181,14 @@ one() {
   if [ "$t" = qraft-kv ]; then url=$(http "$L"); else url=$(ehttp "$EL"); fi
   c0=$(changes "$t")
   # exits 1 when a request failed: counted in the failed column
+  # the latency distribution of the last run of each series and level
+  local q="$PLOT_DIR/$t-$op-$c.q"
   if [ "$t" = etcd-grpc ]; then
     out=$(timeout $((SATURATION_S + 60)) "$GRPC" --op "$op" --clients "$c" "$@" \
-            --server "${url#http://}" 2>/dev/null) || true
+            --quantiles "$q" --server "${url#http://}" 2>/dev/null) || true
   else
     out=$(timeout $((SATURATION_S + 60)) "$KV" bench --target "$t" --op "$op" \
-            --clients "$c" "$@" --server "$url" 2>/dev/null) || true
+            --clients "$c" "$@" --quantiles "$q" --server "$url" 2>/dev/null) || true
   fi
   grep -q 'failed$' <<<"$out" || fail "bench --target $t --op $op --clients $c: $out"
   c1=$(changes "$t")
@@ -250,6 +258,51 @@ echo "  gw: etcd through its JSON gateway, grpc: through its Go client; p50 and 
 echo "  fail: failed requests, chg: leader changes, summed over the $REPEATS runs of a level;"
 echo "  ops: qraft-kv's ops/s over the faster etcd path's; p99: that path's p99 over"
 echo "  qraft-kv's (above 1: qraft-kv's clients wait less)."
+# ---- the plots (gnuplot, installed when missing: bench only) ----
+{
+  echo "# clients qraft-kv etcd-gateway etcd-grpc: puts/s, the median run"
+  for l in 1 16 64; do
+    v=Q$l; e=E$l; g=G$l
+    read -ra a <<<"${!v}"; read -ra b <<<"${!e}"; read -ra c <<<"${!g}"
+    echo "$l ${a[0]} ${b[0]/-/NaN} ${c[0]/-/NaN}"
+  done
+} >"$PLOT_DIR/kv-puts.dat"
+if ! command -v gnuplot >/dev/null && [ -x /usr/bin/apt-get ] && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q gnuplot-nox >/dev/null 2>&1 || true
+fi
+if command -v gnuplot >/dev/null; then
+  when="$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs"
+  cdf() { # cdf OP CLIENTS TITLE: the latency distributions of one level
+    local f="$PLOT_DIR/kv-$1-$2.png" plots=""
+    local t name
+    for t in qraft-kv etcd etcd-grpc; do
+      [ -s "$PLOT_DIR/$t-$1-$2.q" ] || continue
+      case $t in etcd) name="etcd, JSON gateway" ;; etcd-grpc) name="etcd, gRPC" ;; *) name=$t ;; esac
+      plots="$plots${plots:+, }'$PLOT_DIR/$t-$1-$2.q' using 2:1 with lines lw 2 title '$name'"
+    done
+    [ -n "$plots" ] || return 0
+    gnuplot -e "set terminal pngcairo size 800,500; set output '$f';
+      set title '$3, latency distribution ($when)'; set logscale x;
+      set xlabel 'latency, ms (log)'; set ylabel 'fraction of requests';
+      set key bottom right; set grid; plot $plots" 2>"$D/gnuplot.err" ||
+      echo "  plot $f: $(head -1 "$D/gnuplot.err")"
+  }
+  gnuplot -e "set terminal pngcairo size 800,500; set output '$PLOT_DIR/kv-puts.png';
+    set title '256-byte puts by clients, one request at a time each ($when)';
+    set logscale x 2; set xlabel 'clients'; set ylabel 'puts/s'; set key top left;
+    set grid; set xrange [0.8:80];
+    plot '$PLOT_DIR/kv-puts.dat' using 1:2 with linespoints lw 2 title 'qraft-kv',
+         '' using 1:3 with linespoints lw 2 title 'etcd, JSON gateway',
+         '' using 1:4 with linespoints lw 2 title 'etcd, gRPC'" 2>"$D/gnuplot.err" ||
+    echo "  plot kv-puts.png: $(head -1 "$D/gnuplot.err")"
+  cdf put 1 "puts, 1 client"
+  cdf put 64 "puts, 64 clients"
+  cdf get 64 "linearizable gets, 64 clients"
+  cdf put 256 "puts, 256 clients for ${SATURATION_S} s"
+  echo "  plots: $(cd "$PLOT_DIR" && ls -- *.png | tr '\n' ' ')in $PLOT_DIR"
+else
+  echo "  plots: none (gnuplot is not installed and could not be)"
+fi
 read -ra qs <<<"$QS"
 echo "  saturation: qraft-kv max latency ${qs[3]} ms; node alone 1 in flight ${node1_rate}/s"
 bad=$(awk '{f += $5; c += $6} END {print f + c}' <<<"$Q1"$'\n'"$Q16"$'\n'"$Q64"$'\n'"$QG"$'\n'"$QS")

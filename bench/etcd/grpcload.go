@@ -34,6 +34,7 @@ func main() {
 	op := flag.String("op", "put", "put or get")
 	valueBytes := flag.Int("value-bytes", 256, "value size")
 	timeoutMs := flag.Int("timeout-ms", 5000, "per request")
+	quantiles := flag.String("quantiles", "", "write the latency distribution here")
 	flag.Parse()
 	if *clients < 1 || (*count < *clients && *seconds <= 0) || (*op != "put" && *op != "get") {
 		fmt.Fprintln(os.Stderr, "usage: grpcload --server H:P --clients C (--count N | --seconds S) [--op put|get]")
@@ -120,6 +121,20 @@ func main() {
 	p50, p99, max := 0.0, 0.0, 0.0
 	if n > 0 {
 		p50, p99, max = ms(all[n/2]), ms(all[n*99/100]), ms(all[n-1])
+	}
+	if *quantiles != "" && n > 0 {
+		// 1000 lines "quantile milliseconds", as qraft-kv bench --quantiles
+		f, err := os.Create(*quantiles)
+		if err == nil {
+			for q := 1; q <= 1000; q++ {
+				i := n*q/1000 - 1
+				if i < 0 {
+					i = 0
+				}
+				fmt.Fprintf(f, "%.3f %.4f\n", float64(q)/1000, ms(all[i]))
+			}
+			f.Close()
+		}
 	}
 	what := "puts"
 	if *op == "get" {

@@ -337,6 +337,7 @@ static int client_usage(void) {
           "  load --count N [--prefix P] [--progress]   sequential writes\n"
           "  bench --clients C (--count N | --seconds S) [--value-bytes B]\n"
           "        [--op put|get] [--stale] [--target qraft-kv|etcd]\n"
+          "        [--quantiles FILE]      (the latency distribution)\n"
           "                                concurrent puts or gets; client i\n"
           "                                talks to server i mod n, keep-alive;\n"
           "                                etcd: its v3 JSON gateway\n"
@@ -598,8 +599,24 @@ static int cmp_u64(const void *x, const void *y) {
 }
 
 /* count requests in all, or (seconds > 0) as many as fit in that time. */
+/* Writes the latency distribution: 1000 lines "quantile milliseconds". */
+static void write_quantiles(const char *path, const uint64_t *lat, long n) {
+  FILE *f = fopen(path, "w");
+  if (f == NULL) {
+    fprintf(stderr, "bench: cannot write %s: %s\n", path, strerror(errno));
+    return;
+  }
+  for (int q = 1; q <= 1000 && n > 0; q++) {
+    long i = (long)((double)n * q / 1000.0) - 1;
+    if (i < 0) i = 0;
+    fprintf(f, "%.3f %.4f\n", q / 1000.0, (double)lat[i] / 1e6);
+  }
+  fclose(f);
+}
+
 static int cmd_bench(const opts *o, int clients, long count, int seconds,
-                     size_t value_bytes, const char *op, const char *target) {
+                     size_t value_bytes, const char *op, const char *target,
+                     const char *quantiles) {
   bool get = strcmp(op, "get") == 0;
   bool etcd = strcmp(target, "etcd") == 0;
   if ((!etcd && strcmp(target, "qraft-kv") != 0) || clients < 1 || clients > 256 || (seconds <= 0 && count < clients) ||
@@ -650,6 +667,7 @@ static int cmd_bench(const opts *o, int clients, long count, int seconds,
     off += (int)args[i].n;
   }
   if (n > 0) qsort(lat, (size_t)n, sizeof *lat, cmp_u64);
+  if (quantiles != NULL) write_quantiles(quantiles, lat, n);
   printf("bench: %d clients, %ld %s%s of %zu bytes in %.2f s: %.0f %s/s, "
          "p50 %.2f ms, p99 %.2f ms, max %.2f ms, %ld failed\n",
          clients, n, get && o->stale ? "stale " : "", get ? "gets" : "puts",
@@ -847,7 +865,8 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
   int npos = 0;
   long count = 0;
   const char *prefix = "key", *history = NULL, *cas_value = NULL,
-             *bench_op = "put", *bench_target = "qraft-kv";
+             *bench_op = "put", *bench_target = "qraft-kv",
+             *quantiles = NULL;
   long long cas_rev = -1;
   bool cas_absent = false, progress = false, learner = false;
   int clients = 4, seconds = 0, keys = 5;
@@ -887,6 +906,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
     else if (strcmp(a, "--history") == 0) { history = v; i++; }
     else if (strcmp(a, "--op") == 0) { bench_op = v; i++; }
     else if (strcmp(a, "--target") == 0) { bench_target = v; i++; }
+    else if (strcmp(a, "--quantiles") == 0) { quantiles = v; i++; }
     else if (a[0] == '-' && a[1] == '-') return client_usage();
     else if (npos < 4) pos[npos++] = a;
     else return client_usage();
@@ -963,7 +983,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
     rv = count > 0 ? cmd_load(&o, count, prefix, progress) : client_usage();
   } else if (strcmp(cmd, "bench") == 0) {
     rv = cmd_bench(&o, clients, count, seconds, value_bytes, bench_op,
-                   bench_target);
+                   bench_target, quantiles);
   } else if (strcmp(cmd, "workload") == 0) {
     rv = history ? cmd_workload(&o, clients, seconds > 0 ? seconds : 5, keys,
                                 history)
