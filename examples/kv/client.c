@@ -477,27 +477,32 @@ typedef struct bench_arg {
   char first_error[160];
 } bench_arg;
 
+/* Counts a request that did not answer 200; keeps the first one's words. */
+static void bench_failed(bench_arg *a, int st, const char *resp) {
+  if (a->failed == 0) {
+    a->first_status = st;
+    snprintf(a->first_error, sizeof a->first_error, "%.150s",
+             resp ? resp : "(no answer)");
+    a->first_error[strcspn(a->first_error, "\r\n")] = 0;
+  }
+  a->failed++;
+}
+
 static void bench_record(bench_arg *a, uint64_t ns, int st, const char *resp) {
+  if (st != 200) {
+    bench_failed(a, st, resp);
+  }
   if (a->n == a->cap) {
     long cap = a->cap ? 2 * a->cap : 1024;
     uint64_t *l = realloc(a->lat_ns, (size_t)cap * sizeof *l);
     if (l == NULL) {
-      a->failed++;
+      if (st == 200) bench_failed(a, st, "out of memory for the latencies");
       return;
     }
     a->lat_ns = l;
     a->cap = cap;
   }
   a->lat_ns[a->n++] = ns;
-  if (st != 200) {
-    if (a->failed == 0) {
-      a->first_status = st;
-      snprintf(a->first_error, sizeof a->first_error, "%.150s",
-               resp ? resp : "(no answer)");
-      a->first_error[strcspn(a->first_error, "\r\n")] = 0;
-    }
-    a->failed++;
-  }
 }
 
 static void b64(const char *in, size_t n, char *out) {
@@ -568,8 +573,7 @@ static void *bench_run(void *p) {
     snprintf(key, sizeof key, "bench-get-%d", a->id);
     char *resp = NULL;
     int st = bench_request(a, &k, false, key, vb64, body, &resp);
-    bench_record(a, 0, st, resp);
-    a->n = 0; /* the setup write counts only if it failed */
+    if (st != 200) bench_failed(a, st, resp); /* the setup write: not timed */
     free(resp);
     if (st != 200) {
       kv_conn_close(&k);

@@ -122,9 +122,9 @@ typedef struct qraft_node_config {
   /* Timing; 0 picks the default in brackets: an election timeout of 1 s
    * (at least 10 ticks) and heartbeats ten times as often. A follower
    * campaigns after 1 to 2 election timeouts without word from its leader,
-   * so failover after a crash takes 1 to 2 s; a shorter timeout fails
+   * so failover after a crash takes 1 to 2.5 s; a shorter timeout fails
    * over faster but takes a leader whose loop waits for a CPU (a loaded
-   * machine) for dead. docs/node.md, "Timing". */
+   * machine) for dead. docs/node.md, "Timing and stalls". */
   uint32_t tick_ms;         /* [10] */
   uint32_t election_ticks;  /* [ceil(1000 / tick_ms), at least 10] */
   uint32_t heartbeat_ticks; /* [election_ticks / 10, at least 1] */

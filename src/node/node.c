@@ -157,15 +157,15 @@ struct qraft_node {
   _Atomic uint64_t m_elections, m_snapshots_taken, m_snapshots_installed;
   _Atomic uint64_t m_writes, m_write_entries;
   _Atomic uint64_t m_messages_out, m_messages_in;
-  _Atomic uint64_t m_stalls, m_stall_max_ns, m_leader_changes;
+  _Atomic uint64_t m_leader_changes;
   _Atomic uint64_t m_election_timeouts;
   _Atomic uint64_t m_stepdowns[QRAFT_STEPDOWN_REASONS];
   /* transport counters, copied on the loop for readers on any thread */
   qraft_histogram h_write_us;      /* storage write: submit to durable */
   qraft_histogram h_write_entries; /* entries per storage write */
   qraft_histogram h_commit_us;     /* proposal: taken by the loop to applied */
-  qraft_histogram h_stall_us;      /* gaps between tick countings, when a
-                                      tick was missed */
+  qraft_histogram h_stall_us;      /* gaps between tick countings that
+                                      missed a tick (a stall) */
   qraft_histogram h_apply_entries; /* entries per apply batch */
   qraft_endpoint_metrics m_ep;
   uint32_t m_peers_n;
@@ -353,9 +353,9 @@ static int node_config_check(qraft_node_config *c, qraft_err *err) {
     c->tick_ms = 10;
   }
   /* Defaults: 1 s election timeout, 100 ms heartbeats (etcd's too). On a
-   * shared 2-core machine under saturation a loop thread waits for a CPU
-   * for up to 0.7 s; the leader's must not be taken for dead
-   * (docs/node.md, "Timing"). */
+   * shared 2-core machine under saturation a loop went 0.3 s without
+   * running; the leader's must not be taken for dead (docs/node.md,
+   * "Timing and stalls"). */
   if (c->election_ticks == 0) {
     c->election_ticks = (1000 + c->tick_ms - 1) / c->tick_ms;
     if (c->election_ticks < 10) {
@@ -1376,18 +1376,13 @@ static void node_clock(qraft_node *n) {
   uint64_t k = (now - n->next_tick_ns) / n->tick_ns + 1;
   qraft_core_elapse(n->core, k);
   n->next_tick_ns += k * n->tick_ns;
-  uint64_t gap = now - n->ticked_ns;
-  n->ticked_ns = now;
   if (k > 1) {
     n->stalled = true;
-    n->m_stalls++;
     pthread_mutex_lock(&n->mu);
-    qraft_histogram_record(&n->h_stall_us, gap / 1000);
+    qraft_histogram_record(&n->h_stall_us, (now - n->ticked_ns) / 1000);
     pthread_mutex_unlock(&n->mu);
   }
-  if (gap > n->m_stall_max_ns) {
-    n->m_stall_max_ns = gap;
-  }
+  n->ticked_ns = now;
 }
 
 static void node_tick_cb(void *ud) {
@@ -2178,22 +2173,19 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
         qraft_stepdown_reason_name((qraft_stepdown_reason)r),
         (uint64_t)n->m_stepdowns[r]);
   }
-  mt_put(buf, size, &off,
-      "# HELP qraft_loop_stalls_total Times the loop came back after missing "
-      "at least one tick.\n"
-      "# TYPE qraft_loop_stalls_total counter\n"
-      "qraft_loop_stalls_total %" PRIu64 "\n"
-      "# HELP qraft_loop_stall_seconds_max The largest gap between two "
-      "countings of ticks (a tick is due every tick_ms).\n"
-      "# TYPE qraft_loop_stall_seconds_max gauge\n"
-      "qraft_loop_stall_seconds_max %.6f\n",
-      (uint64_t)n->m_stalls, (double)n->m_stall_max_ns / 1e9);
   off += node_transport_metrics(n, off < size ? buf + off : NULL,
                                 off < size ? size - off : 0);
   pthread_mutex_lock(&n->mu);
   qraft_histogram hs[5] = {n->h_write_us, n->h_write_entries, n->h_commit_us,
                            n->h_apply_entries, n->h_stall_us};
   pthread_mutex_unlock(&n->mu);
+  mt_put(buf, size, &off,
+         "# HELP qraft_loop_stall_seconds_max The longest the loop went "
+         "without counting ticks, among the gaps that missed a tick "
+         "(qraft_loop_stall_seconds).\n"
+         "# TYPE qraft_loop_stall_seconds_max gauge\n"
+         "qraft_loop_stall_seconds_max %.6f\n",
+         (double)hs[4].max / 1e6);
   static const char *const hn[5] = {"qraft_storage_write_seconds",
                                     "qraft_storage_write_entries",
                                     "qraft_commit_seconds",

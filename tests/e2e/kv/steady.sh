@@ -34,7 +34,7 @@ log "$(cat "$D/workload.out")"
 report() {
   for i in 1 2 3; do
     echo "member $i: $(status "$i" | jq -c '{role,leader,term}') $(kcurl "$i" "$(http "$i")/metrics" |
-      grep -E '^qraft_(leader_changes_total|election_timeouts_total|leader_stepdowns_total|loop_stalls_total|loop_stall_seconds_max)' |
+      grep -E '^qraft_(leader_changes_total|election_timeouts_total|leader_stepdowns_total|loop_stall_seconds_count|loop_stall_seconds_max)' |
       grep -v ' 0$' | tr '\n' ' ')"
   done
 }
