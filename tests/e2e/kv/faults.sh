@@ -18,11 +18,11 @@ log "leader: member $L"
   --seconds "$SECONDS_RUN" --history "$HIST" >"$D/workload.out" 2>&1 &
 WL=$!
 
-# One round of faults takes about 14 s; rounds repeat while the clients
+# One round of faults takes about 16 s; rounds repeat while the clients
 # run (QRAFT_E2E_SECONDS, 22 by default: one round; make soak: more).
 END_S=$(( $(date +%s) + SECONDS_RUN ))
 round=0
-while [ $(( END_S - $(date +%s) )) -ge 16 ] || [ $round = 0 ]; do
+while [ $(( END_S - $(date +%s) )) -ge 18 ] || [ $round = 0 ]; do
   round=$((round + 1))
   log "round $round"
   sleep 2
@@ -35,11 +35,17 @@ while [ $(( END_S - $(date +%s) )) -ge 16 ] || [ $round = 0 ]; do
 
   sleep 2
   L=$(wait_leader 1 2 3) || fail "no leader before stop"
-  log "SIGSTOP the leader, member $L, for 2 s"
+  # Stopped for 4 s, twice the longest election timeout (the default 1 s,
+  # randomized up to 2 s): the other two must elect a leader meanwhile, and
+  # the stopped one comes back as a stale leader of an old term.
+  log "SIGSTOP the leader, member $L, for 4 s"
   kill -STOP "${PID[$L]}"
-  sleep 2
+  sleep 4
+  OTHERS=$(for i in 1 2 3; do [ "$i" = "$L" ] || echo "$i"; done | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  NL=$(leader $OTHERS) || fail "no new leader while member $L was stopped for 4 s"
   kill -CONT "${PID[$L]}"
-  log "SIGCONT member $L"
+  log "member $NL took over; SIGCONT member $L"
 
   sleep 2
   L=$(wait_leader 1 2 3) || fail "no leader before the membership change"
