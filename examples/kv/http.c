@@ -697,6 +697,9 @@ static enum MHD_Result status_get(http_ctx *h, struct MHD_Connection *c) {
       (json_int_t)st.last_index, "snapshot_index",
       (json_int_t)st.snapshot_index, "kv_applied", (json_int_t)kv_applied,
       "keys", (json_int_t)keys, "digest", dg, "joint", st.joint);
+  kv_counters kc;
+  kv_store_counters(kv_server_store(h->srv), &kc);
+  json_object_set_new(j, "kv_durable", json_integer((json_int_t)kc.durable));
   json_object_set_new(j, "members", members_json(h, &st));
   return reply_json(c, 200, j);
 }
@@ -872,6 +875,25 @@ static enum MHD_Result metrics_get(http_ctx *h, struct MHD_Connection *c) {
       "qraft_kv_restores_skipped_total %llu\n"
       "# TYPE qraft_kv_entries_skipped_total counter\n"
       "qraft_kv_entries_skipped_total %llu\n"
+      "# HELP qraft_kv_state_flushes_total Commits of applied writes to "
+      "LMDB (synced, off the Raft loop).\n"
+      "# TYPE qraft_kv_state_flushes_total counter\n"
+      "qraft_kv_state_flushes_total %llu\n"
+      "# TYPE qraft_kv_state_flush_keys_total counter\n"
+      "qraft_kv_state_flush_keys_total %llu\n"
+      "# HELP qraft_kv_state_flush_seconds_total Time in those commits.\n"
+      "# TYPE qraft_kv_state_flush_seconds_total counter\n"
+      "qraft_kv_state_flush_seconds_total %.6f\n"
+      "# TYPE qraft_kv_state_flush_seconds_max gauge\n"
+      "qraft_kv_state_flush_seconds_max %.6f\n"
+      "# HELP qraft_kv_state_durable_index The index LMDB holds, synced.\n"
+      "# TYPE qraft_kv_state_durable_index gauge\n"
+      "qraft_kv_state_durable_index %llu\n"
+      "# HELP qraft_kv_state_overlay_keys Applied writes not yet in LMDB.\n"
+      "# TYPE qraft_kv_state_overlay_keys gauge\n"
+      "qraft_kv_state_overlay_keys %llu\n"
+      "# TYPE qraft_kv_state_overlay_bytes gauge\n"
+      "qraft_kv_state_overlay_bytes %llu\n"
       "# TYPE qraft_kv_http_requests_total counter\n"
       "qraft_kv_http_requests_total %llu\n"
       "# TYPE qraft_kv_http_errors_total counter\nqraft_kv_http_errors_total %llu\n"
@@ -886,6 +908,10 @@ static enum MHD_Result metrics_get(http_ctx *h, struct MHD_Connection *c) {
       (unsigned long long)k.snapshots, (unsigned long long)k.restores,
       (unsigned long long)k.restores_skipped,
       (unsigned long long)k.entries_skipped,
+      (unsigned long long)k.flushes, (unsigned long long)k.flush_keys,
+      (double)k.flush_us_sum / 1e6, (double)k.flush_us_max / 1e6,
+      (unsigned long long)k.durable, (unsigned long long)k.overlay_keys,
+      (unsigned long long)k.overlay_bytes,
       (unsigned long long)atomic_load(&m_requests),
       (unsigned long long)atomic_load(&m_errors),
       (unsigned long long)atomic_load(&m_too_large),

@@ -49,7 +49,11 @@ int kv_cmd_decode(const uint8_t *p, size_t n, kv_cmd *c);
 
 typedef struct kv_store kv_store;
 
-int kv_store_open(const char *dir, kv_store **out, char *msg, size_t msg_n);
+/* Opens (creates) the state in LMDB under `dir` and starts its flusher,
+ * which commits what was applied every `sync_ms` (0: as soon as it can).
+ * Returns 0, or -1 with a message. */
+int kv_store_open(const char *dir, uint32_t sync_ms, kv_store **out, char *msg,
+                  size_t msg_n);
 void kv_store_close(kv_store *s);
 const qraft_sm_ops *kv_store_ops(void);
 uint64_t kv_store_applied(kv_store *s);
@@ -57,6 +61,10 @@ uint64_t kv_store_applied(kv_store *s);
 typedef struct kv_counters {
   uint64_t puts, dels, cases, cas_failed, restores, restores_skipped,
       snapshots, entries_skipped;
+  /* the flusher: commits, keys written, time in commits (us) */
+  uint64_t flushes, flush_keys, flush_us_sum, flush_us_max;
+  /* now: the index readers see, the index LMDB holds, the overlays */
+  uint64_t applied, durable, overlay_keys, overlay_bytes;
 } kv_counters;
 void kv_store_counters(kv_store *s, kv_counters *out);
 

@@ -179,10 +179,13 @@ static int serve_usage(void) {
           "         [--bootstrap ID@HOST:PORT,ID@HOST:PORT,...]\n"
           "         [--join http://HOST:PORT] [--advertise-http URL]\n"
           "         [--tick-ms N] [--election-ms N] [--heartbeat-ms N]\n"
-          "         [--snapshot-entries N] [--quiet]\n"
+          "         [--snapshot-entries N] [--state-sync-ms N] [--quiet]\n"
           "  --election-ms: election timeout (default 1000: failover after a\n"
           "  crash takes 1 to 2 of it); --heartbeat-ms (default a tenth of it);\n"
           "  both in multiples of --tick-ms (default 10).\n"
+          "  --state-sync-ms: how often the applied writes are committed to\n"
+          "  LMDB (default 100, at most 60000; 0: as soon as possible); the\n"
+          "  log keeps what LMDB does not hold yet, so a restart loses nothing.\n"
           "         [--config FILE]\n"
           "  --config FILE reads the same settings from a file, one per line:\n"
           "  'name value' or 'name = value' with the flag's name without\n"
@@ -418,7 +421,7 @@ int kv_serve_main(int argc, char **argv) {
              *http = "127.0.0.1:8080", *token_file = NULL, *bootstrap = NULL,
              *join = NULL, *advertise = NULL;
   uint64_t cluster_id = 1, snapshot_entries = 0;
-  uint32_t tick_ms = 0, election_ms = 0, heartbeat_ms = 0;
+  uint32_t tick_ms = 0, election_ms = 0, heartbeat_ms = 0, sync_ms = 100;
   bool quiet = false;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
@@ -444,6 +447,15 @@ int kv_serve_main(int argc, char **argv) {
     else if (strcmp(a, "--election-ms") == 0) election_ms = (uint32_t)strtoul(v, NULL, 0);
     else if (strcmp(a, "--heartbeat-ms") == 0) heartbeat_ms = (uint32_t)strtoul(v, NULL, 0);
     else if (strcmp(a, "--snapshot-entries") == 0) snapshot_entries = strtoull(v, NULL, 0);
+    else if (strcmp(a, "--state-sync-ms") == 0) {
+      char *end = NULL;
+      unsigned long ms = strtoul(v, &end, 10);
+      if (end == v || *end != 0 || ms > 60000) {
+        fprintf(stderr, "qraft-kv: bad --state-sync-ms %s (0 to 60000)\n", v);
+        return 2;
+      }
+      sync_ms = (uint32_t)ms;
+    }
     else return serve_usage();
   }
   if (data == NULL || keyfile == NULL || raft == NULL || cluster_id == 0 ||
@@ -505,7 +517,7 @@ int kv_serve_main(int argc, char **argv) {
     return 2;
   }
   char msg[512];
-  if (kv_store_open(kvdir, &srv.store, msg, sizeof msg) != 0) {
+  if (kv_store_open(kvdir, sync_ms, &srv.store, msg, sizeof msg) != 0) {
     fprintf(stderr, "qraft-kv: %s\n", msg);
     return 1;
   }

@@ -2,19 +2,32 @@
  * The qraft-kv state machine, in LMDB: database "kv" maps a key to its
  * revision (the log index of the entry that last wrote it, u64 LE) and its
  * value; database "meta" holds the applied index ("applied") and the
- * members' HTTP addresses ("http/<hex id>"). Every apply writes its entries
- * and the applied index in one transaction, so the state on disk is always
- * the state as of the index it records.
+ * members' HTTP addresses ("http/<hex id>").
  *
- * Restart: the node restores the latest snapshot and re-applies the log
- * after it. A snapshot at or below the index LMDB already holds is skipped
- * (the state already contains it), and entries at or below it are skipped
- * on apply, so a restart resumes where the state left off. A snapshot above
- * it (LMDB lost its last transactions in an OS crash, or this member was
- * behind) replaces the whole database in one transaction.
+ * Applying never waits for the disk (qraft/node.h, the durable-index
+ * contract). The node's loop applies entries into an overlay in memory
+ * (`active`: the newest write of each key, or its deletion), where reads
+ * see them at once; a thread of the store's own, the flusher, moves the
+ * overlay into LMDB in one transaction with the applied index, synced on
+ * commit (data, then meta page: an OS crash never corrupts LMDB and never
+ * undoes a committed transaction), every --state-sync-ms or sooner when the
+ * overlay grows large. What it committed is the durable index the node
+ * reads; the node keeps the log after it, and a restart re-applies the log
+ * from there. While the flusher commits, the batch it took (`flushing`)
+ * stays readable beside the new `active`.
  *
- * Apply runs on the node's loop thread only; HTTP threads read in their own
- * read transactions (MDB_NOTLS). Never call the node from here.
+ * Reads (any thread) look in `active`, then `flushing`, then LMDB. One
+ * mutex (`mu`) orders them with the flusher: it commits a batch before it
+ * drops it from `flushing`, so a key missing from both overlays is in LMDB
+ * as of that read. Scans (list, digest, snapshot) copy the overlays' keys
+ * and open their LMDB read transaction under `mu`, so they see one state.
+ *
+ * Restore (a snapshot from the leader, or a rebuild at start) waits for the
+ * flusher to finish its batch, writes the new state in one transaction and
+ * commits it, and empties both overlays, under `mu`: readers see the old
+ * state or the new one, never a mix. It is durable when it returns.
+ *
+ * Never call the node from here.
  */
 #include "kv.h"
 
@@ -22,23 +35,53 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define KV_SNAP_MAGIC 0x514b5631u /* "QKV1" */
 #define KV_MAP_BYTES (4ull << 30)
+/* The flusher commits early when the overlay holds this much. */
+#define KV_FLUSH_BYTES (64ull << 20)
+
+/* An overlay entry: the newest write of a key not yet in LMDB. `val` is
+ * the bytes LMDB will hold (for "kv": revision u64 LE, then the value). */
+typedef struct ov_ent {
+  struct ov_ent *next; /* hash chain */
+  uint8_t db;          /* 0 "kv", 1 "meta" */
+  bool deleted;
+  uint32_t klen;
+  size_t vlen;
+  uint8_t *key; /* klen bytes, then vlen bytes of val, one allocation */
+  uint8_t *val;
+} ov_ent;
+
+typedef struct ov_table {
+  ov_ent **slots;
+  size_t cap; /* a power of two, or 0 */
+  size_t n;
+  uint64_t bytes;
+} ov_table;
 
 struct kv_store {
   MDB_env *env;
   MDB_dbi kv, meta;
-  uint64_t applied; /* loop thread: the index the database holds */
-  pthread_mutex_t mu; /* counters */
+  MDB_txn *rtxn; /* the loop's read transaction, reset between applies */
+  pthread_mutex_t mu; /* everything below */
+  pthread_cond_t cv;  /* the flusher's wake-up, and the end of its batch */
+  uint64_t applied;   /* the index the state readers see is at */
+  uint64_t flushed;   /* the index LMDB holds (committed, synced) */
+  _Atomic uint64_t durable; /* = flushed, for the node without `mu` */
+  ov_table active, flushing;
+  uint64_t active_since_ns; /* when `applied` first passed `flushed`; 0 */
+  uint64_t sync_ns;
+  bool flush_busy, restoring, stop;
+  pthread_t flusher;
+  bool flusher_started;
   kv_counters ctr;
-#ifdef QRAFT_CANARY_KV_RESTORE_SKIPPED_AT_START
-  bool restore_seen;
-#endif
 };
 
 static void put_u64(uint8_t *p, uint64_t v) {
@@ -110,15 +153,356 @@ int kv_cmd_decode(const uint8_t *p, size_t n, kv_cmd *c) {
   return 0;
 }
 
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* An LMDB failure in the flusher or in restore leaves the replica unable to
+ * keep its state: stop with a message (the node rebuilds it on restart). */
+static void store_die(const char *what, int rv) {
+  fprintf(stderr, "qraft-kv: fatal: lmdb %s: %s\n", what, mdb_strerror(rv));
+  abort();
+}
+
+/* ---- the overlay ---- */
+
+/* LMDB's default order: bytes, then the shorter first. */
+static int key_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl) {
+  int c = memcmp(a, b, al < bl ? al : bl);
+  if (c != 0) {
+    return c;
+  }
+  return al < bl ? -1 : al > bl;
+}
+
+static uint64_t ov_hash(uint8_t db, const uint8_t *k, size_t kl) {
+  uint64_t h = 0xcbf29ce484222325ULL ^ db;
+  for (size_t i = 0; i < kl; i++) {
+    h = (h ^ k[i]) * 0x100000001b3ULL;
+  }
+  return h;
+}
+
+static ov_ent *ov_find(const ov_table *t, uint8_t db, const uint8_t *k,
+                       size_t kl) {
+  if (t->cap == 0) {
+    return NULL;
+  }
+  for (ov_ent *e = t->slots[ov_hash(db, k, kl) & (t->cap - 1)]; e != NULL;
+       e = e->next) {
+    if (e->db == db && e->klen == kl && memcmp(e->key, k, kl) == 0) {
+      return e;
+    }
+  }
+  return NULL;
+}
+
+static void ov_grow(ov_table *t) {
+  size_t cap = t->cap ? 2 * t->cap : 256;
+  ov_ent **slots = calloc(cap, sizeof *slots);
+  if (slots == NULL) {
+    store_die("overlay", ENOMEM);
+  }
+  for (size_t i = 0; i < t->cap; i++) {
+    for (ov_ent *e = t->slots[i], *next; e != NULL; e = next) {
+      next = e->next;
+      size_t h = ov_hash(e->db, e->key, e->klen) & (cap - 1);
+      e->next = slots[h];
+      slots[h] = e;
+    }
+  }
+  free(t->slots);
+  t->slots = slots;
+  t->cap = cap;
+}
+
+/* Sets a key's newest write: a value (v, vl; with `rev` first for "kv")
+ * or a deletion. */
+static void ov_put(ov_table *t, uint8_t db, const uint8_t *k, size_t kl,
+                   bool has_rev, uint64_t rev, const uint8_t *v, size_t vl,
+                   bool deleted) {
+  if (t->n + 1 > t->cap / 2) {
+    ov_grow(t);
+  }
+  size_t vlen = deleted ? 0 : vl + (has_rev ? 8 : 0);
+  ov_ent *e = malloc(sizeof *e + kl + vlen);
+  if (e == NULL) {
+    store_die("overlay", ENOMEM);
+  }
+  e->db = db;
+  e->deleted = deleted;
+  e->klen = (uint32_t)kl;
+  e->vlen = vlen;
+  e->key = (uint8_t *)(e + 1);
+  e->val = e->key + kl;
+  memcpy(e->key, k, kl);
+  if (!deleted) {
+    if (has_rev) {
+      put_u64(e->val, rev);
+    }
+    if (vl > 0) {
+      memcpy(e->val + (has_rev ? 8 : 0), v, vl);
+    }
+  }
+  ov_ent **pp = &t->slots[ov_hash(db, k, kl) & (t->cap - 1)];
+  for (ov_ent *o = *pp; o != NULL; pp = &o->next, o = o->next) {
+    if (o->db == db && o->klen == kl && memcmp(o->key, k, kl) == 0) {
+      e->next = o->next;
+      *pp = e;
+      t->bytes -= o->klen + o->vlen;
+      t->bytes += kl + vlen;
+      free(o);
+      return;
+    }
+  }
+  e->next = t->slots[ov_hash(db, k, kl) & (t->cap - 1)];
+  t->slots[ov_hash(db, k, kl) & (t->cap - 1)] = e;
+  t->n++;
+  t->bytes += kl + vlen;
+}
+
+static void ov_clear(ov_table *t) {
+  for (size_t i = 0; i < t->cap; i++) {
+    for (ov_ent *e = t->slots[i], *next; e != NULL; e = next) {
+      next = e->next;
+      free(e);
+    }
+  }
+  free(t->slots);
+  memset(t, 0, sizeof *t);
+}
+
+/* Under mu: the newest write of a key in the overlays, or NULL. */
+static const ov_ent *ov_lookup(const kv_store *s, uint8_t db, const uint8_t *k,
+                               size_t kl) {
+  const ov_ent *e = ov_find(&s->active, db, k, kl);
+  return e != NULL ? e : ov_find(&s->flushing, db, k, kl);
+}
+
+/* ---- a consistent view for scans: the overlays' entries of one database
+ * (copied, sorted) over one LMDB read transaction ---- */
+
+typedef struct view {
+  MDB_txn *t;
+  ov_ent **ov; /* copies */
+  size_t n;
+  uint64_t applied;
+} view;
+
+static int ov_ent_cmp(const void *a, const void *b) {
+  const ov_ent *x = *(ov_ent *const *)a, *y = *(ov_ent *const *)b;
+  return key_cmp(x->key, x->klen, y->key, y->klen);
+}
+
+static void view_add(view *v, size_t *cap, const ov_ent *e) {
+  if (v->n == *cap) {
+    *cap = *cap ? 2 * *cap : 64;
+    ov_ent **a = realloc(v->ov, *cap * sizeof *a);
+    if (a == NULL) {
+      store_die("view", ENOMEM);
+    }
+    v->ov = a;
+  }
+  ov_ent *c = malloc(sizeof *c + e->klen + e->vlen);
+  if (c == NULL) {
+    store_die("view", ENOMEM);
+  }
+  *c = *e;
+  c->key = (uint8_t *)(c + 1);
+  c->val = c->key + e->klen;
+  memcpy(c->key, e->key, e->klen);
+  memcpy(c->val, e->val, e->vlen);
+  v->ov[v->n++] = c;
+}
+
+static int view_open(kv_store *s, uint8_t db, const uint8_t *prefix,
+                     size_t plen, view *v) {
+  memset(v, 0, sizeof *v);
+  size_t cap = 0;
+  pthread_mutex_lock(&s->mu);
+  int rv = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &v->t);
+  if (rv != 0) {
+    pthread_mutex_unlock(&s->mu);
+    return -1;
+  }
+  const ov_table *ts[2] = {&s->active, &s->flushing};
+  for (int i = 0; i < 2; i++) {
+    for (size_t j = 0; j < ts[i]->cap; j++) {
+      for (const ov_ent *e = ts[i]->slots[j]; e != NULL; e = e->next) {
+        if (e->db != db || e->klen < plen ||
+            (plen > 0 && memcmp(e->key, prefix, plen) != 0) ||
+            (i == 1 && ov_find(&s->active, db, e->key, e->klen) != NULL)) {
+          continue;
+        }
+        view_add(v, &cap, e);
+      }
+    }
+  }
+  v->applied = s->applied;
+  pthread_mutex_unlock(&s->mu);
+  if (v->n > 1) {
+    qsort(v->ov, v->n, sizeof *v->ov, ov_ent_cmp);
+  }
+  return 0;
+}
+
+static void view_close(view *v) {
+  for (size_t i = 0; i < v->n; i++) {
+    free(v->ov[i]);
+  }
+  free(v->ov);
+  if (v->t != NULL) {
+    mdb_txn_abort(v->t);
+  }
+}
+
+/* Calls fn for each live key of `dbi` with `prefix`, in order, the
+ * overlays over LMDB, until fn returns false. Returns 0 or -1. */
+typedef bool (*view_fn)(void *ud, const MDB_val *k, const MDB_val *v);
+
+static int view_each(view *v, MDB_dbi dbi, const uint8_t *prefix, size_t plen,
+                     view_fn fn, void *ud) {
+  MDB_cursor *c;
+  if (mdb_cursor_open(v->t, dbi, &c) != 0) {
+    return -1;
+  }
+  MDB_val k = {plen, (void *)prefix}, val;
+  int rv = plen > 0 ? mdb_cursor_get(c, &k, &val, MDB_SET_RANGE)
+                    : mdb_cursor_get(c, &k, &val, MDB_FIRST);
+  bool db_ok = rv == 0 && k.mv_size >= plen &&
+               (plen == 0 || memcmp(k.mv_data, prefix, plen) == 0);
+  size_t j = 0;
+  for (;;) {
+    const ov_ent *o = j < v->n ? v->ov[j] : NULL;
+    if (!db_ok && o == NULL) {
+      break;
+    }
+    int cmp = !db_ok ? 1
+              : o == NULL
+                  ? -1
+                  : key_cmp(k.mv_data, k.mv_size, o->key, o->klen);
+    bool go = true;
+    if (cmp < 0) {
+      go = fn(ud, &k, &val);
+    } else if (!o->deleted) {
+      MDB_val ok = {o->klen, o->key}, ov = {o->vlen, o->val};
+      go = fn(ud, &ok, &ov);
+    }
+    if (!go) {
+      break;
+    }
+    if (cmp >= 0) {
+      j++;
+    }
+    if (cmp <= 0) {
+      rv = mdb_cursor_get(c, &k, &val, MDB_NEXT);
+      db_ok = rv == 0 && k.mv_size >= plen &&
+              (plen == 0 || memcmp(k.mv_data, prefix, plen) == 0);
+    }
+  }
+  mdb_cursor_close(c);
+  return 0;
+}
+
+/* ---- the flusher: the overlay into LMDB, synced ---- */
+
+static void set_applied(kv_store *s, MDB_txn *t, uint64_t index) {
+  uint8_t b[8];
+  put_u64(b, index);
+  MDB_val k = {7, "applied"}, v = {8, b};
+  int rv = mdb_put(t, s->meta, &k, &v, 0);
+  if (rv != 0) store_die("put applied", rv);
+}
+
+/* Under mu; returns with mu held. */
+static void flush_locked(kv_store *s) {
+  ov_table batch = s->active;
+  memset(&s->active, 0, sizeof s->active);
+  s->flushing = batch;
+  uint64_t index = s->applied;
+  s->active_since_ns = 0;
+  s->flush_busy = true;
+  pthread_mutex_unlock(&s->mu);
+
+  uint64_t t0 = mono_ns();
+  MDB_txn *t;
+  int rv = mdb_txn_begin(s->env, NULL, 0, &t);
+  if (rv != 0) store_die("begin", rv);
+  for (size_t i = 0; i < batch.cap; i++) {
+    for (const ov_ent *e = batch.slots[i]; e != NULL; e = e->next) {
+      MDB_val k = {e->klen, e->key};
+      MDB_dbi dbi = e->db == 0 ? s->kv : s->meta;
+      if (e->deleted) {
+        rv = mdb_del(t, dbi, &k, NULL);
+        if (rv != 0 && rv != MDB_NOTFOUND) store_die("del", rv);
+      } else {
+        MDB_val v = {e->vlen, e->val};
+        rv = mdb_put(t, dbi, &k, &v, 0);
+        if (rv != 0) store_die("put", rv);
+      }
+    }
+  }
+  set_applied(s, t, index);
+  rv = mdb_txn_commit(t); /* synced: data pages, then the meta page */
+  if (rv != 0) store_die("commit", rv);
+  uint64_t us = (mono_ns() - t0) / 1000;
+
+  pthread_mutex_lock(&s->mu);
+  size_t keys = s->flushing.n;
+  ov_clear(&s->flushing);
+  s->flushed = index;
+  atomic_store(&s->durable, index);
+  s->flush_busy = false;
+  s->ctr.flushes++;
+  s->ctr.flush_keys += keys;
+  s->ctr.flush_us_sum += us;
+  if (us > s->ctr.flush_us_max) s->ctr.flush_us_max = us;
+  pthread_cond_broadcast(&s->cv); /* a restore may wait for this */
+}
+
+static void *flusher_main(void *arg) {
+  kv_store *s = arg;
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    bool pending = s->applied > s->flushed && !s->restoring;
+    if (pending) {
+      uint64_t due = s->active_since_ns + s->sync_ns;
+      if (s->stop || mono_ns() >= due || s->active.bytes >= KV_FLUSH_BYTES) {
+        flush_locked(s);
+        continue;
+      }
+      struct timespec ts = {.tv_sec = (time_t)(due / 1000000000ull),
+                            .tv_nsec = (long)(due % 1000000000ull)};
+      pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    } else if (s->stop) {
+      break;
+    } else {
+      pthread_cond_wait(&s->cv, &s->mu);
+    }
+  }
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
+
 /* ---- open / close ---- */
 
-int kv_store_open(const char *dir, kv_store **out, char *msg, size_t msg_n) {
+int kv_store_open(const char *dir, uint32_t sync_ms, kv_store **out, char *msg,
+                  size_t msg_n) {
   kv_store *s = calloc(1, sizeof *s);
   if (s == NULL) {
     snprintf(msg, msg_n, "out of memory");
     return -1;
   }
   pthread_mutex_init(&s->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  s->sync_ns = (uint64_t)sync_ms * 1000000ull;
   int rv;
   MDB_txn *t = NULL;
   mkdir(dir, 0700);
@@ -126,64 +510,89 @@ int kv_store_open(const char *dir, kv_store **out, char *msg, size_t msg_n) {
       (rv = mdb_env_set_maxdbs(s->env, 4)) != 0 ||
       (rv = mdb_env_set_mapsize(s->env, KV_MAP_BYTES)) != 0 ||
       (rv = mdb_env_set_maxreaders(s->env, KV_CONNECTIONS_MAX + 16)) != 0 ||
-      /* NOMETASYNC: data pages are synced every commit, the meta page with
-       * the next; an OS crash may undo the last transaction but never
-       * corrupts, and the node's snapshot plus log cover what was undone. */
-      (rv = mdb_env_open(s->env, dir, MDB_NOTLS | MDB_NOMETASYNC, 0600)) != 0 ||
+      /* every commit synced (the flusher's, off the node's loop) */
+      (rv = mdb_env_open(s->env, dir, MDB_NOTLS, 0600)) != 0 ||
       (rv = mdb_txn_begin(s->env, NULL, 0, &t)) != 0 ||
       (rv = mdb_dbi_open(t, "kv", MDB_CREATE, &s->kv)) != 0 ||
       (rv = mdb_dbi_open(t, "meta", MDB_CREATE, &s->meta)) != 0) {
     snprintf(msg, msg_n, "lmdb %s: %s", dir, mdb_strerror(rv));
-    if (t) mdb_txn_abort(t);
-    if (s->env) mdb_env_close(s->env);
-    free(s);
-    return -1;
+    goto fail;
   }
   MDB_val k = {7, "applied"}, v;
   if (mdb_get(t, s->meta, &k, &v) == 0 && v.mv_size == 8) {
     s->applied = get_u64(v.mv_data);
   }
   rv = mdb_txn_commit(t);
+  t = NULL;
   if (rv != 0) {
     snprintf(msg, msg_n, "lmdb %s: commit: %s", dir, mdb_strerror(rv));
-    mdb_env_close(s->env);
-    free(s);
-    return -1;
+    goto fail;
   }
+  s->flushed = s->applied;
+  atomic_store(&s->durable, s->applied);
+  if ((rv = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->rtxn)) != 0) {
+    snprintf(msg, msg_n, "lmdb %s: read transaction: %s", dir,
+             mdb_strerror(rv));
+    goto fail;
+  }
+  mdb_txn_reset(s->rtxn);
+  if ((rv = pthread_create(&s->flusher, NULL, flusher_main, s)) != 0) {
+    snprintf(msg, msg_n, "flusher thread: %s", strerror(rv));
+    goto fail;
+  }
+  s->flusher_started = true;
+  pthread_setname_np(s->flusher, "qraft-kv-flush");
   *out = s;
   return 0;
+
+fail:
+  if (t != NULL) mdb_txn_abort(t);
+  if (s->rtxn != NULL) mdb_txn_abort(s->rtxn);
+  if (s->env != NULL) mdb_env_close(s->env);
+  pthread_cond_destroy(&s->cv);
+  pthread_mutex_destroy(&s->mu);
+  free(s);
+  return -1;
 }
 
 void kv_store_close(kv_store *s) {
   if (s == NULL) {
     return;
   }
-  mdb_env_sync(s->env, 1);
+  if (s->flusher_started) {
+    pthread_mutex_lock(&s->mu);
+    s->stop = true; /* it commits what is left, then ends */
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->flusher, NULL);
+  }
+  mdb_txn_abort(s->rtxn);
   mdb_env_close(s->env);
+  ov_clear(&s->active);
+  ov_clear(&s->flushing);
+  pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->mu);
   free(s);
 }
 
 uint64_t kv_store_applied(kv_store *s) {
-  uint64_t a = 0;
-  kv_store_digest(s, NULL, NULL, &a);
+  pthread_mutex_lock(&s->mu);
+  uint64_t a = s->applied;
+  pthread_mutex_unlock(&s->mu);
   return a;
 }
 
 void kv_store_counters(kv_store *s, kv_counters *out) {
   pthread_mutex_lock(&s->mu);
   *out = s->ctr;
+  out->applied = s->applied;
+  out->durable = s->flushed;
+  out->overlay_keys = s->active.n + s->flushing.n;
+  out->overlay_bytes = s->active.bytes + s->flushing.bytes;
   pthread_mutex_unlock(&s->mu);
 }
 
-/* An LMDB failure inside apply or restore leaves the replica unable to
- * follow the log: stop with a message (the node restores on restart). */
-static void store_die(const char *what, int rv) {
-  fprintf(stderr, "qraft-kv: fatal: lmdb %s: %s\n", what, mdb_strerror(rv));
-  abort();
-}
-
-/* ---- apply ---- */
+/* ---- apply (the node's loop; never waits for the disk) ---- */
 
 static qraft_slice result_of(uint8_t status, uint64_t rev) {
   qraft_buf *b = qraft_buf_new(KV_RESULT_BYTES);
@@ -198,22 +607,33 @@ static qraft_slice result_of(uint8_t status, uint64_t rev) {
   return s;
 }
 
-static uint8_t apply_one(kv_store *s, MDB_txn *t, uint64_t index,
-                         const kv_cmd *c, uint64_t *rev_out) {
-  MDB_val k = {c->key_len, (void *)c->key}, v;
+/* Under mu, with s->rtxn renewed: the current value of a "kv" key. */
+static bool current(kv_store *s, const kv_cmd *c, MDB_val *v) {
+  const ov_ent *e = ov_lookup(s, 0, c->key, c->key_len);
+  if (e != NULL) {
+    v->mv_size = e->vlen;
+    v->mv_data = e->val;
+    return !e->deleted && e->vlen >= 8;
+  }
+  MDB_val k = {c->key_len, (void *)c->key};
+  int rv = mdb_get(s->rtxn, s->kv, &k, v);
+  if (rv != 0 && rv != MDB_NOTFOUND) store_die("get", rv);
+  return rv == 0 && v->mv_size >= 8;
+}
+
+static uint8_t apply_one(kv_store *s, uint64_t index, const kv_cmd *c,
+                         uint64_t *rev_out) {
   if (c->op == KV_OP_SETHTTP) {
     char name[8 + KV_KEY_BYTES_MAX];
     int ln = snprintf(name, sizeof name, "http/%.*s", (int)c->key_len,
                       (const char *)c->key);
-    MDB_val mk = {(size_t)ln, name}, mv = {c->value_len, (void *)c->value};
-    int rv = mdb_put(t, s->meta, &mk, &mv, 0);
-    if (rv != 0) store_die("put meta", rv);
+    ov_put(&s->active, 1, (const uint8_t *)name, (size_t)ln, false, 0,
+           c->value, c->value_len, false);
     *rev_out = index;
     return KV_OK;
   }
-  int rv = mdb_get(t, s->kv, &k, &v);
-  if (rv != 0 && rv != MDB_NOTFOUND) store_die("get", rv);
-  bool found = rv == 0 && v.mv_size >= 8;
+  MDB_val v = {0, NULL};
+  bool found = current(s, c, &v);
   uint64_t cur_rev = found ? get_u64(v.mv_data) : 0;
   bool match = true;
   switch (c->cmp) {
@@ -234,77 +654,78 @@ static uint8_t apply_one(kv_store *s, MDB_txn *t, uint64_t index,
   }
   if (!match) {
     *rev_out = cur_rev;
-    pthread_mutex_lock(&s->mu);
     s->ctr.cas_failed++;
-    pthread_mutex_unlock(&s->mu);
     return KV_CMPFAIL;
   }
   if (c->op == KV_OP_DEL) {
     if (!found) {
       return KV_NOTFOUND;
     }
-    rv = mdb_del(t, s->kv, &k, NULL);
-    if (rv != 0) store_die("del", rv);
+    ov_put(&s->active, 0, c->key, c->key_len, false, 0, NULL, 0, true);
     *rev_out = index;
-    pthread_mutex_lock(&s->mu);
     s->ctr.dels++;
-    pthread_mutex_unlock(&s->mu);
     return KV_OK;
   }
   if (c->op != KV_OP_PUT && c->op != KV_OP_CAS) {
     return KV_BADCMD;
   }
-  MDB_val nv = {8 + (size_t)c->value_len, NULL};
-  rv = mdb_put(t, s->kv, &k, &nv, MDB_RESERVE);
-  if (rv != 0) store_die("put", rv);
-  put_u64(nv.mv_data, index);
-  if (c->value_len) memcpy((uint8_t *)nv.mv_data + 8, c->value, c->value_len);
+  ov_put(&s->active, 0, c->key, c->key_len, true, index, c->value,
+         c->value_len, false);
   *rev_out = index;
-  pthread_mutex_lock(&s->mu);
   if (c->op == KV_OP_CAS) s->ctr.cases++; else s->ctr.puts++;
-  pthread_mutex_unlock(&s->mu);
   return KV_OK;
-}
-
-static void set_applied(kv_store *s, MDB_txn *t, uint64_t index) {
-  uint8_t b[8];
-  put_u64(b, index);
-  MDB_val k = {7, "applied"}, v = {8, b};
-  int rv = mdb_put(t, s->meta, &k, &v, 0);
-  if (rv != 0) store_die("put applied", rv);
 }
 
 static void sm_apply(void *ud, const qraft_entry *es, size_t n,
                      uint64_t last_index, qraft_slice *results) {
   kv_store *s = ud;
+  pthread_mutex_lock(&s->mu);
   if (last_index <= s->applied) {
-    pthread_mutex_lock(&s->mu);
     s->ctr.entries_skipped += n;
     pthread_mutex_unlock(&s->mu);
-    return; /* already in the database (a restart re-applies the log) */
+    return; /* already in the state (never, by the node's contract) */
   }
-  MDB_txn *t;
-  int rv = mdb_txn_begin(s->env, NULL, 0, &t);
-  if (rv != 0) store_die("begin", rv);
+  bool renewed = false;
   for (size_t i = 0; i < n; i++) {
     if (es[i].index <= s->applied) {
       continue;
     }
+    if (!renewed) {
+      int rv = mdb_txn_renew(s->rtxn);
+      if (rv != 0) store_die("renew", rv);
+      renewed = true;
+    }
     kv_cmd c;
     uint64_t rev = 0;
-    uint8_t st = KV_BADCMD;
+    uint8_t code = KV_BADCMD;
     if (kv_cmd_decode(es[i].data.data, es[i].data.len, &c) == 0) {
-      st = apply_one(s, t, es[i].index, &c, &rev);
+      code = apply_one(s, es[i].index, &c, &rev);
     }
-    results[i] = result_of(st, rev);
+    results[i] = result_of(code, rev);
   }
-  set_applied(s, t, last_index);
-  rv = mdb_txn_commit(t);
-  if (rv != 0) store_die("commit", rv);
+  if (renewed) {
+    mdb_txn_reset(s->rtxn);
+  }
+  /* the flusher sleeps until something is due: wake it when the state
+   * first moves past LMDB's, or when the overlay must go at once */
+  bool wake = s->applied == s->flushed || s->sync_ns == 0 ||
+              s->active.bytes >= KV_FLUSH_BYTES;
+  if (s->applied == s->flushed) {
+    s->active_since_ns = mono_ns();
+  }
   s->applied = last_index;
+  pthread_mutex_unlock(&s->mu);
+  if (wake) {
+    pthread_cond_broadcast(&s->cv);
+  }
 }
 
-/* ---- snapshot: one read transaction, streamed as records ---- */
+static uint64_t sm_durable_index(void *ud) {
+  kv_store *s = ud;
+  return atomic_load(&s->durable);
+}
+
+/* ---- snapshot: one view, streamed as records ---- */
 
 typedef struct snap_buf {
   uint8_t b[64 * 1024];
@@ -346,6 +767,20 @@ static void sb_record(snap_buf *sb, uint8_t db, const MDB_val *k,
   sb_add(sb, v->mv_data, v->mv_size);
 }
 
+typedef struct snap_each {
+  snap_buf *sb;
+  uint8_t db;
+} snap_each;
+
+static bool snap_record_fn(void *ud, const MDB_val *k, const MDB_val *v) {
+  snap_each *se = ud;
+  if (se->db == 1 && k->mv_size == 7 && memcmp(k->mv_data, "applied", 7) == 0) {
+    return true;
+  }
+  sb_record(se->sb, se->db, k, v);
+  return se->sb->rv == 0;
+}
+
 static int sm_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,
                        void *wctx) {
   kv_store *s = ud;
@@ -357,44 +792,34 @@ static int sm_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,
   sb->write = write;
   sb->wctx = wctx;
   sb->rv = 0;
-  MDB_txn *t;
-  int rv = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t);
-  if (rv != 0) {
-    free(sb);
-    return QRAFT_ECORRUPT;
-  }
   uint64_t applied = 0;
-  MDB_val ak = {7, "applied"}, av;
-  if (mdb_get(t, s->meta, &ak, &av) == 0 && av.mv_size == 8) {
-    applied = get_u64(av.mv_data);
-  }
   uint8_t h[12];
-  put_u32(h, KV_SNAP_MAGIC);
-  put_u64(h + 4, applied);
-  sb_add(sb, h, 12);
   MDB_dbi dbs[2] = {s->kv, s->meta};
-  for (int d = 0; d < 2 && sb->rv == 0; d++) {
-    MDB_cursor *cur;
-    rv = mdb_cursor_open(t, dbs[d], &cur);
-    if (rv != 0) {
+  for (uint8_t d = 0; d < 2 && sb->rv == 0; d++) {
+    view v;
+    if (view_open(s, d, NULL, 0, &v) != 0) {
       sb->rv = QRAFT_ECORRUPT;
       break;
     }
-    MDB_val k, v;
-    for (rv = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rv == 0 && sb->rv == 0;
-         rv = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-      if (d == 1 && k.mv_size == 7 && memcmp(k.mv_data, "applied", 7) == 0) {
-        continue;
-      }
-      sb_record(sb, (uint8_t)d, &k, &v);
+    if (d == 0) {
+      /* the node calls from its loop, which alone applies: both views
+       * are of the state at this index */
+      applied = v.applied;
+      put_u32(h, KV_SNAP_MAGIC);
+      put_u64(h + 4, applied);
+      sb_add(sb, h, 12);
     }
-    mdb_cursor_close(cur);
+    snap_each se = {.sb = sb, .db = d};
+    if (view_each(&v, dbs[d], NULL, 0, snap_record_fn, &se) != 0 &&
+        sb->rv == 0) {
+      sb->rv = QRAFT_ECORRUPT;
+    }
+    view_close(&v);
   }
   MDB_val e = {0, ""};
   sb_record(sb, 0xff, &e, &e);
   sb_flush(sb);
-  mdb_txn_abort(t);
-  rv = sb->rv;
+  int rv = sb->rv;
   free(sb);
   if (rv == 0) {
     *index = applied;
@@ -420,45 +845,50 @@ static int read_exact(qraft_sm_read_fn read, void *rctx, void *p, size_t n) {
   return 0;
 }
 
+static void restore_end(kv_store *s) {
+  s->restoring = false;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
 static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
                       void *rctx) {
   kv_store *s = ud;
-#ifdef QRAFT_CANARY_KV_RESTORE_SKIPPED_AT_START
-  /* Planted bug (make canaries): the snapshot a member restores at start
-   * is taken for one it wrote from its own LMDB, so it is skipped whenever
-   * LMDB holds a state. After a power cut undid LMDB's last transactions
-   * the snapshot is ahead of LMDB, and the node goes on after the snapshot
-   * without the entries in between. */
-  if (!s->restore_seen && s->applied > 0) {
-    s->restore_seen = true;
-    index = s->applied;
-  }
-  s->restore_seen = true;
-#endif
+  pthread_mutex_lock(&s->mu);
   if (index <= s->applied) {
-    /* The database already holds this state and more: a state at a later
-     * index of the same log contains every entry the snapshot does. */
-    pthread_mutex_lock(&s->mu);
+    /* The state already holds this one and more (never, by the node's
+     * contract): a state at a later index of the same log contains every
+     * entry the snapshot does. */
     s->ctr.restores_skipped++;
     pthread_mutex_unlock(&s->mu);
     return 0;
   }
+  /* The flusher finishes its batch and takes no other: the new state
+   * replaces both overlays. */
+  s->restoring = true;
+  while (s->flush_busy) {
+    pthread_cond_wait(&s->cv, &s->mu);
+  }
+  pthread_mutex_unlock(&s->mu);
+
   uint8_t h[12];
   int rv = read_exact(read, rctx, h, 12);
   if (rv != 0) {
     fprintf(stderr, "qraft-kv: restore %llu: header: %s\n",
             (unsigned long long)index, qraft_strerror(rv));
+    pthread_mutex_lock(&s->mu);
+    restore_end(s);
     return rv;
   }
-  /* The header holds the index the database held when the snapshot was
-   * taken. The node takes it at its own applied index, which may be ahead:
-   * empty entries (a new leader's) and configuration entries count as
-   * applied but never reach this state machine, so the state is the same.
-   * A header ahead of the snapshot is corrupt. */
+  /* The header holds the index the state was at when the snapshot was
+   * taken: the node takes it at its own applied index, which the state
+   * machine was told of. A header ahead of the snapshot is corrupt. */
   if (get_u32(h) != KV_SNAP_MAGIC || get_u64(h + 4) > index) {
     fprintf(stderr, "qraft-kv: restore %llu: bad header (magic %08x, index %llu)\n",
             (unsigned long long)index, get_u32(h),
             (unsigned long long)get_u64(h + 4));
+    pthread_mutex_lock(&s->mu);
+    restore_end(s);
     return QRAFT_ECORRUPT;
   }
   MDB_txn *t;
@@ -499,27 +929,62 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
     fprintf(stderr, "qraft-kv: restore %llu: records: %s\n",
             (unsigned long long)index, qraft_strerror(rv));
     mdb_txn_abort(t); /* the old state stays whole */
+    pthread_mutex_lock(&s->mu);
+    restore_end(s);
     return rv;
   }
   set_applied(s, t, index);
+  /* Commit and drop the overlays in one step for readers. */
+  pthread_mutex_lock(&s->mu);
   rv = mdb_txn_commit(t);
   if (rv != 0) store_die("commit restore", rv);
+  ov_clear(&s->active);
+  ov_clear(&s->flushing);
   s->applied = index;
-  pthread_mutex_lock(&s->mu);
+  s->flushed = index;
+  atomic_store(&s->durable, index);
+  s->active_since_ns = 0;
   s->ctr.restores++;
-  pthread_mutex_unlock(&s->mu);
+  restore_end(s);
   return 0;
 }
 
-static const qraft_sm_ops kv_ops = {
-    .apply = sm_apply, .snapshot = sm_snapshot, .restore = sm_restore};
+static const qraft_sm_ops kv_ops = {.apply = sm_apply,
+                                    .snapshot = sm_snapshot,
+                                    .restore = sm_restore,
+                                    .durable_index = sm_durable_index};
 
 const qraft_sm_ops *kv_store_ops(void) { return &kv_ops; }
 
 /* ---- reads (any thread) ---- */
 
+static int copy_value(const uint8_t *v, size_t vl, char **val, size_t *val_len,
+                      uint64_t *rev) {
+  *rev = get_u64(v);
+  *val_len = vl - 8;
+  *val = malloc(*val_len + 1);
+  if (*val == NULL) {
+    return -1;
+  }
+  memcpy(*val, v + 8, *val_len);
+  (*val)[*val_len] = 0;
+  return 0;
+}
+
 int kv_store_get(kv_store *s, const char *key, size_t key_len, char **val,
                  size_t *val_len, uint64_t *rev) {
+  pthread_mutex_lock(&s->mu);
+  const ov_ent *e = ov_lookup(s, 0, (const uint8_t *)key, key_len);
+  if (e != NULL) {
+    int out = e->deleted || e->vlen < 8
+                  ? 1
+                  : copy_value(e->val, e->vlen, val, val_len, rev);
+    pthread_mutex_unlock(&s->mu);
+    return out;
+  }
+  pthread_mutex_unlock(&s->mu);
+  /* Not in the overlays: LMDB holds its newest write (the flusher drops
+   * a batch only after committing it). */
   MDB_txn *t;
   if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) != 0) {
     return -1;
@@ -528,16 +993,7 @@ int kv_store_get(kv_store *s, const char *key, size_t key_len, char **val,
   int rv = mdb_get(t, s->kv, &k, &v);
   int out = 1;
   if (rv == 0 && v.mv_size >= 8) {
-    *rev = get_u64(v.mv_data);
-    *val_len = v.mv_size - 8;
-    *val = malloc(*val_len + 1);
-    if (*val == NULL) {
-      out = -1;
-    } else {
-      memcpy(*val, (uint8_t *)v.mv_data + 8, *val_len);
-      (*val)[*val_len] = 0;
-      out = 0;
-    }
+    out = copy_value(v.mv_data, v.mv_size, val, val_len, rev);
   } else if (rv != MDB_NOTFOUND) {
     out = -1;
   }
@@ -545,91 +1001,102 @@ int kv_store_get(kv_store *s, const char *key, size_t key_len, char **val,
   return out;
 }
 
+typedef struct list_each {
+  size_t limit, n;
+  bool *more;
+  kv_item_fn fn;
+  void *ud;
+} list_each;
+
+static bool list_fn(void *ud, const MDB_val *k, const MDB_val *v) {
+  list_each *le = ud;
+  if (v->mv_size < 8) {
+    return true;
+  }
+  if (le->n == le->limit) {
+    *le->more = true;
+    return false;
+  }
+  le->fn(le->ud, k->mv_data, k->mv_size, (const char *)v->mv_data + 8,
+         v->mv_size - 8, get_u64(v->mv_data));
+  le->n++;
+  return true;
+}
+
 int kv_store_list(kv_store *s, const char *prefix, size_t prefix_len,
                   size_t limit, kv_item_fn fn, void *ud, bool *more) {
-  MDB_txn *t;
-  MDB_cursor *c;
   *more = false;
-  if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) != 0) {
+  view v;
+  if (view_open(s, 0, (const uint8_t *)prefix, prefix_len, &v) != 0) {
     return -1;
   }
-  if (mdb_cursor_open(t, s->kv, &c) != 0) {
-    mdb_txn_abort(t);
-    return -1;
+  list_each le = {.limit = limit, .more = more, .fn = fn, .ud = ud};
+  int rv = view_each(&v, s->kv, (const uint8_t *)prefix, prefix_len, list_fn,
+                     &le);
+  view_close(&v);
+  return rv;
+}
+
+typedef struct digest_each {
+  uint64_t h, n;
+} digest_each;
+
+static bool digest_fn(void *ud, const MDB_val *k, const MDB_val *v) {
+  digest_each *de = ud;
+  uint8_t lens[8];
+  put_u32(lens, (uint32_t)k->mv_size);
+  put_u32(lens + 4, (uint32_t)v->mv_size);
+  const MDB_val parts[3] = {{8, lens}, *k, *v};
+  for (int p = 0; p < 3; p++) {
+    const uint8_t *q = parts[p].mv_data;
+    for (size_t i = 0; i < parts[p].mv_size; i++) {
+      de->h = (de->h ^ q[i]) * 0x100000001b3ULL;
+    }
   }
-  MDB_val k = {prefix_len, (void *)prefix}, v;
-  int rv = prefix_len > 0 ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
-                          : mdb_cursor_get(c, &k, &v, MDB_FIRST);
-  size_t n = 0;
-  while (rv == 0) {
-    if (k.mv_size < prefix_len || memcmp(k.mv_data, prefix, prefix_len) != 0) {
-      break;
-    }
-    if (n == limit) {
-      *more = true;
-      break;
-    }
-    if (v.mv_size >= 8) {
-      fn(ud, k.mv_data, k.mv_size, (const char *)v.mv_data + 8,
-         v.mv_size - 8, get_u64(v.mv_data));
-      n++;
-    }
-    rv = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-  }
-  mdb_cursor_close(c);
-  mdb_txn_abort(t);
-  return 0;
+  de->n++;
+  return true;
 }
 
 int kv_store_digest(kv_store *s, uint64_t *digest, uint64_t *keys,
                     uint64_t *applied) {
-  MDB_txn *t;
-  if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) != 0) {
+  view v;
+  if (view_open(s, 0, NULL, 0, &v) != 0) {
     return -1;
   }
-  MDB_val ak = {7, "applied"}, av;
   if (applied != NULL) {
-    *applied = mdb_get(t, s->meta, &ak, &av) == 0 && av.mv_size == 8
-                   ? get_u64(av.mv_data)
-                   : 0;
+    *applied = v.applied;
   }
   if (digest != NULL) {
-    uint64_t h = 0xcbf29ce484222325ULL, n = 0;
-    MDB_cursor *c;
-    if (mdb_cursor_open(t, s->kv, &c) == 0) {
-      MDB_val k, v;
-      for (int rv = mdb_cursor_get(c, &k, &v, MDB_FIRST); rv == 0;
-           rv = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        uint8_t lens[8];
-        put_u32(lens, (uint32_t)k.mv_size);
-        put_u32(lens + 4, (uint32_t)v.mv_size);
-        const MDB_val parts[3] = {{8, lens}, k, v};
-        for (int p = 0; p < 3; p++) {
-          const uint8_t *q = parts[p].mv_data;
-          for (size_t i = 0; i < parts[p].mv_size; i++) {
-            h = (h ^ q[i]) * 0x100000001b3ULL;
-          }
-        }
-        n++;
-      }
-      mdb_cursor_close(c);
-    }
-    *digest = h;
-    if (keys != NULL) *keys = n;
+    digest_each de = {.h = 0xcbf29ce484222325ULL};
+    view_each(&v, s->kv, NULL, 0, digest_fn, &de);
+    *digest = de.h;
+    if (keys != NULL) *keys = de.n;
   }
-  mdb_txn_abort(t);
+  view_close(&v);
   return 0;
 }
 
 int kv_store_http_of(kv_store *s, const char *hex_id, char *out, size_t n) {
+  char name[80];
+  int ln = snprintf(name, sizeof name, "http/%s", hex_id);
+  int found = 0;
+  pthread_mutex_lock(&s->mu);
+  const ov_ent *e = ov_lookup(s, 1, (const uint8_t *)name, (size_t)ln);
+  if (e != NULL) {
+    if (!e->deleted && e->vlen < n) {
+      memcpy(out, e->val, e->vlen);
+      out[e->vlen] = 0;
+      found = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return found;
+  }
+  pthread_mutex_unlock(&s->mu);
   MDB_txn *t;
   if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) != 0) {
     return 0;
   }
-  char name[80];
-  int ln = snprintf(name, sizeof name, "http/%s", hex_id);
   MDB_val k = {(size_t)ln, name}, v;
-  int found = 0;
   if (mdb_get(t, s->meta, &k, &v) == 0 && v.mv_size < n) {
     memcpy(out, v.mv_data, v.mv_size);
     out[v.mv_size] = 0;

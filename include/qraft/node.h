@@ -75,15 +75,52 @@ typedef int (*qraft_sm_write_fn)(void *wctx, const void *data, size_t len);
 /* Streams a snapshot in: fills buf with up to cap bytes, *n 0 at the end. */
 typedef int (*qraft_sm_read_fn)(void *rctx, void *buf, size_t cap, size_t *n);
 
+/*
+ * The state machine. Its callbacks run on the node's loop thread and must
+ * not block: no waiting for a disk, a lock held long, or the network.
+ *
+ * Durability. A state machine may keep nothing across a restart (the node
+ * then restores it from its latest snapshot at every start and re-applies
+ * the log after it), or keep its state durably itself (a database), and
+ * say how far with `durable_index`. The durable-index contract:
+ *
+ *  - Applying need not make anything durable: the entries are durable in
+ *    the log of a quorum before they are applied, and a client is answered
+ *    once its entry is applied (visible to reads). The state machine makes
+ *    its state durable when it chooses (grouped, on a thread of its own, on
+ *    a timer) and reports the index it is durable at.
+ *  - The node keeps every log entry after that index: a snapshot it takes
+ *    at index T goes to the store, which drops the log up to T, only once
+ *    durable_index() >= T. So the durable index must keep moving on its
+ *    own (a timer, a size threshold), also when no new entries come, or
+ *    the log is never compacted.
+ *  - On start, qraft_node_new calls durable_index() once (open the state
+ *    first): from D there, the node re-applies the log from D + 1 and
+ *    never calls restore, unless the store's snapshot is above D, which
+ *    happens when a crash interrupted the install of a snapshot received
+ *    from the leader (restore then replaces the state, as always). A
+ *    snapshot taken here above D means the state machine lost state it had
+ *    reported durable: the node restores it from the snapshot, logs an
+ *    error and counts it (qraft_node_status.sm_rebuilds_lost). D beyond the
+ *    log is refused (QRAFT_ECORRUPT): that state belongs to another log.
+ *  - restore must make the new state durable before it returns
+ *    (durable_index() >= index afterwards).
+ *
+ * examples/kv/store.c keeps its state in LMDB, applies into memory on the
+ * loop thread and commits to LMDB with a sync on a thread of its own;
+ * examples/sim_counter keeps nothing.
+ */
 typedef struct qraft_sm_ops {
   /*
    * Applies `n` committed normal entries in log order. For each, write the
    * result the proposer's callback gets into results[i] (an empty slice is
    * fine; a slice with an owner hands the node a reference it drops after
-   * the callback). Configuration entries are applied by the node and never
-   * passed here, but their index counts: `last_index` is the index of the
-   * last entry handled by this call, applied or not, to store with the state
-   * if the state machine is durable.
+   * the callback). Configuration entries and a new leader's empty entries
+   * are applied by the node and never passed here, but their index counts:
+   * `last_index` is the index of the last entry handled by this call,
+   * applied or not, to store with the state if the state machine is
+   * durable. `n` is 0 (and `entries`, `results` NULL) when the entries up
+   * to `last_index` carried nothing for the state machine.
    */
   void (*apply)(void *ud, const qraft_entry *entries, size_t n,
                 uint64_t last_index, qraft_slice *results);
@@ -94,6 +131,9 @@ typedef struct qraft_sm_ops {
   /* Replaces the whole state with the snapshot read with `read`, which is
    * the state as of `index`. Returns 0 or a negative code. */
   int (*restore)(void *ud, uint64_t index, qraft_sm_read_fn read, void *rctx);
+  /* Optional (NULL: the state machine keeps nothing across a restart): the
+   * index its state is durable at, by the contract above. Must not block. */
+  uint64_t (*durable_index)(void *ud);
 } qraft_sm_ops;
 
 /* ---- Configuration ---- */
@@ -267,6 +307,11 @@ typedef struct qraft_node_status {
   qraft_member_status members[QRAFT_NODE_MEMBERS_MAX];
   bool joint;
   bool running;
+  /* With a durable state machine: its durable index as last read, and the
+   * starts that restored it from a snapshot taken here because it had lost
+   * state it reported durable (the contract above; 0 when kept). */
+  uint64_t sm_durable_index;
+  uint64_t sm_rebuilds_lost;
 } qraft_node_status;
 
 /* Copies the status as of the end of the loop's last turn. Any thread. */

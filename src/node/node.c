@@ -81,7 +81,10 @@ typedef struct node_write {
 /* --- the node --------------------------------------------------------------------- */
 
 #define NODE_ADDRS_MAX (2 * QRAFT_CONF_NODES_MAX)
-#define NODE_SNAP_MAGIC 0x51524e53u /* "QRNS": node snapshot header */
+/* The node's header of a snapshot: taken here, or received from a leader
+ * (a receiver rewrites the magic, so that a restart tells the two apart). */
+#define NODE_SNAP_MAGIC 0x51524e53u          /* "QRNS" */
+#define NODE_SNAP_MAGIC_RECEIVED 0x51524e52u /* "QRNR" */
 
 typedef struct node_member {
   qraft_id id;
@@ -140,7 +143,13 @@ struct qraft_node {
   qraft_conf_state conf;
   uint64_t refused_transfer_ns; /* node_check_refused's last transfer */
   uint64_t applied;
+  uint64_t sm_index; /* the last index the state machine was told of */
   uint64_t snap_index;
+  /* With a durable state machine: a snapshot taken here, installed in the
+   * store (which drops the log up to it) only once the state machine's
+   * durable index reaches it. */
+  qraft_snapshot_writer *snap_pending;
+  uint64_t snap_pending_index;
   uint64_t writes_inflight;
   bool fatal;
   bool started;
@@ -158,6 +167,10 @@ struct qraft_node {
   _Atomic uint64_t m_writes, m_write_entries;
   _Atomic uint64_t m_messages_out, m_messages_in;
   _Atomic uint64_t m_leader_changes;
+  /* the state machine's durable index as last read, and the starts that
+   * restored it from a snapshot: one received (a crash during its
+   * install), or one taken here (the state machine lost durable state) */
+  _Atomic uint64_t m_sm_durable, m_sm_rebuilds_received, m_sm_rebuilds_lost;
   _Atomic uint64_t m_election_timeouts;
   _Atomic uint64_t m_stepdowns[QRAFT_STEPDOWN_REASONS];
   /* transport counters, copied on the loop for readers on any thread */
@@ -464,9 +477,11 @@ static int snap_read_exact(snap_in *in, void *buf, size_t len) {
   return 0;
 }
 
-/* Restores the state machine and the address book from the store's current
- * snapshot. */
-static int node_restore_from_store(qraft_node *n, qraft_err *err) {
+/* Reads the address book from the store's current snapshot and, with
+ * `restore`, restores the state machine from it. *received tells whether
+ * the snapshot came from a leader (its header says so) or was taken here. */
+static int node_restore_from_store(qraft_node *n, bool restore, bool *received,
+                                   qraft_err *err) {
   qraft_snapshot_reader *r = NULL;
   int rv = qraft_storage_snapshot_reader_open(n->st, &r, err);
   if (rv != 0) {
@@ -481,10 +496,14 @@ static int node_restore_from_store(qraft_node *n, qraft_err *err) {
     memcpy(&cnt, hdr + 4, 4);
     magic = ntohl(magic);
     cnt = ntohl(cnt);
-    if (magic != NODE_SNAP_MAGIC || cnt > NODE_ADDRS_MAX) {
+    if ((magic != NODE_SNAP_MAGIC && magic != NODE_SNAP_MAGIC_RECEIVED) ||
+        cnt > NODE_ADDRS_MAX) {
       rv = QRAFT_ERR(err, QRAFT_ECORRUPT, "snapshot %" PRIu64 ": node header",
                      r->meta.index);
     }
+  }
+  if (received != NULL) {
+    *received = magic == NODE_SNAP_MAGIC_RECEIVED;
   }
   for (uint32_t i = 0; i < cnt && rv == 0; i++) {
     uint8_t lb[2];
@@ -502,11 +521,14 @@ static int node_restore_from_store(qraft_node *n, qraft_err *err) {
       member_learn(n, &a);
     }
   }
-  if (rv == 0) {
+  if (rv == 0 && restore) {
     rv = n->cfg.sm->restore(n->cfg.sm_ud, r->meta.index, snap_in_read, &in);
+    if (rv == 0) {
+      n->applied = r->meta.index;
+      n->sm_index = r->meta.index;
+    }
   }
   if (rv == 0) {
-    n->applied = r->meta.index;
     n->snap_index = r->meta.index;
     n->conf = r->meta.conf_state;
   }
@@ -716,7 +738,7 @@ static void node_write_cb(qraft_storage_write *sw, int status) {
     n->installing = false;
     qraft_err err;
     qraft_err_init(&err, 0);
-    int rv = node_restore_from_store(n, &err);
+    int rv = node_restore_from_store(n, true, NULL, &err);
     if (rv != 0) {
       char line[512];
       qraft_err_format(&err, line, sizeof line);
@@ -805,6 +827,7 @@ static void node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
       if (k > s) {
         n->cfg.sm->apply(n->cfg.sm_ud, &es[s], k - s, es[k - 1].index,
                          &results[s - i]);
+        n->sm_index = es[k - 1].index;
       }
       while (k < j && es[k].data.len == 0) {
         k++;
@@ -837,6 +860,14 @@ static void node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
       free(results);
     }
     i = j;
+  }
+  /* The batch ended with entries that carry nothing for the state machine
+   * (configuration changes, a new leader's empty entry): tell it their
+   * index, so that a durable state machine records where its state stands
+   * and its durable index can reach every snapshot's. */
+  if (n_es > 0 && n->sm_index < es[n_es - 1].index) {
+    n->cfg.sm->apply(n->cfg.sm_ud, NULL, 0, es[n_es - 1].index, NULL);
+    n->sm_index = es[n_es - 1].index;
   }
 }
 
@@ -877,12 +908,61 @@ static void node_compact_cb(qraft_storage_write *sw, int status) {
   free(cw);
 }
 
+/* Installs a snapshot taken here in the store; the core compacts once it
+ * is durable. */
+static void node_submit_snapshot(qraft_node *n, qraft_snapshot_writer *w,
+                                 uint64_t index) {
+  compact_write *cw = calloc(1, sizeof *cw);
+  if (cw == NULL) {
+    qraft_snapshot_writer_abort(w); /* the next one comes later */
+    return;
+  }
+  cw->node = n;
+  cw->index = index;
+  cw->w.snapshot = w;
+  cw->w.cb = node_compact_cb;
+  cw->w.data = cw;
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  int rv = qraft_storage_submit(n->st, &cw->w, &err);
+  if (rv != 0) {
+    qraft_snapshot_writer_abort(w);
+    free(cw);
+    return;
+  }
+  n->writes_inflight++;
+  node_kick_storage(n);
+}
+
+/* The durable-index contract (qraft/node.h): a snapshot taken here goes to
+ * the store, which drops the log up to it, only once the state machine's
+ * state is durable at that index, so that a restart always finds the log
+ * from the state machine's durable index on. */
+static void node_submit_pending_snapshot(qraft_node *n) {
+  if (n->snap_pending == NULL || n->fatal) {
+    return;
+  }
+  uint64_t d = n->cfg.sm->durable_index(n->cfg.sm_ud);
+  n->m_sm_durable = d;
+#ifndef QRAFT_CANARY_NODE_COMPACT_PAST_DURABLE
+  if (d < n->snap_pending_index) {
+    return;
+  }
+#else
+  /* Planted bug (make canaries): the snapshot is installed, and the log
+   * dropped up to it, whatever the state machine holds durably. */
+#endif
+  qraft_snapshot_writer *w = n->snap_pending;
+  n->snap_pending = NULL;
+  node_submit_snapshot(n, w, n->snap_pending_index);
+}
+
 static void node_maybe_snapshot(qraft_node *n) {
   /* Not while a received snapshot is being installed: the state machine
    * is about to be replaced, and a snapshot of the old state would land in
    * the store after the newer one. */
   if (n->applied < n->snap_index + n->cfg.snapshot_entries || n->fatal ||
-      n->installing) {
+      n->installing || n->snap_pending != NULL) {
     return;
   }
   qraft_core_status st;
@@ -917,25 +997,14 @@ static void node_maybe_snapshot(qraft_node *n) {
     qraft_snapshot_writer_abort(w);
     return;
   }
-  compact_write *cw = calloc(1, sizeof *cw);
-  if (cw == NULL) {
-    qraft_snapshot_writer_abort(w);
-    return;
-  }
-  cw->node = n;
-  cw->index = meta.index;
-  cw->w.snapshot = w;
-  cw->w.cb = node_compact_cb;
-  cw->w.data = cw;
-  rv = qraft_storage_submit(n->st, &cw->w, &err);
-  if (rv != 0) {
-    qraft_snapshot_writer_abort(w);
-    free(cw);
-    return;
-  }
-  n->writes_inflight++;
   n->snap_index = meta.index; /* no other before this one lands */
-  node_kick_storage(n);
+  if (n->cfg.sm->durable_index != NULL) {
+    n->snap_pending = w;
+    n->snap_pending_index = meta.index;
+    node_submit_pending_snapshot(n);
+    return;
+  }
+  node_submit_snapshot(n, w, meta.index);
 }
 
 /* --- the update loop ------------------------------------------------------------------ */
@@ -955,6 +1024,11 @@ static void node_publish_status(qraft_node *n) {
   s.snapshot_index = st.snapshot_index;
   s.joint = n->conf.voters_outgoing_n > 0;
   s.running = !n->stopped;
+  if (n->cfg.sm->durable_index != NULL) {
+    n->m_sm_durable = n->cfg.sm->durable_index(n->cfg.sm_ud);
+  }
+  s.sm_durable_index = n->m_sm_durable;
+  s.sm_rebuilds_lost = n->m_sm_rebuilds_lost;
   n->m_election_timeouts = st.election_timeouts;
   for (int r = 0; r < QRAFT_STEPDOWN_REASONS; r++) {
     n->m_stepdowns[r] = st.stepdowns[r];
@@ -1067,6 +1141,9 @@ static void node_drain(qraft_node *n) {
                       u.snapshot->index);
         w->w.snapshot = n->recv_writer;
         n->recv_writer = NULL;
+        /* a snapshot of our own waiting for durability is older */
+        qraft_snapshot_writer_abort(n->snap_pending);
+        n->snap_pending = NULL;
         w->restore_after = true;
         n->installing = true;
         w->restore_index = u.snapshot->index;
@@ -1170,6 +1247,7 @@ static void node_drain(qraft_node *n) {
     node_serve_reads(n);
     node_maybe_snapshot(n);
   }
+  node_submit_pending_snapshot(n);
   if (!n->fatal) {
     node_publish_status(n);
     /* configuration changes complete after the status shows them */
@@ -1458,10 +1536,18 @@ static void node_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch) {
       qraft_err err;
       qraft_err_init(&err, 0);
       qraft_snapshot_writer *w = NULL;
-      if (qraft_storage_snapshot_writer_open(n->st, &m->snapshot->metadata, &w,
+      /* the header says the snapshot was received (a restart tells a
+       * crash during its install from a state machine that lost state) */
+      const uint8_t *d = m->snapshot->data.data;
+      size_t dl = m->snapshot->data.len;
+      uint8_t magic[4];
+      uint32_t mr = htonl(NODE_SNAP_MAGIC_RECEIVED);
+      memcpy(magic, &mr, 4);
+      if (dl < 8 ||
+          qraft_storage_snapshot_writer_open(n->st, &m->snapshot->metadata, &w,
                                              &err) != 0 ||
-          qraft_snapshot_writer_write(w, m->snapshot->data.data,
-                                      m->snapshot->data.len, &err) != 0) {
+          qraft_snapshot_writer_write(w, magic, 4, &err) != 0 ||
+          qraft_snapshot_writer_write(w, d + 4, dl - 4, &err) != 0) {
         qraft_snapshot_writer_abort(w);
         continue;
       }
@@ -1559,13 +1645,54 @@ static int node_open_core(qraft_node *n, qraft_err *err) {
     return rv;
   }
   n->applied = 0;
+  n->sm_index = 0;
   n->snap_index = 0;
+  /* Where the state machine stands: a durable one resumes from its durable
+   * index and the node re-applies the log after it; one that keeps nothing,
+   * or is behind the snapshot, is restored from the snapshot first. */
+  bool durable = n->cfg.sm->durable_index != NULL;
+  uint64_t d0 = durable ? n->cfg.sm->durable_index(n->cfg.sm_ud) : 0;
+  n->m_sm_durable = d0;
+  if (durable && d0 > ss.last_index && d0 > ss.snapshot.index) {
+    return QRAFT_ERR(err, QRAFT_ECORRUPT,
+                     "the state machine is durable at index %" PRIu64
+                     ", beyond this log (last index %" PRIu64
+                     "): its state belongs to another log",
+                     d0, ss.last_index);
+  }
   if (ss.snapshot.index > 0) {
-    rv = node_restore_from_store(n, err);
+    bool keep = durable && d0 >= ss.snapshot.index;
+    bool received = false;
+    rv = node_restore_from_store(n, !keep, &received, err);
     if (rv != 0) {
       return QRAFT_ERR(err, rv, "restore from snapshot %" PRIu64,
                        ss.snapshot.index);
     }
+    if (durable && !keep && received) {
+      n->m_sm_rebuilds_received++;
+      QRAFT_LOG(n->lg, QRAFT_LOG_INFO,
+                "state machine restored from a received snapshot whose "
+                "install a crash interrupted",
+                QRAFT_LOG_U64("durable_index", d0),
+                QRAFT_LOG_U64("snapshot", ss.snapshot.index));
+    } else if (durable && !keep) {
+      /* The store installed this snapshot, and dropped the log up to it,
+       * only once the state machine reported its state durable there: the
+       * state machine lost state it had reported durable (or the log was
+       * compacted past it). Rebuilt from the snapshot; nothing is lost. */
+      n->m_sm_rebuilds_lost++;
+      QRAFT_LOG(n->lg, QRAFT_LOG_ERROR,
+                "durable-index contract broken: the state machine's durable "
+                "state is behind a snapshot taken here (the log was compacted "
+                "past it, or it lost state it had reported durable); "
+                "restored it from the snapshot",
+                QRAFT_LOG_U64("durable_index", d0),
+                QRAFT_LOG_U64("snapshot", ss.snapshot.index));
+    }
+  }
+  if (durable && d0 > n->applied) {
+    n->applied = d0;
+    n->sm_index = d0;
   }
   size_t cnt = ss.last_index >= ss.first_index
                    ? (size_t)(ss.last_index - ss.first_index + 1)
@@ -1610,8 +1737,20 @@ static int node_open_core(qraft_node *n, qraft_err *err) {
                            .entries = es,
                            .entries_n = cnt,
                            .applied = n->applied};
-  if (rs.hard_state.commit < sm.index) {
-    rs.hard_state.commit = sm.index;
+  if (rs.hard_state.commit < n->applied) {
+    rs.hard_state.commit = n->applied; /* what was applied was committed */
+  }
+  /* The addresses of the members added by the entries the state machine
+   * kept (they are not applied again). */
+  for (size_t i = 0; i < cnt && es[i].index <= n->applied; i++) {
+    qraft_conf_change_v2 ccv;
+    qraft_node_addr a;
+    if (es[i].type != QRAFT_ENTRY_NORMAL &&
+        qraft_conf_change_entry_decode(&es[i], &ccv, NULL) == 0 &&
+        ccv.context.len > 0 &&
+        addr_decode(ccv.context.data, ccv.context.len, &a) == 0) {
+      member_learn(n, &a);
+    }
   }
   rv = qraft_core_new(&cc, &rs, &n->core, err);
   qraft_storage_entries_release(es, cnt);
@@ -1619,9 +1758,7 @@ static int node_open_core(qraft_node *n, qraft_err *err) {
   if (rv != 0) {
     return rv;
   }
-  if (sm.index > 0) {
-    n->conf = sm.conf_state;
-  }
+  n->conf = *qraft_core_conf_state(n->core);
   return 0;
 }
 
@@ -1919,6 +2056,7 @@ void qraft_node_free(qraft_node *n) {
   }
   qraft_node_stop(n);
   qraft_snapshot_writer_abort(n->recv_writer);
+  qraft_snapshot_writer_abort(n->snap_pending);
   qraft_raft_net_free(n->net);
   qraft_endpoint_free(n->ep);
   qraft_env_wake_free(n->wake);
@@ -2172,6 +2310,27 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
         "qraft_leader_stepdowns_total{reason=\"%s\"} %" PRIu64 "\n",
         qraft_stepdown_reason_name((qraft_stepdown_reason)r),
         (uint64_t)n->m_stepdowns[r]);
+  }
+  if (n->cfg.sm->durable_index != NULL) {
+    mt_put(buf, size, &off,
+        "# HELP qraft_sm_durable_index The index the state machine's state "
+        "is durable at; the log is kept after it.\n"
+        "# TYPE qraft_sm_durable_index gauge\n"
+        "qraft_sm_durable_index %" PRIu64 "\n"
+        "# HELP qraft_sm_durable_lag Applied entries not yet durable in the "
+        "state machine.\n"
+        "# TYPE qraft_sm_durable_lag gauge\n"
+        "qraft_sm_durable_lag %" PRIu64 "\n"
+        "# HELP qraft_sm_rebuilds_total Starts that restored the state "
+        "machine from a snapshot above its durable index: a received one "
+        "whose install a crash interrupted, or one taken here (state_lost: "
+        "the state machine lost state it had reported durable).\n"
+        "# TYPE qraft_sm_rebuilds_total counter\n"
+        "qraft_sm_rebuilds_total{reason=\"install_interrupted\"} %" PRIu64 "\n"
+        "qraft_sm_rebuilds_total{reason=\"state_lost\"} %" PRIu64 "\n",
+        s.sm_durable_index,
+        s.applied > s.sm_durable_index ? s.applied - s.sm_durable_index : 0,
+        (uint64_t)n->m_sm_rebuilds_received, (uint64_t)n->m_sm_rebuilds_lost);
   }
   off += node_transport_metrics(n, off < size ? buf + off : NULL,
                                 off < size ? size - off : 0);

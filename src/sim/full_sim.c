@@ -228,6 +228,17 @@ struct fs_sim {
   bool retired[QRAFT_SIM_CLUSTER_NODES_MAX]; /* removed and stopped */
   bool joining[QRAFT_SIM_CLUSTER_NODES_MAX]; /* its add is in flight */
   uint64_t retire_at_ns[QRAFT_SIM_CLUSTER_NODES_MAX];
+  /* Durable state machines (qraft/node.h, the durable-index contract): on
+   * these seeds a node's state machine keeps a durable copy that survives
+   * its crashes, made every sync_ns of simulated time (or at a restore),
+   * and restarts from it; what it applied since is lost in a crash. */
+  bool durable_sm;
+  uint64_t sync_ns;
+  struct {
+    uint64_t vals[FS_KEYS];
+    uint64_t index;
+    uint64_t synced_ns;
+  } dur[QRAFT_SIM_CLUSTER_NODES_MAX];
 };
 
 /* ---- trace and failure ---- */
@@ -625,11 +636,50 @@ static int kv_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
 static const qraft_sm_ops kv_ops = {
     .apply = kv_apply, .snapshot = kv_snapshot, .restore = kv_restore};
 
+/* The durable variant: the node reads the durable index on every turn of
+ * its loop, which is when the copy is made once sync_ns passed (a timer
+ * of the state machine's own, in simulated time). */
+static void kv_sync(fs_kv *kv) {
+  fs_sim *s = kv->sim;
+  memcpy(s->dur[kv->node].vals, kv->vals, sizeof kv->vals);
+  s->dur[kv->node].index = kv->index;
+  s->dur[kv->node].synced_ns = s->c != NULL ? fs_now(s) : 0;
+}
+
+static uint64_t kv_durable_index(void *ud) {
+  fs_kv *kv = ud;
+  fs_sim *s = kv->sim;
+  if (s->c != NULL && /* NULL while the cluster is made */
+      fs_now(s) - s->dur[kv->node].synced_ns >= s->sync_ns) {
+    kv_sync(kv);
+  }
+  return s->dur[kv->node].index;
+}
+
+static int kv_restore_durable(void *ud, uint64_t index, qraft_sm_read_fn read,
+                              void *rctx) {
+  int rv = kv_restore(ud, index, read, rctx);
+  if (rv == 0) {
+    kv_sync(ud); /* durable before it returns */
+  }
+  return rv;
+}
+
+static const qraft_sm_ops kv_durable_ops = {.apply = kv_apply,
+                                            .snapshot = kv_snapshot,
+                                            .restore = kv_restore_durable,
+                                            .durable_index = kv_durable_index};
+
 static void *kv_new(void *ud, uint32_t i) {
   fs_kv *kv = calloc(1, sizeof *kv);
   if (kv != NULL) {
-    kv->sim = ud;
+    fs_sim *s = ud;
+    kv->sim = s;
     kv->node = i;
+    if (s->durable_sm) { /* it opens its durable state */
+      memcpy(kv->vals, s->dur[i].vals, sizeof kv->vals);
+      kv->index = s->dur[i].index;
+    }
   }
   return kv;
 }
@@ -770,6 +820,13 @@ static void fs_check_statuses(fs_sim *s) {
       s->res->max_commit = st.commit;
     }
     fs_check_quorum(s, i, &st, now);
+    if (st.sm_rebuilds_lost > 0) {
+      fs_fail(s, "sm_durable_contract",
+              "node %u restarted behind a snapshot of its own: the log was "
+              "compacted past its state machine's durable index (%" PRIu64
+              " now)",
+              i, st.sm_durable_index);
+    }
     if (st.role != QRAFT_ROLE_LEADER) {
       continue;
     }
@@ -1805,13 +1862,28 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     s->p_pause = (uint32_t)qraft_prng_between(&steady_rng, 2000, 20000);
     crashy = false;
   }
+  /* One seed in two runs durable state machines that sync every 1 ms to
+   * 1 s, drawn from a stream of its own as well. */
+  qraft_prng durable_rng;
+  qraft_prng_init(&durable_rng, opts->seed ^ 0xd0ab1ed0ab1eULL);
+  if (qraft_prng_chance(&durable_rng, 1, 2)) {
+    s->durable_sm = true;
+    s->sync_ns = qraft_prng_between(&durable_rng, 1, 1000) * 1000000ull;
+    cc.sm = &kv_durable_ops;
+  }
+  char dur[48] = "";
+  if (s->durable_sm) {
+    snprintf(dur, sizeof dur, "durable-sm sync %" PRIu64 " ms: ",
+             s->sync_ns / 1000000);
+  }
   snprintf(res->swarm, sizeof res->swarm,
-           "%snodes %u+%u clients %u drop %u dup %u delay %" PRIu64 "..%" PRIu64
+           "%s%snodes %u+%u clients %u drop %u dup %u delay %" PRIu64 "..%" PRIu64
            " us disk %" PRIu64 "..%" PRIu64
            " us pre-vote %d cq %d lease %d skew %d snap %" PRIu64
            " crash %u%s part %u clog %u pause %u slow-disk %u kill %u%s"
            " member %u transfer %u ppm",
-           s->steady ? "steady: " : "", s->n, spares, s->clients_n, cc.faults.drop_ppm, cc.faults.dup_ppm,
+           s->steady ? "steady: " : "",
+           dur, s->n, spares, s->clients_n, cc.faults.drop_ppm, cc.faults.dup_ppm,
            cc.faults.delay_min_ns / 1000, cc.faults.delay_max_ns / 1000,
            cc.disk_delay_min_ns / 1000, cc.disk_delay_max_ns / 1000,
            !cc.disable_pre_vote, !cc.disable_check_quorum, cc.lease_reads,

@@ -33,6 +33,7 @@ CANARIES=(
   LEASE_AFTER_TRANSFER     # lease reads after MsgTimeoutNow went out
   LEASE_OLD_CONFIG         # the lease counted on the election's configuration
   NODE_TICKS_BEFORE_MESSAGES # node: time decisions before reading what arrived
+  NODE_COMPACT_PAST_DURABLE # node: drop the log past the state machine's durable index
 )
 if [ -n "${CANARY_ONLY:-}" ]; then
   read -ra CANARIES <<< "$CANARY_ONLY" # a subset, e.g. "LEASE_OLD_CONFIG"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The qraft-kv canaries of `make canaries`: builds qraft-kv once per planted
-# bug (KV_*, in examples/kv/store.c) and checks that the power-cut test
+# bug (in the node, src/node/node.c, as qraft-kv runs it) and checks that
+# the power-cut test
 # (powercut.sh) catches it within KV_CANARY_RUNS runs of KV_CANARY_CUTS cuts.
 # Prints the check that caught it and the seed of that run.
 #
@@ -12,7 +13,7 @@ RUNS=${KV_CANARY_RUNS:-4}
 CUTS=${KV_CANARY_CUTS:-6}
 JOBS=${JOBS:-$(nproc)}
 CANARIES=(
-  KV_RESTORE_SKIPPED_AT_START # skip the snapshot at start: "it came from our own LMDB"
+  NODE_COMPACT_PAST_DURABLE # install a snapshot, dropping the log, before LMDB holds it
 )
 missed=0
 for c in "${CANARIES[@]}"; do

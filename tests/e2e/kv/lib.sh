@@ -17,8 +17,8 @@ START_S=$(date +%s)
 cleanup_extra() { :; }
 cleanup() {
   for i in "${!PID[@]}"; do kill -CONT "${PID[$i]}" 2>/dev/null || true; kill -9 "${PID[$i]}" 2>/dev/null || true; done
+  cleanup_extra # before the wait: it may resume and end a stopped child
   wait 2>/dev/null || true
-  cleanup_extra
   rm -rf "$D"
 }
 trap cleanup EXIT

@@ -6,29 +6,34 @@
 # members ran with the power-cut shim preloaded (tools/powercut), which
 # logged every write not yet made durable by fsync/fdatasync, and
 # qraft-powercut undoes them, all of them or a seeded random subset of
-# pages (a torn mix). LMDB runs with MDB_NOMETASYNC, so its last
-# transaction is always among the unsynced writes: a cut undoes it, and
-# the restart must restore the snapshot or re-apply the log (docs/kv.md,
-# "How the state is kept").
+# pages (a torn mix).
+#
+# qraft-kv applies into memory and commits to LMDB (synced) every
+# --state-sync-ms, off the Raft loop (docs/kv.md, "How the state is
+# kept"): at a cut, LMDB is behind what the member applied, and the node
+# must have kept the log from LMDB's durable index on, whatever snapshots
+# it took meanwhile (qraft/node.h, the durable-index contract), and re-apply
+# it at the restart. The sync interval changes with the cuts (50 ms to
+# 1.5 s), so the cuts land before and after the flusher's commits.
 #
 # Before each cut the test writes a key no client touches and waits for
 # the acknowledgement. Every other cut the clients are paused (SIGSTOP)
 # first and the cut comes 0.3 s after the acknowledgement, so that write is
-# the newest LMDB transaction on every member (the one a cut undoes) and a
-# snapshot due at it is written; the other cuts come at once, among the
-# clients' writes. The snapshot threshold changes every two cuts (1, 2, 3
-# or 8 entries, so 8 cuts pair each with a paused cut and one under load):
-# at 1 the newest snapshot is usually above what LMDB keeps (the restart
-# restores it), at 8 usually below (the restart re-applies the log).
+# the newest one every member applied and a snapshot due at it is taken;
+# the other cuts come at once, among the clients' writes. The snapshot
+# threshold changes every two cuts (1, 2, 3 or 8 entries).
 #
-# Checked after every cut: every member, once it caught up, holds every
-# write acknowledged before this cut and the earlier ones, and the cluster
-# takes writes. At the end: the clients' history is linearizable (no
+# Checked after every cut: no member's store holds a snapshot of its own
+# above LMDB's durable index (the node logs "durable-index contract
+# broken" at the restart if one does: the log was compacted past the state
+# machine), every member, once it caught up, holds every write
+# acknowledged before this cut and the earlier ones, and the cluster takes
+# writes. At the end: the clients' history is linearizable (no
 # acknowledged write was lost, none came back from the dead) and the
-# members' digests agree. The test counts the member restarts in which
-# LMDB lost a transaction and how each came back (a restore of a snapshot
-# above the LMDB index, or a replay of the log), and fails if no cut undid
-# anything: a test that exercised nothing cannot fail.
+# members' digests agree. The test counts the member restarts that resumed
+# from an LMDB index below what the member had applied before the cut
+# (they re-applied the log), and fails if there were none: a test that
+# exercised nothing cannot fail.
 #
 #   QRAFT_E2E_CUTS (8)  QRAFT_POWERCUT_SEED (random)
 #   QRAFT_E2E_SNAPSHOT_ENTRIES (by cut: 1, 2, 3 or 8)
@@ -37,9 +42,12 @@ source "$(dirname "$0")/lib.sh"
 : "${QRAFT_POWERCUT:?}" "${QRAFT_POWERCUT_SHIM:?}"
 CUTS=${QRAFT_E2E_CUTS:-8}
 SNAPS=(1 2 3 8)
+SYNCS=(400 1500 50)
 # the threshold the members run with after cut N (0: at first); two cuts
 # in a row share one, and one of the two has the clients paused
 snap_entries() { echo "${QRAFT_E2E_SNAPSHOT_ENTRIES:-${SNAPS[$(( ($1 / 2 + SEED) % 4 ))]}}"; }
+# the members' --state-sync-ms after cut N: changes every cut
+sync_ms() { echo "${SYNCS[$(( ($1 + SEED) % 3 ))]}"; }
 SEED=${QRAFT_POWERCUT_SEED:-$(( $(date +%s%N) % 1000000007 ))}
 HIST="$QRAFT_E2E_OUT/${QRAFT_E2E_HIST:-kv_powercut}.jsonl"
 replay="QRAFT_POWERCUT_SEED=$SEED QRAFT_E2E_CUTS=$CUTS${QRAFT_E2E_SNAPSHOT_ENTRIES:+ QRAFT_E2E_SNAPSHOT_ENTRIES=$QRAFT_E2E_SNAPSHOT_ENTRIES}"
@@ -64,7 +72,7 @@ startp() { # startp N: start member N with the shim logging its writes
   local i=$1
   mkdir -p "$D/n$i" "$D/undo$i"
   QRAFT_POWERCUT_DIR="$D/n$i" QRAFT_POWERCUT_UNDO="$D/undo$i" LD_PRELOAD="$PRELOAD" \
-    start "$i" --bootstrap "$M" --snapshot-entries "$SNAP"
+    start "$i" --bootstrap "$M" --snapshot-entries "$SNAP" --state-sync-ms "$SYNC"
 }
 lmdb_applied() { "$QRAFT_POWERCUT" applied "$D/n$1/kv"; }
 snap_index() { # the index of member N's newest snapshot, or 0
@@ -127,6 +135,7 @@ holds_all_acked() { # holds_all_acked CUT: every member has w1..wCUT
 for i in 1 2 3; do keygen "$i"; done
 M=$(members_arg 1 2 3)
 SNAP=$(snap_entries 0)
+SYNC=$(sync_ms 0)
 for i in 1 2 3; do startp "$i"; done
 wait_leader 1 2 3 >/dev/null || fail "no leader"
 
@@ -139,7 +148,7 @@ WL=$!
 WL_END=$(( $(date +%s) + WL_S ))
 cleanup_extra() { [ -n "$WL" ] && { kill -CONT "$WL"; kill "$WL"; } 2>/dev/null || true; }
 
-lost=0 restored=0 replayed=0 c=0
+torn=0 restored=0 replayed=0 c=0
 while [ "$c" -lt "$CUTS" ] || [ $(( WL_END - $(date +%s) )) -ge 4 ]; do
   c=$((c + 1))
   # load for a while, then a write the clients never touch, acknowledged
@@ -156,6 +165,9 @@ while [ "$c" -lt "$CUTS" ] || [ $(( WL_END - $(date +%s) )) -ge 4 ]; do
   # paused, let every member apply it and write its snapshot (if one is
   # due): the undone LMDB transaction then lies below the newest snapshot
   [ -n "$paused" ] && sleep 0.3
+  # what each member applied (a lower bound while the clients run)
+  declare -A ab=()
+  for i in 1 2 3; do ab[$i]=$(field "$i" applied 2>/dev/null || echo 0); done
   for i in 1 2 3; do kill -9 "${PID[$i]}" 2>/dev/null || true; done
   for i in 1 2 3; do wait "${PID[$i]}" 2>/dev/null || true; unset "PID[$i]"; done
   mode=torn; [ $(( (SEED + c) % 3 )) = 0 ] && mode=all
@@ -169,24 +181,33 @@ while [ "$c" -lt "$CUTS" ] || [ $(( WL_END - $(date +%s) )) -ge 4 ]; do
     after=$(lmdb_applied "$i") || fail "cut $c: member $i: LMDB does not open after the cut"
     snap=$(snap_index "$i")
     how=""
-    if [ "$after" -lt "$before" ]; then
-      lost=$((lost + 1))
-      if [ "$snap" -gt "$after" ]; then how="restores snapshot $snap"; restored=$((restored + 1))
-      else how="replays the log after snapshot $snap"; replayed=$((replayed + 1)); fi
+    [ "$after" -lt "$before" ] && torn=$((torn + 1)) # an LMDB commit cut short
+    if [ "$snap" -gt "$after" ]; then
+      # only a snapshot received from the leader whose install the cut
+      # interrupted may lie above LMDB (the restart's log says which)
+      how="restores snapshot $snap"; restored=$((restored + 1))
+    elif [ "$after" -lt "${ab[$i]:-0}" ]; then
+      how="re-applies the log from $((after + 1)) (applied ${ab[$i]} before the cut, snapshot $snap)"
+      replayed=$((replayed + 1))
     fi
-    log "cut $c ($mode, snapshot every $SNAP$paused): member $i: LMDB applied $before -> $after${how:+, $how}; ${out#rolled back $D/}"
+    log "cut $c ($mode, snapshot every $SNAP, state sync $SYNC ms$paused): member $i: LMDB applied $before -> $after${how:+, $how}; ${out#rolled back $D/}"
   done
   SNAP=$(snap_entries "$c")
+  SYNC=$(sync_ms "$c")
   for i in 1 2 3; do startp "$i"; done
   wait_leader 1 2 3 >/dev/null || fail "cut $c: no leader after the restart"
   [ -n "$paused" ] && kill -CONT "$WL" 2>/dev/null
+  for i in 1 2 3; do
+    ! grep -q "durable-index contract broken" "$D/log$i" ||
+      fail "cut $c: member $i restarted behind a snapshot of its own: the log was compacted past LMDB's durable index: $(grep -m1 'durable-index contract broken' "$D/log$i")"
+  done
   v=$(get_value "w$c")
   [ "$v" = "cut$c-$SEED" ] || fail "cut $c: w$c, acknowledged just before the cut, reads '$v', not 'cut$c-$SEED'"
   holds_all_acked "$c"
 done
 CUTS_DONE=$c
-log "after $c cuts: LMDB lost its last transactions in $lost member restarts: $restored restored a snapshot above the LMDB index, $replayed replayed the log"
-[ "$lost" -gt 0 ] || fail "no cut undid an LMDB transaction: the test exercised nothing"
+log "after $c cuts: $replayed member restarts resumed from an LMDB index below what they had applied and re-applied the log; $restored restored a received snapshot above LMDB; $torn found an LMDB commit cut short"
+[ "$replayed" -gt 0 ] || fail "no restart found LMDB behind what its member applied: the test exercised nothing"
 
 put_acked after "all-cuts-$SEED" || fail "the cluster takes no writes after the cuts"
 wait "$WL" || { WL=""; fail "workload: $(cat "$D/workload.out")"; }

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <qraft/prng.h>
+#include <time.h>
 
 typedef struct snap_bytes {
   uint8_t *p;
@@ -46,11 +48,29 @@ static void rmdir_all(const char *d) {
   assert_int_equal(system(cmd), 0);
 }
 
-static kv_store *open_store(const char *dir) {
+static kv_store *open_sync(const char *dir, uint32_t sync_ms) {
   kv_store *s = NULL;
   char msg[256];
-  assert_int_equal(kv_store_open(dir, &s, msg, sizeof msg), 0);
+  assert_int_equal(kv_store_open(dir, sync_ms, &s, msg, sizeof msg), 0);
   return s;
+}
+
+static kv_store *open_store(const char *dir) { return open_sync(dir, 100); }
+
+/* Applies one command at `index`; returns its status. */
+static uint8_t apply_cmd(kv_store *s, uint64_t index, const kv_cmd *c) {
+  uint8_t *p = NULL;
+  size_t n = kv_cmd_encode(c, &p);
+  assert_true(n > 0);
+  qraft_entry e = {.type = QRAFT_ENTRY_NORMAL, .term = 1, .index = index,
+                   .data = qraft_slice_of(NULL, p, n)};
+  qraft_slice result = {0};
+  kv_store_ops()->apply(s, &e, 1, index, &result);
+  assert_int_equal(result.len, KV_RESULT_BYTES);
+  uint8_t st = result.data[0];
+  qraft_slice_release(&result);
+  free(p);
+  return st;
 }
 
 /* Applies "put key value" at `index`, one entry per call. */
@@ -58,15 +78,13 @@ static void put(kv_store *s, uint64_t index, const char *key, const char *value)
   kv_cmd c = {.op = KV_OP_PUT, .key = (const uint8_t *)key,
               .key_len = (uint32_t)strlen(key), .value = (const uint8_t *)value,
               .value_len = (uint32_t)strlen(value)};
-  uint8_t *p = NULL;
-  size_t n = kv_cmd_encode(&c, &p);
-  assert_true(n > 0);
-  qraft_entry e = {.type = QRAFT_ENTRY_NORMAL, .term = 1, .index = index,
-                   .data = qraft_slice_of(NULL, p, n)};
-  qraft_slice result = {0};
-  kv_store_ops()->apply(s, &e, 1, index, &result);
-  qraft_slice_release(&result);
-  free(p);
+  assert_int_equal(apply_cmd(s, index, &c), KV_OK);
+}
+
+static uint8_t del(kv_store *s, uint64_t index, const char *key) {
+  kv_cmd c = {.op = KV_OP_DEL, .key = (const uint8_t *)key,
+              .key_len = (uint32_t)strlen(key)};
+  return apply_cmd(s, index, &c);
 }
 
 static void has(kv_store *s, const char *key, const char *value) {
@@ -140,8 +158,224 @@ static void snapshot_ahead_of_its_index_is_refused(void **st) {
   free(db);
 }
 
+static void missing(kv_store *s, const char *key) {
+  char *v = NULL;
+  size_t vl = 0;
+  uint64_t rev = 0;
+  assert_int_equal(kv_store_get(s, key, strlen(key), &v, &vl, &rev), 1);
+}
+
+static uint64_t durable(kv_store *s) {
+  kv_counters k;
+  kv_store_counters(s, &k);
+  return k.durable;
+}
+
+/* Applying writes memory only: reads see a write at once, the durable
+ * index (what LMDB holds) stays where it was until the flusher commits
+ * (here: at close, the sync interval being a minute), and the state comes
+ * back whole after a reopen. Entries that carry nothing for the state
+ * machine (n = 0) move its index too. */
+static void applies_are_read_at_once_and_durable_after_the_flush(void **st) {
+  (void)st;
+  char *d = tmpdir();
+  kv_store *s = open_sync(d, 60000);
+  put(s, 1, "a", "1");
+  put(s, 2, "b", "2");
+  assert_int_equal(del(s, 3, "a"), KV_OK);
+  assert_int_equal(del(s, 4, "zz"), KV_NOTFOUND);
+  kv_store_ops()->apply(s, NULL, 0, 6, NULL); /* 5, 6: configuration */
+  missing(s, "a");
+  has(s, "b", "2");
+  assert_int_equal(kv_store_applied(s), 6);
+  assert_int_equal(kv_store_ops()->durable_index(s), 0);
+  assert_int_equal(durable(s), 0);
+  kv_store_close(s); /* the flusher commits what is left */
+  s = open_sync(d, 60000);
+  assert_int_equal(kv_store_ops()->durable_index(s), 6);
+  assert_int_equal(kv_store_applied(s), 6);
+  missing(s, "a");
+  has(s, "b", "2");
+  /* an overlay over LMDB: a deletion hides a key LMDB holds */
+  assert_int_equal(del(s, 7, "b"), KV_OK);
+  put(s, 8, "c", "3");
+  missing(s, "b");
+  has(s, "c", "3");
+  uint64_t dg = 0, keys = 9, ap = 0;
+  assert_int_equal(kv_store_digest(s, &dg, &keys, &ap), 0);
+  assert_int_equal(keys, 1);
+  assert_int_equal(ap, 8);
+  kv_store_close(s);
+  rmdir_all(d);
+  free(d);
+}
+
+/* With no wait (--state-sync-ms 0) the flusher commits on its own, and
+ * the durable index reaches the applied one without a close. */
+static void the_flusher_commits_on_its_own(void **st) {
+  (void)st;
+  char *d = tmpdir();
+  kv_store *s = open_sync(d, 0);
+  for (uint64_t i = 1; i <= 50; i++) {
+    put(s, i, "k", "v");
+  }
+  for (int t = 0; t < 1000 && kv_store_ops()->durable_index(s) < 50; t++) {
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  assert_int_equal(kv_store_ops()->durable_index(s), 50);
+  kv_counters k;
+  kv_store_counters(s, &k);
+  assert_true(k.flushes >= 1);
+  assert_int_equal(k.overlay_keys, 0);
+  kv_store_close(s);
+  rmdir_all(d);
+  free(d);
+}
+
+/* A snapshot holds the overlay's writes and deletions; a restore replaces
+ * the overlay too, and is durable when it returns. */
+static void snapshot_and_restore_cover_the_overlay(void **st) {
+  (void)st;
+  char *da = tmpdir(), *db = tmpdir();
+  kv_store *a = open_sync(da, 60000), *b = open_sync(db, 60000);
+  put(a, 1, "x", "1");
+  put(a, 2, "y", "2");
+  assert_int_equal(del(a, 3, "x"), KV_OK);
+  put(b, 1, "only-b", "b");
+  snap_bytes snap = {0};
+  uint64_t idx = 0;
+  assert_int_equal(kv_store_ops()->snapshot(a, &idx, snap_write, &snap), 0);
+  assert_int_equal(idx, 3);
+  assert_int_equal(kv_store_ops()->restore(b, 3, snap_read, &snap), 0);
+  assert_int_equal(kv_store_ops()->durable_index(b), 3);
+  missing(b, "x");
+  missing(b, "only-b");
+  has(b, "y", "2");
+  uint64_t da_dg = 0, db_dg = 1;
+  assert_int_equal(kv_store_digest(a, &da_dg, NULL, NULL), 0);
+  assert_int_equal(kv_store_digest(b, &db_dg, NULL, NULL), 0);
+  assert_int_equal(da_dg, db_dg);
+  kv_store_close(a);
+  kv_store_close(b);
+  free(snap.p);
+  rmdir_all(da);
+  rmdir_all(db);
+  free(da);
+  free(db);
+}
+
+/* Random puts, deletes and compare-and-sets on a few keys, with reopens
+ * (a flush) at random points, against a model: every read, list and
+ * digest sees the newest apply, whatever LMDB and the overlays hold. Half
+ * the seeds flush as fast as they can, concurrently with the reads. */
+#define M_KEYS 12
+typedef struct listed {
+  char keys[M_KEYS][16];
+  char vals[M_KEYS][16];
+  int n;
+} listed;
+
+static void list_cb(void *ud, const char *key, size_t key_len, const char *val,
+                    size_t val_len, uint64_t rev) {
+  (void)rev;
+  listed *l = ud;
+  assert_true(l->n < M_KEYS && key_len < 16 && val_len < 16);
+  memcpy(l->keys[l->n], key, key_len);
+  l->keys[l->n][key_len] = 0;
+  memcpy(l->vals[l->n], val, val_len);
+  l->vals[l->n][val_len] = 0;
+  l->n++;
+}
+
+static void overlay_matches_a_model(void **st) {
+  (void)st;
+  uint64_t seed = (uint64_t)time(NULL);
+  const char *env = getenv("QRAFT_TEST_SEED");
+  if (env != NULL) {
+    seed = strtoull(env, NULL, 0);
+  }
+  printf("overlay_matches_a_model: seed %llu (replay: QRAFT_TEST_SEED=%llu "
+         "build/tests/unit_kv_store)\n",
+         (unsigned long long)seed, (unsigned long long)seed);
+  qraft_prng r;
+  qraft_prng_init(&r, seed);
+  char *d = tmpdir();
+  uint32_t sync = qraft_prng_chance(&r, 1, 2) ? 0 : 60000;
+  kv_store *s = open_sync(d, sync);
+  char model[M_KEYS][16];
+  bool present[M_KEYS] = {false};
+  for (uint64_t i = 1; i <= 2000; i++) {
+    int k = (int)qraft_prng_below(&r, M_KEYS);
+    char key[16];
+    snprintf(key, sizeof key, "k%02d", k);
+    uint32_t op = (uint32_t)qraft_prng_below(&r, 10);
+    if (op < 6) {
+      snprintf(model[k], sizeof model[k], "v%llu", (unsigned long long)i);
+      put(s, i, key, model[k]);
+      present[k] = true;
+    } else if (op < 9) {
+      assert_int_equal(del(s, i, key), present[k] ? KV_OK : KV_NOTFOUND);
+      present[k] = false;
+    } else {
+      kv_cmd c = {.op = KV_OP_CAS, .cmp = KV_CMP_ABSENT,
+                  .key = (const uint8_t *)key, .key_len = (uint32_t)strlen(key),
+                  .value = (const uint8_t *)"cas", .value_len = 3};
+      assert_int_equal(apply_cmd(s, i, &c), present[k] ? KV_CMPFAIL : KV_OK);
+      if (!present[k]) {
+        snprintf(model[k], sizeof model[k], "cas");
+        present[k] = true;
+      }
+    }
+    if (qraft_prng_chance(&r, 1, 20)) {
+      for (int j = 0; j < M_KEYS; j++) {
+        snprintf(key, sizeof key, "k%02d", j);
+        if (present[j]) {
+          has(s, key, model[j]);
+        } else {
+          missing(s, key);
+        }
+      }
+      /* a list by prefix: k0* (keys 0..9), in order, the model's values */
+      listed l = {.n = 0};
+      bool more = true;
+      assert_int_equal(kv_store_list(s, "k0", 2, M_KEYS, list_cb, &l, &more), 0);
+      assert_false(more);
+      int at = 0;
+      for (int j = 0; j < 10; j++) {
+        if (present[j]) {
+          snprintf(key, sizeof key, "k%02d", j);
+          assert_true(at < l.n);
+          assert_string_equal(l.keys[at], key);
+          assert_string_equal(l.vals[at], model[j]);
+          at++;
+        }
+      }
+      assert_int_equal(at, l.n);
+      uint64_t n = 0, ap = 0, dg = 0;
+      assert_int_equal(kv_store_digest(s, &dg, &n, &ap), 0);
+      uint64_t want = 0;
+      for (int j = 0; j < M_KEYS; j++) want += present[j];
+      assert_int_equal(n, want);
+      assert_int_equal(ap, i);
+    }
+    if (qraft_prng_chance(&r, 1, 300)) {
+      kv_store_close(s);
+      s = open_sync(d, sync);
+      assert_int_equal(kv_store_ops()->durable_index(s), i);
+    }
+  }
+  kv_store_close(s);
+  rmdir_all(d);
+  free(d);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(applies_are_read_at_once_and_durable_after_the_flush),
+      cmocka_unit_test(the_flusher_commits_on_its_own),
+      cmocka_unit_test(snapshot_and_restore_cover_the_overlay),
+      cmocka_unit_test(overlay_matches_a_model),
       cmocka_unit_test(snapshot_taken_after_empty_entries_restores),
       cmocka_unit_test(snapshot_ahead_of_its_index_is_refused),
   };

@@ -339,8 +339,235 @@ static void scenarios_on_the_simulated_network_replay_from_a_seed(void **st) {
   assert_int_equal(a, b);
 }
 
+/* ---- a durable state machine (qraft/node.h, the durable-index contract):
+ * one node on the simulator, whose state machine's durable index the test
+ * sets by hand, with a copy of the state at that index (its "disk"). ---- */
+
+typedef struct dsm {
+  uint64_t index, sum;          /* the state */
+  uint64_t d_index, d_sum;      /* the durable copy */
+  uint64_t first_applied;       /* the first index applied since opening */
+  uint64_t restores;
+} dsm;
+
+static void dsm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
+                      qraft_slice *results) {
+  dsm *s = ud;
+  for (size_t i = 0; i < n; i++) {
+    if (s->first_applied == 0) {
+      s->first_applied = es[i].index;
+    }
+    assert_true(es[i].index > s->index); /* never twice */
+    s->sum += es[i].index;
+    results[i] = (qraft_slice){0};
+  }
+  s->index = last;
+}
+
+static int dsm_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,
+                        void *wctx) {
+  dsm *s = ud;
+  *index = s->index;
+  return write(wctx, &s->sum, sizeof s->sum);
+}
+
+static int dsm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
+                       void *rctx) {
+  dsm *s = ud;
+  size_t got = 0;
+  int rv = read(rctx, &s->sum, sizeof s->sum, &got);
+  if (rv != 0 || got != sizeof s->sum) {
+    return rv != 0 ? rv : QRAFT_ETRUNCATED;
+  }
+  s->index = index;
+  s->d_index = index; /* durable when it returns */
+  s->d_sum = s->sum;
+  s->restores++;
+  return 0;
+}
+
+static uint64_t dsm_durable(void *ud) { return ((dsm *)ud)->d_index; }
+
+static const qraft_sm_ops dsm_ops = {.apply = dsm_apply,
+                                     .snapshot = dsm_snapshot,
+                                     .restore = dsm_restore,
+                                     .durable_index = dsm_durable};
+
+static void dsm_sync(dsm *s) {
+  s->d_index = s->index;
+  s->d_sum = s->sum;
+}
+
+/* A crash: the state machine opens its durable copy. */
+static void dsm_crash(dsm *s) {
+  s->index = s->d_index;
+  s->sum = s->d_sum;
+  s->first_applied = 0;
+  s->restores = 0;
+}
+
+typedef struct one {
+  qraft_simnet *net;
+  qraft_env *env;
+  qraft_secret_key key;
+  qraft_node_addr addr;
+  qraft_storage *store;
+  qraft_node *node;
+  dsm sm;
+  int acked;
+} one;
+
+static int one_open(one *o) {
+  qraft_node_config cfg;
+  qraft_node_config_default(&cfg);
+  cfg.storage = o->store;
+  cfg.storage_borrowed = true;
+  cfg.key = &o->key;
+  cfg.cluster_id = 5;
+  cfg.bind_n = 1;
+  struct sockaddr_in *b = (struct sockaddr_in *)&cfg.bind[0];
+  b->sin_family = AF_INET;
+  b->sin_port = htons(7000);
+  cfg.sm = &dsm_ops;
+  cfg.sm_ud = &o->sm;
+  cfg.env = o->env;
+  cfg.snapshot_entries = 10;
+  return qraft_node_new(&cfg, &o->node, NULL);
+}
+
+static void one_acked(void *ud, int status, qraft_slice r, qraft_id leader) {
+  (void)r;
+  (void)leader;
+  assert_int_equal(status, 0);
+  ((one *)ud)->acked++;
+}
+
+static bool one_all_acked(void *ud) { return ((one *)ud)->acked == 40; }
+static bool never(void *ud) {
+  (void)ud;
+  return false;
+}
+
+static void one_run_ms(one *o, uint64_t ms) {
+  (void)qraft_env_run(o->env, qraft_env_now_ns(o->env) + ms * 1000000u, never,
+                      NULL);
+}
+
+static qraft_node_status one_status(one *o) {
+  qraft_node_status st;
+  qraft_node_status_get(o->node, &st);
+  return st;
+}
+
+/* The log is kept after the state machine's durable index: a snapshot
+ * taken at T reaches the store (which drops the log up to T) only once the
+ * durable index is at T. A restart resumes from the durable index and
+ * re-applies the log after it, without a restore; a state machine behind a
+ * snapshot of the node's own is rebuilt from it and counted; a state
+ * beyond the log is refused. */
+static void a_durable_state_machine_keeps_the_log_after_its_durable_index(
+    void **st) {
+  (void)st;
+  one *o = calloc(1, sizeof *o);
+  assert_non_null(o);
+  assert_int_equal(qraft_simnet_new(7, &o->net), 0);
+  assert_int_equal(qraft_simnet_env_new(o->net, &o->env), 0);
+  uint8_t seed[32] = {9};
+  qraft_secret_key_from_seed(&o->key, seed);
+  o->addr.id = o->key.public_key;
+  o->addr.addrs_n = 1;
+  struct sockaddr_in *a = (struct sockaddr_in *)&o->addr.addrs[0];
+  a->sin_family = AF_INET;
+  a->sin_port = htons(7000);
+  a->sin_addr.s_addr = htonl(0x0a000001u);
+  assert_int_equal(qraft_storage_mem_new(&o->store), 0);
+  assert_int_equal(one_open(o), 0);
+  assert_int_equal(qraft_node_bootstrap(o->node, &o->addr, 1, NULL), 0);
+  assert_int_equal(qraft_node_start(o->node), 0);
+  one_run_ms(o, 3000);
+  for (int k = 0; k < 40; k++) {
+    assert_int_equal(qraft_node_propose(o->node, "x", 1, one_acked, o), 0);
+  }
+  (void)qraft_env_run(o->env, qraft_env_now_ns(o->env) + 5000000000u,
+                      one_all_acked, o);
+  assert_int_equal(o->acked, 40);
+  one_run_ms(o, 100);
+  qraft_node_status s = one_status(o);
+  uint64_t applied = s.applied;
+  assert_true(applied >= 41);
+  /* nothing durable: snapshots wait, the log is whole */
+  assert_int_equal(s.snapshot_index, 0);
+  assert_int_equal(s.sm_durable_index, 0);
+  /* durable below the snapshot the node took (at 10 entries or more):
+   * it still waits */
+  o->sm.d_index = 5;
+  one_run_ms(o, 100);
+  s = one_status(o);
+  assert_int_equal(s.snapshot_index, 0);
+  assert_int_equal(s.sm_durable_index, 5);
+  dsm_sync(&o->sm); /* durable at `applied`: it lands */
+  one_run_ms(o, 200);
+  s = one_status(o);
+  assert_true(s.snapshot_index >= 10 && s.snapshot_index <= applied);
+  uint64_t snap = s.snapshot_index;
+
+  /* more writes, not synced; a crash loses them from the state machine */
+  o->acked = 0;
+  for (int k = 0; k < 40; k++) {
+    assert_int_equal(qraft_node_propose(o->node, "y", 1, one_acked, o), 0);
+  }
+  (void)qraft_env_run(o->env, qraft_env_now_ns(o->env) + 5000000000u,
+                      one_all_acked, o);
+  assert_int_equal(o->acked, 40);
+  one_run_ms(o, 100);
+  s = one_status(o);
+  assert_true(s.snapshot_index <= applied); /* kept after the durable index */
+  uint64_t applied2 = s.applied, sum2 = o->sm.sum;
+  qraft_node_free(o->node);
+  dsm_crash(&o->sm);
+  assert_int_equal(one_open(o), 0);
+  assert_int_equal(qraft_node_start(o->node), 0);
+  one_run_ms(o, 3000);
+  s = one_status(o);
+  assert_int_equal(o->sm.restores, 0);
+  assert_int_equal(o->sm.first_applied, applied + 1);
+  assert_true(s.applied >= applied2);
+  assert_int_equal(o->sm.sum >= sum2, true);
+  assert_int_equal(s.sm_rebuilds_lost, 0);
+
+  /* the state machine loses state it reported durable: rebuilt from the
+   * node's snapshot, counted */
+  dsm_sync(&o->sm);
+  one_run_ms(o, 200);
+  s = one_status(o);
+  assert_true(s.snapshot_index > snap);
+  qraft_node_free(o->node);
+  o->sm.d_index = 0;
+  o->sm.d_sum = 0;
+  dsm_crash(&o->sm);
+  assert_int_equal(one_open(o), 0);
+  assert_int_equal(o->sm.restores, 1);
+  assert_int_equal(one_status(o).sm_rebuilds_lost, 0); /* (published once running) */
+  assert_int_equal(qraft_node_start(o->node), 0);
+  one_run_ms(o, 1000);
+  assert_int_equal(one_status(o).sm_rebuilds_lost, 1);
+  uint64_t final_applied = one_status(o).applied;
+  qraft_node_free(o->node);
+
+  /* a state beyond this log belongs to another one */
+  o->sm.d_index = final_applied + 1000;
+  dsm_crash(&o->sm);
+  assert_int_equal(one_open(o), QRAFT_ECORRUPT);
+
+  qraft_storage_close(o->store);
+  qraft_env_free(o->env);
+  qraft_simnet_free(o->net);
+  free(o);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(a_durable_state_machine_keeps_the_log_after_its_durable_index),
       cmocka_unit_test(scenarios_on_the_simulated_network_replay_from_a_seed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
