@@ -11,6 +11,8 @@
  */
 #include "kv.h"
 
+#include <qraft/histogram.h>
+
 #include <jansson.h>
 #include <microhttpd.h>
 
@@ -57,10 +59,22 @@ typedef struct req {
   bool too_large;
   op *op;     /* the node request it waits or waited for */
   json_t *ok; /* the answer of a membership request once it is done */
+  uint64_t t_recv_ns; /* its headers arrived */
 } req;
 
 static atomic_uint_fast64_t m_requests, m_errors, m_too_large, m_unauth,
     m_timeouts;
+
+/* Where the time of a write goes on this side of the node (the node's own
+ * stages are qraft_write_*_seconds): from its headers to the proposal
+ * (body, parsing), from the node's callback to the answer queued (the
+ * resume of the connection), and the whole. */
+enum { KV_W_IN, KV_W_OUT, KV_W_TOTAL, KV_W_N };
+static pthread_mutex_t m_hmu = PTHREAD_MUTEX_INITIALIZER;
+static qraft_histogram m_write_us[KV_W_N];
+static const char *const m_write_name[KV_W_N] = {
+    "qraft_kv_write_http_in_seconds", "qraft_kv_write_http_out_seconds",
+    "qraft_kv_write_seconds"};
 
 /* ---- waiting for the node without holding a thread ----
  *
@@ -91,6 +105,8 @@ typedef struct op {
   struct op *prev, *next; /* h->waiting, while OP_WAITING */
   struct op *batch_next;  /* the gets served by one read barrier */
   uint64_t deadline_ns;
+  uint64_t t_begin_ns; /* handed to the node */
+  uint64_t t_done_ns;  /* the node's callback (under h->mu) */
   atomic_int refs; /* the request and the node's callback */
   /* under h->mu: */
   enum op_state state;
@@ -139,6 +155,7 @@ static void op_finish(op *o, int status, qraft_id leader, const uint8_t *res,
     if (len > sizeof o->res) len = sizeof o->res;
     if (len) memcpy(o->res, res, len);
     o->res_len = len;
+    o->t_done_ns = kv_now_ns();
     op_end_locked(o, OP_DONE);
   }
   pthread_mutex_unlock(&h->mu);
@@ -168,7 +185,8 @@ static int op_begin(http_ctx *h, struct MHD_Connection *c, req *r,
   if (o == NULL) return -ENOMEM;
   o->h = h;
   o->c = c;
-  o->deadline_ns = kv_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+  o->t_begin_ns = kv_now_ns();
+  o->deadline_ns = o->t_begin_ns + (uint64_t)timeout_ms * 1000000ull;
   atomic_init(&o->refs, 2);
   atomic_fetch_add(&h->refs, 1);
   int rv;
@@ -543,7 +561,17 @@ static enum MHD_Result kv_write(http_ctx *h, struct MHD_Connection *c, req *r,
   pthread_mutex_lock(&h->mu);
   size_t rl = r->op->res_len;
   memcpy(res, r->op->res, sizeof res);
+  uint64_t t_begin = r->op->t_begin_ns, t_done = r->op->t_done_ns;
   pthread_mutex_unlock(&h->mu);
+  uint64_t now = kv_now_ns();
+  if (r->t_recv_ns != 0 && t_begin >= r->t_recv_ns && now >= t_done &&
+      t_done >= t_begin) {
+    pthread_mutex_lock(&m_hmu);
+    qraft_histogram_record(&m_write_us[KV_W_IN], (t_begin - r->t_recv_ns) / 1000);
+    qraft_histogram_record(&m_write_us[KV_W_OUT], (now - t_done) / 1000);
+    qraft_histogram_record(&m_write_us[KV_W_TOTAL], (now - r->t_recv_ns) / 1000);
+    pthread_mutex_unlock(&m_hmu);
+  }
   if (rl != KV_RESULT_BYTES) {
     return reply_err(c, 500, "internal", "no result from the state machine");
   }
@@ -918,6 +946,19 @@ static enum MHD_Result metrics_get(http_ctx *h, struct MHD_Connection *c) {
       (unsigned long long)atomic_load(&m_unauth),
       (unsigned long long)atomic_load(&m_timeouts));
   if (n >= cap) n = cap - 1;
+  pthread_mutex_lock(&m_hmu);
+  qraft_histogram wh[KV_W_N];
+  memcpy(wh, m_write_us, sizeof wh);
+  pthread_mutex_unlock(&m_hmu);
+  for (int k = 0; k < KV_W_N; k++) {
+    size_t need_h = qraft_histogram_prometheus(&wh[k], m_write_name[k], 1e6,
+                                               NULL, 0);
+    char *nb = realloc(buf, n + need_h + 1);
+    if (nb == NULL) break;
+    buf = nb;
+    n += qraft_histogram_prometheus(&wh[k], m_write_name[k], 1e6, buf + n,
+                                    need_h + 1);
+  }
   return reply_text(c, 200, "text/plain; version=0.0.4", buf, n);
 }
 
@@ -992,6 +1033,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
   if (r == NULL) {
     r = calloc(1, sizeof *r);
     if (r == NULL) return MHD_NO;
+    r->t_recv_ns = kv_now_ns();
     *con_cls = r;
     atomic_fetch_add(&m_requests, 1);
     return MHD_YES;

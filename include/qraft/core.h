@@ -187,8 +187,13 @@ typedef struct qraft_update {
    * 0 when the update has nothing to write. Ids increase by one per update
    * with writes; acknowledging an id acknowledges every earlier one. */
   uint64_t persist_id;
-  /* True if the writes must be synced before messages_after_persist go
-   * (always, when there are writes; hard-state-only commit changes too). */
+  /* True if the writes must be durable before qraft_core_persisted and
+   * messages_after_persist: entries, a snapshot, a truncation, a new term
+   * or vote. False for a hard state whose commit index alone moved (etcd
+   * raft's MustSync): the commit index is volatile state (a restarted node
+   * learns it again from the leader), so the driver may write it lazily,
+   * with the next write it syncs anyway, and report persist_id at once
+   * (in order with the ids before it). */
   bool must_sync;
 
   const qraft_message *messages; /* rule 2 */

@@ -2290,8 +2290,8 @@ void qraft_core_take_update(qraft_core *c, qraft_update *u) {
   u->role = c->role;
   u->leader = c->lead;
   qraft_hard_state hs = {.term = c->term, .vote = c->vote, .commit = c->commit};
-  if (hs.term != c->prev_hs.term || hs.vote != c->prev_hs.vote ||
-      hs.commit != c->prev_hs.commit) {
+  bool term_or_vote = hs.term != c->prev_hs.term || hs.vote != c->prev_hs.vote;
+  if (term_or_vote || hs.commit != c->prev_hs.commit) {
     u->hard_state_changed = true;
     u->hard_state = hs;
     c->prev_hs = hs;
@@ -2339,10 +2339,7 @@ void qraft_core_take_update(qraft_core *c, qraft_update *u) {
     r->hs_vote = c->vote;
     u->persist_id = r->id;
   }
-  u->must_sync = u->entries_n > 0 || u->snapshot != NULL ||
-                 u->truncate_from != 0 ||
-                 (u->hard_state_changed &&
-                  (hs.term != 0 || hs.vote != QRAFT_ID_NONE));
+  u->must_sync = has_log || term_or_vote;
 
   /* 4. Messages: resolve entry ranges, drop those the log moved under. */
   size_t now_n = 0, after_n = 0;

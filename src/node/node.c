@@ -57,8 +57,37 @@ typedef struct node_req {
   uint64_t deadline_ns;
   bool index_known;
   bool applied; /* a configuration change: applied, to complete */
+  uint64_t tq_ns; /* proposals: qraft_node_propose was called */
   uint64_t t0_ns; /* taken by the loop */
 } node_req;
+
+/* The stages of a write, timed per proposal and exported as histograms
+ * (docs/node.md, "Where the time of a write goes"): from the call to the
+ * loop taking it, to its entry handed to the store (in the turn that also
+ * sends it to the followers), to durable here, to committed (a quorum
+ * acknowledged it), to applied, to the callback's return. */
+enum {
+  STAGE_QUEUED,   /* qraft_node_propose -> taken by the loop */
+  STAGE_TO_WAL,   /* taken -> appended, sent and handed to the store */
+  STAGE_WAL_SYNC, /* handed to the store -> durable here */
+  STAGE_QUORUM,   /* durable here -> committed */
+  STAGE_APPLY,    /* committed -> applied */
+  STAGE_CALLBACK, /* applied -> the proposer's callback returned */
+  STAGES
+};
+static const char *const stage_metric[STAGES] = {
+    "qraft_write_queued_seconds",   "qraft_write_to_wal_seconds",
+    "qraft_write_wal_sync_seconds", "qraft_write_quorum_seconds",
+    "qraft_write_apply_seconds",    "qraft_write_callback_seconds"};
+
+/* When each recent entry was handed to the store and became durable here,
+ * by index (a slot holds the entry whose index it names). */
+#define NODE_STAGE_RING 16384u
+typedef struct stage_slot {
+  uint64_t index;
+  uint64_t submit_ns;
+  uint64_t durable_ns;
+} stage_slot;
 
 /* --- storage writes -------------------------------------------------------------- */
 
@@ -158,6 +187,9 @@ struct qraft_node {
   qraft_snapshot_writer *recv_writer;
   uint64_t recv_index, recv_term;
   uint64_t persist_last; /* last persist id acknowledged, for the contract */
+  /* a hard state whose commit index alone moved, not yet written */
+  qraft_hard_state hs_lazy;
+  bool hs_lazy_set;
   node_write *last_write; /* newest write not yet durable */
 
   /* counters: the loop thread adds, any thread reads (atomics) */
@@ -180,6 +212,10 @@ struct qraft_node {
   qraft_histogram h_stall_us;      /* gaps between tick countings that
                                       missed a tick (a stall) */
   qraft_histogram h_apply_entries; /* entries per apply batch */
+  qraft_histogram h_stage_us[STAGES]; /* a write's stages (under mu) */
+  stage_slot *stage_ring;             /* loop thread */
+  uint64_t commit_seen_ns; /* when the committed entries being applied
+                              were taken from the core */
   qraft_endpoint_metrics m_ep;
   uint32_t m_peers_n;
   qraft_peer_metrics m_peers[NODE_ADDRS_MAX];
@@ -729,7 +765,14 @@ static void node_write_cb(qraft_storage_write *sw, int status) {
   }
   n->m_writes++;
   n->m_write_entries += w->ents_n;
-  uint64_t wdt = (qraft_env_now_ns(n->env) - w->submit_ns) / 1000;
+  uint64_t durable_ns = qraft_env_now_ns(n->env);
+  for (size_t i = 0; i < w->ents_n; i++) {
+    stage_slot *sl = &n->stage_ring[w->ents[i].index % NODE_STAGE_RING];
+    if (sl->index == w->ents[i].index) {
+      sl->durable_ns = durable_ns;
+    }
+  }
+  uint64_t wdt = (durable_ns - w->submit_ns) / 1000;
   pthread_mutex_lock(&n->mu);
   qraft_histogram_record(&n->h_write_us, wdt);
   qraft_histogram_record(&n->h_write_entries, w->ents_n);
@@ -783,6 +826,41 @@ static void node_kick_storage(qraft_node *n) {
 
 /* --- applying ------------------------------------------------------------------------ */
 
+/* Records the stages of our proposal `r`, whose entry `index` was applied
+ * at `applied_ns` (docs/node.md, "Where the time of a write goes"). A
+ * stage whose times are unknown here (the entry came in a snapshot, or its
+ * slot was reused) is left out. */
+static void node_stages(qraft_node *n, const node_req *r, uint64_t index,
+                        uint64_t applied_ns) {
+  uint64_t us[STAGES];
+  bool known[STAGES] = {false};
+  const stage_slot *sl = &n->stage_ring[index % NODE_STAGE_RING];
+  bool have = sl->index == index && sl->submit_ns != 0 && sl->durable_ns != 0;
+  uint64_t committed = n->commit_seen_ns;
+#define STAGE(k, from, to)                                                     \
+  do {                                                                         \
+    us[k] = (to) > (from) ? ((to) - (from)) / 1000 : 0;                        \
+    known[k] = true;                                                           \
+  } while (0)
+  if (r->tq_ns != 0 && r->t0_ns >= r->tq_ns) {
+    STAGE(STAGE_QUEUED, r->tq_ns, r->t0_ns);
+  }
+  if (have && sl->submit_ns >= r->t0_ns) {
+    STAGE(STAGE_TO_WAL, r->t0_ns, sl->submit_ns);
+    STAGE(STAGE_WAL_SYNC, sl->submit_ns, sl->durable_ns);
+    STAGE(STAGE_QUORUM, sl->durable_ns, committed);
+  }
+  STAGE(STAGE_APPLY, committed, applied_ns);
+#undef STAGE
+  pthread_mutex_lock(&n->mu);
+  for (int k = 0; k < STAGES; k++) {
+    if (known[k]) {
+      qraft_histogram_record(&n->h_stage_us[k], us[k]);
+    }
+  }
+  pthread_mutex_unlock(&n->mu);
+}
+
 static void node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
   /* Normal entries go to the state machine in runs; configuration entries
    * are applied by the node (their addresses) and complete changes. */
@@ -834,6 +912,7 @@ static void node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
       }
     }
     n->m_applied_entries += run;
+    uint64_t applied_ns = qraft_env_now_ns(n->env);
     for (size_t x = i; x < j; x++) {
       const qraft_entry *e = &es[x];
       n->applied = e->index;
@@ -848,7 +927,13 @@ static void node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
           for (node_req *r = n->inflight; r != NULL; r = r->next) {
             if (r->kind == REQ_PROPOSE && r->seq == seq) {
               inflight_remove(n, r);
+              node_stages(n, r, e->index, applied_ns);
               req_complete(n, r, 0, results[x - i]);
+              uint64_t cb_us = (qraft_env_now_ns(n->env) - applied_ns) / 1000;
+              pthread_mutex_lock(&n->mu);
+              qraft_histogram_record(&n->h_stage_us[STAGE_CALLBACK], cb_us);
+              pthread_mutex_unlock(&n->mu);
+              applied_ns = qraft_env_now_ns(n->env); /* the next one's */
               break;
             }
           }
@@ -1129,9 +1214,22 @@ static void node_drain(qraft_node *n) {
         w->w.entries = w->ents;
         w->w.entries_n = w->ents_n;
       }
-      if (u.hard_state_changed) {
+      if (u.hard_state_changed && !u.must_sync) {
+        /* The commit index alone moved: written with the next write that
+         * is synced anyway, not synced on its own (qraft/core.h,
+         * must_sync). */
+        n->hs_lazy = u.hard_state;
+        n->hs_lazy_set = true;
+      } else if (u.hard_state_changed) {
         w->hs = u.hard_state;
         w->w.hard_state = &w->hs;
+        n->hs_lazy_set = false; /* this one is newer */
+      }
+      if (w->w.hard_state == NULL && n->hs_lazy_set &&
+          (u.entries_n > 0 || u.snapshot != NULL)) {
+        w->hs = n->hs_lazy;
+        w->w.hard_state = &w->hs;
+        n->hs_lazy_set = false;
       }
       if (u.snapshot != NULL) {
         QRAFT_ASSERTF(n->recv_writer != NULL &&
@@ -1178,6 +1276,7 @@ static void node_drain(qraft_node *n) {
       pthread_mutex_lock(&n->mu);
       qraft_histogram_record(&n->h_apply_entries, u.committed_n);
       pthread_mutex_unlock(&n->mu);
+      n->commit_seen_ns = qraft_env_now_ns(n->env);
       node_apply(n, u.committed, u.committed_n);
       last = u.committed[u.committed_n - 1].index;
     }
@@ -1196,16 +1295,29 @@ static void node_drain(qraft_node *n) {
     /* `u` is invalid from here: calls into the core follow. */
     if (w != NULL && w->w.snapshot == NULL && w->ents_n == 0 &&
         w->w.hard_state == NULL) {
-      /* Nothing to write: these messages wait only for earlier writes. They
-       * ride with the newest one still in flight (writes complete in
-       * order), or leave now if everything is durable. */
-      QRAFT_ASSERT(w->persist_id == 0);
+      /* Nothing to write (or only a commit index, kept for later): these
+       * messages, and this update's persist id, wait only for earlier
+       * writes. They ride with the newest one still in flight (writes
+       * complete in order, and acknowledging an id acknowledges the ones
+       * before it), or go now if everything is durable. */
       node_write *last = n->last_write;
+      if (w->persist_id != 0) {
+        QRAFT_ASSERT(n->hs_lazy_set);
+        if (last != NULL) {
+          QRAFT_ASSERT(w->persist_id > last->persist_id);
+          last->persist_id = w->persist_id;
+        }
+      }
       if (last == NULL) {
         for (size_t i = 0; i < w->msgs_n; i++) {
           node_send(n, &w->msgs[i]);
         }
-      } else {
+        if (w->persist_id != 0) {
+          QRAFT_ASSERT(w->persist_id > n->persist_last);
+          n->persist_last = w->persist_id;
+          qraft_core_persisted(n->core, w->persist_id);
+        }
+      } else if (w->msgs_n > 0) {
         qraft_message *m = realloc(last->msgs, (last->msgs_n + w->msgs_n) *
                                                    sizeof *m);
         QRAFT_ASSERT(m != NULL);
@@ -1236,6 +1348,11 @@ static void node_drain(qraft_node *n) {
       }
       n->writes_inflight++;
       n->last_write = w;
+      for (size_t i = 0; i < w->ents_n; i++) {
+        stage_slot *sl = &n->stage_ring[w->ents[i].index % NODE_STAGE_RING];
+        *sl = (stage_slot){.index = w->ents[i].index,
+                           .submit_ns = w->submit_ns};
+      }
       node_kick_storage(n);
     }
     if (last != 0) {
@@ -1784,6 +1901,11 @@ int qraft_node_new(const qraft_node_config *cfg_in, qraft_node **out,
   n->bridge_go_fd = -1;
   n->tick_ns = (uint64_t)cfg.tick_ms * 1000000u;
   n->accepting = true;
+  n->stage_ring = calloc(NODE_STAGE_RING, sizeof *n->stage_ring);
+  if (n->stage_ring == NULL) {
+    free(n);
+    return QRAFT_ERR(err, -ENOMEM, "node");
+  }
   pthread_mutex_init(&n->mu, NULL);
   if (cfg.env != NULL) {
     n->env = cfg.env;
@@ -1828,6 +1950,7 @@ err_env:
   }
 err_free:
   pthread_mutex_destroy(&n->mu);
+  free(n->stage_ring);
   free(n);
   return rv;
 }
@@ -2074,6 +2197,7 @@ void qraft_node_free(qraft_node *n) {
     qraft_env_free(n->env);
   }
   pthread_mutex_destroy(&n->mu);
+  free(n->stage_ring);
   free(n);
 }
 
@@ -2125,6 +2249,7 @@ int qraft_node_propose(qraft_node *n, const void *data, size_t len,
     return -ENOMEM;
   }
   r->kind = REQ_PROPOSE;
+  r->tq_ns = qraft_env_now_ns(n->env);
   r->data = qraft_buf_copy(data, len);
   if (r->data == NULL) {
     free(r);
@@ -2337,7 +2462,20 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
   pthread_mutex_lock(&n->mu);
   qraft_histogram hs[5] = {n->h_write_us, n->h_write_entries, n->h_commit_us,
                            n->h_apply_entries, n->h_stall_us};
+  qraft_histogram stages[STAGES];
+  memcpy(stages, n->h_stage_us, sizeof stages);
   pthread_mutex_unlock(&n->mu);
+  mt_put(buf, size, &off,
+         "# HELP qraft_write_queued_seconds The stages of this member's "
+         "proposals: the call to the loop taking it (queued), to its entry "
+         "appended, sent to the followers and handed to the store (to_wal), "
+         "to durable here (wal_sync), to committed by a quorum (quorum), to "
+         "applied (apply), to the callback's return (callback).\n");
+  for (int k = 0; k < STAGES; k++) {
+    off += qraft_histogram_prometheus(&stages[k], stage_metric[k], 1e6,
+                                      off < size ? buf + off : NULL,
+                                      off < size ? size - off : 0);
+  }
   mt_put(buf, size, &off,
          "# HELP qraft_loop_stall_seconds_max The longest the loop went "
          "without counting ticks, among the gaps that missed a tick "
