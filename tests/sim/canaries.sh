@@ -8,7 +8,7 @@
 # transport and simulated disks) within CANARY_FULL_CORE_SEEDS (0 skips
 # the full-stack hunt for them, as make test does for time); the lease
 # canaries by the core simulator or a story test of tests/unit/core. The node's and
-# the transport's (NODE_*, TRANSPORT_*, in src/node/node.c and
+# the transport's (NODE_*, TRANSPORT_*, in src/node/ and
 # src/transport/raft_net.c) must be caught by the full-stack one; the one
 # about stalls by its steady seeds (qraft-sim --full --steady).
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The qraft-kv canaries of `make canaries`: builds qraft-kv once per planted
-# bug (in the node, src/node/node.c, as qraft-kv runs it) and checks that
+# bug (in the node, src/node/, as qraft-kv runs it) and checks that
 # the power-cut test
 # (powercut.sh) catches it within KV_CANARY_RUNS runs of KV_CANARY_CUTS cuts.
 # Prints the check that caught it and the seed of that run.

@@ -1,0 +1,147 @@
+/*
+ * addr.c: node ids and addresses: the address a configuration change
+ * carries, the address book of members, and the peers the transport admits.
+ */
+#include "node_internal.h"
+
+qraft_id qraft_node_raft_id(const qraft_node_id *key) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) {
+    v = (v << 8) | key->bytes[i];
+  }
+  return v == 0 ? 1 : v;
+}
+
+qraft_id qraft_node_id_of(const qraft_node *n) { return n->id; }
+
+void qraft_node_addr_of(const qraft_node *n, qraft_node_addr *out) {
+  if (n->ep != NULL) {
+    qraft_endpoint_addr(n->ep, out);
+  } else {
+    memset(out, 0, sizeof *out);
+    out->id = n->key.public_key;
+  }
+}
+
+/* --- addresses in configuration entries --------------------------------------
+ * The context of a ConfChange that adds a node is its address: the 32-byte
+ * key, a count, then per address a family byte (4 or 6), the address bytes
+ * and a big-endian port. */
+
+size_t qraft__node_addr_encode(const qraft_node_addr *a, uint8_t *out) {
+  size_t o = 0;
+  memcpy(out + o, a->id.bytes, QRAFT_KEY_BYTES);
+  o += QRAFT_KEY_BYTES;
+  out[o++] = (uint8_t)a->addrs_n;
+  for (uint32_t i = 0; i < a->addrs_n; i++) {
+    const struct sockaddr_storage *ss = &a->addrs[i];
+    if (ss->ss_family == AF_INET) {
+      const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+      out[o++] = 4;
+      memcpy(out + o, &s4->sin_addr, 4);
+      o += 4;
+      memcpy(out + o, &s4->sin_port, 2);
+      o += 2;
+    } else {
+      const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+      out[o++] = 6;
+      memcpy(out + o, &s6->sin6_addr, 16);
+      o += 16;
+      memcpy(out + o, &s6->sin6_port, 2);
+      o += 2;
+    }
+  }
+  return o;
+}
+
+int qraft__node_addr_decode(const uint8_t *p, size_t len, qraft_node_addr *a) {
+  memset(a, 0, sizeof *a);
+  if (len < QRAFT_KEY_BYTES + 1) {
+    return QRAFT_EMALFORMED;
+  }
+  memcpy(a->id.bytes, p, QRAFT_KEY_BYTES);
+  size_t o = QRAFT_KEY_BYTES;
+  uint32_t n = p[o++];
+  if (n > QRAFT_NODE_ADDRS_MAX) {
+    return QRAFT_EMALFORMED;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    if (o >= len) {
+      return QRAFT_EMALFORMED;
+    }
+    uint8_t fam = p[o++];
+    if (fam == 4 && len - o >= 6) {
+      struct sockaddr_in *s4 = (struct sockaddr_in *)&a->addrs[i];
+      s4->sin_family = AF_INET;
+      memcpy(&s4->sin_addr, p + o, 4);
+      memcpy(&s4->sin_port, p + o + 4, 2);
+      o += 6;
+    } else if (fam == 6 && len - o >= 18) {
+      struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->addrs[i];
+      s6->sin6_family = AF_INET6;
+      memcpy(&s6->sin6_addr, p + o, 16);
+      memcpy(&s6->sin6_port, p + o + 16, 2);
+      o += 18;
+    } else {
+      return QRAFT_EMALFORMED;
+    }
+  }
+  a->addrs_n = n;
+  return 0;
+}
+
+static node_member *member_find(qraft_node *n, qraft_id id) {
+  for (uint32_t i = 0; i < n->members_n; i++) {
+    if (n->members[i].id == id) {
+      return &n->members[i];
+    }
+  }
+  return NULL;
+}
+
+void qraft__node_member_learn(qraft_node *n, const qraft_node_addr *a) {
+  qraft_id id = qraft_node_raft_id(&a->id);
+  node_member *m = member_find(n, id);
+  if (m == NULL) {
+    if (n->members_n == NODE_ADDRS_MAX) {
+      return;
+    }
+    m = &n->members[n->members_n++];
+  }
+  m->id = id;
+  m->addr = *a;
+}
+
+bool qraft__node_conf_has(const qraft_conf_state *cs, qraft_id id) {
+  const qraft_id *lists[4] = {cs->voters, cs->voters_outgoing, cs->learners,
+                              cs->learners_next};
+  uint32_t ns[4] = {cs->voters_n, cs->voters_outgoing_n, cs->learners_n,
+                    cs->learners_next_n};
+  for (int l = 0; l < 4; l++) {
+    for (uint32_t i = 0; i < ns[l]; i++) {
+      if (lists[l][i] == id) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+/* Tell the transport who the members are: dial every member but us, and
+ * forget nodes that left. */
+void qraft__node_sync_peers(qraft_node *n) {
+  if (n->net == NULL) {
+    return;
+  }
+  for (uint32_t i = 0; i < n->members_n; i++) {
+    node_member *m = &n->members[i];
+    if (m->id == n->id) {
+      continue;
+    }
+    if (qraft__node_conf_has(&n->conf, m->id)) {
+      (void)qraft_raft_net_add_peer(n->net, m->id, &m->addr, true);
+    } else {
+      qraft_raft_net_remove_peer(n->net, m->id);
+    }
+  }
+}

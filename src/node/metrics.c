@@ -1,0 +1,197 @@
+/*
+ * metrics.c: the status copy and the Prometheus text of a node's metrics.
+ */
+#include "node_internal.h"
+
+static const char *const stage_metric[STAGES] = {
+    "qraft_write_queued_seconds",   "qraft_write_to_wal_seconds",
+    "qraft_write_wal_sync_seconds", "qraft_write_quorum_seconds",
+    "qraft_write_apply_seconds",    "qraft_write_callback_seconds"};
+
+void qraft_node_status_get(qraft_node *n, qraft_node_status *out) {
+  pthread_mutex_lock(&n->mu);
+  *out = n->status;
+  pthread_mutex_unlock(&n->mu);
+}
+
+/* snprintf into buf at *off, tracking the length the whole text needs. */
+static void mt_put(char *buf, size_t size, size_t *off, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void mt_put(char *buf, size_t size, size_t *off, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int k = vsnprintf(*off < size ? buf + *off : NULL,
+                    *off < size ? size - *off : 0, fmt, ap);
+  va_end(ap);
+  if (k > 0) {
+    *off += (size_t)k;
+  }
+}
+
+static size_t node_transport_metrics(qraft_node *n, char *buf, size_t size) {
+  size_t off = 0;
+  pthread_mutex_lock(&n->mu);
+  qraft_endpoint_metrics em = n->m_ep;
+  uint32_t pn = n->m_peers_n;
+  qraft_peer_metrics pm[NODE_ADDRS_MAX];
+  memcpy(pm, n->m_peers, pn * sizeof pm[0]);
+  pthread_mutex_unlock(&n->mu);
+  mt_put(buf, size, &off, "# TYPE qraft_transport_connections gauge\n"
+                          "qraft_transport_connections %" PRIu64 "\n",
+         em.conns_up);
+  mt_put(buf, size, &off,
+         "# TYPE qraft_transport_handshake_failures_total counter\n");
+  for (int r = 0; r < QRAFT_HS_FAIL_N; r++) {
+    mt_put(buf, size, &off,
+           "qraft_transport_handshake_failures_total{reason=\"%s\"} %" PRIu64
+           "\n",
+           qraft_handshake_failure_name((qraft_handshake_failure)r),
+           em.handshake_failures[r]);
+  }
+  static const char *const names[] = {
+      "bytes_out_total", "bytes_in_total", "messages_out_total",
+      "messages_in_total", "lost_packets_total", "reconnects_total",
+      "smoothed_rtt_seconds", "cwnd_bytes"};
+  for (int k = 0; k < 8; k++) {
+    bool gauge = k >= 6;
+    mt_put(buf, size, &off, "# TYPE qraft_peer_%s %s\n", names[k],
+           gauge ? "gauge" : "counter");
+    for (uint32_t i = 0; i < pn; i++) {
+      char hex[QRAFT_NODE_ID_HEX_SIZE];
+      qraft_node_id_to_hex(&pm[i].peer, hex);
+      hex[16] = '\0'; /* the Raft id part: enough to tell peers apart */
+      uint64_t v[] = {pm[i].bytes_out,    pm[i].bytes_in,
+                      pm[i].messages_out, pm[i].messages_in,
+                      pm[i].lost_packets, pm[i].reconnects,
+                      0,                  pm[i].cwnd_bytes};
+      if (k == 6) {
+        mt_put(buf, size, &off, "qraft_peer_%s{peer=\"%s\"} %.6f\n",
+               names[k], hex, (double)pm[i].smoothed_rtt_ns / 1e9);
+      } else {
+        mt_put(buf, size, &off, "qraft_peer_%s{peer=\"%s\"} %" PRIu64 "\n",
+               names[k], hex, v[k]);
+      }
+    }
+  }
+  return off;
+}
+
+size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
+  qraft_node_status s;
+  qraft_node_status_get(n, &s);
+  uint64_t v[] = {n->m_elections,      n->m_proposals,
+                  n->m_proposals_failed, n->m_reads,
+                  n->m_applied_entries, n->m_snapshots_taken,
+                  n->m_snapshots_installed, n->m_writes,
+                  n->m_write_entries,   n->m_messages_out,
+                  n->m_messages_in};
+  size_t off = (size_t)snprintf(
+      buf, size,
+      "# TYPE qraft_term gauge\nqraft_term %" PRIu64 "\n"
+      "# TYPE qraft_is_leader gauge\nqraft_is_leader %d\n"
+      "# TYPE qraft_commit_index gauge\nqraft_commit_index %" PRIu64 "\n"
+      "# TYPE qraft_applied_index gauge\nqraft_applied_index %" PRIu64 "\n"
+      "# TYPE qraft_apply_lag gauge\nqraft_apply_lag %" PRIu64 "\n"
+      "# TYPE qraft_elections_won_total counter\n"
+      "qraft_elections_won_total %" PRIu64 "\n"
+      "# TYPE qraft_proposals_total counter\nqraft_proposals_total %" PRIu64
+      "\n"
+      "# TYPE qraft_proposals_failed_total counter\n"
+      "qraft_proposals_failed_total %" PRIu64 "\n"
+      "# TYPE qraft_reads_total counter\nqraft_reads_total %" PRIu64 "\n"
+      "# TYPE qraft_applied_entries_total counter\n"
+      "qraft_applied_entries_total %" PRIu64 "\n"
+      "# TYPE qraft_snapshots_taken_total counter\n"
+      "qraft_snapshots_taken_total %" PRIu64 "\n"
+      "# TYPE qraft_snapshots_installed_total counter\n"
+      "qraft_snapshots_installed_total %" PRIu64 "\n"
+      "# TYPE qraft_storage_writes_total counter\n"
+      "qraft_storage_writes_total %" PRIu64 "\n"
+      "# TYPE qraft_storage_entries_total counter\n"
+      "qraft_storage_entries_total %" PRIu64 "\n"
+      "# TYPE qraft_messages_out_total counter\nqraft_messages_out_total %" PRIu64
+      "\n"
+      "# TYPE qraft_messages_in_total counter\nqraft_messages_in_total %" PRIu64
+      "\n",
+      s.term, s.role == QRAFT_ROLE_LEADER, s.commit, s.applied,
+      s.commit > s.applied ? s.commit - s.applied : 0, v[0], v[1], v[2], v[3],
+      v[4], v[5], v[6], v[7], v[8], v[9], v[10]);
+  mt_put(buf, size, &off,
+      "# HELP qraft_leader_changes_total New terms with a leader after the "
+      "first this member knew.\n"
+      "# TYPE qraft_leader_changes_total counter\n"
+      "qraft_leader_changes_total %" PRIu64 "\n"
+      "# HELP qraft_election_timeouts_total Campaigns this member's election "
+      "timeout started.\n"
+      "# TYPE qraft_election_timeouts_total counter\n"
+      "qraft_election_timeouts_total %" PRIu64 "\n"
+      "# HELP qraft_leader_stepdowns_total Times this member stopped leading, "
+      "by reason.\n"
+      "# TYPE qraft_leader_stepdowns_total counter\n",
+      (uint64_t)n->m_leader_changes, (uint64_t)n->m_election_timeouts);
+  for (int r = 0; r < QRAFT_STEPDOWN_REASONS; r++) {
+    mt_put(buf, size, &off,
+        "qraft_leader_stepdowns_total{reason=\"%s\"} %" PRIu64 "\n",
+        qraft_stepdown_reason_name((qraft_stepdown_reason)r),
+        (uint64_t)n->m_stepdowns[r]);
+  }
+  if (n->cfg.sm->durable_index != NULL) {
+    mt_put(buf, size, &off,
+        "# HELP qraft_sm_durable_index The index the state machine's state "
+        "is durable at; the log is kept after it.\n"
+        "# TYPE qraft_sm_durable_index gauge\n"
+        "qraft_sm_durable_index %" PRIu64 "\n"
+        "# HELP qraft_sm_durable_lag Applied entries not yet durable in the "
+        "state machine.\n"
+        "# TYPE qraft_sm_durable_lag gauge\n"
+        "qraft_sm_durable_lag %" PRIu64 "\n"
+        "# HELP qraft_sm_rebuilds_total Starts that restored the state "
+        "machine from a snapshot above its durable index: a received one "
+        "whose install a crash interrupted, or one taken here (state_lost: "
+        "the state machine lost state it had reported durable).\n"
+        "# TYPE qraft_sm_rebuilds_total counter\n"
+        "qraft_sm_rebuilds_total{reason=\"install_interrupted\"} %" PRIu64 "\n"
+        "qraft_sm_rebuilds_total{reason=\"state_lost\"} %" PRIu64 "\n",
+        s.sm_durable_index,
+        s.applied > s.sm_durable_index ? s.applied - s.sm_durable_index : 0,
+        (uint64_t)n->m_sm_rebuilds_received, (uint64_t)n->m_sm_rebuilds_lost);
+  }
+  off += node_transport_metrics(n, off < size ? buf + off : NULL,
+                                off < size ? size - off : 0);
+  pthread_mutex_lock(&n->mu);
+  qraft_histogram hs[5] = {n->h_write_us, n->h_write_entries, n->h_commit_us,
+                           n->h_apply_entries, n->h_stall_us};
+  qraft_histogram stages[STAGES];
+  memcpy(stages, n->h_stage_us, sizeof stages);
+  pthread_mutex_unlock(&n->mu);
+  mt_put(buf, size, &off,
+         "# HELP qraft_write_queued_seconds The stages of this member's "
+         "proposals: the call to the loop taking it (queued), to its entry "
+         "appended, sent to the followers and handed to the store (to_wal), "
+         "to durable here (wal_sync), to committed by a quorum (quorum), to "
+         "applied (apply), to the callback's return (callback).\n");
+  for (int k = 0; k < STAGES; k++) {
+    off += qraft_histogram_prometheus(&stages[k], stage_metric[k], 1e6,
+                                      off < size ? buf + off : NULL,
+                                      off < size ? size - off : 0);
+  }
+  mt_put(buf, size, &off,
+         "# HELP qraft_loop_stall_seconds_max The longest the loop went "
+         "without counting ticks, among the gaps that missed a tick "
+         "(qraft_loop_stall_seconds).\n"
+         "# TYPE qraft_loop_stall_seconds_max gauge\n"
+         "qraft_loop_stall_seconds_max %.6f\n",
+         (double)hs[4].max / 1e6);
+  static const char *const hn[5] = {"qraft_storage_write_seconds",
+                                    "qraft_storage_write_entries",
+                                    "qraft_commit_seconds",
+                                    "qraft_apply_batch_entries",
+                                    "qraft_loop_stall_seconds"};
+  static const double hscale[5] = {1e6, 1, 1e6, 1, 1e6};
+  for (int i = 0; i < 5; i++) {
+    off += qraft_histogram_prometheus(&hs[i], hn[i], hscale[i],
+                                      off < size ? buf + off : NULL,
+                                      off < size ? size - off : 0);
+  }
+  return off;
+}

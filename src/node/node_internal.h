@@ -1,0 +1,285 @@
+/*
+ * node_internal.h: the node's state, shared by the files of src/node/.
+ * Internal.
+ *
+ * The node is the driver. It turns the core's updates into storage writes,
+ * messages and state-machine applies, in the order the durability contract
+ * of qraft/core.h requires, and serves the public API of qraft/node.h.
+ * Everything runs on the node's loop thread, except the functions marked
+ * "any thread", which only touch the request queue and the status copy
+ * under `mu`.
+ *
+ * It must never: send a message of messages_after_persist before the write
+ * of its update is durable (asserted), apply an entry the core did not hand
+ * out, or compact the log past a durable snapshot or the state machine's
+ * durable index.
+ *
+ * The files: node.c (lifecycle), addr.c (addresses), requests.c, loop.c
+ * (the update loop), write.c (storage writes), apply.c, snapshot.c,
+ * metrics.c.
+ */
+#ifndef QRAFT_NODE_INTERNAL_H
+#define QRAFT_NODE_INTERNAL_H
+
+#include <qraft/node.h>
+
+#include <qraft/assert.h>
+#include <qraft/histogram.h>
+#include <qraft/wire.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* --- requests from any thread --------------------------------------------- */
+
+typedef enum req_kind {
+  REQ_PROPOSE,
+  REQ_READ,
+  REQ_ADD_LEARNER,
+  REQ_ADD_VOTER,
+  REQ_PROMOTE,
+  REQ_REMOVE,
+  REQ_TRANSFER,
+} req_kind;
+
+typedef struct node_req {
+  struct node_req *next;
+  req_kind kind;
+  qraft_buf *data;     /* propose */
+  qraft_node_addr addr; /* add */
+  qraft_id id;          /* promote, remove, transfer */
+  qraft_propose_cb propose_cb;
+  qraft_done_cb done_cb;
+  void *ud;
+  /* on the loop */
+  uint64_t seq;      /* proposals and reads */
+  uint64_t index;    /* conf changes: entry index; reads: read index */
+  uint64_t deadline_ns;
+  bool index_known;
+  bool applied; /* a configuration change: applied, to complete */
+  uint64_t tq_ns; /* proposals: qraft_node_propose was called */
+  uint64_t t0_ns; /* taken by the loop */
+} node_req;
+
+/* The stages of a write, timed per proposal and exported as histograms
+ * (docs/node.md, "Where the time of a write goes"): from the call to the
+ * loop taking it, to its entry handed to the store (in the turn that also
+ * sends it to the followers), to durable here, to committed (a quorum
+ * acknowledged it), to applied, to the callback's return. */
+enum {
+  STAGE_QUEUED,   /* qraft_node_propose -> taken by the loop */
+  STAGE_TO_WAL,   /* taken -> appended, sent and handed to the store */
+  STAGE_WAL_SYNC, /* handed to the store -> durable here */
+  STAGE_QUORUM,   /* durable here -> committed */
+  STAGE_APPLY,    /* committed -> applied */
+  STAGE_CALLBACK, /* applied -> the proposer's callback returned */
+  STAGES
+};
+
+/* When each recent entry was handed to the store and became durable here,
+ * by index (a slot holds the entry whose index it names). */
+#define NODE_STAGE_RING 16384u
+typedef struct stage_slot {
+  uint64_t index;
+  uint64_t submit_ns;
+  uint64_t durable_ns;
+} stage_slot;
+
+/* --- storage writes ------------------------------------------------------- */
+
+typedef struct node_write {
+  qraft_storage_write w;
+  qraft_node *node;
+  qraft_entry *ents;
+  size_t ents_n;
+  qraft_hard_state hs;
+  qraft_message *msgs; /* after persist, deep-copied */
+  size_t msgs_n;
+  qraft_buf **msg_bufs; /* payload copies of ownerless slices */
+  size_t msg_bufs_n;
+  uint64_t persist_id;
+  uint64_t submit_ns;
+  bool restore_after; /* a received snapshot: restore the state machine */
+  uint64_t restore_index;
+} node_write;
+
+/* --- the node ------------------------------------------------------------- */
+
+#define NODE_ADDRS_MAX (2 * QRAFT_CONF_NODES_MAX)
+/* The node's header of a snapshot: taken here, or received from a leader
+ * (a receiver rewrites the magic, so that a restart tells the two apart). */
+#define NODE_SNAP_MAGIC 0x51524e53u          /* "QRNS" */
+#define NODE_SNAP_MAGIC_RECEIVED 0x51524e52u /* "QRNR" */
+
+typedef struct node_member {
+  qraft_id id;
+  qraft_node_addr addr;
+  uint64_t refused_seen; /* the transport's count of its refusals of us */
+} node_member;
+
+struct qraft_node {
+  qraft_node_config cfg;
+  qraft_secret_key key;
+  qraft_id id;
+  qraft_logger *lg;
+
+  qraft_env *env;
+  bool own_env;
+  pthread_t thread;
+  bool thread_started;
+  qraft_env_timer *tick_timer;
+  qraft_env_timer *poll_timer;
+  qraft_env_wake *wake;
+  uint64_t tick_ns;
+  uint64_t next_tick_ns;
+  uint64_t ticked_ns;   /* when ticks were last counted */
+  uint64_t leader_term; /* the term of the last leader we knew (metrics) */
+  bool stalled;         /* ticks were missed since the tick timer last ran */
+
+  qraft_storage *st;
+  int st_fd;
+  pthread_t bridge;
+  bool bridge_started;
+  int bridge_stop_fd;
+  int bridge_go_fd; /* the loop polled the store: watch the fd again */
+  atomic_bool bridge_waiting;
+
+  qraft_endpoint *ep;
+  qraft_raft_net *net;
+  qraft_core *core;
+
+  /* requests: queued by any thread, taken by the loop */
+  pthread_mutex_t mu;
+  node_req *q_head;
+  node_req *q_tail;
+  uint32_t pending_proposals; /* queued or in flight */
+  uint64_t pending_bytes;
+  uint32_t pending_reads;
+  bool accepting;
+  bool stop_requested;
+  bool stopped;
+  qraft_node_status status; /* copy for qraft_node_status_get */
+
+  /* loop-thread state */
+  node_req *inflight; /* proposals, reads and changes waiting */
+  uint64_t next_seq;
+  node_member members[NODE_ADDRS_MAX];
+  uint32_t members_n;
+  qraft_conf_state conf;
+  uint64_t refused_transfer_ns; /* node_check_refused's last transfer */
+  uint64_t applied;
+  uint64_t sm_index; /* the last index the state machine was told of */
+  uint64_t snap_index;
+  /* With a durable state machine: a snapshot taken here, installed in the
+   * store (which drops the log up to it) only once the state machine's
+   * durable index reaches it. */
+  qraft_snapshot_writer *snap_pending;
+  uint64_t snap_pending_index;
+  uint64_t writes_inflight;
+  bool fatal;
+  bool started;
+  bool installing; /* a received snapshot is being written */
+  /* a received snapshot waiting for the core to install it */
+  qraft_snapshot_writer *recv_writer;
+  uint64_t recv_index, recv_term;
+  uint64_t persist_last; /* last persist id acknowledged, for the contract */
+  /* a hard state whose commit index alone moved, not yet written */
+  qraft_hard_state hs_lazy;
+  bool hs_lazy_set;
+  node_write *last_write; /* newest write not yet durable */
+
+  /* counters: the loop thread adds, any thread reads (atomics) */
+  _Atomic uint64_t m_proposals, m_proposals_failed, m_reads,
+      m_applied_entries;
+  _Atomic uint64_t m_elections, m_snapshots_taken, m_snapshots_installed;
+  _Atomic uint64_t m_writes, m_write_entries;
+  _Atomic uint64_t m_messages_out, m_messages_in;
+  _Atomic uint64_t m_leader_changes;
+  /* the state machine's durable index as last read, and the starts that
+   * restored it from a snapshot: one received (a crash during its
+   * install), or one taken here (the state machine lost durable state) */
+  _Atomic uint64_t m_sm_durable, m_sm_rebuilds_received, m_sm_rebuilds_lost;
+  _Atomic uint64_t m_election_timeouts;
+  _Atomic uint64_t m_stepdowns[QRAFT_STEPDOWN_REASONS];
+  /* transport counters, copied on the loop for readers on any thread */
+  qraft_histogram h_write_us;      /* storage write: submit to durable */
+  qraft_histogram h_write_entries; /* entries per storage write */
+  qraft_histogram h_commit_us;     /* proposal: taken by the loop to applied */
+  qraft_histogram h_stall_us;      /* gaps between tick countings that
+                                      missed a tick (a stall) */
+  qraft_histogram h_apply_entries; /* entries per apply batch */
+  qraft_histogram h_stage_us[STAGES]; /* a write's stages (under mu) */
+  stage_slot *stage_ring;             /* loop thread */
+  uint64_t commit_seen_ns; /* when the committed entries being applied
+                              were taken from the core */
+  qraft_endpoint_metrics m_ep;
+  uint32_t m_peers_n;
+  qraft_peer_metrics m_peers[NODE_ADDRS_MAX];
+};
+
+/* ---- functions shared between the files, by the file that has them ---- */
+
+/* node.c */
+void qraft__node_fail_all(qraft_node *n, int code);
+void qraft__node_shutdown_on_loop(qraft_node *n);
+
+/* addr.c */
+int qraft__node_addr_decode(const uint8_t *p, size_t len, qraft_node_addr *a);
+size_t qraft__node_addr_encode(const qraft_node_addr *a, uint8_t *out);
+bool qraft__node_conf_has(const qraft_conf_state *cs, qraft_id id);
+void qraft__node_member_learn(qraft_node *n, const qraft_node_addr *a);
+void qraft__node_sync_peers(qraft_node *n);
+
+/* requests.c */
+void qraft__node_expire(qraft_node *n);
+void qraft__node_inflight_remove(qraft_node *n, node_req *r);
+void qraft__node_req_complete(qraft_node *n, node_req *r, int status,
+                              qraft_slice result);
+void qraft__node_take_requests(qraft_node *n);
+
+/* loop.c */
+bool qraft__node_authorize_cb(void *ud, const qraft_node_id *peer,
+                              const char *alpn);
+void *qraft__node_bridge_main(void *arg);
+void qraft__node_clock(qraft_node *n);
+void qraft__node_drain(qraft_node *n);
+void qraft__node_peer_cb(void *ud, qraft_id peer, bool reachable);
+void qraft__node_publish_status(qraft_node *n);
+void qraft__node_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch);
+void qraft__node_snapshot_sent_cb(void *ud, qraft_id to, int status);
+void qraft__node_tick_cb(void *ud);
+bool qraft__node_unknown_sender_cb(void *ud, qraft_id sender,
+                                   const qraft_node_id *key);
+void qraft__node_wake_cb(void *ud);
+
+/* write.c */
+void qraft__node_kick_storage(qraft_node *n);
+int qraft__node_msg_copy(qraft_message *dst, const qraft_message *src);
+void qraft__node_poll_timer_cb(void *ud);
+void qraft__node_send(qraft_node *n, const qraft_message *m);
+void qraft__node_write_cb(qraft_storage_write *sw, int status);
+void qraft__node_write_free(node_write *w);
+
+/* apply.c */
+void qraft__node_apply(qraft_node *n, const qraft_entry *es, size_t n_es);
+void qraft__node_serve_reads(qraft_node *n);
+
+/* snapshot.c */
+void qraft__node_maybe_snapshot(qraft_node *n);
+int qraft__node_read_snapshot(qraft_node *n, qraft_snapshot *out,
+                              qraft_buf **buf_out);
+int qraft__node_restore_from_store(qraft_node *n, bool restore, bool *received,
+                                   qraft_err *err);
+void qraft__node_submit_pending_snapshot(qraft_node *n);
+
+#endif
