@@ -21,6 +21,7 @@
 #ifndef QRAFT_ENV_H
 #define QRAFT_ENV_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,7 @@ typedef struct qraft_env qraft_env;
 typedef struct qraft_env_timer qraft_env_timer;
 typedef struct qraft_env_udp qraft_env_udp;
 typedef struct qraft_env_wake qraft_env_wake;
+typedef struct qraft_env_fd qraft_env_fd;
 
 /* Largest datagram payload an env carries; longer sends fail with
  * -EMSGSIZE. */
@@ -44,6 +46,7 @@ typedef void (*qraft_env_timer_cb)(void *ud);
 typedef void (*qraft_env_recv_cb)(void *ud, const struct sockaddr *from,
                                   const uint8_t *data, size_t len);
 typedef void (*qraft_env_wake_cb)(void *ud);
+typedef void (*qraft_env_fd_cb)(void *ud);
 /* For qraft_env_run: return true to stop running. */
 typedef bool (*qraft_env_done_cb)(void *ud);
 
@@ -71,6 +74,11 @@ typedef struct qraft_env_ops {
   int (*run)(qraft_env *env, uint64_t deadline_ns, qraft_env_done_cb done_cb,
              void *ud);
   void (*free)(qraft_env *env);
+  /* Optional (NULL in an env without file descriptors, such as the
+   * simulator's): watch a descriptor for reading. */
+  int (*fd_watch)(qraft_env *env, int fd, qraft_env_fd_cb cb, void *ud,
+                  qraft_env_fd **out);
+  void (*fd_unwatch)(qraft_env_fd *w);
 } qraft_env_ops;
 
 /* The bases of the env objects; implementations embed them first. */
@@ -84,6 +92,9 @@ struct qraft_env_udp {
   qraft_env *env;
 };
 struct qraft_env_wake {
+  qraft_env *env;
+};
+struct qraft_env_fd {
   qraft_env *env;
 };
 
@@ -205,6 +216,29 @@ static inline void qraft_env_wake_send(qraft_env_wake *w) {
 static inline void qraft_env_wake_free(qraft_env_wake *w) {
   if (w != NULL) {
     w->env->ops->wake_free(w);
+  }
+}
+
+/*
+ * Watches `fd` (owned by the caller, open until the watch is freed): the
+ * loop calls `cb(ud)` on its thread whenever the descriptor is readable
+ * (level-triggered: again on the next turn if the callback left it
+ * readable). A store's completion eventfd (qraft_storage_fd) is the use.
+ * Returns 0, -ENOTSUP when the env cannot watch descriptors, -ENOMEM or
+ * -errno.
+ */
+static inline int qraft_env_fd_watch(qraft_env *env, int fd, qraft_env_fd_cb cb,
+                                     void *ud, qraft_env_fd **out) {
+  if (env->ops->fd_watch == NULL) {
+    return -ENOTSUP;
+  }
+  return env->ops->fd_watch(env, fd, cb, ud, out);
+}
+
+/* Stops watching and frees the watch. NULL is ignored. */
+static inline void qraft_env_fd_unwatch(qraft_env_fd *w) {
+  if (w != NULL) {
+    w->env->ops->fd_unwatch(w);
   }
 }
 

@@ -441,6 +441,52 @@ static void uv_env_wake_free(qraft_env_wake *base) {
   uv_close((uv_handle_t *)&((uv_wake_obj *)base)->h, close_free_cb);
 }
 
+/* ---- descriptors ---- */
+
+typedef struct uv_fd_obj {
+  qraft_env_fd base;
+  uv_poll_t h;
+  qraft_env_fd_cb cb;
+  void *ud;
+} uv_fd_obj;
+
+static void fd_poll_cb(uv_poll_t *h, int status, int events) {
+  uv_fd_obj *w = h->data;
+  (void)events;
+  (void)status; /* an error is a readable descriptor: the reader sees it */
+  w->cb(w->ud);
+}
+
+static int uv_env_fd_watch(qraft_env *env, int fd, qraft_env_fd_cb cb,
+                           void *ud, qraft_env_fd **out) {
+  uv_fd_obj *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    return -ENOMEM;
+  }
+  w->base.env = env;
+  w->cb = cb;
+  w->ud = ud;
+  int rv = uv_poll_init(&env_of(env)->loop, &w->h, fd);
+  if (rv != 0) {
+    free(w);
+    return rv;
+  }
+  w->h.data = w;
+  rv = uv_poll_start(&w->h, UV_READABLE, fd_poll_cb);
+  if (rv != 0) {
+    uv_close((uv_handle_t *)&w->h, close_free_cb);
+    return rv;
+  }
+  *out = &w->base;
+  return 0;
+}
+
+static void uv_env_fd_unwatch(qraft_env_fd *base) {
+  uv_fd_obj *w = (uv_fd_obj *)base;
+  uv_poll_stop(&w->h);
+  uv_close((uv_handle_t *)&w->h, close_free_cb);
+}
+
 /* ---- running ---- */
 
 static void deadline_cb(uv_timer_t *h) { (void)h; }
@@ -508,6 +554,8 @@ static const qraft_env_ops uv_ops = {
     .wake_free = uv_env_wake_free,
     .run = uv_env_run,
     .free = uv_env_free,
+    .fd_watch = uv_env_fd_watch,
+    .fd_unwatch = uv_env_fd_unwatch,
 };
 
 int qraft_env_uv_new(qraft_env **out) {

@@ -428,6 +428,17 @@ void qraft__node_wake_cb(void *ud) {
   qraft__node_take_requests(n);
 }
 
+/* The store's eventfd is readable: completed writes wait (their callbacks
+ * run inside the poll). */
+void qraft__node_store_cb(void *ud) {
+  qraft_node *n = ud;
+  if (n->stopped) {
+    return;
+  }
+  qraft__node_clock(n);
+  qraft_storage_poll(n->st);
+}
+
 void qraft__node_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch) {
   qraft_node *n = ud;
   if (n->fatal) {
@@ -508,8 +519,9 @@ bool qraft__node_authorize_cb(void *ud, const qraft_node_id *peer,
 
 /* --- the storage bridge: eventfd readable -> wake the loop ---------------- */
 
-/* The store signals completed writes on its eventfd; the env has no fd
- * watcher, so this thread turns "readable" into a wake-up of the loop, then
+/* The store signals completed writes on its eventfd; with an env that
+ * cannot watch descriptors (qraft_env_fd_watch), this thread turns
+ * "readable" into a wake-up of the loop, then
  * waits until the loop has polled the store (bridge_go_fd) before it
  * watches the fd again, so it never spins on a readable fd. */
 void *qraft__node_bridge_main(void *arg) {

@@ -366,6 +366,16 @@ static int node_start_on_loop(qraft_node *n) {
   if (rv == 0) {
     rv = qraft_env_wake_new(n->env, qraft__node_wake_cb, n, &n->wake);
   }
+  if (rv == 0 && n->st_fd >= 0) {
+    /* The loop watches the store's eventfd itself when the env can; else
+     * the bridge thread does (qraft_node_start). */
+    rv = qraft_env_fd_watch(n->env, n->st_fd, qraft__node_store_cb, n,
+                            &n->st_watch);
+    if (rv == -ENOTSUP) {
+      n->st_watch = NULL;
+      rv = 0;
+    }
+  }
   if (rv != 0) {
     return rv;
   }
@@ -422,7 +432,7 @@ int qraft_node_start(qraft_node *n) {
   if (rv != 0) {
     return rv;
   }
-  if (n->st_fd >= 0) {
+  if (n->st_fd >= 0 && n->st_watch == NULL) {
     n->bridge_stop_fd = eventfd(0, EFD_CLOEXEC);
     n->bridge_go_fd = eventfd(0, EFD_CLOEXEC);
     if (n->bridge_stop_fd < 0 || n->bridge_go_fd < 0) {
@@ -475,6 +485,8 @@ void qraft__node_shutdown_on_loop(qraft_node *n) {
   n->tick_timer = NULL;
   qraft_env_timer_free(n->poll_timer);
   n->poll_timer = NULL;
+  qraft_env_fd_unwatch(n->st_watch);
+  n->st_watch = NULL;
   if (n->ep != NULL) {
     qraft_endpoint_shutdown(n->ep);
   }

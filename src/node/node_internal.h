@@ -148,6 +148,7 @@ struct qraft_node {
 
   qraft_storage *st;
   int st_fd;
+  qraft_env_fd *st_watch; /* the loop watches st_fd (else the bridge does) */
   pthread_t bridge;
   bool bridge_started;
   int bridge_stop_fd;
@@ -261,6 +262,7 @@ void qraft__node_tick_cb(void *ud);
 bool qraft__node_unknown_sender_cb(void *ud, qraft_id sender,
                                    const qraft_node_id *key);
 void qraft__node_wake_cb(void *ud);
+void qraft__node_store_cb(void *ud);
 
 /* write.c */
 void qraft__node_kick_storage(qraft_node *n);

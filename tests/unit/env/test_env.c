@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -246,6 +247,69 @@ static void uv_wake_from_another_thread(void **st) {
   qraft_env_free(env);
 }
 
+typedef struct fd_box {
+  int fd;
+  int calls;
+  uint64_t total;
+} fd_box;
+
+static void on_fd(void *ud) {
+  fd_box *b = ud;
+  b->calls++;
+  uint64_t v = 0;
+  if (read(b->fd, &v, sizeof v) == (ssize_t)sizeof v) {
+    b->total += v;
+  }
+}
+
+static bool fd_total_is_3(void *ud) { return ((fd_box *)ud)->total == 3; }
+
+static void *fd_writer(void *arg) {
+  int fd = *(int *)arg;
+  for (int i = 0; i < 3; i++) {
+    uint64_t one = 1;
+    ssize_t w = write(fd, &one, sizeof one);
+    (void)w;
+    usleep(2000);
+  }
+  return NULL;
+}
+
+/* The libuv env watches a descriptor: an eventfd written by another thread
+ * (as a store's writer thread does) calls back on the loop until it is
+ * read; after unwatching, nothing more. The simulator's env has none. */
+static void uv_watches_a_descriptor(void **st) {
+  (void)st;
+  qraft_env *env;
+  assert_int_equal(qraft_env_uv_new(&env), 0);
+  fd_box b = {.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
+  assert_true(b.fd >= 0);
+  qraft_env_fd *w = NULL;
+  assert_int_equal(qraft_env_fd_watch(env, b.fd, on_fd, &b, &w), 0);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, fd_writer, &b.fd), 0);
+  assert_int_equal(qraft_env_run(env, qraft_env_now_ns(env) + 5000000000ull,
+                                 fd_total_is_3, &b),
+                   0);
+  pthread_join(th, NULL);
+  assert_true(b.calls >= 1 && b.calls <= 3);
+  qraft_env_fd_unwatch(w);
+  uint64_t one = 1;
+  assert_int_equal(write(b.fd, &one, sizeof one), (ssize_t)sizeof one);
+  int calls = b.calls;
+  (void)qraft_env_run(env, qraft_env_now_ns(env) + 20000000ull, NULL, NULL);
+  assert_int_equal(b.calls, calls);
+  close(b.fd);
+  qraft_env_free(env);
+
+  qraft_simnet *net;
+  assert_int_equal(qraft_simnet_new(1, &net), 0);
+  assert_int_equal(qraft_simnet_env_new(net, &env), 0);
+  assert_int_equal(qraft_env_fd_watch(env, 0, on_fd, &b, &w), -ENOTSUP);
+  qraft_env_free(env);
+  qraft_simnet_free(net);
+}
+
 /* Runs 2000 datagrams through a faulty network and returns a hash of what
  * arrived, in order. */
 static uint64_t faulty_run(uint64_t seed, qraft_simnet_stats *stats) {
@@ -302,6 +366,7 @@ int main(void) {
       cmocka_unit_test(uv_env_timers_and_datagrams),
       cmocka_unit_test(sim_env_timers_and_datagrams),
       cmocka_unit_test(uv_wake_from_another_thread),
+      cmocka_unit_test(uv_watches_a_descriptor),
       cmocka_unit_test(uv_poll_reads_what_waits),
       cmocka_unit_test(sim_resumed_host_runs_timers_first_and_poll_reads),
       cmocka_unit_test(simnet_faults_fire_and_replay_from_the_seed),
