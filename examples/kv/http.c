@@ -1108,10 +1108,15 @@ int kv_http_start(kv_server *srv, const char *hostport, const char *token,
   pthread_cond_init(&h->cv, &ca);
   pthread_condattr_destroy(&ca);
   if (pthread_create(&h->timer, NULL, timer_main, h) != 0) goto err_destroy_sync;
-  /* A few polling threads (epoll), each with its share of the connections;
-   * a request that waits for the node suspends its connection instead of
-   * blocking a thread (see "waiting for the node" above). */
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+  /* A few polling threads, each with its share of the connections; a
+   * request that waits for the node suspends its connection instead of
+   * blocking a thread (see "waiting for the node" above). poll(), not
+   * epoll: with epoll (edge-triggered in libmicrohttpd 0.9.75) and
+   * connections suspended and resumed thousands of times a second, some
+   * keep-alive connections' next request went unread until the client gave
+   * up (10 s) at 256 clients; with poll() the same runs took at most 0.5 s
+   * (docs/kv.md, "How a request is served"). */
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
   if (sa.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
   uint16_t port = ntohs(sa.ss_family == AF_INET
