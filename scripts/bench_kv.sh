@@ -174,11 +174,32 @@ changes() {
   done
   echo "$best"
 }
+# Where a write's time goes on qraft-kv's leader: the mean of each stage
+# histogram (docs/node.md, "Where the time of a write goes") over a run,
+# from the leader's /metrics before and after it.
+STAGE_NAMES="kv_write_http_in write_queued write_to_wal write_wal_sync write_quorum write_apply write_callback kv_write_http_out kv_write"
+stage_means() { # stage_means BEFORE AFTER: the means in us, in STAGE_NAMES order
+  awk -v names="$STAGE_NAMES" '
+    FNR == 1 { f++ }
+    /^qraft_[a-z_]*_seconds_(sum|count) / { v[f, $1] = $2 }
+    END {
+      n = split(names, a, " ")
+      for (i = 1; i <= n; i++) {
+        s = "qraft_" a[i] "_seconds_sum"; c = "qraft_" a[i] "_seconds_count"
+        dc = v[2, c] - v[1, c]
+        printf "%s%s", (i > 1 ? " " : ""), (dc > 0 ? sprintf("%.0f", (v[2, s] - v[1, s]) / dc * 1e6) : "-")
+      }
+      print ""
+    }' "$1" "$2"
+}
 # one TARGET OP CLIENTS (--count N | --seconds S): "rate p50 p99 max failed changes"
 one() {
   local t=$1 op=$2 c=$3 url out c0 c1
   shift 3
   if [ "$t" = qraft-kv ]; then url=$(http "$L"); else url=$(ehttp "$EL"); fi
+  if [ "$t" = qraft-kv ] && [ "$op" = put ]; then
+    curl -s -m 5 "$url/metrics" >"$D/m0" || true
+  fi
   c0=$(changes "$t")
   # exits 1 when a request failed: counted in the failed column
   # the latency distribution of the last run of each series and level
@@ -191,6 +212,10 @@ one() {
             --clients "$c" "$@" --quantiles "$q" --server "$url" 2>/dev/null) || true
   fi
   grep -q 'failed$' <<<"$out" || fail "bench --target $t --op $op --clients $c: $out"
+  if [ "$t" = qraft-kv ] && [ "$op" = put ]; then
+    curl -s -m 5 "$url/metrics" >"$D/m1" || true
+    stage_means "$D/m0" "$D/m1" >"$PLOT_DIR/stages-$c.txt"
+  fi
   c1=$(changes "$t")
   # bench: C clients, N puts of B bytes in S s: R puts/s, p50 X ms, p99 Y ms, max Z ms, F failed
   echo "$(sed -E 's/.*: ([0-9]+) [a-z]+\/s, p50 ([0-9.]+) ms, p99 ([0-9.]+) ms, max ([0-9.]+) ms, ([0-9]+) failed.*/\1 \2 \3 \4 \5/' <<<"$out") $((c1 - c0))"
@@ -258,6 +283,16 @@ echo "  gw: etcd through its JSON gateway, grpc: through its Go client; p50 and 
 echo "  fail: failed requests, chg: leader changes, summed over the $REPEATS runs of a level;"
 echo "  ops: qraft-kv's ops/s over the faster etcd path's; p99: that path's p99 over"
 echo "  qraft-kv's (above 1: qraft-kv's clients wait less)."
+echo "  where a qraft-kv write's time goes on the leader, mean us over the last run of a level"
+echo "  (headers -> proposed -> taken by the loop -> handed to the WAL and sent -> durable"
+echo "  here -> committed -> applied -> callback returned -> answer queued; total):"
+printf '  %-16s | %7s %7s %7s %7s %7s %7s %7s %7s | %7s\n' clients http_in queued to_wal \
+  wal_sync quorum apply cb http_out total
+for c in 1 16 64 256; do
+  [ -f "$PLOT_DIR/stages-$c.txt" ] || continue
+  read -ra sm <"$PLOT_DIR/stages-$c.txt"
+  printf '  %-16s | %7s %7s %7s %7s %7s %7s %7s %7s | %7s\n' "put, $c" "${sm[@]}"
+done
 # ---- the plots (gnuplot, installed when missing: bench only) ----
 {
   echo "# clients qraft-kv etcd-gateway etcd-grpc: puts/s, the median run"
