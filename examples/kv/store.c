@@ -454,6 +454,11 @@ static void flush_locked(kv_store *s) {
   size_t keys = s->flushing.n;
   ov_clear(&s->flushing);
   s->flushed = index;
+  if (s->applied > index && s->active_since_ns == 0) {
+    /* applied during the commit: the next batch is due a sync interval
+     * from now, not at once */
+    s->active_since_ns = mono_ns();
+  }
   atomic_store(&s->durable, index);
   s->flush_busy = false;
   s->ctr.flushes++;

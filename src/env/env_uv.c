@@ -453,7 +453,12 @@ typedef struct uv_fd_obj {
 static void fd_poll_cb(uv_poll_t *h, int status, int events) {
   uv_fd_obj *w = h->data;
   (void)events;
-  (void)status; /* an error is a readable descriptor: the reader sees it */
+  if (status < 0) {
+    /* libuv stopped the watch: start it again, and let the reader see
+     * the error on the descriptor */
+    int rv = uv_poll_start(&w->h, UV_READABLE, fd_poll_cb);
+    QRAFT_ASSERTF(rv == 0, "watching a descriptor again: %s", uv_strerror(rv));
+  }
   w->cb(w->ud);
 }
 

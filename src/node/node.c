@@ -529,13 +529,17 @@ void qraft_node_free(qraft_node *n) {
   qraft_node_stop(n);
   qraft_snapshot_writer_abort(n->recv_writer);
   qraft_snapshot_writer_abort(n->snap_pending);
+  /* Writes still in flight (after a fatal error, or a shutdown that gave
+   * up waiting) complete inside the store's close: their callbacks only
+   * free them now, before the core and the transport go. */
+  n->freeing = true;
+  if (!(n->cfg.storage != NULL && n->cfg.storage_borrowed)) {
+    qraft_storage_close(n->st);
+  }
   qraft_raft_net_free(n->net);
   qraft_endpoint_free(n->ep);
   qraft_env_wake_free(n->wake);
   qraft_core_free(n->core);
-  if (!(n->cfg.storage != NULL && n->cfg.storage_borrowed)) {
-    qraft_storage_close(n->st);
-  }
   if (n->bridge_stop_fd >= 0) {
     close(n->bridge_stop_fd);
   }

@@ -188,6 +188,7 @@ struct qraft_node {
   uint64_t snap_pending_index;
   uint64_t writes_inflight;
   bool fatal;
+  bool freeing; /* qraft_node_free: late write callbacks only free */
   bool started;
   bool installing; /* a received snapshot is being written */
   /* a received snapshot waiting for the core to install it */

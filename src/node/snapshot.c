@@ -177,6 +177,10 @@ typedef struct compact_write {
 static void node_compact_cb(qraft_storage_write *sw, int status) {
   compact_write *cw = sw->data;
   qraft_node *n = cw->node;
+  if (n->freeing) {
+    free(cw);
+    return;
+  }
   n->writes_inflight--;
   if (status == 0) {
     n->snap_index = cw->index;

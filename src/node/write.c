@@ -83,6 +83,10 @@ void qraft__node_send(qraft_node *n, const qraft_message *m) {
 void qraft__node_write_cb(qraft_storage_write *sw, int status) {
   node_write *w = sw->data;
   qraft_node *n = w->node;
+  if (n->freeing) {
+    qraft__node_write_free(w);
+    return;
+  }
   qraft__node_clock(n);
   n->writes_inflight--;
   if (n->last_write == w) {
