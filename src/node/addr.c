@@ -112,6 +112,17 @@ void qraft__node_member_learn(qraft_node *n, const qraft_node_addr *a) {
   m->addr = *a;
 }
 
+/* Learns the address a configuration entry carries (a change that adds a
+ * node); other entries, and ones without an address, teach nothing. */
+void qraft__node_learn_conf_entry(qraft_node *n, const qraft_entry *e) {
+  qraft_conf_change_v2 cc;
+  qraft_node_addr a;
+  if (qraft_conf_change_entry_decode(e, &cc, NULL) == 0 && cc.context.len > 0 &&
+      qraft__node_addr_decode(cc.context.data, cc.context.len, &a) == 0) {
+    qraft__node_member_learn(n, &a);
+  }
+}
+
 bool qraft__node_conf_has(const qraft_conf_state *cs, qraft_id id) {
   const qraft_id *lists[4] = {cs->voters, cs->voters_outgoing, cs->learners,
                               cs->learners_next};

@@ -48,13 +48,7 @@ void qraft__node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
   while (i < n_es) {
     if (es[i].type != QRAFT_ENTRY_NORMAL) {
       const qraft_entry *e = &es[i];
-      qraft_conf_change_v2 cc;
-      int rv = qraft_conf_change_entry_decode(e, &cc, NULL);
-      qraft_node_addr a;
-      if (rv == 0 && cc.context.len > 0 &&
-          qraft__node_addr_decode(cc.context.data, cc.context.len, &a) == 0) {
-        qraft__node_member_learn(n, &a);
-      }
+      qraft__node_learn_conf_entry(n, e);
       n->applied = e->index;
       for (node_req *r = n->inflight; r != NULL; r = r->next) {
         if (r->kind >= REQ_ADD_LEARNER && r->kind <= REQ_REMOVE &&

@@ -198,13 +198,8 @@ static int node_open_core(qraft_node *n, qraft_err *err) {
   /* The addresses of the members added by the entries the state machine
    * kept (they are not applied again). */
   for (size_t i = 0; i < cnt && es[i].index <= n->applied; i++) {
-    qraft_conf_change_v2 ccv;
-    qraft_node_addr a;
-    if (es[i].type != QRAFT_ENTRY_NORMAL &&
-        qraft_conf_change_entry_decode(&es[i], &ccv, NULL) == 0 &&
-        ccv.context.len > 0 &&
-        qraft__node_addr_decode(ccv.context.data, ccv.context.len, &a) == 0) {
-      qraft__node_member_learn(n, &a);
+    if (es[i].type != QRAFT_ENTRY_NORMAL) {
+      qraft__node_learn_conf_entry(n, &es[i]);
     }
   }
   rv = qraft_core_new(&cc, &rs, &n->core, err);

@@ -240,6 +240,7 @@ int qraft__node_addr_decode(const uint8_t *p, size_t len, qraft_node_addr *a);
 size_t qraft__node_addr_encode(const qraft_node_addr *a, uint8_t *out);
 bool qraft__node_conf_has(const qraft_conf_state *cs, qraft_id id);
 void qraft__node_member_learn(qraft_node *n, const qraft_node_addr *a);
+void qraft__node_learn_conf_entry(qraft_node *n, const qraft_entry *e);
 void qraft__node_sync_peers(qraft_node *n);
 
 /* requests.c */
