@@ -41,6 +41,8 @@ if [ -x "$dir/bin/qraft-kv" ] && [ -x "$dir/bin/qraft-lincheck" ]; then
   bash tests/e2e/kv/faults.sh
   rc=0; bash tests/e2e/kv/partition.sh || rc=$?
   [ $rc = 0 ] || [ $rc = 77 ] || exit $rc
+  echo "== a member joins a ${BIG_STATE_MB:-2048} MiB state, with cut transfers"
+  QRAFT_E2E_STATE_MB="${BIG_STATE_MB:-2048}" bash tests/e2e/kv/bigstate.sh
   ran=1
 fi
 if [ -x "$dir/bin/qraft-kv" ] && [ -x "$dir/bin/qraft-powercut" ]; then

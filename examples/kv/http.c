@@ -539,6 +539,11 @@ static enum MHD_Result kv_write(http_ctx *h, struct MHD_Connection *c, req *r,
     if (ns.leader == 0) {
       return reply_node_err(h, c, QRAFT_ENOTLEADER, 0, false);
     }
+    char why[256];
+    if (kv_store_full(kv_server_store(h->srv), why, sizeof why)) {
+      /* Nothing proposed: the client knows the write did not happen. */
+      return reply_err(c, 507, "no_space", why);
+    }
     uint8_t *p;
     size_t n = kv_cmd_encode(cmd, &p);
     if (n == 0) return reply_err(c, 503, "no_memory", "out of memory");
@@ -728,6 +733,10 @@ static enum MHD_Result status_get(http_ctx *h, struct MHD_Connection *c) {
   kv_counters kc;
   kv_store_counters(kv_server_store(h->srv), &kc);
   json_object_set_new(j, "kv_durable", json_integer((json_int_t)kc.durable));
+  json_object_set_new(j, "map_bytes", json_integer((json_int_t)kc.map_bytes));
+  json_object_set_new(j, "map_used_bytes",
+                      json_integer((json_int_t)kc.map_used_bytes));
+  json_object_set_new(j, "map_full", json_boolean(kc.full));
   json_object_set_new(j, "members", members_json(h, &st));
   return reply_json(c, 200, j);
 }
@@ -922,6 +931,16 @@ static enum MHD_Result metrics_get(http_ctx *h, struct MHD_Connection *c) {
       "qraft_kv_state_overlay_keys %llu\n"
       "# TYPE qraft_kv_state_overlay_bytes gauge\n"
       "qraft_kv_state_overlay_bytes %llu\n"
+      "# HELP qraft_kv_state_map_bytes LMDB's map: the most the state may "
+      "hold (--map-size).\n"
+      "# TYPE qraft_kv_state_map_bytes gauge\nqraft_kv_state_map_bytes %llu\n"
+      "# TYPE qraft_kv_state_map_used_bytes gauge\n"
+      "qraft_kv_state_map_used_bytes %llu\n"
+      "# HELP qraft_kv_state_map_full 1 while the map is full (writes to "
+      "this member get 507).\n"
+      "# TYPE qraft_kv_state_map_full gauge\nqraft_kv_state_map_full %d\n"
+      "# TYPE qraft_kv_state_map_full_total counter\n"
+      "qraft_kv_state_map_full_total %llu\n"
       "# TYPE qraft_kv_http_requests_total counter\n"
       "qraft_kv_http_requests_total %llu\n"
       "# TYPE qraft_kv_http_errors_total counter\nqraft_kv_http_errors_total %llu\n"
@@ -939,7 +958,9 @@ static enum MHD_Result metrics_get(http_ctx *h, struct MHD_Connection *c) {
       (unsigned long long)k.flushes, (unsigned long long)k.flush_keys,
       (double)k.flush_us_sum / 1e6, (double)k.flush_us_max / 1e6,
       (unsigned long long)k.durable, (unsigned long long)k.overlay_keys,
-      (unsigned long long)k.overlay_bytes,
+      (unsigned long long)k.overlay_bytes, (unsigned long long)k.map_bytes,
+      (unsigned long long)k.map_used_bytes, k.full ? 1 : 0,
+      (unsigned long long)k.map_full,
       (unsigned long long)atomic_load(&m_requests),
       (unsigned long long)atomic_load(&m_errors),
       (unsigned long long)atomic_load(&m_too_large),

@@ -49,22 +49,33 @@ int kv_cmd_decode(const uint8_t *p, size_t n, kv_cmd *c);
 
 typedef struct kv_store kv_store;
 
-/* Opens (creates) the state in LMDB under `dir` and starts its flusher,
- * which commits what was applied every `sync_ms` (0: as soon as it can).
- * Returns 0, or -1 with a message. */
-int kv_store_open(const char *dir, uint32_t sync_ms, kv_store **out, char *msg,
-                  size_t msg_n);
+/* LMDB's map: an upper bound on the state's size, not space used (the file
+ * grows with the data). */
+#define KV_MAP_BYTES_DEFAULT (1ull << 40)
+
+/* Opens (creates) the state in LMDB under `dir` with a map of `map_bytes`
+ * (0: KV_MAP_BYTES_DEFAULT) and starts its flusher, which commits what was
+ * applied every `sync_ms` (0: as soon as it can). Returns 0, or -1 with a
+ * message. */
+int kv_store_open(const char *dir, uint32_t sync_ms, uint64_t map_bytes,
+                  kv_store **out, char *msg, size_t msg_n);
+/* True while LMDB's map is full: writes are refused (507) with `why`. */
+bool kv_store_full(kv_store *s, char *why, size_t n);
 void kv_store_close(kv_store *s);
 const qraft_sm_ops *kv_store_ops(void);
 uint64_t kv_store_applied(kv_store *s);
 
 typedef struct kv_counters {
-  uint64_t puts, dels, cases, cas_failed, restores, restores_skipped,
+  uint64_t puts, dels, cases, cas_failed, restores, restore_batches,
+      restores_skipped,
       snapshots, entries_skipped;
   /* the flusher: commits, keys written, time in commits (us) */
   uint64_t flushes, flush_keys, flush_us_sum, flush_us_max;
   /* now: the index readers see, the index LMDB holds, the overlays */
   uint64_t applied, durable, overlay_keys, overlay_bytes;
+  /* LMDB: the map, the bytes its pages use, flushes that found it full */
+  uint64_t map_bytes, map_used_bytes, map_full;
+  bool full;
 } kv_counters;
 void kv_store_counters(kv_store *s, kv_counters *out);
 

@@ -172,6 +172,30 @@ static void hand_over(qraft_node *node, handover *h, uint32_t wait_ms,
   }
 }
 
+/* "123", "64K", "1G", ...: bytes with an optional power-of-1024 suffix. */
+static int parse_size(const char *v, uint64_t *out) {
+  char *end = NULL;
+  errno = 0;
+  unsigned long long n = strtoull(v, &end, 10);
+  if (end == v || errno != 0 || v[0] == '-') {
+    return -1;
+  }
+  int shift = 0;
+  switch (*end) {
+  case 0: break;
+  case 'K': case 'k': shift = 10; end++; break;
+  case 'M': case 'm': shift = 20; end++; break;
+  case 'G': case 'g': shift = 30; end++; break;
+  case 'T': case 't': shift = 40; end++; break;
+  default: return -1;
+  }
+  if (*end != 0 || (shift > 0 && n > (UINT64_MAX >> shift))) {
+    return -1;
+  }
+  *out = (uint64_t)n << shift;
+  return 0;
+}
+
 static int serve_usage(void) {
   fprintf(stderr,
           "usage: qraft-kv serve --data DIR --key KEYFILE --raft HOST:PORT\n"
@@ -179,13 +203,20 @@ static int serve_usage(void) {
           "         [--bootstrap ID@HOST:PORT,ID@HOST:PORT,...]\n"
           "         [--join http://HOST:PORT] [--advertise-http URL]\n"
           "         [--tick-ms N] [--election-ms N] [--heartbeat-ms N]\n"
-          "         [--snapshot-entries N] [--state-sync-ms N] [--quiet]\n"
+          "         [--snapshot-entries N] [--snapshot-log-bytes SIZE]\n"
+          "         [--state-sync-ms N] [--map-size SIZE] [--quiet]\n"
           "  --election-ms: election timeout (default 1000: failover after a\n"
           "  crash takes 1 to 2 of it); --heartbeat-ms (default a tenth of it);\n"
           "  both in multiples of --tick-ms (default 10).\n"
           "  --state-sync-ms: how often the applied writes are committed to\n"
           "  LMDB (default 100, at most 60000; 0: as soon as possible); the\n"
           "  log keeps what LMDB does not hold yet, so a restart loses nothing.\n"
+          "  --map-size: the most the state may hold in LMDB (default 1T; a\n"
+          "  bound, not space used). Once full, writes to this member fail\n"
+          "  with 507 no_space until it restarts with a larger one.\n"
+          "  --snapshot-log-bytes: snapshot once the log in memory holds this\n"
+          "  much (default 64M), or after --snapshot-entries (10000).\n"
+          "  SIZE: bytes, or with a K, M, G or T suffix (powers of 1024).\n"
           "         [--config FILE]\n"
           "  --config FILE reads the same settings from a file, one per line:\n"
           "  'name value' or 'name = value' with the flag's name without\n"
@@ -420,7 +451,8 @@ int kv_serve_main(int argc, char **argv) {
   const char *data = NULL, *keyfile = NULL, *raft = NULL,
              *http = "127.0.0.1:8080", *token_file = NULL, *bootstrap = NULL,
              *join = NULL, *advertise = NULL;
-  uint64_t cluster_id = 1, snapshot_entries = 0;
+  uint64_t cluster_id = 1, snapshot_entries = 0, map_bytes = 0,
+           snapshot_log_bytes = 0;
   uint32_t tick_ms = 0, election_ms = 0, heartbeat_ms = 0, sync_ms = 100;
   bool quiet = false;
   for (int i = 0; i < argc; i++) {
@@ -447,6 +479,17 @@ int kv_serve_main(int argc, char **argv) {
     else if (strcmp(a, "--election-ms") == 0) election_ms = (uint32_t)strtoul(v, NULL, 0);
     else if (strcmp(a, "--heartbeat-ms") == 0) heartbeat_ms = (uint32_t)strtoul(v, NULL, 0);
     else if (strcmp(a, "--snapshot-entries") == 0) snapshot_entries = strtoull(v, NULL, 0);
+    else if (strcmp(a, "--map-size") == 0 ||
+             strcmp(a, "--snapshot-log-bytes") == 0) {
+      uint64_t b;
+      if (parse_size(v, &b) != 0 || b < (1u << 20)) {
+        fprintf(stderr, "qraft-kv: bad %s %s (bytes, at least 1M; "
+                        "K, M, G or T suffix)\n", a, v);
+        return 2;
+      }
+      if (strcmp(a, "--map-size") == 0) map_bytes = b;
+      else snapshot_log_bytes = b;
+    }
     else if (strcmp(a, "--state-sync-ms") == 0) {
       char *end = NULL;
       unsigned long ms = strtoul(v, &end, 10);
@@ -517,7 +560,8 @@ int kv_serve_main(int argc, char **argv) {
     return 2;
   }
   char msg[512];
-  if (kv_store_open(kvdir, sync_ms, &srv.store, msg, sizeof msg) != 0) {
+  if (kv_store_open(kvdir, sync_ms, map_bytes, &srv.store, msg, sizeof msg) !=
+      0) {
     fprintf(stderr, "qraft-kv: %s\n", msg);
     return 1;
   }
@@ -539,6 +583,7 @@ int kv_serve_main(int argc, char **argv) {
   cfg.election_ticks = election_ms / (tick_ms != 0 ? tick_ms : 10);
   cfg.heartbeat_ticks = heartbeat_ms / (tick_ms != 0 ? tick_ms : 10);
   cfg.snapshot_entries = snapshot_entries;
+  cfg.snapshot_log_bytes = snapshot_log_bytes;
   int rv = qraft_node_new(&cfg, &srv.node, &err);
   if (rv != 0) {
     qraft_err_print(&err, stderr);

@@ -43,7 +43,10 @@
 #include <time.h>
 
 #define KV_SNAP_MAGIC 0x514b5631u /* "QKV1" */
-#define KV_MAP_BYTES (4ull << 30)
+/* A restore commits every this many bytes: LMDB keeps a write
+ * transaction's dirty pages in memory, so one transaction would hold the
+ * whole state (up to 512 MiB before it spills). */
+#define KV_RESTORE_BATCH_BYTES (8ull << 20)
 /* The flusher commits early when the overlay holds this much. */
 #define KV_FLUSH_BYTES (64ull << 20)
 
@@ -79,6 +82,14 @@ struct kv_store {
   uint64_t active_since_ns; /* when `applied` first passed `flushed`; 0 */
   uint64_t sync_ns;
   bool flush_busy, restoring, stop;
+  /* LMDB's map is full (MDB_MAP_FULL): the batch went back into the
+   * overlay, writes are refused (kv_store_full) and the flusher tries
+   * again every second; `full_msg` says what to do. */
+  bool full;
+  bool broken; /* a restore failed after committing part of the snapshot */
+  uint64_t full_retry_ns;
+  char full_msg[256];
+  uint64_t map_bytes;
   pthread_t flusher;
   bool flusher_started;
   kv_counters ctr;
@@ -264,6 +275,43 @@ static void ov_put(ov_table *t, uint8_t db, const uint8_t *k, size_t kl,
   t->bytes += kl + vlen;
 }
 
+/* Moves every entry of `src` into `dst`, replacing the same key's there:
+ * `src` is newer. `src` ends empty. */
+static void ov_absorb(ov_table *dst, ov_table *src) {
+  for (size_t i = 0; i < src->cap; i++) {
+    for (ov_ent *e = src->slots[i], *next; e != NULL; e = next) {
+      next = e->next;
+      if (dst->n + 1 > dst->cap / 2) {
+        ov_grow(dst);
+      }
+      ov_ent **pp = &dst->slots[ov_hash(e->db, e->key, e->klen) &
+                                (dst->cap - 1)];
+      ov_ent **head = pp;
+      bool replaced = false;
+      for (ov_ent *o = *pp; o != NULL; pp = &o->next, o = o->next) {
+        if (o->db == e->db && o->klen == e->klen &&
+            memcmp(o->key, e->key, e->klen) == 0) {
+          e->next = o->next;
+          *pp = e;
+          dst->bytes -= o->klen + o->vlen;
+          dst->bytes += e->klen + e->vlen;
+          free(o);
+          replaced = true;
+          break;
+        }
+      }
+      if (!replaced) {
+        e->next = *head;
+        *head = e;
+        dst->n++;
+        dst->bytes += e->klen + e->vlen;
+      }
+    }
+  }
+  free(src->slots);
+  memset(src, 0, sizeof *src);
+}
+
 static void ov_clear(ov_table *t) {
   for (size_t i = 0; i < t->cap; i++) {
     for (ov_ent *e = t->slots[i], *next; e != NULL; e = next) {
@@ -323,6 +371,13 @@ static int view_open(kv_store *s, uint8_t db, const uint8_t *prefix,
   memset(v, 0, sizeof *v);
   size_t cap = 0;
   pthread_mutex_lock(&s->mu);
+  while (s->restoring) { /* LMDB holds part of the new state */
+    pthread_cond_wait(&s->cv, &s->mu);
+  }
+  if (s->broken) {
+    pthread_mutex_unlock(&s->mu);
+    return -1;
+  }
   int rv = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &v->t);
   if (rv != 0) {
     pthread_mutex_unlock(&s->mu);
@@ -409,12 +464,47 @@ static int view_each(view *v, MDB_dbi dbi, const uint8_t *prefix, size_t plen,
 
 /* ---- the flusher: the overlay into LMDB, synced ---- */
 
-static void set_applied(kv_store *s, MDB_txn *t, uint64_t index) {
+static int set_applied(kv_store *s, MDB_txn *t, uint64_t index) {
   uint8_t b[8];
   put_u64(b, index);
   MDB_val k = {7, "applied"}, v = {8, b};
   int rv = mdb_put(t, s->meta, &k, &v, 0);
-  if (rv != 0) store_die("put applied", rv);
+  if (rv != 0 && rv != MDB_MAP_FULL) store_die("put applied", rv);
+  return rv;
+}
+
+/* Writes a batch into LMDB and commits it. Returns 0, or MDB_MAP_FULL
+ * with nothing written; any other error stops the process. */
+static int flush_write(kv_store *s, const ov_table *batch, uint64_t index) {
+  MDB_txn *t;
+  int rv = mdb_txn_begin(s->env, NULL, 0, &t);
+  if (rv != 0) store_die("begin", rv);
+  for (size_t i = 0; i < batch->cap && rv == 0; i++) {
+    for (const ov_ent *e = batch->slots[i]; e != NULL && rv == 0;
+         e = e->next) {
+      MDB_val k = {e->klen, e->key};
+      MDB_dbi dbi = e->db == 0 ? s->kv : s->meta;
+      if (e->deleted) {
+        rv = mdb_del(t, dbi, &k, NULL);
+        if (rv == MDB_NOTFOUND) rv = 0;
+        if (rv != 0 && rv != MDB_MAP_FULL) store_die("del", rv);
+      } else {
+        MDB_val v = {e->vlen, e->val};
+        rv = mdb_put(t, dbi, &k, &v, 0);
+        if (rv != 0 && rv != MDB_MAP_FULL) store_die("put", rv);
+      }
+    }
+  }
+  if (rv == 0) {
+    rv = set_applied(s, t, index);
+  }
+  if (rv != 0) {
+    mdb_txn_abort(t);
+    return rv;
+  }
+  rv = mdb_txn_commit(t); /* synced: data pages, then the meta page */
+  if (rv != 0 && rv != MDB_MAP_FULL) store_die("commit", rv);
+  return rv;
 }
 
 /* Under mu; returns with mu held. */
@@ -428,29 +518,40 @@ static void flush_locked(kv_store *s) {
   pthread_mutex_unlock(&s->mu);
 
   uint64_t t0 = mono_ns();
-  MDB_txn *t;
-  int rv = mdb_txn_begin(s->env, NULL, 0, &t);
-  if (rv != 0) store_die("begin", rv);
-  for (size_t i = 0; i < batch.cap; i++) {
-    for (const ov_ent *e = batch.slots[i]; e != NULL; e = e->next) {
-      MDB_val k = {e->klen, e->key};
-      MDB_dbi dbi = e->db == 0 ? s->kv : s->meta;
-      if (e->deleted) {
-        rv = mdb_del(t, dbi, &k, NULL);
-        if (rv != 0 && rv != MDB_NOTFOUND) store_die("del", rv);
-      } else {
-        MDB_val v = {e->vlen, e->val};
-        rv = mdb_put(t, dbi, &k, &v, 0);
-        if (rv != 0) store_die("put", rv);
-      }
-    }
-  }
-  set_applied(s, t, index);
-  rv = mdb_txn_commit(t); /* synced: data pages, then the meta page */
-  if (rv != 0) store_die("commit", rv);
+  int rv = flush_write(s, &batch, index);
   uint64_t us = (mono_ns() - t0) / 1000;
 
   pthread_mutex_lock(&s->mu);
+  if (rv == MDB_MAP_FULL) {
+    /* Nothing was written: the batch goes back under the newer writes,
+     * and the node keeps the log from `flushed` on (durable index), so
+     * nothing is lost; this member refuses writes until there is room. */
+    ov_absorb(&s->flushing, &s->active);
+    s->active = s->flushing;
+    memset(&s->flushing, 0, sizeof s->flushing);
+    if (s->active_since_ns == 0) {
+      s->active_since_ns = mono_ns();
+    }
+    if (!s->full) {
+      snprintf(s->full_msg, sizeof s->full_msg,
+               "the state's LMDB map is full (%llu bytes): restart this "
+               "member with a larger --map-size; writes since index %llu "
+               "wait in its log",
+               (unsigned long long)s->map_bytes,
+               (unsigned long long)s->flushed);
+      fprintf(stderr, "qraft-kv: %s\n", s->full_msg);
+    }
+    s->full = true;
+    s->ctr.map_full++;
+    s->full_retry_ns = mono_ns() + 1000000000ull;
+    s->flush_busy = false;
+    pthread_cond_broadcast(&s->cv);
+    return;
+  }
+  if (s->full) {
+    s->full = false;
+    fprintf(stderr, "qraft-kv: the state's LMDB map has room again\n");
+  }
   size_t keys = s->flushing.n;
   ov_clear(&s->flushing);
   s->flushed = index;
@@ -473,9 +574,16 @@ static void *flusher_main(void *arg) {
   pthread_mutex_lock(&s->mu);
   for (;;) {
     bool pending = s->applied > s->flushed && !s->restoring;
+    if (pending && s->stop && s->full) {
+      break; /* no room: what is left stays in the node's log */
+    }
     if (pending) {
       uint64_t due = s->active_since_ns + s->sync_ns;
-      if (s->stop || mono_ns() >= due || s->active.bytes >= KV_FLUSH_BYTES) {
+      if (s->full && due < s->full_retry_ns) {
+        due = s->full_retry_ns;
+      }
+      if (s->stop || mono_ns() >= due ||
+          (s->active.bytes >= KV_FLUSH_BYTES && !s->full)) {
         flush_locked(s);
         continue;
       }
@@ -494,8 +602,8 @@ static void *flusher_main(void *arg) {
 
 /* ---- open / close ---- */
 
-int kv_store_open(const char *dir, uint32_t sync_ms, kv_store **out, char *msg,
-                  size_t msg_n) {
+int kv_store_open(const char *dir, uint32_t sync_ms, uint64_t map_bytes,
+                  kv_store **out, char *msg, size_t msg_n) {
   kv_store *s = calloc(1, sizeof *s);
   if (s == NULL) {
     snprintf(msg, msg_n, "out of memory");
@@ -508,12 +616,13 @@ int kv_store_open(const char *dir, uint32_t sync_ms, kv_store **out, char *msg,
   pthread_cond_init(&s->cv, &ca);
   pthread_condattr_destroy(&ca);
   s->sync_ns = (uint64_t)sync_ms * 1000000ull;
+  s->map_bytes = map_bytes > 0 ? map_bytes : KV_MAP_BYTES_DEFAULT;
   int rv;
   MDB_txn *t = NULL;
   mkdir(dir, 0700);
   if ((rv = mdb_env_create(&s->env)) != 0 ||
       (rv = mdb_env_set_maxdbs(s->env, 4)) != 0 ||
-      (rv = mdb_env_set_mapsize(s->env, KV_MAP_BYTES)) != 0 ||
+      (rv = mdb_env_set_mapsize(s->env, s->map_bytes)) != 0 ||
       (rv = mdb_env_set_maxreaders(s->env, KV_CONNECTIONS_MAX + 16)) != 0 ||
       /* every commit synced (the flusher's, off the node's loop) */
       (rv = mdb_env_open(s->env, dir, MDB_NOTLS, 0600)) != 0 ||
@@ -594,7 +703,24 @@ void kv_store_counters(kv_store *s, kv_counters *out) {
   out->durable = s->flushed;
   out->overlay_keys = s->active.n + s->flushing.n;
   out->overlay_bytes = s->active.bytes + s->flushing.bytes;
+  out->map_bytes = s->map_bytes;
+  out->full = s->full;
   pthread_mutex_unlock(&s->mu);
+  MDB_envinfo ei;
+  MDB_stat st;
+  if (mdb_env_info(s->env, &ei) == 0 && mdb_env_stat(s->env, &st) == 0) {
+    out->map_used_bytes = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
+  }
+}
+
+bool kv_store_full(kv_store *s, char *why, size_t n) {
+  pthread_mutex_lock(&s->mu);
+  bool full = s->full;
+  if (full && n > 0) {
+    snprintf(why, n, "%s", s->full_msg);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return full;
 }
 
 /* ---- apply (the node's loop; never waits for the disk) ---- */
@@ -896,6 +1022,10 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
     restore_end(s);
     return QRAFT_ECORRUPT;
   }
+  /* In batches: the first empties both databases, "applied" with them, so
+   * a crash midway leaves a durable index of 0, below the snapshot: the
+   * node restores again at its next start. Readers wait (s->restoring)
+   * until the last batch commits with the index. */
   MDB_txn *t;
   rv = mdb_txn_begin(s->env, NULL, 0, &t);
   if (rv != 0) store_die("begin restore", rv);
@@ -904,7 +1034,33 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
   }
   uint8_t *buf = NULL;
   size_t cap = 0;
+  uint64_t batch = 0;
+  bool committed = false;
   for (;;) {
+    if (batch >= KV_RESTORE_BATCH_BYTES) {
+      rv = mdb_txn_commit(t);
+      if (rv == 0) {
+        committed = true;
+        rv = mdb_txn_begin(s->env, NULL, 0, &t);
+        if (rv != 0) store_die("begin restore", rv);
+      } else {
+        t = NULL;
+        if (rv != MDB_MAP_FULL) store_die("commit restore batch", rv);
+        pthread_mutex_lock(&s->mu);
+        snprintf(s->full_msg, sizeof s->full_msg,
+                 "the state's LMDB map (%llu bytes) cannot hold snapshot "
+                 "%llu: restart this member with a larger --map-size",
+                 (unsigned long long)s->map_bytes, (unsigned long long)index);
+        s->full = true;
+        s->ctr.map_full++;
+        pthread_mutex_unlock(&s->mu);
+        fprintf(stderr, "qraft-kv: %s\n", s->full_msg);
+        rv = -ENOSPC;
+        break;
+      }
+      batch = 0;
+      s->ctr.restore_batches++;
+    }
     uint8_t r[9];
     rv = read_exact(read, rctx, r, 9);
     if (rv != 0) break;
@@ -925,23 +1081,73 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
     }
     rv = read_exact(read, rctx, buf, kl + vl);
     if (rv != 0) break;
+    batch += kl + vl + 16;
     MDB_val k = {kl, buf}, v = {vl, buf + kl};
     rv = mdb_put(t, r[0] == 0 ? s->kv : s->meta, &k, &v, 0);
+    if (rv == MDB_MAP_FULL) {
+      pthread_mutex_lock(&s->mu);
+      snprintf(s->full_msg, sizeof s->full_msg,
+               "the state's LMDB map (%llu bytes) cannot hold snapshot %llu: "
+               "restart this member with a larger --map-size",
+               (unsigned long long)s->map_bytes, (unsigned long long)index);
+      s->full = true;
+      s->ctr.map_full++;
+      pthread_mutex_unlock(&s->mu);
+      fprintf(stderr, "qraft-kv: %s\n", s->full_msg);
+      rv = -ENOSPC;
+      break;
+    }
     if (rv != 0) store_die("put restore", rv);
   }
   free(buf);
   if (rv != 0) {
     fprintf(stderr, "qraft-kv: restore %llu: records: %s\n",
             (unsigned long long)index, qraft_strerror(rv));
-    mdb_txn_abort(t); /* the old state stays whole */
+    if (t != NULL) {
+      mdb_txn_abort(t);
+    }
     pthread_mutex_lock(&s->mu);
+    if (committed) {
+      /* The old state is gone and the new one partial, its durable index
+       * 0 (dropped with "meta"): readers get errors from now on; the node
+       * stops on a failed restore and restores again at its next start. */
+      ov_clear(&s->active);
+      ov_clear(&s->flushing);
+      s->applied = 0;
+      s->flushed = 0;
+      atomic_store(&s->durable, 0);
+      s->broken = true;
+    } /* else the old state stays whole */
     restore_end(s);
     return rv;
   }
-  set_applied(s, t, index);
+  rv = set_applied(s, t, index);
   /* Commit and drop the overlays in one step for readers. */
   pthread_mutex_lock(&s->mu);
-  rv = mdb_txn_commit(t);
+  if (rv == 0) {
+    rv = mdb_txn_commit(t);
+  } else {
+    mdb_txn_abort(t);
+  }
+  if (rv == MDB_MAP_FULL) {
+    snprintf(s->full_msg, sizeof s->full_msg,
+             "the state's LMDB map (%llu bytes) cannot hold snapshot %llu: "
+             "restart this member with a larger --map-size",
+             (unsigned long long)s->map_bytes, (unsigned long long)index);
+    s->full = true;
+    s->ctr.map_full++;
+    fprintf(stderr, "qraft-kv: %s\n", s->full_msg);
+    if (committed) { /* as above: the old state is gone */
+      ov_clear(&s->active);
+      ov_clear(&s->flushing);
+      s->applied = 0;
+      s->flushed = 0;
+      atomic_store(&s->durable, 0);
+      s->broken = true;
+    }
+    restore_end(s);
+    return -ENOSPC;
+  }
   if (rv != 0) store_die("commit restore", rv);
   ov_clear(&s->active);
   ov_clear(&s->flushing);
@@ -979,6 +1185,13 @@ static int copy_value(const uint8_t *v, size_t vl, char **val, size_t *val_len,
 int kv_store_get(kv_store *s, const char *key, size_t key_len, char **val,
                  size_t *val_len, uint64_t *rev) {
   pthread_mutex_lock(&s->mu);
+  while (s->restoring) { /* LMDB holds part of the new state */
+    pthread_cond_wait(&s->cv, &s->mu);
+  }
+  if (s->broken) {
+    pthread_mutex_unlock(&s->mu);
+    return -1;
+  }
   const ov_ent *e = ov_lookup(s, 0, (const uint8_t *)key, key_len);
   if (e != NULL) {
     int out = e->deleted || e->vlen < 8
@@ -987,11 +1200,13 @@ int kv_store_get(kv_store *s, const char *key, size_t key_len, char **val,
     pthread_mutex_unlock(&s->mu);
     return out;
   }
-  pthread_mutex_unlock(&s->mu);
   /* Not in the overlays: LMDB holds its newest write (the flusher drops
-   * a batch only after committing it). */
+   * a batch only after committing it). The read transaction begins under
+   * `mu`, so it sees no batch of a restore that starts after. */
   MDB_txn *t;
-  if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) != 0) {
+  int brv = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t);
+  pthread_mutex_unlock(&s->mu);
+  if (brv != 0) {
     return -1;
   }
   MDB_val k = {key_len, (void *)key}, v;

@@ -376,6 +376,10 @@ typedef struct qraft_core_status {
   uint64_t last_index;
   uint64_t snapshot_index;
   uint64_t snapshot_term;
+  /* The log the core holds in memory (first_index..last_index): entries and
+   * their bytes (payload and context, plus sizeof(qraft_entry) each). */
+  uint64_t log_entries;
+  uint64_t log_bytes;
   qraft_id lead_transferee;
   uint64_t messages_dropped; /* over messages_max since creation */
   /* since creation: campaigns its election timeout started, and the times

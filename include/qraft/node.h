@@ -176,11 +176,19 @@ typedef struct qraft_node_config {
   uint64_t pending_bytes_max;      /* [64 MiB] */
   uint32_t pending_reads_max;      /* [4096] */
   uint32_t proposal_timeout_ms;    /* [10 * election timeout] */
-  /* Snapshot when this many entries were applied since the last one. */
-  uint64_t snapshot_entries; /* [10000] */
-  /* Largest snapshot sent or received: it travels as one frame. [and at
-   * most QRAFT_WIRE_FRAME_BYTES_LIMIT - 1 MiB] */
-  uint64_t snapshot_bytes_max;
+  /* Take a snapshot (and drop the log up to it) once this many entries
+   * were applied since the last one, or once the log the core holds in
+   * memory reaches snapshot_log_bytes with entries applied since the last
+   * one (qraft_core_status.log_bytes). Snapshots have no size limit: they
+   * stream from the state machine to the store and from the store to the
+   * peers in chunks, never held whole in memory. */
+  uint64_t snapshot_entries;   /* [10000] */
+  uint64_t snapshot_log_bytes; /* [64 MiB] */
+  /* A snapshot goes to a peer in chunks of snapshot_chunk_bytes, sent
+   * while the connection holds less than snapshot_inflight_bytes
+   * unacknowledged (so it never crowds out the messages). */
+  uint32_t snapshot_chunk_bytes;    /* [64 KiB] */
+  uint32_t snapshot_inflight_bytes; /* [1 MiB] */
 } qraft_node_config;
 
 /* Fills `cfg` with the defaults; the caller sets the required fields. */
@@ -312,6 +320,17 @@ typedef struct qraft_node_status {
    * state it reported durable (the contract above; 0 when kept). */
   uint64_t sm_durable_index;
   uint64_t sm_rebuilds_lost;
+  /* Since this start: snapshots taken here and installed from a leader;
+   * snapshots streamed out (started, acknowledged whole, failed) and in
+   * (bytes written to the store, transfers abandoned midway). */
+  uint64_t snapshots_taken, snapshots_installed;
+  uint64_t snapshot_sends, snapshot_sends_done, snapshot_sends_failed;
+  uint64_t snapshot_bytes_sent, snapshot_bytes_received;
+  uint64_t snapshot_recvs_aborted;
+  uint32_t snapshot_recvs_active; /* streaming in now */
+  uint32_t snapshot_sends_active; /* streaming out now */
+  /* Memory (bytes): the log the core holds (qraft_core_status.log_bytes). */
+  uint64_t log_bytes;
 } qraft_node_status;
 
 /* Copies the status as of the end of the loop's last turn. Any thread. */

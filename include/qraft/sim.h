@@ -80,6 +80,10 @@ typedef struct qraft_sim_core_result {
   uint64_t partitions;
   uint64_t snapshots_sent;
   uint64_t compactions;
+  /* full stack only: snapshots installed from a leader, and snapshot
+   * transfers cut midway (failed sends and abandoned receives) */
+  uint64_t snapshots_installed;
+  uint64_t snapshot_transfers_cut;
   uint64_t conf_changes;
   uint64_t transfers;
   uint64_t ops_ok;
@@ -202,6 +206,9 @@ typedef struct qraft_sim_cluster_config {
   uint32_t tick_ms, election_ticks, heartbeat_ticks;
   bool disable_pre_vote, disable_check_quorum, lease_reads;
   uint64_t snapshot_entries;
+  /* 0: the node's defaults (qraft_node_config) */
+  uint32_t snapshot_chunk_bytes;
+  uint32_t snapshot_inflight_bytes;
   qraft_logger *logger; /* NULL: nodes log nothing */
 } qraft_sim_cluster_config;
 

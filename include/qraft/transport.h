@@ -410,9 +410,11 @@ const char *qraft_handshake_failure_name(qraft_handshake_failure f);
  * with the wire preamble (magic, version, cluster id, sender's Raft id) and
  * one byte naming its kind. Messages go on one long-lived unidirectional
  * stream per peer and direction, batched into frames; a MsgSnapshot goes on
- * a stream of its own, in chunks, with at most snapshot_inflight_bytes_max
- * unacknowledged, so heartbeats never wait behind it (streams share packets
- * round-robin). A peer that sends a malformed frame, another cluster's or
+ * a stream of its own: one frame with its metadata, then its data streamed
+ * in chunks with at most snapshot_inflight_bytes_max unacknowledged, then a
+ * CRC-32C of the data, so heartbeats never wait behind it (streams share
+ * packets round-robin) and neither side holds more than a few chunks of it
+ * in memory. A peer that sends a malformed frame, another cluster's or
  * version's preamble, or a Raft id that is not its key's, has its
  * connection closed with QRAFT_CLOSE_PROTOCOL; one that exceeds a limit,
  * with QRAFT_CLOSE_LIMIT. Everyone else is served on. */
@@ -420,7 +422,12 @@ const char *qraft_handshake_failure_name(qraft_handshake_failure f);
 #define QRAFT_RAFT_ALPN "iroh-raft/0"
 /* The byte after the preamble. */
 #define QRAFT_RAFT_STREAM_MESSAGES 1
-#define QRAFT_RAFT_STREAM_SNAPSHOT 2
+/* A streamed snapshot (docs/transport.md). Kind 2, a snapshot sent whole as
+ * one frame (before streaming), is refused as an unknown kind. */
+#define QRAFT_RAFT_STREAM_SNAPSHOT 3
+/* The application code with which a receiver stops a snapshot stream it
+ * cannot take (its sink refused it or failed to write). */
+#define QRAFT_RAFT_SNAPSHOT_REFUSED 0x51
 
 typedef struct qraft_raft_net qraft_raft_net;
 
@@ -436,6 +443,45 @@ typedef void (*qraft_raft_peer_cb)(void *ud, qraft_id peer, bool reachable);
 typedef void (*qraft_raft_snapshot_sent_cb)(void *ud, qraft_id to,
                                             int status);
 
+/* A snapshot's data for qraft_raft_net_send_snapshot, read in chunks as the
+ * connection's window opens. */
+typedef struct qraft_raft_snapshot_source {
+  uint64_t bytes; /* the data's length */
+  /* Fills `buf` with up to `cap` bytes (*got > 0 until `bytes` were read).
+   * A negative return abandons the transfer: the stream is reset. */
+  int (*read)(void *ctx, void *buf, size_t cap, size_t *got);
+  /* Called once when the transfer ends, whichever way. */
+  void (*close)(void *ctx);
+  void *ctx;
+} qraft_raft_snapshot_source;
+
+/* Where a received snapshot's data goes, chunk by chunk. */
+typedef struct qraft_raft_snapshot_sink {
+  /* Takes the next `len` bytes; a negative return abandons the transfer
+   * (abort follows, and the stream is stopped). */
+  int (*write)(void *ctx, const void *data, size_t len);
+  /* The transfer broke (connection or stream lost, checksum mismatch,
+   * refused, shutdown): drop what was written. */
+  void (*abort)(void *ctx);
+  void *ctx;
+} qraft_raft_snapshot_sink;
+
+/* A snapshot stream from `from` begins: `m` is its MsgSnapshot (metadata;
+ * m->snapshot->data is empty), `bytes` its data's length. Return 0 with
+ * *sink filled to take the data, or a negative code to refuse it (the
+ * stream is stopped with QRAFT_RAFT_SNAPSHOT_REFUSED). */
+typedef int (*qraft_raft_snapshot_begin_cb)(void *ud, qraft_id from,
+                                            const qraft_message *m,
+                                            uint64_t bytes,
+                                            qraft_raft_snapshot_sink *sink);
+/* Every byte of a snapshot begun with snapshot_begin_cb arrived into its
+ * sink, the CRC-32C matched and the stream ended: `batch` holds its
+ * MsgSnapshot (data empty; ownership passes to the callee) and `sink_ctx`
+ * is that sink's ctx, which the callee now owns (abort is not called). */
+typedef void (*qraft_raft_snapshot_recv_cb)(void *ud, qraft_id from,
+                                            qraft_wire_batch *batch,
+                                            void *sink_ctx);
+
 typedef struct qraft_raft_net_config {
   qraft_endpoint *ep; /* required; the handler registers QRAFT_RAFT_ALPN */
   uint64_t cluster_id; /* required, not 0 */
@@ -443,7 +489,9 @@ typedef struct qraft_raft_net_config {
   uint64_t group_id;   /* frames' group */
   /* Frames sent and accepted; zero fields pick the wire defaults. */
   qraft_wire_limits limits;
-  uint64_t snapshot_bytes_max;          /* [256 MiB] a snapshot frame */
+  /* [256 MiB] the largest snapshot received into memory, when there is no
+   * snapshot_begin_cb; with one, snapshots are not bounded here. */
+  uint64_t snapshot_bytes_max;
   uint32_t snapshot_chunk_bytes;        /* [64 KiB] */
   uint64_t snapshot_inflight_bytes_max; /* [1 MiB] unacked on the conn */
   uint32_t snapshot_streams_max;        /* [2] inbound, per peer */
@@ -455,6 +503,11 @@ typedef struct qraft_raft_net_config {
   qraft_raft_recv_cb recv_cb;           /* required */
   qraft_raft_peer_cb peer_cb;           /* optional */
   qraft_raft_snapshot_sent_cb snapshot_sent_cb; /* optional */
+  /* Optional, together: received snapshots stream into sinks. Without
+   * them a snapshot is received into memory (up to snapshot_bytes_max) and
+   * delivered by recv_cb with its data. */
+  qraft_raft_snapshot_begin_cb snapshot_begin_cb;
+  qraft_raft_snapshot_recv_cb snapshot_recv_cb;
   /* A stream whose preamble names a sender that is not a member: return
    * true to admit it as a member reachable over this connection (the node
    * uses it to let a joining node answer a leader it has not heard of yet:
@@ -516,6 +569,19 @@ bool qraft_raft_net_authorize_cb(void *ud, const qraft_node_id *peer,
  */
 int qraft_raft_net_send(qraft_raft_net *net, const qraft_message *m,
                         qraft_err *err);
+
+/*
+ * Sends MsgSnapshot `m` (its metadata; m->snapshot->data is ignored) to
+ * member m->to with its data read from `src`. On success the handler owns
+ * the source and closes it when the transfer ends; snapshot_sent_cb
+ * reports the outcome. On error the caller still owns it.
+ * Returns 0 on success, or one of these negative codes: QRAFT_EUNKNOWN_NODE,
+ * QRAFT_EUNAVAILABLE, QRAFT_EBUSY (a snapshot to it is still in flight, or
+ * no stream can be opened now), QRAFT_ELIMIT, -ENOMEM.
+ */
+int qraft_raft_net_send_snapshot(qraft_raft_net *net, const qraft_message *m,
+                                 const qraft_raft_snapshot_source *src,
+                                 qraft_err *err);
 
 #ifdef __cplusplus
 }

@@ -239,6 +239,11 @@ static void entry_release(qraft_entry *e) {
   qraft_slice_release(&e->context);
 }
 
+/* What an entry costs the in-memory log (qraft_core_status.log_bytes). */
+static uint64_t entry_bytes(const qraft_entry *e) {
+  return e->data.len + e->context.len + sizeof(qraft_entry);
+}
+
 static void entry_copy_ref(qraft_entry *dst, const qraft_entry *src) {
   *dst = *src;
   dst->data = qraft_slice_ref(src->data);
@@ -252,6 +257,7 @@ static void log_truncate(qraft_core *c, uint64_t from) {
   QRAFT_ASSERT(from > c->snap_index);
   uint64_t last = log_last_index(c);
   for (uint64_t i = from; i <= last; i++) {
+    c->ents_bytes -= entry_bytes(log_at(c, i));
     entry_release(log_at(c, i));
   }
   c->ents_n = (size_t)(from - c->snap_index - 1);
@@ -284,6 +290,7 @@ static int log_append(qraft_core *c, const qraft_entry *es, size_t n) {
   for (size_t i = 0; i < n; i++) {
     QRAFT_ASSERT(i == 0 || es[i].index == es[i - 1].index + 1);
     QRAFT_ASSERT(es[i].term >= log_last_term(c));
+    c->ents_bytes += entry_bytes(&es[i]);
     entry_copy_ref(&c->ents[c->ents_n++], &es[i]);
   }
   return 0;
@@ -1148,6 +1155,7 @@ static bool core_restore(qraft_core *c, const qraft_snapshot_meta *sm) {
     entry_release(&c->ents[i]);
   }
   c->ents_n = 0;
+  c->ents_bytes = 0;
   c->snap_index = sm->index;
   c->snap_term = sm->term;
   c->snap_conf = sm->conf_state;
@@ -1971,6 +1979,7 @@ int qraft_core_compact(qraft_core *c, uint64_t index) {
   uint64_t term = log_at(c, index)->term;
   size_t drop = (size_t)(index - c->snap_index);
   for (size_t i = 0; i < drop; i++) {
+    c->ents_bytes -= entry_bytes(&c->ents[i]);
     entry_release(&c->ents[i]);
   }
   memmove(c->ents, c->ents + drop, (c->ents_n - drop) * sizeof *c->ents);
@@ -2151,6 +2160,7 @@ int qraft_core_new(const qraft_core_config *cfg_in,
   c->snap_term = sm->term;
   c->snap_conf = sm->conf_state;
   for (size_t i = 0; i < rs->entries_n; i++) {
+    c->ents_bytes += entry_bytes(&rs->entries[i]);
     entry_copy_ref(&c->ents[c->ents_n++], &rs->entries[i]);
   }
   c->commit = rs->hard_state.commit > sm->index ? rs->hard_state.commit
@@ -2420,6 +2430,8 @@ void qraft_core_status_get(const qraft_core *c, qraft_core_status *st) {
   st->commit = c->commit;
   st->applied = c->applied;
   st->persisted = c->persisted;
+  st->log_entries = c->ents_n;
+  st->log_bytes = c->ents_bytes;
   st->first_index = c->snap_index + 1;
   st->last_index = log_last_index(c);
   st->snapshot_index = c->snap_index;

@@ -27,6 +27,17 @@ void qraft__node_publish_status(qraft_node *n) {
   }
   s.sm_durable_index = n->m_sm_durable;
   s.sm_rebuilds_lost = n->m_sm_rebuilds_lost;
+  s.snapshots_taken = n->m_snapshots_taken;
+  s.snapshots_installed = n->m_snapshots_installed;
+  s.snapshot_sends = n->m_snap_sends;
+  s.snapshot_sends_done = n->m_snap_sends_done;
+  s.snapshot_sends_failed = n->m_snap_sends_failed;
+  s.snapshot_bytes_sent = n->m_snap_sent_bytes;
+  s.snapshot_bytes_received = n->m_snap_recv_bytes;
+  s.snapshot_recvs_aborted = n->m_snap_recvs_aborted;
+  s.snapshot_recvs_active = qraft__node_snap_recvs_active(n);
+  s.snapshot_sends_active = n->snap_sends;
+  s.log_bytes = st.log_bytes;
   n->m_election_timeouts = st.election_timeouts;
   for (int r = 0; r < QRAFT_STEPDOWN_REASONS; r++) {
     n->m_stepdowns[r] = st.stepdowns[r];
@@ -452,31 +463,8 @@ void qraft__node_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch) {
     if (m->from != from) {
       continue;
     }
-    if (m->type == QRAFT_MSG_SNAPSHOT && m->snapshot != NULL) {
-      /* Store the data first; the core decides whether to install it. */
-      qraft_snapshot_writer_abort(n->recv_writer);
-      n->recv_writer = NULL;
-      qraft_err err;
-      qraft_err_init(&err, 0);
-      qraft_snapshot_writer *w = NULL;
-      /* the header says the snapshot was received (a restart tells a
-       * crash during its install from a state machine that lost state) */
-      const uint8_t *d = m->snapshot->data.data;
-      size_t dl = m->snapshot->data.len;
-      uint8_t magic[4];
-      uint32_t mr = htonl(NODE_SNAP_MAGIC_RECEIVED);
-      memcpy(magic, &mr, 4);
-      if (dl < 8 ||
-          qraft_storage_snapshot_writer_open(n->st, &m->snapshot->metadata, &w,
-                                             &err) != 0 ||
-          qraft_snapshot_writer_write(w, magic, 4, &err) != 0 ||
-          qraft_snapshot_writer_write(w, d + 4, dl - 4, &err) != 0) {
-        qraft_snapshot_writer_abort(w);
-        continue;
-      }
-      n->recv_writer = w;
-      n->recv_index = m->snapshot->metadata.index;
-      n->recv_term = m->snapshot->metadata.term;
+    if (m->type == QRAFT_MSG_SNAPSHOT) {
+      continue; /* they arrive whole through qraft__node_snap_recv_cb */
     }
     (void)qraft_core_step(n->core, m);
   }
@@ -496,6 +484,11 @@ void qraft__node_peer_cb(void *ud, qraft_id peer, bool reachable) {
 void qraft__node_snapshot_sent_cb(void *ud, qraft_id to, int status) {
   qraft_node *n = ud;
   qraft__node_clock(n);
+  if (status == 0) {
+    n->m_snap_sends_done++;
+  } else {
+    n->m_snap_sends_failed++;
+  }
   qraft_core_report_snapshot(n->core, to, status == 0);
   qraft__node_drain(n);
 }

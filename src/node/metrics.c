@@ -156,6 +156,39 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
         s.applied > s.sm_durable_index ? s.applied - s.sm_durable_index : 0,
         (uint64_t)n->m_sm_rebuilds_received, (uint64_t)n->m_sm_rebuilds_lost);
   }
+  pthread_mutex_lock(&n->mu);
+  uint64_t pending_bytes = n->pending_bytes;
+  pthread_mutex_unlock(&n->mu);
+  mt_put(buf, size, &off,
+      "# HELP qraft_memory_bytes What this member holds in memory, by part: "
+      "the log the core keeps (entries since the last snapshot, applied or "
+      "not; bounded by snapshot_log_bytes once applied), and proposals "
+      "queued or in flight (bounded by pending_bytes_max).\n"
+      "# TYPE qraft_memory_bytes gauge\n"
+      "qraft_memory_bytes{part=\"log\"} %" PRIu64 "\n"
+      "qraft_memory_bytes{part=\"proposals\"} %" PRIu64 "\n"
+      "# HELP qraft_snapshot_transfers Snapshots streaming now: out, each "
+      "holding at most snapshot_inflight_bytes plus a chunk; in, written to "
+      "the store as they arrive.\n"
+      "# TYPE qraft_snapshot_transfers gauge\n"
+      "qraft_snapshot_transfers{dir=\"out\"} %u\n"
+      "qraft_snapshot_transfers{dir=\"in\"} %u\n"
+      "# TYPE qraft_snapshot_bytes_total counter\n"
+      "qraft_snapshot_bytes_total{dir=\"out\"} %" PRIu64 "\n"
+      "qraft_snapshot_bytes_total{dir=\"in\"} %" PRIu64 "\n"
+      "# HELP qraft_snapshot_sends_total Snapshots sent, by outcome (done: "
+      "acknowledged whole by the peer's transport).\n"
+      "# TYPE qraft_snapshot_sends_total counter\n"
+      "qraft_snapshot_sends_total{outcome=\"done\"} %" PRIu64 "\n"
+      "qraft_snapshot_sends_total{outcome=\"failed\"} %" PRIu64 "\n"
+      "# HELP qraft_snapshot_receives_aborted_total Snapshots whose transfer "
+      "broke midway (nothing of them is installed).\n"
+      "# TYPE qraft_snapshot_receives_aborted_total counter\n"
+      "qraft_snapshot_receives_aborted_total %" PRIu64 "\n",
+      s.log_bytes, pending_bytes, s.snapshot_sends_active,
+      s.snapshot_recvs_active, s.snapshot_bytes_sent,
+      s.snapshot_bytes_received, s.snapshot_sends_done,
+      s.snapshot_sends_failed, s.snapshot_recvs_aborted);
   off += node_transport_metrics(n, off < size ? buf + off : NULL,
                                 off < size ? size - off : 0);
   pthread_mutex_lock(&n->mu);

@@ -78,15 +78,8 @@ static int node_config_check(qraft_node_config *c, qraft_err *err) {
   if (c->snapshot_entries == 0) {
     c->snapshot_entries = 10000;
   }
-  /* a snapshot travels as one frame, with room for its metadata */
-  uint64_t snap_max = QRAFT_WIRE_FRAME_BYTES_LIMIT - (1u << 20);
-  if (c->snapshot_bytes_max == 0) {
-    c->snapshot_bytes_max = snap_max;
-  }
-  if (c->snapshot_bytes_max > snap_max) {
-    return QRAFT_ERR(err, QRAFT_ECONFIG,
-                     "snapshot_bytes_max %" PRIu64 " above %" PRIu64,
-                     c->snapshot_bytes_max, snap_max);
+  if (c->snapshot_log_bytes == 0) {
+    c->snapshot_log_bytes = 64u << 20;
   }
   return 0;
 }
@@ -396,10 +389,13 @@ static int node_start_on_loop(qraft_node *n) {
   nc.cluster_id = n->cfg.cluster_id;
   nc.self_id = n->id;
   nc.group_id = 1;
-  nc.snapshot_bytes_max = n->cfg.snapshot_bytes_max + (1u << 20);
   nc.recv_cb = qraft__node_recv_cb;
   nc.peer_cb = qraft__node_peer_cb;
   nc.snapshot_sent_cb = qraft__node_snapshot_sent_cb;
+  nc.snapshot_chunk_bytes = n->cfg.snapshot_chunk_bytes;
+  nc.snapshot_inflight_bytes_max = n->cfg.snapshot_inflight_bytes;
+  nc.snapshot_begin_cb = qraft__node_snap_begin_cb;
+  nc.snapshot_recv_cb = qraft__node_snap_recv_cb;
   nc.unknown_sender_cb = qraft__node_unknown_sender_cb;
   nc.ud = n;
   rv = qraft_raft_net_new(&nc, &n->net, &err);
@@ -524,6 +520,7 @@ void qraft_node_free(qraft_node *n) {
   qraft_node_stop(n);
   qraft_snapshot_writer_abort(n->recv_writer);
   qraft_snapshot_writer_abort(n->snap_pending);
+  qraft__node_snap_sinks_detach(n);
   /* Writes still in flight (after a fatal error, or a shutdown that gave
    * up waiting) complete inside the store's close: their callbacks only
    * free them now, before the core and the transport go. */

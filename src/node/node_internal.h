@@ -194,6 +194,13 @@ struct qraft_node {
   /* a received snapshot waiting for the core to install it */
   qraft_snapshot_writer *recv_writer;
   uint64_t recv_index, recv_term;
+  /* snapshots streaming in (the transport owns each until it ends) */
+  struct node_recv_sink *recv_sinks;
+  /* snapshots streaming out, and the bytes read for them */
+  uint32_t snap_sends;
+  _Atomic uint64_t m_snap_sent_bytes, m_snap_recv_bytes;
+  _Atomic uint64_t m_snap_sends, m_snap_sends_done, m_snap_sends_failed;
+  _Atomic uint64_t m_snap_recvs_aborted;
   uint64_t persist_last; /* last persist id acknowledged, for the contract */
   /* a hard state whose commit index alone moved, not yet written */
   qraft_hard_state hs_lazy;
@@ -280,8 +287,13 @@ void qraft__node_serve_reads(qraft_node *n);
 
 /* snapshot.c */
 void qraft__node_maybe_snapshot(qraft_node *n);
-int qraft__node_read_snapshot(qraft_node *n, qraft_snapshot *out,
-                              qraft_buf **buf_out);
+void qraft__node_send_snapshot(qraft_node *n, const qraft_message *m);
+int qraft__node_snap_begin_cb(void *ud, qraft_id from, const qraft_message *m,
+                              uint64_t bytes, qraft_raft_snapshot_sink *sink);
+void qraft__node_snap_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch,
+                              void *sink_ctx);
+void qraft__node_snap_sinks_detach(qraft_node *n);
+uint32_t qraft__node_snap_recvs_active(const qraft_node *n);
 int qraft__node_restore_from_store(qraft_node *n, bool restore, bool *received,
                                    qraft_err *err);
 void qraft__node_submit_pending_snapshot(qraft_node *n);

@@ -1,7 +1,8 @@
 /*
  * snapshot.c: snapshots: the node's header before the state machine's
  * bytes, restoring from the store, taking one (installed once the state
- * machine's durable index reaches it), and reading one to send.
+ * machine's durable index reaches it), and streaming them out of the store
+ * to peers and from peers into the store.
  */
 #include "node_internal.h"
 
@@ -123,46 +124,235 @@ int qraft__node_restore_from_store(qraft_node *n, bool restore, bool *received,
   return rv;
 }
 
-/* Reads the store's snapshot whole (bounded by snapshot_bytes_max) for a
- * MsgSnapshot. */
-int qraft__node_read_snapshot(qraft_node *n, qraft_snapshot *out,
-                              qraft_buf **buf_out) {
+/* --- sending: the store's snapshot, read a chunk at a time by the
+ * transport as the connection's window opens ------------------------------ */
+
+typedef struct node_send_src {
+  qraft_node *n;
+  qraft_snapshot_reader *r;
+  uint64_t read;
+} node_send_src;
+
+static int send_src_read(void *ctx, void *buf, size_t cap, size_t *got) {
+  node_send_src *s = ctx;
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  int rv = qraft_snapshot_reader_read(s->r, buf, cap, got, &err);
+  if (rv != 0) {
+    char line[256];
+    qraft_err_format(&err, line, sizeof line);
+    QRAFT_LOG(s->n->lg, QRAFT_LOG_ERROR, "reading the snapshot to send",
+              QRAFT_LOG_STR("error", line));
+    return rv;
+  }
+  s->read += *got;
+  s->n->m_snap_sent_bytes += *got;
+  return 0;
+}
+
+static void send_src_close(void *ctx) {
+  node_send_src *s = ctx;
+  if (!s->n->freeing) {
+    s->n->snap_sends--;
+  }
+  qraft_snapshot_reader_close(s->r);
+  free(s);
+}
+
+/* Sends the store's current snapshot for MsgSnapshot `m` (its metadata is
+ * the store's, which may be newer than the core's). */
+void qraft__node_send_snapshot(qraft_node *n, const qraft_message *m) {
   qraft_err err;
   qraft_err_init(&err, 0);
   qraft_snapshot_reader *r = NULL;
-  int rv = qraft_storage_snapshot_reader_open(n->st, &r, &err);
+  node_send_src *src = calloc(1, sizeof *src);
+  int rv = src == NULL ? -ENOMEM
+                       : qraft_storage_snapshot_reader_open(n->st, &r, &err);
   if (rv != 0) {
+    free(src);
+    n->m_snap_sends_failed++;
+    qraft_core_report_snapshot(n->core, m->to, false);
+    return;
+  }
+  src->n = n;
+  src->r = r;
+  qraft_message sm = *m;
+  qraft_snapshot snap = {.metadata = r->meta};
+  sm.snapshot = &snap;
+  qraft_raft_snapshot_source s = {.bytes = r->bytes,
+                                  .read = send_src_read,
+                                  .close = send_src_close,
+                                  .ctx = src};
+  uint64_t index = r->meta.index, bytes = r->bytes;
+  n->snap_sends++;
+  /* the transport may be done with the source before this returns */
+  rv = qraft_raft_net_send_snapshot(n->net, &sm, &s, NULL);
+  if (rv == 0) {
+    n->m_snap_sends++;
+    QRAFT_LOG(n->lg, QRAFT_LOG_INFO, "sending a snapshot",
+              QRAFT_LOG_U64("to", m->to), QRAFT_LOG_U64("index", index),
+              QRAFT_LOG_U64("bytes", bytes));
+  } else {
+    send_src_close(src);
+    if (rv != QRAFT_EBUSY) {
+      n->m_snap_sends_failed++;
+    }
+    qraft_core_report_snapshot(n->core, m->to, false);
+  }
+}
+
+/* --- receiving: the data goes into a store snapshot writer as it arrives;
+ * the core sees the MsgSnapshot only once all of it is in and checked ---- */
+
+typedef struct node_recv_sink {
+  struct node_recv_sink *next, **prevp;
+  qraft_node *n; /* NULL once the node is being freed */
+  qraft_snapshot_writer *w;
+  uint64_t off;
+} node_recv_sink;
+
+static void sink_unlink(node_recv_sink *k) {
+  if (k->prevp != NULL) {
+    *k->prevp = k->next;
+    if (k->next != NULL) {
+      k->next->prevp = k->prevp;
+    }
+    k->prevp = NULL;
+  }
+}
+
+static int sink_write(void *ctx, const void *data, size_t len) {
+  node_recv_sink *k = ctx;
+  if (k->n == NULL || k->w == NULL) {
+    return QRAFT_ECLOSED;
+  }
+  /* The node header's magic becomes "received": a restart tells a crash
+   * during its install from a state machine that lost state. */
+  uint8_t head[4];
+  const uint8_t *p = data;
+  if (k->off < 4) {
+    uint32_t mr = htonl(NODE_SNAP_MAGIC_RECEIVED);
+    size_t h = 4 - (size_t)k->off < len ? 4 - (size_t)k->off : len;
+    memcpy(head, (const uint8_t *)&mr + k->off, h);
+    qraft_err err;
+    qraft_err_init(&err, 0);
+    int rv = qraft_snapshot_writer_write(k->w, head, h, &err);
+    if (rv != 0) {
+      return rv;
+    }
+    k->off += h;
+    p += h;
+    len -= h;
+    k->n->m_snap_recv_bytes += h;
+  }
+  if (len == 0) {
+    return 0;
+  }
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  int rv = qraft_snapshot_writer_write(k->w, p, len, &err);
+  if (rv != 0) {
+    char line[256];
+    qraft_err_format(&err, line, sizeof line);
+    QRAFT_LOG(k->n->lg, QRAFT_LOG_WARN, "writing a received snapshot",
+              QRAFT_LOG_STR("error", line));
     return rv;
   }
-  if (r->bytes > n->cfg.snapshot_bytes_max) {
-    qraft_snapshot_reader_close(r);
-    return QRAFT_ELIMIT;
+  k->off += len;
+  k->n->m_snap_recv_bytes += len;
+  return 0;
+}
+
+static void sink_abort(void *ctx) {
+  node_recv_sink *k = ctx;
+  if (k->n != NULL) {
+    k->n->m_snap_recvs_aborted++;
   }
-  qraft_buf *b = qraft_buf_new(r->bytes);
-  if (b == NULL) {
-    qraft_snapshot_reader_close(r);
+  qraft_snapshot_writer_abort(k->w);
+  sink_unlink(k);
+  free(k);
+}
+
+int qraft__node_snap_begin_cb(void *ud, qraft_id from, const qraft_message *m,
+                              uint64_t bytes, qraft_raft_snapshot_sink *sink) {
+  (void)from;
+  qraft_node *n = ud;
+  if (n->fatal || bytes < 8) {
+    return QRAFT_EUNAVAILABLE;
+  }
+  node_recv_sink *k = calloc(1, sizeof *k);
+  if (k == NULL) {
     return -ENOMEM;
   }
-  size_t off = 0;
-  while (off < r->bytes) {
-    size_t got = 0;
-    rv = qraft_snapshot_reader_read(r, b->data + off, r->bytes - off, &got,
-                                    &err);
-    if (rv != 0 || got == 0) {
-      break;
-    }
-    off += got;
-  }
-  out->metadata = r->meta;
-  qraft_snapshot_reader_close(r);
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  int rv = qraft_storage_snapshot_writer_open(n->st, &m->snapshot->metadata,
+                                              &k->w, &err);
   if (rv != 0) {
-    qraft_buf_unref(b);
+    char line[256];
+    qraft_err_format(&err, line, sizeof line);
+    QRAFT_LOG(n->lg, QRAFT_LOG_WARN, "cannot receive a snapshot",
+              QRAFT_LOG_STR("error", line));
+    free(k);
     return rv;
   }
-  b->len = off;
-  out->data = (qraft_slice){.data = b->data, .len = off, .owner = NULL};
-  *buf_out = b;
+  k->n = n;
+  k->next = n->recv_sinks;
+  if (k->next != NULL) {
+    k->next->prevp = &k->next;
+  }
+  k->prevp = &n->recv_sinks;
+  n->recv_sinks = k;
+  *sink = (qraft_raft_snapshot_sink){
+      .write = sink_write, .abort = sink_abort, .ctx = k};
   return 0;
+}
+
+void qraft__node_snap_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch,
+                              void *sink_ctx) {
+  qraft_node *n = ud;
+  node_recv_sink *k = sink_ctx;
+  qraft_snapshot_writer *w = k->w;
+  k->w = NULL;
+  sink_unlink(k);
+  free(k);
+  qraft_message *m = &batch->msgs[0];
+  if (n->fatal || m->from != from) {
+    qraft_snapshot_writer_abort(w);
+    qraft_wire_batch_free(batch);
+    return;
+  }
+  qraft__node_clock(n);
+  n->m_messages_in++;
+  /* Whole and checked: the core decides whether to install it. */
+  qraft_snapshot_writer_abort(n->recv_writer);
+  n->recv_writer = w;
+  n->recv_index = m->snapshot->metadata.index;
+  n->recv_term = m->snapshot->metadata.term;
+  (void)qraft_core_step(n->core, m);
+  qraft_wire_batch_free(batch);
+  qraft__node_drain(n);
+}
+
+uint32_t qraft__node_snap_recvs_active(const qraft_node *n) {
+  uint32_t k = 0;
+  for (const node_recv_sink *s = n->recv_sinks; s != NULL; s = s->next) {
+    k++;
+  }
+  return k;
+}
+
+/* qraft_node_free: the store closes before the transport, so the writers
+ * of snapshots still streaming in go first; their sinks stay with the
+ * transport, which frees them. */
+void qraft__node_snap_sinks_detach(qraft_node *n) {
+  while (n->recv_sinks != NULL) {
+    node_recv_sink *k = n->recv_sinks;
+    sink_unlink(k);
+    qraft_snapshot_writer_abort(k->w);
+    k->w = NULL;
+    k->n = NULL;
+  }
 }
 
 /* Takes a snapshot of the state machine when enough was applied since the
@@ -248,13 +438,15 @@ void qraft__node_maybe_snapshot(qraft_node *n) {
   /* Not while a received snapshot is being installed: the state machine
    * is about to be replaced, and a snapshot of the old state would land in
    * the store after the newer one. */
-  if (n->applied < n->snap_index + n->cfg.snapshot_entries || n->fatal ||
-      n->installing || n->snap_pending != NULL) {
+  if (n->applied <= n->snap_index || n->fatal || n->installing ||
+      n->snap_pending != NULL) {
     return;
   }
   qraft_core_status st;
   qraft_core_status_get(n->core, &st);
-  if (n->applied > st.persisted) {
+  if (n->applied > st.persisted ||
+      (n->applied < n->snap_index + n->cfg.snapshot_entries &&
+       st.log_bytes < n->cfg.snapshot_log_bytes)) {
     return;
   }
   uint64_t term;

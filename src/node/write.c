@@ -61,20 +61,7 @@ void qraft__node_send(qraft_node *n, const qraft_message *m) {
   }
   n->m_messages_out++;
   if (m->type == QRAFT_MSG_SNAPSHOT) {
-    qraft_message sm = *m;
-    qraft_snapshot snap;
-    qraft_buf *b = NULL;
-    if (qraft__node_read_snapshot(n, &snap, &b) != 0) {
-      qraft_core_report_snapshot(n->core, m->to, false);
-      return;
-    }
-    snap.data.owner = b;
-    sm.snapshot = &snap;
-    int rv = qraft_raft_net_send(n->net, &sm, NULL);
-    qraft_buf_unref(b);
-    if (rv != 0) {
-      qraft_core_report_snapshot(n->core, m->to, false);
-    }
+    qraft__node_send_snapshot(n, m);
     return;
   }
   (void)qraft_raft_net_send(n->net, m, NULL);

@@ -33,6 +33,7 @@
 
 #include <qraft/assert.h>
 #include <qraft/buf.h>
+#include <qraft/crc32c.h>
 #include <qraft/prng.h>
 
 #include "sim/lincheck.h"
@@ -234,6 +235,15 @@ struct fs_sim {
    * and restarts from it; what it applied since is lost in a crash. */
   bool durable_sm;
   uint64_t sync_ns;
+  /* Bytes of filler after the values in every snapshot, so that snapshots
+   * cross the network in many chunks and round trips (and faults cut them
+   * midway); restore checks every byte (snapshot_integrity). */
+  uint32_t snap_pad;
+  /* Per slice while a member receives a snapshot (ppm): cut the transfer
+   * by crashing its receiver or the leader, or isolating the receiver.
+   * Drawn from a stream of its own. */
+  uint32_t p_snap_cut;
+  qraft_prng cut_rng;
   struct {
     uint64_t vals[FS_KEYS];
     uint64_t index;
@@ -599,25 +609,52 @@ static void kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
   }
 }
 
+/* A snapshot: the state machine's index (u64), its values, snap_pad bytes
+ * of filler drawn from that index, and a CRC-32C of everything before it. */
+#define FS_SNAP_PIECE 4096
+
+static void kv_pad(uint64_t idx, uint64_t off, uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint64_t o = off + i;
+    uint64_t x = (idx + 1) * 0x9e3779b97f4a7c15ULL ^ (o >> 3) * 0xbf58476d1ce4e5b9ULL;
+    p[i] = (uint8_t)(x >> ((o & 7) * 8));
+  }
+}
+
 static int kv_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,
                        void *wctx) {
   fs_kv *kv = ud;
   *index = kv->index;
-  uint8_t b[8 * FS_KEYS];
+  uint8_t b[8 + 8 * FS_KEYS];
+  put_u64(b, kv->index);
   for (int k = 0; k < FS_KEYS; k++) {
-    put_u64(b + 8 * k, kv->vals[k]);
+    put_u64(b + 8 + 8 * k, kv->vals[k]);
   }
-  return write(wctx, b, sizeof b);
+  uint32_t crc = qraft_crc32c(0, b, sizeof b);
+  int rv = write(wctx, b, sizeof b);
+  uint8_t piece[FS_SNAP_PIECE];
+  for (uint64_t off = 0; rv == 0 && off < kv->sim->snap_pad;
+       off += FS_SNAP_PIECE) {
+    size_t n = kv->sim->snap_pad - off < FS_SNAP_PIECE
+                   ? (size_t)(kv->sim->snap_pad - off)
+                   : FS_SNAP_PIECE;
+    kv_pad(kv->index, off, piece, n);
+    crc = qraft_crc32c(crc, piece, n);
+    rv = write(wctx, piece, n);
+  }
+  if (rv == 0) {
+    put_u64(b, crc);
+    rv = write(wctx, b, 8);
+  }
+  return rv;
 }
 
-static int kv_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
-                      void *rctx) {
-  fs_kv *kv = ud;
-  uint8_t b[8 * FS_KEYS];
+static int kv_read_exact(qraft_sm_read_fn read, void *rctx, uint8_t *p,
+                         size_t n) {
   size_t off = 0;
-  while (off < sizeof b) {
+  while (off < n) {
     size_t got = 0;
-    int rv = read(rctx, b + off, sizeof b - off, &got);
+    int rv = read(rctx, p + off, n - off, &got);
     if (rv != 0) {
       return rv;
     }
@@ -626,8 +663,63 @@ static int kv_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
     }
     off += got;
   }
+  return 0;
+}
+
+/* Reads and checks a whole snapshot before it replaces anything: a partial
+ * or damaged one is a violation (snapshot_integrity), whatever the node
+ * does with the error. */
+static int kv_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
+                      void *rctx) {
+  fs_kv *kv = ud;
+  fs_sim *s = kv->sim;
+  uint8_t b[8 + 8 * FS_KEYS];
+  int rv = kv_read_exact(read, rctx, b, sizeof b);
+  uint64_t idx = get_u64(b);
+  uint32_t crc = qraft_crc32c(0, b, sizeof b);
+  const char *why = rv != 0 ? "values" : NULL;
+  if (rv == 0 && idx > index) {
+    why = "index ahead of the snapshot";
+    rv = QRAFT_ECORRUPT;
+  }
+  uint8_t piece[FS_SNAP_PIECE], want[FS_SNAP_PIECE];
+  for (uint64_t off = 0; rv == 0 && off < s->snap_pad; off += FS_SNAP_PIECE) {
+    size_t n = s->snap_pad - off < FS_SNAP_PIECE
+                   ? (size_t)(s->snap_pad - off)
+                   : FS_SNAP_PIECE;
+    rv = kv_read_exact(read, rctx, piece, n);
+    kv_pad(idx, off, want, n);
+    if (rv == 0 && memcmp(piece, want, n) != 0) {
+      rv = QRAFT_ECORRUPT;
+    }
+    if (rv != 0) {
+      why = "filler";
+    }
+    crc = qraft_crc32c(crc, piece, n);
+  }
+  uint8_t t[8];
+  if (rv == 0) {
+    rv = kv_read_exact(read, rctx, t, 8);
+    if (rv == 0 && get_u64(t) != crc) {
+      rv = QRAFT_ECORRUPT;
+    }
+    if (rv != 0) {
+      why = "checksum";
+    }
+  }
+  size_t extra = 0;
+  if (rv == 0 && read(rctx, t, 1, &extra) == 0 && extra != 0) {
+    why = "bytes after the end";
+    rv = QRAFT_ECORRUPT;
+  }
+  if (rv != 0) {
+    fs_fail(s, "snapshot_integrity",
+            "node %u restored snapshot %" PRIu64 " with a bad %s (%s)",
+            kv->node, index, why, qraft_strerror(rv));
+    return rv;
+  }
   for (int k = 0; k < FS_KEYS; k++) {
-    kv->vals[k] = get_u64(b + 8 * k);
+    kv->vals[k] = get_u64(b + 8 + 8 * k);
   }
   kv->index = index;
   return 0;
@@ -1120,10 +1212,27 @@ static void fs_heal_links(fs_sim *s) {
   s->stale_node = -1;
 }
 
+/* Counts a node's snapshots into the summary before it goes (its counters
+ * start again with each start). */
+static void fs_count_node(fs_sim *s, uint32_t i) {
+  qraft_node *nd = qraft_sim_cluster_node(s->c, i);
+  if (nd == NULL) {
+    return;
+  }
+  qraft_node_status st;
+  qraft_node_status_get(nd, &st);
+  s->res->snapshots_sent += st.snapshot_sends_done;
+  s->res->compactions += st.snapshots_taken;
+  s->res->snapshots_installed += st.snapshots_installed;
+  s->res->snapshot_transfers_cut +=
+      st.snapshot_sends_failed + st.snapshot_recvs_aborted;
+}
+
 static void fs_crash_node(fs_sim *s, uint32_t i, uint64_t now) {
   if (qraft_sim_cluster_node(s->c, i) == NULL) {
     return;
   }
+  fs_count_node(s, i);
   qraft_simdisk_stats before, after;
   qraft_simdisk_stats_get(qraft_sim_cluster_disk(s->c, i), &before);
   qraft_sim_cluster_crash(s->c, i);
@@ -1382,6 +1491,7 @@ static void fs_membership_tend(fs_sim *s) {
     } else if (now >= s->retire_at_ns[i]) {
       s->retired[i] = true;
       if (qraft_sim_cluster_node(s->c, i) != NULL) {
+        fs_count_node(s, i);
         qraft_sim_cluster_crash(s->c, i);
       }
       s->restart_at_ns[i] = 0;
@@ -1390,6 +1500,40 @@ static void fs_membership_tend(fs_sim *s) {
       fs_event(s, 0x2e71 ^ i, "node %u is out of the configuration: stopped",
                i);
     }
+  }
+}
+
+/* Cuts a snapshot transfer midway: a member is receiving one; crash it,
+ * crash the leader sending it, or isolate the receiver. */
+static void fs_snapshot_cut_step(fs_sim *s, uint64_t now) {
+  for (uint32_t i = 0; i < s->total; i++) {
+    qraft_node *nd = qraft_sim_cluster_node(s->c, i);
+    if (nd == NULL || !fs_node_in_play(s, i)) {
+      continue;
+    }
+    qraft_node_status st;
+    qraft_node_status_get(nd, &st);
+    if (st.snapshot_recvs_active == 0 ||
+        !qraft_prng_chance(&s->cut_rng, s->p_snap_cut, 1000000)) {
+      continue;
+    }
+    uint64_t how = qraft_prng_below(&s->cut_rng, 3);
+    int l = qraft_sim_cluster_leader(s->c);
+    if (how == 1 && l >= 0 && (uint32_t)l != i) {
+      fs_event(s, 0x5c07 ^ (uint64_t)l, "cut a snapshot to node %u: crash "
+               "the leader, node %d", i, l);
+      fs_crash_node(s, (uint32_t)l, now);
+    } else if (how == 2 && s->heal_at_ns == 0) {
+      fs_isolate(s, i);
+      s->heal_at_ns = now + qraft_prng_between(&s->cut_rng, 100, 3000) *
+                                1000000ull;
+      s->res->partitions++;
+      fs_event(s, 0x5c08 ^ i, "cut a snapshot: isolate node %u", i);
+    } else {
+      fs_event(s, 0x5c09 ^ i, "cut a snapshot: crash node %u", i);
+      fs_crash_node(s, i, now);
+    }
+    return;
   }
 }
 
@@ -1462,6 +1606,9 @@ static void fs_faults_step(fs_sim *s) {
   if (s->heal_at_ns == 0 &&
       qraft_prng_chance(&s->rng, s->p_partition, 1000000)) {
     fs_partition(s, now);
+  }
+  if (s->p_snap_cut > 0 && now < s->faults_end_ns) {
+    fs_snapshot_cut_step(s, now);
   }
   if (qraft_prng_chance(&s->rng, s->p_clog, 1000000)) {
     uint32_t i = (uint32_t)qraft_prng_below(&s->rng, s->total);
@@ -1871,10 +2018,50 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     s->sync_ns = qraft_prng_between(&durable_rng, 1, 1000) * 1000000ull;
     cc.sm = &kv_durable_ops;
   }
-  char dur[48] = "";
+  /* Snapshots of 16 KiB to 512 KiB on three seeds in four (64 KiB chunks
+   * on the wire), from a stream of its own too. */
+  qraft_prng pad_rng;
+  qraft_prng_init(&pad_rng, opts->seed ^ 0x5a9d5a9d5a9dULL);
+  if (qraft_prng_chance(&pad_rng, 3, 4)) {
+    s->snap_pad = (uint32_t)qraft_prng_between(&pad_rng, 16, 512) * 1024u;
+  }
+  /* One in three snapshots every 10 to 30 entries, so that members that
+   * were down or cut off often need one (and faults cut transfers). */
+  if (qraft_prng_chance(&pad_rng, 1, 3)) {
+    cc.snapshot_entries = qraft_prng_between(&pad_rng, 10, 30);
+  }
+  qraft_prng_init(&s->cut_rng, opts->seed ^ 0xc07c07c07c07ULL);
+  if (s->snap_pad > 0 && qraft_prng_chance(&s->cut_rng, 1, 2)) {
+    /* small windows: a snapshot takes many round trips */
+    cc.snapshot_chunk_bytes =
+        (uint32_t)qraft_prng_between(&s->cut_rng, 2, 32) * 1024u;
+    cc.snapshot_inflight_bytes =
+        cc.snapshot_chunk_bytes *
+        (uint32_t)qraft_prng_between(&s->cut_rng, 1, 8);
+  }
+  if (!s->steady && !fig8 && qraft_prng_chance(&s->cut_rng, 2, 3)) {
+    s->p_snap_cut = (uint32_t)qraft_prng_between(&s->cut_rng, 100000, 600000);
+  }
+  char dur[192] = "";
   if (s->durable_sm) {
     snprintf(dur, sizeof dur, "durable-sm sync %" PRIu64 " ms: ",
              s->sync_ns / 1000000);
+  }
+  if (s->snap_pad > 0) {
+    size_t l = strlen(dur);
+    snprintf(dur + l, sizeof dur - l, "snapshots +%u KiB: ",
+             s->snap_pad / 1024);
+  }
+  if (s->p_snap_cut > 0) {
+    size_t l = strlen(dur);
+    snprintf(dur + l, sizeof dur - l, "snapshot cuts %u ppm: ",
+             s->p_snap_cut);
+  }
+  if (cc.snapshot_chunk_bytes > 0) {
+    size_t l = strlen(dur);
+    snprintf(dur + l, sizeof dur - l, "chunks %u KiB, %u in flight: ",
+             cc.snapshot_chunk_bytes / 1024,
+             cc.snapshot_inflight_bytes / cc.snapshot_chunk_bytes);
   }
   snprintf(res->swarm, sizeof res->swarm,
            "%s%snodes %u+%u clients %u drop %u dup %u delay %" PRIu64 "..%" PRIu64
@@ -1965,6 +2152,9 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   res->virtual_ms = qraft_sim_cluster_now_ms(s->c);
   fs_mix(s, ns.trace_hash);
   res->trace_hash = s->trace_hash;
+  for (uint32_t i = 0; i < s->total; i++) {
+    fs_count_node(s, i);
+  }
   qraft_sim_cluster_free(s->c);
   free(s->applied_hash);
   free(s->applied_data);

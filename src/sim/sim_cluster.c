@@ -80,6 +80,8 @@ static int sc_node_open(qraft_sim_cluster *c, uint32_t i) {
   if (c->cfg.snapshot_entries != 0) {
     nc.snapshot_entries = c->cfg.snapshot_entries;
   }
+  nc.snapshot_chunk_bytes = c->cfg.snapshot_chunk_bytes;
+  nc.snapshot_inflight_bytes = c->cfg.snapshot_inflight_bytes;
   qraft_err err;
   qraft_err_init(&err, 0);
   rv = qraft_node_new(&nc, &sn->node, &err);

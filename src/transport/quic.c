@@ -400,6 +400,40 @@ static int handshake_confirmed_cb(ngtcp2_conn *conn, void *ud) {
   return 0;
 }
 
+/* ngtcp2 before 0.14 never closes a stream the peer opened to send only
+ * (fixed upstream by "Fix bug that a remote uni stream never be closed",
+ * ngtcp2 commit 1d591bde): its stream_close callback never comes, so the
+ * peer's stream budget (streams_max) would never be given back, and after
+ * that many snapshot streams on one connection no other could open. With
+ * such a version (Debian 12 ships 0.12.1), a peer's unidirectional stream
+ * counts as closed here once its FIN was delivered or it was reset: the
+ * budget is extended then, and a reset is reported to the handler as the
+ * close. ngtcp2 keeps its small stream object until the connection ends.
+ * The stream's user data records the state: NULL before its first bytes,
+ * UNI_OPEN, then UNI_DONE. */
+static char uni_open, uni_done;
+#define UNI_OPEN ((void *)&uni_open)
+#define UNI_DONE ((void *)&uni_done)
+
+static bool uni_close_bug(void) {
+  static int bug = -1;
+  if (bug < 0) {
+    const ngtcp2_info *v = ngtcp2_version(0);
+    bug = v != NULL && v->version_num < 0x000e00;
+  }
+  return bug != 0;
+}
+
+static bool remote_uni(ngtcp2_conn *conn, int64_t stream_id) {
+  return !ngtcp2_is_bidi_stream(stream_id) &&
+         !ngtcp2_conn_is_local_stream(conn, stream_id);
+}
+
+static void uni_done_now(ngtcp2_conn *conn, int64_t stream_id) {
+  ngtcp2_conn_set_stream_user_data(conn, stream_id, UNI_DONE);
+  ngtcp2_conn_extend_max_streams_uni(conn, 1);
+}
+
 static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
                                int64_t stream_id, uint64_t offset,
                                const uint8_t *data, size_t datalen, void *ud,
@@ -414,6 +448,14 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
     qraft__ep_conn_established(c);
   }
   c->bytes_in += datalen;
+  if (uni_close_bug() && remote_uni(conn, stream_id) &&
+      stream_ud != UNI_DONE) {
+    if (flags & NGTCP2_STREAM_DATA_FLAG_FIN) {
+      uni_done_now(conn, stream_id);
+    } else if (stream_ud == NULL) {
+      ngtcp2_conn_set_stream_user_data(conn, stream_id, UNI_OPEN);
+    }
+  }
   if (c->state == TP_HELD) {
     /* Kept for the handler, should this connection be served; the windows
      * open again when it gets the bytes (qraft__quic_held_deliver). */
@@ -434,6 +476,23 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
   ngtcp2_conn_extend_max_stream_offset(conn, stream_id, datalen);
   ngtcp2_conn_extend_max_offset(conn, datalen);
   return 0;
+}
+
+static int stream_closed(qraft_conn *c, int64_t stream_id, uint64_t code);
+
+/* With ngtcp2 before 0.14: a peer's unidirectional stream reset after its
+ * first bytes (ngtcp2 itself gives the budget back for one reset before
+ * them, and calls this with no stream user data). */
+static int stream_reset_cb(ngtcp2_conn *conn, int64_t stream_id,
+                           uint64_t final_size, uint64_t app_error_code,
+                           void *ud, void *stream_ud) {
+  (void)final_size;
+  if (!uni_close_bug() || !remote_uni(conn, stream_id) ||
+      stream_ud != UNI_OPEN) {
+    return 0;
+  }
+  uni_done_now(conn, stream_id);
+  return stream_closed(ud, stream_id, app_error_code);
 }
 
 static int acked_cb(ngtcp2_conn *conn, int64_t stream_id, uint64_t offset,
@@ -459,7 +518,7 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags,
   }
   stream_remove(c, stream_id);
   c->q->acked = true;
-  if (!ngtcp2_conn_is_local_stream(conn, stream_id)) {
+  if (!ngtcp2_conn_is_local_stream(conn, stream_id) && stream_ud != UNI_DONE) {
     /* Let the peer open another one in its place. */
     if (ngtcp2_is_bidi_stream(stream_id)) {
       ngtcp2_conn_extend_max_streams_bidi(conn, 1);
@@ -467,6 +526,16 @@ static int stream_close_cb(ngtcp2_conn *conn, uint32_t flags,
       ngtcp2_conn_extend_max_streams_uni(conn, 1);
     }
   }
+  if (stream_ud == UNI_DONE) {
+    return 0; /* reported when it was done */
+  }
+  return stream_closed(c, stream_id, app_error_code);
+}
+
+/* Tells the handler a stream is closed (or keeps that for it while the
+ * connection is held). */
+static int stream_closed(qraft_conn *c, int64_t stream_id,
+                         uint64_t app_error_code) {
   if (c->state == TP_HELD &&
       !held_push(c->q, stream_id, NULL, 0, false, true, app_error_code)) {
     return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -515,6 +584,7 @@ static void callbacks_init(ngtcp2_callbacks *cb, bool server) {
   cb->recv_stream_data = recv_stream_data_cb;
   cb->acked_stream_data_offset = acked_cb;
   cb->stream_close = stream_close_cb;
+  cb->stream_reset = stream_reset_cb;
   cb->extend_max_stream_data = extend_max_stream_data_cb;
 }
 

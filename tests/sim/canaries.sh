@@ -34,6 +34,7 @@ CANARIES=(
   LEASE_OLD_CONFIG         # the lease counted on the election's configuration
   NODE_TICKS_BEFORE_MESSAGES # node: time decisions before reading what arrived
   NODE_COMPACT_PAST_DURABLE # node: drop the log past the state machine's durable index
+  TRANSPORT_PARTIAL_SNAPSHOT # transport: a snapshot cut by a lost connection installed
 )
 if [ -n "${CANARY_ONLY:-}" ]; then
   read -ra CANARIES <<< "$CANARY_ONLY" # a subset, e.g. "LEASE_OLD_CONFIG"

@@ -51,7 +51,7 @@ static void rmdir_all(const char *d) {
 static kv_store *open_sync(const char *dir, uint32_t sync_ms) {
   kv_store *s = NULL;
   char msg[256];
-  assert_int_equal(kv_store_open(dir, sync_ms, &s, msg, sizeof msg), 0);
+  assert_int_equal(kv_store_open(dir, sync_ms, 0, &s, msg, sizeof msg), 0);
   return s;
 }
 
@@ -233,6 +233,119 @@ static void the_flusher_commits_on_its_own(void **st) {
   free(d);
 }
 
+static kv_store *open_map(const char *dir, uint64_t map_bytes) {
+  kv_store *s = NULL;
+  char msg[256];
+  assert_int_equal(kv_store_open(dir, 0, map_bytes, &s, msg, sizeof msg), 0);
+  return s;
+}
+
+/* A full LMDB map is a state, not a crash: the flusher keeps the batch in
+ * the overlay (reads see it), the durable index stops where LMDB is, writes
+ * are refused with a message that says what to do, close does not hang;
+ * reopened with a larger map, the state is LMDB's as of the durable index
+ * (the node re-applies its log from there) and flushes go on. */
+static void a_full_map_keeps_every_write_and_says_what_to_do(void **st) {
+  (void)st;
+  char *d = tmpdir();
+  kv_store *s = open_map(d, 1u << 20);
+  char big[4000];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = 0;
+  char key[32];
+  uint64_t i = 0;
+  char why[256] = "";
+  /* 1 MiB holds a few hundred of these; write until it is full */
+  for (i = 1; i <= 2000 && !kv_store_full(s, why, sizeof why); i++) {
+    snprintf(key, sizeof key, "k%04llu", (unsigned long long)i);
+    put(s, i, key, big);
+    for (int t = 0; t < 200 && kv_store_ops()->durable_index(s) < i &&
+                    !kv_store_full(s, why, sizeof why);
+         t++) {
+      struct timespec ts = {0, 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  assert_true(kv_store_full(s, why, sizeof why));
+  fprintf(stderr, "full after %llu puts: %s\n", (unsigned long long)i - 1,
+          why);
+  assert_non_null(strstr(why, "--map-size"));
+  uint64_t last = i - 1, durable = kv_store_ops()->durable_index(s);
+  assert_true(durable < last);
+  kv_counters k;
+  kv_store_counters(s, &k);
+  assert_true(k.full);
+  assert_true(k.map_full >= 1);
+  assert_true(k.overlay_keys >= 1);
+  /* reads still see every applied write */
+  snprintf(key, sizeof key, "k%04llu", (unsigned long long)last);
+  has(s, key, big);
+  has(s, "k0001", big);
+  kv_store_close(s);
+  /* a larger map: LMDB holds the state as of `durable` */
+  s = open_map(d, 64u << 20);
+  assert_int_equal(kv_store_ops()->durable_index(s), durable);
+  assert_false(kv_store_full(s, why, sizeof why));
+  for (uint64_t j = durable + 1; j <= last; j++) {
+    snprintf(key, sizeof key, "k%04llu", (unsigned long long)j);
+    put(s, j, key, big); /* the node re-applies its log */
+  }
+  for (int t = 0; t < 1000 && kv_store_ops()->durable_index(s) < last; t++) {
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  assert_int_equal(kv_store_ops()->durable_index(s), last);
+  has(s, key, big);
+  kv_store_close(s);
+  rmdir_all(d);
+  free(d);
+}
+
+/* A restore larger than a batch commits in batches (LMDB's dirty pages stay
+ * bounded) and ends with the same state as the source. */
+static void a_large_restore_commits_in_batches(void **st) {
+  (void)st;
+  char *da = tmpdir(), *db = tmpdir();
+  kv_store *a = open_sync(da, 0), *b = open_sync(db, 0);
+  static char big[60000];
+  char key[32];
+  for (uint64_t i = 1; i <= 400; i++) {
+    memset(big, 'a' + (int)(i % 26), sizeof big - 1);
+    snprintf(key, sizeof key, "k%04llu", (unsigned long long)i);
+    put(a, i, key, big);
+  }
+  put(b, 1, "old", "gone after the restore");
+  snap_bytes snap = {0};
+  uint64_t idx = 0;
+  assert_int_equal(kv_store_ops()->snapshot(a, &idx, snap_write, &snap), 0);
+  assert_true(snap.n > 20u << 20);
+  assert_int_equal(kv_store_ops()->restore(b, 400, snap_read, &snap), 0);
+  kv_counters k;
+  kv_store_counters(b, &k);
+  assert_true(k.restore_batches >= 2);
+  uint64_t da_d, da_k, da_a, db_d, db_k, db_a;
+  assert_int_equal(kv_store_digest(a, &da_d, &da_k, &da_a), 0);
+  assert_int_equal(kv_store_digest(b, &db_d, &db_k, &db_a), 0);
+  assert_int_equal(da_d, db_d);
+  assert_int_equal(da_k, 400);
+  assert_int_equal(db_k, 400);
+  assert_int_equal(kv_store_ops()->durable_index(b), 400);
+  missing(b, "old");
+  free(snap.p);
+  kv_store_close(a);
+  kv_store_close(b);
+  /* reopened: the restored state, durable */
+  b = open_sync(db, 0);
+  assert_int_equal(kv_store_ops()->durable_index(b), 400);
+  assert_int_equal(kv_store_digest(b, &db_d, &db_k, &db_a), 0);
+  assert_int_equal(da_d, db_d);
+  kv_store_close(b);
+  rmdir_all(da);
+  rmdir_all(db);
+  free(da);
+  free(db);
+}
+
 /* A snapshot holds the overlay's writes and deletions; a restore replaces
  * the overlay too, and is durable when it returns. */
 static void snapshot_and_restore_cover_the_overlay(void **st) {
@@ -374,6 +487,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(applies_are_read_at_once_and_durable_after_the_flush),
       cmocka_unit_test(the_flusher_commits_on_its_own),
+      cmocka_unit_test(a_full_map_keeps_every_write_and_says_what_to_do),
+      cmocka_unit_test(a_large_restore_commits_in_batches),
       cmocka_unit_test(snapshot_and_restore_cover_the_overlay),
       cmocka_unit_test(overlay_matches_a_model),
       cmocka_unit_test(snapshot_taken_after_empty_entries_restores),

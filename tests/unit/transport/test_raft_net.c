@@ -2,10 +2,12 @@
  * their own streams beside heartbeats, and a misbehaving peer closed alone. */
 #include "cmocka_all.h"
 
+#include <qraft/crc32c.h>
 #include <qraft/transport.h>
 #include <qraft/wire.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,13 @@ typedef struct rnode {
   bool snap_ok;
   bool reachable[8];
   int snap_status; /* 1: none yet */
+  /* streamed snapshots: what the sink took */
+  bool streaming;      /* snapshot_begin_cb and snapshot_recv_cb set */
+  int refuse;          /* begin_cb returns this when not 0 */
+  uint64_t sink_bytes; /* into the open sink */
+  bool sink_pattern_ok;
+  int sinks_open, sink_aborts, sink_delivered;
+  uint64_t delivered_index, delivered_bytes;
   /* the evil peer's view */
   int downs;
   qraft_close_info last_down;
@@ -88,6 +97,88 @@ static void on_batch(void *ud, qraft_id from, qraft_wire_batch *b) {
   qraft_wire_batch_free(b);
 }
 
+/* A snapshot's bytes: a pattern of their offset. */
+static uint8_t snap_byte(uint64_t off) {
+  return (uint8_t)(off * 7 + (off >> 12));
+}
+
+static int sink_write(void *ctx, const void *data, size_t len) {
+  rnode *r = ctx;
+  const uint8_t *p = data;
+  for (size_t i = 0; i < len; i++) {
+    if (p[i] != snap_byte(r->sink_bytes + i)) {
+      r->sink_pattern_ok = false;
+    }
+  }
+  r->sink_bytes += len;
+  return 0;
+}
+
+static void sink_abort(void *ctx) {
+  rnode *r = ctx;
+  r->sinks_open--;
+  r->sink_aborts++;
+}
+
+static int on_snap_begin(void *ud, qraft_id from, const qraft_message *m,
+                         uint64_t bytes, qraft_raft_snapshot_sink *sink) {
+  rnode *r = ud;
+  assert_int_equal(m->from, from);
+  assert_int_equal(m->type, QRAFT_MSG_SNAPSHOT);
+  assert_int_equal(m->snapshot->data.len, 0);
+  (void)bytes;
+  if (r->refuse != 0) {
+    return r->refuse;
+  }
+  r->sinks_open++;
+  r->sink_bytes = 0;
+  r->sink_pattern_ok = true;
+  *sink = (qraft_raft_snapshot_sink){
+      .write = sink_write, .abort = sink_abort, .ctx = r};
+  return 0;
+}
+
+static void on_snap_recv(void *ud, qraft_id from, qraft_wire_batch *b,
+                         void *sink_ctx) {
+  rnode *r = ud;
+  assert_ptr_equal(sink_ctx, r);
+  assert_int_equal(b->msgs_n, 1);
+  assert_int_equal(b->msgs[0].from, from);
+  r->sinks_open--;
+  r->sink_delivered++;
+  r->delivered_index = b->msgs[0].snapshot->metadata.index;
+  r->delivered_bytes = r->sink_bytes;
+  qraft_wire_batch_free(b);
+}
+
+/* A source of `bytes` bytes of the pattern; fails at `fail_at` if set. */
+typedef struct gen_src {
+  uint64_t off, bytes, fail_at;
+  int closes;
+} gen_src;
+
+static int gen_read(void *ctx, void *buf, size_t cap, size_t *got) {
+  gen_src *g = ctx;
+  if (g->fail_at != 0 && g->off >= g->fail_at) {
+    return -EIO;
+  }
+  size_t n = g->bytes - g->off < cap ? (size_t)(g->bytes - g->off) : cap;
+  if (n > 5000) {
+    n = 5000; /* short reads: the handler fills its chunks anyway */
+  }
+  uint8_t *p = buf;
+  for (size_t i = 0; i < n; i++) {
+    p[i] = snap_byte(g->off + i);
+  }
+  g->off += n;
+  *got = n;
+  return 0;
+}
+
+static void gen_close(void *ctx) {
+  ((gen_src *)ctx)->closes++;
+}
+
 static void on_peer(void *ud, qraft_id peer, bool reachable) {
   ((rnode *)ud)->reachable[peer] = reachable;
 }
@@ -139,6 +230,10 @@ static void rworld_members(rworld *w, int members) {
         .ep = r->ep, .cluster_id = CLUSTER, .self_id = r->id,
         .recv_cb = on_batch, .peer_cb = on_peer,
         .snapshot_sent_cb = on_snap_sent, .ud = r};
+    if (r->streaming) {
+      cfg.snapshot_begin_cb = on_snap_begin;
+      cfg.snapshot_recv_cb = on_snap_recv;
+    }
     assert_int_equal(qraft_raft_net_new(&cfg, &r->net, NULL), 0);
     qraft_endpoint_set_authorize(r->ep, qraft_raft_net_authorize_cb, r->net);
   }
@@ -458,6 +553,258 @@ static void snapshot_streams_beside_heartbeats(void **st) {
   rworld_close(&w);
 }
 
+/* ---- streamed snapshots: into a sink, cut midway, refused ---- */
+
+static bool streamed(rworld *w, void *arg) {
+  (void)arg;
+  return w->nodes[1].sink_delivered > 0 && w->nodes[0].snap_status != 1;
+}
+
+static bool sink_holds(rworld *w, void *arg) {
+  return w->nodes[1].sink_bytes >= *(uint64_t *)arg;
+}
+
+static bool sent_status(rworld *w, void *arg) {
+  (void)arg;
+  return w->nodes[0].snap_status != 1;
+}
+
+static void stream_world(rworld *w, uint64_t seed) {
+  rworld_init(w, true, 2, seed);
+  qraft_simnet_faults f = {.delay_min_ns = MS, .delay_max_ns = MS};
+  qraft_simnet_set_faults(w->net, &f);
+  w->nodes[1].streaming = true;
+  rworld_members(w, 2);
+  settle(w);
+}
+
+static int send_gen(rworld *w, gen_src *g) {
+  qraft_snapshot snap = {.metadata = {.index = 100, .term = 2}};
+  qraft_message m = {.type = QRAFT_MSG_SNAPSHOT, .from = 1, .to = 2,
+                     .term = 2, .snapshot = &snap};
+  qraft_raft_snapshot_source src = {
+      .bytes = g->bytes, .read = gen_read, .close = gen_close, .ctx = g};
+  w->nodes[0].snap_status = 1;
+  return qraft_raft_net_send_snapshot(w->nodes[0].net, &m, &src, NULL);
+}
+
+/* 24 MiB go from a source to a sink while the sender never holds more than
+ * its in-flight bound (1 MiB) and a chunk unacknowledged, and heartbeats
+ * pass it. */
+static void snapshot_streams_from_source_to_sink(void **st) {
+  (void)st;
+  rworld w;
+  stream_world(&w, 5);
+  gen_src g = {.bytes = 24u << 20};
+  beat b = {.w = &w};
+  assert_int_equal(qraft_env_timer_new(w.nodes[0].env, beat_cb, &b, &b.t), 0);
+  beat_cb(&b);
+  assert_int_equal(send_gen(&w, &g), 0);
+  gen_src g2 = {.bytes = 10};
+  assert_int_equal(send_gen(&w, &g2), QRAFT_EBUSY); /* one at a time */
+  w.nodes[0].snap_status = 1;
+  qraft_conn *c = qraft_endpoint_conn(w.nodes[0].ep,
+                                      &w.nodes[1].key.public_key,
+                                      QRAFT_RAFT_ALPN);
+  uint64_t unacked_max = 0;
+  for (uint64_t want = 1u << 20; want <= g.bytes; want += 1u << 20) {
+    assert_true(run_until(&w, sink_holds, &want, 30));
+    uint64_t u = qraft_conn_unacked_bytes(c);
+    unacked_max = u > unacked_max ? u : unacked_max;
+  }
+  assert_true(run_until(&w, streamed, NULL, 30));
+  qraft_env_timer_free(b.t);
+  rnode *r = &w.nodes[1];
+  fprintf(stderr, "streamed %llu bytes; unacked at most %llu; max heartbeat "
+          "latency %.2f ms\n", (unsigned long long)r->delivered_bytes,
+          (unsigned long long)unacked_max, (double)r->hb_latency_max_ns / 1e6);
+  assert_int_equal(w.nodes[0].snap_status, 0);
+  assert_int_equal(g.closes, 1);
+  assert_int_equal(r->delivered_bytes, g.bytes);
+  assert_int_equal(r->delivered_index, 100);
+  assert_true(r->sink_pattern_ok);
+  assert_int_equal(r->sink_aborts, 0);
+  assert_int_equal(r->sinks_open, 0);
+  assert_true(unacked_max <= (1u << 20) + 64 * 1024 + 4096);
+  assert_true(r->hb_latency_max_ns < 20 * MS);
+  rworld_close(&w);
+}
+
+/* A connection lost midway aborts the sink (nothing is delivered) and
+ * fails the send; the next attempt goes through whole. */
+static void snapshot_cut_midway_is_never_delivered(void **st) {
+  (void)st;
+  rworld w;
+  stream_world(&w, 6);
+  gen_src g = {.bytes = 8u << 20};
+  assert_int_equal(send_gen(&w, &g), 0);
+  uint64_t want = 2u << 20;
+  assert_true(run_until(&w, sink_holds, &want, 30));
+  qraft_conn *c = qraft_endpoint_conn(w.nodes[0].ep,
+                                      &w.nodes[1].key.public_key,
+                                      QRAFT_RAFT_ALPN);
+  qraft_conn_close(c, QRAFT_CLOSE_UNWANTED, "test cuts the snapshot");
+  assert_true(run_until(&w, sent_status, NULL, 10));
+  assert_int_equal(w.nodes[0].snap_status, QRAFT_ECLOSED);
+  assert_int_equal(g.closes, 1);
+  rnode *r = &w.nodes[1];
+  qraft_env_run(w.nodes[0].env, qraft_env_now_ns(w.nodes[0].env) + SEC, NULL,
+                NULL);
+  assert_int_equal(r->sink_aborts, 1);
+  assert_int_equal(r->sink_delivered, 0);
+  assert_int_equal(r->sinks_open, 0);
+  /* The members dial again; the retry arrives whole. */
+  settle(&w);
+  gen_src g2 = {.bytes = 3u << 20};
+  assert_int_equal(send_gen(&w, &g2), 0);
+  assert_true(run_until(&w, streamed, NULL, 30));
+  assert_int_equal(w.nodes[0].snap_status, 0);
+  assert_int_equal(r->sink_delivered, 1);
+  assert_int_equal(r->delivered_bytes, g2.bytes);
+  assert_true(r->sink_pattern_ok);
+  rworld_close(&w);
+}
+
+/* A source that fails midway resets the stream: the receiver aborts. */
+static void snapshot_source_error_resets_the_stream(void **st) {
+  (void)st;
+  rworld w;
+  stream_world(&w, 7);
+  gen_src g = {.bytes = 8u << 20, .fail_at = 3u << 20};
+  assert_int_equal(send_gen(&w, &g), 0);
+  assert_true(run_until(&w, sent_status, NULL, 30));
+  assert_int_equal(w.nodes[0].snap_status, -EIO);
+  assert_int_equal(g.closes, 1);
+  qraft_env_run(w.nodes[0].env, qraft_env_now_ns(w.nodes[0].env) + SEC, NULL,
+                NULL);
+  rnode *r = &w.nodes[1];
+  assert_int_equal(r->sink_aborts, 1);
+  assert_int_equal(r->sink_delivered, 0);
+  /* The connection stays: messages flow. */
+  uint64_t n = 10;
+  send_appends(&w, 1, n);
+  assert_true(run_until(&w, appends_in, &n, 10));
+  rworld_close(&w);
+}
+
+/* A receiver that cannot take a snapshot stops its stream: the sender
+ * learns it failed, and the connection serves on. */
+static void refused_snapshot_stops_only_its_stream(void **st) {
+  (void)st;
+  rworld w;
+  stream_world(&w, 8);
+  w.nodes[1].refuse = -ENOSPC;
+  gen_src g = {.bytes = 8u << 20};
+  assert_int_equal(send_gen(&w, &g), 0);
+  assert_true(run_until(&w, sent_status, NULL, 30));
+  assert_int_equal(w.nodes[0].snap_status, QRAFT_ECLOSED);
+  assert_int_equal(g.closes, 1);
+  assert_true(g.off < g.bytes); /* stopped, not sent to the end */
+  uint64_t n = 10;
+  send_appends(&w, 1, n);
+  assert_true(run_until(&w, appends_in, &n, 10));
+  assert_int_equal(w.nodes[1].sink_delivered, 0);
+  rworld_close(&w);
+}
+
+/* Many snapshots one after another on one connection: every stream is
+ * closed on both sides, so the peer's stream limit (64) never runs out. */
+static void many_snapshots_reuse_the_stream_budget(void **st) {
+  (void)st;
+  rworld w;
+  stream_world(&w, 10);
+  for (int i = 0; i < 150; i++) {
+    gen_src g = {.bytes = 1000 + (uint64_t)i};
+    int delivered = w.nodes[1].sink_delivered;
+    assert_int_equal(send_gen(&w, &g), 0);
+    assert_true(run_until(&w, streamed, NULL, 10));
+    assert_int_equal(w.nodes[0].snap_status, 0);
+    assert_int_equal(w.nodes[1].sink_delivered, delivered + 1);
+    w.nodes[1].sink_delivered = delivered + 1;
+  }
+  rworld_close(&w);
+}
+
+/* A member gone bad sends a snapshot stream by hand: kind 3 with a wrong
+ * CRC-32C, or kind 2 (a snapshot whole in one frame, before streaming). */
+static void evil_snapshot_is_closed(int kind, bool bad_crc) {
+  rworld w;
+  rworld_init(&w, true, 3, 9);
+  w.nodes[0].streaming = true;
+  rworld_members(&w, 2);
+  rnode *evil = &w.nodes[2];
+  static const qraft_protocol_ops raw = {.conn_up_cb = evil_up,
+                                         .conn_down_cb = evil_down};
+  assert_int_equal(qraft_endpoint_register(evil->ep, QRAFT_RAFT_ALPN, &raw,
+                                           evil),
+                   0);
+  qraft_node_addr addr;
+  qraft_endpoint_addr(w.nodes[0].ep, &addr);
+  assert_int_equal(qraft_endpoint_dial(evil->ep, &addr, QRAFT_RAFT_ALPN), 0);
+  assert_true(run_until(&w, evil_connected, NULL, 10));
+
+  uint8_t data[10];
+  for (size_t i = 0; i < sizeof data; i++) {
+    data[i] = snap_byte(i);
+  }
+  qraft_snapshot snap = {.metadata = {.index = 50, .term = 1}};
+  if (kind == 2) {
+    snap.data = qraft_slice_of(NULL, data, sizeof data);
+  }
+  qraft_message m = {.type = QRAFT_MSG_SNAPSHOT, .from = 3, .to = 1,
+                     .term = 1, .snapshot = &snap};
+  qraft_buf *frame = NULL;
+  assert_int_equal(
+      qraft_wire_frame_encode_buf(0, &m, 1, NULL, NULL, &frame, NULL), 0);
+  uint8_t bytes[256];
+  size_t len = 0;
+  qraft_wire_preamble_encode(CLUSTER, 3, bytes);
+  len = QRAFT_WIRE_PREAMBLE_BYTES;
+  bytes[len++] = (uint8_t)kind;
+  assert_true(frame->len + 22 + len < sizeof bytes);
+  memcpy(bytes + len, frame->data, frame->len);
+  len += frame->len;
+  qraft_buf_unref(frame);
+  if (kind == QRAFT_RAFT_STREAM_SNAPSHOT) {
+    memset(bytes + len, 0, 8);
+    bytes[len + 7] = sizeof data;
+    len += 8;
+    memcpy(bytes + len, data, sizeof data);
+    len += sizeof data;
+    uint32_t crc = qraft_crc32c(0, data, sizeof data) ^ (bad_crc ? 1u : 0u);
+    for (int i = 0; i < 4; i++) {
+      bytes[len++] = (uint8_t)(crc >> (24 - 8 * i));
+    }
+  }
+  int64_t sid;
+  assert_int_equal(qraft_conn_stream_open(evil->raw_conn, false, &sid), 0);
+  assert_int_equal(qraft_conn_stream_send(evil->raw_conn, sid,
+                                          qraft_slice_of(NULL, bytes, len),
+                                          true),
+                   0);
+  assert_true(run_until(&w, evil_closed, NULL, 10));
+  assert_int_equal(evil->last_down.app_code, QRAFT_CLOSE_PROTOCOL);
+  rnode *r = &w.nodes[0];
+  assert_int_equal(r->sink_delivered, 0);
+  assert_int_equal(r->sinks_open, 0);
+  assert_int_equal(r->sink_aborts, kind == QRAFT_RAFT_STREAM_SNAPSHOT ? 1 : 0);
+  /* Members 1 and 2 talk on. */
+  uint64_t n = 10;
+  send_appends(&w, 1, n);
+  assert_true(run_until(&w, appends_in, &n, 10));
+  rworld_close(&w);
+}
+
+static void bad_snapshot_checksum_closes_the_peer(void **st) {
+  (void)st;
+  evil_snapshot_is_closed(QRAFT_RAFT_STREAM_SNAPSHOT, true);
+}
+
+static void whole_frame_snapshot_stream_is_refused(void **st) {
+  (void)st;
+  evil_snapshot_is_closed(2, false);
+}
+
 static void uv_messages(void **st) {
   (void)st;
   messages_arrive_in_order(false, 0);
@@ -502,6 +849,13 @@ int main(int argc, char **argv) {
       cmocka_unit_test(other_cluster_is_closed),
       cmocka_unit_test(impersonation_is_closed),
       cmocka_unit_test(snapshot_streams_beside_heartbeats),
+      cmocka_unit_test(snapshot_streams_from_source_to_sink),
+      cmocka_unit_test(snapshot_cut_midway_is_never_delivered),
+      cmocka_unit_test(snapshot_source_error_resets_the_stream),
+      cmocka_unit_test(refused_snapshot_stops_only_its_stream),
+      cmocka_unit_test(bad_snapshot_checksum_closes_the_peer),
+      cmocka_unit_test(many_snapshots_reuse_the_stream_budget),
+      cmocka_unit_test(whole_frame_snapshot_stream_is_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
