@@ -414,51 +414,97 @@ static void view_close(view *v) {
   }
 }
 
+/* The live keys of one database of a view, in order: the overlay's copies
+ * merged over an LMDB cursor (an overlay entry hides LMDB's value of its
+ * key; a deletion hides the key). Resumable: a stepped snapshot walks it a
+ * part at a time. */
+typedef struct view_iter {
+  view *v;
+  MDB_cursor *c;
+  MDB_val k, val; /* the cursor's current pair */
+  const uint8_t *prefix;
+  size_t plen;
+  bool db_ok;
+  size_t j; /* the next overlay copy */
+} view_iter;
+
+static bool iter_in_prefix(view_iter *it, int rv) {
+  return rv == 0 && it->k.mv_size >= it->plen &&
+         (it->plen == 0 || memcmp(it->k.mv_data, it->prefix, it->plen) == 0);
+}
+
+static int view_iter_open(view *v, MDB_dbi dbi, const uint8_t *prefix,
+                          size_t plen, view_iter *it) {
+  memset(it, 0, sizeof *it);
+  it->v = v;
+  it->prefix = prefix;
+  it->plen = plen;
+  if (mdb_cursor_open(v->t, dbi, &it->c) != 0) {
+    return -1;
+  }
+  it->k = (MDB_val){plen, (void *)prefix};
+  int rv = plen > 0 ? mdb_cursor_get(it->c, &it->k, &it->val, MDB_SET_RANGE)
+                    : mdb_cursor_get(it->c, &it->k, &it->val, MDB_FIRST);
+  it->db_ok = iter_in_prefix(it, rv);
+  return 0;
+}
+
+/* The next live pair into *k, *v (valid while the view is open); false at
+ * the end. */
+static bool view_iter_next(view_iter *it, MDB_val *k, MDB_val *v) {
+  for (;;) {
+    const ov_ent *o = it->j < it->v->n ? it->v->ov[it->j] : NULL;
+    if (!it->db_ok && o == NULL) {
+      return false;
+    }
+    int cmp = !it->db_ok ? 1
+              : o == NULL
+                  ? -1
+                  : key_cmp(it->k.mv_data, it->k.mv_size, o->key, o->klen);
+    bool out = false;
+    if (cmp < 0) {
+      *k = it->k;
+      *v = it->val;
+      out = true;
+    } else if (!o->deleted) {
+      *k = (MDB_val){o->klen, o->key};
+      *v = (MDB_val){o->vlen, o->val};
+      out = true;
+    }
+    if (cmp >= 0) {
+      it->j++;
+    }
+    if (cmp <= 0) {
+      int rv = mdb_cursor_get(it->c, &it->k, &it->val, MDB_NEXT);
+      it->db_ok = iter_in_prefix(it, rv);
+    }
+    if (out) {
+      return true;
+    }
+  }
+}
+
+static void view_iter_close(view_iter *it) {
+  if (it->c != NULL) {
+    mdb_cursor_close(it->c);
+    it->c = NULL;
+  }
+}
+
 /* Calls fn for each live key of `dbi` with `prefix`, in order, the
  * overlays over LMDB, until fn returns false. Returns 0 or -1. */
 typedef bool (*view_fn)(void *ud, const MDB_val *k, const MDB_val *v);
 
 static int view_each(view *v, MDB_dbi dbi, const uint8_t *prefix, size_t plen,
                      view_fn fn, void *ud) {
-  MDB_cursor *c;
-  if (mdb_cursor_open(v->t, dbi, &c) != 0) {
+  view_iter it;
+  if (view_iter_open(v, dbi, prefix, plen, &it) != 0) {
     return -1;
   }
-  MDB_val k = {plen, (void *)prefix}, val;
-  int rv = plen > 0 ? mdb_cursor_get(c, &k, &val, MDB_SET_RANGE)
-                    : mdb_cursor_get(c, &k, &val, MDB_FIRST);
-  bool db_ok = rv == 0 && k.mv_size >= plen &&
-               (plen == 0 || memcmp(k.mv_data, prefix, plen) == 0);
-  size_t j = 0;
-  for (;;) {
-    const ov_ent *o = j < v->n ? v->ov[j] : NULL;
-    if (!db_ok && o == NULL) {
-      break;
-    }
-    int cmp = !db_ok ? 1
-              : o == NULL
-                  ? -1
-                  : key_cmp(k.mv_data, k.mv_size, o->key, o->klen);
-    bool go = true;
-    if (cmp < 0) {
-      go = fn(ud, &k, &val);
-    } else if (!o->deleted) {
-      MDB_val ok = {o->klen, o->key}, ov = {o->vlen, o->val};
-      go = fn(ud, &ok, &ov);
-    }
-    if (!go) {
-      break;
-    }
-    if (cmp >= 0) {
-      j++;
-    }
-    if (cmp <= 0) {
-      rv = mdb_cursor_get(c, &k, &val, MDB_NEXT);
-      db_ok = rv == 0 && k.mv_size >= plen &&
-              (plen == 0 || memcmp(k.mv_data, prefix, plen) == 0);
-    }
+  MDB_val k, val;
+  while (view_iter_next(&it, &k, &val) && fn(ud, &k, &val)) {
   }
-  mdb_cursor_close(c);
+  view_iter_close(&it);
   return 0;
 }
 
@@ -961,6 +1007,107 @@ static int sm_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,
   return rv;
 }
 
+/* In steps (qraft_sm_ops.snapshot_begin/step/end): the same bytes as
+ * sm_snapshot, from views of both databases taken at once on the loop
+ * (copies of the overlays and LMDB read transactions: applies that come
+ * after do not show in them), written about `budget` bytes at a time. */
+typedef struct snap_steps {
+  view v[2]; /* kv, meta */
+  int d;     /* the database being written; 2: all written */
+  bool iter_open;
+  view_iter it;
+  uint64_t applied;
+  snap_buf sb;
+} snap_steps;
+
+static void sm_snapshot_end(void *ud, void *vw) {
+  (void)ud;
+  snap_steps *st = vw;
+  if (st == NULL) {
+    return;
+  }
+  if (st->iter_open) {
+    view_iter_close(&st->it);
+  }
+  view_close(&st->v[0]);
+  view_close(&st->v[1]);
+  free(st);
+}
+
+static int sm_snapshot_begin(void *ud, uint64_t *index, void **vw) {
+  kv_store *s = ud;
+  snap_steps *st = calloc(1, sizeof *st);
+  if (st == NULL) {
+    return -ENOMEM;
+  }
+  if (view_open(s, 0, NULL, 0, &st->v[0]) != 0) {
+    free(st);
+    return QRAFT_ECORRUPT;
+  }
+  if (view_open(s, 1, NULL, 0, &st->v[1]) != 0) {
+    view_close(&st->v[0]);
+    free(st);
+    return QRAFT_ECORRUPT;
+  }
+  /* the node calls from its loop, which alone applies: both views are of
+   * the state at this index */
+  st->applied = st->v[0].applied;
+  *index = st->applied;
+  uint8_t h[12];
+  put_u32(h, KV_SNAP_MAGIC);
+  put_u64(h + 4, st->applied);
+  memcpy(st->sb.b, h, 12);
+  st->sb.n = 12;
+  *vw = st;
+  return 0;
+}
+
+static int sm_snapshot_step(void *ud, void *vw, size_t budget,
+                            qraft_sm_write_fn write, void *wctx) {
+  kv_store *s = ud;
+  snap_steps *st = vw;
+  MDB_dbi dbs[2] = {s->kv, s->meta};
+  snap_buf *sb = &st->sb;
+  sb->write = write;
+  sb->wctx = wctx;
+  size_t done = 0;
+  while (st->d < 2 && sb->rv == 0 && done < budget) {
+    if (!st->iter_open) {
+      if (view_iter_open(&st->v[st->d], dbs[st->d], NULL, 0, &st->it) != 0) {
+        return QRAFT_ECORRUPT;
+      }
+      st->iter_open = true;
+    }
+    MDB_val k, v;
+    if (!view_iter_next(&st->it, &k, &v)) {
+      view_iter_close(&st->it);
+      st->iter_open = false;
+      st->d++;
+      continue;
+    }
+    if (st->d == 1 && k.mv_size == 7 && memcmp(k.mv_data, "applied", 7) == 0) {
+      continue;
+    }
+    sb_record(sb, (uint8_t)st->d, &k, &v);
+    done += k.mv_size + v.mv_size + 9;
+  }
+  if (sb->rv != 0) {
+    return sb->rv;
+  }
+  if (st->d < 2) {
+    return 1;
+  }
+  MDB_val e = {0, ""};
+  sb_record(sb, 0xff, &e, &e);
+  sb_flush(sb);
+  if (sb->rv == 0) {
+    pthread_mutex_lock(&s->mu);
+    s->ctr.snapshots++;
+    pthread_mutex_unlock(&s->mu);
+  }
+  return sb->rv;
+}
+
 /* ---- restore ---- */
 
 static int read_exact(qraft_sm_read_fn read, void *rctx, void *p, size_t n) {
@@ -1163,7 +1310,10 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
 static const qraft_sm_ops kv_ops = {.apply = sm_apply,
                                     .snapshot = sm_snapshot,
                                     .restore = sm_restore,
-                                    .durable_index = sm_durable_index};
+                                    .durable_index = sm_durable_index,
+                                    .snapshot_begin = sm_snapshot_begin,
+                                    .snapshot_step = sm_snapshot_step,
+                                    .snapshot_end = sm_snapshot_end};
 
 const qraft_sm_ops *kv_store_ops(void) { return &kv_ops; }
 

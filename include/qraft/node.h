@@ -134,6 +134,27 @@ typedef struct qraft_sm_ops {
   /* Optional (NULL: the state machine keeps nothing across a restart): the
    * index its state is durable at, by the contract above. Must not block. */
   uint64_t (*durable_index)(void *ud);
+  /*
+   * Optional, all three or none: a snapshot taken in steps, so that the
+   * loop goes on (heartbeats, appends, applies) while a large state is
+   * written. With them the node calls these instead of `snapshot` (which
+   * is still required: it writes the same bytes in one call).
+   *  - snapshot_begin captures a consistent view of the state as of what
+   *    it has applied (its index in *index) and returns it in *view;
+   *    entries applied afterwards must not show in the view (an MVCC read
+   *    transaction and a copy of what is not in it, a copy-on-write fork).
+   *  - snapshot_step writes the view's next part, about `budget` bytes,
+   *    with `write`; returns 1 while more remains, 0 once the whole view
+   *    was written (the same bytes `snapshot` would write), or a negative
+   *    code. Entries are applied, and restore may run, between two steps.
+   *  - snapshot_end releases the view: after the last step, after an
+   *    error, or when the node abandons the snapshot (a received one is
+   *    installed first, the node stops).
+   */
+  int (*snapshot_begin)(void *ud, uint64_t *index, void **view);
+  int (*snapshot_step)(void *ud, void *view, size_t budget,
+                       qraft_sm_write_fn write, void *wctx);
+  void (*snapshot_end)(void *ud, void *view);
 } qraft_sm_ops;
 
 /* ---- Configuration ---- */
@@ -189,6 +210,9 @@ typedef struct qraft_node_config {
    * unacknowledged (so it never crowds out the messages). */
   uint32_t snapshot_chunk_bytes;    /* [64 KiB] */
   uint32_t snapshot_inflight_bytes; /* [1 MiB] */
+  /* With snapshot_begin/step/end: the bytes one step writes before the
+   * loop goes on. */
+  uint32_t snapshot_step_bytes; /* [4 MiB] */
 } qraft_node_config;
 
 /* Fills `cfg` with the defaults; the caller sets the required fields. */

@@ -209,6 +209,7 @@ typedef struct qraft_sim_cluster_config {
   /* 0: the node's defaults (qraft_node_config) */
   uint32_t snapshot_chunk_bytes;
   uint32_t snapshot_inflight_bytes;
+  uint32_t snapshot_step_bytes;
   qraft_logger *logger; /* NULL: nodes log nothing */
 } qraft_sim_cluster_config;
 

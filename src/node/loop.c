@@ -163,6 +163,8 @@ void qraft__node_drain(qraft_node *n) {
                       u.snapshot->index);
         w->w.snapshot = n->recv_writer;
         n->recv_writer = NULL;
+        /* a snapshot of our own being taken is older */
+        qraft__node_snapshot_abandon(n);
         /* a snapshot of our own waiting for durability is older */
         qraft_snapshot_writer_abort(n->snap_pending);
         n->snap_pending = NULL;

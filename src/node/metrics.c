@@ -184,11 +184,16 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
       "# HELP qraft_snapshot_receives_aborted_total Snapshots whose transfer "
       "broke midway (nothing of them is installed).\n"
       "# TYPE qraft_snapshot_receives_aborted_total counter\n"
-      "qraft_snapshot_receives_aborted_total %" PRIu64 "\n",
+      "qraft_snapshot_receives_aborted_total %" PRIu64 "\n"
+      "# HELP qraft_snapshot_steps_total Steps of snapshots taken in steps "
+      "(the loop goes on between two).\n"
+      "# TYPE qraft_snapshot_steps_total counter\n"
+      "qraft_snapshot_steps_total %" PRIu64 "\n",
       s.log_bytes, pending_bytes, s.snapshot_sends_active,
       s.snapshot_recvs_active, s.snapshot_bytes_sent,
       s.snapshot_bytes_received, s.snapshot_sends_done,
-      s.snapshot_sends_failed, s.snapshot_recvs_aborted);
+      s.snapshot_sends_failed, s.snapshot_recvs_aborted,
+      (uint64_t)n->m_snap_steps);
   off += node_transport_metrics(n, off < size ? buf + off : NULL,
                                 off < size ? size - off : 0);
   pthread_mutex_lock(&n->mu);

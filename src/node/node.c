@@ -81,6 +81,16 @@ static int node_config_check(qraft_node_config *c, qraft_err *err) {
   if (c->snapshot_log_bytes == 0) {
     c->snapshot_log_bytes = 64u << 20;
   }
+  if (c->snapshot_step_bytes == 0) {
+    c->snapshot_step_bytes = 4u << 20;
+  }
+  bool steps = c->sm->snapshot_begin != NULL;
+  if (steps != (c->sm->snapshot_step != NULL) ||
+      steps != (c->sm->snapshot_end != NULL)) {
+    return QRAFT_ERR(err, QRAFT_ECONFIG,
+                     "sm: snapshot_begin, snapshot_step and snapshot_end go "
+                     "together");
+  }
   return 0;
 }
 
@@ -352,6 +362,10 @@ static int node_start_on_loop(qraft_node *n) {
                              &n->poll_timer);
   }
   if (rv == 0) {
+    rv = qraft_env_timer_new(n->env, qraft__node_snapshot_step_cb, n,
+                             &n->snap_timer);
+  }
+  if (rv == 0) {
     rv = qraft_env_wake_new(n->env, qraft__node_wake_cb, n, &n->wake);
   }
   if (rv == 0 && n->st_fd >= 0) {
@@ -472,6 +486,9 @@ void qraft__node_shutdown_on_loop(qraft_node *n) {
     qraft_storage_poll(n->st);
   }
   qraft__node_fail_all(n, QRAFT_ESHUTDOWN);
+  qraft__node_snapshot_abandon(n);
+  qraft_env_timer_free(n->snap_timer);
+  n->snap_timer = NULL;
   qraft_env_timer_free(n->tick_timer);
   n->tick_timer = NULL;
   qraft_env_timer_free(n->poll_timer);
@@ -520,6 +537,7 @@ void qraft_node_free(qraft_node *n) {
   qraft_node_stop(n);
   qraft_snapshot_writer_abort(n->recv_writer);
   qraft_snapshot_writer_abort(n->snap_pending);
+  qraft__node_snapshot_abandon(n); /* if it never ran its loop's shutdown */
   qraft__node_snap_sinks_detach(n);
   /* Writes still in flight (after a fatal error, or a shutdown that gave
    * up waiting) complete inside the store's close: their callbacks only

@@ -139,6 +139,7 @@ struct qraft_node {
   bool thread_started;
   qraft_env_timer *tick_timer;
   qraft_env_timer *poll_timer;
+  qraft_env_timer *snap_timer; /* the next step of a snapshot in steps */
   qraft_env_wake *wake;
   uint64_t tick_ns;
   uint64_t next_tick_ns;
@@ -186,6 +187,12 @@ struct qraft_node {
    * durable index reaches it. */
   qraft_snapshot_writer *snap_pending;
   uint64_t snap_pending_index;
+  /* A snapshot being taken in steps (qraft_sm_ops.snapshot_begin): the
+   * state machine's view, the store writer, and its metadata. */
+  void *snap_view;
+  qraft_snapshot_writer *snap_steps_w;
+  qraft_snapshot_meta snap_steps_meta;
+  _Atomic uint64_t m_snap_steps;
   uint64_t writes_inflight;
   bool fatal;
   bool freeing; /* qraft_node_free: late write callbacks only free */
@@ -293,6 +300,8 @@ int qraft__node_snap_begin_cb(void *ud, qraft_id from, const qraft_message *m,
 void qraft__node_snap_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch,
                               void *sink_ctx);
 void qraft__node_snap_sinks_detach(qraft_node *n);
+void qraft__node_snapshot_step_cb(void *ud);
+void qraft__node_snapshot_abandon(qraft_node *n);
 uint32_t qraft__node_snap_recvs_active(const qraft_node *n);
 int qraft__node_restore_from_store(qraft_node *n, bool restore, bool *received,
                                    qraft_err *err);

@@ -434,12 +434,81 @@ void qraft__node_submit_pending_snapshot(qraft_node *n) {
   node_submit_snapshot(n, w, n->snap_pending_index);
 }
 
+/* A snapshot taken here is written: it lands in the store now, or once
+ * the state machine's durable index reaches it. */
+static void node_snapshot_written(qraft_node *n, qraft_snapshot_writer *w,
+                                  uint64_t index) {
+  n->snap_index = index; /* no other before this one lands */
+  if (n->cfg.sm->durable_index != NULL) {
+    n->snap_pending = w;
+    n->snap_pending_index = index;
+    qraft__node_submit_pending_snapshot(n);
+    return;
+  }
+  node_submit_snapshot(n, w, index);
+}
+
+/* Drops a snapshot being taken in steps (a received one is installed, the
+ * node stops): its writer and the state machine's view. */
+void qraft__node_snapshot_abandon(qraft_node *n) {
+  if (n->snap_view == NULL && n->snap_steps_w == NULL) {
+    return;
+  }
+  qraft_snapshot_writer_abort(n->snap_steps_w);
+  n->snap_steps_w = NULL;
+  n->cfg.sm->snapshot_end(n->cfg.sm_ud, n->snap_view);
+  n->snap_view = NULL;
+}
+
+/* The next step of a snapshot in steps: about snapshot_step_bytes, then
+ * the loop goes on (the timer fires again once it has looked at its
+ * sockets and timers). */
+void qraft__node_snapshot_step_cb(void *ud) {
+  qraft_node *n = ud;
+  if (n->snap_view == NULL) {
+    return;
+  }
+  if (n->fatal || n->stopped) {
+    qraft__node_snapshot_abandon(n);
+    return;
+  }
+  qraft__node_clock(n);
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  snap_out o = {.w = n->snap_steps_w, .err = &err};
+  int rv = n->cfg.sm->snapshot_step(n->cfg.sm_ud, n->snap_view,
+                                    n->cfg.snapshot_step_bytes, snap_out_write,
+                                    &o);
+  n->m_snap_steps++;
+  if (rv == 1) {
+    qraft_env_timer_arm(n->snap_timer, 0);
+    return;
+  }
+  if (rv != 0) {
+    char line[256];
+    qraft_err_format(&err, line, sizeof line);
+    QRAFT_LOG(n->lg, QRAFT_LOG_WARN, "snapshot abandoned",
+              QRAFT_LOG_U64("index", n->snap_steps_meta.index),
+              QRAFT_LOG_STR("error", qraft_strerror(rv)),
+              QRAFT_LOG_STR("detail", line));
+    qraft__node_snapshot_abandon(n);
+    return;
+  }
+  qraft_snapshot_writer *w = n->snap_steps_w;
+  n->snap_steps_w = NULL;
+  n->cfg.sm->snapshot_end(n->cfg.sm_ud, n->snap_view);
+  n->snap_view = NULL;
+  node_snapshot_written(n, w, n->snap_steps_meta.index);
+  qraft__node_drain(n);
+}
+
 void qraft__node_maybe_snapshot(qraft_node *n) {
   /* Not while a received snapshot is being installed: the state machine
    * is about to be replaced, and a snapshot of the old state would land in
    * the store after the newer one. */
   if (n->applied <= n->snap_index || n->fatal || n->installing ||
-      n->snap_pending != NULL) {
+      n->snap_pending != NULL || n->snap_view != NULL ||
+      (n->cfg.sm->snapshot_begin != NULL && n->snap_timer == NULL)) {
     return;
   }
   qraft_core_status st;
@@ -466,6 +535,24 @@ void qraft__node_maybe_snapshot(qraft_node *n) {
   uint64_t idx = 0;
   QRAFT_ASSERT(!n->installing);
   rv = node_snapshot_header(n, &o);
+  if (rv == 0 && n->cfg.sm->snapshot_begin != NULL) {
+    /* In steps: the view is the state as of n->applied; the steps run
+     * from the snapshot timer, the loop going on between them. */
+    void *view = NULL;
+    rv = n->cfg.sm->snapshot_begin(n->cfg.sm_ud, &idx, &view);
+    if (rv != 0 || idx > n->applied) {
+      if (rv == 0) {
+        n->cfg.sm->snapshot_end(n->cfg.sm_ud, view);
+      }
+      qraft_snapshot_writer_abort(w);
+      return;
+    }
+    n->snap_view = view;
+    n->snap_steps_w = w;
+    n->snap_steps_meta = meta;
+    qraft_env_timer_arm(n->snap_timer, 0); /* after this turn of the loop */
+    return;
+  }
   if (rv == 0) {
     rv = n->cfg.sm->snapshot(n->cfg.sm_ud, &idx, snap_out_write, &o);
   }
@@ -476,12 +563,5 @@ void qraft__node_maybe_snapshot(qraft_node *n) {
     qraft_snapshot_writer_abort(w);
     return;
   }
-  n->snap_index = meta.index; /* no other before this one lands */
-  if (n->cfg.sm->durable_index != NULL) {
-    n->snap_pending = w;
-    n->snap_pending_index = meta.index;
-    qraft__node_submit_pending_snapshot(n);
-    return;
-  }
-  node_submit_snapshot(n, w, meta.index);
+  node_snapshot_written(n, w, meta.index);
 }

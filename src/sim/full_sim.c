@@ -725,8 +725,81 @@ static int kv_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
   return 0;
 }
 
+/* In steps (qraft_sm_ops.snapshot_begin/step/end): the view is a copy of
+ * the values and the index; each step writes about `budget` bytes of the
+ * same layout as kv_snapshot, while the node applies between steps. */
+typedef struct kv_view {
+  uint64_t index;
+  uint64_t vals[FS_KEYS];
+  uint64_t off; /* bytes of the layout written */
+  uint32_t crc;
+} kv_view;
+
+static int kv_snapshot_begin(void *ud, uint64_t *index, void **view) {
+  fs_kv *kv = ud;
+  kv_view *v = calloc(1, sizeof *v);
+  if (v == NULL) {
+    return -ENOMEM;
+  }
+  v->index = kv->index;
+  memcpy(v->vals, kv->vals, sizeof v->vals);
+  *index = v->index;
+  *view = v;
+  return 0;
+}
+
+static int kv_snapshot_step(void *ud, void *view, size_t budget,
+                            qraft_sm_write_fn write, void *wctx) {
+  fs_kv *kv = ud;
+  kv_view *v = view;
+  uint64_t head = 8 + 8 * FS_KEYS, pad = kv->sim->snap_pad;
+  size_t done = 0;
+  int rv = 0;
+  if (v->off == 0) {
+    uint8_t b[8 + 8 * FS_KEYS];
+    put_u64(b, v->index);
+    for (int k = 0; k < FS_KEYS; k++) {
+      put_u64(b + 8 + 8 * k, v->vals[k]);
+    }
+    v->crc = qraft_crc32c(0, b, sizeof b);
+    rv = write(wctx, b, sizeof b);
+    v->off = head;
+    done += sizeof b;
+  }
+  uint8_t piece[FS_SNAP_PIECE];
+  while (rv == 0 && done < budget && v->off < head + pad) {
+    uint64_t o = v->off - head;
+    size_t n = pad - o < FS_SNAP_PIECE ? (size_t)(pad - o) : FS_SNAP_PIECE;
+    kv_pad(v->index, o, piece, n);
+    v->crc = qraft_crc32c(v->crc, piece, n);
+    rv = write(wctx, piece, n);
+    v->off += n;
+    done += n;
+  }
+  if (rv != 0) {
+    return rv;
+  }
+  if (v->off < head + pad) {
+    return 1;
+  }
+  uint8_t t[8];
+  put_u64(t, v->crc);
+  return write(wctx, t, 8);
+}
+
+static void kv_snapshot_end(void *ud, void *view) {
+  (void)ud;
+  free(view);
+}
+
 static const qraft_sm_ops kv_ops = {
     .apply = kv_apply, .snapshot = kv_snapshot, .restore = kv_restore};
+static const qraft_sm_ops kv_steps_ops = {.apply = kv_apply,
+                                          .snapshot = kv_snapshot,
+                                          .restore = kv_restore,
+                                          .snapshot_begin = kv_snapshot_begin,
+                                          .snapshot_step = kv_snapshot_step,
+                                          .snapshot_end = kv_snapshot_end};
 
 /* The durable variant: the node reads the durable index on every turn of
  * its loop, which is when the copy is made once sync_ns passed (a timer
@@ -761,6 +834,14 @@ static const qraft_sm_ops kv_durable_ops = {.apply = kv_apply,
                                             .snapshot = kv_snapshot,
                                             .restore = kv_restore_durable,
                                             .durable_index = kv_durable_index};
+static const qraft_sm_ops kv_durable_steps_ops = {
+    .apply = kv_apply,
+    .snapshot = kv_snapshot,
+    .restore = kv_restore_durable,
+    .durable_index = kv_durable_index,
+    .snapshot_begin = kv_snapshot_begin,
+    .snapshot_step = kv_snapshot_step,
+    .snapshot_end = kv_snapshot_end};
 
 static void *kv_new(void *ud, uint32_t i) {
   fs_kv *kv = calloc(1, sizeof *kv);
@@ -2042,7 +2123,14 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   if (!s->steady && !fig8 && qraft_prng_chance(&s->cut_rng, 2, 3)) {
     s->p_snap_cut = (uint32_t)qraft_prng_between(&s->cut_rng, 100000, 600000);
   }
-  char dur[192] = "";
+  /* Half the seeds take snapshots in steps of 4 to 64 KiB, the node
+   * applying between them. */
+  if (qraft_prng_chance(&s->cut_rng, 1, 2)) {
+    cc.sm = s->durable_sm ? &kv_durable_steps_ops : &kv_steps_ops;
+    cc.snapshot_step_bytes =
+        (uint32_t)qraft_prng_between(&s->cut_rng, 4, 64) * 1024u;
+  }
+  char dur[256] = "";
   if (s->durable_sm) {
     snprintf(dur, sizeof dur, "durable-sm sync %" PRIu64 " ms: ",
              s->sync_ns / 1000000);
@@ -2056,6 +2144,11 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     size_t l = strlen(dur);
     snprintf(dur + l, sizeof dur - l, "snapshot cuts %u ppm: ",
              s->p_snap_cut);
+  }
+  if (cc.snapshot_step_bytes > 0) {
+    size_t l = strlen(dur);
+    snprintf(dur + l, sizeof dur - l, "snapshot steps %u KiB: ",
+             cc.snapshot_step_bytes / 1024);
   }
   if (cc.snapshot_chunk_bytes > 0) {
     size_t l = strlen(dur);

@@ -82,6 +82,7 @@ static int sc_node_open(qraft_sim_cluster *c, uint32_t i) {
   }
   nc.snapshot_chunk_bytes = c->cfg.snapshot_chunk_bytes;
   nc.snapshot_inflight_bytes = c->cfg.snapshot_inflight_bytes;
+  nc.snapshot_step_bytes = c->cfg.snapshot_step_bytes;
   qraft_err err;
   qraft_err_init(&err, 0);
   rv = qraft_node_new(&nc, &sn->node, &err);

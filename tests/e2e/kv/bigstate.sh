@@ -61,6 +61,9 @@ read -r _ KEYS <<<"$(digest 1)"
 USED=$(field 1 map_used_bytes)
 log "state: $KEYS keys, LMDB uses $((USED / 1048576)) MiB; member 1 RssAnon $(( $(rss_anon_kb "${PID[1]}") / 1024 )) MiB"
 [ "$USED" -gt $(( STATE_MB * 1048576 * 9 / 10 )) ] || fail "the state is smaller than intended"
+for i in 1 2 3; do
+  log "member $i: $(metric "$i" qraft_snapshots_taken_total) snapshots taken (in $(metric "$i" qraft_snapshot_steps_total) steps), $(metric "$i" qraft_snapshots_installed_total) installed, longest loop stall $(metric "$i" qraft_loop_stall_seconds_max) s, leader changes $(metric "$i" qraft_leader_changes_total)"
+done
 
 log "member 4 joins through member $L"
 T0=$(ms)

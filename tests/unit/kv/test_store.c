@@ -346,6 +346,65 @@ static void a_large_restore_commits_in_batches(void **st) {
   free(db);
 }
 
+/* A snapshot in steps writes the same bytes as one in a call, and writes
+ * applied between its steps (to the overlay and, after a flush, LMDB) do
+ * not show in it. */
+static void a_snapshot_in_steps_is_of_its_first_moment(void **st) {
+  (void)st;
+  char *d = tmpdir();
+  kv_store *a = open_sync(d, 0);
+  static char big[20000];
+  char key[32];
+  uint64_t i;
+  for (i = 1; i <= 200; i++) {
+    memset(big, 'a' + (int)(i % 26), sizeof big - 1);
+    snprintf(key, sizeof key, "k%04llu", (unsigned long long)i);
+    put(a, i, key, big);
+    if (i == 100) { /* half in LMDB, half in the overlay */
+      for (int t = 0; t < 1000 && kv_store_ops()->durable_index(a) < 100;
+           t++) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+      }
+    }
+  }
+  snap_bytes whole = {0};
+  uint64_t idx = 0;
+  assert_int_equal(kv_store_ops()->snapshot(a, &idx, snap_write, &whole), 0);
+  assert_int_equal(idx, 200);
+  const qraft_sm_ops *ops = kv_store_ops();
+  void *view = NULL;
+  uint64_t vidx = 0;
+  assert_int_equal(ops->snapshot_begin(a, &vidx, &view), 0);
+  assert_int_equal(vidx, 200);
+  snap_bytes steps = {0};
+  int rv, n = 0;
+  while ((rv = ops->snapshot_step(a, view, 64 * 1024, snap_write, &steps)) ==
+         1) {
+    n++;
+    /* the loop applies between steps: overwrite, delete, add */
+    snprintf(key, sizeof key, "k%04llu", (unsigned long long)(n % 200 + 1));
+    put(a, ++i, key, "changed");
+    (void)del(a, ++i, "k0001"); /* found the first time only */
+    put(a, ++i, "new-key", "new");
+  }
+  assert_int_equal(rv, 0);
+  ops->snapshot_end(a, view);
+  fprintf(stderr, "%d steps, %zu bytes\n", n + 1, steps.n);
+  assert_true(n >= 10);
+  assert_int_equal(steps.n, whole.n);
+  assert_memory_equal(steps.p, whole.p, whole.n);
+  /* an abandoned one releases its view */
+  assert_int_equal(ops->snapshot_begin(a, &vidx, &view), 0);
+  assert_int_equal(ops->snapshot_step(a, view, 1024, snap_write, &steps), 1);
+  ops->snapshot_end(a, view);
+  free(whole.p);
+  free(steps.p);
+  kv_store_close(a);
+  rmdir_all(d);
+  free(d);
+}
+
 /* A snapshot holds the overlay's writes and deletions; a restore replaces
  * the overlay too, and is durable when it returns. */
 static void snapshot_and_restore_cover_the_overlay(void **st) {
@@ -489,6 +548,7 @@ int main(void) {
       cmocka_unit_test(the_flusher_commits_on_its_own),
       cmocka_unit_test(a_full_map_keeps_every_write_and_says_what_to_do),
       cmocka_unit_test(a_large_restore_commits_in_batches),
+      cmocka_unit_test(a_snapshot_in_steps_is_of_its_first_moment),
       cmocka_unit_test(snapshot_and_restore_cover_the_overlay),
       cmocka_unit_test(overlay_matches_a_model),
       cmocka_unit_test(snapshot_taken_after_empty_entries_restores),
