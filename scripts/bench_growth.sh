@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# bench_growth.sh BUILD_DIR: how qraft-kv's costs grow with its data and its
+# membership, measured in one run on this machine.
+#
+#  1. For each state size (GROWTH_SIZES_MB; make bench: "128 512", make
+#     soak: "1024 4096 16384"), in 64 KiB values on three members: the time
+#     a fourth member takes to join and catch up (through a snapshot) and
+#     its memory (the largest RssAnon sampled every 50 ms, and VmHWM, which
+#     counts LMDB's mapped file pages too), next to the raw copy speed of
+#     the same bytes measured just before: the leader's LMDB file copied on
+#     this disk (cp, then sync) and sent over loopback TCP (socat); and the
+#     cluster's write throughput (1 KiB puts, 8 clients, 5 s) before the
+#     join and during its first 5 s.
+#  2. Puts/s and p99 at 3, 5 and 7 members (GROWTH_MEMBERS; 1 KiB values,
+#     16 clients, 10 s).
+#  3. Linearizable gets/s and p50 (8 clients, 5 s) as the keys grow
+#     (GROWTH_KEYS: "1000 100000"; 100-byte values).
+#
+# Prints tables with ratios; plots with gnuplot (installed when missing,
+# like socat) into BUILD_DIR/bench/growth-*.png.
+set -Eeuo pipefail
+dir=${1:-build}
+SIZES=${GROWTH_SIZES_MB:-128 512}
+MEMBERS=${GROWTH_MEMBERS:-3 5 7}
+KEYS=${GROWTH_KEYS:-1000 100000}
+export QRAFT_KV="$dir/bin/qraft-kv" QRAFT_KEYGEN="$dir/bin/qraft-keygen" \
+  QRAFT_LINCHECK="$dir/bin/qraft-lincheck" QRAFT_E2E_OUT="$dir/e2e"
+for b in "$QRAFT_KV" "$QRAFT_KEYGEN" "$QRAFT_LINCHECK"; do
+  [ -x "$b" ] || { echo "bench_growth: no $b (make release first)" >&2; exit 1; }
+done
+PLOT_DIR=$dir/bench
+mkdir -p "$PLOT_DIR"
+for tool in socat gnuplot; do
+  if ! command -v "$tool" >/dev/null && [ -x /usr/bin/apt-get ] && [ "$(id -u)" = 0 ]; then
+    pkg=$tool; [ "$tool" = gnuplot ] && pkg=gnuplot-nox
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >/dev/null 2>&1 || true
+  fi
+done
+source "$(dirname "$0")/../tests/e2e/kv/lib.sh"
+trap 'echo "bench_growth: failed at line $LINENO" >&2' ERR
+
+rss_anon_kb() { awk '/^RssAnon/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+now_ms() { date +%s%3N; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b > 0 ? a / b : 0 }'; }
+# bench_put SERVER SECONDS CLIENTS BYTES: prints "puts/s p99_ms"
+bench_put() {
+  "$QRAFT_KV" bench --server "$1" --seconds "$2" --clients "$3" --value-bytes "$4" --op put |
+    sed -n 's/.*: \([0-9]*\) puts\/s, p50 [0-9.]* ms, p99 \([0-9.]*\) ms.*/\1 \2/p'
+}
+stop_all() { for i in "${!PID[@]}"; do stop9 "$i"; done; rm -rf "$D"/n* "$D"/k* "$D"/id* "$D"/log*; }
+
+# ---- 1. growth with the state ----
+echo "== growth: a fourth member joins a state of $SIZES MiB (64 KiB values)"
+printf '%-8s %9s %9s %9s %9s %9s %8s %8s %8s %9s %9s %7s\n' size_MiB load_MB/s \
+  join_s join_MB/s disk_MB/s loop_MB/s join/disk anon_MiB hwm_MiB puts_before puts_join ratio
+: >"$PLOT_DIR/growth-join.dat"
+for S in $SIZES; do
+  for i in 1 2 3 4; do keygen "$i"; done
+  M=$(members_arg 1 2 3)
+  OPTS=(--snapshot-log-bytes 256M)
+  for i in 1 2 3; do start "$i" --bootstrap "$M" "${OPTS[@]}"; done
+  L=$(wait_leader 1 2 3) || { echo "no leader" >&2; exit 1; }
+  t0=$(now_ms)
+  "$QRAFT_KV" bench --server "$(http "$L")" --clients 16 --count $((S * 16)) \
+    --value-bytes 65536 --op put >"$D/load.out"
+  t1=$(now_ms)
+  grep -q " 0 failed" "$D/load.out" || { cat "$D/load.out"; exit 1; }
+  load_mbs=$(( S * 1048576 / 1000 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
+  converged 1 2 3 || { echo "members differ after the load" >&2; exit 1; }
+  # raw copies of the leader's LMDB file: on this disk, and over loopback
+  f="$D/n$L/kv/data.mdb"
+  bytes=$(stat -c %s "$f")
+  sync
+  t0=$(now_ms); cp "$f" "$D/copy.mdb"; sync; t1=$(now_ms)
+  disk_mbs=$(( bytes / 1000 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
+  rm -f "$D/copy.mdb"
+  loop_mbs=0
+  if command -v socat >/dev/null; then
+    port=$((BASE + 99))
+    socat -u "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr" OPEN:/dev/null &
+    sp=$!
+    sleep 0.2
+    t0=$(now_ms); socat -u "FILE:$f" "TCP:127.0.0.1:$port"; wait "$sp" || true; t1=$(now_ms)
+    loop_mbs=$(( bytes / 1000 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
+  fi
+  read -r before _ <<<"$(bench_put "$(http "$L")" 5 8 1024)"
+  # the join, with writes running during its first 5 s
+  start 4 --join "$(http "$L")" "${OPTS[@]}"
+  t0=$(now_ms)
+  bench_put "$(http "$L")" 5 8 1024 >"$D/during.out" &
+  bp=$!
+  max_anon=0
+  end=$(( $(date +%s) + 300 + S / 5 ))
+  caught=0
+  while [ "$(date +%s)" -lt "$end" ]; do
+    kb=$(rss_anon_kb "${PID[4]}"); [ "${kb:-0}" -gt "$max_anon" ] && max_anon=$kb
+    a4=$(field 4 kv_applied); aL=$(field "$L" kv_applied)
+    inst=$(kcurl 4 "$(http 4)/metrics" | awk '$1 == "qraft_snapshots_installed_total" {print $2}' || true)
+    if [ -n "$a4" ] && [ -n "$aL" ] && [ "${inst:-0}" -ge 1 ] && [ "$a4" -ge $((aL - 64)) ]; then
+      caught=1; break
+    fi
+    sleep 0.05
+  done
+  t1=$(now_ms)
+  hwm=$(hwm_kb "${PID[4]}")
+  wait "$bp" || true
+  read -r during _ <<<"$(cat "$D/during.out")"
+  [ $caught = 1 ] || { echo "member 4 did not catch up" >&2; exit 1; }
+  join_ms=$((t1 - t0))
+  join_mbs=$(( bytes / 1000 / (join_ms > 0 ? join_ms : 1) ))
+  printf '%-8s %9s %9.1f %9s %9s %9s %8.2f %8s %8s %9s %9s %7.2f\n' "$S" "$load_mbs" \
+    "$(div "$join_ms" 1000)" "$join_mbs" "$disk_mbs" "$loop_mbs" \
+    "$(div "$join_mbs" "$disk_mbs")" $((max_anon / 1024)) $((hwm / 1024)) \
+    "${before:-0}" "${during:-0}" "$(div "${during:-0}" "${before:-0}")"
+  echo "$S $((join_ms)) $join_mbs $disk_mbs $loop_mbs $((max_anon / 1024)) $((hwm / 1024)) ${before:-0} ${during:-0}" >>"$PLOT_DIR/growth-join.dat"
+  stop_all
+done
+
+# ---- 2. members ----
+echo "== members: 1 KiB puts, 16 clients, 10 s, to the leader"
+printf '%-8s %9s %9s %9s\n' members puts/s p99_ms vs_3
+: >"$PLOT_DIR/growth-members.dat"
+base=""
+for N in $MEMBERS; do
+  ids=$(seq 1 "$N")
+  for i in $ids; do keygen "$i"; done
+  # shellcheck disable=SC2086
+  M=$(members_arg $ids)
+  for i in $ids; do start "$i" --bootstrap "$M"; done
+  # shellcheck disable=SC2086
+  L=$(wait_leader $ids) || { echo "no leader" >&2; exit 1; }
+  read -r ps p99 <<<"$(bench_put "$(http "$L")" 10 16 1024)"
+  base=${base:-$ps}
+  printf '%-8s %9s %9s %9.2f\n' "$N" "$ps" "$p99" "$(div "$ps" "$base")"
+  echo "$N $ps $p99" >>"$PLOT_DIR/growth-members.dat"
+  stop_all
+done
+
+# ---- 3. linearizable reads as the keys grow ----
+echo "== linearizable gets (8 clients, 5 s) as the keys grow (100-byte values)"
+printf '%-8s %9s %9s %9s\n' keys gets/s p50_ms vs_first
+: >"$PLOT_DIR/growth-reads.dat"
+for i in 1 2 3; do keygen "$i"; done
+M=$(members_arg 1 2 3)
+for i in 1 2 3; do start "$i" --bootstrap "$M"; done
+L=$(wait_leader 1 2 3) || { echo "no leader" >&2; exit 1; }
+first=""
+for K in $KEYS; do
+  # the bench's keys are its client and count: K puts hold about K keys
+  # (the earlier rounds' are written again)
+  "$QRAFT_KV" bench --server "$(http "$L")" --clients 16 --count "$K" \
+    --value-bytes 100 --op put >"$D/load.out"
+  read -r _ nkeys <<<"$(digest "$L")"
+  out=$("$QRAFT_KV" bench --server "$(http "$L")" --seconds 5 --clients 8 --op get)
+  gs=$(sed -n 's/.*: \([0-9]*\) gets\/s.*/\1/p' <<<"$out")
+  p50=$(sed -n 's/.* p50 \([0-9.]*\) ms.*/\1/p' <<<"$out")
+  first=${first:-$gs}
+  printf '%-8s %9s %9s %9.2f\n' "$nkeys" "$gs" "$p50" "$(div "$gs" "$first")"
+  echo "$nkeys $gs $p50" >>"$PLOT_DIR/growth-reads.dat"
+done
+stop_all
+
+# ---- plots ----
+if command -v gnuplot >/dev/null; then
+  gnuplot -e "set terminal pngcairo size 800,500; set output '$PLOT_DIR/growth-join.png';
+    set title 'A member joins: MB/s by state size (this machine, one run)';
+    set xlabel 'state (MiB)'; set ylabel 'MB/s'; set logscale x; set key top left;
+    plot '$PLOT_DIR/growth-join.dat' using 1:3 with linespoints lw 2 title 'join and catch up',
+         '' using 1:4 with linespoints lw 2 title 'cp on this disk',
+         '' using 1:5 with linespoints lw 2 title 'loopback TCP'" || true
+  gnuplot -e "set terminal pngcairo size 800,500; set output '$PLOT_DIR/growth-members.png';
+    set title '1 KiB puts/s by members (16 clients)'; set xlabel 'members';
+    set ylabel 'puts/s'; set yrange [0:*];
+    plot '$PLOT_DIR/growth-members.dat' using 1:2 with linespoints lw 2 notitle" || true
+  gnuplot -e "set terminal pngcairo size 800,500; set output '$PLOT_DIR/growth-reads.png';
+    set title 'Linearizable gets/s by keys held (8 clients)'; set xlabel 'keys';
+    set ylabel 'gets/s'; set logscale x; set yrange [0:*];
+    plot '$PLOT_DIR/growth-reads.dat' using 1:2 with linespoints lw 2 notitle" || true
+  echo "plots: $PLOT_DIR/growth-{join,members,reads}.png"
+fi
