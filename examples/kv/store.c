@@ -1206,7 +1206,9 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
         break;
       }
       batch = 0;
+      pthread_mutex_lock(&s->mu);
       s->ctr.restore_batches++;
+      pthread_mutex_unlock(&s->mu);
     }
     uint8_t r[9];
     rv = read_exact(read, rctx, r, 9);
@@ -1303,6 +1305,7 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
   atomic_store(&s->durable, index);
   s->active_since_ns = 0;
   s->ctr.restores++;
+  s->full = false; /* the state fitted */
   restore_end(s);
   return 0;
 }
@@ -1451,6 +1454,13 @@ int kv_store_http_of(kv_store *s, const char *hex_id, char *out, size_t n) {
   int ln = snprintf(name, sizeof name, "http/%s", hex_id);
   int found = 0;
   pthread_mutex_lock(&s->mu);
+  while (s->restoring) { /* LMDB holds part of the new state */
+    pthread_cond_wait(&s->cv, &s->mu);
+  }
+  if (s->broken) {
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+  }
   const ov_ent *e = ov_lookup(s, 1, (const uint8_t *)name, (size_t)ln);
   if (e != NULL) {
     if (!e->deleted && e->vlen < n) {
@@ -1461,9 +1471,10 @@ int kv_store_http_of(kv_store *s, const char *hex_id, char *out, size_t n) {
     pthread_mutex_unlock(&s->mu);
     return found;
   }
-  pthread_mutex_unlock(&s->mu);
   MDB_txn *t;
-  if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) != 0) {
+  int brv = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t);
+  pthread_mutex_unlock(&s->mu);
+  if (brv != 0) {
     return 0;
   }
   MDB_val k = {(size_t)ln, name}, v;

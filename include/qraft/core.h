@@ -380,6 +380,7 @@ typedef struct qraft_core_status {
    * their bytes (payload and context, plus sizeof(qraft_entry) each). */
   uint64_t log_entries;
   uint64_t log_bytes;
+  uint64_t log_applied_bytes; /* of those, the entries up to `applied` */
   qraft_id lead_transferee;
   uint64_t messages_dropped; /* over messages_max since creation */
   /* since creation: campaigns its election timeout started, and the times

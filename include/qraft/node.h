@@ -198,9 +198,10 @@ typedef struct qraft_node_config {
   uint32_t pending_reads_max;      /* [4096] */
   uint32_t proposal_timeout_ms;    /* [10 * election timeout] */
   /* Take a snapshot (and drop the log up to it) once this many entries
-   * were applied since the last one, or once the log the core holds in
-   * memory reaches snapshot_log_bytes with entries applied since the last
-   * one (qraft_core_status.log_bytes). Snapshots have no size limit: they
+   * were applied since the last one, or once the applied entries the core
+   * holds in memory reach snapshot_log_bytes (qraft_core_status.
+   * log_applied_bytes: a snapshot drops those). Snapshots have no size
+   * limit: they
    * stream from the state machine to the store and from the store to the
    * peers in chunks, never held whole in memory. */
   uint64_t snapshot_entries;   /* [10000] */

@@ -574,7 +574,8 @@ int qraft_raft_net_send(qraft_raft_net *net, const qraft_message *m,
  * Sends MsgSnapshot `m` (its metadata; m->snapshot->data is ignored) to
  * member m->to with its data read from `src`. On success the handler owns
  * the source and closes it when the transfer ends; snapshot_sent_cb
- * reports the outcome. On error the caller still owns it.
+ * reports the outcome, perhaps before this returns (a source that fails
+ * at once). On error the caller still owns it.
  * Returns 0 on success, or one of these negative codes: QRAFT_EUNKNOWN_NODE,
  * QRAFT_EUNAVAILABLE, QRAFT_EBUSY (a snapshot to it is still in flight, or
  * no stream can be opened now), QRAFT_ELIMIT, -ENOMEM.

@@ -72,6 +72,7 @@ struct qraft_core {
   size_t ents_n;
   size_t ents_cap;
   uint64_t ents_bytes; /* payload + context + sizeof(qraft_entry) each */
+  uint64_t applied_bytes; /* the same, of the entries up to `applied` */
   uint64_t snap_index;
   uint64_t snap_term;
   qraft_conf_state snap_conf;

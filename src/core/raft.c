@@ -1156,6 +1156,7 @@ static bool core_restore(qraft_core *c, const qraft_snapshot_meta *sm) {
   }
   c->ents_n = 0;
   c->ents_bytes = 0;
+  c->applied_bytes = 0;
   c->snap_index = sm->index;
   c->snap_term = sm->term;
   c->snap_conf = sm->conf_state;
@@ -1952,6 +1953,12 @@ void qraft_core_applied(qraft_core *c, uint64_t index) {
                 "applied %llu but only %llu were handed out",
                 (unsigned long long)index, (unsigned long long)c->applying);
   if (index > c->applied) {
+    uint64_t last = log_last_index(c);
+    for (uint64_t i = c->applied + 1; i <= index && i <= last; i++) {
+      if (i > c->snap_index) {
+        c->applied_bytes += entry_bytes(log_at(c, i));
+      }
+    }
     c->applied = index;
   }
 }
@@ -1980,6 +1987,7 @@ int qraft_core_compact(qraft_core *c, uint64_t index) {
   size_t drop = (size_t)(index - c->snap_index);
   for (size_t i = 0; i < drop; i++) {
     c->ents_bytes -= entry_bytes(&c->ents[i]);
+    c->applied_bytes -= entry_bytes(&c->ents[i]); /* index <= applied */
     entry_release(&c->ents[i]);
   }
   memmove(c->ents, c->ents + drop, (c->ents_n - drop) * sizeof *c->ents);
@@ -2161,6 +2169,9 @@ int qraft_core_new(const qraft_core_config *cfg_in,
   c->snap_conf = sm->conf_state;
   for (size_t i = 0; i < rs->entries_n; i++) {
     c->ents_bytes += entry_bytes(&rs->entries[i]);
+    if (rs->entries[i].index <= rs->applied) {
+      c->applied_bytes += entry_bytes(&rs->entries[i]);
+    }
     entry_copy_ref(&c->ents[c->ents_n++], &rs->entries[i]);
   }
   c->commit = rs->hard_state.commit > sm->index ? rs->hard_state.commit
@@ -2430,8 +2441,10 @@ void qraft_core_status_get(const qraft_core *c, qraft_core_status *st) {
   st->commit = c->commit;
   st->applied = c->applied;
   st->persisted = c->persisted;
+  QRAFT_ASSERT(c->applied_bytes <= c->ents_bytes);
   st->log_entries = c->ents_n;
   st->log_bytes = c->ents_bytes;
+  st->log_applied_bytes = c->applied_bytes;
   st->first_index = c->snap_index + 1;
   st->last_index = log_last_index(c);
   st->snapshot_index = c->snap_index;

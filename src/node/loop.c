@@ -93,7 +93,51 @@ void qraft__node_publish_status(qraft_node *n) {
   pthread_mutex_unlock(&n->mu);
 }
 
+/* Snapshot outcomes the transport reported while an update was being
+ * handled (a core call then would invalidate the update's memory): told to
+ * the core once the update is done. */
+void qraft__node_snap_report(qraft_node *n, qraft_id to, bool ok) {
+  if (!n->draining) {
+    qraft_core_report_snapshot(n->core, to, ok);
+    return;
+  }
+  for (uint32_t i = 0; i < n->snap_reports_n; i++) {
+    if (n->snap_reports[i].to == to) {
+      n->snap_reports[i].ok = ok;
+      return;
+    }
+  }
+  QRAFT_ASSERT(n->snap_reports_n < NODE_ADDRS_MAX);
+  n->snap_reports[n->snap_reports_n++] = (node_snap_report){to, ok};
+}
+
+static void node_flush_snap_reports(qraft_node *n) {
+  for (uint32_t i = 0; i < n->snap_reports_n; i++) {
+    qraft_core_report_snapshot(n->core, n->snap_reports[i].to,
+                               n->snap_reports[i].ok);
+  }
+  n->snap_reports_n = 0;
+}
+
+static void node_drain_updates(qraft_node *n);
+
+/* Takes the core's updates until there are none. Callbacks that run
+ * inside (the transport's, the store's) and drain again find this one
+ * under way: it takes what they added before it returns. */
 void qraft__node_drain(qraft_node *n) {
+  if (n->draining) {
+    return;
+  }
+  n->draining = true;
+  node_drain_updates(n);
+  n->draining = false;
+  if (n->snap_reports_n > 0 && !n->fatal) {
+    node_flush_snap_reports(n);
+    qraft__node_drain(n);
+  }
+}
+
+static void node_drain_updates(qraft_node *n) {
   while (!n->fatal && qraft_core_has_update(n->core)) {
     qraft_update u;
     qraft_core_take_update(n->core, &u);
@@ -289,6 +333,7 @@ void qraft__node_drain(qraft_node *n) {
     }
     qraft__node_serve_reads(n);
     qraft__node_maybe_snapshot(n);
+    node_flush_snap_reports(n);
   }
   qraft__node_submit_pending_snapshot(n);
   if (!n->fatal) {
@@ -476,7 +521,10 @@ void qraft__node_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch) {
 
 void qraft__node_peer_cb(void *ud, qraft_id peer, bool reachable) {
   qraft_node *n = ud;
-  if (!reachable && n->core != NULL) {
+  /* (not while an update is handled, e.g. a peer removed by a
+   * configuration change: a core call would invalidate it; the report is
+   * a hint the core's probing does without) */
+  if (!reachable && n->core != NULL && !n->draining) {
     qraft__node_clock(n);
     qraft_core_report_unreachable(n->core, peer);
     qraft__node_drain(n);
@@ -491,7 +539,7 @@ void qraft__node_snapshot_sent_cb(void *ud, qraft_id to, int status) {
   } else {
     n->m_snap_sends_failed++;
   }
-  qraft_core_report_snapshot(n->core, to, status == 0);
+  qraft__node_snap_report(n, to, status == 0);
   qraft__node_drain(n);
 }
 

@@ -127,6 +127,11 @@ typedef struct node_member {
   uint64_t refused_seen; /* the transport's count of its refusals of us */
 } node_member;
 
+typedef struct node_snap_report {
+  qraft_id to;
+  bool ok;
+} node_snap_report;
+
 struct qraft_node {
   qraft_node_config cfg;
   qraft_secret_key key;
@@ -201,6 +206,10 @@ struct qraft_node {
   /* a received snapshot waiting for the core to install it */
   qraft_snapshot_writer *recv_writer;
   uint64_t recv_index, recv_term;
+  /* drain under way; snapshot outcomes to tell the core after it */
+  bool draining;
+  node_snap_report snap_reports[NODE_ADDRS_MAX];
+  uint32_t snap_reports_n;
   /* snapshots streaming in (the transport owns each until it ends) */
   struct node_recv_sink *recv_sinks;
   /* snapshots streaming out, and the bytes read for them */
@@ -270,6 +279,7 @@ bool qraft__node_authorize_cb(void *ud, const qraft_node_id *peer,
 void *qraft__node_bridge_main(void *arg);
 void qraft__node_clock(qraft_node *n);
 void qraft__node_drain(qraft_node *n);
+void qraft__node_snap_report(qraft_node *n, qraft_id to, bool ok);
 void qraft__node_peer_cb(void *ud, qraft_id peer, bool reachable);
 void qraft__node_publish_status(qraft_node *n);
 void qraft__node_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch);

@@ -171,7 +171,7 @@ void qraft__node_send_snapshot(qraft_node *n, const qraft_message *m) {
   if (rv != 0) {
     free(src);
     n->m_snap_sends_failed++;
-    qraft_core_report_snapshot(n->core, m->to, false);
+    qraft__node_snap_report(n, m->to, false);
     return;
   }
   src->n = n;
@@ -197,7 +197,7 @@ void qraft__node_send_snapshot(qraft_node *n, const qraft_message *m) {
     if (rv != QRAFT_EBUSY) {
       n->m_snap_sends_failed++;
     }
-    qraft_core_report_snapshot(n->core, m->to, false);
+    qraft__node_snap_report(n, m->to, false);
   }
 }
 
@@ -515,7 +515,7 @@ void qraft__node_maybe_snapshot(qraft_node *n) {
   qraft_core_status_get(n->core, &st);
   if (n->applied > st.persisted ||
       (n->applied < n->snap_index + n->cfg.snapshot_entries &&
-       st.log_bytes < n->cfg.snapshot_log_bytes)) {
+       st.log_applied_bytes < n->cfg.snapshot_log_bytes)) {
     return;
   }
   uint64_t term;

@@ -85,6 +85,10 @@ struct tp_quic {
   uint64_t pkt_gen;
   uint64_t lost_closed; /* loss counts of streams gone */
   bool acked;           /* acked_cb owed to the handler */
+  /* the stream whose bytes the handler is being given, and whether it
+   * reset that stream meanwhile (uni_close_bug) */
+  int64_t delivering;
+  bool delivering_reset;
   /* What arrived while the connection was held (TP_HELD), in order, for
    * the handler once the connection is served. Bounded by the flow-control
    * windows: they are not extended until the bytes are delivered. */
@@ -448,13 +452,11 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
     qraft__ep_conn_established(c);
   }
   c->bytes_in += datalen;
-  if (uni_close_bug() && remote_uni(conn, stream_id) &&
-      stream_ud != UNI_DONE) {
-    if (flags & NGTCP2_STREAM_DATA_FLAG_FIN) {
-      uni_done_now(conn, stream_id);
-    } else if (stream_ud == NULL) {
-      ngtcp2_conn_set_stream_user_data(conn, stream_id, UNI_OPEN);
-    }
+  bool fin = (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0;
+  bool track = uni_close_bug() && remote_uni(conn, stream_id) &&
+               stream_ud != UNI_DONE;
+  if (track && stream_ud == NULL) {
+    ngtcp2_conn_set_stream_user_data(conn, stream_id, UNI_OPEN);
   }
   if (c->state == TP_HELD) {
     /* Kept for the handler, should this connection be served; the windows
@@ -465,16 +467,22 @@ static int recv_stream_data_cb(ngtcp2_conn *conn, uint32_t flags,
     }
     return 0;
   }
+  c->q->delivering = stream_id;
+  c->q->delivering_reset = false;
   if (c->state == TP_UP && !c->close_pending) {
     const qraft_protocol_ops *ops = &c->ep->protocols[c->proto].ops;
     if (ops->stream_recv_cb != NULL) {
       ops->stream_recv_cb(c->ep->protocols[c->proto].ud, c, stream_id, data,
-                          datalen, (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0);
+                          datalen, fin);
     }
   }
+  c->q->delivering = -1;
   /* The handler consumed the bytes: open the windows again. */
   ngtcp2_conn_extend_max_stream_offset(conn, stream_id, datalen);
   ngtcp2_conn_extend_max_offset(conn, datalen);
+  if (track && fin && !c->q->delivering_reset) {
+    uni_done_now(conn, stream_id); /* a reset did it already */
+  }
   return 0;
 }
 
@@ -488,9 +496,14 @@ static int stream_reset_cb(ngtcp2_conn *conn, int64_t stream_id,
                            void *ud, void *stream_ud) {
   (void)final_size;
   if (!uni_close_bug() || !remote_uni(conn, stream_id) ||
-      stream_ud != UNI_OPEN) {
+      stream_ud == UNI_DONE) {
     return 0;
   }
+  if (stream_ud == NULL &&
+      ngtcp2_conn_set_stream_user_data(conn, stream_id, UNI_DONE) != 0) {
+    return 0; /* no stream object: ngtcp2 gave the budget back itself */
+  }
+  /* (with no user data: a stream that had only out-of-order bytes) */
   uni_done_now(conn, stream_id);
   return stream_closed(ud, stream_id, app_error_code);
 }
@@ -692,7 +705,11 @@ static int conn_tls_attach(qraft_endpoint *ep, qraft_conn *c, bool server) {
 
 static int quic_new(qraft_conn *c) {
   c->q = calloc(1, sizeof *c->q);
-  return c->q == NULL ? -ENOMEM : 0;
+  if (c->q == NULL) {
+    return -ENOMEM;
+  }
+  c->q->delivering = -1;
+  return 0;
 }
 
 void qraft__quic_free(qraft_conn *c) {
@@ -1033,11 +1050,18 @@ void qraft__quic_held_deliver(qraft_conn *c) {
         p->ops.stream_closed_cb(p->ud, c, ev->sid, ev->app_code);
       }
     } else {
+      q->delivering = ev->sid;
+      q->delivering_reset = false;
       if (p->ops.stream_recv_cb != NULL) {
         p->ops.stream_recv_cb(p->ud, c, ev->sid, ev->data, ev->len, ev->fin);
       }
+      q->delivering = -1;
       ngtcp2_conn_extend_max_stream_offset(q->conn, ev->sid, ev->len);
       ngtcp2_conn_extend_max_offset(q->conn, ev->len);
+      if (ev->fin && uni_close_bug() && remote_uni(q->conn, ev->sid) &&
+          !q->delivering_reset) {
+        uni_done_now(q->conn, ev->sid);
+      }
     }
     free(ev);
   }
@@ -1447,6 +1471,14 @@ queued:
 
 void qraft__quic_stream_reset(qraft_conn *c, int64_t id, uint64_t app_code) {
   ngtcp2_conn_shutdown_stream(c->q->conn, id, app_code);
+  if (uni_close_bug() && remote_uni(c->q->conn, id)) {
+    /* A stream the peer opened, stopped before its FIN reached us (the
+     * handlers reset only those): ngtcp2 0.12 never closes it. */
+    if (c->q->delivering == id) {
+      c->q->delivering_reset = true;
+    }
+    uni_done_now(c->q->conn, id);
+  }
   tp_stream *s = stream_find(c, id);
   if (s != NULL) {
     s->sent_off = s->end_off;

@@ -37,8 +37,7 @@ typedef enum {
   IN_SNAP_LEN,  /* a snapshot's data length */
   IN_SNAP_DATA, /* its data, into the sink */
   IN_SNAP_CRC,  /* its CRC-32C */
-  IN_SNAP_END,  /* only the FIN may follow */
-  IN_DISCARD    /* refused: bytes already in flight are dropped */
+  IN_SNAP_END   /* only the FIN may follow */
 } in_stage;
 
 /* An inbound stream being parsed. */
@@ -324,19 +323,11 @@ static bool in_alive(qraft_raft_net *n, rn_in *in) {
   return false;
 }
 
-/* Stops a snapshot stream we cannot take: its sink is aborted, and what is
- * still in flight on it is dropped until the sender's reset closes it. */
-static void in_refuse(rn_in *in) {
-  if (in->sink_open) {
-    in->sink_open = false;
-    in->sink.abort(in->sink.ctx);
-  }
-  qraft_wire_batch_free(in->snap_batch);
-  in->snap_batch = NULL;
-  qraft_buf_unref(in->snap_mem);
-  in->snap_mem = NULL;
-  in->stage = IN_DISCARD;
+/* Stops a snapshot stream we cannot take (STOP_SENDING): its sink is
+ * aborted and `in` freed; QUIC hands us nothing more of that stream. */
+static void in_refuse(qraft_raft_net *n, rn_in *in) {
   qraft_conn_stream_reset(in->conn, in->sid, QRAFT_RAFT_SNAPSHOT_REFUSED);
+  ins_drop(n, in); /* aborts the sink */
 }
 
 static uint64_t get_be(const uint8_t *p, size_t n) {
@@ -384,8 +375,8 @@ static bool in_snap_begin(qraft_raft_net *n, rn_in *in) {
     return false;
   }
   if (rv != 0) {
-    in_refuse(in);
-    return true;
+    in_refuse(n, in);
+    return false;
   }
   in->sink = sink;
   in->sink_open = true;
@@ -527,9 +518,8 @@ static void on_recv(void *ud, qraft_conn *c, int64_t sid, const uint8_t *data,
         memcpy(in->snap_mem->data + in->snap_got, data, take);
         in->snap_mem->len = (size_t)(in->snap_got + take);
       } else if (in->sink.write(in->sink.ctx, data, take) != 0) {
-        in_refuse(in);
-        len = 0;
-        break;
+        in_refuse(n, in);
+        return;
       }
       in->snap_got += take;
       data += take;
@@ -543,9 +533,6 @@ static void on_recv(void *ud, qraft_conn *c, int64_t sid, const uint8_t *data,
     case IN_SNAP_END:
       reject(n, c, QRAFT_EMALFORMED, "bytes after a snapshot", NULL);
       return;
-    case IN_DISCARD:
-      len = 0;
-      break;
     }
   }
   if (fin) {
@@ -553,9 +540,8 @@ static void on_recv(void *ud, qraft_conn *c, int64_t sid, const uint8_t *data,
       in_snap_deliver(n, in);
       return;
     }
-    if (in->stage != IN_DISCARD &&
-        (in->stage != IN_FRAME_HEADER || in->hdr_n != 0 ||
-         in->kind == QRAFT_RAFT_STREAM_SNAPSHOT)) {
+    if (in->stage != IN_FRAME_HEADER || in->hdr_n != 0 ||
+        in->kind == QRAFT_RAFT_STREAM_SNAPSHOT) {
       reject(n, c, QRAFT_ETRUNCATED, "stream ends inside a frame", NULL);
       return;
     }

@@ -725,6 +725,36 @@ static void many_snapshots_reuse_the_stream_budget(void **st) {
   rworld_close(&w);
 }
 
+/* Refused snapshots free their streams too: after 100 refusals (more than
+ * the peer's stream budget of 64, and than snapshot_streams_max), the
+ * next snapshot goes through on the same connection. */
+static void many_refused_snapshots_leave_nothing_behind(void **st) {
+  (void)st;
+  rworld w;
+  stream_world(&w, 11);
+  w.nodes[1].refuse = -ENOSPC;
+  for (int i = 0; i < 100; i++) {
+    gen_src g = {.bytes = 1000 + (uint64_t)i * ((i % 2) ? 1 : 3000)};
+    assert_int_equal(send_gen(&w, &g), 0);
+    assert_true(run_until(&w, sent_status, NULL, 10));
+    assert_int_equal(g.closes, 1);
+  }
+  w.nodes[1].refuse = 0;
+  gen_src g = {.bytes = 5000};
+  assert_int_equal(send_gen(&w, &g), 0);
+  assert_true(run_until(&w, streamed, NULL, 10));
+  assert_int_equal(w.nodes[0].snap_status, 0);
+  assert_int_equal(w.nodes[1].sink_delivered, 1);
+  assert_int_equal(w.nodes[1].delivered_bytes, 5000);
+  qraft_peer_metrics pm;
+  assert_int_equal(qraft_endpoint_peer_metrics(w.nodes[0].ep,
+                                               &w.nodes[1].key.public_key,
+                                               QRAFT_RAFT_ALPN, &pm),
+                   0);
+  assert_int_equal(pm.reconnects, 0); /* one connection all along */
+  rworld_close(&w);
+}
+
 /* A member gone bad sends a snapshot stream by hand: kind 3 with a wrong
  * CRC-32C, or kind 2 (a snapshot whole in one frame, before streaming). */
 static void evil_snapshot_is_closed(int kind, bool bad_crc) {
@@ -855,6 +885,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(refused_snapshot_stops_only_its_stream),
       cmocka_unit_test(bad_snapshot_checksum_closes_the_peer),
       cmocka_unit_test(many_snapshots_reuse_the_stream_budget),
+      cmocka_unit_test(many_refused_snapshots_leave_nothing_behind),
       cmocka_unit_test(whole_frame_snapshot_stream_is_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
