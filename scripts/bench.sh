@@ -39,3 +39,5 @@ if [ $found -eq 0 ]; then
 fi
 echo "== bench_kv"
 bash scripts/bench_kv.sh "$dir"
+echo "== bench_growth (qraft-kv as its data and membership grow)"
+bash scripts/bench_growth.sh "$dir"

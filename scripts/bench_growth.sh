@@ -13,8 +13,8 @@
 #     join and during its first 5 s.
 #  2. Puts/s and p99 at 3, 5 and 7 members (GROWTH_MEMBERS; 1 KiB values,
 #     16 clients, 10 s).
-#  3. Linearizable gets/s and p50 (8 clients, 5 s) as the keys grow
-#     (GROWTH_KEYS: "1000 100000"; 100-byte values).
+#  3. Linearizable gets/s and p50 (8 clients, 5 s, after 1 s of warm-up)
+#     as the keys grow (GROWTH_KEYS: "1000 100000"; 100-byte values).
 #
 # Prints tables with ratios; plots with gnuplot (installed when missing,
 # like socat) into BUILD_DIR/bench/growth-*.png.
@@ -72,7 +72,7 @@ for S in $SIZES; do
   converged 1 2 3 || { echo "members differ after the load" >&2; exit 1; }
   for i in 1 2 3; do
     m=$(kcurl "$i" "$(http "$i")/metrics" || true)
-    echo "  member $i after the load: $(awk '$1 == "qraft_leader_changes_total" {printf "leader changes %s", $2} $1 == "qraft_loop_stall_seconds_max" {printf ", longest loop stall %s s", $2} $1 == "qraft_snapshots_taken_total" {printf ", snapshots taken %s", $2} $1 == "qraft_snapshots_installed_total" {printf ", installed %s", $2}' <<<"$m")"
+    echo "  member $i after the load: $(awk '$1 == "qraft_leader_changes_total" {lc = $2} $1 == "qraft_loop_stall_seconds_max" {st = $2} $1 == "qraft_snapshots_taken_total" {tk = $2} $1 == "qraft_snapshots_installed_total" {in_ = $2} END {printf "leader changes %s, snapshots taken %s, installed %s, longest loop stall %s s", lc, tk, in_, st}' <<<"$m")"
   done
   # raw copies of the leader's LMDB file: on this disk, and over loopback
   f="$D/n$L/kv/data.mdb"
@@ -158,6 +158,7 @@ for K in $KEYS; do
   "$QRAFT_KV" bench --server "$(http "$L")" --clients 16 --count "$K" \
     --value-bytes 100 --op put >"$D/load.out" 2>&1 || true
   read -r _ nkeys <<<"$(digest "$L")"
+  "$QRAFT_KV" bench --server "$(http "$L")" --seconds 1 --clients 8 --op get >/dev/null 2>&1 || true
   out=$("$QRAFT_KV" bench --server "$(http "$L")" --seconds 5 --clients 8 --op get 2>&1 || true)
   gs=$(sed -n 's/.*: \([0-9]*\) gets\/s.*/\1/p' <<<"$out")
   p50=$(sed -n 's/.* p50 \([0-9.]*\) ms.*/\1/p' <<<"$out")
