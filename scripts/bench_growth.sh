@@ -3,7 +3,8 @@
 # membership, measured in one run on this machine.
 #
 #  1. For each state size (GROWTH_SIZES_MB; make bench: "128 512", make
-#     soak: "1024 4096 16384"), in 64 KiB values on three members: the time
+#     soak: "1024 4096"; 16384 needs about 200 GB of disk), in 64 KiB
+#     values on three members: the time
 #     a fourth member takes to join and catch up (through a snapshot) and
 #     its memory (the largest RssAnon sampled every 50 ms, and VmHWM, which
 #     counts LMDB's mapped file pages too), next to the raw copy speed of

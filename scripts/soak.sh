@@ -43,8 +43,11 @@ if [ -x "$dir/bin/qraft-kv" ] && [ -x "$dir/bin/qraft-lincheck" ]; then
   [ $rc = 0 ] || [ $rc = 77 ] || exit $rc
   echo "== a member joins a ${BIG_STATE_MB:-2048} MiB state, with cut transfers"
   QRAFT_E2E_STATE_MB="${BIG_STATE_MB:-2048}" bash tests/e2e/kv/bigstate.sh
-  echo "== growth: 1, 4 and 16 GiB of state (GROWTH_SIZES_MB)"
-  GROWTH_SIZES_MB="${GROWTH_SIZES_MB:-1024 4096 16384}" GROWTH_KEYS="${GROWTH_KEYS:-1000 100000 1000000}" \
+  # 16 GiB would need about 200 GB of disk here (four members, each with
+  # its LMDB file and the WAL's snapshot file, and a temporary one while a
+  # snapshot streams in): GROWTH_SIZES_MB="1024 4096 16384" on a larger disk.
+  echo "== growth: 1 and 4 GiB of state (GROWTH_SIZES_MB)"
+  GROWTH_SIZES_MB="${GROWTH_SIZES_MB:-1024 4096}" GROWTH_KEYS="${GROWTH_KEYS:-1000 100000 1000000}" \
     bash scripts/bench_growth.sh "$dir"
   ran=1
 fi

@@ -211,7 +211,7 @@ static int serve_usage(void) {
           "  --state-sync-ms: how often the applied writes are committed to\n"
           "  LMDB (default 100, at most 60000; 0: as soon as possible); the\n"
           "  log keeps what LMDB does not hold yet, so a restart loses nothing.\n"
-          "  --map-size: the most the state may hold in LMDB (default 1T; a\n"
+          "  --map-size: the most the state may hold in LMDB (default 64G; a\n"
           "  bound, not space used). Once full, writes to this member fail\n"
           "  with 507 no_space until it restarts with a larger one.\n"
           "  --snapshot-log-bytes: snapshot once the log in memory holds this\n"

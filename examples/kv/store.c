@@ -675,7 +675,10 @@ int kv_store_open(const char *dir, uint32_t sync_ms, uint64_t map_bytes,
       (rv = mdb_txn_begin(s->env, NULL, 0, &t)) != 0 ||
       (rv = mdb_dbi_open(t, "kv", MDB_CREATE, &s->kv)) != 0 ||
       (rv = mdb_dbi_open(t, "meta", MDB_CREATE, &s->meta)) != 0) {
-    snprintf(msg, msg_n, "lmdb %s: %s", dir, mdb_strerror(rv));
+    snprintf(msg, msg_n, "lmdb %s: %s%s", dir, mdb_strerror(rv),
+             rv == ENOMEM ? " (mapping --map-size bytes of address space; "
+                            "try a smaller --map-size)"
+                          : "");
     goto fail;
   }
   MDB_val k = {7, "applied"}, v;

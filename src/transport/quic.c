@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <netinet/in.h>
@@ -420,12 +421,15 @@ static char uni_open, uni_done;
 #define UNI_DONE ((void *)&uni_done)
 
 static bool uni_close_bug(void) {
-  static int bug = -1;
-  if (bug < 0) {
+  /* endpoints on several threads ask: the same answer, read atomically */
+  static _Atomic int bug = -1;
+  int b = atomic_load_explicit(&bug, memory_order_relaxed);
+  if (b < 0) {
     const ngtcp2_info *v = ngtcp2_version(0);
-    bug = v != NULL && v->version_num < 0x000e00;
+    b = v != NULL && v->version_num < 0x000e00;
+    atomic_store_explicit(&bug, b, memory_order_relaxed);
   }
-  return bug != 0;
+  return b != 0;
 }
 
 static bool remote_uni(ngtcp2_conn *conn, int64_t stream_id) {
