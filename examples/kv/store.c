@@ -1126,6 +1126,17 @@ static int read_exact(qraft_sm_read_fn read, void *rctx, void *p, size_t n) {
   return 0;
 }
 
+/* Under mu: a restore found LMDB's map full. */
+static void restore_full_locked(kv_store *s, uint64_t index) {
+  snprintf(s->full_msg, sizeof s->full_msg,
+           "the state's LMDB map (%llu bytes) cannot hold snapshot %llu: "
+           "restart this member with a larger --map-size",
+           (unsigned long long)s->map_bytes, (unsigned long long)index);
+  s->full = true;
+  s->ctr.map_full++;
+  fprintf(stderr, "qraft-kv: %s\n", s->full_msg);
+}
+
 static void restore_end(kv_store *s) {
   s->restoring = false;
   pthread_cond_broadcast(&s->cv);
@@ -1197,14 +1208,8 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
         t = NULL;
         if (rv != MDB_MAP_FULL) store_die("commit restore batch", rv);
         pthread_mutex_lock(&s->mu);
-        snprintf(s->full_msg, sizeof s->full_msg,
-                 "the state's LMDB map (%llu bytes) cannot hold snapshot "
-                 "%llu: restart this member with a larger --map-size",
-                 (unsigned long long)s->map_bytes, (unsigned long long)index);
-        s->full = true;
-        s->ctr.map_full++;
+        restore_full_locked(s, index);
         pthread_mutex_unlock(&s->mu);
-        fprintf(stderr, "qraft-kv: %s\n", s->full_msg);
         rv = -ENOSPC;
         break;
       }
@@ -1238,14 +1243,8 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
     rv = mdb_put(t, r[0] == 0 ? s->kv : s->meta, &k, &v, 0);
     if (rv == MDB_MAP_FULL) {
       pthread_mutex_lock(&s->mu);
-      snprintf(s->full_msg, sizeof s->full_msg,
-               "the state's LMDB map (%llu bytes) cannot hold snapshot %llu: "
-               "restart this member with a larger --map-size",
-               (unsigned long long)s->map_bytes, (unsigned long long)index);
-      s->full = true;
-      s->ctr.map_full++;
+      restore_full_locked(s, index);
       pthread_mutex_unlock(&s->mu);
-      fprintf(stderr, "qraft-kv: %s\n", s->full_msg);
       rv = -ENOSPC;
       break;
     }
@@ -1282,13 +1281,7 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
     mdb_txn_abort(t);
   }
   if (rv == MDB_MAP_FULL) {
-    snprintf(s->full_msg, sizeof s->full_msg,
-             "the state's LMDB map (%llu bytes) cannot hold snapshot %llu: "
-             "restart this member with a larger --map-size",
-             (unsigned long long)s->map_bytes, (unsigned long long)index);
-    s->full = true;
-    s->ctr.map_full++;
-    fprintf(stderr, "qraft-kv: %s\n", s->full_msg);
+    restore_full_locked(s, index);
     if (committed) { /* as above: the old state is gone */
       ov_clear(&s->active);
       ov_clear(&s->flushing);

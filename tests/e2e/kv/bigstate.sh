@@ -96,14 +96,20 @@ log "member 4 caught up in $((T1 - T0)) ms (snapshots installed: $INST); its Rss
 [ $SANITIZED = 1 ] && log "sanitizer build: the memory bound is checked in the release build"
 [ $SANITIZED = 1 ] || [ "$MAX_KB" -le $((RSS_MB * 1024)) ] || fail "member 4 used $((MAX_KB / 1024)) MiB of private memory to take a $STATE_MB MiB snapshot (bound $RSS_MB MiB)"
 
-# Cut transfers. Member 4 leaves and comes back empty, so it needs the
-# snapshot again; it is killed while the snapshot streams in.
-"$KV" members remove "$(cat "$D/id4")" --server "$(http 1),$(http 2),$(http 3)" >/dev/null ||
-  fail "could not remove member 4"
-stop9 4
-rm -rf "$D/n4" "$D/k4"; keygen 4
-L=$(wait_leader 1 2 3) || fail "no leader"
-start 4 --join "$(http "$L")" "${OPTS[@]}"
+# rejoin_empty: member 4 leaves and joins again with no data and a new key
+# (so it needs the snapshot again); L is the leader it joins through.
+rejoin_empty() {
+  "$KV" members remove "$(cat "$D/id4")" --server "$(http 1),$(http 2),$(http 3)" >/dev/null ||
+    fail "could not remove member 4"
+  stop9 4
+  rm -rf "$D/n4" "$D/k4"; keygen 4
+  L=$(wait_leader 1 2 3) || fail "no leader"
+  start 4 --join "$(http "$L")" "${OPTS[@]}"
+}
+
+# Cut transfers. Member 4 comes back empty and is killed while the
+# snapshot streams in.
+rejoin_empty
 cut=0
 for _ in $(seq 400); do
   if [ "$(metric 4 'qraft_snapshot_transfers{dir="in"}')" = 1 ] &&
@@ -123,14 +129,9 @@ start 4 --join "$(http "$L")" "${OPTS[@]}"
 watch_join 4 || fail "member 4 did not catch up after its restart"
 log "member 4 caught up after the cut"
 
-# The leader is killed while it sends: member 4 leaves and comes back empty
-# once more; the new leader sends it a snapshot of its own.
-"$KV" members remove "$(cat "$D/id4")" --server "$(http 1),$(http 2),$(http 3)" >/dev/null ||
-  fail "could not remove member 4 (2)"
-stop9 4
-rm -rf "$D/n4" "$D/k4"; keygen 4
-L=$(wait_leader 1 2 3) || fail "no leader"
-start 4 --join "$(http "$L")" "${OPTS[@]}"
+# The leader is killed while it sends: member 4 comes back empty once
+# more; the new leader sends it a snapshot of its own.
+rejoin_empty
 cut=0
 for _ in $(seq 400); do
   if [ "$(metric "$L" 'qraft_snapshot_transfers{dir="out"}')" = 1 ]; then cut=1; break; fi

@@ -4,6 +4,7 @@
  */
 #include "kv.h"
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -301,6 +302,39 @@ static void a_full_map_keeps_every_write_and_says_what_to_do(void **st) {
   free(d);
 }
 
+/* A snapshot that does not fit the map is refused with the advice, and
+ * the old state stays whole (no batch was committed). */
+static void a_restore_too_large_for_the_map_keeps_the_old_state(void **st) {
+  (void)st;
+  char *da = tmpdir(), *db = tmpdir();
+  kv_store *a = open_sync(da, 0);
+  kv_store *b = open_map(db, 1u << 20);
+  static char big[60000];
+  char key[32];
+  for (uint64_t i = 1; i <= 60; i++) {
+    memset(big, 'a' + (int)(i % 26), sizeof big - 1);
+    snprintf(key, sizeof key, "k%04llu", (unsigned long long)i);
+    put(a, i, key, big);
+  }
+  put(b, 1, "old", "still here");
+  snap_bytes snap = {0};
+  uint64_t idx = 0;
+  assert_int_equal(kv_store_ops()->snapshot(a, &idx, snap_write, &snap), 0);
+  assert_int_equal(kv_store_ops()->restore(b, 60, snap_read, &snap), -ENOSPC);
+  char why[256];
+  assert_true(kv_store_full(b, why, sizeof why));
+  assert_non_null(strstr(why, "--map-size"));
+  has(b, "old", "still here");
+  missing(b, "k0001");
+  free(snap.p);
+  kv_store_close(a);
+  kv_store_close(b);
+  rmdir_all(da);
+  rmdir_all(db);
+  free(da);
+  free(db);
+}
+
 /* A restore larger than a batch commits in batches (LMDB's dirty pages stay
  * bounded) and ends with the same state as the source. */
 static void a_large_restore_commits_in_batches(void **st) {
@@ -548,6 +582,7 @@ int main(void) {
       cmocka_unit_test(the_flusher_commits_on_its_own),
       cmocka_unit_test(a_full_map_keeps_every_write_and_says_what_to_do),
       cmocka_unit_test(a_large_restore_commits_in_batches),
+      cmocka_unit_test(a_restore_too_large_for_the_map_keeps_the_old_state),
       cmocka_unit_test(a_snapshot_in_steps_is_of_its_first_moment),
       cmocka_unit_test(snapshot_and_restore_cover_the_overlay),
       cmocka_unit_test(overlay_matches_a_model),
