@@ -1126,6 +1126,22 @@ static int read_exact(qraft_sm_read_fn read, void *rctx, void *p, size_t n) {
   return 0;
 }
 
+/* Under mu: a restore failed. With a batch committed, the old state is
+ * gone and the new one partial, its durable index 0 (dropped with "meta"):
+ * readers get errors from now on; the node stops on a failed restore and
+ * restores again at its next start. Without, the old state stays whole. */
+static void restore_failed_locked(kv_store *s, bool committed) {
+  if (!committed) {
+    return;
+  }
+  ov_clear(&s->active);
+  ov_clear(&s->flushing);
+  s->applied = 0;
+  s->flushed = 0;
+  atomic_store(&s->durable, 0);
+  s->broken = true;
+}
+
 /* Under mu: a restore found LMDB's map full. */
 static void restore_full_locked(kv_store *s, uint64_t index) {
   snprintf(s->full_msg, sizeof s->full_msg,
@@ -1258,17 +1274,7 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
       mdb_txn_abort(t);
     }
     pthread_mutex_lock(&s->mu);
-    if (committed) {
-      /* The old state is gone and the new one partial, its durable index
-       * 0 (dropped with "meta"): readers get errors from now on; the node
-       * stops on a failed restore and restores again at its next start. */
-      ov_clear(&s->active);
-      ov_clear(&s->flushing);
-      s->applied = 0;
-      s->flushed = 0;
-      atomic_store(&s->durable, 0);
-      s->broken = true;
-    } /* else the old state stays whole */
+    restore_failed_locked(s, committed);
     restore_end(s);
     return rv;
   }
@@ -1282,14 +1288,7 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
   }
   if (rv == MDB_MAP_FULL) {
     restore_full_locked(s, index);
-    if (committed) { /* as above: the old state is gone */
-      ov_clear(&s->active);
-      ov_clear(&s->flushing);
-      s->applied = 0;
-      s->flushed = 0;
-      atomic_store(&s->durable, 0);
-      s->broken = true;
-    }
+    restore_failed_locked(s, committed);
     restore_end(s);
     return -ENOSPC;
   }

@@ -774,9 +774,9 @@ int qraft_raft_net_send_snapshot(qraft_raft_net *n, const qraft_message *m,
   return 0;
 }
 
-static int send_snapshot(qraft_raft_net *n, rn_peer *p, const qraft_message *m,
-                         qraft_err *err) {
-  (void)p;
+/* A MsgSnapshot with its data in memory: sent from there, in chunks. */
+static int send_snapshot_mem(qraft_raft_net *n, const qraft_message *m,
+                             qraft_err *err) {
   mem_src *ms = calloc(1, sizeof *ms);
   if (ms == NULL) {
     return -ENOMEM;
@@ -808,7 +808,7 @@ int qraft_raft_net_send(qraft_raft_net *n, const qraft_message *m,
     return QRAFT_EUNAVAILABLE;
   }
   if (m->type == QRAFT_MSG_SNAPSHOT) {
-    return send_snapshot(n, p, m, err);
+    return send_snapshot_mem(n, m, err);
   }
   /* Back-pressure: what is unacknowledged plus what waits in the batcher
    * stays under send_buffer_bytes_max, so a flushed frame always fits the

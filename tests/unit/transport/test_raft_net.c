@@ -440,22 +440,29 @@ static bool evil_closed(rworld *w, void *arg) {
   return w->nodes[2].downs > 0;
 }
 
-typedef enum { BAD_GARBAGE, BAD_OVERSIZED, BAD_CLUSTER, BAD_IMPERSONATE } bad;
-
-static void bad_peer_is_closed_alone(bad kind, uint64_t want_code) {
-  rworld w;
-  rworld_init(&w, true, 3, 2);
-  rworld_members(&w, 2);
-  rnode *evil = &w.nodes[2];
+/* Node 2 speaks the Raft ALPN raw (no handler of ours) and dials node 0;
+ * returns it once connected. */
+static rnode *evil_connect(rworld *w) {
+  rnode *evil = &w->nodes[2];
   static const qraft_protocol_ops raw = {.conn_up_cb = evil_up,
                                          .conn_down_cb = evil_down};
   assert_int_equal(qraft_endpoint_register(evil->ep, QRAFT_RAFT_ALPN, &raw,
                                            evil),
                    0);
   qraft_node_addr addr;
-  qraft_endpoint_addr(w.nodes[0].ep, &addr);
+  qraft_endpoint_addr(w->nodes[0].ep, &addr);
   assert_int_equal(qraft_endpoint_dial(evil->ep, &addr, QRAFT_RAFT_ALPN), 0);
-  assert_true(run_until(&w, evil_connected, NULL, 10));
+  assert_true(run_until(w, evil_connected, NULL, 10));
+  return evil;
+}
+
+typedef enum { BAD_GARBAGE, BAD_OVERSIZED, BAD_CLUSTER, BAD_IMPERSONATE } bad;
+
+static void bad_peer_is_closed_alone(bad kind, uint64_t want_code) {
+  rworld w;
+  rworld_init(&w, true, 3, 2);
+  rworld_members(&w, 2);
+  rnode *evil = evil_connect(&w);
 
   uint8_t bytes[64];
   size_t len = 0;
@@ -762,16 +769,7 @@ static void evil_snapshot_is_closed(int kind, bool bad_crc) {
   rworld_init(&w, true, 3, 9);
   w.nodes[0].streaming = true;
   rworld_members(&w, 2);
-  rnode *evil = &w.nodes[2];
-  static const qraft_protocol_ops raw = {.conn_up_cb = evil_up,
-                                         .conn_down_cb = evil_down};
-  assert_int_equal(qraft_endpoint_register(evil->ep, QRAFT_RAFT_ALPN, &raw,
-                                           evil),
-                   0);
-  qraft_node_addr addr;
-  qraft_endpoint_addr(w.nodes[0].ep, &addr);
-  assert_int_equal(qraft_endpoint_dial(evil->ep, &addr, QRAFT_RAFT_ALPN), 0);
-  assert_true(run_until(&w, evil_connected, NULL, 10));
+  rnode *evil = evil_connect(&w);
 
   uint8_t data[10];
   for (size_t i = 0; i < sizeof data; i++) {
