@@ -11,7 +11,9 @@
 #     the same bytes measured just before: the leader's LMDB file copied on
 #     this disk (cp, then sync) and sent over loopback TCP (socat); and the
 #     cluster's write throughput (1 KiB puts, 8 clients, 5 s) before the
-#     join and during its first 5 s.
+#     join and during its first 5 s; the joiner's longest loop stall (a
+#     restore in steps keeps it short) and the leader changes the join
+#     caused.
 #  2. Puts/s and p99 at 3, 5 and 7 members (GROWTH_MEMBERS; 1 KiB values,
 #     16 clients, 10 s).
 #  3. Linearizable gets/s and p50 (8 clients, 5 s, after 1 s of warm-up)
@@ -53,8 +55,8 @@ stop_all() { for i in "${!PID[@]}"; do stop9 "$i"; done; rm -rf "$D"/n* "$D"/k* 
 
 # ---- 1. growth with the state ----
 echo "== growth: a fourth member joins a state of $SIZES MiB (64 KiB values)"
-printf '%-8s %9s %9s %9s %9s %9s %8s %8s %8s %9s %9s %7s\n' size_MiB load_MB/s \
-  join_s join_MB/s disk_MB/s loop_MB/s join/disk anon_MiB hwm_MiB puts_before puts_join ratio
+printf '%-8s %9s %9s %9s %9s %9s %8s %8s %8s %9s %9s %7s %8s %5s\n' size_MiB load_MB/s \
+  join_s join_MB/s disk_MB/s loop_MB/s join/disk anon_MiB hwm_MiB puts_before puts_join ratio stall_s lead
 : >"$PLOT_DIR/growth-join.dat"
 for S in $SIZES; do
   for i in 1 2 3 4; do keygen "$i"; done
@@ -92,6 +94,7 @@ for S in $SIZES; do
     loop_mbs=$(( bytes / 1000 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
   fi
   read -r before _ <<<"$(bench_put "$(http "$L")" 5 8 1024)"
+  lc0=$(kcurl "$L" "$(http "$L")/metrics" | awk '$1 == "qraft_leader_changes_total" {print $2}' || true)
   # the join, with writes running during its first 5 s
   start 4 --join "$(http "$L")" "${OPTS[@]}"
   t0=$(now_ms)
@@ -114,12 +117,18 @@ for S in $SIZES; do
   wait "$bp" || true
   read -r during _ <<<"$(cat "$D/during.out")"
   [ $caught = 1 ] || { echo "member 4 did not catch up" >&2; exit 1; }
+  m4=$(kcurl 4 "$(http 4)/metrics" || true)
+  stall4=$(awk '$1 == "qraft_loop_stall_seconds_max" {print $2}' <<<"$m4")
+  echo "  member 4: $(awk '$1 == "qraft_snapshot_restore_steps_total" {rs = $2} $1 == "qraft_restore_waited_entries_total" {w = $2} END {printf "restore steps %s, entries that waited for the restore %s", rs, w}' <<<"$m4")"
+  L2=$(wait_leader 1 2 3 4) || L2=$L
+  lc1=$(kcurl "$L2" "$(http "$L2")/metrics" | awk '$1 == "qraft_leader_changes_total" {print $2}' || true)
   join_ms=$((t1 - t0))
   join_mbs=$(( bytes / 1000 / (join_ms > 0 ? join_ms : 1) ))
-  printf '%-8s %9s %9.1f %9s %9s %9s %8.2f %8s %8s %9s %9s %7.2f\n' "$S" "$load_mbs" \
+  printf '%-8s %9s %9.1f %9s %9s %9s %8.2f %8s %8s %9s %9s %7.2f %8.3f %5s\n' "$S" "$load_mbs" \
     "$(div "$join_ms" 1000)" "$join_mbs" "$disk_mbs" "$loop_mbs" \
     "$(div "$join_mbs" "$disk_mbs")" $((max_anon / 1024)) $((hwm / 1024)) \
-    "${before:-0}" "${during:-0}" "$(div "${during:-0}" "${before:-0}")"
+    "${before:-0}" "${during:-0}" "$(div "${during:-0}" "${before:-0}")" \
+    "${stall4:-0}" "$(( ${lc1:-0} - ${lc0:-0} ))"
   echo "$S $((join_ms)) $join_mbs $disk_mbs $loop_mbs $((max_anon / 1024)) $((hwm / 1024)) ${before:-0} ${during:-0}" >>"$PLOT_DIR/growth-join.dat"
   stop_all
 done

@@ -1159,9 +1159,26 @@ static void restore_end(kv_store *s) {
   pthread_mutex_unlock(&s->mu);
 }
 
-static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
-                      void *rctx) {
+/* A restore in steps (qraft_sm_ops.restore_begin/step/end); `restore`
+ * runs the same steps in one call. */
+typedef struct kv_restore_ctx {
+  uint64_t index;
+  MDB_txn *t;       /* the open batch */
+  uint8_t *buf;     /* one record */
+  size_t cap;
+  uint64_t batch;   /* bytes in the open batch */
+  bool open;        /* s->restoring is ours to clear */
+  bool started;     /* the header was read and the databases dropped */
+  bool committed;   /* a batch was committed: the old state is gone */
+} kv_restore_ctx;
+
+static int sm_restore_begin(void *ud, uint64_t index, void **ctx) {
   kv_store *s = ud;
+  kv_restore_ctx *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    return -ENOMEM;
+  }
+  c->index = index;
   pthread_mutex_lock(&s->mu);
   if (index <= s->applied) {
     /* The state already holds this one and more (never, by the node's
@@ -1169,140 +1186,200 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
      * entry the snapshot does. */
     s->ctr.restores_skipped++;
     pthread_mutex_unlock(&s->mu);
+    *ctx = c;
     return 0;
   }
   /* The flusher finishes its batch and takes no other: the new state
-   * replaces both overlays. */
+   * replaces both overlays. Readers wait (s->restoring) until the last
+   * batch commits with the index. */
   s->restoring = true;
+  c->open = true;
   while (s->flush_busy) {
     pthread_cond_wait(&s->cv, &s->mu);
   }
   pthread_mutex_unlock(&s->mu);
+  *ctx = c;
+  return 0;
+}
 
+/* A step failed with `rv`: the batch is dropped; the old state stays whole
+ * unless a batch was committed (restore_failed_locked). */
+static int restore_fail(kv_store *s, kv_restore_ctx *c, int rv,
+                        const char *what) {
+  fprintf(stderr, "qraft-kv: restore %llu: %s: %s\n",
+          (unsigned long long)c->index, what, qraft_strerror(rv));
+  if (c->t != NULL) {
+    mdb_txn_abort(c->t);
+    c->t = NULL;
+  }
+  pthread_mutex_lock(&s->mu);
+  restore_failed_locked(s, c->committed);
+  c->open = false;
+  restore_end(s);
+  return rv;
+}
+
+/* Under no lock: LMDB's map cannot hold the snapshot. */
+static int restore_map_full(kv_store *s, kv_restore_ctx *c) {
+  pthread_mutex_lock(&s->mu);
+  restore_full_locked(s, c->index);
+  pthread_mutex_unlock(&s->mu);
+  return restore_fail(s, c, -ENOSPC, "records");
+}
+
+/* The header, then both databases emptied in the first batch, "applied"
+ * with them: a crash midway leaves a durable index of 0, below the
+ * snapshot, and the node restores again at its next start. */
+static int restore_start(kv_store *s, kv_restore_ctx *c, qraft_sm_read_fn read,
+                         void *rctx) {
   uint8_t h[12];
   int rv = read_exact(read, rctx, h, 12);
   if (rv != 0) {
-    fprintf(stderr, "qraft-kv: restore %llu: header: %s\n",
-            (unsigned long long)index, qraft_strerror(rv));
-    pthread_mutex_lock(&s->mu);
-    restore_end(s);
-    return rv;
+    return restore_fail(s, c, rv, "header");
   }
   /* The header holds the index the state was at when the snapshot was
    * taken: the node takes it at its own applied index, which the state
    * machine was told of. A header ahead of the snapshot is corrupt. */
-  if (get_u32(h) != KV_SNAP_MAGIC || get_u64(h + 4) > index) {
+  if (get_u32(h) != KV_SNAP_MAGIC || get_u64(h + 4) > c->index) {
     fprintf(stderr, "qraft-kv: restore %llu: bad header (magic %08x, index %llu)\n",
-            (unsigned long long)index, get_u32(h),
+            (unsigned long long)c->index, get_u32(h),
             (unsigned long long)get_u64(h + 4));
-    pthread_mutex_lock(&s->mu);
-    restore_end(s);
-    return QRAFT_ECORRUPT;
+    return restore_fail(s, c, QRAFT_ECORRUPT, "header");
   }
-  /* In batches: the first empties both databases, "applied" with them, so
-   * a crash midway leaves a durable index of 0, below the snapshot: the
-   * node restores again at its next start. Readers wait (s->restoring)
-   * until the last batch commits with the index. */
-  MDB_txn *t;
-  rv = mdb_txn_begin(s->env, NULL, 0, &t);
+  rv = mdb_txn_begin(s->env, NULL, 0, &c->t);
   if (rv != 0) store_die("begin restore", rv);
-  if ((rv = mdb_drop(t, s->kv, 0)) != 0 || (rv = mdb_drop(t, s->meta, 0)) != 0) {
+  if ((rv = mdb_drop(c->t, s->kv, 0)) != 0 ||
+      (rv = mdb_drop(c->t, s->meta, 0)) != 0) {
     store_die("drop", rv);
   }
-  uint8_t *buf = NULL;
-  size_t cap = 0;
-  uint64_t batch = 0;
-  bool committed = false;
-  for (;;) {
-    if (batch >= KV_RESTORE_BATCH_BYTES) {
-      rv = mdb_txn_commit(t);
-      if (rv == 0) {
-        committed = true;
-        rv = mdb_txn_begin(s->env, NULL, 0, &t);
-        if (rv != 0) store_die("begin restore", rv);
-      } else {
-        t = NULL;
-        if (rv != MDB_MAP_FULL) store_die("commit restore batch", rv);
-        pthread_mutex_lock(&s->mu);
-        restore_full_locked(s, index);
-        pthread_mutex_unlock(&s->mu);
-        rv = -ENOSPC;
-        break;
+  c->started = true;
+  return 0;
+}
+
+/* The last record was read: the index goes in with the last batch, and
+ * the overlays are dropped in the same step for readers. */
+static int restore_finish(kv_store *s, kv_restore_ctx *c) {
+  int rv = set_applied(s, c->t, c->index);
+  pthread_mutex_lock(&s->mu);
+  if (rv == 0) {
+    rv = mdb_txn_commit(c->t);
+  } else {
+    mdb_txn_abort(c->t);
+  }
+  c->t = NULL;
+  if (rv == MDB_MAP_FULL) {
+    restore_full_locked(s, c->index);
+    pthread_mutex_unlock(&s->mu);
+    return restore_fail(s, c, -ENOSPC, "commit");
+  }
+  if (rv != 0) store_die("commit restore", rv);
+  ov_clear(&s->active);
+  ov_clear(&s->flushing);
+  s->applied = c->index;
+  s->flushed = c->index;
+  atomic_store(&s->durable, c->index);
+  s->active_since_ns = 0;
+  s->ctr.restores++;
+  s->full = false;   /* the state fitted */
+  s->broken = false; /* an abandoned restore before this one left a part */
+  c->open = false;
+  restore_end(s);
+  return 0;
+}
+
+static int sm_restore_step(void *ud, void *ctx, size_t budget,
+                           qraft_sm_read_fn read, void *rctx) {
+  kv_store *s = ud;
+  kv_restore_ctx *c = ctx;
+  if (!c->open) {
+    return 0; /* skipped in restore_begin */
+  }
+  int rv;
+  if (!c->started && (rv = restore_start(s, c, read, rctx)) != 0) {
+    return rv;
+  }
+  for (size_t done = 0; done < budget;) {
+    if (c->batch >= KV_RESTORE_BATCH_BYTES) {
+      rv = mdb_txn_commit(c->t);
+      c->t = NULL;
+      if (rv == MDB_MAP_FULL) {
+        return restore_map_full(s, c);
       }
-      batch = 0;
+      if (rv != 0) store_die("commit restore batch", rv);
+      c->committed = true;
+      rv = mdb_txn_begin(s->env, NULL, 0, &c->t);
+      if (rv != 0) store_die("begin restore", rv);
+      c->batch = 0;
       pthread_mutex_lock(&s->mu);
       s->ctr.restore_batches++;
       pthread_mutex_unlock(&s->mu);
     }
     uint8_t r[9];
     rv = read_exact(read, rctx, r, 9);
-    if (rv != 0) break;
-    if (r[0] == 0xff) break;
+    if (rv != 0) {
+      return restore_fail(s, c, rv, "records");
+    }
+    if (r[0] == 0xff) {
+      return restore_finish(s, c);
+    }
     size_t kl = get_u32(r + 1), vl = get_u32(r + 5);
     if (r[0] > 1 || kl == 0 || kl > 64 * 1024 || vl > 64 * 1024 * 1024) {
-      rv = QRAFT_ECORRUPT;
-      break;
+      return restore_fail(s, c, QRAFT_ECORRUPT, "records");
     }
-    if (kl + vl > cap) {
-      uint8_t *nb = realloc(buf, kl + vl);
+    if (kl + vl > c->cap) {
+      uint8_t *nb = realloc(c->buf, kl + vl);
       if (nb == NULL) {
-        rv = -ENOMEM;
-        break;
+        return restore_fail(s, c, -ENOMEM, "records");
       }
-      buf = nb;
-      cap = kl + vl;
+      c->buf = nb;
+      c->cap = kl + vl;
     }
-    rv = read_exact(read, rctx, buf, kl + vl);
-    if (rv != 0) break;
-    batch += kl + vl + 16;
-    MDB_val k = {kl, buf}, v = {vl, buf + kl};
-    rv = mdb_put(t, r[0] == 0 ? s->kv : s->meta, &k, &v, 0);
+    rv = read_exact(read, rctx, c->buf, kl + vl);
+    if (rv != 0) {
+      return restore_fail(s, c, rv, "records");
+    }
+    c->batch += kl + vl + 16;
+    done += kl + vl + 9;
+    MDB_val k = {kl, c->buf}, v = {vl, c->buf + kl};
+    rv = mdb_put(c->t, r[0] == 0 ? s->kv : s->meta, &k, &v, 0);
     if (rv == MDB_MAP_FULL) {
-      pthread_mutex_lock(&s->mu);
-      restore_full_locked(s, index);
-      pthread_mutex_unlock(&s->mu);
-      rv = -ENOSPC;
-      break;
+      return restore_map_full(s, c);
     }
     if (rv != 0) store_die("put restore", rv);
   }
-  free(buf);
-  if (rv != 0) {
-    fprintf(stderr, "qraft-kv: restore %llu: records: %s\n",
-            (unsigned long long)index, qraft_strerror(rv));
-    if (t != NULL) {
-      mdb_txn_abort(t);
+  return 1;
+}
+
+/* After the last step, an error, or when the node abandons the restore (a
+ * newer snapshot, a shutdown): an unfinished one is dropped as a failed one
+ * (the old state stays unless a batch was committed; then the durable index
+ * is 0 and the next restore, or the next start, replaces the state). */
+static void sm_restore_end(void *ud, void *ctx) {
+  kv_store *s = ud;
+  kv_restore_ctx *c = ctx;
+  if (c->open) {
+    if (c->t != NULL) {
+      mdb_txn_abort(c->t);
     }
     pthread_mutex_lock(&s->mu);
-    restore_failed_locked(s, committed);
+    restore_failed_locked(s, c->committed);
     restore_end(s);
+  }
+  free(c->buf);
+  free(c);
+}
+
+static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
+                      void *rctx) {
+  void *ctx = NULL;
+  int rv = sm_restore_begin(ud, index, &ctx);
+  if (rv != 0) {
     return rv;
   }
-  rv = set_applied(s, t, index);
-  /* Commit and drop the overlays in one step for readers. */
-  pthread_mutex_lock(&s->mu);
-  if (rv == 0) {
-    rv = mdb_txn_commit(t);
-  } else {
-    mdb_txn_abort(t);
+  while ((rv = sm_restore_step(ud, ctx, SIZE_MAX, read, rctx)) == 1) {
   }
-  if (rv == MDB_MAP_FULL) {
-    restore_full_locked(s, index);
-    restore_failed_locked(s, committed);
-    restore_end(s);
-    return -ENOSPC;
-  }
-  if (rv != 0) store_die("commit restore", rv);
-  ov_clear(&s->active);
-  ov_clear(&s->flushing);
-  s->applied = index;
-  s->flushed = index;
-  atomic_store(&s->durable, index);
-  s->active_since_ns = 0;
-  s->ctr.restores++;
-  s->full = false; /* the state fitted */
-  restore_end(s);
-  return 0;
+  sm_restore_end(ud, ctx);
+  return rv;
 }
 
 static const qraft_sm_ops kv_ops = {.apply = sm_apply,
@@ -1311,7 +1388,10 @@ static const qraft_sm_ops kv_ops = {.apply = sm_apply,
                                     .durable_index = sm_durable_index,
                                     .snapshot_begin = sm_snapshot_begin,
                                     .snapshot_step = sm_snapshot_step,
-                                    .snapshot_end = sm_snapshot_end};
+                                    .snapshot_end = sm_snapshot_end,
+                                    .restore_begin = sm_restore_begin,
+                                    .restore_step = sm_restore_step,
+                                    .restore_end = sm_restore_end};
 
 const qraft_sm_ops *kv_store_ops(void) { return &kv_ops; }
 

@@ -364,7 +364,10 @@ void qraft_simnet_host_set_down(qraft_env *env, bool down);
  * world pause): its timers, wake-ups and deliveries wait until then. When
  * it resumes, it runs the timers that fell due before it reads the
  * datagrams that arrived meanwhile, as a libuv loop does after a stall
- * (qraft_env_udp_poll reads them first). */
+ * (qraft_env_udp_poll reads them first). Called by the host's own
+ * callback, it models work that takes time: a timer that callback then
+ * arms for "now" runs after those datagrams, as the real env runs it after
+ * its next poll. */
 void qraft_simnet_host_pause(qraft_env *env, uint64_t until_ns);
 
 /* Skews the host's clock: it reads the network time plus `offset_ns`, and

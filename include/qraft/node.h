@@ -155,6 +155,31 @@ typedef struct qraft_sm_ops {
   int (*snapshot_step)(void *ud, void *view, size_t budget,
                        qraft_sm_write_fn write, void *wctx);
   void (*snapshot_end)(void *ud, void *view);
+  /*
+   * Optional, all three or none: a snapshot received from a leader is
+   * restored in steps, so that the loop goes on (heartbeats, votes, appends
+   * to the log) while a large state is read in. With them the node calls
+   * these for received snapshots instead of `restore` (still required: a
+   * start that restores from the store calls it, before the loop runs).
+   *  - restore_begin prepares to replace the state with the snapshot of
+   *    `index` and returns its context in *ctx.
+   *  - restore_step reads about `budget` bytes more with `read` and puts
+   *    them in; returns 1 while more remains, 0 once the whole snapshot was
+   *    read and the new state is in place (durable, as `restore` leaves
+   *    it), or a negative code (the node stops, as after `restore`).
+   *    Between two steps the node applies nothing and calls nothing else
+   *    of the state machine; reads wait until the last step.
+   *  - restore_end releases the context: after the last step, after an
+   *    error, or when the node abandons the restore (a newer snapshot
+   *    arrives, the node stops). An abandoned restore may leave a partial
+   *    state, provided its durable index is then below `index` (a restart
+   *    restores again); the node restores a newer snapshot before it
+   *    applies anything.
+   */
+  int (*restore_begin)(void *ud, uint64_t index, void **ctx);
+  int (*restore_step)(void *ud, void *ctx, size_t budget,
+                      qraft_sm_read_fn read, void *rctx);
+  void (*restore_end)(void *ud, void *ctx);
 } qraft_sm_ops;
 
 /* ---- Configuration ---- */
@@ -211,8 +236,8 @@ typedef struct qraft_node_config {
    * unacknowledged (so it never crowds out the messages). */
   uint32_t snapshot_chunk_bytes;    /* [64 KiB] */
   uint32_t snapshot_inflight_bytes; /* [1 MiB] */
-  /* With snapshot_begin/step/end: the bytes one step writes before the
-   * loop goes on. */
+  /* With snapshot_begin/step/end (restore_begin/step/end): the bytes one
+   * step writes (reads) before the loop goes on. */
   uint32_t snapshot_step_bytes; /* [4 MiB] */
 } qraft_node_config;
 
@@ -354,8 +379,17 @@ typedef struct qraft_node_status {
   uint64_t snapshot_recvs_aborted;
   uint32_t snapshot_recvs_active; /* streaming in now */
   uint32_t snapshot_sends_active; /* streaming out now */
-  /* Memory (bytes): the log the core holds (qraft_core_status.log_bytes). */
-  uint64_t log_bytes;
+  /* Received snapshots restored in steps (qraft_sm_ops.restore_begin):
+   * the steps, and the committed entries that waited for a restore to end
+   * before they were applied. */
+  uint64_t snapshot_restore_steps, restore_waited_entries;
+  /* Memory (bytes): the log the core holds (qraft_core_status.log_bytes)
+   * and, of it, the entries already applied (dropped by the next
+   * snapshot); the transport's send buffers: messages not yet
+   * acknowledged by the peer, and apart from them snapshot transfers'
+   * (chunks in flight out, snapshots received into memory). */
+  uint64_t log_bytes, log_applied_bytes;
+  uint64_t send_buffer_bytes, snapshot_buffer_bytes;
 } qraft_node_status;
 
 /* Copies the status as of the end of the loop's last turn. Any thread. */

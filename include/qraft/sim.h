@@ -84,6 +84,10 @@ typedef struct qraft_sim_core_result {
    * transfers cut midway (failed sends and abandoned receives) */
   uint64_t snapshots_installed;
   uint64_t snapshot_transfers_cut;
+  /* full stack only: steps of snapshots restored in steps, and committed
+   * entries that waited for such a restore to end */
+  uint64_t restore_steps;
+  uint64_t restore_waited;
   uint64_t conf_changes;
   uint64_t transfers;
   uint64_t ops_ok;

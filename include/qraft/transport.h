@@ -342,6 +342,9 @@ void qraft_conn_stream_reset(qraft_conn *conn, int64_t stream_id,
 
 /* Bytes queued on the connection and not yet acknowledged. */
 uint64_t qraft_conn_unacked_bytes(const qraft_conn *conn);
+/* Of those, the bytes of one stream (0 for a stream it does not hold). */
+uint64_t qraft_conn_stream_unacked_bytes(const qraft_conn *conn,
+                                         int64_t stream_id);
 
 /*
  * Closes the connection with an application close (`app_code`, one of
@@ -583,6 +586,23 @@ int qraft_raft_net_send(qraft_raft_net *net, const qraft_message *m,
 int qraft_raft_net_send_snapshot(qraft_raft_net *net, const qraft_message *m,
                                  const qraft_raft_snapshot_source *src,
                                  qraft_err *err);
+
+/* What the handler holds in memory (bytes), for a node's metrics. */
+typedef struct qraft_raft_net_memory {
+  /* Stream bytes handed to QUIC and not yet acknowledged, and frames
+   * batched for the next flush, over every peer: messages and snapshots. */
+  uint64_t send_bytes;
+  /* Of send_bytes, the snapshot streams' (each at most about
+   * snapshot_inflight_bytes_max), plus the chunks read for them and
+   * waiting for room. */
+  uint64_t snapshot_out_bytes;
+  /* Snapshots being received into memory (no snapshot_begin_cb). */
+  uint64_t snapshot_in_bytes;
+} qraft_raft_net_memory;
+
+/* Fills `out`. On the handler's loop thread. */
+void qraft_raft_net_memory_get(const qraft_raft_net *net,
+                               qraft_raft_net_memory *out);
 
 #ifdef __cplusplus
 }

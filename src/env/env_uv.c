@@ -2,7 +2,10 @@
  * env_uv.c: the real env, on a libuv loop of its own.
  *
  * Timers armed for "now" go on a due list that a prepare handle runs right
- * before the loop polls, and datagrams are batched per socket and handed to
+ * before the loop polls; one armed for "now" by such a timer's callback
+ * runs at the next turn, after that poll (work done in steps, a timer
+ * re-armed after each step, lets the loop read its sockets between
+ * steps; libuv's own timers would run it again at once). And datagrams are batched per socket and handed to
  * the kernel with one sendmmsg before the poll (or when a batch is full), so
  * a burst of work costs one system call, not one per packet. This file is
  * the only one in qraft that calls libuv.
@@ -68,8 +71,10 @@ struct env_uv {
   qraft_env base;
   uv_loop_t loop;
   uv_prepare_t prepare;
+  uv_idle_t idle; /* active while timers are due: the poll must not wait */
   uv_timer_t deadline;
   uv_timer_obj *due_head;
+  uv_timer_obj *due_firing; /* the due timers prepare_cb is running */
   uv_udp_obj *flush_head;
 };
 
@@ -129,15 +134,22 @@ static int uv_env_timer_new(qraft_env *env, qraft_env_timer_cb cb, void *ud,
   return 0;
 }
 
+static bool due_unlink(uv_timer_obj **head, uv_timer_obj *t) {
+  for (uv_timer_obj **pp = head; *pp != NULL; pp = &(*pp)->due_next) {
+    if (*pp == t) {
+      *pp = t->due_next;
+      return true;
+    }
+  }
+  return false;
+}
+
 static void due_remove(env_uv *e, uv_timer_obj *t) {
   if (!t->on_due_list) {
     return;
   }
-  for (uv_timer_obj **pp = &e->due_head; *pp != NULL; pp = &(*pp)->due_next) {
-    if (*pp == t) {
-      *pp = t->due_next;
-      break;
-    }
+  if (!due_unlink(&e->due_head, t)) {
+    (void)due_unlink(&e->due_firing, t);
   }
   t->on_due_list = false;
   t->due_next = NULL;
@@ -212,14 +224,25 @@ static void flush_all(env_uv *e) {
   }
 }
 
+static void idle_cb(uv_idle_t *h) { (void)h; }
+
 static void prepare_cb(uv_prepare_t *h) {
   env_uv *e = h->data;
-  while (e->due_head != NULL) {
-    uv_timer_obj *t = e->due_head;
-    e->due_head = t->due_next;
+  /* The timers due as of now; those their callbacks arm for "now" wait for
+   * the next turn, and the poll between does not wait. */
+  e->due_firing = e->due_head;
+  e->due_head = NULL;
+  while (e->due_firing != NULL) {
+    uv_timer_obj *t = e->due_firing;
+    e->due_firing = t->due_next;
     t->on_due_list = false;
     t->due_next = NULL;
     timer_fire(t);
+  }
+  if (e->due_head != NULL) {
+    uv_idle_start(&e->idle, idle_cb);
+  } else {
+    uv_idle_stop(&e->idle);
   }
   flush_all(e);
 }
@@ -534,6 +557,7 @@ static int uv_env_run(qraft_env *env, uint64_t deadline_ns,
 static void uv_env_free(qraft_env *env) {
   env_uv *e = env_of(env);
   uv_close((uv_handle_t *)&e->prepare, NULL);
+  uv_close((uv_handle_t *)&e->idle, NULL);
   uv_close((uv_handle_t *)&e->deadline, NULL);
   /* Let the close callbacks of every handle run. */
   uv_run(&e->loop, UV_RUN_DEFAULT);
@@ -578,6 +602,8 @@ int qraft_env_uv_new(qraft_env **out) {
   e->prepare.data = e;
   uv_prepare_start(&e->prepare, prepare_cb);
   uv_unref((uv_handle_t *)&e->prepare);
+  uv_idle_init(&e->loop, &e->idle);
+  uv_unref((uv_handle_t *)&e->idle);
   uv_timer_init(&e->loop, &e->deadline);
   uv_unref((uv_handle_t *)&e->deadline);
   *out = &e->base;

@@ -261,6 +261,14 @@ static void sim_timer_arm(qraft_env_timer *base, uint64_t deadline_ns) {
   uint64_t at = deadline_ns <= host_time(h, net->now_ns)
                     ? net->now_ns
                     : net_time(h, deadline_ns);
+  if (at == net->now_ns && h->paused_until_ns > net->now_ns) {
+    /* Armed for now by the callback that paused its own host (work that
+     * takes time: qraft_simnet_host_pause from inside it). The real env
+     * runs such a timer after the loop's next poll, so it runs after the
+     * host reads the datagrams that arrived meanwhile (paused_until + 1),
+     * not before them as the timers that fell due during a stall. */
+    at = h->paused_until_ns + 2;
+  }
   int rv = heap_push(net, at, EV_TIMER, t->gen, t);
   QRAFT_ASSERTF(rv == 0, "simnet: out of memory for an event");
   t->events_pending++;

@@ -37,7 +37,16 @@ void qraft__node_publish_status(qraft_node *n) {
   s.snapshot_recvs_aborted = n->m_snap_recvs_aborted;
   s.snapshot_recvs_active = qraft__node_snap_recvs_active(n);
   s.snapshot_sends_active = n->snap_sends;
+  s.snapshot_restore_steps = n->m_restore_steps;
+  s.restore_waited_entries = n->m_restore_waited;
   s.log_bytes = st.log_bytes;
+  s.log_applied_bytes = st.log_applied_bytes;
+  if (n->net != NULL) {
+    qraft_raft_net_memory nm;
+    qraft_raft_net_memory_get(n->net, &nm);
+    s.send_buffer_bytes = nm.send_bytes - nm.snapshot_out_bytes;
+    s.snapshot_buffer_bytes = nm.snapshot_out_bytes + nm.snapshot_in_bytes;
+  }
   n->m_election_timeouts = st.election_timeouts;
   for (int r = 0; r < QRAFT_STEPDOWN_REASONS; r++) {
     n->m_stepdowns[r] = st.stepdowns[r];
@@ -246,9 +255,20 @@ static void node_drain_updates(qraft_node *n) {
       pthread_mutex_lock(&n->mu);
       qraft_histogram_record(&n->h_apply_entries, u.committed_n);
       pthread_mutex_unlock(&n->mu);
-      n->commit_seen_ns = qraft_env_now_ns(n->env);
-      qraft__node_apply(n, u.committed, u.committed_n);
-      last = u.committed[u.committed_n - 1].index;
+      bool restoring = n->restore_ctx != NULL;
+#ifdef QRAFT_CANARY_NODE_APPLY_DURING_RESTORE
+      /* Planted bug (make canaries): entries are applied while a snapshot
+       * is restored in steps, and the restore's last step replaces them. */
+      restoring = false;
+#endif
+      if (restoring) {
+        /* The state machine is being replaced: these wait for it. */
+        qraft__node_backlog_add(n, u.committed, u.committed_n);
+      } else {
+        n->commit_seen_ns = qraft_env_now_ns(n->env);
+        qraft__node_apply(n, u.committed, u.committed_n);
+        last = u.committed[u.committed_n - 1].index;
+      }
     }
     if (u.conf_changed) {
       n->conf = *u.conf_state;

@@ -160,13 +160,23 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
   uint64_t pending_bytes = n->pending_bytes;
   pthread_mutex_unlock(&n->mu);
   mt_put(buf, size, &off,
-      "# HELP qraft_memory_bytes What this member holds in memory, by part: "
-      "the log the core keeps (entries since the last snapshot, applied or "
-      "not; bounded by snapshot_log_bytes once applied), and proposals "
-      "queued or in flight (bounded by pending_bytes_max).\n"
+      "# HELP qraft_memory_bytes What this member holds in memory, by part "
+      "(payload bytes; the parts do not overlap): log, the applied entries "
+      "the core keeps until the next snapshot (bounded by "
+      "snapshot_log_bytes); unapplied, the entries in the log not yet "
+      "applied (uncommitted, or waiting for the state machine: for a "
+      "snapshot restored in steps, for one); proposals, queued or in "
+      "flight here (bounded by pending_bytes_max); send_buffers, messages "
+      "handed to the transport and not yet acknowledged by the peer; "
+      "snapshot_transfers, snapshot chunks in flight out (bounded by "
+      "snapshot_inflight_bytes per transfer) and snapshots received into "
+      "memory.\n"
       "# TYPE qraft_memory_bytes gauge\n"
       "qraft_memory_bytes{part=\"log\"} %" PRIu64 "\n"
+      "qraft_memory_bytes{part=\"unapplied\"} %" PRIu64 "\n"
       "qraft_memory_bytes{part=\"proposals\"} %" PRIu64 "\n"
+      "qraft_memory_bytes{part=\"send_buffers\"} %" PRIu64 "\n"
+      "qraft_memory_bytes{part=\"snapshot_transfers\"} %" PRIu64 "\n"
       "# HELP qraft_snapshot_transfers Snapshots streaming now: out, each "
       "holding at most snapshot_inflight_bytes plus a chunk; in, written to "
       "the store as they arrive.\n"
@@ -188,12 +198,22 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
       "# HELP qraft_snapshot_steps_total Steps of snapshots taken in steps "
       "(the loop goes on between two).\n"
       "# TYPE qraft_snapshot_steps_total counter\n"
-      "qraft_snapshot_steps_total %" PRIu64 "\n",
-      s.log_bytes, pending_bytes, s.snapshot_sends_active,
+      "qraft_snapshot_steps_total %" PRIu64 "\n"
+      "# HELP qraft_snapshot_restore_steps_total Steps of received snapshots "
+      "restored in steps (the loop goes on between two).\n"
+      "# TYPE qraft_snapshot_restore_steps_total counter\n"
+      "qraft_snapshot_restore_steps_total %" PRIu64 "\n"
+      "# HELP qraft_restore_waited_entries_total Committed entries that "
+      "waited for a restore in steps to end before they were applied.\n"
+      "# TYPE qraft_restore_waited_entries_total counter\n"
+      "qraft_restore_waited_entries_total %" PRIu64 "\n",
+      s.log_applied_bytes, s.log_bytes - s.log_applied_bytes, pending_bytes,
+      s.send_buffer_bytes, s.snapshot_buffer_bytes, s.snapshot_sends_active,
       s.snapshot_recvs_active, s.snapshot_bytes_sent,
       s.snapshot_bytes_received, s.snapshot_sends_done,
       s.snapshot_sends_failed, s.snapshot_recvs_aborted,
-      (uint64_t)n->m_snap_steps);
+      (uint64_t)n->m_snap_steps, (uint64_t)n->m_restore_steps,
+      (uint64_t)n->m_restore_waited);
   off += node_transport_metrics(n, off < size ? buf + off : NULL,
                                 off < size ? size - off : 0);
   pthread_mutex_lock(&n->mu);

@@ -91,6 +91,13 @@ static int node_config_check(qraft_node_config *c, qraft_err *err) {
                      "sm: snapshot_begin, snapshot_step and snapshot_end go "
                      "together");
   }
+  steps = c->sm->restore_begin != NULL;
+  if (steps != (c->sm->restore_step != NULL) ||
+      steps != (c->sm->restore_end != NULL)) {
+    return QRAFT_ERR(err, QRAFT_ECONFIG,
+                     "sm: restore_begin, restore_step and restore_end go "
+                     "together");
+  }
   return 0;
 }
 
@@ -366,6 +373,10 @@ static int node_start_on_loop(qraft_node *n) {
                              &n->snap_timer);
   }
   if (rv == 0) {
+    rv = qraft_env_timer_new(n->env, qraft__node_restore_step_cb, n,
+                             &n->restore_timer);
+  }
+  if (rv == 0) {
     rv = qraft_env_wake_new(n->env, qraft__node_wake_cb, n, &n->wake);
   }
   if (rv == 0 && n->st_fd >= 0) {
@@ -489,6 +500,9 @@ void qraft__node_shutdown_on_loop(qraft_node *n) {
   qraft__node_snapshot_abandon(n);
   qraft_env_timer_free(n->snap_timer);
   n->snap_timer = NULL;
+  qraft__node_restore_abandon(n);
+  qraft_env_timer_free(n->restore_timer);
+  n->restore_timer = NULL;
   qraft_env_timer_free(n->tick_timer);
   n->tick_timer = NULL;
   qraft_env_timer_free(n->poll_timer);
@@ -538,6 +552,7 @@ void qraft_node_free(qraft_node *n) {
   qraft_snapshot_writer_abort(n->recv_writer);
   qraft_snapshot_writer_abort(n->snap_pending);
   qraft__node_snapshot_abandon(n); /* if it never ran its loop's shutdown */
+  qraft__node_restore_abandon(n);
   qraft__node_snap_sinks_detach(n);
   /* Writes still in flight (after a fatal error, or a shutdown that gave
    * up waiting) complete inside the store's close: their callbacks only

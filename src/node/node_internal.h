@@ -145,6 +145,7 @@ struct qraft_node {
   qraft_env_timer *tick_timer;
   qraft_env_timer *poll_timer;
   qraft_env_timer *snap_timer; /* the next step of a snapshot in steps */
+  qraft_env_timer *restore_timer; /* the next step of a restore in steps */
   qraft_env_wake *wake;
   uint64_t tick_ns;
   uint64_t next_tick_ns;
@@ -198,6 +199,16 @@ struct qraft_node {
   qraft_snapshot_writer *snap_steps_w;
   qraft_snapshot_meta snap_steps_meta;
   _Atomic uint64_t m_snap_steps;
+  /* A received snapshot being restored in steps (qraft_sm_ops.
+   * restore_begin): the state machine's context and the store's reader.
+   * Committed entries the core hands out meanwhile wait in the backlog
+   * (references to the core's log) and are applied after the last step. */
+  void *restore_ctx;
+  qraft_snapshot_reader *restore_r;
+  qraft_entry *backlog;
+  size_t backlog_n, backlog_cap;
+  uint64_t backlog_bytes;
+  _Atomic uint64_t m_restore_steps, m_restore_waited;
   uint64_t writes_inflight;
   bool fatal;
   bool freeing; /* qraft_node_free: late write callbacks only free */
@@ -311,6 +322,11 @@ void qraft__node_snap_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch,
                               void *sink_ctx);
 void qraft__node_snap_sinks_detach(qraft_node *n);
 void qraft__node_snapshot_step_cb(void *ud);
+void qraft__node_backlog_add(qraft_node *n, const qraft_entry *es,
+                             size_t n_es);
+int qraft__node_restore_received(qraft_node *n, qraft_err *err);
+void qraft__node_restore_step_cb(void *ud);
+void qraft__node_restore_abandon(qraft_node *n);
 void qraft__node_snapshot_abandon(qraft_node *n);
 uint32_t qraft__node_snap_recvs_active(const qraft_node *n);
 int qraft__node_restore_from_store(qraft_node *n, bool restore, bool *received,

@@ -65,11 +65,12 @@ static int snap_read_exact(snap_in *in, void *buf, size_t len) {
   return 0;
 }
 
-/* Reads the address book from the store's current snapshot and, with
- * `restore`, restores the state machine from it. *received tells whether
- * the snapshot came from a leader (its header says so) or was taken here. */
-int qraft__node_restore_from_store(qraft_node *n, bool restore, bool *received,
-                                   qraft_err *err) {
+/* Opens the store's current snapshot and reads the node's header: the
+ * address book, learnt. *received tells whether the snapshot came from a
+ * leader (its header says so) or was taken here. On success the caller
+ * owns *out, positioned at the state machine's bytes. */
+static int node_snap_open(qraft_node *n, qraft_snapshot_reader **out,
+                          bool *received, qraft_err *err) {
   qraft_snapshot_reader *r = NULL;
   int rv = qraft_storage_snapshot_reader_open(n->st, &r, err);
   if (rv != 0) {
@@ -109,7 +110,25 @@ int qraft__node_restore_from_store(qraft_node *n, bool restore, bool *received,
       qraft__node_member_learn(n, &a);
     }
   }
-  if (rv == 0 && restore) {
+  if (rv != 0) {
+    qraft_snapshot_reader_close(r);
+    return rv;
+  }
+  *out = r;
+  return 0;
+}
+
+/* Reads the address book from the store's current snapshot and, with
+ * `restore`, restores the state machine from it in one call. */
+int qraft__node_restore_from_store(qraft_node *n, bool restore, bool *received,
+                                   qraft_err *err) {
+  qraft_snapshot_reader *r = NULL;
+  int rv = node_snap_open(n, &r, received, err);
+  if (rv != 0) {
+    return rv;
+  }
+  snap_in in = {.r = r, .err = err};
+  if (restore) {
     rv = n->cfg.sm->restore(n->cfg.sm_ud, r->meta.index, snap_in_read, &in);
     if (rv == 0) {
       n->applied = r->meta.index;
@@ -124,6 +143,157 @@ int qraft__node_restore_from_store(qraft_node *n, bool restore, bool *received,
   return rv;
 }
 
+/* --- restoring a received snapshot in steps (qraft_sm_ops.restore_begin):
+ * the loop goes on between steps; committed entries wait in the backlog,
+ * applied once the state is in place ------------------------------------- */
+
+static void backlog_clear(qraft_node *n) {
+  for (size_t i = 0; i < n->backlog_n; i++) {
+    qraft_slice_release(&n->backlog[i].data);
+    qraft_slice_release(&n->backlog[i].context);
+  }
+  n->backlog_n = 0;
+  n->backlog_bytes = 0;
+}
+
+void qraft__node_backlog_add(qraft_node *n, const qraft_entry *es,
+                             size_t n_es) {
+  if (n->backlog_n + n_es > n->backlog_cap) {
+    size_t cap = n->backlog_cap > 0 ? n->backlog_cap : 64;
+    while (cap < n->backlog_n + n_es) {
+      cap *= 2;
+    }
+    qraft_entry *b = realloc(n->backlog, cap * sizeof *b);
+    QRAFT_ASSERT(b != NULL);
+    n->backlog = b;
+    n->backlog_cap = cap;
+  }
+  for (size_t i = 0; i < n_es; i++) {
+    QRAFT_ASSERTF(n->backlog_n == 0 ||
+                      es[i].index == n->backlog[n->backlog_n - 1].index + 1,
+                  "backlog: entry %" PRIu64 " after %" PRIu64, es[i].index,
+                  n->backlog[n->backlog_n - 1].index);
+    qraft_entry *e = &n->backlog[n->backlog_n++];
+    *e = es[i];
+    e->data = qraft_slice_keep(es[i].data);
+    e->context = qraft_slice_keep(es[i].context);
+    n->backlog_bytes += es[i].data.len + es[i].context.len;
+  }
+  n->m_restore_waited += n_es;
+}
+
+/* Drops a restore in steps (a newer snapshot is installed, the node stops):
+ * the state machine's context and the store's reader. The backlog goes
+ * with it only when `drop_backlog` (a newer snapshot covers it). */
+static void node_restore_stop(qraft_node *n, bool drop_backlog) {
+  if (n->restore_ctx != NULL) {
+    n->cfg.sm->restore_end(n->cfg.sm_ud, n->restore_ctx);
+    n->restore_ctx = NULL;
+  }
+  qraft_snapshot_reader_close(n->restore_r);
+  n->restore_r = NULL;
+  if (drop_backlog) {
+    backlog_clear(n);
+  }
+}
+
+void qraft__node_restore_abandon(qraft_node *n) {
+  node_restore_stop(n, true);
+  free(n->backlog);
+  n->backlog = NULL;
+  n->backlog_cap = 0;
+}
+
+/* A received snapshot is durable in the store: put it in the state
+ * machine, in one call or (with restore_begin/step/end) in steps. */
+int qraft__node_restore_received(qraft_node *n, qraft_err *err) {
+  if (n->cfg.sm->restore_begin == NULL) {
+    int rv = qraft__node_restore_from_store(n, true, NULL, err);
+    if (rv == 0) {
+      n->m_snapshots_installed++;
+      qraft__node_sync_peers(n);
+    }
+    return rv;
+  }
+  qraft_snapshot_reader *r = NULL;
+  int rv = node_snap_open(n, &r, NULL, err);
+  if (rv != 0) {
+    return rv;
+  }
+  /* A restore under way is of an older snapshot; every entry waiting for
+   * it is committed, so at or below this one's index (the core installs a
+   * snapshot only beyond its commit index). */
+  if (n->backlog_n > 0) {
+    QRAFT_ASSERTF(n->backlog[n->backlog_n - 1].index <= r->meta.index,
+                  "backlog up to %" PRIu64 " beyond snapshot %" PRIu64,
+                  n->backlog[n->backlog_n - 1].index, r->meta.index);
+  }
+  node_restore_stop(n, true);
+  void *ctx = NULL;
+  rv = n->cfg.sm->restore_begin(n->cfg.sm_ud, r->meta.index, &ctx);
+  if (rv != 0) {
+    qraft_snapshot_reader_close(r);
+    return QRAFT_ERR(err, rv, "restore_begin of snapshot %" PRIu64,
+                     r->meta.index);
+  }
+  n->restore_ctx = ctx;
+  n->restore_r = r;
+  n->snap_index = r->meta.index;
+  n->conf = r->meta.conf_state;
+  qraft__node_sync_peers(n);
+  qraft_env_timer_arm(n->restore_timer, 0); /* after this turn of the loop */
+  return 0;
+}
+
+/* The next step of a restore in steps: about snapshot_step_bytes, then the
+ * loop goes on; after the last, the entries that waited are applied. */
+void qraft__node_restore_step_cb(void *ud) {
+  qraft_node *n = ud;
+  if (n->restore_ctx == NULL) {
+    return;
+  }
+  if (n->fatal || n->stopped) {
+    node_restore_stop(n, true);
+    return;
+  }
+  qraft__node_clock(n);
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  snap_in in = {.r = n->restore_r, .err = &err};
+  uint64_t index = n->restore_r->meta.index;
+  int rv = n->cfg.sm->restore_step(n->cfg.sm_ud, n->restore_ctx,
+                                   n->cfg.snapshot_step_bytes, snap_in_read,
+                                   &in);
+  n->m_restore_steps++;
+  if (rv == 1) {
+    qraft_env_timer_arm(n->restore_timer, 0);
+    return;
+  }
+  node_restore_stop(n, rv != 0);
+  if (rv != 0) {
+    char line[512];
+    qraft_err_format(&err, line, sizeof line);
+    QRAFT_LOG(n->lg, QRAFT_LOG_ERROR, "snapshot restore failed; node stops",
+              QRAFT_LOG_U64("index", index),
+              QRAFT_LOG_STR("error", qraft_strerror(rv)),
+              QRAFT_LOG_STR("detail", line));
+    n->fatal = true;
+    qraft__node_fail_all(n, rv);
+    return;
+  }
+  n->applied = index;
+  n->sm_index = index;
+  n->m_snapshots_installed++;
+  if (n->backlog_n > 0) {
+    uint64_t last = n->backlog[n->backlog_n - 1].index;
+    n->commit_seen_ns = qraft_env_now_ns(n->env);
+    qraft__node_apply(n, n->backlog, n->backlog_n);
+    backlog_clear(n);
+    qraft_core_applied(n->core, last);
+  }
+  qraft__node_serve_reads(n);
+  qraft__node_drain(n);
+}
 /* --- sending: the store's snapshot, read a chunk at a time by the
  * transport as the connection's window opens ------------------------------ */
 
@@ -507,7 +677,8 @@ void qraft__node_maybe_snapshot(qraft_node *n) {
    * is about to be replaced, and a snapshot of the old state would land in
    * the store after the newer one. */
   if (n->applied <= n->snap_index || n->fatal || n->installing ||
-      n->snap_pending != NULL || n->snap_view != NULL ||
+      n->restore_ctx != NULL || n->snap_pending != NULL ||
+      n->snap_view != NULL ||
       (n->cfg.sm->snapshot_begin != NULL && n->snap_timer == NULL)) {
     return;
   }

@@ -107,7 +107,7 @@ void qraft__node_write_cb(qraft_storage_write *sw, int status) {
     n->installing = false;
     qraft_err err;
     qraft_err_init(&err, 0);
-    int rv = qraft__node_restore_from_store(n, true, NULL, &err);
+    int rv = qraft__node_restore_received(n, &err);
     if (rv != 0) {
       char line[512];
       qraft_err_format(&err, line, sizeof line);
@@ -118,8 +118,6 @@ void qraft__node_write_cb(qraft_storage_write *sw, int status) {
       qraft__node_fail_all(n, rv);
       return;
     }
-    n->m_snapshots_installed++;
-    qraft__node_sync_peers(n);
   }
   /* Rule 3: now, and only now, the messages that waited for this write. */
   for (size_t i = 0; i < w->msgs_n; i++) {

@@ -792,6 +792,114 @@ static void kv_snapshot_end(void *ud, void *view) {
   free(view);
 }
 
+static void kv_sync(fs_kv *kv);
+
+/* Restored in steps (qraft_sm_ops.restore_begin/step/end): each step reads
+ * about `budget` bytes of kv_restore's layout into the context, checking
+ * as it goes; the values replace the state only after the last step, so an
+ * abandoned restore leaves it whole. The node must apply nothing between
+ * the steps: an entry applied then would be lost when the last step
+ * replaces the values (canary NODE_APPLY_DURING_RESTORE). */
+typedef struct kv_rstate {
+  uint64_t index;  /* the snapshot's */
+  uint64_t off;    /* filler bytes read */
+  bool head;       /* the index and values were read */
+  uint32_t crc;
+  uint8_t b[8 + 8 * FS_KEYS];
+} kv_rstate;
+
+static int kv_restore_begin(void *ud, uint64_t index, void **ctx) {
+  (void)ud;
+  kv_rstate *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    return -ENOMEM;
+  }
+  r->index = index;
+  *ctx = r;
+  return 0;
+}
+
+static int kv_restore_step(void *ud, void *ctx, size_t budget,
+                           qraft_sm_read_fn read, void *rctx) {
+  fs_kv *kv = ud;
+  fs_sim *s = kv->sim;
+  kv_rstate *r = ctx;
+  const char *why = NULL;
+  int rv = 0;
+  size_t done = 0;
+  if (!r->head) {
+    rv = kv_read_exact(read, rctx, r->b, sizeof r->b);
+    why = rv != 0 ? "values" : NULL;
+    if (rv == 0 && get_u64(r->b) > r->index) {
+      why = "index ahead of the snapshot";
+      rv = QRAFT_ECORRUPT;
+    }
+    r->crc = qraft_crc32c(0, r->b, sizeof r->b);
+    r->head = true;
+    done += sizeof r->b;
+  }
+  uint8_t piece[FS_SNAP_PIECE], want[FS_SNAP_PIECE];
+  while (rv == 0 && done < budget && r->off < s->snap_pad) {
+    size_t n = s->snap_pad - r->off < FS_SNAP_PIECE
+                   ? (size_t)(s->snap_pad - r->off)
+                   : FS_SNAP_PIECE;
+    rv = kv_read_exact(read, rctx, piece, n);
+    kv_pad(get_u64(r->b), r->off, want, n);
+    if (rv == 0 && memcmp(piece, want, n) != 0) {
+      rv = QRAFT_ECORRUPT;
+    }
+    if (rv != 0) {
+      why = "filler";
+    }
+    r->crc = qraft_crc32c(r->crc, piece, n);
+    r->off += n;
+    done += n;
+  }
+  if (rv == 0 && r->off < s->snap_pad) {
+    /* A step takes time (1 ms per 16 KiB, as a disk-bound restore at
+     * 16 MB/s): the host is busy meanwhile and reads what arrived before
+     * the next step, entries to apply among it. */
+    if (s->c != NULL) {
+      qraft_sim_cluster_pause(s->c, kv->node, 1 + done / (16 * 1024));
+    }
+    return 1;
+  }
+  uint8_t t[8];
+  if (rv == 0) {
+    rv = kv_read_exact(read, rctx, t, 8);
+    if (rv == 0 && get_u64(t) != r->crc) {
+      rv = QRAFT_ECORRUPT;
+    }
+    if (rv != 0) {
+      why = "checksum";
+    }
+  }
+  size_t extra = 0;
+  if (rv == 0 && read(rctx, t, 1, &extra) == 0 && extra != 0) {
+    why = "bytes after the end";
+    rv = QRAFT_ECORRUPT;
+  }
+  if (rv != 0) {
+    fs_fail(s, "snapshot_integrity",
+            "node %u restored snapshot %" PRIu64 " in steps with a bad %s (%s)",
+            kv->node, r->index, why, qraft_strerror(rv));
+    return rv;
+  }
+  for (int k = 0; k < FS_KEYS; k++) {
+    kv->vals[k] = get_u64(r->b + 8 + 8 * k);
+  }
+  kv->index = r->index;
+  if (s->durable_sm) {
+    kv_sync(kv); /* durable before the last step returns */
+  }
+  return 0;
+}
+
+static void kv_restore_end(void *ud, void *ctx) {
+  (void)ud;
+  free(ctx);
+}
+
 static const qraft_sm_ops kv_ops = {
     .apply = kv_apply, .snapshot = kv_snapshot, .restore = kv_restore};
 static const qraft_sm_ops kv_steps_ops = {.apply = kv_apply,
@@ -799,7 +907,10 @@ static const qraft_sm_ops kv_steps_ops = {.apply = kv_apply,
                                           .restore = kv_restore,
                                           .snapshot_begin = kv_snapshot_begin,
                                           .snapshot_step = kv_snapshot_step,
-                                          .snapshot_end = kv_snapshot_end};
+                                          .snapshot_end = kv_snapshot_end,
+                                          .restore_begin = kv_restore_begin,
+                                          .restore_step = kv_restore_step,
+                                          .restore_end = kv_restore_end};
 
 /* The durable variant: the node reads the durable index on every turn of
  * its loop, which is when the copy is made once sync_ns passed (a timer
@@ -841,7 +952,10 @@ static const qraft_sm_ops kv_durable_steps_ops = {
     .durable_index = kv_durable_index,
     .snapshot_begin = kv_snapshot_begin,
     .snapshot_step = kv_snapshot_step,
-    .snapshot_end = kv_snapshot_end};
+    .snapshot_end = kv_snapshot_end,
+    .restore_begin = kv_restore_begin,
+    .restore_step = kv_restore_step,
+    .restore_end = kv_restore_end};
 
 static void *kv_new(void *ud, uint32_t i) {
   fs_kv *kv = calloc(1, sizeof *kv);
@@ -1307,6 +1421,8 @@ static void fs_count_node(fs_sim *s, uint32_t i) {
   s->res->snapshots_installed += st.snapshots_installed;
   s->res->snapshot_transfers_cut +=
       st.snapshot_sends_failed + st.snapshot_recvs_aborted;
+  s->res->restore_steps += st.snapshot_restore_steps;
+  s->res->restore_waited += st.restore_waited_entries;
 }
 
 static void fs_crash_node(fs_sim *s, uint32_t i, uint64_t now) {
@@ -2123,8 +2239,8 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   if (!s->steady && !fig8 && qraft_prng_chance(&s->cut_rng, 2, 3)) {
     s->p_snap_cut = (uint32_t)qraft_prng_between(&s->cut_rng, 100000, 600000);
   }
-  /* Half the seeds take snapshots in steps of 4 to 64 KiB, the node
-   * applying between them. */
+  /* Half the seeds take and restore snapshots in steps of 4 to 64 KiB,
+   * the loop going on between them. */
   if (qraft_prng_chance(&s->cut_rng, 1, 2)) {
     cc.sm = s->durable_sm ? &kv_durable_steps_ops : &kv_steps_ops;
     cc.snapshot_step_bytes =

@@ -92,8 +92,10 @@ static void print_result(uint64_t seed, const qraft_sim_core_result *r,
            r->transfers, r->ops_ok, r->ops_info, r->ops_fail, r->messages,
            r->messages_dropped);
     if (r->snapshots_installed + r->snapshot_transfers_cut > 0) {
-      printf("  snapshots installed %" PRIu64 ", transfers cut %" PRIu64 "\n",
-             r->snapshots_installed, r->snapshot_transfers_cut);
+      printf("  snapshots installed %" PRIu64 ", transfers cut %" PRIu64
+             ", restore steps %" PRIu64 " (entries waited %" PRIu64 ")\n",
+             r->snapshots_installed, r->snapshot_transfers_cut,
+             r->restore_steps, r->restore_waited);
     }
   }
 }

@@ -715,6 +715,12 @@ uint64_t qraft_conn_unacked_bytes(const qraft_conn *conn) {
   return conn->unacked_bytes;
 }
 
+uint64_t qraft_conn_stream_unacked_bytes(const qraft_conn *conn,
+                                         int64_t stream_id) {
+  return conn->state == TP_UP ? qraft__quic_stream_unacked(conn, stream_id)
+                              : 0;
+}
+
 void qraft_conn_close(qraft_conn *conn, uint64_t app_code, const char *reason) {
   qraft__quic_close(conn, app_code, reason);
   if (conn->state == TP_DEAD && conn->busy == 0) {

@@ -302,6 +302,18 @@ static tp_stream *stream_add(qraft_conn *c, int64_t id) {
   return s;
 }
 
+uint64_t qraft__quic_stream_unacked(const qraft_conn *c, int64_t id) {
+  if (c->q == NULL) {
+    return 0;
+  }
+  for (const tp_stream *s = c->q->streams; s != NULL; s = s->next) {
+    if (s->id == id) {
+      return s->end_off - s->head_off;
+    }
+  }
+  return 0;
+}
+
 static void stream_release_to(qraft_conn *c, tp_stream *s, uint64_t off) {
   while (s->head < s->n && s->head_off + s->chunks[s->head].len <= off) {
     size_t len = s->chunks[s->head].len;

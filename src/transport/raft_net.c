@@ -1122,6 +1122,31 @@ void qraft_raft_net_remove_peer(qraft_raft_net *n, qraft_id id) {
   }
 }
 
+void qraft_raft_net_memory_get(const qraft_raft_net *n,
+                               qraft_raft_net_memory *out) {
+  memset(out, 0, sizeof *out);
+  for (const rn_peer *p = n->peers; p != NULL; p = p->next) {
+    out->send_bytes += p->batched_bytes;
+    if (p->snap_chunk != NULL) {
+      out->send_bytes += p->snap_chunk->len;
+      out->snapshot_out_bytes += p->snap_chunk->len;
+    }
+    if (p->conn == NULL) {
+      continue;
+    }
+    out->send_bytes += qraft_conn_unacked_bytes(p->conn);
+    if (p->snap) {
+      out->snapshot_out_bytes +=
+          qraft_conn_stream_unacked_bytes(p->conn, p->snap_sid);
+    }
+  }
+  for (const rn_in *in = n->ins; in != NULL; in = in->next) {
+    if (in->snap_mem != NULL) {
+      out->snapshot_in_bytes += in->snap_mem->len;
+    }
+  }
+}
+
 void qraft_raft_net_free(qraft_raft_net *n) {
   if (n == NULL) {
     return;

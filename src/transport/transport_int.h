@@ -128,6 +128,7 @@ int qraft__quic_stream_open(qraft_conn *c, bool bidi, int64_t *id);
 int qraft__quic_stream_send(qraft_conn *c, int64_t id, qraft_slice data,
                             bool fin);
 void qraft__quic_stream_reset(qraft_conn *c, int64_t id, uint64_t app_code);
+uint64_t qraft__quic_stream_unacked(const qraft_conn *c, int64_t id);
 void qraft__quic_stats(qraft_conn *c, qraft_peer_metrics *m);
 
 /* ---- endpoint.c: called back by quic.c ---- */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -223,6 +224,92 @@ static void sim_resumed_host_runs_timers_first_and_poll_reads(void **st) {
   assert_int_equal(after, 1); /* polled inside the timer */
 }
 
+/* Work in steps: a timer that does a slice of work (busy 20 ms) and re-arms
+ * itself for "now". The loop reads its sockets between two steps, so what
+ * arrived during a step is seen before the next one. */
+typedef struct stepper {
+  qraft_env *env;
+  qraft_env_timer *t;
+  box rb;
+  qraft_env_udp *r, *s;
+  struct sockaddr_storage raddr;
+  bool sim;
+  int steps;
+  int seen[6]; /* datagrams received when each step began */
+} stepper;
+
+static void step_cb(void *ud) {
+  stepper *p = ud;
+  p->seen[p->steps++] = p->rb.recvd;
+  if (p->steps == 1) {
+    uint8_t msg[1] = {9};
+    assert_int_equal(
+        qraft_env_udp_send(p->s, (struct sockaddr *)&p->raddr, msg, 1), 0);
+  }
+  uint64_t busy_until = qraft_env_now_ns(p->env) + 20000000;
+  if (p->sim) {
+    qraft_simnet_host_pause(p->env, busy_until);
+  } else {
+    while (qraft_env_now_ns(p->env) < busy_until) {
+    }
+  }
+  if (p->steps < 6) {
+    qraft_env_timer_arm(p->t, 0);
+  }
+}
+
+static bool six_steps(void *ud) { return ((stepper *)ud)->steps >= 6; }
+
+static void steps_let_datagrams_in(qraft_env *env, bool sim) {
+  stepper *p = calloc(1, sizeof *p);
+  assert_non_null(p);
+  p->env = env;
+  p->sim = sim;
+  p->rb.env = env;
+  struct sockaddr_in any = {.sin_family = AF_INET};
+  any.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(
+      qraft_env_udp_bind(env, (struct sockaddr *)&any, on_recv, &p->rb, &p->r),
+      0);
+  box sb = {.env = env};
+  assert_int_equal(
+      qraft_env_udp_bind(env, (struct sockaddr *)&any, on_recv, &sb, &p->s), 0);
+  assert_int_equal(qraft_env_udp_local_addr(p->r, &p->raddr), 0);
+  assert_int_equal(qraft_env_timer_new(env, step_cb, p, &p->t), 0);
+  qraft_env_timer_arm(p->t, 0);
+  assert_int_equal(
+      qraft_env_run(env, qraft_env_now_ns(env) + 5000000000ull, six_steps, p),
+      0);
+  /* sent in step 1, arrived during it: read before step 3 at the latest
+   * (before step 2 when the kernel delivered it at once) */
+  assert_int_equal(p->seen[0], 0);
+  assert_int_equal(p->seen[2], 1);
+  assert_int_equal(p->seen[5], 1);
+  qraft_env_timer_free(p->t);
+  qraft_env_udp_close(p->r);
+  qraft_env_udp_close(p->s);
+  free(p);
+}
+
+static void uv_steps_let_datagrams_in(void **st) {
+  (void)st;
+  qraft_env *env;
+  assert_int_equal(qraft_env_uv_new(&env), 0);
+  steps_let_datagrams_in(env, false);
+  qraft_env_free(env);
+}
+
+static void sim_steps_let_datagrams_in(void **st) {
+  (void)st;
+  qraft_simnet *net;
+  qraft_env *env;
+  assert_int_equal(qraft_simnet_new(5, &net), 0);
+  assert_int_equal(qraft_simnet_env_new(net, &env), 0);
+  steps_let_datagrams_in(env, true);
+  qraft_env_free(env);
+  qraft_simnet_free(net);
+}
+
 static void on_wake(void *ud) { ((box *)ud)->fired++; }
 
 static void *waker(void *arg) {
@@ -364,6 +451,8 @@ static void simnet_faults_fire_and_replay_from_the_seed(void **st) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(uv_env_timers_and_datagrams),
+      cmocka_unit_test(uv_steps_let_datagrams_in),
+      cmocka_unit_test(sim_steps_let_datagrams_in),
       cmocka_unit_test(sim_env_timers_and_datagrams),
       cmocka_unit_test(uv_wake_from_another_thread),
       cmocka_unit_test(uv_watches_a_descriptor),

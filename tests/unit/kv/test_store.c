@@ -380,6 +380,88 @@ static void a_large_restore_commits_in_batches(void **st) {
   free(db);
 }
 
+/* A restore in steps ends with the state a restore in one call gives; an
+ * abandoned one keeps the old state while no batch was committed, and
+ * otherwise leaves a durable index of 0 (readers get errors) until a later
+ * restore replaces it. */
+static void a_restore_in_steps_ends_as_one_in_a_call(void **st) {
+  (void)st;
+  char *da = tmpdir(), *db = tmpdir();
+  kv_store *a = open_sync(da, 0), *b = open_sync(db, 0);
+  static char big[60000];
+  char key[32];
+  for (uint64_t i = 1; i <= 300; i++) {
+    memset(big, 'a' + (int)(i % 26), sizeof big - 1);
+    snprintf(key, sizeof key, "k%04llu", (unsigned long long)i);
+    put(a, i, key, big);
+  }
+  put(b, 1, "old", "kept by an abandoned restore");
+  snap_bytes snap = {0};
+  uint64_t idx = 0;
+  assert_int_equal(kv_store_ops()->snapshot(a, &idx, snap_write, &snap), 0);
+  assert_true(snap.n > 16u << 20); /* more than two batches */
+  const qraft_sm_ops *ops = kv_store_ops();
+  /* abandoned after one step, before any batch: the old state stays */
+  void *ctx = NULL;
+  assert_int_equal(ops->restore_begin(b, 300, &ctx), 0);
+  assert_int_equal(ops->restore_step(b, ctx, 64 * 1024, snap_read, &snap), 1);
+  ops->restore_end(b, ctx);
+  has(b, "old", "kept by an abandoned restore");
+  assert_int_equal(ops->durable_index(b), 1);
+  /* abandoned after a batch was committed: broken, durable index 0 */
+  snap.pos = 0;
+  assert_int_equal(ops->restore_begin(b, 300, &ctx), 0);
+  int rv, n = 0;
+  kv_counters k;
+  do {
+    rv = ops->restore_step(b, ctx, 1u << 20, snap_read, &snap);
+    n++;
+    kv_store_counters(b, &k);
+  } while (rv == 1 && k.restore_batches == 0);
+  assert_int_equal(rv, 1);
+  ops->restore_end(b, ctx);
+  assert_int_equal(ops->durable_index(b), 0);
+  uint64_t db_d, db_k, db_a;
+  assert_int_not_equal(kv_store_digest(b, &db_d, &db_k, &db_a), 0);
+  /* a restore in steps of 1 MiB replaces it with the source's state */
+  snap.pos = 0;
+  assert_int_equal(ops->restore_begin(b, 300, &ctx), 0);
+  n = 0;
+  while ((rv = ops->restore_step(b, ctx, 1u << 20, snap_read, &snap)) == 1) {
+    n++;
+    assert_int_equal(ops->durable_index(b), 0); /* not before the last */
+  }
+  assert_int_equal(rv, 0);
+  ops->restore_end(b, ctx);
+  fprintf(stderr, "%d steps for %zu bytes\n", n + 1, snap.n);
+  assert_true(n >= 16);
+  assert_int_equal(ops->durable_index(b), 300);
+  uint64_t da_d, da_k, da_a;
+  assert_int_equal(kv_store_digest(a, &da_d, &da_k, &da_a), 0);
+  assert_int_equal(kv_store_digest(b, &db_d, &db_k, &db_a), 0);
+  assert_int_equal(da_d, db_d);
+  assert_int_equal(db_k, 300);
+  missing(b, "old");
+  /* and the same as a restore in one call */
+  char *dc = tmpdir();
+  kv_store *c = open_sync(dc, 0);
+  snap.pos = 0;
+  assert_int_equal(ops->restore(c, 300, snap_read, &snap), 0);
+  uint64_t dc_d, dc_k, dc_a;
+  assert_int_equal(kv_store_digest(c, &dc_d, &dc_k, &dc_a), 0);
+  assert_int_equal(dc_d, db_d);
+  free(snap.p);
+  kv_store_close(a);
+  kv_store_close(b);
+  kv_store_close(c);
+  rmdir_all(da);
+  rmdir_all(db);
+  rmdir_all(dc);
+  free(da);
+  free(db);
+  free(dc);
+}
+
 /* A snapshot in steps writes the same bytes as one in a call, and writes
  * applied between its steps (to the overlay and, after a flush, LMDB) do
  * not show in it. */
@@ -584,6 +666,7 @@ int main(void) {
       cmocka_unit_test(a_large_restore_commits_in_batches),
       cmocka_unit_test(a_restore_too_large_for_the_map_keeps_the_old_state),
       cmocka_unit_test(a_snapshot_in_steps_is_of_its_first_moment),
+      cmocka_unit_test(a_restore_in_steps_ends_as_one_in_a_call),
       cmocka_unit_test(snapshot_and_restore_cover_the_overlay),
       cmocka_unit_test(overlay_matches_a_model),
       cmocka_unit_test(snapshot_taken_after_empty_entries_restores),

@@ -20,11 +20,23 @@ typedef struct sm {
   uint64_t digest;
   uint64_t index;
   uint64_t restores;
+  /* restores in steps: how many steps one takes, each busy for 10 ms */
+  qraft_env *env;
+  int restore_steps;
+  bool restoring;
+  int steps_done;
+  uint64_t applied_while_restoring, out_of_order;
 } sm;
 
 static void sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
                      qraft_slice *results) {
   sm *s = ud;
+  if (s->restoring) {
+    s->applied_while_restoring += n;
+  }
+  if (n > 0 && es[0].index <= s->index) {
+    s->out_of_order++;
+  }
   for (size_t i = 0; i < n; i++) {
     for (size_t k = 0; k < es[i].data.len; k++) {
       s->digest = (s->digest ^ es[i].data.data[k]) * 0x100000001b3ULL;
@@ -66,6 +78,40 @@ static int sm_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
 static const qraft_sm_ops ops = {
     .apply = sm_apply, .snapshot = sm_snapshot, .restore = sm_restore};
 
+/* In steps: restore_steps steps, each keeping its host busy for 10 ms of
+ * virtual time; the last reads the snapshot (by sm_restore). */
+static int sm_restore_begin(void *ud, uint64_t index, void **ctx) {
+  sm *s = ud;
+  s->restoring = true;
+  s->steps_done = 0;
+  *ctx = (void *)(uintptr_t)index;
+  return 0;
+}
+
+static int sm_restore_step(void *ud, void *ctx, size_t budget,
+                           qraft_sm_read_fn read, void *rctx) {
+  (void)budget;
+  sm *s = ud;
+  if (++s->steps_done < s->restore_steps) {
+    qraft_simnet_host_pause(s->env, qraft_env_now_ns(s->env) + 10000000u);
+    return 1;
+  }
+  s->restoring = false;
+  return sm_restore(ud, (uint64_t)(uintptr_t)ctx, read, rctx);
+}
+
+static void sm_restore_end(void *ud, void *ctx) {
+  (void)ctx;
+  ((sm *)ud)->restoring = false;
+}
+
+static const qraft_sm_ops ops_steps = {.apply = sm_apply,
+                                       .snapshot = sm_snapshot,
+                                       .restore = sm_restore,
+                                       .restore_begin = sm_restore_begin,
+                                       .restore_step = sm_restore_step,
+                                       .restore_end = sm_restore_end};
+
 typedef struct world {
   qraft_simnet *net;
   qraft_env *env[N];
@@ -74,6 +120,10 @@ typedef struct world {
   qraft_node *node[N];
   qraft_storage *store[N]; /* kept across restarts */
   sm state[N];
+  bool steps[N]; /* node i restores received snapshots in steps */
+  /* a read on node 3: done, and what its state machine held then */
+  bool read_done;
+  uint64_t read_restores, read_applied;
   int ok, failed, calls;
 } world;
 
@@ -99,6 +149,8 @@ static void node_open(world *w, int i) {
   }
   /* a restart rebuilds the state machine from the snapshot and the log */
   memset(&w->state[i], 0, sizeof w->state[i]);
+  w->state[i].env = w->env[i];
+  w->state[i].restore_steps = 30;
   qraft_node_config cfg;
   qraft_node_config_default(&cfg);
   cfg.storage = w->store[i];
@@ -109,7 +161,7 @@ static void node_open(world *w, int i) {
   struct sockaddr_in *b = (struct sockaddr_in *)&cfg.bind[0];
   b->sin_family = AF_INET;
   b->sin_port = htons(7000);
-  cfg.sm = &ops;
+  cfg.sm = w->steps[i] ? &ops_steps : &ops;
   cfg.sm_ud = &w->state[i];
   cfg.env = w->env[i];
   cfg.snapshot_entries = 40;
@@ -150,6 +202,8 @@ static bool cond_done(void *ud) {
     return leader_of(w) >= 0;
   case 1:
     return w->calls >= c->x;
+  case 4:
+    return w->state[c->x].restoring;
   case 3: {
     int l = leader_of(w);
     if (l < 0) {
@@ -337,6 +391,111 @@ static void scenarios_on_the_simulated_network_replay_from_a_seed(void **st) {
   uint64_t a = scenario(seed);
   uint64_t b = scenario(seed);
   assert_int_equal(a, b);
+}
+
+static void on_read3(void *ud, int status, qraft_id leader) {
+  (void)leader;
+  world *w = ud;
+  assert_int_equal(status, 0);
+  w->read_done = true;
+  w->read_restores = w->state[3].restores;
+  w->read_applied = w->state[3].applied_n;
+}
+
+/* A learner restores its snapshot in steps (30 of 10 ms each) while the
+ * voters commit more: the loop goes on between steps (no election, the
+ * heartbeats answered), nothing is applied until the last step, then the
+ * entries that waited are applied in order, and a read on the learner is
+ * answered only after them. */
+static void a_snapshot_restored_in_steps_holds_back_applies_and_reads(
+    void **st) {
+  (void)st;
+  world *w = calloc(1, sizeof *w);
+  assert_non_null(w);
+  assert_int_equal(qraft_simnet_new(7, &w->net), 0);
+  qraft_simnet_faults faults = {.delay_min_ns = 100000,
+                                .delay_max_ns = 1000000};
+  qraft_simnet_set_faults(w->net, &faults);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(qraft_simnet_env_new(w->net, &w->env[i]), 0);
+    uint8_t s[32] = {0};
+    s[0] = (uint8_t)(i + 1);
+    qraft_secret_key_from_seed(&w->key[i], s);
+    w->addr[i].id = w->key[i].public_key;
+    w->addr[i].addrs_n = 1;
+    struct sockaddr_in *a = (struct sockaddr_in *)&w->addr[i].addrs[0];
+    a->sin_family = AF_INET;
+    a->sin_port = htons(7000);
+    a->sin_addr.s_addr = htonl(0x0a000000u + (uint32_t)(i + 1));
+  }
+  w->steps[3] = true;
+  for (int i = 0; i < 3; i++) {
+    node_open(w, i);
+    assert_int_equal(qraft_node_bootstrap(w->node[i], w->addr, 3, NULL), 0);
+    assert_int_equal(qraft_node_start(w->node[i]), 0);
+  }
+  assert_true(run_until(w, 3, 0, 10000));
+  int l = leader_of(w);
+  for (int k = 0; k < 100; k++) {
+    char buf[16];
+    int len = snprintf(buf, sizeof buf, "p%d", k);
+    assert_int_equal(qraft_node_propose(w->node[l], buf, (size_t)len,
+                                        on_propose, w),
+                     0);
+  }
+  assert_true(run_until(w, 1, 100, 20000));
+  assert_true(run_until(w, 2, 100, 20000));
+  qraft_node_status before;
+  qraft_node_status_get(w->node[l], &before);
+
+  node_open(w, 3);
+  assert_int_equal(qraft_node_start(w->node[3]), 0);
+  int calls = w->calls;
+  assert_int_equal(qraft_node_add_learner(w->node[l], &w->addr[3], on_done, w),
+                   0);
+  assert_true(run_until(w, 4, 3, 20000)); /* the learner starts restoring */
+  /* meanwhile: 20 more writes commit, and a read on the learner waits */
+  for (int k = 0; k < 20; k++) {
+    assert_int_equal(qraft_node_propose(w->node[l], "during", 6, on_propose,
+                                        w),
+                     0);
+  }
+  assert_int_equal(qraft_node_read_barrier(w->node[3], on_read3, w), 0);
+  assert_true(run_until(w, 1, calls + 1 + 20, 5000));
+  assert_true(w->state[3].restoring); /* 300 ms of steps: not yet done */
+  assert_int_equal(w->state[3].applied_n, 0);
+  assert_false(w->read_done);
+  /* the restore ends; the waiting entries and the read follow */
+  assert_true(run_until(w, 2, 120, 20000));
+  assert_true(w->read_done);
+  assert_int_equal(w->read_restores, 1);
+  assert_true(w->read_applied > 100); /* the read saw entries that waited */
+  assert_int_equal(w->failed, 0);
+  assert_int_equal(w->state[3].restores, 1);
+  assert_int_equal(w->state[3].applied_while_restoring, 0);
+  assert_int_equal(w->state[3].out_of_order, 0);
+  assert_int_equal(w->state[3].digest, w->state[l].digest);
+  qraft_node_status s3, sl;
+  qraft_node_status_get(w->node[3], &s3);
+  qraft_node_status_get(w->node[l], &sl);
+  fprintf(stderr, "restore steps %llu, entries waited %llu\n",
+          (unsigned long long)s3.snapshot_restore_steps,
+          (unsigned long long)s3.restore_waited_entries);
+  assert_int_equal(s3.snapshot_restore_steps, 30);
+  assert_true(s3.restore_waited_entries > 0);
+  assert_int_equal(s3.snapshots_installed, 1);
+  /* the loop went on: no election while the learner restored */
+  assert_int_equal(sl.term, before.term);
+  assert_int_equal(leader_of(w), l);
+  for (int i = 0; i < N; i++) {
+    qraft_node_free(w->node[i]);
+    qraft_storage_close(w->store[i]);
+  }
+  for (int i = 0; i < N; i++) {
+    qraft_env_free(w->env[i]);
+  }
+  qraft_simnet_free(w->net);
+  free(w);
 }
 
 /* ---- a durable state machine (qraft/node.h, the durable-index contract):
@@ -569,6 +728,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_durable_state_machine_keeps_the_log_after_its_durable_index),
       cmocka_unit_test(scenarios_on_the_simulated_network_replay_from_a_seed),
+      cmocka_unit_test(a_snapshot_restored_in_steps_holds_back_applies_and_reads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -613,13 +613,27 @@ static void snapshot_streams_from_source_to_sink(void **st) {
   qraft_conn *c = qraft_endpoint_conn(w.nodes[0].ep,
                                       &w.nodes[1].key.public_key,
                                       QRAFT_RAFT_ALPN);
-  uint64_t unacked_max = 0;
+  uint64_t unacked_max = 0, snap_mem_max = 0;
   for (uint64_t want = 1u << 20; want <= g.bytes; want += 1u << 20) {
     assert_true(run_until(&w, sink_holds, &want, 30));
     uint64_t u = qraft_conn_unacked_bytes(c);
     unacked_max = u > unacked_max ? u : unacked_max;
+    /* the handler's account: the snapshot's part of what it holds */
+    qraft_raft_net_memory m;
+    qraft_raft_net_memory_get(w.nodes[0].net, &m);
+    assert_true(m.snapshot_out_bytes <= m.send_bytes);
+    assert_true(m.send_bytes <= u + 64 * 1024 + 4096);
+    snap_mem_max = m.snapshot_out_bytes > snap_mem_max ? m.snapshot_out_bytes
+                                                       : snap_mem_max;
   }
   assert_true(run_until(&w, streamed, NULL, 30));
+  assert_true(snap_mem_max > 0);
+  assert_true(snap_mem_max <= (1u << 20) + 2 * 64 * 1024 + 4096);
+  for (int i = 0; i < 2; i++) { /* received whole: nothing held for it */
+    qraft_raft_net_memory m;
+    qraft_raft_net_memory_get(w.nodes[i].net, &m);
+    assert_int_equal(m.snapshot_in_bytes, 0);
+  }
   qraft_env_timer_free(b.t);
   rnode *r = &w.nodes[1];
   fprintf(stderr, "streamed %llu bytes; unacked at most %llu; max heartbeat "
