@@ -14,6 +14,13 @@
 #     join and during its first 5 s; the joiner's longest loop stall (a
 #     restore in steps keeps it short) and the leader changes the join
 #     caused.
+#     The same join on etcd 3.4 (Debian's etcd-server, installed when
+#     missing; skipped without it) in the same run: three etcd members
+#     loaded with the same values through etcd's JSON gateway, a fourth
+#     added (member add, then started with --initial-cluster-state
+#     existing; --snapshot-count 1000, so that the leader snapshots often;
+#     etcd also keeps 5,000 entries after a snapshot for slow followers)
+#     and timed until its applied index reaches the leader's.
 #  2. Puts/s and p99 at 3, 5 and 7 members (GROWTH_MEMBERS; 1 KiB values,
 #     16 clients, 10 s).
 #  3. Linearizable gets/s and p50 (8 clients, 5 s, after 1 s of warm-up)
@@ -33,9 +40,9 @@ for b in "$QRAFT_KV" "$QRAFT_KEYGEN" "$QRAFT_LINCHECK"; do
 done
 PLOT_DIR=$dir/bench
 mkdir -p "$PLOT_DIR"
-for tool in socat gnuplot; do
+for tool in socat gnuplot etcd; do
   if ! command -v "$tool" >/dev/null && [ -x /usr/bin/apt-get ] && [ "$(id -u)" = 0 ]; then
-    pkg=$tool; [ "$tool" = gnuplot ] && pkg=gnuplot-nox
+    pkg=$tool; [ "$tool" = gnuplot ] && pkg=gnuplot-nox; [ "$tool" = etcd ] && pkg=etcd-server
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >/dev/null 2>&1 || true
   fi
 done
@@ -51,7 +58,65 @@ bench_put() {
   "$QRAFT_KV" bench --server "$1" --seconds "$2" --clients "$3" --value-bytes "$4" --op put |
     sed -n 's/.*: \([0-9]*\) puts\/s, p50 [0-9.]* ms, p99 \([0-9.]*\) ms.*/\1 \2/p'
 }
-stop_all() { for i in "${!PID[@]}"; do stop9 "$i"; done; rm -rf "$D"/n* "$D"/k* "$D"/id* "$D"/log*; }
+stop_all() { for i in "${!PID[@]}"; do stop9 "$i"; done; rm -rf "$D"/n* "$D"/k* "$D"/id* "$D"/log* "$D"/e*; }
+ETCD=$(command -v etcd || true)
+ehttp() { echo "http://127.0.0.1:$((BASE + 40 + $1))"; }
+epeer() { echo "http://127.0.0.1:$((BASE + 50 + $1))"; }
+estatus() { curl -s -m 2 -X POST "$(ehttp "$1")/v3/maintenance/status" -d '{}' 2>/dev/null || true; }
+estart() { # estart I CLUSTER STATE
+  setsid "$ETCD" --name "e$1" --data-dir "$D/e$1" --listen-client-urls "$(ehttp "$1")" \
+    --advertise-client-urls "$(ehttp "$1")" --listen-peer-urls "$(epeer "$1")" \
+    --initial-advertise-peer-urls "$(epeer "$1")" --initial-cluster "$2" \
+    --initial-cluster-state "$3" --initial-cluster-token "growth-$$" \
+    --snapshot-count 1000 --quota-backend-bytes $((8 << 30)) \
+    --logger zap --log-level error >>"$D/loge$1" 2>&1 &
+  PID[e$1]=$!
+}
+# etcd_join S: prints "join_ms anon_MiB puts_before puts_join" for a fourth
+# etcd member joining S MiB of 64 KiB values, or nothing.
+etcd_join() {
+  local S=$1 EC="" i EL=""
+  for i in 1 2 3; do EC="$EC${EC:+,}e$i=$(epeer "$i")"; done
+  for i in 1 2 3; do estart "$i" "$EC" new; done
+  for _ in $(seq 200); do
+    for i in 1 2 3; do
+      local st; st=$(estatus "$i")
+      if [ -n "$st" ] && [ "$(jq -r '.leader // empty' <<<"$st")" = "$(jq -r '.header.member_id // "x"' <<<"$st")" ]; then
+        EL=$i; break 2
+      fi
+    done
+    sleep 0.05
+  done
+  [ -n "$EL" ] || { echo "  (etcd elected no leader)" >&2; return 0; }
+  "$QRAFT_KV" bench --target etcd --server "$(ehttp "$EL")" --clients 16 --count $((S * 16)) \
+    --value-bytes 65536 --op put >"$D/eload.out" 2>&1 || true
+  local before during
+  before=$("$QRAFT_KV" bench --target etcd --server "$(ehttp "$EL")" --seconds 5 --clients 8 \
+    --value-bytes 1024 --op put 2>&1 | sed -n 's/.*: \([0-9]*\) puts\/s.*/\1/p')
+  curl -s -m 10 -X POST "$(ehttp "$EL")/v3/cluster/member/add" \
+    -d "{\"peerURLs\":[\"$(epeer 4)\"]}" >"$D/eadd.out" || true
+  jq -e '.member.ID' "$D/eadd.out" >/dev/null 2>&1 || { echo "  (etcd member add failed: $(cat "$D/eadd.out"))" >&2; return 0; }
+  local t0; t0=$(now_ms)
+  estart 4 "$EC,e4=$(epeer 4)" existing
+  "$QRAFT_KV" bench --target etcd --server "$(ehttp "$EL")" --seconds 5 --clients 8 \
+    --value-bytes 1024 --op put >"$D/eduring.out" 2>&1 &
+  local bp=$! max_anon=0 caught=0 end=$(( $(date +%s) + 300 + S / 5 ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    local kb; kb=$(rss_anon_kb "${PID[e4]}"); [ "${kb:-0}" -gt "$max_anon" ] && max_anon=$kb
+    local a4 aL
+    a4=$(estatus 4 | jq -r '.raftAppliedIndex // empty' 2>/dev/null || true)
+    aL=$(estatus "$EL" | jq -r '.raftIndex // empty' 2>/dev/null || true)
+    if [ -n "$a4" ] && [ -n "$aL" ] && [ "$a4" -ge $((aL - 64)) ] && [ "$a4" -gt 0 ]; then
+      caught=1; break
+    fi
+    sleep 0.05
+  done
+  local t1; t1=$(now_ms)
+  wait "$bp" || true
+  during=$(sed -n 's/.*: \([0-9]*\) puts\/s.*/\1/p' "$D/eduring.out")
+  [ $caught = 1 ] || { echo "  (etcd's fourth member did not catch up)" >&2; return 0; }
+  echo "$((t1 - t0)) $((max_anon / 1024)) ${before:-0} ${during:-0}"
+}
 
 # ---- 1. growth with the state ----
 echo "== growth: a fourth member joins a state of $SIZES MiB (64 KiB values)"
@@ -129,8 +194,22 @@ for S in $SIZES; do
     "$(div "$join_mbs" "$disk_mbs")" $((max_anon / 1024)) $((hwm / 1024)) \
     "${before:-0}" "${during:-0}" "$(div "${during:-0}" "${before:-0}")" \
     "${stall4:-0}" "$(( ${lc1:-0} - ${lc0:-0} ))"
-  echo "$S $((join_ms)) $join_mbs $disk_mbs $loop_mbs $((max_anon / 1024)) $((hwm / 1024)) ${before:-0} ${during:-0}" >>"$PLOT_DIR/growth-join.dat"
   stop_all
+  # the same join on etcd
+  e_join_ms=0
+  if [ -n "$ETCD" ]; then
+    read -r e_join_ms e_anon e_before e_during <<<"$(etcd_join "$S")" || true
+    if [ "${e_join_ms:-0}" -gt 0 ]; then
+      e_mbs=$(( bytes / 1000 / e_join_ms ))
+      printf '  etcd 3.4, same values: join and catch up %.1f s (%s MB/s; qraft-kv %.2fx as fast), RssAnon max %s MiB, puts/s before %s, during %s (%.2f)\n' \
+        "$(div "$e_join_ms" 1000)" "$e_mbs" "$(div "$e_join_ms" "$join_ms")" "$e_anon" \
+        "$e_before" "$e_during" "$(div "$e_during" "$e_before")"
+    fi
+    stop_all
+  else
+    echo "  (etcd: not installed and could not be; no comparison)"
+  fi
+  echo "$S $((join_ms)) $join_mbs $disk_mbs $loop_mbs $((max_anon / 1024)) $((hwm / 1024)) ${before:-0} ${during:-0} ${e_join_ms:-0} $(( ${e_join_ms:-0} > 0 ? bytes / 1000 / e_join_ms : 0 ))" >>"$PLOT_DIR/growth-join.dat"
 done
 
 # ---- 2. members ----
@@ -185,7 +264,8 @@ if command -v gnuplot >/dev/null; then
     set xlabel 'state (MiB)'; set ylabel 'MB/s'; set logscale x; set key top left;
     plot '$PLOT_DIR/growth-join.dat' using 1:3 with linespoints lw 2 title 'join and catch up',
          '' using 1:4 with linespoints lw 2 title 'cp on this disk',
-         '' using 1:5 with linespoints lw 2 title 'loopback TCP'" || true
+         '' using 1:5 with linespoints lw 2 title 'loopback TCP',
+         '' using 1:(\$11 > 0 ? \$11 : 1/0) with linespoints lw 2 title 'etcd 3.4 join'" || true
   gnuplot -e "set terminal pngcairo size 800,500; set output '$PLOT_DIR/growth-members.png';
     set title '1 KiB puts/s by members (16 clients)'; set xlabel 'members';
     set ylabel 'puts/s'; set yrange [0:*];

@@ -666,65 +666,6 @@ static int kv_read_exact(qraft_sm_read_fn read, void *rctx, uint8_t *p,
   return 0;
 }
 
-/* Reads and checks a whole snapshot before it replaces anything: a partial
- * or damaged one is a violation (snapshot_integrity), whatever the node
- * does with the error. */
-static int kv_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
-                      void *rctx) {
-  fs_kv *kv = ud;
-  fs_sim *s = kv->sim;
-  uint8_t b[8 + 8 * FS_KEYS];
-  int rv = kv_read_exact(read, rctx, b, sizeof b);
-  uint64_t idx = get_u64(b);
-  uint32_t crc = qraft_crc32c(0, b, sizeof b);
-  const char *why = rv != 0 ? "values" : NULL;
-  if (rv == 0 && idx > index) {
-    why = "index ahead of the snapshot";
-    rv = QRAFT_ECORRUPT;
-  }
-  uint8_t piece[FS_SNAP_PIECE], want[FS_SNAP_PIECE];
-  for (uint64_t off = 0; rv == 0 && off < s->snap_pad; off += FS_SNAP_PIECE) {
-    size_t n = s->snap_pad - off < FS_SNAP_PIECE
-                   ? (size_t)(s->snap_pad - off)
-                   : FS_SNAP_PIECE;
-    rv = kv_read_exact(read, rctx, piece, n);
-    kv_pad(idx, off, want, n);
-    if (rv == 0 && memcmp(piece, want, n) != 0) {
-      rv = QRAFT_ECORRUPT;
-    }
-    if (rv != 0) {
-      why = "filler";
-    }
-    crc = qraft_crc32c(crc, piece, n);
-  }
-  uint8_t t[8];
-  if (rv == 0) {
-    rv = kv_read_exact(read, rctx, t, 8);
-    if (rv == 0 && get_u64(t) != crc) {
-      rv = QRAFT_ECORRUPT;
-    }
-    if (rv != 0) {
-      why = "checksum";
-    }
-  }
-  size_t extra = 0;
-  if (rv == 0 && read(rctx, t, 1, &extra) == 0 && extra != 0) {
-    why = "bytes after the end";
-    rv = QRAFT_ECORRUPT;
-  }
-  if (rv != 0) {
-    fs_fail(s, "snapshot_integrity",
-            "node %u restored snapshot %" PRIu64 " with a bad %s (%s)",
-            kv->node, index, why, qraft_strerror(rv));
-    return rv;
-  }
-  for (int k = 0; k < FS_KEYS; k++) {
-    kv->vals[k] = get_u64(b + 8 + 8 * k);
-  }
-  kv->index = index;
-  return 0;
-}
-
 /* In steps (qraft_sm_ops.snapshot_begin/step/end): the view is a copy of
  * the values and the index; each step writes about `budget` bytes of the
  * same layout as kv_snapshot, while the node applies between steps. */
@@ -795,9 +736,12 @@ static void kv_snapshot_end(void *ud, void *view) {
 static void kv_sync(fs_kv *kv);
 
 /* Restored in steps (qraft_sm_ops.restore_begin/step/end): each step reads
- * about `budget` bytes of kv_restore's layout into the context, checking
- * as it goes; the values replace the state only after the last step, so an
- * abandoned restore leaves it whole. The node must apply nothing between
+ * about `budget` bytes of kv_snapshot's layout into the context, checking
+ * as it goes (the values, every byte of the filler against its index, the
+ * checksum, nothing after the end: a partial or damaged snapshot is a
+ * violation, whatever the node does with the error); the values replace
+ * the state only after the last step (made durable there for a durable
+ * state machine), so an abandoned restore leaves it whole. The node must apply nothing between
  * the steps: an entry applied then would be lost when the last step
  * replaces the values (canary NODE_APPLY_DURING_RESTORE). */
 typedef struct kv_rstate {
@@ -881,7 +825,7 @@ static int kv_restore_step(void *ud, void *ctx, size_t budget,
   }
   if (rv != 0) {
     fs_fail(s, "snapshot_integrity",
-            "node %u restored snapshot %" PRIu64 " in steps with a bad %s (%s)",
+            "node %u restored snapshot %" PRIu64 " with a bad %s (%s)",
             kv->node, r->index, why, qraft_strerror(rv));
     return rv;
   }
@@ -898,6 +842,19 @@ static int kv_restore_step(void *ud, void *ctx, size_t budget,
 static void kv_restore_end(void *ud, void *ctx) {
   (void)ud;
   free(ctx);
+}
+
+/* In one call: the same steps, without a budget (so without their time). */
+static int kv_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
+                      void *rctx) {
+  void *ctx = NULL;
+  int rv = kv_restore_begin(ud, index, &ctx);
+  if (rv == 0) {
+    rv = kv_restore_step(ud, ctx, SIZE_MAX, read, rctx);
+    QRAFT_ASSERT(rv != 1);
+    kv_restore_end(ud, ctx);
+  }
+  return rv;
 }
 
 static const qraft_sm_ops kv_ops = {
@@ -932,23 +889,14 @@ static uint64_t kv_durable_index(void *ud) {
   return s->dur[kv->node].index;
 }
 
-static int kv_restore_durable(void *ud, uint64_t index, qraft_sm_read_fn read,
-                              void *rctx) {
-  int rv = kv_restore(ud, index, read, rctx);
-  if (rv == 0) {
-    kv_sync(ud); /* durable before it returns */
-  }
-  return rv;
-}
-
 static const qraft_sm_ops kv_durable_ops = {.apply = kv_apply,
                                             .snapshot = kv_snapshot,
-                                            .restore = kv_restore_durable,
+                                            .restore = kv_restore,
                                             .durable_index = kv_durable_index};
 static const qraft_sm_ops kv_durable_steps_ops = {
     .apply = kv_apply,
     .snapshot = kv_snapshot,
-    .restore = kv_restore_durable,
+    .restore = kv_restore,
     .durable_index = kv_durable_index,
     .snapshot_begin = kv_snapshot_begin,
     .snapshot_step = kv_snapshot_step,

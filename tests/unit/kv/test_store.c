@@ -335,19 +335,24 @@ static void a_restore_too_large_for_the_map_keeps_the_old_state(void **st) {
   free(db);
 }
 
+/* Puts n values of about 60 KB at indexes 1..n. */
+static void put_big(kv_store *a, uint64_t n) {
+  static char big[60000];
+  char key[32];
+  for (uint64_t i = 1; i <= n; i++) {
+    memset(big, 'a' + (int)(i % 26), sizeof big - 1);
+    snprintf(key, sizeof key, "k%04llu", (unsigned long long)i);
+    put(a, i, key, big);
+  }
+}
+
 /* A restore larger than a batch commits in batches (LMDB's dirty pages stay
  * bounded) and ends with the same state as the source. */
 static void a_large_restore_commits_in_batches(void **st) {
   (void)st;
   char *da = tmpdir(), *db = tmpdir();
   kv_store *a = open_sync(da, 0), *b = open_sync(db, 0);
-  static char big[60000];
-  char key[32];
-  for (uint64_t i = 1; i <= 400; i++) {
-    memset(big, 'a' + (int)(i % 26), sizeof big - 1);
-    snprintf(key, sizeof key, "k%04llu", (unsigned long long)i);
-    put(a, i, key, big);
-  }
+  put_big(a, 400);
   put(b, 1, "old", "gone after the restore");
   snap_bytes snap = {0};
   uint64_t idx = 0;
@@ -388,13 +393,7 @@ static void a_restore_in_steps_ends_as_one_in_a_call(void **st) {
   (void)st;
   char *da = tmpdir(), *db = tmpdir();
   kv_store *a = open_sync(da, 0), *b = open_sync(db, 0);
-  static char big[60000];
-  char key[32];
-  for (uint64_t i = 1; i <= 300; i++) {
-    memset(big, 'a' + (int)(i % 26), sizeof big - 1);
-    snprintf(key, sizeof key, "k%04llu", (unsigned long long)i);
-    put(a, i, key, big);
-  }
+  put_big(a, 300);
   put(b, 1, "old", "kept by an abandoned restore");
   snap_bytes snap = {0};
   uint64_t idx = 0;

@@ -238,19 +238,13 @@ static bool run_until(world *w, int kind, int x, uint64_t virtual_ms) {
   return cond_done(&c);
 }
 
-/* The scenario; returns a digest of what happened, for determinism. */
-static uint64_t scenario(uint64_t seed) {
-  world *w = calloc(1, sizeof *w);
-  assert_non_null(w);
-  assert_int_equal(qraft_simnet_new(seed, &w->net), 0);
-  qraft_simnet_faults faults = {.drop_ppm = 20000, .delay_min_ns = 100000,
-                                .delay_max_ns = 2000000};
-  qraft_simnet_set_faults(w->net, &faults);
+/* N hosts on the simulated network, with keys from `salt`. */
+static void world_hosts(world *w, uint8_t salt) {
   for (int i = 0; i < N; i++) {
     assert_int_equal(qraft_simnet_env_new(w->net, &w->env[i]), 0);
     uint8_t s[32] = {0};
     s[0] = (uint8_t)(i + 1);
-    s[1] = (uint8_t)seed;
+    s[1] = salt;
     qraft_secret_key_from_seed(&w->key[i], s);
     w->addr[i].id = w->key[i].public_key;
     w->addr[i].addrs_n = 1;
@@ -259,6 +253,29 @@ static uint64_t scenario(uint64_t seed) {
     a->sin_port = htons(7000);
     a->sin_addr.s_addr = htonl(0x0a000000u + (uint32_t)(i + 1));
   }
+}
+
+static void world_free(world *w) {
+  for (int i = 0; i < N; i++) {
+    qraft_node_free(w->node[i]);
+    qraft_storage_close(w->store[i]);
+  }
+  for (int i = 0; i < N; i++) {
+    qraft_env_free(w->env[i]);
+  }
+  qraft_simnet_free(w->net);
+  free(w);
+}
+
+/* The scenario; returns a digest of what happened, for determinism. */
+static uint64_t scenario(uint64_t seed) {
+  world *w = calloc(1, sizeof *w);
+  assert_non_null(w);
+  assert_int_equal(qraft_simnet_new(seed, &w->net), 0);
+  qraft_simnet_faults faults = {.drop_ppm = 20000, .delay_min_ns = 100000,
+                                .delay_max_ns = 2000000};
+  qraft_simnet_set_faults(w->net, &faults);
+  world_hosts(w, (uint8_t)seed);
   for (int i = 0; i < 3; i++) {
     node_open(w, i);
     assert_int_equal(qraft_node_bootstrap(w->node[i], w->addr, 3, NULL), 0);
@@ -367,15 +384,7 @@ static uint64_t scenario(uint64_t seed) {
   qraft_simnet_stats_get(w->net, &stats);
   assert_true(stats.dropped > 0); /* the loss fault fired */
   digest ^= stats.events * 7919;
-  for (int i = 0; i < N; i++) {
-    qraft_node_free(w->node[i]);
-    qraft_storage_close(w->store[i]);
-  }
-  for (int i = 0; i < N; i++) {
-    qraft_env_free(w->env[i]);
-  }
-  qraft_simnet_free(w->net);
-  free(w);
+  world_free(w);
   return digest;
 }
 
@@ -416,18 +425,7 @@ static void a_snapshot_restored_in_steps_holds_back_applies_and_reads(
   qraft_simnet_faults faults = {.delay_min_ns = 100000,
                                 .delay_max_ns = 1000000};
   qraft_simnet_set_faults(w->net, &faults);
-  for (int i = 0; i < N; i++) {
-    assert_int_equal(qraft_simnet_env_new(w->net, &w->env[i]), 0);
-    uint8_t s[32] = {0};
-    s[0] = (uint8_t)(i + 1);
-    qraft_secret_key_from_seed(&w->key[i], s);
-    w->addr[i].id = w->key[i].public_key;
-    w->addr[i].addrs_n = 1;
-    struct sockaddr_in *a = (struct sockaddr_in *)&w->addr[i].addrs[0];
-    a->sin_family = AF_INET;
-    a->sin_port = htons(7000);
-    a->sin_addr.s_addr = htonl(0x0a000000u + (uint32_t)(i + 1));
-  }
+  world_hosts(w, 0);
   w->steps[3] = true;
   for (int i = 0; i < 3; i++) {
     node_open(w, i);
@@ -487,15 +485,7 @@ static void a_snapshot_restored_in_steps_holds_back_applies_and_reads(
   /* the loop went on: no election while the learner restored */
   assert_int_equal(sl.term, before.term);
   assert_int_equal(leader_of(w), l);
-  for (int i = 0; i < N; i++) {
-    qraft_node_free(w->node[i]);
-    qraft_storage_close(w->store[i]);
-  }
-  for (int i = 0; i < N; i++) {
-    qraft_env_free(w->env[i]);
-  }
-  qraft_simnet_free(w->net);
-  free(w);
+  world_free(w);
 }
 
 /* ---- a durable state machine (qraft/node.h, the durable-index contract):
