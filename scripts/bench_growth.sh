@@ -30,9 +30,10 @@
 # like socat) into BUILD_DIR/bench/growth-*.png.
 set -Eeuo pipefail
 dir=${1:-build}
-SIZES=${GROWTH_SIZES_MB:-128 512}
-MEMBERS=${GROWTH_MEMBERS:-3 5 7}
-KEYS=${GROWTH_KEYS:-1000 100000}
+# (set but empty: that part is skipped)
+SIZES=${GROWTH_SIZES_MB-128 512}
+MEMBERS=${GROWTH_MEMBERS-3 5 7}
+KEYS=${GROWTH_KEYS-1000 100000}
 export QRAFT_KV="$dir/bin/qraft-kv" QRAFT_KEYGEN="$dir/bin/qraft-keygen" \
   QRAFT_LINCHECK="$dir/bin/qraft-lincheck" QRAFT_E2E_OUT="$dir/e2e"
 for b in "$QRAFT_KV" "$QRAFT_KEYGEN" "$QRAFT_LINCHECK"; do
@@ -58,6 +59,26 @@ bench_put() {
   "$QRAFT_KV" bench --server "$1" --seconds "$2" --clients "$3" --value-bytes "$4" --op put |
     sed -n 's/.*: \([0-9]*\) puts\/s, p50 [0-9.]* ms, p99 \([0-9.]*\) ms.*/\1 \2/p'
 }
+# A digest reads the whole state (seconds per GiB): one at a time, with
+# time to finish (an abandoned one still occupies a server thread).
+bigdigest() {
+  curl -s -m 300 "${AUTH[@]}" "$(http "$1")/v1/digest" 2>/dev/null |
+    jq -r '"\(.digest) \(.keys)"' 2>/dev/null || true
+}
+converged_big() { # converged_big MEMBER...: the same digest on all, within 10 min
+  local end=$(( $(date +%s) + 600 ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    local first="" same=1 i d
+    for i in "$@"; do
+      d=$(bigdigest "$i")
+      [ -z "$first" ] && first=$d
+      { [ -n "$d" ] && [ "$d" = "$first" ]; } || same=0
+    done
+    [ $same = 1 ] && return 0
+    sleep 0.5
+  done
+  return 1
+}
 stop_all() { for i in "${!PID[@]}"; do stop9 "$i"; done; rm -rf "$D"/n* "$D"/k* "$D"/id* "$D"/log* "$D"/e*; }
 ETCD=$(command -v etcd || true)
 ehttp() { echo "http://127.0.0.1:$((BASE + 40 + $1))"; }
@@ -72,10 +93,14 @@ estart() { # estart I CLUSTER STATE
     --logger zap --log-level error >>"$D/loge$1" 2>&1 &
   PID[e$1]=$!
 }
-# etcd_join S: prints "join_ms anon_MiB puts_before puts_join" for a fourth
-# etcd member joining S MiB of 64 KiB values, or nothing.
+# etcd_join S: sets E_JOIN_MS E_ANON E_BEFORE E_DURING for a fourth etcd
+# member joining S MiB of 64 KiB values (E_JOIN_MS 0: no result). Runs in
+# this shell (not a $(...) subshell), so that PID holds the etcd processes
+# and stop_all stops them.
 etcd_join() {
   local S=$1 EC="" i EL=""
+  E_JOIN_MS=0 E_ANON=0 E_BEFORE=0 E_DURING=0
+  [ -z "$(estatus 1)$(estatus 4)" ] || { echo "  (etcd: its ports answer already; no comparison)"; return 0; }
   for i in 1 2 3; do EC="$EC${EC:+,}e$i=$(epeer "$i")"; done
   for i in 1 2 3; do estart "$i" "$EC" new; done
   for _ in $(seq 200); do
@@ -115,7 +140,7 @@ etcd_join() {
   wait "$bp" || true
   during=$(sed -n 's/.*: \([0-9]*\) puts\/s.*/\1/p' "$D/eduring.out")
   [ $caught = 1 ] || { echo "  (etcd's fourth member did not catch up)" >&2; return 0; }
-  echo "$((t1 - t0)) $((max_anon / 1024)) ${before:-0} ${during:-0}"
+  E_JOIN_MS=$((t1 - t0)) E_ANON=$((max_anon / 1024)) E_BEFORE=${before:-0} E_DURING=${during:-0}
 }
 
 # ---- 1. growth with the state ----
@@ -137,7 +162,7 @@ for S in $SIZES; do
   [ "${load_failed:-0}" = 0 ] || echo "  ($load_failed of the load's puts failed: $(grep -m1 'first failure' "$D/load.out" || true))"
   # the failed puts' keys are missing: the state is a little smaller
   load_mbs=$(( S * 1048576 / 1000 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
-  converged 1 2 3 || { echo "members differ after the load" >&2; exit 1; }
+  converged_big 1 2 3 || { echo "members differ after the load" >&2; exit 1; }
   for i in 1 2 3; do
     m=$(kcurl "$i" "$(http "$i")/metrics" || true)
     echo "  member $i after the load: $(awk '$1 == "qraft_leader_changes_total" {lc = $2} $1 == "qraft_loop_stall_seconds_max" {st = $2} $1 == "qraft_snapshots_taken_total" {tk = $2} $1 == "qraft_snapshots_installed_total" {in_ = $2} END {printf "leader changes %s, snapshots taken %s, installed %s, longest loop stall %s s", lc, tk, in_, st}' <<<"$m")"
@@ -198,7 +223,8 @@ for S in $SIZES; do
   # the same join on etcd
   e_join_ms=0
   if [ -n "$ETCD" ]; then
-    read -r e_join_ms e_anon e_before e_during <<<"$(etcd_join "$S")" || true
+    etcd_join "$S"
+    e_join_ms=$E_JOIN_MS e_anon=$E_ANON e_before=$E_BEFORE e_during=$E_DURING
     if [ "${e_join_ms:-0}" -gt 0 ]; then
       e_mbs=$(( bytes / 1000 / e_join_ms ))
       printf '  etcd 3.4, same values: join and catch up %.1f s (%s MB/s; qraft-kv %.2fx as fast), RssAnon max %s MiB, puts/s before %s, during %s (%.2f)\n' \
