@@ -55,9 +55,14 @@ hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 now_ms() { date +%s%3N; }
 div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
 # bench_put SERVER SECONDS CLIENTS BYTES: prints "puts/s p99_ms"
+# (a run that fails, e.g. a leader change, prints "0 0" and says why)
 bench_put() {
-  "$QRAFT_KV" bench --server "$1" --seconds "$2" --clients "$3" --value-bytes "$4" --op put |
-    sed -n 's/.*: \([0-9]*\) puts\/s, p50 [0-9.]* ms, p99 \([0-9.]*\) ms.*/\1 \2/p'
+  local out
+  out=$("$QRAFT_KV" bench --server "$1" --seconds "$2" --clients "$3" --value-bytes "$4" --op put 2>&1) ||
+    echo "  (puts to $1 failed: $(grep -m1 'first failure' <<<"$out" || tail -1 <<<"$out"))" >&2
+  local r
+  r=$(sed -n 's/.*: \([0-9]*\) puts\/s, p50 [0-9.]* ms, p99 \([0-9.]*\) ms.*/\1 \2/p' <<<"$out")
+  echo "${r:-0 0}"
 }
 # A digest reads the whole state (seconds per GiB): one at a time, with
 # time to finish (an abandoned one still occupies a server thread).
@@ -163,6 +168,7 @@ for S in $SIZES; do
   # the failed puts' keys are missing: the state is a little smaller
   load_mbs=$(( S * 1048576 / 1000 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
   converged_big 1 2 3 || { echo "members differ after the load" >&2; exit 1; }
+  L=$(wait_leader 1 2 3) || { echo "no leader after the load" >&2; exit 1; } # it may have moved
   for i in 1 2 3; do
     m=$(kcurl "$i" "$(http "$i")/metrics" || true)
     echo "  member $i after the load: $(awk '$1 == "qraft_leader_changes_total" {lc = $2} $1 == "qraft_loop_stall_seconds_max" {st = $2} $1 == "qraft_snapshots_taken_total" {tk = $2} $1 == "qraft_snapshots_installed_total" {in_ = $2} END {printf "leader changes %s, snapshots taken %s, installed %s, longest loop stall %s s", lc, tk, in_, st}' <<<"$m")"
