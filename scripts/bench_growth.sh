@@ -64,26 +64,8 @@ bench_put() {
   r=$(sed -n 's/.*: \([0-9]*\) puts\/s, p50 [0-9.]* ms, p99 \([0-9.]*\) ms.*/\1 \2/p' <<<"$out")
   echo "${r:-0 0}"
 }
-# A digest reads the whole state (seconds per GiB): one at a time, with
-# time to finish (an abandoned one still occupies a server thread).
-bigdigest() {
-  curl -s -m 300 "${AUTH[@]}" "$(http "$1")/v1/digest" 2>/dev/null |
-    jq -r '"\(.digest) \(.keys)"' 2>/dev/null || true
-}
-converged_big() { # converged_big MEMBER...: the same digest on all, within 10 min
-  local end=$(( $(date +%s) + 600 ))
-  while [ "$(date +%s)" -lt "$end" ]; do
-    local first="" same=1 i d
-    for i in "$@"; do
-      d=$(bigdigest "$i")
-      [ -z "$first" ] && first=$d
-      { [ -n "$d" ] && [ "$d" = "$first" ]; } || same=0
-    done
-    [ $same = 1 ] && return 0
-    sleep 0.5
-  done
-  return 1
-}
+# Digests of GiBs: 300 s each, converged within 10 min (lib.sh).
+BIG_DIGEST_S=300 BIG_CONVERGE_S=600
 stop_all() { for i in "${!PID[@]}"; do stop9 "$i"; done; rm -rf "$D"/n* "$D"/k* "$D"/id* "$D"/log* "$D"/e*; }
 ETCD=$(command -v etcd || true)
 ehttp() { echo "http://127.0.0.1:$((BASE + 40 + $1))"; }

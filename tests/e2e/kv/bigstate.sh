@@ -27,25 +27,6 @@ VALUE=65536
 # whole state, written on the leader's loop).
 OPTS=(--snapshot-log-bytes 16M)
 
-# A digest reads the whole state: give it time (a sanitizer build is slow).
-bigdigest() {
-  curl -s -m 60 "${AUTH[@]}" "$(http "$1")/v1/digest" 2>/dev/null |
-    jq -r '"\(.digest) \(.keys)"' 2>/dev/null || true
-}
-converged_big() { # converged_big MEMBER...: the same digest on all, within 120 s
-  local end=$(( $(date +%s) + 120 ))
-  while [ "$(date +%s)" -lt "$end" ]; do
-    local first="" same=1
-    for i in "$@"; do
-      local d; d=$(bigdigest "$i")
-      [ -z "$first" ] && first=$d
-      { [ -n "$d" ] && [ "$d" = "$first" ]; } || same=0
-    done
-    [ $same = 1 ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
 rss_anon_kb() { awk '/^RssAnon/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 metric() { # metric MEMBER NAME: the first sample of NAME in /metrics
   local t; t=$(kcurl "$1" "$(http "$1")/metrics" || true)

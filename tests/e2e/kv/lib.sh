@@ -55,6 +55,28 @@ leader() { # leader MEMBER...: the number of a member that says it leads
 }
 wait_leader() { for _ in $(seq 300); do leader "$@" && return 0; sleep 0.05; done; return 1; }
 digest() { kcurl "$1" "$(http "$1")/v1/digest" | jq -r '"\(.digest) \(.keys)"'; }
+# A digest reads the whole state (seconds per GiB; a sanitizer build is
+# slow): one at a time, with time to finish (an abandoned one still holds
+# a server thread). BIG_DIGEST_S (60) per digest, BIG_CONVERGE_S (120) in
+# all.
+bigdigest() {
+  curl -s -m "${BIG_DIGEST_S:-60}" "${AUTH[@]}" "$(http "$1")/v1/digest" 2>/dev/null |
+    jq -r '"\(.digest) \(.keys)"' 2>/dev/null || true
+}
+converged_big() { # converged_big MEMBER...: the same digest on all
+  local end=$(( $(date +%s) + ${BIG_CONVERGE_S:-120} ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    local first="" same=1 i d
+    for i in "$@"; do
+      d=$(bigdigest "$i")
+      [ -z "$first" ] && first=$d
+      { [ -n "$d" ] && [ "$d" = "$first" ]; } || same=0
+    done
+    [ $same = 1 ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
 converged() { # converged MEMBER...: same digest on all, within 15 s
   for _ in $(seq 300); do
     local first="" same=1
