@@ -5,7 +5,7 @@
  * before the loop polls; one armed for "now" by such a timer's callback
  * runs at the next turn, after that poll (work done in steps, a timer
  * re-armed after each step, lets the loop read its sockets between
- * steps; libuv's own timers would run it again at once). And datagrams are batched per socket and handed to
+ * steps). And datagrams are batched per socket and handed to
  * the kernel with one sendmmsg before the poll (or when a batch is full), so
  * a burst of work costs one system call, not one per packet. This file is
  * the only one in qraft that calls libuv.
