@@ -446,12 +446,18 @@ typedef void (*qraft_raft_peer_cb)(void *ud, qraft_id peer, bool reachable);
 typedef void (*qraft_raft_snapshot_sent_cb)(void *ud, qraft_id to,
                                             int status);
 
+/* The length of a snapshot source that does not know it ahead: its data
+ * goes in framed chunks, up to the read that gives 0 bytes. */
+#define QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN UINT64_MAX
+
 /* A snapshot's data for qraft_raft_net_send_snapshot, read in chunks as the
  * connection's window opens. */
 typedef struct qraft_raft_snapshot_source {
-  uint64_t bytes; /* the data's length */
-  /* Fills `buf` with up to `cap` bytes (*got > 0 until `bytes` were read).
-   * A negative return abandons the transfer: the stream is reset. */
+  /* the data's length, or QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN */
+  uint64_t bytes;
+  /* Fills `buf` with up to `cap` bytes (*got > 0 until `bytes` were read;
+   * of unknown length, *got 0 once the data ended). A negative return
+   * abandons the transfer: the stream is reset. */
   int (*read)(void *ctx, void *buf, size_t cap, size_t *got);
   /* Called once when the transfer ends, whichever way. */
   void (*close)(void *ctx);
@@ -470,7 +476,9 @@ typedef struct qraft_raft_snapshot_sink {
 } qraft_raft_snapshot_sink;
 
 /* A snapshot stream from `from` begins: `m` is its MsgSnapshot (metadata;
- * m->snapshot->data is empty), `bytes` its data's length. Return 0 with
+ * m->snapshot->data is empty), `bytes` its data's length (or
+ * QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN: the sender streams it as it reads
+ * it). Return 0 with
  * *sink filled to take the data, or a negative code to refuse it (the
  * stream is stopped with QRAFT_RAFT_SNAPSHOT_REFUSED). */
 typedef int (*qraft_raft_snapshot_begin_cb)(void *ud, qraft_id from,

@@ -9,7 +9,11 @@
  *   preamble (QRAFT_WIRE_PREAMBLE_BYTES) | kind (1 byte) | frame | frame ...
  * A snapshot stream holds one frame (one MsgSnapshot, its data empty), the
  * data's length (u64, big-endian), the data, its CRC-32C (u32, big-endian)
- * and a FIN. Its data is never held whole: it goes from the sender's
+ * and a FIN. A source that does not know its length ahead (the state
+ * machine's view, streamed as it is read) sends the length
+ * QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN and the data in chunks, each a u32
+ * length (not 0) and its bytes, ended by a u32 0; the CRC-32C covers the
+ * data without the chunk lengths. Its data is never held whole: it goes from the sender's
  * source to the stream a chunk at a time as acknowledgements come back, and
  * from the stream into the receiver's sink as it arrives (QUIC flow control
  * slows the sender when the receiver's loop falls behind).
@@ -35,6 +39,7 @@ typedef enum {
   IN_FRAME_HEADER,
   IN_FRAME_BODY,
   IN_SNAP_LEN,  /* a snapshot's data length */
+  IN_SNAP_CHUNK, /* a chunk's length, when the data's length is unknown */
   IN_SNAP_DATA, /* its data, into the sink */
   IN_SNAP_CRC,  /* its CRC-32C */
   IN_SNAP_END   /* only the FIN may follow */
@@ -56,6 +61,8 @@ typedef struct rn_in {
   qraft_wire_batch *snap_batch;
   uint64_t snap_len, snap_got;
   uint32_t snap_crc;
+  bool snap_chunked;   /* snap_len unknown: the data comes in chunks */
+  uint32_t chunk_left; /* of the chunk being received */
   bool sink_open;
   qraft_raft_snapshot_sink sink;
   qraft_buf *snap_mem; /* without snapshot_begin_cb: the data in memory */
@@ -76,6 +83,8 @@ typedef struct rn_peer {
   qraft_raft_snapshot_source snap_src;
   uint64_t snap_off;     /* data bytes queued */
   qraft_buf *snap_chunk; /* read, not queued yet (the send buffer was full) */
+  size_t snap_chunk_data; /* of snap_chunk's bytes, data (without framing) */
+  bool snap_eof;          /* a source of unknown length has ended */
   uint32_t snap_crc;
   int64_t snap_sid;
   bool snap_fin_queued;
@@ -351,13 +360,20 @@ static bool in_snap_begin(qraft_raft_net *n, rn_in *in) {
   in->snap_got = 0;
   in->snap_crc = 0;
   in->hdr_n = 0;
-  in->stage = in->snap_len > 0 ? IN_SNAP_DATA : IN_SNAP_CRC;
+  in->snap_chunked = in->snap_len == QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN;
+  in->stage = in->snap_chunked  ? IN_SNAP_CHUNK
+              : in->snap_len > 0 ? IN_SNAP_DATA
+                                 : IN_SNAP_CRC;
   if (n->cfg.snapshot_begin_cb == NULL) {
-    if (in->snap_len > n->cfg.snapshot_bytes_max) {
+    if (!in->snap_chunked && in->snap_len > n->cfg.snapshot_bytes_max) {
       reject(n, in->conn, QRAFT_ELIMIT, "snapshot bytes", NULL);
       return false;
     }
-    in->snap_mem = qraft_buf_new(in->snap_len > 0 ? (size_t)in->snap_len : 1);
+    /* Of unknown length: grown as chunks come, up to snapshot_bytes_max. */
+    size_t first = in->snap_chunked ? 64 * 1024
+                   : in->snap_len > 0 ? (size_t)in->snap_len
+                                      : 1;
+    in->snap_mem = qraft_buf_new(first);
     if (in->snap_mem == NULL) {
       reject(n, in->conn, QRAFT_ELIMIT, "out of memory", NULL);
       return false;
@@ -383,6 +399,36 @@ static bool in_snap_begin(qraft_raft_net *n, rn_in *in) {
   return true;
 }
 
+/* A snapshot of unknown length received into memory: room for `take`
+ * more bytes, within snapshot_bytes_max. */
+static bool in_snap_mem_grow(qraft_raft_net *n, rn_in *in, size_t take) {
+  qraft_buf *b = in->snap_mem;
+  if (in->snap_got + take <= b->cap) {
+    return true;
+  }
+  if (in->snap_got + take > n->cfg.snapshot_bytes_max) {
+    reject(n, in->conn, QRAFT_ELIMIT, "snapshot bytes", NULL);
+    return false;
+  }
+  uint64_t cap = (uint64_t)b->cap * 2;
+  while (cap < in->snap_got + take) {
+    cap *= 2;
+  }
+  if (cap > n->cfg.snapshot_bytes_max) {
+    cap = n->cfg.snapshot_bytes_max;
+  }
+  qraft_buf *g = qraft_buf_new((size_t)cap);
+  if (g == NULL) {
+    reject(n, in->conn, QRAFT_ELIMIT, "out of memory", NULL);
+    return false;
+  }
+  memcpy(g->data, b->data, (size_t)in->snap_got);
+  g->len = (size_t)in->snap_got;
+  qraft_buf_unref(b);
+  in->snap_mem = g;
+  return true;
+}
+
 /* Every byte, the checksum and the FIN are in: hand the snapshot over. */
 static void in_snap_deliver(qraft_raft_net *n, rn_in *in) {
   qraft_wire_batch *b = in->snap_batch;
@@ -398,7 +444,7 @@ static void in_snap_deliver(qraft_raft_net *n, rn_in *in) {
   qraft_snapshot *sn = b->msgs[0].snapshot;
   qraft_slice_release(&sn->data);
   sn->data = qraft_slice_of(in->snap_mem, in->snap_mem->data,
-                            (size_t)in->snap_len);
+                            (size_t)in->snap_got);
   ins_drop(n, in);
   n->cfg.recv_cb(n->cfg.ud, from, b);
 }
@@ -484,6 +530,7 @@ static void on_recv(void *ud, qraft_conn *c, int64_t sid, const uint8_t *data,
       }
       break;
     case IN_SNAP_LEN:
+    case IN_SNAP_CHUNK:
     case IN_SNAP_CRC: {
       size_t want = in->stage == IN_SNAP_LEN ? 8 : 4;
       take = want - in->hdr_n;
@@ -501,6 +548,12 @@ static void on_recv(void *ud, qraft_conn *c, int64_t sid, const uint8_t *data,
         }
         break;
       }
+      if (in->stage == IN_SNAP_CHUNK) {
+        in->chunk_left = (uint32_t)get_be(in->hdr, 4);
+        in->hdr_n = 0;
+        in->stage = in->chunk_left > 0 ? IN_SNAP_DATA : IN_SNAP_CRC;
+        break;
+      }
       if ((uint32_t)get_be(in->hdr, 4) != in->snap_crc) {
         /* QUIC protects the bytes in flight: a mismatch is the sender's
          * fault (or memory going bad), never a partial snapshot to use. */
@@ -511,8 +564,13 @@ static void on_recv(void *ud, qraft_conn *c, int64_t sid, const uint8_t *data,
       break;
     }
     case IN_SNAP_DATA: {
-      uint64_t left = in->snap_len - in->snap_got;
+      uint64_t left = in->snap_chunked ? in->chunk_left
+                                       : in->snap_len - in->snap_got;
       take = left < len ? (size_t)left : len;
+      if (in->snap_mem != NULL && in->snap_chunked &&
+          !in_snap_mem_grow(n, in, take)) {
+        return;
+      }
       in->snap_crc = qraft_crc32c(in->snap_crc, data, take);
       if (in->snap_mem != NULL) {
         memcpy(in->snap_mem->data + in->snap_got, data, take);
@@ -524,7 +582,13 @@ static void on_recv(void *ud, qraft_conn *c, int64_t sid, const uint8_t *data,
       in->snap_got += take;
       data += take;
       len -= take;
-      if (in->snap_got == in->snap_len) {
+      if (in->snap_chunked) {
+        in->chunk_left -= (uint32_t)take;
+        if (in->chunk_left == 0) {
+          in->stage = IN_SNAP_CHUNK;
+          in->hdr_n = 0;
+        }
+      } else if (in->snap_got == in->snap_len) {
         in->stage = IN_SNAP_CRC;
         in->hdr_n = 0;
       }
@@ -614,8 +678,53 @@ static void snap_done(qraft_raft_net *n, rn_peer *p, int status) {
   }
 }
 
+/* A source of unknown length: the next chunk, framed by its u32 length, or
+ * at the end (the source gave 0 bytes) snap_eof. */
+static int snap_read_chunk_framed(qraft_raft_net *n, rn_peer *p) {
+  size_t chunk = n->cfg.snapshot_chunk_bytes;
+  qraft_buf *b = qraft_buf_new(4 + chunk);
+  if (b == NULL) {
+    return -ENOMEM;
+  }
+  b->len = 4;
+  while (b->len < 4 + chunk) {
+    size_t got = 0;
+    int rv = p->snap_src.read(p->snap_src.ctx, b->data + b->len,
+                              4 + chunk - b->len, &got);
+    if (rv != 0) {
+      qraft_buf_unref(b);
+      return rv;
+    }
+    if (got == 0) {
+      p->snap_eof = true;
+      break;
+    }
+    b->len += got;
+  }
+  if (b->len == 4) {
+    qraft_buf_unref(b);
+    return 0;
+  }
+  put_be(b->data, b->len - 4, 4);
+  p->snap_crc = qraft_crc32c(p->snap_crc, b->data + 4, b->len - 4);
+  p->snap_chunk = b;
+  p->snap_chunk_data = b->len - 4;
+  return 0;
+}
+
+/* Every byte of the data was queued. */
+static bool snap_data_done(const rn_peer *p) {
+  if (p->snap_src.bytes == QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN) {
+    return p->snap_eof && p->snap_chunk == NULL;
+  }
+  return p->snap_off == p->snap_src.bytes;
+}
+
 /* Reads the next chunk of the snapshot being sent into p->snap_chunk. */
 static int snap_read_chunk(qraft_raft_net *n, rn_peer *p) {
+  if (p->snap_src.bytes == QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN) {
+    return snap_read_chunk_framed(n, p);
+  }
   uint64_t left = p->snap_src.bytes - p->snap_off;
   size_t chunk = left < n->cfg.snapshot_chunk_bytes
                      ? (size_t)left
@@ -639,6 +748,7 @@ static int snap_read_chunk(qraft_raft_net *n, rn_peer *p) {
   }
   p->snap_crc = qraft_crc32c(p->snap_crc, b->data, b->len);
   p->snap_chunk = b;
+  p->snap_chunk_data = b->len;
   return 0;
 }
 
@@ -650,11 +760,14 @@ static void snap_pump(qraft_raft_net *n, rn_peer *p) {
   while (p->snap && p->conn != NULL && !p->snap_fin_queued &&
          qraft_conn_unacked_bytes(p->conn) < n->cfg.snapshot_inflight_bytes_max) {
     int rv = 0;
-    if (p->snap_off == p->snap_src.bytes) {
-      uint8_t crc[4];
-      put_be(crc, p->snap_crc, 4);
+    if (snap_data_done(p)) {
+      /* the chunks' end (unknown length) and the CRC-32C */
+      uint8_t tail[8] = {0};
+      bool framed = p->snap_src.bytes == QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN;
+      put_be(tail + (framed ? 4 : 0), p->snap_crc, 4);
       rv = qraft_conn_stream_send(p->conn, p->snap_sid,
-                                  qraft_slice_of(NULL, crc, 4), true);
+                                  qraft_slice_of(NULL, tail, framed ? 8 : 4),
+                                  true);
       if (rv == 0) {
         p->snap_fin_queued = true;
         return;
@@ -662,6 +775,9 @@ static void snap_pump(qraft_raft_net *n, rn_peer *p) {
     } else {
       if (p->snap_chunk == NULL) {
         rv = snap_read_chunk(n, p);
+        if (rv == 0 && p->snap_chunk == NULL) {
+          continue; /* the source ended */
+        }
       }
       if (rv == 0) {
         qraft_buf *b = p->snap_chunk;
@@ -669,7 +785,7 @@ static void snap_pump(qraft_raft_net *n, rn_peer *p) {
         rv = qraft_conn_stream_send(p->conn, p->snap_sid, s, false);
         qraft_slice_release(&s);
         if (rv == 0) {
-          p->snap_off += b->len;
+          p->snap_off += p->snap_chunk_data;
           qraft_buf_unref(b);
           p->snap_chunk = NULL;
           continue;
@@ -768,6 +884,7 @@ int qraft_raft_net_send_snapshot(qraft_raft_net *n, const qraft_message *m,
   p->snap_off = 0;
   p->snap_crc = 0;
   p->snap_chunk = NULL;
+  p->snap_eof = false;
   p->snap_sid = sid;
   p->snap_fin_queued = false;
   snap_pump(n, p);
@@ -1142,7 +1259,7 @@ void qraft_raft_net_memory_get(const qraft_raft_net *n,
   }
   for (const rn_in *in = n->ins; in != NULL; in = in->next) {
     if (in->snap_mem != NULL) {
-      out->snapshot_in_bytes += in->snap_mem->len;
+      out->snapshot_in_bytes += in->snap_mem->cap;
     }
   }
 }

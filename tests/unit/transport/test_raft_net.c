@@ -31,6 +31,9 @@ typedef struct rnode {
   uint64_t hb_before_snapshot;
   size_t snap_len;
   bool snap_ok;
+  bool snap_gen_ok; /* into memory, of snap_byte's pattern */
+  uint64_t snap_bytes_max; /* the handler's limit; 0: its default */
+  uint64_t begin_bytes;    /* the length snapshot_begin_cb was told */
   bool reachable[8];
   int snap_status; /* 1: none yet */
   /* streamed snapshots: what the sink took */
@@ -53,6 +56,11 @@ typedef struct rworld {
   rnode nodes[4];
   int n;
 } rworld;
+
+/* A snapshot's bytes: a pattern of their offset. */
+static uint8_t snap_byte(uint64_t off) {
+  return (uint8_t)(off * 7 + (off >> 12));
+}
 
 static void on_batch(void *ud, qraft_id from, qraft_wire_batch *b) {
   rnode *r = ud;
@@ -86,6 +94,12 @@ static void on_batch(void *ud, qraft_id from, qraft_wire_batch *b) {
       r->snapshots++;
       r->snap_len = m->snapshot->data.len;
       r->snap_ok = true;
+      r->snap_gen_ok = true;
+      for (size_t k = 0; k < m->snapshot->data.len; k++) {
+        if (m->snapshot->data.data[k] != snap_byte(k)) {
+          r->snap_gen_ok = false;
+        }
+      }
       for (size_t k = 0; k < m->snapshot->data.len; k++) {
         if (m->snapshot->data.data[k] != (uint8_t)(k * 7)) {
           r->snap_ok = false;
@@ -95,11 +109,6 @@ static void on_batch(void *ud, qraft_id from, qraft_wire_batch *b) {
     }
   }
   qraft_wire_batch_free(b);
-}
-
-/* A snapshot's bytes: a pattern of their offset. */
-static uint8_t snap_byte(uint64_t off) {
-  return (uint8_t)(off * 7 + (off >> 12));
 }
 
 static int sink_write(void *ctx, const void *data, size_t len) {
@@ -126,7 +135,7 @@ static int on_snap_begin(void *ud, qraft_id from, const qraft_message *m,
   assert_int_equal(m->from, from);
   assert_int_equal(m->type, QRAFT_MSG_SNAPSHOT);
   assert_int_equal(m->snapshot->data.len, 0);
-  (void)bytes;
+  r->begin_bytes = bytes;
   if (r->refuse != 0) {
     return r->refuse;
   }
@@ -155,6 +164,7 @@ static void on_snap_recv(void *ud, qraft_id from, qraft_wire_batch *b,
 typedef struct gen_src {
   uint64_t off, bytes, fail_at;
   int closes;
+  bool unknown; /* sent as of unknown length: 0 bytes read at the end */
 } gen_src;
 
 static int gen_read(void *ctx, void *buf, size_t cap, size_t *got) {
@@ -163,6 +173,9 @@ static int gen_read(void *ctx, void *buf, size_t cap, size_t *got) {
     return -EIO;
   }
   size_t n = g->bytes - g->off < cap ? (size_t)(g->bytes - g->off) : cap;
+  if (g->unknown && n > 0 && g->off % 3 == 0) {
+    n = n > 100 ? 100 : n; /* shorter still: a chunk is not a read */
+  }
   if (n > 5000) {
     n = 5000; /* short reads: the handler fills its chunks anyway */
   }
@@ -229,7 +242,8 @@ static void rworld_members(rworld *w, int members) {
     qraft_raft_net_config cfg = {
         .ep = r->ep, .cluster_id = CLUSTER, .self_id = r->id,
         .recv_cb = on_batch, .peer_cb = on_peer,
-        .snapshot_sent_cb = on_snap_sent, .ud = r};
+        .snapshot_sent_cb = on_snap_sent, .ud = r,
+        .snapshot_bytes_max = r->snap_bytes_max};
     if (r->streaming) {
       cfg.snapshot_begin_cb = on_snap_begin;
       cfg.snapshot_recv_cb = on_snap_recv;
@@ -590,7 +604,8 @@ static int send_gen(rworld *w, gen_src *g) {
   qraft_message m = {.type = QRAFT_MSG_SNAPSHOT, .from = 1, .to = 2,
                      .term = 2, .snapshot = &snap};
   qraft_raft_snapshot_source src = {
-      .bytes = g->bytes, .read = gen_read, .close = gen_close, .ctx = g};
+      .bytes = g->unknown ? QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN : g->bytes,
+      .read = gen_read, .close = gen_close, .ctx = g};
   w->nodes[0].snap_status = 1;
   return qraft_raft_net_send_snapshot(w->nodes[0].net, &m, &src, NULL);
 }
@@ -648,6 +663,73 @@ static void snapshot_streams_from_source_to_sink(void **st) {
   assert_int_equal(r->sinks_open, 0);
   assert_true(unacked_max <= (1u << 20) + 64 * 1024 + 4096);
   assert_true(r->hb_latency_max_ns < 20 * MS);
+  rworld_close(&w);
+}
+
+/* A source that does not know its length ahead (a state machine's view)
+ * streams in framed chunks: every size arrives whole into a sink, the
+ * receiver told the length is unknown; a source that fails midway resets
+ * the stream and nothing is delivered. */
+static void unknown_length_snapshot_streams_in_chunks(void **st) {
+  (void)st;
+  rworld w;
+  stream_world(&w, 12);
+  uint64_t sizes[] = {0, 1, 64 * 1024, 64 * 1024 + 1, (3u << 20) + 17};
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    gen_src g = {.bytes = sizes[i], .unknown = true};
+    int delivered = w.nodes[1].sink_delivered;
+    assert_int_equal(send_gen(&w, &g), 0);
+    assert_true(run_until(&w, streamed, NULL, 30));
+    rnode *r = &w.nodes[1];
+    assert_int_equal(w.nodes[0].snap_status, 0);
+    assert_int_equal(g.closes, 1);
+    assert_int_equal(r->begin_bytes, QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN);
+    assert_int_equal(r->sink_delivered, delivered + 1);
+    assert_int_equal(r->delivered_bytes, sizes[i]);
+    assert_true(r->sink_pattern_ok);
+    assert_int_equal(r->sink_aborts, 0);
+    r->sink_delivered = delivered + 1;
+  }
+  gen_src g = {.bytes = 8u << 20, .fail_at = 3u << 20, .unknown = true};
+  assert_int_equal(send_gen(&w, &g), 0);
+  assert_true(run_until(&w, sent_status, NULL, 30));
+  assert_int_equal(w.nodes[0].snap_status, -EIO);
+  qraft_env_run(w.nodes[0].env, qraft_env_now_ns(w.nodes[0].env) + SEC, NULL,
+                NULL);
+  assert_int_equal(w.nodes[1].sink_aborts, 1);
+  assert_int_equal(w.nodes[1].sinks_open, 0);
+  assert_int_equal(w.nodes[1].sink_delivered,
+                   (int)(sizeof sizes / sizeof *sizes));
+  rworld_close(&w);
+}
+
+/* Without a sink, a snapshot of unknown length is received into memory,
+ * grown as it comes, up to snapshot_bytes_max; past it the connection is
+ * closed with QRAFT_CLOSE_LIMIT (nothing delivered) and the next snapshot,
+ * within the limit, arrives whole on a new one. */
+static void unknown_length_snapshot_into_memory_is_bounded(void **st) {
+  (void)st;
+  rworld w;
+  rworld_init(&w, true, 2, 13);
+  w.nodes[1].snap_bytes_max = 2u << 20;
+  rworld_members(&w, 2);
+  settle(&w);
+  gen_src g = {.bytes = (2u << 20) + 1, .unknown = true};
+  assert_int_equal(send_gen(&w, &g), 0);
+  assert_true(run_until(&w, sent_status, NULL, 30));
+  assert_int_equal(w.nodes[0].snap_status, QRAFT_ECLOSED);
+  assert_int_equal(w.nodes[1].snapshots, 0);
+  settle(&w);
+  gen_src g2 = {.bytes = (1u << 20) + 3, .unknown = true};
+  assert_int_equal(send_gen(&w, &g2), 0);
+  assert_true(run_until(&w, snapshot_done, NULL, 30));
+  assert_int_equal(w.nodes[0].snap_status, 0);
+  assert_int_equal(w.nodes[1].snapshots, 1);
+  assert_int_equal(w.nodes[1].snap_len, g2.bytes);
+  assert_true(w.nodes[1].snap_gen_ok);
+  qraft_raft_net_memory m;
+  qraft_raft_net_memory_get(w.nodes[1].net, &m);
+  assert_int_equal(m.snapshot_in_bytes, 0);
   rworld_close(&w);
 }
 
@@ -892,6 +974,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(impersonation_is_closed),
       cmocka_unit_test(snapshot_streams_beside_heartbeats),
       cmocka_unit_test(snapshot_streams_from_source_to_sink),
+      cmocka_unit_test(unknown_length_snapshot_streams_in_chunks),
+      cmocka_unit_test(unknown_length_snapshot_into_memory_is_bounded),
       cmocka_unit_test(snapshot_cut_midway_is_never_delivered),
       cmocka_unit_test(snapshot_source_error_resets_the_stream),
       cmocka_unit_test(refused_snapshot_stops_only_its_stream),
