@@ -412,6 +412,13 @@ int qraft_core_bootstrap_entries(const qraft_conf_change *members, size_t n,
 /* The current configuration. */
 const qraft_conf_state *qraft_core_conf_state(const qraft_core *core);
 
+/* The configuration as of `index` (the configuration entries up to it that
+ * were handed out to apply), for a snapshot's metadata: 0 on success,
+ * QRAFT_ECOMPACTED (below the snapshot) or QRAFT_EUNAVAILABLE (beyond what
+ * was handed out to apply). */
+int qraft_core_conf_at(const qraft_core *core, uint64_t index,
+                       qraft_conf_state *out);
+
 /* Replication progress of a peer, as the leader sees it. */
 typedef struct qraft_progress_info {
   qraft_id id;

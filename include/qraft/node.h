@@ -101,8 +101,22 @@ typedef int (*qraft_sm_read_fn)(void *rctx, void *buf, size_t cap, size_t *n);
  *    from the leader (restore then replaces the state, as always). A
  *    snapshot taken here above D means the state machine lost state it had
  *    reported durable: the node restores it from the snapshot, logs an
- *    error and counts it (qraft_node_status.sm_rebuilds_lost). D beyond the
- *    log is refused (QRAFT_ECORRUPT): that state belongs to another log.
+ *    error and counts it (qraft_node_status.sm_rebuilds_lost), or, if that
+ *    snapshot is stateless (below), refuses to start (QRAFT_ECORRUPT: the
+ *    member's data must be removed and the member added again). D beyond
+ *    the log is refused (QRAFT_ECORRUPT): that state belongs to another
+ *    log.
+ *  - Stateless snapshots: a durable state machine that also has
+ *    snapshot_begin/step/end is never asked to write its state to compact
+ *    the log. A snapshot taken here is the node's header alone (members'
+ *    addresses, index, term, configuration), at an index below the applied
+ *    one by half of what triggers a snapshot (so a follower a little behind
+ *    still gets entries), landing once D reaches it. A peer that needs the
+ *    state gets it streamed from a view (snapshot_begin at the applied
+ *    index, steps of snapshot_chunk_bytes as the connection's window opens,
+ *    snapshot_end when the transfer ends whichever way), as a snapshot of
+ *    that index. So a view may stay open for as long as a transfer takes,
+ *    several at once (one per peer), while entries are applied.
  *  - restore must make the new state durable before it returns
  *    (durable_index() >= index afterwards).
  *
@@ -374,6 +388,11 @@ typedef struct qraft_node_status {
    * snapshots streamed out (started, acknowledged whole, failed) and in
    * (bytes written to the store, transfers abandoned midway). */
   uint64_t snapshots_taken, snapshots_installed;
+  /* Of snapshots_taken, the stateless ones (a durable state machine with
+   * snapshot_begin: the log compacted at its durable index without a copy
+   * of the state), and of snapshot_sends, those streamed from a view of the
+   * state machine because the store's snapshot was stateless. */
+  uint64_t snapshots_stateless, snapshot_sends_from_state;
   uint64_t snapshot_sends, snapshot_sends_done, snapshot_sends_failed;
   uint64_t snapshot_bytes_sent, snapshot_bytes_received;
   uint64_t snapshot_recvs_aborted;

@@ -2517,6 +2517,18 @@ const qraft_conf_state *qraft_core_conf_state(const qraft_core *c) {
   return &c->trk.conf;
 }
 
+int qraft_core_conf_at(const qraft_core *c, uint64_t index,
+                       qraft_conf_state *out) {
+  if (index < c->snap_index) {
+    return QRAFT_ECOMPACTED;
+  }
+  if (index > c->applying && index > c->snap_index) {
+    return QRAFT_EUNAVAILABLE;
+  }
+  *out = *core_conf_at(c, index);
+  return 0;
+}
+
 size_t qraft_core_progress(const qraft_core *c, qraft_progress_info *out,
                            size_t max) {
   for (uint32_t i = 0; i < c->trk.progress_n && i < max; i++) {

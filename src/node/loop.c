@@ -29,6 +29,8 @@ void qraft__node_publish_status(qraft_node *n) {
   s.sm_rebuilds_lost = n->m_sm_rebuilds_lost;
   s.snapshots_taken = n->m_snapshots_taken;
   s.snapshots_installed = n->m_snapshots_installed;
+  s.snapshots_stateless = n->m_snapshots_stateless;
+  s.snapshot_sends_from_state = n->m_snap_sends_from_view;
   s.snapshot_sends = n->m_snap_sends;
   s.snapshot_sends_done = n->m_snap_sends_done;
   s.snapshot_sends_failed = n->m_snap_sends_failed;

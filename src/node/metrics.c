@@ -195,6 +195,15 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
       "broke midway (nothing of them is installed).\n"
       "# TYPE qraft_snapshot_receives_aborted_total counter\n"
       "qraft_snapshot_receives_aborted_total %" PRIu64 "\n"
+      "# HELP qraft_snapshots_stateless_total Snapshots taken here without "
+      "a copy of the state (a durable state machine holds it): the log "
+      "compacted at its durable index.\n"
+      "# TYPE qraft_snapshots_stateless_total counter\n"
+      "qraft_snapshots_stateless_total %" PRIu64 "\n"
+      "# HELP qraft_snapshot_sends_from_state_total Snapshots sent streamed "
+      "from a view of the state machine (the store's was stateless).\n"
+      "# TYPE qraft_snapshot_sends_from_state_total counter\n"
+      "qraft_snapshot_sends_from_state_total %" PRIu64 "\n"
       "# HELP qraft_snapshot_steps_total Steps of snapshots taken in steps "
       "(the loop goes on between two).\n"
       "# TYPE qraft_snapshot_steps_total counter\n"
@@ -212,6 +221,7 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
       s.snapshot_recvs_active, s.snapshot_bytes_sent,
       s.snapshot_bytes_received, s.snapshot_sends_done,
       s.snapshot_sends_failed, s.snapshot_recvs_aborted,
+      s.snapshots_stateless, s.snapshot_sends_from_state,
       (uint64_t)n->m_snap_steps, (uint64_t)n->m_restore_steps,
       (uint64_t)n->m_restore_waited);
   off += node_transport_metrics(n, off < size ? buf + off : NULL,

@@ -117,9 +117,13 @@ typedef struct node_write {
 
 #define NODE_ADDRS_MAX (2 * QRAFT_CONF_NODES_MAX)
 /* The node's header of a snapshot: taken here, or received from a leader
- * (a receiver rewrites the magic, so that a restart tells the two apart). */
-#define NODE_SNAP_MAGIC 0x51524e53u          /* "QRNS" */
-#define NODE_SNAP_MAGIC_RECEIVED 0x51524e52u /* "QRNR" */
+ * (a receiver rewrites the magic, so that a restart tells the two apart),
+ * or a stateless one: the header alone, where a durable state machine with
+ * views holds the state (the log compacted at its durable index; a peer
+ * that needs the state gets it streamed from a view). */
+#define NODE_SNAP_MAGIC 0x51524e53u           /* "QRNS" */
+#define NODE_SNAP_MAGIC_RECEIVED 0x51524e52u  /* "QRNR" */
+#define NODE_SNAP_MAGIC_STATELESS 0x51524e4cu /* "QRNL" */
 
 typedef struct node_member {
   qraft_id id;
@@ -193,6 +197,7 @@ struct qraft_node {
    * durable index reaches it. */
   qraft_snapshot_writer *snap_pending;
   uint64_t snap_pending_index;
+  bool snap_pending_stateless;
   /* A snapshot being taken in steps (qraft_sm_ops.snapshot_begin): the
    * state machine's view, the store writer, and its metadata. */
   void *snap_view;
@@ -238,6 +243,8 @@ struct qraft_node {
   _Atomic uint64_t m_proposals, m_proposals_failed, m_reads,
       m_applied_entries;
   _Atomic uint64_t m_elections, m_snapshots_taken, m_snapshots_installed;
+  /* of m_snapshots_taken, stateless; snapshots sent from a view */
+  _Atomic uint64_t m_snapshots_stateless, m_snap_sends_from_view;
   _Atomic uint64_t m_writes, m_write_entries;
   _Atomic uint64_t m_messages_out, m_messages_in;
   _Atomic uint64_t m_leader_changes;

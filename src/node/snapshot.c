@@ -2,7 +2,20 @@
  * snapshot.c: snapshots: the node's header before the state machine's
  * bytes, restoring from the store, taking one (installed once the state
  * machine's durable index reaches it), and streaming them out of the store
- * to peers and from peers into the store.
+ * (or, for a stateless one, out of a view of the state machine) to peers
+ * and from peers into the store.
+ *
+ * Stateless snapshots. A durable state machine with views (durable_index
+ * and snapshot_begin/step/end) already holds its state on its own disk, so
+ * compacting the log needs no copy of it: the node stores the header alone
+ * at the applied index, which lands (and drops the log) once the state
+ * machine is durable there, exactly as a snapshot with the state would.
+ * The state's bytes are produced only when a peer needs them: the node
+ * opens a view at its applied index A and streams it, as a snapshot of A
+ * (term and configuration at A), which is at or beyond the stateless one
+ * the core asked for (the core takes any acknowledgement at or beyond its
+ * pending snapshot). A restart behind a stateless snapshot cannot rebuild
+ * the state machine from it: that is refused, with what to do.
  */
 #include "node_internal.h"
 
@@ -22,20 +35,26 @@ static int snap_out_write(void *ctx, const void *data, size_t len) {
   return qraft_snapshot_writer_write(o->w, data, len, o->err);
 }
 
-static int node_snapshot_header(qraft_node *n, snap_out *o) {
+static int node_snapshot_header(qraft_node *n, uint32_t magic_host,
+                                qraft_sm_write_fn write, void *wctx) {
   uint8_t hdr[8];
-  uint32_t magic = htonl(NODE_SNAP_MAGIC), cnt = htonl(n->members_n);
+  uint32_t magic = htonl(magic_host), cnt = htonl(n->members_n);
   memcpy(hdr, &magic, 4);
   memcpy(hdr + 4, &cnt, 4);
-  int rv = snap_out_write(o, hdr, 8);
+  int rv = write(wctx, hdr, 8);
   for (uint32_t i = 0; i < n->members_n && rv == 0; i++) {
     uint8_t buf[2 + QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19];
     size_t l = qraft__node_addr_encode(&n->members[i].addr, buf + 2);
     buf[0] = (uint8_t)(l >> 8);
     buf[1] = (uint8_t)l;
-    rv = snap_out_write(o, buf, l + 2);
+    rv = write(wctx, buf, l + 2);
   }
   return rv;
+}
+
+/* The log is compacted with stateless snapshots (the file's comment). */
+static bool node_stateless(const qraft_node *n) {
+  return n->cfg.sm->durable_index != NULL && n->cfg.sm->snapshot_begin != NULL;
 }
 
 typedef struct snap_in {
@@ -66,11 +85,11 @@ static int snap_read_exact(snap_in *in, void *buf, size_t len) {
 }
 
 /* Opens the store's current snapshot and reads the node's header: the
- * address book, learnt. *received tells whether the snapshot came from a
- * leader (its header says so) or was taken here. On success the caller
- * owns *out, positioned at the state machine's bytes. */
+ * address book, learnt. *magic tells whether the snapshot came from a
+ * leader (its header says so), was taken here, or is stateless. On success
+ * the caller owns *out, positioned at the state machine's bytes. */
 static int node_snap_open(qraft_node *n, qraft_snapshot_reader **out,
-                          bool *received, qraft_err *err) {
+                          uint32_t *magic_out, qraft_err *err) {
   qraft_snapshot_reader *r = NULL;
   int rv = qraft_storage_snapshot_reader_open(n->st, &r, err);
   if (rv != 0) {
@@ -85,14 +104,15 @@ static int node_snap_open(qraft_node *n, qraft_snapshot_reader **out,
     memcpy(&cnt, hdr + 4, 4);
     magic = ntohl(magic);
     cnt = ntohl(cnt);
-    if ((magic != NODE_SNAP_MAGIC && magic != NODE_SNAP_MAGIC_RECEIVED) ||
+    if ((magic != NODE_SNAP_MAGIC && magic != NODE_SNAP_MAGIC_RECEIVED &&
+         magic != NODE_SNAP_MAGIC_STATELESS) ||
         cnt > NODE_ADDRS_MAX) {
       rv = QRAFT_ERR(err, QRAFT_ECORRUPT, "snapshot %" PRIu64 ": node header",
                      r->meta.index);
     }
   }
-  if (received != NULL) {
-    *received = magic == NODE_SNAP_MAGIC_RECEIVED;
+  if (magic_out != NULL) {
+    *magic_out = magic;
   }
   for (uint32_t i = 0; i < cnt && rv == 0; i++) {
     uint8_t lb[2];
@@ -123,11 +143,26 @@ static int node_snap_open(qraft_node *n, qraft_snapshot_reader **out,
 int qraft__node_restore_from_store(qraft_node *n, bool restore, bool *received,
                                    qraft_err *err) {
   qraft_snapshot_reader *r = NULL;
-  int rv = node_snap_open(n, &r, received, err);
+  uint32_t magic = 0;
+  int rv = node_snap_open(n, &r, &magic, err);
   if (rv != 0) {
     return rv;
   }
+  if (received != NULL) {
+    *received = magic == NODE_SNAP_MAGIC_RECEIVED;
+  }
   snap_in in = {.r = r, .err = err};
+  if (restore && magic == NODE_SNAP_MAGIC_STATELESS) {
+    /* The log was compacted there without a copy of the state because
+     * the state machine reported its state durable there: it lost state
+     * it reported durable (or is not a durable one any more). */
+    rv = QRAFT_ERR(err, QRAFT_ECORRUPT,
+                   "state machine behind stateless snapshot %" PRIu64
+                   " (state lost): remove its data and add it to the "
+                   "cluster again",
+                   r->meta.index);
+    restore = false;
+  }
   if (restore) {
     rv = n->cfg.sm->restore(n->cfg.sm_ud, r->meta.index, snap_in_read, &in);
     if (rv == 0) {
@@ -141,6 +176,23 @@ int qraft__node_restore_from_store(qraft_node *n, bool restore, bool *received,
   }
   qraft_snapshot_reader_close(r);
   return rv;
+}
+
+/* The magic of the store's current snapshot's header (0 if unreadable). */
+static uint32_t node_snap_magic(qraft_node *n) {
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  qraft_snapshot_reader *r = NULL;
+  if (qraft_storage_snapshot_reader_open(n->st, &r, &err) != 0) {
+    return 0;
+  }
+  snap_in in = {.r = r, .err = &err};
+  uint32_t magic = 0;
+  if (snap_read_exact(&in, &magic, 4) != 0) {
+    magic = 0;
+  }
+  qraft_snapshot_reader_close(r);
+  return ntohl(magic);
 }
 
 /* --- restoring a received snapshot in steps (qraft_sm_ops.restore_begin):
@@ -329,9 +381,155 @@ static void send_src_close(void *ctx) {
   free(s);
 }
 
+/* --- sending a stateless snapshot: the state machine's view of its applied
+ * index, read a step at a time into a small buffer as the transport asks
+ * for chunks; the transport frames it (its length is not known ahead) --- */
+
+typedef struct view_src {
+  qraft_node *n;
+  void *view;
+  uint8_t *buf;
+  size_t cap, len, off;
+  bool done; /* the last step was taken */
+  uint64_t index;
+} view_src;
+
+static int view_src_put(void *ctx, const void *data, size_t len) {
+  view_src *s = ctx;
+  if (s->len + len > s->cap) {
+    size_t cap = s->cap > 0 ? s->cap : 64 * 1024;
+    while (cap < s->len + len) {
+      cap *= 2;
+    }
+    uint8_t *b = realloc(s->buf, cap);
+    if (b == NULL) {
+      return -ENOMEM;
+    }
+    s->buf = b;
+    s->cap = cap;
+  }
+  memcpy(s->buf + s->len, data, len);
+  s->len += len;
+  return 0;
+}
+
+static int view_src_read(void *ctx, void *buf, size_t cap, size_t *got) {
+  view_src *s = ctx;
+  qraft_node *n = s->n;
+  while (s->off == s->len && !s->done) {
+    s->off = 0;
+    s->len = 0;
+    int rv = n->cfg.sm->snapshot_step(n->cfg.sm_ud, s->view,
+                                      n->cfg.snapshot_chunk_bytes,
+                                      view_src_put, s);
+    if (rv < 0) {
+      QRAFT_LOG(n->lg, QRAFT_LOG_ERROR, "reading the state to send",
+                QRAFT_LOG_U64("index", s->index),
+                QRAFT_LOG_STR("error", qraft_strerror(rv)));
+      return rv;
+    }
+    s->done = rv == 0;
+  }
+  size_t k = s->len - s->off < cap ? s->len - s->off : cap;
+  memcpy(buf, s->buf + s->off, k);
+  s->off += k;
+  *got = k;
+  n->m_snap_sent_bytes += k;
+  return 0;
+}
+
+static void view_src_close(void *ctx) {
+  view_src *s = ctx;
+  if (!s->n->freeing) {
+    s->n->snap_sends--;
+  }
+  s->n->cfg.sm->snapshot_end(s->n->cfg.sm_ud, s->view);
+  free(s->buf);
+  free(s);
+}
+
+/* The store's snapshot is stateless: MsgSnapshot `m` goes out as a
+ * snapshot of the applied index, streamed from a view of the state. */
+static void node_send_from_view(qraft_node *n, const qraft_message *m) {
+  uint64_t term = 0, idx = 0;
+  qraft_conf_state conf;
+  view_src *src = NULL;
+  int rv = n->restore_ctx != NULL ? QRAFT_ESTATE : 0;
+  if (rv == 0) {
+    rv = qraft_core_term(n->core, n->applied, &term);
+  }
+  if (rv == 0) {
+    rv = qraft_core_conf_at(n->core, n->applied, &conf);
+  }
+  if (rv == 0) {
+    src = calloc(1, sizeof *src);
+    rv = src == NULL ? -ENOMEM : 0;
+  }
+  if (rv == 0) {
+    src->n = n;
+    src->index = n->applied;
+    rv = node_snapshot_header(n, NODE_SNAP_MAGIC, view_src_put, src);
+  }
+  if (rv == 0) {
+    rv = n->cfg.sm->snapshot_begin(n->cfg.sm_ud, &idx, &src->view);
+    if (rv == 0 && idx > n->applied) {
+      /* Configuration and empty entries do not reach the state machine,
+       * so its index may be behind the applied index with the same state;
+       * ahead of it is a state machine bug. */
+      n->cfg.sm->snapshot_end(n->cfg.sm_ud, src->view);
+      rv = QRAFT_ESTATE;
+    }
+    if (rv != 0) {
+      src->view = NULL;
+    }
+  }
+  if (rv != 0) {
+    QRAFT_LOG(n->lg, QRAFT_LOG_WARN, "cannot send the state",
+              QRAFT_LOG_U64("to", m->to), QRAFT_LOG_U64("index", n->applied),
+              QRAFT_LOG_STR("error", qraft_strerror(rv)));
+    if (src != NULL) {
+      free(src->buf);
+      free(src);
+    }
+    n->m_snap_sends_failed++;
+    qraft__node_snap_report(n, m->to, false);
+    return;
+  }
+  qraft_message sm = *m;
+  qraft_snapshot snap = {
+      .metadata = {.index = n->applied, .term = term, .conf_state = conf}};
+  sm.snapshot = &snap;
+  qraft_raft_snapshot_source s = {.bytes = QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN,
+                                  .read = view_src_read,
+                                  .close = view_src_close,
+                                  .ctx = src};
+  uint64_t index = n->applied;
+  n->snap_sends++;
+  /* the transport may be done with the source before this returns */
+  rv = qraft_raft_net_send_snapshot(n->net, &sm, &s, NULL);
+  if (rv == 0) {
+    n->m_snap_sends++;
+    n->m_snap_sends_from_view++;
+    QRAFT_LOG(n->lg, QRAFT_LOG_INFO, "sending the state as a snapshot",
+              QRAFT_LOG_U64("to", m->to), QRAFT_LOG_U64("index", index),
+              QRAFT_LOG_U64("asked", m->snapshot->metadata.index));
+  } else {
+    view_src_close(src);
+    if (rv != QRAFT_EBUSY) {
+      n->m_snap_sends_failed++;
+    }
+    qraft__node_snap_report(n, m->to, false);
+  }
+}
+
 /* Sends the store's current snapshot for MsgSnapshot `m` (its metadata is
- * the store's, which may be newer than the core's). */
+ * the store's, which may be newer than the core's), or the state from a
+ * view when the store's is stateless. */
 void qraft__node_send_snapshot(qraft_node *n, const qraft_message *m) {
+  if (node_stateless(n) && node_snap_magic(n) == NODE_SNAP_MAGIC_STATELESS) {
+    node_send_from_view(n, m);
+    return;
+  }
   qraft_err err;
   qraft_err_init(&err, 0);
   qraft_snapshot_reader *r = NULL;
@@ -532,6 +730,7 @@ typedef struct compact_write {
   qraft_storage_write w;
   qraft_node *node;
   uint64_t index;
+  bool stateless;
 } compact_write;
 
 static void node_compact_cb(qraft_storage_write *sw, int status) {
@@ -545,6 +744,7 @@ static void node_compact_cb(qraft_storage_write *sw, int status) {
   if (status == 0) {
     n->snap_index = cw->index;
     n->m_snapshots_taken++;
+    n->m_snapshots_stateless += cw->stateless;
     (void)qraft_core_compact(n->core, cw->index);
   } else {
     QRAFT_LOG(n->lg, QRAFT_LOG_ERROR, "snapshot write failed; node stops",
@@ -558,7 +758,7 @@ static void node_compact_cb(qraft_storage_write *sw, int status) {
 /* Installs a snapshot taken here in the store; the core compacts once it
  * is durable. */
 static void node_submit_snapshot(qraft_node *n, qraft_snapshot_writer *w,
-                                 uint64_t index) {
+                                 uint64_t index, bool stateless) {
   compact_write *cw = calloc(1, sizeof *cw);
   if (cw == NULL) {
     qraft_snapshot_writer_abort(w); /* the next one comes later */
@@ -566,6 +766,7 @@ static void node_submit_snapshot(qraft_node *n, qraft_snapshot_writer *w,
   }
   cw->node = n;
   cw->index = index;
+  cw->stateless = stateless;
   cw->w.snapshot = w;
   cw->w.cb = node_compact_cb;
   cw->w.data = cw;
@@ -601,21 +802,22 @@ void qraft__node_submit_pending_snapshot(qraft_node *n) {
 #endif
   qraft_snapshot_writer *w = n->snap_pending;
   n->snap_pending = NULL;
-  node_submit_snapshot(n, w, n->snap_pending_index);
+  node_submit_snapshot(n, w, n->snap_pending_index, n->snap_pending_stateless);
 }
 
 /* A snapshot taken here is written: it lands in the store now, or once
  * the state machine's durable index reaches it. */
 static void node_snapshot_written(qraft_node *n, qraft_snapshot_writer *w,
-                                  uint64_t index) {
+                                  uint64_t index, bool stateless) {
   n->snap_index = index; /* no other before this one lands */
   if (n->cfg.sm->durable_index != NULL) {
     n->snap_pending = w;
     n->snap_pending_index = index;
+    n->snap_pending_stateless = stateless;
     qraft__node_submit_pending_snapshot(n);
     return;
   }
-  node_submit_snapshot(n, w, index);
+  node_submit_snapshot(n, w, index, stateless);
 }
 
 /* Drops a snapshot being taken in steps (a received one is installed, the
@@ -668,8 +870,32 @@ void qraft__node_snapshot_step_cb(void *ud) {
   n->snap_steps_w = NULL;
   n->cfg.sm->snapshot_end(n->cfg.sm_ud, n->snap_view);
   n->snap_view = NULL;
-  node_snapshot_written(n, w, n->snap_steps_meta.index);
+  node_snapshot_written(n, w, n->snap_steps_meta.index, false);
   qraft__node_drain(n);
+}
+
+/* Where a stateless snapshot compacts the log: below the applied index by
+ * half of what triggers a snapshot (snapshot_entries / 2 entries, at most
+ * snapshot_log_bytes / 2 bytes), so that a follower a little behind (one
+ * that acknowledged less than the quorum did) still gets entries rather
+ * than the whole state. A snapshot with the state has no such choice: the
+ * state is the applied index's. */
+static uint64_t node_stateless_index(qraft_node *n) {
+  uint64_t keep_n = n->cfg.snapshot_entries / 2;
+  uint64_t keep_bytes = n->cfg.snapshot_log_bytes / 2, bytes = 0;
+  uint64_t idx = n->applied;
+  for (uint64_t k = 0; k < keep_n && idx > n->snap_index + 1; k++) {
+    const qraft_entry *e = qraft_core_entry(n->core, idx);
+    if (e == NULL) {
+      break;
+    }
+    bytes += e->data.len + e->context.len + sizeof *e;
+    if (bytes > keep_bytes) {
+      break;
+    }
+    idx--;
+  }
+  return idx;
 }
 
 void qraft__node_maybe_snapshot(qraft_node *n) {
@@ -690,11 +916,13 @@ void qraft__node_maybe_snapshot(qraft_node *n) {
     return;
   }
   uint64_t term;
-  if (qraft_core_term(n->core, n->applied, &term) != 0) {
+  qraft_snapshot_meta meta = {
+      .index = node_stateless(n) ? node_stateless_index(n) : n->applied};
+  if (qraft_core_term(n->core, meta.index, &term) != 0 ||
+      qraft_core_conf_at(n->core, meta.index, &meta.conf_state) != 0) {
     return;
   }
-  qraft_snapshot_meta meta = {.index = n->applied, .term = term,
-                              .conf_state = n->conf};
+  meta.term = term;
   qraft_err err;
   qraft_err_init(&err, 0);
   qraft_snapshot_writer *w = NULL;
@@ -705,7 +933,18 @@ void qraft__node_maybe_snapshot(qraft_node *n) {
   snap_out o = {.w = w, .err = &err};
   uint64_t idx = 0;
   QRAFT_ASSERT(!n->installing);
-  rv = node_snapshot_header(n, &o);
+  if (node_stateless(n)) {
+    /* The state machine holds the state durably: the header alone, landing
+     * once its durable index reaches meta.index. */
+    rv = node_snapshot_header(n, NODE_SNAP_MAGIC_STATELESS, snap_out_write, &o);
+    if (rv != 0) {
+      qraft_snapshot_writer_abort(w);
+      return;
+    }
+    node_snapshot_written(n, w, meta.index, true);
+    return;
+  }
+  rv = node_snapshot_header(n, NODE_SNAP_MAGIC, snap_out_write, &o);
   if (rv == 0 && n->cfg.sm->snapshot_begin != NULL) {
     /* In steps: the view is the state as of n->applied; the steps run
      * from the snapshot timer, the loop going on between them. */
@@ -734,5 +973,5 @@ void qraft__node_maybe_snapshot(qraft_node *n) {
     qraft_snapshot_writer_abort(w);
     return;
   }
-  node_snapshot_written(n, w, meta.index);
+  node_snapshot_written(n, w, meta.index, false);
 }

@@ -26,6 +26,9 @@ typedef struct sm {
   bool restoring;
   int steps_done;
   uint64_t applied_while_restoring, out_of_order;
+  /* durable with views (ops_durable_views) */
+  struct disk *disk;
+  int views_open;
 } sm;
 
 static void sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
@@ -112,6 +115,140 @@ static const qraft_sm_ops ops_steps = {.apply = sm_apply,
                                        .restore_step = sm_restore_step,
                                        .restore_end = sm_restore_end};
 
+/* A durable state machine with views (qraft/node.h): its "disk" is a copy
+ * of the state made whenever the node asks for the durable index (so the
+ * log is compacted statelessly as soon as a snapshot is due); a view is a
+ * copy of the state, written in steps of DSTEP bytes: the state, then
+ * DPAD bytes of filler drawn from it, so a snapshot spans many chunks. */
+#define DPAD (300 * 1024)
+#define DSTEP (16 * 1024)
+
+typedef struct disk {
+  uint64_t applied_n, digest, index;
+} disk;
+
+typedef struct dview {
+  uint64_t v[3]; /* applied_n, digest, index */
+  size_t off;    /* bytes written */
+} dview;
+
+static uint8_t dpad_byte(const uint64_t v[3], size_t off) {
+  return (uint8_t)((v[1] >> ((off % 8) * 8)) ^ off ^ (off >> 8));
+}
+
+static uint64_t dsm_views_durable(void *ud);
+
+static int sm_view_begin(void *ud, uint64_t *index, void **view) {
+  sm *s = ud;
+  dview *d = calloc(1, sizeof *d);
+  if (d == NULL) {
+    return -ENOMEM;
+  }
+  d->v[0] = s->applied_n;
+  d->v[1] = s->digest;
+  d->v[2] = s->index;
+  *index = s->index;
+  *view = d;
+  s->views_open++;
+  return 0;
+}
+
+static int sm_view_step(void *ud, void *view, size_t budget,
+                        qraft_sm_write_fn write, void *wctx) {
+  (void)ud;
+  (void)budget;
+  dview *d = view;
+  int rv = 0;
+  if (d->off == 0) {
+    rv = write(wctx, d->v, 16); /* applied_n, digest */
+    d->off = 16;
+  }
+  uint8_t b[DSTEP];
+  size_t n = 0;
+  while (n < DSTEP && d->off - 16 + n < DPAD) {
+    b[n] = dpad_byte(d->v, d->off - 16 + n);
+    n++;
+  }
+  if (rv == 0 && n > 0) {
+    rv = write(wctx, b, n);
+    d->off += n;
+  }
+  if (rv != 0) {
+    return rv;
+  }
+  return d->off - 16 < DPAD ? 1 : 0;
+}
+
+static void sm_view_end(void *ud, void *view) {
+  ((sm *)ud)->views_open--;
+  free(view);
+}
+
+static int sm_view_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,
+                            void *wctx) {
+  void *v = NULL;
+  int rv = sm_view_begin(ud, index, &v);
+  while (rv == 0 && (rv = sm_view_step(ud, v, SIZE_MAX, write, wctx)) == 1) {
+  }
+  sm_view_end(ud, v);
+  return rv;
+}
+
+/* Reads what sm_view_step writes, checking every byte of the filler. */
+static int sm_view_restore(void *ud, uint64_t index, qraft_sm_read_fn read,
+                           void *rctx) {
+  sm *s = ud;
+  uint64_t v[3] = {0};
+  uint8_t *p = (uint8_t *)v;
+  size_t off = 0;
+  int rv = 0;
+  while (rv == 0 && off < 16 + DPAD) {
+    uint8_t b[4096];
+    size_t want = 16 + DPAD - off < sizeof b ? 16 + DPAD - off : sizeof b;
+    size_t got = 0;
+    rv = read(rctx, b, want, &got);
+    if (rv == 0 && got == 0) {
+      rv = QRAFT_ETRUNCATED;
+    }
+    for (size_t k = 0; rv == 0 && k < got; k++, off++) {
+      if (off < 16) {
+        p[off] = b[k];
+      } else if (b[k] != dpad_byte(v, off - 16)) {
+        rv = QRAFT_ECORRUPT;
+      }
+    }
+  }
+  size_t extra = 0;
+  uint8_t t;
+  if (rv == 0 && (rv = read(rctx, &t, 1, &extra)) == 0 && extra != 0) {
+    rv = QRAFT_ECORRUPT;
+  }
+  if (rv != 0) {
+    return rv;
+  }
+  s->applied_n = v[0];
+  s->digest = v[1];
+  s->index = index;
+  s->restores++;
+  (void)dsm_views_durable(s); /* durable before it returns */
+  return 0;
+}
+
+static uint64_t dsm_views_durable(void *ud) {
+  sm *s = ud;
+  *s->disk = (disk){s->applied_n, s->digest, s->index};
+  return s->index;
+}
+
+static const qraft_sm_ops ops_durable_views = {
+    .apply = sm_apply,
+    .snapshot = sm_view_snapshot,
+    .restore = sm_view_restore,
+    .durable_index = dsm_views_durable,
+    .snapshot_begin = sm_view_begin,
+    .snapshot_step = sm_view_step,
+    .snapshot_end = sm_view_end};
+
 typedef struct world {
   qraft_simnet *net;
   qraft_env *env[N];
@@ -121,6 +258,8 @@ typedef struct world {
   qraft_storage *store[N]; /* kept across restarts */
   sm state[N];
   bool steps[N]; /* node i restores received snapshots in steps */
+  bool durable[N]; /* node i's state machine is durable, with views */
+  disk disks[N];
   /* a read on node 3: done, and what its state machine held then */
   bool read_done;
   uint64_t read_restores, read_applied;
@@ -143,14 +282,21 @@ static void on_done(void *ud, int status, qraft_id leader) {
   on_propose(ud, status, (qraft_slice){0}, leader);
 }
 
-static void node_open(world *w, int i) {
+static int node_try_open(world *w, int i, qraft_err *err) {
   if (w->store[i] == NULL) {
     assert_int_equal(qraft_storage_mem_new(&w->store[i]), 0);
   }
-  /* a restart rebuilds the state machine from the snapshot and the log */
+  /* a restart rebuilds the state machine from the snapshot and the log,
+   * or a durable one opens its disk */
   memset(&w->state[i], 0, sizeof w->state[i]);
   w->state[i].env = w->env[i];
   w->state[i].restore_steps = 30;
+  w->state[i].disk = &w->disks[i];
+  if (w->durable[i]) {
+    w->state[i].applied_n = w->disks[i].applied_n;
+    w->state[i].digest = w->disks[i].digest;
+    w->state[i].index = w->disks[i].index;
+  }
   qraft_node_config cfg;
   qraft_node_config_default(&cfg);
   cfg.storage = w->store[i];
@@ -161,13 +307,19 @@ static void node_open(world *w, int i) {
   struct sockaddr_in *b = (struct sockaddr_in *)&cfg.bind[0];
   b->sin_family = AF_INET;
   b->sin_port = htons(7000);
-  cfg.sm = w->steps[i] ? &ops_steps : &ops;
+  cfg.sm = w->durable[i] ? &ops_durable_views
+           : w->steps[i] ? &ops_steps
+                         : &ops;
   cfg.sm_ud = &w->state[i];
   cfg.env = w->env[i];
   cfg.snapshot_entries = 40;
+  return qraft_node_new(&cfg, &w->node[i], err);
+}
+
+static void node_open(world *w, int i) {
   qraft_err err;
   qraft_err_init(&err, 0);
-  int rv = qraft_node_new(&cfg, &w->node[i], &err);
+  int rv = node_try_open(w, i, &err);
   if (rv != 0) {
     qraft_err_print(&err, stderr);
   }
@@ -488,6 +640,127 @@ static void a_snapshot_restored_in_steps_holds_back_applies_and_reads(
   world_free(w);
 }
 
+/* A durable state machine with views: the log is compacted without a copy
+ * of the state (the store's snapshot is the node's header alone), and a
+ * learner that needs the state gets it streamed from a view of the
+ * leader's state machine, as a snapshot of the leader's applied index
+ * (past the stateless one the core asked for); its digest then matches.
+ * Restarts resume from the durable state without a restore; a state
+ * machine that lost its state behind a stateless snapshot is refused with
+ * what to do. */
+static void a_durable_state_machine_compacts_without_its_state(void **st) {
+  (void)st;
+  world *w = calloc(1, sizeof *w);
+  assert_non_null(w);
+  assert_int_equal(qraft_simnet_new(11, &w->net), 0);
+  qraft_simnet_faults faults = {.delay_min_ns = 100000,
+                                .delay_max_ns = 1000000};
+  qraft_simnet_set_faults(w->net, &faults);
+  world_hosts(w, 3);
+  for (int i = 0; i < N; i++) {
+    w->durable[i] = true;
+  }
+  for (int i = 0; i < 3; i++) {
+    node_open(w, i);
+    assert_int_equal(qraft_node_bootstrap(w->node[i], w->addr, 3, NULL), 0);
+    assert_int_equal(qraft_node_start(w->node[i]), 0);
+  }
+  assert_true(run_until(w, 3, 0, 10000));
+  int l = leader_of(w);
+  for (int k = 0; k < 100; k++) {
+    char buf[16];
+    int len = snprintf(buf, sizeof buf, "p%d", k);
+    assert_int_equal(qraft_node_propose(w->node[l], buf, (size_t)len,
+                                        on_propose, w),
+                     0);
+  }
+  assert_true(run_until(w, 1, 100, 20000));
+  assert_true(run_until(w, 2, 100, 20000));
+  (void)run_until(w, 1, 1 << 30, 200); /* the compaction's write lands */
+  qraft_node_status sl;
+  qraft_node_status_get(w->node[l], &sl);
+  assert_true(sl.snapshots_stateless >= 1);
+  assert_int_equal(sl.snapshots_stateless, sl.snapshots_taken);
+  assert_true(sl.snapshot_index >= 40);
+  /* below the applied index by half of snapshot_entries: a follower a
+   * little behind still gets entries */
+  assert_true(sl.snapshot_index + 20 <= sl.applied);
+  /* the store's snapshot: the node's header, not the state's 300 KiB */
+  qraft_snapshot_reader *r = NULL;
+  assert_int_equal(qraft_storage_snapshot_reader_open(w->store[l], &r, NULL),
+                   0);
+  assert_int_equal(r->meta.index, sl.snapshot_index);
+  assert_true(r->bytes < 1024);
+  qraft_snapshot_reader_close(r);
+  uint64_t stateless_at = sl.snapshot_index;
+
+  /* a learner joins: the state comes from a view, at the applied index */
+  node_open(w, 3);
+  assert_int_equal(qraft_node_start(w->node[3]), 0);
+  int calls = w->calls;
+  assert_int_equal(qraft_node_add_learner(w->node[l], &w->addr[3], on_done, w),
+                   0);
+  assert_true(run_until(w, 1, calls + 1, 20000));
+  assert_true(run_until(w, 2, 100, 30000));
+  assert_int_equal(w->failed, 0);
+  assert_int_equal(w->state[3].restores, 1);
+  assert_int_equal(w->state[3].digest, w->state[l].digest);
+  qraft_node_status_get(w->node[l], &sl);
+  qraft_node_status s3;
+  qraft_node_status_get(w->node[3], &s3);
+  fprintf(stderr, "stateless snapshot at %llu; sent the state at %llu "
+          "(%llu bytes)\n", (unsigned long long)stateless_at,
+          (unsigned long long)s3.snapshot_index,
+          (unsigned long long)sl.snapshot_bytes_sent);
+  assert_int_equal(sl.snapshot_sends_from_state, 1);
+  assert_true(sl.snapshot_bytes_sent > DPAD);
+  assert_true(s3.snapshot_index >= stateless_at);
+  assert_int_equal(s3.snapshots_installed, 1);
+  /* more writes, in rounds of 10: the learner follows with entries (the
+   * leader compacts again, keeping the entries it may need) */
+  for (int k = 0; k < 60; k++) {
+    assert_int_equal(qraft_node_propose(w->node[l], "more", 4, on_propose, w),
+                     0);
+    if (k % 10 == 9) {
+      assert_true(run_until(w, 2, 100 + k + 1, 20000));
+    }
+  }
+  assert_true(run_until(w, 2, 160, 20000));
+  assert_int_equal(w->state[3].digest, w->state[l].digest);
+  qraft_node_status_get(w->node[l], &sl);
+  assert_int_equal(sl.snapshot_sends_done, 1); /* acknowledged whole */
+  assert_int_equal(sl.snapshot_sends_from_state, 1);
+  assert_true(sl.snapshots_stateless >= 2);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(w->state[i].views_open, 0); /* every view released */
+  }
+
+  /* a restart opens the durable state: no restore, nothing applied twice */
+  qraft_node_free(w->node[3]);
+  node_open(w, 3);
+  assert_int_equal(qraft_node_start(w->node[3]), 0);
+  assert_true(run_until(w, 2, 160, 10000));
+  assert_int_equal(w->state[3].restores, 0);
+  assert_int_equal(w->state[3].out_of_order, 0);
+  assert_int_equal(w->state[3].digest, w->state[l].digest);
+
+  /* a member whose state machine lost its state behind a stateless
+   * snapshot cannot be rebuilt from it: refused, saying what to do */
+  int f = (l + 1) % 3;
+  qraft_node_free(w->node[f]);
+  w->node[f] = NULL;
+  w->disks[f] = (disk){0};
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  assert_int_equal(node_try_open(w, f, &err), QRAFT_ECORRUPT);
+  char line[1024];
+  qraft_err_format(&err, line, sizeof line);
+  fprintf(stderr, "refused: %s\n", line);
+  assert_non_null(strstr(line, "remove its data and add it to the cluster"));
+  w->node[f] = NULL;
+  world_free(w);
+}
+
 /* ---- a durable state machine (qraft/node.h, the durable-index contract):
  * one node on the simulator, whose state machine's durable index the test
  * sets by hand, with a copy of the state at that index (its "disk"). ---- */
@@ -719,6 +992,7 @@ int main(void) {
       cmocka_unit_test(a_durable_state_machine_keeps_the_log_after_its_durable_index),
       cmocka_unit_test(scenarios_on_the_simulated_network_replay_from_a_seed),
       cmocka_unit_test(a_snapshot_restored_in_steps_holds_back_applies_and_reads),
+      cmocka_unit_test(a_durable_state_machine_compacts_without_its_state),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
