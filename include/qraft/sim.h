@@ -87,6 +87,8 @@ typedef struct qraft_sim_core_result {
   /* full stack only: steps of snapshots restored in steps, and committed
    * entries that waited for such a restore to end */
   uint64_t restore_steps;
+  /* stateless compactions, and snapshots streamed from a view for them */
+  uint64_t compactions_stateless, sends_from_state;
   uint64_t restore_waited;
   uint64_t conf_changes;
   uint64_t transfers;

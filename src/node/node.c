@@ -84,6 +84,12 @@ static int node_config_check(qraft_node_config *c, qraft_err *err) {
   if (c->snapshot_step_bytes == 0) {
     c->snapshot_step_bytes = 4u << 20;
   }
+  if (c->snapshot_chunk_bytes == 0) {
+    c->snapshot_chunk_bytes = 64u << 10;
+  }
+  if (c->snapshot_inflight_bytes == 0) {
+    c->snapshot_inflight_bytes = 1u << 20;
+  }
   bool steps = c->sm->snapshot_begin != NULL;
   if (steps != (c->sm->snapshot_step != NULL) ||
       steps != (c->sm->snapshot_end != NULL)) {

@@ -419,8 +419,10 @@ static int view_src_read(void *ctx, void *buf, size_t cap, size_t *got) {
   while (s->off == s->len && !s->done) {
     s->off = 0;
     s->len = 0;
-    int rv = n->cfg.sm->snapshot_step(n->cfg.sm_ud, s->view,
-                                      n->cfg.snapshot_chunk_bytes,
+    /* about the chunk the transport asks for (never 0: a step must
+     * make progress) */
+    size_t budget = cap > 4096 ? cap : 4096;
+    int rv = n->cfg.sm->snapshot_step(n->cfg.sm_ud, s->view, budget,
                                       view_src_put, s);
     if (rv < 0) {
       QRAFT_LOG(n->lg, QRAFT_LOG_ERROR, "reading the state to send",
@@ -498,6 +500,12 @@ static void node_send_from_view(qraft_node *n, const qraft_message *m) {
   qraft_message sm = *m;
   qraft_snapshot snap = {
       .metadata = {.index = n->applied, .term = term, .conf_state = conf}};
+#ifdef QRAFT_CANARY_NODE_STATE_SENT_AS_ASKED
+  /* Planted bug (make canaries): the view of the applied index goes out
+   * under the metadata the core asked for (the stateless snapshot's
+   * index), older than the state it carries. */
+  snap.metadata = m->snapshot->metadata;
+#endif
   sm.snapshot = &snap;
   qraft_raft_snapshot_source s = {.bytes = QRAFT_RAFT_SNAPSHOT_BYTES_UNKNOWN,
                                   .read = view_src_read,

@@ -164,6 +164,11 @@ struct fs_sim {
   uint64_t *applied_hash; /* by index; 0: not yet applied anywhere */
   uint64_t *applied_data; /* by index: the hash of the entry's data */
   size_t applied_cap;
+  /* by index: the hash of a state machine's values once it had applied up
+   * to it (the first to get there records it; 0: none did), which a
+   * restored snapshot of that index must equal */
+  uint64_t *state_hash;
+  size_t state_cap;
   fs_leader *leaders;
   size_t leaders_n, leaders_cap;
   fs_proc proc[QRAFT_SIM_CLUSTER_NODES_MAX];
@@ -559,6 +564,57 @@ static void fs_record_applied(fs_sim *s, uint32_t node, const qraft_entry *e) {
   }
 }
 
+static uint64_t kv_vals_hash(const uint64_t *vals) {
+  return fs_hash_bytes(0xcbf29ce484222325ULL, (const uint8_t *)vals,
+                       8 * FS_KEYS) |
+         1;
+}
+
+/* The state as of `index` (a node applied up to it), for snapshot_state. */
+static void fs_record_state(fs_sim *s, uint64_t index, const uint64_t *vals) {
+  if (index >= s->state_cap) {
+    size_t cap = s->state_cap ? s->state_cap : 1024;
+    while (cap <= index) {
+      cap *= 2;
+    }
+    uint64_t *a = realloc(s->state_hash, cap * sizeof *a);
+    QRAFT_ASSERT(a != NULL);
+    memset(a + s->state_cap, 0, (cap - s->state_cap) * sizeof *a);
+    s->state_hash = a;
+    s->state_cap = cap;
+  }
+  if (s->state_hash[index] == 0) {
+    s->state_hash[index] = kv_vals_hash(vals);
+  }
+}
+
+/* A snapshot restored as the state of `index` holds exactly the state
+ * some node had once it applied up to `index`: the newest state recorded
+ * at or below it (the entries between were configuration or empty ones,
+ * which change nothing; every entry that does was applied somewhere before
+ * any snapshot could hold it). */
+static void fs_check_snapshot_state(fs_sim *s, uint32_t node, uint64_t index,
+                                    const uint64_t *vals) {
+  uint64_t i = 0;
+  if (s->state_cap > 0) {
+    i = index < s->state_cap ? index : s->state_cap - 1;
+    while (i > 0 && s->state_hash[i] == 0) {
+      i--;
+    }
+  }
+  uint64_t zero[FS_KEYS] = {0};
+  uint64_t want = s->state_cap > 0 && s->state_hash[i] != 0
+                      ? s->state_hash[i]
+                      : kv_vals_hash(zero);
+  if (kv_vals_hash(vals) != want) {
+    fs_fail(s, "snapshot_state",
+            "node %u restored a snapshot as of index %" PRIu64
+            " whose values are not the state at that index (recorded at %" PRIu64
+            ")",
+            node, index, i);
+  }
+}
+
 static void kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
                      qraft_slice *results) {
   fs_kv *kv = ud;
@@ -596,6 +652,7 @@ static void kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
         out = 1;
       }
     }
+    fs_record_state(s, e->index, kv->vals);
     uint8_t r[16];
     put_u64(r, e->index);
     put_u64(r + 8, out);
@@ -607,6 +664,7 @@ static void kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
   if (last > kv->index) {
     kv->index = last;
   }
+  fs_record_state(s, kv->index, kv->vals);
 }
 
 /* A snapshot: the state machine's index (u64), its values, snap_pad bytes
@@ -832,6 +890,7 @@ static int kv_restore_step(void *ud, void *ctx, size_t budget,
   for (int k = 0; k < FS_KEYS; k++) {
     kv->vals[k] = get_u64(r->b + 8 + 8 * k);
   }
+  fs_check_snapshot_state(s, kv->node, r->index, kv->vals);
   kv->index = r->index;
   if (s->durable_sm) {
     kv_sync(kv); /* durable before the last step returns */
@@ -1371,6 +1430,8 @@ static void fs_count_node(fs_sim *s, uint32_t i) {
       st.snapshot_sends_failed + st.snapshot_recvs_aborted;
   s->res->restore_steps += st.snapshot_restore_steps;
   s->res->restore_waited += st.restore_waited_entries;
+  s->res->compactions_stateless += st.snapshots_stateless;
+  s->res->sends_from_state += st.snapshot_sends_from_state;
 }
 
 static void fs_crash_node(fs_sim *s, uint32_t i, uint64_t now) {
@@ -2315,6 +2376,7 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   qraft_sim_cluster_free(s->c);
   free(s->applied_hash);
   free(s->applied_data);
+  free(s->state_hash);
   free(s->leaders);
   free(s->acked);
   free(s->low_commits);

@@ -97,6 +97,11 @@ static void print_result(uint64_t seed, const qraft_sim_core_result *r,
              r->snapshots_installed, r->snapshot_transfers_cut,
              r->restore_steps, r->restore_waited);
     }
+    if (r->compactions_stateless > 0) {
+      printf("  stateless compactions %" PRIu64
+             ", snapshots sent from the state %" PRIu64 "\n",
+             r->compactions_stateless, r->sends_from_state);
+    }
   }
 }
 

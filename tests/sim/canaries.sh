@@ -36,6 +36,7 @@ CANARIES=(
   NODE_COMPACT_PAST_DURABLE # node: drop the log past the state machine's durable index
   TRANSPORT_PARTIAL_SNAPSHOT # transport: a snapshot cut by a lost connection installed
   NODE_APPLY_DURING_RESTORE # node: apply entries while a snapshot is restored in steps
+  NODE_STATE_SENT_AS_ASKED # node: a view of the applied index sent as the older stateless snapshot
 )
 if [ -n "${CANARY_ONLY:-}" ]; then
   read -ra CANARIES <<< "$CANARY_ONLY" # a subset, e.g. "LEASE_OLD_CONFIG"
