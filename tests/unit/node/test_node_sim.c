@@ -554,6 +554,34 @@ static void scenarios_on_the_simulated_network_replay_from_a_seed(void **st) {
   assert_int_equal(a, b);
 }
 
+/* Three voters on a network with 0.1 to 1 ms of delay, bootstrapped (with
+ * the world's flags as set), and 100 writes through the leader applied
+ * everywhere; returns the leader. */
+static int world_three_loaded(world *w, uint64_t seed, uint8_t salt) {
+  assert_int_equal(qraft_simnet_new(seed, &w->net), 0);
+  qraft_simnet_faults faults = {.delay_min_ns = 100000,
+                                .delay_max_ns = 1000000};
+  qraft_simnet_set_faults(w->net, &faults);
+  world_hosts(w, salt);
+  for (int i = 0; i < 3; i++) {
+    node_open(w, i);
+    assert_int_equal(qraft_node_bootstrap(w->node[i], w->addr, 3, NULL), 0);
+    assert_int_equal(qraft_node_start(w->node[i]), 0);
+  }
+  assert_true(run_until(w, 3, 0, 10000));
+  int l = leader_of(w);
+  for (int k = 0; k < 100; k++) {
+    char buf[16];
+    int len = snprintf(buf, sizeof buf, "p%d", k);
+    assert_int_equal(qraft_node_propose(w->node[l], buf, (size_t)len,
+                                        on_propose, w),
+                     0);
+  }
+  assert_true(run_until(w, 1, 100, 20000));
+  assert_true(run_until(w, 2, 100, 20000));
+  return l;
+}
+
 static void on_read3(void *ud, int status, qraft_id leader) {
   (void)leader;
   world *w = ud;
@@ -573,28 +601,8 @@ static void a_snapshot_restored_in_steps_holds_back_applies_and_reads(
   (void)st;
   world *w = calloc(1, sizeof *w);
   assert_non_null(w);
-  assert_int_equal(qraft_simnet_new(7, &w->net), 0);
-  qraft_simnet_faults faults = {.delay_min_ns = 100000,
-                                .delay_max_ns = 1000000};
-  qraft_simnet_set_faults(w->net, &faults);
-  world_hosts(w, 0);
   w->steps[3] = true;
-  for (int i = 0; i < 3; i++) {
-    node_open(w, i);
-    assert_int_equal(qraft_node_bootstrap(w->node[i], w->addr, 3, NULL), 0);
-    assert_int_equal(qraft_node_start(w->node[i]), 0);
-  }
-  assert_true(run_until(w, 3, 0, 10000));
-  int l = leader_of(w);
-  for (int k = 0; k < 100; k++) {
-    char buf[16];
-    int len = snprintf(buf, sizeof buf, "p%d", k);
-    assert_int_equal(qraft_node_propose(w->node[l], buf, (size_t)len,
-                                        on_propose, w),
-                     0);
-  }
-  assert_true(run_until(w, 1, 100, 20000));
-  assert_true(run_until(w, 2, 100, 20000));
+  int l = world_three_loaded(w, 7, 0);
   qraft_node_status before;
   qraft_node_status_get(w->node[l], &before);
 
@@ -652,30 +660,10 @@ static void a_durable_state_machine_compacts_without_its_state(void **st) {
   (void)st;
   world *w = calloc(1, sizeof *w);
   assert_non_null(w);
-  assert_int_equal(qraft_simnet_new(11, &w->net), 0);
-  qraft_simnet_faults faults = {.delay_min_ns = 100000,
-                                .delay_max_ns = 1000000};
-  qraft_simnet_set_faults(w->net, &faults);
-  world_hosts(w, 3);
   for (int i = 0; i < N; i++) {
     w->durable[i] = true;
   }
-  for (int i = 0; i < 3; i++) {
-    node_open(w, i);
-    assert_int_equal(qraft_node_bootstrap(w->node[i], w->addr, 3, NULL), 0);
-    assert_int_equal(qraft_node_start(w->node[i]), 0);
-  }
-  assert_true(run_until(w, 3, 0, 10000));
-  int l = leader_of(w);
-  for (int k = 0; k < 100; k++) {
-    char buf[16];
-    int len = snprintf(buf, sizeof buf, "p%d", k);
-    assert_int_equal(qraft_node_propose(w->node[l], buf, (size_t)len,
-                                        on_propose, w),
-                     0);
-  }
-  assert_true(run_until(w, 1, 100, 20000));
-  assert_true(run_until(w, 2, 100, 20000));
+  int l = world_three_loaded(w, 11, 3);
   (void)run_until(w, 1, 1 << 30, 200); /* the compaction's write lands */
   qraft_node_status sl;
   qraft_node_status_get(w->node[l], &sl);
