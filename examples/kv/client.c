@@ -330,6 +330,7 @@ static int client_usage(void) {
           "  cas KEY NEW (--rev N | --value OLD | --absent)\n"
           "  list [PREFIX] [--stale]       keys with a prefix\n"
           "  status                        this member's view of the cluster\n"
+          "  digest                        keys and digest of the state (reads it all)\n"
           "  members                       list members\n"
           "  members add ID HOST:PORT [--learner]\n"
           "  members remove ID\n"
@@ -401,18 +402,22 @@ static int fmt_status(json_t *j) {
   const char *id = json_string_value(json_object_get(j, "id"));
   const char *l = json_string_value(json_object_get(j, "leader"));
   printf("node    %s\nrole    %s\nleader  %.16s %s\nterm    %lld\n"
-         "commit  %lld  applied %lld  last %lld  snapshot %lld\n"
-         "keys    %lld  digest %s\nmembers\n",
+         "commit  %lld  applied %lld  last %lld  snapshot %lld\nmembers\n",
          id, json_string_value(json_object_get(j, "role")), l ? l : "",
          json_string_value(json_object_get(j, "leader_http")),
          (long long)json_integer_value(json_object_get(j, "term")),
          (long long)json_integer_value(json_object_get(j, "commit")),
          (long long)json_integer_value(json_object_get(j, "applied")),
          (long long)json_integer_value(json_object_get(j, "last_index")),
-         (long long)json_integer_value(json_object_get(j, "snapshot_index")),
-         (long long)json_integer_value(json_object_get(j, "keys")),
-         json_string_value(json_object_get(j, "digest")));
+         (long long)json_integer_value(json_object_get(j, "snapshot_index")));
   return fmt_members(j);
+}
+static int fmt_digest(json_t *j) {
+  printf("keys    %lld  digest %s  applied %lld\n",
+         (long long)json_integer_value(json_object_get(j, "keys")),
+         json_string_value(json_object_get(j, "digest")),
+         (long long)json_integer_value(json_object_get(j, "applied")));
+  return 0;
 }
 static int fmt_raw(json_t *j) {
   char *s = json_dumps(j, JSON_INDENT(2));
@@ -958,6 +963,9 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
   } else if (strcmp(cmd, "status") == 0) {
     int st = request(&o, "GET", "/v1/status", NULL, false, &resp);
     rv = print_or_json(&o, st, resp, fmt_status);
+  } else if (strcmp(cmd, "digest") == 0) {
+    int st = request(&o, "GET", "/v1/digest", NULL, false, &resp);
+    rv = print_or_json(&o, st, resp, fmt_digest);
   } else if (strcmp(cmd, "members") == 0) {
     if (npos == 0) {
       int st = request(&o, "GET", "/v1/members", NULL, false, &resp);

@@ -886,24 +886,44 @@ void qraft__node_snapshot_step_cb(void *ud) {
  * half of what triggers a snapshot (snapshot_entries / 2 entries, at most
  * snapshot_log_bytes / 2 bytes), so that a follower a little behind (one
  * that acknowledged less than the quorum did) still gets entries rather
- * than the whole state. A snapshot with the state has no such choice: the
- * state is the applied index's. */
+ * than the whole state; on a leader, lower still for an active follower
+ * behind that, down to three quarters of the trigger (so the next
+ * snapshot is a quarter of it away). A snapshot with the state has no such
+ * choice: the state is the applied index's. */
 static uint64_t node_stateless_index(qraft_node *n) {
-  uint64_t keep_n = n->cfg.snapshot_entries / 2;
-  uint64_t keep_bytes = n->cfg.snapshot_log_bytes / 2, bytes = 0;
-  uint64_t idx = n->applied;
-  for (uint64_t k = 0; k < keep_n && idx > n->snap_index + 1; k++) {
+  uint64_t half_n = n->cfg.snapshot_entries / 2;
+  uint64_t half_bytes = n->cfg.snapshot_log_bytes / 2;
+  uint64_t floor_n = n->cfg.snapshot_entries / 4 * 3;
+  uint64_t floor_bytes = n->cfg.snapshot_log_bytes / 4 * 3;
+  uint64_t bytes = 0, half = 0, idx = n->applied;
+  for (uint64_t k = 0; idx > n->snap_index + 1; k++) {
     const qraft_entry *e = qraft_core_entry(n->core, idx);
     if (e == NULL) {
       break;
     }
     bytes += e->data.len + e->context.len + sizeof *e;
-    if (bytes > keep_bytes) {
+    if (half == 0 && (k >= half_n || bytes > half_bytes)) {
+      half = idx;
+    }
+    if (k >= floor_n || bytes > floor_bytes) {
       break;
     }
     idx--;
   }
-  return idx;
+  uint64_t floor = idx, t = half != 0 ? half : idx;
+  qraft_core_status cs;
+  qraft_core_status_get(n->core, &cs);
+  if (cs.role == QRAFT_ROLE_LEADER) {
+    qraft_progress_info pr[NODE_ADDRS_MAX];
+    size_t k = qraft_core_progress(n->core, pr, NODE_ADDRS_MAX);
+    for (size_t i = 0; i < k && i < NODE_ADDRS_MAX; i++) {
+      if (pr[i].id != n->id && pr[i].recent_active && pr[i].state != 2 &&
+          pr[i].match > n->snap_index && pr[i].match < t) {
+        t = pr[i].match > floor ? pr[i].match : floor;
+      }
+    }
+  }
+  return t;
 }
 
 void qraft__node_maybe_snapshot(qraft_node *n) {
