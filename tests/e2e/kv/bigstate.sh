@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A member joins a qraft-kv cluster whose state is larger than the memory
-# the test lets it use: the snapshot streams from the leader's store to the
-# new member's store and into LMDB in chunks and batches, never whole. The
+# the test lets it use: the snapshot streams from a view of the leader's
+# LMDB (its own snapshots are stateless: docs/node.md) to the new member's
+# store and into LMDB in chunks and batches, never whole. The
 # test samples the new member's private memory (RssAnon) while it catches
 # up and fails above QRAFT_E2E_RSS_MB (64 MiB by default, with 160 MiB of
 # state; the in-memory log alone may hold 16 MiB, --snapshot-log-bytes);
@@ -23,8 +24,8 @@ STATE_MB=${QRAFT_E2E_STATE_MB:-$([ $SANITIZED = 1 ] && echo 48 || echo 160)}
 RSS_MB=${QRAFT_E2E_RSS_MB:-64}
 VALUE=65536
 # Snapshots every 16 MiB of log: the log each member holds in memory stays
-# under that, and a few snapshots are taken during the load (each is the
-# whole state, written on the leader's loop).
+# under that, and many snapshots are taken during the load (stateless:
+# the node's header alone, LMDB holds the state).
 OPTS=(--snapshot-log-bytes 16M)
 
 rss_anon_kb() { awk '/^RssAnon/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -63,7 +64,7 @@ USED=$(field 1 map_used_bytes)
 log "state: $KEYS keys, LMDB uses $((USED / 1048576)) MiB; member 1 RssAnon $(( $(rss_anon_kb "${PID[1]}") / 1024 )) MiB"
 [ "$USED" -gt $(( STATE_MB * 1048576 * 9 / 10 )) ] || fail "the state is smaller than intended"
 for i in 1 2 3; do
-  log "member $i: $(metric "$i" qraft_snapshots_taken_total) snapshots taken (in $(metric "$i" qraft_snapshot_steps_total) steps), $(metric "$i" qraft_snapshots_installed_total) installed, longest loop stall $(metric "$i" qraft_loop_stall_seconds_max) s, leader changes $(metric "$i" qraft_leader_changes_total)"
+  log "member $i: $(metric "$i" qraft_snapshots_taken_total) snapshots taken ($(metric "$i" qraft_snapshots_stateless_total) stateless), $(metric "$i" qraft_snapshots_installed_total) installed, longest loop stall $(metric "$i" qraft_loop_stall_seconds_max) s, leader changes $(metric "$i" qraft_leader_changes_total)"
 done
 
 log "member 4 joins through member $L"
@@ -74,6 +75,11 @@ T1=$(ms)
 INST=$(metric 4 qraft_snapshots_installed_total)
 log "member 4 caught up in $((T1 - T0)) ms (snapshots installed: $INST); its RssAnon peaked at $((MAX_KB / 1024)) MiB (bound $RSS_MB MiB, state $STATE_MB MiB)"
 [ "${INST:-0}" -ge 1 ] || fail "member 4 caught up without a snapshot"
+# qraft-kv's snapshots are stateless: the state came from a view of the
+# leader's LMDB, not from a file of the state.
+FROM_STATE=$(metric "$L" qraft_snapshot_sends_from_state_total)
+[ "${FROM_STATE:-0}" -ge 1 ] || fail "member $L sent no snapshot from a view of its state"
+[ "$(metric "$L" qraft_snapshots_stateless_total)" -ge 1 ] 2>/dev/null || fail "member $L took no stateless snapshot"
 # The received snapshot went into LMDB in steps of about 4 MiB, the loop
 # answering heartbeats between them (docs/node.md, "Snapshots and memory").
 RSTEPS=$(metric 4 qraft_snapshot_restore_steps_total)
