@@ -131,7 +131,7 @@ static uint64_t baseline_udp_rtt(double seconds) {
 
 /* --- the cluster ------------------------------------------------------------------ */
 
-static void sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
+static int sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
                      qraft_slice *results) {
   uint64_t *applied = ud;
   *applied = last;
@@ -139,6 +139,7 @@ static void sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
   for (size_t i = 0; i < n; i++) {
     results[i] = (qraft_slice){0};
   }
+  return 0;
 }
 
 static int sm_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,

@@ -385,6 +385,24 @@ static void member_names(http_ctx *h, const qraft_node_status *st, qraft_id id,
   }
 }
 
+/* Whether this member, as leader, refuses writes for lack of space: its
+ * own alarm, or a quorum of voters in alarm; says why. */
+static bool nospace_why(const qraft_node_status *st, char *why, size_t n) {
+  if (st->role != QRAFT_ROLE_LEADER) return false;
+  if (st->alarms & QRAFT_ALARM_NOSPACE) {
+    snprintf(why, n, "this member is out of disk space: %s", st->alarm_why);
+    return true;
+  }
+  if (st->alarm_quorum) {
+    snprintf(why, n,
+             "%u of the voters are out of disk space (a quorum): writes "
+             "resume once they have room",
+             st->voters_in_alarm);
+    return true;
+  }
+  return false;
+}
+
 /* 503 for a node error, naming the leader when known. `unknown`: the
  * request may have taken effect. */
 static enum MHD_Result reply_node_err(http_ctx *h, struct MHD_Connection *c,
@@ -402,6 +420,17 @@ static enum MHD_Result reply_node_err(http_ctx *h, struct MHD_Connection *c,
                      : status == QRAFT_ESHUTDOWN  ? "shutting_down"
                      : status == QRAFT_ECONF_PENDING ? "conf_pending"
                                                      : "unavailable";
+  if (status == -ENOSPC) {
+    /* the leader refused it before proposing: it did not happen */
+    char why[512];
+    if (!nospace_why(&st, why, sizeof why)) {
+      snprintf(why, sizeof why, "no space left on a quorum of members");
+    }
+    json_t *j = err_json("no_space", why);
+    json_object_set_new(j, "outcome", json_string("none"));
+    atomic_fetch_add(&m_errors, 1);
+    return reply_json(c, 507, j);
+  }
   json_t *j = err_json(code, qraft_strerror(status));
   json_object_set_new(j, "outcome", json_string(unknown ? "unknown" : "none"));
   if (hex[0]) json_object_set_new(j, "leader", json_string(hex));
@@ -539,8 +568,9 @@ static enum MHD_Result kv_write(http_ctx *h, struct MHD_Connection *c, req *r,
     if (ns.leader == 0) {
       return reply_node_err(h, c, QRAFT_ENOTLEADER, 0, false);
     }
-    char why[256];
-    if (kv_store_full(kv_server_store(h->srv), why, sizeof why)) {
+    char why[512];
+    if (kv_store_full(kv_server_store(h->srv), why, sizeof why) ||
+        nospace_why(&ns, why, sizeof why)) {
       /* Nothing proposed: the client knows the write did not happen. */
       return reply_err(c, 507, "no_space", why);
     }
@@ -737,6 +767,20 @@ static enum MHD_Result status_get(http_ctx *h, struct MHD_Connection *c) {
   json_object_set_new(j, "map_used_bytes",
                       json_integer((json_int_t)kc.map_used_bytes));
   json_object_set_new(j, "map_full", json_boolean(kc.full));
+  json_t *al = json_array();
+  if (st.alarms & QRAFT_ALARM_NOSPACE) json_array_append_new(al, json_string("nospace"));
+  json_object_set_new(j, "alarms", al);
+  json_object_set_new(j, "alarm_why", json_string(st.alarm_why));
+  json_object_set_new(j, "voters_in_alarm",
+                      json_integer((json_int_t)st.voters_in_alarm));
+  json_object_set_new(j, "alarm_quorum", json_boolean(st.alarm_quorum));
+  if (st.space_free_bytes != UINT64_MAX) {
+    json_object_set_new(j, "space_free_bytes",
+                        json_integer((json_int_t)st.space_free_bytes));
+  }
+  json_object_set_new(j, "writes_held", json_integer((json_int_t)st.writes_held));
+  json_object_set_new(j, "apply_waiting_entries",
+                      json_integer((json_int_t)st.apply_waiting_entries));
   json_object_set_new(j, "members", members_json(h, &st));
   return reply_json(c, 200, j);
 }

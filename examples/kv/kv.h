@@ -61,8 +61,26 @@ typedef struct kv_store kv_store;
  * message. */
 int kv_store_open(const char *dir, uint32_t sync_ms, uint64_t map_bytes,
                   kv_store **out, char *msg, size_t msg_n);
-/* True while LMDB's map is full: writes are refused (507) with `why`. */
+/* The exit status of a member whose state's LMDB failed for a reason other
+ * than space (EX_IOERR): a failed sync cannot be retried safely. */
+#define KV_EXIT_STORAGE 74
+/* LMDB reports a short write as EIO: with less than this free on the
+ * state's file system it counts as no space (a state, not a crash). */
+#define KV_NEARLY_FULL_BYTES (4ull << 20)
+
+/* True while LMDB has no room (its map is full, or its file system): the
+ * member takes no more entries into memory (apply says -ENOSPC, the node
+ * retries), refuses writes (507) with `why`, and tries the commit again
+ * every second. */
 bool kv_store_full(kv_store *s, char *why, size_t n);
+/* Watches the free space of the state's file system against `reserve`
+ * bytes (0: no reserve) once a second, on the flusher's thread, and calls
+ * fn (on that thread) when the store's alarm (no room, or below the
+ * reserve) is raised or cleared, with what and where. While below the
+ * reserve, kv_store_full is true too. */
+typedef void (*kv_alarm_fn)(void *ud, bool raised, const char *why);
+void kv_store_watch_space(kv_store *s, uint64_t reserve, kv_alarm_fn fn,
+                          void *ud);
 void kv_store_close(kv_store *s);
 const qraft_sm_ops *kv_store_ops(void);
 uint64_t kv_store_applied(kv_store *s);
@@ -70,7 +88,7 @@ uint64_t kv_store_applied(kv_store *s);
 typedef struct kv_counters {
   uint64_t puts, dels, cases, cas_failed, restores, restore_batches,
       restores_skipped,
-      snapshots, entries_skipped;
+      snapshots, entries_skipped, apply_refused;
   /* the flusher: commits, keys written, time in commits (us) */
   uint64_t flushes, flush_keys, flush_us_sum, flush_us_max;
   /* now: the index readers see, the index LMDB holds, the overlays */

@@ -196,6 +196,10 @@ static int parse_size(const char *v, uint64_t *out) {
   return 0;
 }
 
+static void store_alarm(void *ud, bool raised, const char *why) {
+  (void)qraft_node_alarm_set(ud, QRAFT_ALARM_NOSPACE, raised, why);
+}
+
 static int serve_usage(void) {
   fprintf(stderr,
           "usage: qraft-kv serve --data DIR --key KEYFILE --raft HOST:PORT\n"
@@ -204,7 +208,8 @@ static int serve_usage(void) {
           "         [--join http://HOST:PORT] [--advertise-http URL]\n"
           "         [--tick-ms N] [--election-ms N] [--heartbeat-ms N]\n"
           "         [--snapshot-entries N] [--snapshot-log-bytes SIZE]\n"
-          "         [--state-sync-ms N] [--map-size SIZE] [--quiet]\n"
+          "         [--state-sync-ms N] [--map-size SIZE]\n"
+          "         [--space-reserve SIZE] [--quiet]\n"
           "  --election-ms: election timeout (default 1000: failover after a\n"
           "  crash takes 1 to 2 of it); --heartbeat-ms (default a tenth of it);\n"
           "  both in multiples of --tick-ms (default 10).\n"
@@ -214,6 +219,10 @@ static int serve_usage(void) {
           "  --map-size: the most the state may hold in LMDB (default 64G; a\n"
           "  bound, not space used). Once full, writes to this member fail\n"
           "  with 507 no_space until it restarts with a larger one.\n"
+          "  --space-reserve: once the free space of the data folder's file\n"
+          "  system (or the state's) falls below this (default 64M; 0: no\n"
+          "  reserve), the member raises its no-space alarm and takes no\n"
+          "  writes (507 no_space) until there is room; it stays up.\n"
           "  --snapshot-log-bytes: snapshot once the log in memory holds this\n"
           "  much (default 64M), or after --snapshot-entries (10000).\n"
           "  SIZE: bytes, or with a K, M, G or T suffix (powers of 1024).\n"
@@ -452,7 +461,7 @@ int kv_serve_main(int argc, char **argv) {
              *http = "127.0.0.1:8080", *token_file = NULL, *bootstrap = NULL,
              *join = NULL, *advertise = NULL;
   uint64_t cluster_id = 1, snapshot_entries = 0, map_bytes = 0,
-           snapshot_log_bytes = 0;
+           snapshot_log_bytes = 0, space_reserve = 64ull << 20;
   uint32_t tick_ms = 0, election_ms = 0, heartbeat_ms = 0, sync_ms = 100;
   bool quiet = false;
   for (int i = 0; i < argc; i++) {
@@ -489,6 +498,13 @@ int kv_serve_main(int argc, char **argv) {
       }
       if (strcmp(a, "--map-size") == 0) map_bytes = b;
       else snapshot_log_bytes = b;
+    }
+    else if (strcmp(a, "--space-reserve") == 0) {
+      if (parse_size(v, &space_reserve) != 0) {
+        fprintf(stderr, "qraft-kv: bad --space-reserve %s (bytes; K, M, G "
+                        "or T suffix; 0: none)\n", v);
+        return 2;
+      }
     }
     else if (strcmp(a, "--state-sync-ms") == 0) {
       char *end = NULL;
@@ -584,12 +600,17 @@ int kv_serve_main(int argc, char **argv) {
   cfg.heartbeat_ticks = heartbeat_ms / (tick_ms != 0 ? tick_ms : 10);
   cfg.snapshot_entries = snapshot_entries;
   cfg.snapshot_log_bytes = snapshot_log_bytes;
+  cfg.space_reserve_bytes =
+      space_reserve == 0 ? QRAFT_NODE_SPACE_RESERVE_NONE : space_reserve;
   int rv = qraft_node_new(&cfg, &srv.node, &err);
   if (rv != 0) {
     qraft_err_print(&err, stderr);
     kv_store_close(srv.store);
     return 1;
   }
+  /* the state's LMDB raises the node's alarm when it has no room or its
+   * file system is below the reserve */
+  kv_store_watch_space(srv.store, space_reserve, store_alarm, srv.node);
   if (bootstrap != NULL) {
     qraft_node_addr members[QRAFT_NODE_MEMBERS_MAX];
     size_t n = 0;
@@ -620,6 +641,7 @@ int kv_serve_main(int argc, char **argv) {
   void *daemon = NULL;
   if (kv_http_start(&srv, http, token, &daemon) != 0) {
     fprintf(stderr, "qraft-kv: cannot serve HTTP on %s\n", http);
+    kv_store_watch_space(srv.store, 0, NULL, NULL);
     qraft_node_free(srv.node);
     kv_store_close(srv.store);
     return 1;
@@ -672,6 +694,7 @@ int kv_serve_main(int argc, char **argv) {
     hand_over(srv.node, &ho, 2000, quiet);
   }
   kv_http_stop(daemon);
+  kv_store_watch_space(srv.store, 0, NULL, NULL);
   qraft_node_free(srv.node);
   kv_store_close(srv.store);
   qraft_secret_key_wipe(&key);

@@ -40,6 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 #include <time.h>
 
 #define KV_SNAP_MAGIC 0x514b5631u /* "QKV1" */
@@ -87,8 +89,17 @@ struct kv_store {
    * again every second; `full_msg` says what to do. */
   bool full;
   bool broken; /* a restore failed after committing part of the snapshot */
+  char dir[1024];
+  int full_code; /* what the last failed commit said */
+  /* the state's file system against the reserve (kv_store_watch_space) */
+  uint64_t reserve;
+  uint64_t space_next_ns;
+  bool low;
+  bool alarm_said; /* what alarm_fn was last told */
+  kv_alarm_fn alarm_fn;
+  void *alarm_ud;
   uint64_t full_retry_ns;
-  char full_msg[256];
+  char full_msg[512];
   uint64_t map_bytes;
   pthread_t flusher;
   bool flusher_started;
@@ -174,8 +185,29 @@ static uint64_t mono_ns(void) {
 /* An LMDB failure in the flusher or in restore leaves the replica unable to
  * keep its state: stop with a message (the node rebuilds it on restart). */
 static void store_die(const char *what, int rv) {
-  fprintf(stderr, "qraft-kv: fatal: lmdb %s: %s\n", what, mdb_strerror(rv));
-  abort();
+  fprintf(stderr,
+          "qraft-kv: fatal: the state's LMDB failed (%s: %s); stopping with "
+          "status %d. Nothing acknowledged is lost: a restart replays the "
+          "log from the state's last commit (docs/kv.md, \"A full disk\")\n",
+          what, mdb_strerror(rv), KV_EXIT_STORAGE);
+  fflush(stderr);
+  _exit(KV_EXIT_STORAGE);
+}
+
+/* Free bytes of `dir`'s file system for this process, or UINT64_MAX. */
+static uint64_t dir_free(const char *dir) {
+  struct statvfs sv;
+  if (statvfs(dir, &sv) != 0) return UINT64_MAX;
+  return (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+}
+
+/* Whether an LMDB error means "no room": its map is full, the file system
+ * is (ENOSPC, EDQUOT), or a write came back short (LMDB reports that as
+ * EIO: "short write, filesystem full?") while the file system is nearly
+ * full. */
+static bool no_room(const kv_store *s, int rv) {
+  if (rv == MDB_MAP_FULL || rv == ENOSPC || rv == EDQUOT) return true;
+  return rv == EIO && dir_free(s->dir) < KV_NEARLY_FULL_BYTES;
 }
 
 /* ---- the overlay ---- */
@@ -515,12 +547,13 @@ static int set_applied(kv_store *s, MDB_txn *t, uint64_t index) {
   put_u64(b, index);
   MDB_val k = {7, "applied"}, v = {8, b};
   int rv = mdb_put(t, s->meta, &k, &v, 0);
-  if (rv != 0 && rv != MDB_MAP_FULL) store_die("put applied", rv);
+  if (rv != 0 && !no_room(s, rv)) store_die("put applied", rv);
   return rv;
 }
 
-/* Writes a batch into LMDB and commits it. Returns 0, or MDB_MAP_FULL
- * with nothing written; any other error stops the process. */
+/* Writes a batch into LMDB and commits it. Returns 0, or a code of
+ * no_room() with nothing written (a failed commit leaves LMDB as it was);
+ * any other error stops the process. */
 static int flush_write(kv_store *s, const ov_table *batch, uint64_t index) {
   MDB_txn *t;
   int rv = mdb_txn_begin(s->env, NULL, 0, &t);
@@ -533,11 +566,11 @@ static int flush_write(kv_store *s, const ov_table *batch, uint64_t index) {
       if (e->deleted) {
         rv = mdb_del(t, dbi, &k, NULL);
         if (rv == MDB_NOTFOUND) rv = 0;
-        if (rv != 0 && rv != MDB_MAP_FULL) store_die("del", rv);
+        if (rv != 0 && !no_room(s, rv)) store_die("del", rv);
       } else {
         MDB_val v = {e->vlen, e->val};
         rv = mdb_put(t, dbi, &k, &v, 0);
-        if (rv != 0 && rv != MDB_MAP_FULL) store_die("put", rv);
+        if (rv != 0 && !no_room(s, rv)) store_die("put", rv);
       }
     }
   }
@@ -549,7 +582,7 @@ static int flush_write(kv_store *s, const ov_table *batch, uint64_t index) {
     return rv;
   }
   rv = mdb_txn_commit(t); /* synced: data pages, then the meta page */
-  if (rv != 0 && rv != MDB_MAP_FULL) store_die("commit", rv);
+  if (rv != 0 && !no_room(s, rv)) store_die("commit", rv);
   return rv;
 }
 
@@ -568,7 +601,7 @@ static void flush_locked(kv_store *s) {
   uint64_t us = (mono_ns() - t0) / 1000;
 
   pthread_mutex_lock(&s->mu);
-  if (rv == MDB_MAP_FULL) {
+  if (rv != 0) {
     /* Nothing was written: the batch goes back under the newer writes,
      * and the node keeps the log from `flushed` on (durable index), so
      * nothing is lost; this member refuses writes until there is room. */
@@ -578,15 +611,29 @@ static void flush_locked(kv_store *s) {
     if (s->active_since_ns == 0) {
       s->active_since_ns = mono_ns();
     }
-    if (!s->full) {
-      snprintf(s->full_msg, sizeof s->full_msg,
-               "the state's LMDB map is full (%llu bytes): restart this "
-               "member with a larger --map-size; writes since index %llu "
-               "wait in its log",
-               (unsigned long long)s->map_bytes,
-               (unsigned long long)s->flushed);
+    if (!s->full || s->full_code != rv) {
+      if (rv == MDB_MAP_FULL) {
+        snprintf(s->full_msg, sizeof s->full_msg,
+                 "the state's LMDB map is full (%llu bytes): restart this "
+                 "member with a larger --map-size; writes since index %llu "
+                 "wait in its log",
+                 (unsigned long long)s->map_bytes,
+                 (unsigned long long)s->flushed);
+      } else {
+        uint64_t fb = dir_free(s->dir);
+        snprintf(s->full_msg, sizeof s->full_msg,
+                 "%.300s: %s (%llu bytes free): writes since index %llu wait in "
+                 "this member's log and land by themselves once there is "
+                 "room",
+                 s->dir,
+                 rv == EIO ? "no space left on device (a short write)"
+                           : strerror(rv),
+                 (unsigned long long)(fb == UINT64_MAX ? 0 : fb),
+                 (unsigned long long)s->flushed);
+      }
       fprintf(stderr, "qraft-kv: %s\n", s->full_msg);
     }
+    s->full_code = rv;
     s->full = true;
     s->ctr.map_full++;
     s->full_retry_ns = mono_ns() + 1000000000ull;
@@ -596,7 +643,7 @@ static void flush_locked(kv_store *s) {
   }
   if (s->full) {
     s->full = false;
-    fprintf(stderr, "qraft-kv: the state's LMDB map has room again\n");
+    fprintf(stderr, "qraft-kv: the state's LMDB has room again\n");
   }
   size_t keys = s->flushing.n;
   ov_clear(&s->flushing);
@@ -615,10 +662,56 @@ static void flush_locked(kv_store *s) {
   pthread_cond_broadcast(&s->cv); /* a restore may wait for this */
 }
 
+/* Under mu: checks the state's file system against the reserve once a
+ * second, and tells alarm_fn when full or low changed. */
+static void space_check_locked(kv_store *s) {
+  uint64_t now = mono_ns();
+  if (s->reserve > 0 && now >= s->space_next_ns) {
+    s->space_next_ns = now + 1000000000ull;
+    uint64_t fb = dir_free(s->dir);
+    bool low = fb != UINT64_MAX && fb < s->reserve;
+    if (low != s->low) {
+      fprintf(stderr,
+              low ? "qraft-kv: the state's file system (%s) has %llu bytes "
+                    "free, below the reserve of %llu: alarm raised\n"
+                  : "qraft-kv: the state's file system (%s) has %llu bytes "
+                    "free again (reserve %llu)\n",
+              s->dir, (unsigned long long)fb, (unsigned long long)s->reserve);
+    }
+    s->low = low;
+  }
+  bool alarm = s->full || s->low;
+  if (alarm != s->alarm_said && s->alarm_fn != NULL) {
+    char why[600];
+    if (s->full) {
+      snprintf(why, sizeof why, "%s", s->full_msg);
+    } else {
+      snprintf(why, sizeof why, "%.300s: free space below the reserve of %llu bytes",
+               s->dir, (unsigned long long)s->reserve);
+    }
+    s->alarm_said = alarm;
+    /* under mu, so that kv_store_watch_space(.., NULL, ..) returns with no
+     * call under way (fn must not take the store's lock) */
+    s->alarm_fn(s->alarm_ud, alarm, why);
+  }
+}
+
+void kv_store_watch_space(kv_store *s, uint64_t reserve, kv_alarm_fn fn,
+                          void *ud) {
+  pthread_mutex_lock(&s->mu);
+  s->reserve = reserve;
+  s->space_next_ns = 0;
+  s->alarm_fn = fn;
+  s->alarm_ud = ud;
+  pthread_mutex_unlock(&s->mu);
+  pthread_cond_broadcast(&s->cv);
+}
+
 static void *flusher_main(void *arg) {
   kv_store *s = arg;
   pthread_mutex_lock(&s->mu);
   for (;;) {
+    space_check_locked(s);
     bool pending = s->applied > s->flushed && !s->restoring;
     if (pending && s->stop && s->full) {
       break; /* no room: what is left stays in the node's log */
@@ -638,6 +731,11 @@ static void *flusher_main(void *arg) {
       pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     } else if (s->stop) {
       break;
+    } else if (s->alarm_fn != NULL) {
+      uint64_t due = mono_ns() + 1000000000ull; /* the next space check */
+      struct timespec ts = {.tv_sec = (time_t)(due / 1000000000ull),
+                            .tv_nsec = (long)(due % 1000000000ull)};
+      pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     } else {
       pthread_cond_wait(&s->cv, &s->mu);
     }
@@ -663,6 +761,7 @@ int kv_store_open(const char *dir, uint32_t sync_ms, uint64_t map_bytes,
   pthread_condattr_destroy(&ca);
   s->sync_ns = (uint64_t)sync_ms * 1000000ull;
   s->map_bytes = map_bytes > 0 ? map_bytes : KV_MAP_BYTES_DEFAULT;
+  snprintf(s->dir, sizeof s->dir, "%s", dir);
   int rv;
   MDB_txn *t = NULL;
   mkdir(dir, 0700);
@@ -767,6 +866,13 @@ bool kv_store_full(kv_store *s, char *why, size_t n) {
   bool full = s->full;
   if (full && n > 0) {
     snprintf(why, n, "%s", s->full_msg);
+  } else if (s->low && n > 0) {
+    full = true;
+    snprintf(why, n,
+             "%.300s: free space below the reserve of %llu bytes (%llu "
+             "free): this member takes no writes until there is room",
+             s->dir, (unsigned long long)s->reserve,
+             (unsigned long long)dir_free(s->dir));
   }
   pthread_mutex_unlock(&s->mu);
   return full;
@@ -856,14 +962,21 @@ static uint8_t apply_one(kv_store *s, uint64_t index, const kv_cmd *c,
   return KV_OK;
 }
 
-static void sm_apply(void *ud, const qraft_entry *es, size_t n,
+static int sm_apply(void *ud, const qraft_entry *es, size_t n,
                      uint64_t last_index, qraft_slice *results) {
   kv_store *s = ud;
   pthread_mutex_lock(&s->mu);
   if (last_index <= s->applied) {
     s->ctr.entries_skipped += n;
     pthread_mutex_unlock(&s->mu);
-    return; /* already in the state (never, by the node's contract) */
+    return 0; /* already in the state (never, by the node's contract) */
+  }
+  if (s->full && n > 0) {
+    /* LMDB has no room for what the overlay holds: take no more into
+     * memory; the node calls again (qraft/node.h, apply). */
+    s->ctr.apply_refused++;
+    pthread_mutex_unlock(&s->mu);
+    return -ENOSPC;
   }
   bool renewed = false;
   for (size_t i = 0; i < n; i++) {
@@ -898,6 +1011,7 @@ static void sm_apply(void *ud, const qraft_entry *es, size_t n,
   if (wake) {
     pthread_cond_broadcast(&s->cv);
   }
+  return 0;
 }
 
 static uint64_t sm_durable_index(void *ud) {

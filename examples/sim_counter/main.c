@@ -59,7 +59,7 @@ static void checkpoint_write(counter *c) {
   c->dirty_ms = 0;
 }
 
-static void counter_apply(void *ud, const qraft_entry *es, size_t n,
+static int counter_apply(void *ud, const qraft_entry *es, size_t n,
                           uint64_t last, qraft_slice *results) {
   counter *c = ud;
   for (size_t i = 0; i < n; i++) {
@@ -74,6 +74,7 @@ static void counter_apply(void *ud, const qraft_entry *es, size_t n,
     c->dirty_ms = now_ms() + 1; /* (never 0) */
   }
   c->index = last;
+  return 0;
 }
 
 static int counter_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,

@@ -135,9 +135,20 @@ typedef struct qraft_sm_ops {
    * applied or not, to store with the state if the state machine is
    * durable. `n` is 0 (and `entries`, `results` NULL) when the entries up
    * to `last_index` carried nothing for the state machine.
+   *
+   * Returns 0 once all `n` are applied, or a negative code (-ENOSPC,
+   * -EDQUOT, ...) when it cannot take them now and applied none of them:
+   * the call is all or nothing. The node then applies nothing more and
+   * calls again with the same entries (and the ones committed since) until
+   * it returns 0, never skipping one: a second later, then less often, up
+   * to every second. Meanwhile the node raises QRAFT_ALARM_NOSPACE when
+   * the code says so (-ENOSPC, -EDQUOT), keeps its log, votes and
+   * acknowledges appends; reads wait for what they must see. A failed call
+   * with `n` 0 (only the index moved) is not repeated: the next call
+   * carries a later `last_index`.
    */
-  void (*apply)(void *ud, const qraft_entry *entries, size_t n,
-                uint64_t last_index, qraft_slice *results);
+  int (*apply)(void *ud, const qraft_entry *entries, size_t n,
+               uint64_t last_index, qraft_slice *results);
   /* Writes the whole state with `write`, as of the index it has applied,
    * returned in *index. Returns 0 or a negative code. */
   int (*snapshot)(void *ud, uint64_t *index, qraft_sm_write_fn write,
@@ -253,7 +264,17 @@ typedef struct qraft_node_config {
   /* With snapshot_begin/step/end (restore_begin/step/end): the bytes one
    * step writes (reads) before the loop goes on. */
   uint32_t snapshot_step_bytes; /* [4 MiB] */
+  /* With data_dir: once the free space of its file system (for this
+   * process: statvfs f_bavail) falls below space_reserve_bytes, the node
+   * raises QRAFT_ALARM_NOSPACE before writes start failing; it clears the
+   * alarm once the free space is back above it. Checked every
+   * space_check_ms. QRAFT_NODE_SPACE_RESERVE_NONE: no reserve (the alarm
+   * then rises only when a write fails for lack of space). */
+  uint64_t space_reserve_bytes; /* [64 MiB] */
+  uint32_t space_check_ms;      /* [1000] */
 } qraft_node_config;
+
+#define QRAFT_NODE_SPACE_RESERVE_NONE UINT64_MAX
 
 /* Fills `cfg` with the defaults; the caller sets the required fields. */
 void qraft_node_config_default(qraft_node_config *cfg);
@@ -353,6 +374,36 @@ int qraft_node_remove(qraft_node *node, qraft_id id, qraft_done_cb cb,
 int qraft_node_transfer(qraft_node *node, qraft_id to, qraft_done_cb cb,
                         void *ud);
 
+/* ---- Alarms ---- */
+
+/*
+ * QRAFT_ALARM_NOSPACE: this member is out of disk space, or below its
+ * reserve (qraft_node_config.space_reserve_bytes). It is raised by the
+ * node when the free space of data_dir falls below the reserve, when the
+ * log's store fails a write with -ENOSPC or -EDQUOT (the node keeps the
+ * write and submits it again, in order, until it lands), when a received
+ * snapshot finds no room (dropped; the leader sends it again later) and
+ * when the state machine's apply says so; and by the application
+ * (qraft_node_alarm_set) for space it watches itself. While it is raised:
+ *  - the node stays up: it keeps its log, votes, acknowledges what it
+ *    could write, applies what it can and serves reads;
+ *  - as leader, it refuses proposals (-ENOSPC) and hands leadership to an
+ *    up-to-date voter that is not in alarm, if there is one;
+ *  - it tells its peers with every message, so a leader whose voters are
+ *    in alarm for a quorum refuses proposals at once (-ENOSPC) instead of
+ *    letting them time out.
+ * It clears by itself once the writes land, apply succeeds, the free space
+ * is back above the reserve and the application cleared its part.
+ */
+#define QRAFT_ALARM_NOSPACE 1u
+
+/* Raises (`raised`) or clears the application's part of `alarm` (one of
+ * the QRAFT_ALARM_* bits); `why` (copied; may be NULL) says what and where
+ * for the log. Any thread. Returns 0, or QRAFT_ECONFIG for an unknown
+ * alarm. */
+int qraft_node_alarm_set(qraft_node *node, uint32_t alarm, bool raised,
+                         const char *why);
+
 /* ---- Status and metrics ---- */
 
 #define QRAFT_NODE_MEMBERS_MAX QRAFT_CONF_NODES_MAX
@@ -409,6 +460,21 @@ typedef struct qraft_node_status {
    * (chunks in flight out, snapshots received into memory). */
   uint64_t log_bytes, log_applied_bytes;
   uint64_t send_buffer_bytes, snapshot_buffer_bytes;
+  /* Alarms (QRAFT_ALARM_* bits): this member's, and those of the voters
+   * (this one included) whose alarm stands as last heard from them within
+   * two election timeouts; `alarm_quorum` when these are a quorum of the
+   * voters (a leader then refuses proposals). space_free_bytes: the free
+   * space of data_dir as last checked (UINT64_MAX: not checked). Writes
+   * held for lack of space (submitted again until they land), committed
+   * entries the state machine could not take yet, and the times the alarm
+   * was raised since this start; alarm_why says why it stands now. */
+  uint32_t alarms;
+  uint32_t voters_in_alarm;
+  bool alarm_quorum;
+  uint64_t space_free_bytes;
+  uint64_t writes_held, apply_waiting_entries;
+  uint64_t alarms_raised;
+  char alarm_why[160];
 } qraft_node_status;
 
 /* Copies the status as of the end of the loop's last turn. Any thread. */

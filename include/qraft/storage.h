@@ -271,8 +271,10 @@ static inline int qraft_storage_term(qraft_storage *s, uint64_t index,
  * Failure after submit: the callback gets the code and the write had no
  * effect; every write submitted before that callback ran fails with the
  * same code, and the store's state is that of the last successful write.
- * After -ENOSPC the store accepts writes again (they fail again until there
- * is room). After a failed sync or write the store refuses every later
+ * After -ENOSPC (or -EDQUOT) the store accepts writes again (they fail
+ * again until there is room); the write's snapshot writer, if the store
+ * had not yet used it, is left in `snapshot` for the caller to submit again
+ * or abort (NULL if it was used up). After a failed sync or write the store refuses every later
  * write with QRAFT_ESYNC until it is closed and reopened: Linux may have
  * dropped the dirty pages, so a retry could report durable what is not.
  *

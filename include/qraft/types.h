@@ -123,6 +123,10 @@ typedef struct qraft_message {
   qraft_slice context;       /* field 12 */
   uint64_t deprecated_priority; /* field 14 */
   int64_t priority;          /* field 16 */
+  /* field 100, not in eraftpb (a decoder that does not know it skips it):
+   * the sender's alarms (QRAFT_ALARM_* in qraft/node.h). Set and read by
+   * the node; the core neither sets nor reads it. */
+  uint32_t alarms;
 } qraft_message;
 
 /* eraftpb.HardState */

@@ -41,11 +41,12 @@ static void node_stages(qraft_node *n, const node_req *r, uint64_t index,
   pthread_mutex_unlock(&n->mu);
 }
 
-void qraft__node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
+size_t qraft__node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
   /* Normal entries go to the state machine in runs; configuration entries
    * are applied by the node (their addresses) and complete changes. */
   size_t i = 0;
-  while (i < n_es) {
+  size_t done = n_es; /* where the state machine said "later" */
+  while (i < n_es && done == n_es) {
     if (es[i].type != QRAFT_ENTRY_NORMAL) {
       const qraft_entry *e = &es[i];
       qraft__node_learn_conf_entry(n, e);
@@ -77,15 +78,27 @@ void qraft__node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
         k++;
       }
       if (k > s) {
-        n->cfg.sm->apply(n->cfg.sm_ud, &es[s], k - s, es[k - 1].index,
-                         &results[s - i]);
+        int rv = n->cfg.sm->apply(n->cfg.sm_ud, &es[s], k - s,
+                                  es[k - 1].index, &results[s - i]);
+#ifdef QRAFT_CANARY_NODE_SKIP_UNAPPLIED
+        /* Planted bug (make canaries): entries the state machine refused
+         * count as applied. */
+        rv = 0;
+#endif
+        if (rv != 0) {
+          /* none of es[s, k) applied: they and the rest wait */
+          qraft__node_apply_refused(n, rv, es[s].index);
+          done = s;
+          j = s;
+          break;
+        }
         n->sm_index = es[k - 1].index;
       }
       while (k < j && es[k].data.len == 0) {
         k++;
       }
     }
-    n->m_applied_entries += run;
+    n->m_applied_entries += j - i;
     uint64_t applied_ns = qraft_env_now_ns(n->env);
     for (size_t x = i; x < j; x++) {
       const qraft_entry *e = &es[x];
@@ -115,6 +128,9 @@ void qraft__node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
       }
       qraft_slice_release(&results[x - i]);
     }
+    for (size_t x = j - i; x < run; x++) {
+      qraft_slice_release(&results[x]); /* of a refused call, if any */
+    }
     if (results != results_local) {
       free(results);
     }
@@ -124,10 +140,14 @@ void qraft__node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
    * (configuration changes, a new leader's empty entry): tell it their
    * index, so that a durable state machine records where its state stands
    * and its durable index can reach every snapshot's. */
-  if (n_es > 0 && n->sm_index < es[n_es - 1].index) {
-    n->cfg.sm->apply(n->cfg.sm_ud, NULL, 0, es[n_es - 1].index, NULL);
-    n->sm_index = es[n_es - 1].index;
+  if (done == n_es && n_es > 0 && n->sm_index < es[n_es - 1].index) {
+    /* (a failure is not repeated: the next call carries a later index) */
+    if (n->cfg.sm->apply(n->cfg.sm_ud, NULL, 0, es[n_es - 1].index, NULL) ==
+        0) {
+      n->sm_index = es[n_es - 1].index;
+    }
   }
+  return done;
 }
 
 void qraft__node_serve_reads(qraft_node *n) {

@@ -43,6 +43,13 @@ void qraft__node_publish_status(qraft_node *n) {
   s.restore_waited_entries = n->m_restore_waited;
   s.log_bytes = st.log_bytes;
   s.log_applied_bytes = st.log_applied_bytes;
+  s.alarms = n->alarms;
+  s.voters_in_alarm = qraft__node_voters_in_alarm(n, &s.alarm_quorum);
+  s.space_free_bytes = n->space_free;
+  s.writes_held = n->held_n;
+  s.apply_waiting_entries = n->apply_blocked ? n->backlog_n : 0;
+  s.alarms_raised = n->m_alarms_raised;
+  memcpy(s.alarm_why, n->alarm_why, sizeof s.alarm_why);
   if (n->net != NULL) {
     qraft_raft_net_memory nm;
     qraft_raft_net_memory_get(n->net, &nm);
@@ -175,6 +182,7 @@ static void node_drain_updates(qraft_node *n) {
       w = calloc(1, sizeof *w);
       QRAFT_ASSERT(w != NULL);
       w->node = n;
+      w->seq = ++n->write_seq;
       w->persist_id = u.persist_id;
       if (u.truncate_from != 0) {
         QRAFT_ASSERTF(u.entries_n > 0 && u.entries[0].index == u.truncate_from,
@@ -263,13 +271,17 @@ static void node_drain_updates(qraft_node *n) {
        * is restored in steps, and the restore's last step replaces them. */
       restoring = false;
 #endif
-      if (restoring) {
-        /* The state machine is being replaced: these wait for it. */
+      if (restoring || n->apply_blocked) {
+        /* The state machine is being replaced, or refused entries before
+         * these (space.c): these wait for it. */
         qraft__node_backlog_add(n, u.committed, u.committed_n);
       } else {
         n->commit_seen_ns = qraft_env_now_ns(n->env);
-        qraft__node_apply(n, u.committed, u.committed_n);
-        last = u.committed[u.committed_n - 1].index;
+        size_t k = qraft__node_apply(n, u.committed, u.committed_n);
+        if (k < u.committed_n) {
+          qraft__node_backlog_add(n, u.committed + k, u.committed_n - k);
+        }
+        last = k > 0 ? u.committed[k - 1].index : 0;
       }
     }
     if (u.conf_changed) {
@@ -319,6 +331,12 @@ static void node_drain_updates(qraft_node *n) {
         w->msgs_n = 0; /* moved */
       }
       qraft__node_write_free(w);
+      w = NULL;
+    }
+    if (w != NULL && qraft__node_writes_held(n)) {
+      /* Writes wait for room (space.c): this one goes after them. */
+      qraft__node_held_append(n, w);
+      n->last_write = w;
       w = NULL;
     }
     if (w != NULL) {
@@ -477,6 +495,7 @@ void qraft__node_tick_cb(void *ud) {
   n->stalled = false;
   qraft_core_check_timeouts(n->core);
   qraft__node_expire(n);
+  qraft__node_space_tick(n);
   if (n->net != NULL) {
     node_check_refused(n);
   }
@@ -534,6 +553,10 @@ void qraft__node_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch) {
     }
     if (m->type == QRAFT_MSG_SNAPSHOT) {
       continue; /* they arrive whole through qraft__node_snap_recv_cb */
+    }
+    qraft__node_peer_alarms(n, from, m->alarms);
+    if (qraft__node_drop_for_space(n, m)) {
+      continue; /* no room for more: as if lost (space.c) */
     }
     (void)qraft_core_step(n->core, m);
   }

@@ -224,6 +224,55 @@ size_t qraft_node_metrics_text(qraft_node *n, char *buf, size_t size) {
       s.snapshots_stateless, s.snapshot_sends_from_state,
       (uint64_t)n->m_snap_steps, (uint64_t)n->m_restore_steps,
       (uint64_t)n->m_restore_waited);
+  mt_put(buf, size, &off,
+         "# HELP qraft_alarm_nospace 1 while this member is out of disk "
+         "space or below its reserve (it refuses writes as leader).\n"
+         "# TYPE qraft_alarm_nospace gauge\nqraft_alarm_nospace %d\n"
+         "# HELP qraft_alarm_voters_nospace Voters (this one included) in the "
+         "no-space alarm, as last heard from them.\n"
+         "# TYPE qraft_alarm_voters_nospace gauge\n"
+         "qraft_alarm_voters_nospace %u\n"
+         "# HELP qraft_alarm_quorum_nospace 1 while the voters in alarm are a "
+         "quorum (proposals fail at once with no space).\n"
+         "# TYPE qraft_alarm_quorum_nospace gauge\n"
+         "qraft_alarm_quorum_nospace %d\n"
+         "# TYPE qraft_alarms_raised_total counter\n"
+         "qraft_alarms_raised_total %" PRIu64 "\n"
+         "# HELP qraft_space_free_bytes Free space of the data directory as "
+         "last checked (absent: not checked).\n"
+         "# TYPE qraft_space_free_bytes gauge\n",
+         (s.alarms & QRAFT_ALARM_NOSPACE) ? 1 : 0, s.voters_in_alarm,
+         s.alarm_quorum ? 1 : 0, s.alarms_raised);
+  if (s.space_free_bytes != UINT64_MAX) {
+    mt_put(buf, size, &off, "qraft_space_free_bytes %" PRIu64 "\n",
+           s.space_free_bytes);
+  }
+  mt_put(buf, size, &off,
+         "# TYPE qraft_space_reserve_bytes gauge\n"
+         "qraft_space_reserve_bytes %" PRIu64 "\n"
+         "# HELP qraft_writes_held Storage writes waiting for room.\n"
+         "# TYPE qraft_writes_held gauge\nqraft_writes_held %" PRIu64 "\n"
+         "# TYPE qraft_writes_held_total counter\n"
+         "qraft_writes_held_total %" PRIu64 "\n"
+         "# HELP qraft_apply_waiting_entries Committed entries waiting for "
+         "the state machine to take them.\n"
+         "# TYPE qraft_apply_waiting_entries gauge\n"
+         "qraft_apply_waiting_entries %" PRIu64 "\n"
+         "# TYPE qraft_apply_refused_total counter\n"
+         "qraft_apply_refused_total %" PRIu64 "\n"
+         "# HELP qraft_appends_dropped_nospace_total Appends from the leader "
+         "dropped while writes waited for room.\n"
+         "# TYPE qraft_appends_dropped_nospace_total counter\n"
+         "qraft_appends_dropped_nospace_total %" PRIu64 "\n"
+         "# TYPE qraft_proposals_nospace_total counter\n"
+         "qraft_proposals_nospace_total %" PRIu64 "\n",
+         n->cfg.space_reserve_bytes == QRAFT_NODE_SPACE_RESERVE_NONE
+             ? 0
+             : n->cfg.space_reserve_bytes,
+         s.writes_held, (uint64_t)n->m_writes_held_total,
+         s.apply_waiting_entries, (uint64_t)n->m_apply_refused,
+         (uint64_t)n->m_appends_dropped_nospace,
+         (uint64_t)n->m_proposals_nospace);
   off += node_transport_metrics(n, off < size ? buf + off : NULL,
                                 off < size ? size - off : 0);
   pthread_mutex_lock(&n->mu);

@@ -90,6 +90,12 @@ static int node_config_check(qraft_node_config *c, qraft_err *err) {
   if (c->snapshot_inflight_bytes == 0) {
     c->snapshot_inflight_bytes = 1u << 20;
   }
+  if (c->space_reserve_bytes == 0) {
+    c->space_reserve_bytes = 64u << 20;
+  }
+  if (c->space_check_ms == 0) {
+    c->space_check_ms = 1000;
+  }
   bool steps = c->sm->snapshot_begin != NULL;
   if (steps != (c->sm->snapshot_step != NULL) ||
       steps != (c->sm->snapshot_end != NULL)) {
@@ -251,7 +257,11 @@ int qraft_node_new(const qraft_node_config *cfg_in, qraft_node **out,
   n->tick_ns = (uint64_t)cfg.tick_ms * 1000000u;
   n->accepting = true;
   n->stage_ring = calloc(NODE_STAGE_RING, sizeof *n->stage_ring);
-  if (n->stage_ring == NULL) {
+  n->space_free = UINT64_MAX;
+  n->space_dir = cfg.data_dir != NULL ? strdup(cfg.data_dir) : NULL;
+  if (n->stage_ring == NULL || (cfg.data_dir != NULL && n->space_dir == NULL)) {
+    free(n->stage_ring);
+    free(n->space_dir);
     free(n);
     return QRAFT_ERR(err, -ENOMEM, "node");
   }
@@ -300,6 +310,7 @@ err_env:
 err_free:
   pthread_mutex_destroy(&n->mu);
   free(n->stage_ring);
+  free(n->space_dir);
   free(n);
   return rv;
 }
@@ -503,6 +514,7 @@ void qraft__node_shutdown_on_loop(qraft_node *n) {
     qraft_storage_poll(n->st);
   }
   qraft__node_fail_all(n, QRAFT_ESHUTDOWN);
+  qraft__node_held_free(n); /* never landed: nothing of them was said */
   qraft__node_snapshot_abandon(n);
   qraft_env_timer_free(n->snap_timer);
   n->snap_timer = NULL;
@@ -558,6 +570,7 @@ void qraft_node_free(qraft_node *n) {
   qraft_snapshot_writer_abort(n->recv_writer);
   qraft_snapshot_writer_abort(n->snap_pending);
   qraft__node_snapshot_abandon(n); /* if it never ran its loop's shutdown */
+  qraft__node_held_free(n);
   qraft__node_restore_abandon(n);
   qraft__node_snap_sinks_detach(n);
   /* Writes still in flight (after a fatal error, or a shutdown that gave
@@ -582,5 +595,6 @@ void qraft_node_free(qraft_node *n) {
   }
   pthread_mutex_destroy(&n->mu);
   free(n->stage_ring);
+  free(n->space_dir);
   free(n);
 }

@@ -111,6 +111,8 @@ typedef struct node_write {
   uint64_t submit_ns;
   bool restore_after; /* a received snapshot: restore the state machine */
   uint64_t restore_index;
+  uint64_t seq;             /* submission order */
+  struct node_write *held_next; /* in the list of held writes (space.c) */
 } node_write;
 
 /* --- the node ------------------------------------------------------------- */
@@ -129,6 +131,8 @@ typedef struct node_member {
   qraft_id id;
   qraft_node_addr addr;
   uint64_t refused_seen; /* the transport's count of its refusals of us */
+  uint32_t alarms;        /* as its last message said (space.c) */
+  uint64_t alarms_ns;     /* when that message came */
 } node_member;
 
 typedef struct node_snap_report {
@@ -238,6 +242,30 @@ struct qraft_node {
   qraft_hard_state hs_lazy;
   bool hs_lazy_set;
   node_write *last_write; /* newest write not yet durable */
+  uint64_t write_seq;      /* the last write's node_write.seq */
+
+  /* Out of space (space.c): writes the store failed with -ENOSPC or
+   * -EDQUOT, and the ones after them, in submission order, submitted again
+   * once none is in flight and the retry is due; committed entries the
+   * state machine refused wait in the backlog (apply_blocked). */
+  node_write *held_head, *held_tail;
+  uint64_t held_n;
+  uint64_t held_retry_ns, apply_retry_ns;
+  uint32_t held_backoff_ms, apply_backoff_ms;
+  bool apply_blocked;
+  int apply_code; /* what the state machine last said */
+  char *space_dir;    /* data_dir, watched against the reserve; or NULL */
+  uint32_t space_why; /* SPACE_WHY_* reasons the alarm stands for */
+  uint32_t alarms;    /* this member's QRAFT_ALARM_* bits */
+  uint64_t space_next_check_ns;
+  uint64_t space_free; /* of data_dir; UINT64_MAX: not checked */
+  uint64_t snap_nospace_ns; /* a received snapshot found no room then */
+  uint64_t alarm_transfer_ns; /* last handover for an alarm */
+  bool app_alarm;             /* under mu: qraft_node_alarm_set */
+  char app_why[128];          /* under mu */
+  char alarm_why[160];
+  _Atomic uint64_t m_alarms_raised, m_writes_held_total, m_apply_refused;
+  _Atomic uint64_t m_appends_dropped_nospace, m_proposals_nospace;
 
   /* counters: the loop thread adds, any thread reads (atomics) */
   _Atomic uint64_t m_proposals, m_proposals_failed, m_reads,
@@ -317,8 +345,30 @@ void qraft__node_write_cb(qraft_storage_write *sw, int status);
 void qraft__node_write_free(node_write *w);
 
 /* apply.c */
-void qraft__node_apply(qraft_node *n, const qraft_entry *es, size_t n_es);
+size_t qraft__node_apply(qraft_node *n, const qraft_entry *es, size_t n_es);
 void qraft__node_serve_reads(qraft_node *n);
+
+/* space.c */
+#define SPACE_WHY_RESERVE 1u  /* data_dir's free space below the reserve */
+#define SPACE_WHY_WAL 2u      /* the store failed a write for lack of space */
+#define SPACE_WHY_APPLY 4u    /* the state machine refused entries */
+#define SPACE_WHY_SNAPSHOT 8u /* a snapshot found no room */
+#define SPACE_WHY_APP 16u     /* qraft_node_alarm_set */
+bool qraft__node_is_nospace(int code);
+bool qraft__node_write_hold(qraft_node *n, node_write *w, int status);
+void qraft__node_write_landed(qraft_node *n);
+bool qraft__node_writes_held(const qraft_node *n);
+void qraft__node_held_append(qraft_node *n, node_write *w);
+void qraft__node_held_free(qraft_node *n);
+void qraft__node_apply_refused(qraft_node *n, int code, uint64_t index);
+void qraft__node_apply_backlog(qraft_node *n);
+void qraft__node_snapshot_nospace(qraft_node *n, int code);
+void qraft__node_space_tick(qraft_node *n);
+void qraft__node_space_update(qraft_node *n);
+void qraft__node_peer_alarms(qraft_node *n, qraft_id from, uint32_t alarms);
+bool qraft__node_drop_for_space(qraft_node *n, const qraft_message *m);
+int qraft__node_propose_space(qraft_node *n);
+uint32_t qraft__node_voters_in_alarm(qraft_node *n, bool *quorum);
 
 /* snapshot.c */
 void qraft__node_maybe_snapshot(qraft_node *n);

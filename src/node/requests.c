@@ -67,6 +67,7 @@ void qraft__node_take_requests(qraft_node *n) {
   n->q_head = n->q_tail = NULL;
   pthread_mutex_unlock(&n->mu);
   uint64_t now = qraft_env_now_ns(n->env);
+  int space_rv = 1; /* not asked yet */
   while (list != NULL) {
     node_req *r = list;
     list = r->next;
@@ -80,6 +81,18 @@ void qraft__node_take_requests(qraft_node *n) {
     int rv = 0;
     switch (r->kind) {
     case REQ_PROPOSE: {
+      if (space_rv == 1) {
+        qraft_core_status cs;
+        qraft_core_status_get(n->core, &cs);
+        space_rv = cs.role == QRAFT_ROLE_LEADER ? qraft__node_propose_space(n)
+                                                : 0;
+      }
+      if (space_rv != 0) {
+        /* out of space here, or on a quorum of voters (space.c) */
+        n->m_proposals_nospace++;
+        qraft__node_req_complete(n, r, space_rv, (qraft_slice){0});
+        continue;
+      }
       r->seq = ++n->next_seq;
       qraft_buf *ctx = qraft_buf_new(16);
       QRAFT_ASSERT(ctx != NULL);

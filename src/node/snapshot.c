@@ -206,6 +206,7 @@ static void backlog_clear(qraft_node *n) {
   }
   n->backlog_n = 0;
   n->backlog_bytes = 0;
+  n->apply_blocked = false; /* what was refused is in the new snapshot */
 }
 
 void qraft__node_backlog_add(qraft_node *n, const qraft_entry *es,
@@ -231,7 +232,9 @@ void qraft__node_backlog_add(qraft_node *n, const qraft_entry *es,
     e->context = qraft_slice_keep(es[i].context);
     n->backlog_bytes += es[i].data.len + es[i].context.len;
   }
-  n->m_restore_waited += n_es;
+  if (n->restore_ctx != NULL) {
+    n->m_restore_waited += n_es;
+  }
 }
 
 /* Drops a restore in steps (a newer snapshot is installed, the node stops):
@@ -336,13 +339,7 @@ void qraft__node_restore_step_cb(void *ud) {
   n->applied = index;
   n->sm_index = index;
   n->m_snapshots_installed++;
-  if (n->backlog_n > 0) {
-    uint64_t last = n->backlog[n->backlog_n - 1].index;
-    n->commit_seen_ns = qraft_env_now_ns(n->env);
-    qraft__node_apply(n, n->backlog, n->backlog_n);
-    backlog_clear(n);
-    qraft_core_applied(n->core, last);
-  }
+  qraft__node_apply_backlog(n);
   qraft__node_serve_reads(n);
   qraft__node_drain(n);
 }
@@ -614,6 +611,9 @@ static int sink_write(void *ctx, const void *data, size_t len) {
     qraft_err_init(&err, 0);
     int rv = qraft_snapshot_writer_write(k->w, head, h, &err);
     if (rv != 0) {
+      if (qraft__node_is_nospace(rv)) {
+        qraft__node_snapshot_nospace(k->n, rv);
+      }
       return rv;
     }
     k->off += h;
@@ -630,8 +630,13 @@ static int sink_write(void *ctx, const void *data, size_t len) {
   if (rv != 0) {
     char line[256];
     qraft_err_format(&err, line, sizeof line);
-    QRAFT_LOG(k->n->lg, QRAFT_LOG_WARN, "writing a received snapshot",
+    QRAFT_LOG(k->n->lg, QRAFT_LOG_WARN,
+              "writing a received snapshot; dropped (the leader sends it "
+              "again later)",
               QRAFT_LOG_STR("error", line));
+    if (qraft__node_is_nospace(rv)) {
+      qraft__node_snapshot_nospace(k->n, rv);
+    }
     return rv;
   }
   k->off += len;
@@ -669,6 +674,9 @@ int qraft__node_snap_begin_cb(void *ud, qraft_id from, const qraft_message *m,
     qraft_err_format(&err, line, sizeof line);
     QRAFT_LOG(n->lg, QRAFT_LOG_WARN, "cannot receive a snapshot",
               QRAFT_LOG_STR("error", line));
+    if (qraft__node_is_nospace(rv)) {
+      qraft__node_snapshot_nospace(n, rv);
+    }
     free(k);
     return rv;
   }
@@ -754,6 +762,13 @@ static void node_compact_cb(qraft_storage_write *sw, int status) {
     n->m_snapshots_taken++;
     n->m_snapshots_stateless += cw->stateless;
     (void)qraft_core_compact(n->core, cw->index);
+  } else if (qraft__node_is_nospace(status)) {
+    /* No room: the log stays as it is; a later snapshot tries again. */
+    qraft_snapshot_writer_abort(cw->w.snapshot);
+    QRAFT_LOG(n->lg, QRAFT_LOG_WARN, "no room for a snapshot; kept the log",
+              QRAFT_LOG_U64("index", cw->index),
+              QRAFT_LOG_STR("error", qraft_strerror(status)));
+    qraft__node_snapshot_nospace(n, status);
   } else {
     QRAFT_LOG(n->lg, QRAFT_LOG_ERROR, "snapshot write failed; node stops",
               QRAFT_LOG_STR("error", qraft_strerror(status)));
@@ -795,7 +810,7 @@ static void node_submit_snapshot(qraft_node *n, qraft_snapshot_writer *w,
  * state is durable at that index, so that a restart always finds the log
  * from the state machine's durable index on. */
 void qraft__node_submit_pending_snapshot(qraft_node *n) {
-  if (n->snap_pending == NULL || n->fatal) {
+  if (n->snap_pending == NULL || n->fatal || qraft__node_writes_held(n)) {
     return;
   }
   uint64_t d = n->cfg.sm->durable_index(n->cfg.sm_ud);
@@ -931,6 +946,7 @@ void qraft__node_maybe_snapshot(qraft_node *n) {
    * is about to be replaced, and a snapshot of the old state would land in
    * the store after the newer one. */
   if (n->applied <= n->snap_index || n->fatal || n->installing ||
+      qraft__node_writes_held(n) ||
       n->restore_ctx != NULL || n->snap_pending != NULL ||
       n->snap_view != NULL ||
       (n->cfg.sm->snapshot_begin != NULL && n->snap_timer == NULL)) {

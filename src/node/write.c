@@ -23,6 +23,7 @@ void qraft__node_write_free(node_write *w) {
     free(m->snapshot);
   }
   free(w->msgs);
+  qraft_snapshot_writer_abort(w->w.snapshot); /* of a write never landed */
   free(w);
 }
 
@@ -64,6 +65,13 @@ void qraft__node_send(qraft_node *n, const qraft_message *m) {
     qraft__node_send_snapshot(n, m);
     return;
   }
+  if (n->alarms != 0) {
+    /* our alarms go with every message (space.c) */
+    qraft_message c = *m;
+    c.alarms = n->alarms;
+    (void)qraft_raft_net_send(n->net, &c, NULL);
+    return;
+  }
   (void)qraft_raft_net_send(n->net, m, NULL);
 }
 
@@ -76,13 +84,18 @@ void qraft__node_write_cb(qraft_storage_write *sw, int status) {
   }
   qraft__node_clock(n);
   n->writes_inflight--;
+  if (status != 0 && qraft__node_write_hold(n, w, status)) {
+    return; /* no room: held, submitted again later (space.c) */
+  }
   if (n->last_write == w) {
     n->last_write = NULL;
   }
   if (status != 0) {
     /* The store refuses writes from now on (a failed sync cannot be
      * retried safely): this node cannot go on. */
-    QRAFT_LOG(n->lg, QRAFT_LOG_ERROR, "storage write failed; node stops",
+    QRAFT_LOG(n->lg, QRAFT_LOG_ERROR,
+              "storage write failed; node stops (docs/storage.md: after a "
+              "failed write or sync the log must be reopened)",
               QRAFT_LOG_STR("error", qraft_strerror(status)));
     n->fatal = true;
     qraft__node_write_free(w);
@@ -91,6 +104,7 @@ void qraft__node_write_cb(qraft_storage_write *sw, int status) {
   }
   n->m_writes++;
   n->m_write_entries += w->ents_n;
+  qraft__node_write_landed(n);
   uint64_t durable_ns = qraft_env_now_ns(n->env);
   for (size_t i = 0; i < w->ents_n; i++) {
     stage_slot *sl = &n->stage_ring[w->ents[i].index % NODE_STAGE_RING];

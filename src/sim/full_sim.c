@@ -615,7 +615,7 @@ static void fs_check_snapshot_state(fs_sim *s, uint32_t node, uint64_t index,
   }
 }
 
-static void kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
+static int kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
                      qraft_slice *results) {
   fs_kv *kv = ud;
   fs_sim *s = kv->sim;
@@ -665,6 +665,7 @@ static void kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
     kv->index = last;
   }
   fs_record_state(s, kv->index, kv->vals);
+  return 0;
 }
 
 /* A snapshot: the state machine's index (u64), its values, snap_pad bytes

@@ -470,10 +470,14 @@ static void wal_signal(wal *w) {
 }
 
 static void wal_done_locked(wal *w, qraft_storage_write *wr, int status) {
-  if (status != 0 && wr->snapshot != NULL) {
-    qraft_snapshot_writer_abort(wr->snapshot);
+  if (status == -ENOSPC || status == -EDQUOT) {
+    /* a snapshot not yet published stays the caller's (qraft/storage.h) */
+  } else {
+    if (status != 0 && wr->snapshot != NULL) {
+      qraft_snapshot_writer_abort(wr->snapshot);
+    }
+    wr->snapshot = NULL;
   }
-  wr->snapshot = NULL;
   wr->status_ = status;
   wr->next_ = NULL;
   if (w->done_tail != NULL) {

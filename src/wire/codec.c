@@ -65,8 +65,8 @@ static const char *const message_fields[] = {
     [9] = "snapshot",   [10] = "reject",
     [11] = "reject_hint", [12] = "context",
     [13] = "request_snapshot", [14] = "deprecated_priority",
-    [15] = "commit_term", [16] = "priority"};
-static const pb_desc message_desc = {"Message", message_fields, 17};
+    [15] = "commit_term", [16] = "priority", [100] = "alarms"};
+static const pb_desc message_desc = {"Message", message_fields, 101};
 
 /* ---- reader primitives ------------------------------------------------ */
 
@@ -840,7 +840,7 @@ size_t qraft_wire_message_size(const qraft_message *m) {
          pb_u64_size(13, m->request_snapshot) +
          pb_u64_size(14, m->deprecated_priority) +
          pb_u64_size(15, m->commit_term) +
-         pb_u64_size(16, (uint64_t)m->priority);
+         pb_u64_size(16, (uint64_t)m->priority) + pb_u64_size(100, m->alarms);
 }
 
 uint8_t *qraft__wire_message_put(uint8_t *p, const qraft_message *m) {
@@ -866,6 +866,7 @@ uint8_t *qraft__wire_message_put(uint8_t *p, const qraft_message *m) {
   p = pb_put_u64(p, 14, m->deprecated_priority);
   p = pb_put_u64(p, 15, m->commit_term);
   p = pb_put_u64(p, 16, (uint64_t)m->priority);
+  p = pb_put_u64(p, 100, m->alarms);
   return p;
 }
 
@@ -985,6 +986,10 @@ int qraft__wire_message_fill(pb_dec *d, const uint8_t *p, const uint8_t *end,
     case 16:
       rc = pb_u64(d, &p, end, &f, &u);
       m->priority = (int64_t)u;
+      break;
+    case 100:
+      rc = pb_u64(d, &p, end, &f, &u);
+      m->alarms = (uint32_t)u;
       break;
     default:
       rc = qraft__pb_skip(d, &p, end, &f);

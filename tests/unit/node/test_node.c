@@ -34,7 +34,7 @@ static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n) {
   return h;
 }
 
-static void sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
+static int sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
                      qraft_slice *results) {
   sm *s = ud;
   pthread_mutex_lock(&s->mu);
@@ -45,6 +45,7 @@ static void sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
   }
   s->index = last;
   pthread_mutex_unlock(&s->mu);
+  return 0;
 }
 
 static int sm_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,

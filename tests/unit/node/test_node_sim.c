@@ -31,7 +31,7 @@ typedef struct sm {
   int views_open;
 } sm;
 
-static void sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
+static int sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
                      qraft_slice *results) {
   sm *s = ud;
   if (s->restoring) {
@@ -48,6 +48,7 @@ static void sm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
     results[i] = (qraft_slice){0};
   }
   s->index = last;
+  return 0;
 }
 
 static int sm_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,
@@ -760,7 +761,7 @@ typedef struct dsm {
   uint64_t restores;
 } dsm;
 
-static void dsm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
+static int dsm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
                       qraft_slice *results) {
   dsm *s = ud;
   for (size_t i = 0; i < n; i++) {
@@ -772,6 +773,7 @@ static void dsm_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
     results[i] = (qraft_slice){0};
   }
   s->index = last;
+  return 0;
 }
 
 static int dsm_snapshot(void *ud, uint64_t *index, qraft_sm_write_fn write,

@@ -184,6 +184,44 @@ static void unknown_fields_are_skipped(void **st) {
   qraft_wire_batch_free(batch);
 }
 
+static void alarms_ride_as_field_100(void **st) {
+  (void)st;
+  /* qraft's own field: absent when 0 (a heartbeat's bytes are eraftpb's),
+   * a varint under tag 100 otherwise, read back; a decoder that does not
+   * know it skips it (unknown_fields_are_skipped). */
+  qraft_message m;
+  memset(&m, 0, sizeof m);
+  m.type = QRAFT_MSG_HEARTBEAT_RESPONSE;
+  m.to = 1;
+  m.from = 2;
+  m.term = 3;
+  size_t plain = qraft_wire_message_size(&m);
+  m.alarms = 1;
+  size_t with = qraft_wire_message_size(&m);
+  assert_int_equal(with, plain + 3);
+  uint8_t buf[64];
+  size_t n = 0;
+  assert_int_equal(qraft_wire_message_encode(&m, buf, sizeof buf, &n), 0);
+  assert_int_equal(n, with);
+  assert_int_equal(buf[n - 3], 0xa0); /* (100 << 3) | 0 as a varint */
+  assert_int_equal(buf[n - 2], 0x06);
+  assert_int_equal(buf[n - 1], 0x01);
+  qraft_wire_batch *batch = NULL;
+  assert_int_equal(qraft_wire_message_decode(NULL, buf, n, NULL, &batch, NULL),
+                   0);
+  assert_int_equal(batch->msgs[0].alarms, 1);
+  assert_int_equal(batch->msgs[0].term, 3);
+  qraft_wire_batch_free(batch);
+  /* the wrong wire type is malformed, with the field's name */
+  uint8_t bad[] = {0xa2, 0x06, 0x00};
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  assert_int_equal(qraft_wire_message_decode(NULL, bad, sizeof bad, NULL,
+                                             &batch, &err),
+                   QRAFT_EMALFORMED);
+  assert_non_null(strstr(err.frames[0].msg, "alarms"));
+}
+
 static void protobuf_merge_rules_hold(void **st) {
   (void)st;
   /* term twice: the last wins. voters packed, then unpacked: appended.
@@ -392,6 +430,7 @@ int main(void) {
       cmocka_unit_test(heartbeat_is_canonical_protobuf),
       cmocka_unit_test(every_other_type_round_trips),
       cmocka_unit_test(unknown_fields_are_skipped),
+      cmocka_unit_test(alarms_ride_as_field_100),
       cmocka_unit_test(protobuf_merge_rules_hold),
       cmocka_unit_test(bad_input_is_named_with_field_and_offset),
       cmocka_unit_test(conf_lists_and_entries_are_limited),
