@@ -739,7 +739,8 @@ static void hist(wl *w, int proc, const char *type, const char *f,
   free(s);
 }
 
-/* "none" in a 503 means the request was refused before it was proposed. */
+/* "none" in a 503 or a 507 means the request was refused before it was
+ * proposed. */
 static bool refused(const char *resp) {
   json_t *j = json_loads(resp ? resp : "", 0, NULL);
   const char *oc = j ? json_string_value(json_object_get(j, "outcome")) : NULL;
@@ -795,7 +796,9 @@ static void *wl_run(void *p) {
       int st = kv_http_request(url, "PUT", path, w->o->token, body, tmo, &resp);
       uint64_t t = kv_now_ns();
       const char *type = st == 200 ? "ok"
-                         : (st == -1 || (st == 503 && refused(resp))) ? "fail"
+                         : (st == -1 || ((st == 503 || st == 507) &&
+                                         refused(resp)))
+                             ? "fail"
                                                                       : "info";
       hist(w, proc, type, "put", key, v, NULL, t);
       gen += type[0] == 'i';
@@ -820,7 +823,8 @@ static void *wl_run(void *p) {
       } else if (st == 409) {
         hist(w, proc, "ok", "cas", key, pair, "failed", t);
       } else {
-        bool none = st == -1 || (st == 503 && refused(resp));
+        bool none =
+            st == -1 || ((st == 503 || st == 507) && refused(resp));
         hist(w, proc, none ? "fail" : "info", "cas", key, pair, NULL, t);
         gen += !none;
       }

@@ -385,14 +385,14 @@ static void member_names(http_ctx *h, const qraft_node_status *st, qraft_id id,
   }
 }
 
-/* Whether this member, as leader, refuses writes for lack of space: its
- * own alarm, or a quorum of voters in alarm; says why. */
+/* Whether this member refuses writes for lack of space: its own alarm
+ * (any role), or, as leader, a quorum of voters in alarm; says why. */
 static bool nospace_why(const qraft_node_status *st, char *why, size_t n) {
-  if (st->role != QRAFT_ROLE_LEADER) return false;
   if (st->alarms & QRAFT_ALARM_NOSPACE) {
     snprintf(why, n, "this member is out of disk space: %s", st->alarm_why);
     return true;
   }
+  if (st->role != QRAFT_ROLE_LEADER) return false;
   if (st->alarm_quorum) {
     snprintf(why, n,
              "%u of the voters are out of disk space (a quorum): writes "
@@ -571,8 +571,18 @@ static enum MHD_Result kv_write(http_ctx *h, struct MHD_Connection *c, req *r,
     char why[512];
     if (kv_store_full(kv_server_store(h->srv), why, sizeof why) ||
         nospace_why(&ns, why, sizeof why)) {
-      /* Nothing proposed: the client knows the write did not happen. */
-      return reply_err(c, 507, "no_space", why);
+      /* Nothing proposed: the client knows the write did not happen. A
+       * follower names the leader, which may have room. */
+      json_t *j = err_json("no_space", why);
+      json_object_set_new(j, "outcome", json_string("none"));
+      if (ns.role != QRAFT_ROLE_LEADER) {
+        char hex[QRAFT_NODE_ID_HEX_SIZE], lh[256];
+        member_names(h, &ns, ns.leader, hex, lh, sizeof lh);
+        if (hex[0]) json_object_set_new(j, "leader", json_string(hex));
+        if (lh[0]) json_object_set_new(j, "leader_http", json_string(lh));
+      }
+      atomic_fetch_add(&m_errors, 1);
+      return reply_json(c, 507, j);
     }
     uint8_t *p;
     size_t n = kv_cmd_encode(cmd, &p);

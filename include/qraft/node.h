@@ -327,7 +327,10 @@ void qraft_node_addr_of(const qraft_node *node, qraft_node_addr *out);
 
 /* Completion of a proposal: `status` 0 and the state machine's `result`
  * (valid during the call; take a reference to keep it), or an error and,
- * for QRAFT_ENOTLEADER, the leader's Raft id if known (else 0). */
+ * for QRAFT_ENOTLEADER, the leader's Raft id if known (else 0). -ENOSPC
+ * means it was refused before it was proposed (this member, or as leader a
+ * quorum of voters, out of space: QRAFT_ALARM_NOSPACE): it did not happen.
+ * After QRAFT_EDROPPED or QRAFT_ETIMEDOUT its outcome is unknown. */
 typedef void (*qraft_propose_cb)(void *ud, int status, qraft_slice result,
                                  qraft_id leader);
 

@@ -90,6 +90,10 @@ typedef struct qraft_sim_core_result {
   /* stateless compactions, and snapshots streamed from a view for them */
   uint64_t compactions_stateless, sends_from_state;
   uint64_t restore_waited;
+  /* full stack only: times disks ran out of space (one node's or a
+   * quorum's at once), writes that failed for it, and calls a durable
+   * state machine refused for it */
+  uint64_t disk_fulls, writes_nospace, apply_refused;
   uint64_t conf_changes;
   uint64_t transfers;
   uint64_t ops_ok;
@@ -124,6 +128,11 @@ typedef struct qraft_simdisk_stats {
   uint64_t writes_lost; /* not yet durable at a crash */
   uint64_t entries_lost;
   uint64_t crashes;
+  /* While full (qraft_simdisk_set_full): the times it filled up, writes
+   * failed with -ENOSPC, and snapshot writer opens and writes refused. */
+  uint64_t fulls;
+  uint64_t writes_nospace;
+  uint64_t snapshot_nospace;
 } qraft_simdisk_stats;
 
 /*
@@ -154,6 +163,23 @@ void qraft_simdisk_set_observer(qraft_simdisk *d, qraft_simdisk_write_cb cb,
  * down or recovers); writes still become durable in submission order. */
 void qraft_simdisk_set_delay(qraft_simdisk *d, uint64_t delay_min_ns,
                              uint64_t delay_max_ns);
+
+/*
+ * Fills the disk up (`full`) or gives it room again. While it is full, the
+ * write that reaches the head of the queue (its delay over) fails with
+ * -ENOSPC instead of becoming durable, and so does every write queued
+ * behind it, all in submission order, after the callbacks of the writes
+ * that became durable before it (qraft/storage.h, "Failure after submit":
+ * every write submitted before that callback ran fails with the same
+ * code). The durable part is unchanged; a snapshot writer such a write
+ * carried stays in its `snapshot` for the caller to submit again or abort.
+ * qraft_storage_snapshot_writer_open and qraft_snapshot_writer_write fail
+ * with -ENOSPC while it is full. Writes submitted afterwards, once it has
+ * room again, succeed as usual; the open store stays usable throughout.
+ */
+void qraft_simdisk_set_full(qraft_simdisk *d, bool full);
+/* Whether the disk is full now (for a state machine on the same disk). */
+bool qraft_simdisk_is_full(const qraft_simdisk *d);
 
 /* A power loss: every write not yet durable is lost; its callback runs now
  * with QRAFT_ESYNC and the open store refuses writes until the disk is
@@ -216,7 +242,8 @@ typedef struct qraft_sim_cluster_config {
   uint32_t snapshot_chunk_bytes;
   uint32_t snapshot_inflight_bytes;
   uint32_t snapshot_step_bytes;
-  qraft_logger *logger; /* NULL: nodes log nothing */
+  qraft_logger *logger; /* NULL: nodes log nothing (the cluster still
+                           watches their errors: _node_stops) */
 } qraft_sim_cluster_config;
 
 /*
@@ -244,6 +271,14 @@ qraft_node *qraft_sim_cluster_node(qraft_sim_cluster *c, uint32_t i);
 void *qraft_sim_cluster_sm(qraft_sim_cluster *c, uint32_t i);
 /* The index of the node that is leader of the highest term, or -1. */
 int qraft_sim_cluster_leader(qraft_sim_cluster *c);
+/* How many times node i stopped on its own, over all its starts: it logged
+ * an error after which it takes no part any more ("... node stops": a
+ * storage write or a restore failed), while its status still says
+ * `running`. The crashes and the stops the cluster makes itself
+ * (qraft_sim_cluster_crash, _free) do not count. The record of the last
+ * one, formatted, goes to `why` (may be NULL). */
+uint64_t qraft_sim_cluster_node_stops(const qraft_sim_cluster *c, uint32_t i,
+                                      char *why, size_t why_size);
 /* Network time in milliseconds since the start. */
 uint64_t qraft_sim_cluster_now_ms(const qraft_sim_cluster *c);
 qraft_simnet *qraft_sim_cluster_net(qraft_sim_cluster *c);
@@ -290,14 +325,19 @@ int qraft_sim_cluster_restart(qraft_sim_cluster *c, uint32_t i);
  * with a key-value state machine, clients with a put, get (read barrier)
  * and compare-and-swap workload, and the faults: delay, loss, duplication,
  * reordering, partitions, clogging, crashes that lose unsynced writes and
- * restarts, clock skew and pauses, drawn from the seed. Checked while it
- * runs: at most one leader per term, terms never go back, commit never goes
- * back within a process, every node applies the same entry at each index
- * (state machine safety). After it: acknowledged writes are in the final
- * log, the client history is linearizable, and the healed cluster elects a
- * leader and commits a new write in bounded time. Uses qraft_sim_core_opts
- * and qraft_sim_core_result; the hash is the event trace of qraft_simnet
- * (kinds and sizes, not bytes) mixed with the simulator's own events.
+ * restarts, clock skew and pauses, disks that run out of space for a while
+ * (one node's or a quorum's; a durable state machine on a full disk refuses
+ * to apply), drawn from the seed. Checked while it runs: at most one leader
+ * per term, terms never go back, commit never goes back within a process,
+ * every node applies the same entry at each index (state machine safety)
+ * and has the same state as of each index, entries the state machine
+ * refused are offered again, never skipped, and no node stops on its own
+ * (a full disk is a state, not a fatal error). After it: acknowledged
+ * writes are in the final log, the client history is linearizable, and the
+ * healed cluster elects a leader and commits a new write in bounded time.
+ * Uses qraft_sim_core_opts and qraft_sim_core_result; the hash is the event
+ * trace of qraft_simnet (kinds and sizes, not bytes) mixed with the
+ * simulator's own events.
  */
 int qraft_sim_full_run(const qraft_sim_core_opts *opts,
                        qraft_sim_core_result *res);

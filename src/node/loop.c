@@ -555,6 +555,9 @@ void qraft__node_recv_cb(void *ud, qraft_id from, qraft_wire_batch *batch) {
       continue; /* they arrive whole through qraft__node_snap_recv_cb */
     }
     qraft__node_peer_alarms(n, from, m->alarms);
+    if (m->type == QRAFT_MSG_BEAT) {
+      continue; /* an alarm beacon (space.c): for the node, not the core */
+    }
     if (qraft__node_drop_for_space(n, m)) {
       continue; /* no room for more: as if lost (space.c) */
     }

@@ -259,8 +259,11 @@ struct qraft_node {
   uint32_t alarms;    /* this member's QRAFT_ALARM_* bits */
   uint64_t space_next_check_ns;
   uint64_t space_free; /* of data_dir; UINT64_MAX: not checked */
-  uint64_t snap_nospace_ns; /* a received snapshot found no room then */
+  uint64_t snap_nospace_ns;   /* a snapshot found no room then, */
+  uint64_t snap_nospace_free; /* with this much free in data_dir */
   uint64_t alarm_transfer_ns; /* last handover for an alarm */
+  uint64_t beacon_next_ns;    /* the next alarm beacon (space.c) */
+  bool beacon_clear;          /* one beacon to say the alarm cleared */
   bool app_alarm;             /* under mu: qraft_node_alarm_set */
   char app_why[128];          /* under mu */
   char alarm_why[160];
@@ -363,11 +366,12 @@ void qraft__node_held_free(qraft_node *n);
 void qraft__node_apply_refused(qraft_node *n, int code, uint64_t index);
 void qraft__node_apply_backlog(qraft_node *n);
 void qraft__node_snapshot_nospace(qraft_node *n, int code);
+void qraft__node_snapshot_landed(qraft_node *n);
 void qraft__node_space_tick(qraft_node *n);
 void qraft__node_space_update(qraft_node *n);
 void qraft__node_peer_alarms(qraft_node *n, qraft_id from, uint32_t alarms);
 bool qraft__node_drop_for_space(qraft_node *n, const qraft_message *m);
-int qraft__node_propose_space(qraft_node *n);
+int qraft__node_propose_space(qraft_node *n, bool leader);
 uint32_t qraft__node_voters_in_alarm(qraft_node *n, bool *quorum);
 
 /* snapshot.c */

@@ -84,8 +84,7 @@ void qraft__node_take_requests(qraft_node *n) {
       if (space_rv == 1) {
         qraft_core_status cs;
         qraft_core_status_get(n->core, &cs);
-        space_rv = cs.role == QRAFT_ROLE_LEADER ? qraft__node_propose_space(n)
-                                                : 0;
+        space_rv = qraft__node_propose_space(n, cs.role == QRAFT_ROLE_LEADER);
       }
       if (space_rv != 0) {
         /* out of space here, or on a quorum of voters (space.c) */

@@ -265,6 +265,15 @@ int qraft__node_restore_received(qraft_node *n, qraft_err *err) {
   if (n->cfg.sm->restore_begin == NULL) {
     int rv = qraft__node_restore_from_store(n, true, NULL, err);
     if (rv == 0) {
+      /* Entries that waited for the state machine (it refused them for
+       * lack of space) are in the snapshot: the core installs one only
+       * beyond its commit index. */
+      if (n->backlog_n > 0) {
+        QRAFT_ASSERTF(n->backlog[n->backlog_n - 1].index <= n->snap_index,
+                      "backlog up to %" PRIu64 " beyond snapshot %" PRIu64,
+                      n->backlog[n->backlog_n - 1].index, n->snap_index);
+      }
+      backlog_clear(n);
       n->m_snapshots_installed++;
       qraft__node_sync_peers(n);
     }
@@ -760,6 +769,7 @@ static void node_compact_cb(qraft_storage_write *sw, int status) {
   if (status == 0) {
     n->snap_index = cw->index;
     n->m_snapshots_taken++;
+    qraft__node_snapshot_landed(n);
     n->m_snapshots_stateless += cw->stateless;
     (void)qraft_core_compact(n->core, cw->index);
   } else if (qraft__node_is_nospace(status)) {

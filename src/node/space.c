@@ -16,10 +16,16 @@
  *    schedule, never skipping one.
  *  - The free space of data_dir is checked against a reserve, so that the
  *    alarm rises before writes fail.
- *  - Every message carries this member's alarms (qraft_message.alarms); a
- *    leader in alarm refuses proposals and hands leadership to an
- *    up-to-date voter that is not; a leader whose voters are in alarm for a
- *    quorum refuses proposals at once.
+ *  - Every message carries this member's alarms (qraft_message.alarms).
+ *    A member whose writes are held sends nearly nothing else (its
+ *    acknowledgements, even of heartbeats, wait for its writes), so while
+ *    in alarm it also sends every member an alarm beacon each heartbeat
+ *    interval: a MsgBeat (a local type, which a core refuses from a peer)
+ *    with its alarms, taken by the receiving node and never stepped into
+ *    its core; one more beacon with no alarm says it cleared. A leader in
+ *    alarm refuses proposals and hands leadership to an up-to-date voter
+ *    that is not; a leader whose voters are in alarm for a quorum refuses
+ *    proposals at once.
  */
 #include "node_internal.h"
 
@@ -27,7 +33,7 @@
 
 #define RETRY_FIRST_MS 100u
 #define RETRY_MAX_MS 1000u
-/* a received snapshot that found no room keeps the alarm this long */
+/* a snapshot that found no room keeps the alarm at least this long */
 #define SNAP_NOSPACE_HOLD_NS 2000000000ull
 
 bool qraft__node_is_nospace(int code) {
@@ -230,9 +236,17 @@ void qraft__node_apply_backlog(qraft_node *n) {
 
 /* --- snapshots ------------------------------------------------------------ */
 
+/* A snapshot (taken here, or received) found no room. The alarm stands
+ * until a snapshot lands, or, after SNAP_NOSPACE_HOLD_NS, until data_dir
+ * has more room than it had then (without data_dir: after the hold). */
 void qraft__node_snapshot_nospace(qraft_node *n, int code) {
   (void)code;
   n->snap_nospace_ns = qraft_env_now_ns(n->env);
+  n->snap_nospace_free = 0;
+  struct statvfs sv;
+  if (n->space_dir != NULL && statvfs(n->space_dir, &sv) == 0) {
+    n->snap_nospace_free = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+  }
   if (!(n->space_why & SPACE_WHY_SNAPSHOT)) {
     n->space_why |= SPACE_WHY_SNAPSHOT;
     qraft__node_space_update(n);
@@ -240,6 +254,26 @@ void qraft__node_snapshot_nospace(qraft_node *n, int code) {
 }
 
 /* --- the alarm ------------------------------------------------------------ */
+
+void qraft__node_snapshot_landed(qraft_node *n) {
+  if (n->space_why & SPACE_WHY_SNAPSHOT) {
+    n->space_why &= ~SPACE_WHY_SNAPSHOT;
+    qraft__node_space_update(n);
+  }
+}
+
+/* Whether the room a snapshot lacked may be there now. */
+static bool snap_room_back(qraft_node *n, uint64_t now) {
+  if (now - n->snap_nospace_ns < SNAP_NOSPACE_HOLD_NS) {
+    return false;
+  }
+  struct statvfs sv;
+  if (n->space_dir == NULL || statvfs(n->space_dir, &sv) != 0) {
+    return true;
+  }
+  uint64_t free_now = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+  return free_now > n->snap_nospace_free + (1u << 20);
+}
 
 static void space_check(qraft_node *n, uint64_t now) {
   if (n->space_dir == NULL ||
@@ -292,7 +326,7 @@ void qraft__node_space_update(qraft_node *n) {
       {SPACE_WHY_RESERVE, "free space below the reserve"},
       {SPACE_WHY_WAL, "the log's store has no room"},
       {SPACE_WHY_APPLY, "the state machine has no room"},
-      {SPACE_WHY_SNAPSHOT, "a received snapshot found no room"},
+      {SPACE_WHY_SNAPSHOT, "a snapshot found no room"},
       {SPACE_WHY_APP, app_why[0] ? app_why : "raised by the application"},
   };
   for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++) {
@@ -303,12 +337,15 @@ void qraft__node_space_update(qraft_node *n) {
     }
   }
   if (alarms != n->alarms) {
+    n->beacon_next_ns = 0; /* tell the peers now */
+    n->beacon_clear = alarms == 0;
     if (alarms & QRAFT_ALARM_NOSPACE) {
       n->m_alarms_raised++;
       QRAFT_LOG(n->lg, QRAFT_LOG_WARN, "alarm raised: no space",
                 QRAFT_LOG_STR("why", why));
     } else {
-      QRAFT_LOG(n->lg, QRAFT_LOG_INFO, "alarm cleared: space again");
+      /* at the level of the raising, so that an operator sees both */
+      QRAFT_LOG(n->lg, QRAFT_LOG_WARN, "alarm cleared: space again");
     }
   }
   n->alarms = alarms;
@@ -347,9 +384,15 @@ uint32_t qraft__node_voters_in_alarm(qraft_node *n, bool *quorum) {
   return in;
 }
 
-int qraft__node_propose_space(qraft_node *n) {
+/* A member in alarm refuses proposals whatever its role: as a follower it
+ * would forward them, and could not complete them (it applies only what
+ * its own log holds, and its log or its state machine has no room). */
+int qraft__node_propose_space(qraft_node *n, bool leader) {
   if (n->alarms != 0) {
     return -ENOSPC;
+  }
+  if (!leader) {
+    return 0;
   }
   bool quorum;
   (void)qraft__node_voters_in_alarm(n, &quorum);
@@ -407,11 +450,32 @@ static void alarm_transfer(qraft_node *n, uint64_t now) {
   (void)qraft_core_transfer_leader(n->core, best);
 }
 
+/* Alarm beacons: see the top of this file. */
+static void alarm_beacon(qraft_node *n, uint64_t now) {
+  if ((n->alarms == 0 && !n->beacon_clear) || n->net == NULL ||
+      now < n->beacon_next_ns) {
+    return;
+  }
+  n->beacon_next_ns = now + (uint64_t)n->cfg.heartbeat_ticks * n->tick_ns;
+  n->beacon_clear = false;
+  for (uint32_t i = 0; i < n->members_n; i++) {
+    if (n->members[i].id == n->id) {
+      continue;
+    }
+    qraft_message b;
+    memset(&b, 0, sizeof b);
+    b.type = QRAFT_MSG_BEAT;
+    b.to = n->members[i].id;
+    b.from = n->id;
+    b.alarms = n->alarms;
+    (void)qraft_raft_net_send(n->net, &b, NULL);
+  }
+}
+
 void qraft__node_space_tick(qraft_node *n) {
   uint64_t now = qraft_env_now_ns(n->env);
   space_check(n, now);
-  if ((n->space_why & SPACE_WHY_SNAPSHOT) &&
-      now - n->snap_nospace_ns >= SNAP_NOSPACE_HOLD_NS) {
+  if ((n->space_why & SPACE_WHY_SNAPSHOT) && snap_room_back(n, now)) {
     n->space_why &= ~SPACE_WHY_SNAPSHOT;
   }
   held_retry(n, now);
@@ -423,6 +487,7 @@ void qraft__node_space_tick(qraft_node *n) {
     qraft__node_serve_reads(n);
   }
   qraft__node_space_update(n);
+  alarm_beacon(n, now);
   alarm_transfer(n, now);
 }
 

@@ -119,6 +119,7 @@ void qraft__node_write_cb(qraft_storage_write *sw, int status) {
   pthread_mutex_unlock(&n->mu);
   if (w->restore_after) {
     n->installing = false;
+    qraft__node_snapshot_landed(n);
     qraft_err err;
     qraft_err_init(&err, 0);
     int rv = qraft__node_restore_received(n, &err);

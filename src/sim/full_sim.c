@@ -19,6 +19,17 @@
  *   check_quorum         a leader cut off from a quorum of voters steps
  *                        down within two election timeouts (thesis 6.2)
  *   storage_contract     the node never submits a write the store refuses
+ *   state_equality       every member's state as of an index is the same
+ *                        (what applying every committed entry up to it
+ *                        gives; the first member to get there records it)
+ *   apply_skipped        after the state machine refused entries (no room
+ *                        on its disk), the node calls it again from the
+ *                        first of them (qraft_sm_ops.apply: never skipping
+ *                        one)
+ *   nospace_fatal        no member stops on its own (a fatal error) after
+ *                        its disk ran out of space: that is a state, not a
+ *                        fatal error (QRAFT_ALARM_NOSPACE)
+ *   node_fatal           no member stops on its own for any other reason
  *   linearizability      the client history (lincheck.h)
  *   liveness             the healed cluster elects a leader and commits
  *   steady               (steady seeds: a healthy network, no crash, no
@@ -80,6 +91,9 @@ typedef struct fs_kv {
   uint32_t node;
   uint64_t vals[FS_KEYS];
   uint64_t index; /* last index handled */
+  /* the first entry of a call refused for lack of room (durable state
+   * machines on a full disk): the next call starts there; 0: none */
+  uint64_t refused_from;
 } fs_kv;
 
 typedef struct fs_client {
@@ -254,6 +268,15 @@ struct fs_sim {
     uint64_t index;
     uint64_t synced_ns;
   } dur[QRAFT_SIM_CLUSTER_NODES_MAX];
+  /* Disks that run out of space for a while, one node's or a quorum's at
+   * once (per slice, ppm), drawn from a stream of their own; a durable
+   * state machine on a full disk refuses to apply (-ENOSPC). */
+  uint32_t p_disk_full;
+  qraft_prng full_rng;
+  uint64_t full_until_ns[QRAFT_SIM_CLUSTER_NODES_MAX]; /* 0: has room */
+  bool space_hit[QRAFT_SIM_CLUSTER_NODES_MAX]; /* its disk was ever full */
+  uint64_t stops_seen[QRAFT_SIM_CLUSTER_NODES_MAX];
+  uint64_t disk_fulls, apply_refused;
 };
 
 /* ---- trace and failure ---- */
@@ -472,6 +495,12 @@ static void fs_wlog_close_term(fs_sim *s, fs_wlog *wl) {
 static void fs_disk_write(void *ud, const qraft_storage_write *w) {
   fs_wlog *wl = ud;
   fs_sim *s = wl->sim;
+  if (w->hard_state != NULL && w->hard_state->term < wl->term) {
+    /* A write that failed for lack of room, submitted again after one of
+     * a later term that failed with it: seen already, when it was first
+     * submitted (what it holds of the newest term was counted then). */
+    return;
+  }
   if (w->hard_state != NULL) {
     const qraft_hard_state *hs = w->hard_state;
     if (hs->term != wl->term) {
@@ -570,8 +599,13 @@ static uint64_t kv_vals_hash(const uint64_t *vals) {
          1;
 }
 
-/* The state as of `index` (a node applied up to it), for snapshot_state. */
-static void fs_record_state(fs_sim *s, uint64_t index, const uint64_t *vals) {
+/* The state as of `index` (node `node` applied up to it), for
+ * snapshot_state; every member's state as of `index` must be the one
+ * recorded there first (state_equality: applying the same committed
+ * entries from the same start gives the same state, so a member that
+ * skipped an entry, or applied one twice, differs from then on). */
+static void fs_record_state(fs_sim *s, uint32_t node, uint64_t index,
+                            const uint64_t *vals) {
   if (index >= s->state_cap) {
     size_t cap = s->state_cap ? s->state_cap : 1024;
     while (cap <= index) {
@@ -583,8 +617,14 @@ static void fs_record_state(fs_sim *s, uint64_t index, const uint64_t *vals) {
     s->state_hash = a;
     s->state_cap = cap;
   }
+  uint64_t h = kv_vals_hash(vals);
   if (s->state_hash[index] == 0) {
-    s->state_hash[index] = kv_vals_hash(vals);
+    s->state_hash[index] = h;
+  } else if (s->state_hash[index] != h) {
+    fs_fail(s, "state_equality",
+            "node %u's state once it applied up to index %" PRIu64
+            " differs from the state another member had there",
+            node, index);
   }
 }
 
@@ -619,6 +659,18 @@ static int kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
                      qraft_slice *results) {
   fs_kv *kv = ud;
   fs_sim *s = kv->sim;
+  if (kv->refused_from != 0) {
+    /* qraft_sm_ops.apply: called again with the same entries, never
+     * skipping one */
+    if (n == 0 || es[0].index != kv->refused_from) {
+      fs_fail(s, "apply_skipped",
+              "node %u: the state machine refused index %" PRIu64
+              " for lack of room; the next call began at %" PRIu64
+              " (%zu entries, up to %" PRIu64 ")",
+              kv->node, kv->refused_from, n > 0 ? es[0].index : 0, n, last);
+    }
+    kv->refused_from = 0;
+  }
   for (size_t i = 0; i < n; i++) {
     const qraft_entry *e = &es[i];
     results[i] = (qraft_slice){0};
@@ -652,7 +704,7 @@ static int kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
         out = 1;
       }
     }
-    fs_record_state(s, e->index, kv->vals);
+    fs_record_state(s, kv->node, e->index, kv->vals);
     uint8_t r[16];
     put_u64(r, e->index);
     put_u64(r + 8, out);
@@ -664,7 +716,7 @@ static int kv_apply(void *ud, const qraft_entry *es, size_t n, uint64_t last,
   if (last > kv->index) {
     kv->index = last;
   }
-  fs_record_state(s, kv->index, kv->vals);
+  fs_record_state(s, kv->node, kv->index, kv->vals);
   return 0;
 }
 
@@ -893,6 +945,7 @@ static int kv_restore_step(void *ud, void *ctx, size_t budget,
   }
   fs_check_snapshot_state(s, kv->node, r->index, kv->vals);
   kv->index = r->index;
+  kv->refused_from = 0; /* the state was replaced */
   if (s->durable_sm) {
     kv_sync(kv); /* durable before the last step returns */
   }
@@ -939,22 +992,53 @@ static void kv_sync(fs_kv *kv) {
   s->dur[kv->node].synced_ns = s->c != NULL ? fs_now(s) : 0;
 }
 
+/* The durable state machine keeps its state on its node's disk: while
+ * that disk is full, its copy does not move, and it refuses to apply
+ * (applying none of the call, as qraft_sm_ops.apply says), as a store
+ * whose commits fail for lack of room would. Its restores still land
+ * (the node opens a received snapshot's writer on the same disk first). */
+static bool kv_disk_full(const fs_kv *kv) {
+  const fs_sim *s = kv->sim;
+  return s->c != NULL && /* NULL while the cluster is made */
+         qraft_simdisk_is_full(qraft_sim_cluster_disk(s->c, kv->node));
+}
+
+static int kv_durable_apply(void *ud, const qraft_entry *es, size_t n,
+                            uint64_t last, qraft_slice *results) {
+  fs_kv *kv = ud;
+  fs_sim *s = kv->sim;
+  if (kv_disk_full(kv)) {
+    s->apply_refused++;
+    if (n > 0 && kv->refused_from == 0) {
+      kv->refused_from = es[0].index;
+    }
+    if (s->opts.trace != NULL) {
+      fprintf(s->opts.trace, "             node %u refuses to apply %zu "
+                             "entries up to %" PRIu64 ": disk full\n",
+              kv->node, n, last);
+    }
+    return -ENOSPC;
+  }
+  return kv_apply(ud, es, n, last, results);
+}
+
 static uint64_t kv_durable_index(void *ud) {
   fs_kv *kv = ud;
   fs_sim *s = kv->sim;
   if (s->c != NULL && /* NULL while the cluster is made */
-      fs_now(s) - s->dur[kv->node].synced_ns >= s->sync_ns) {
+      fs_now(s) - s->dur[kv->node].synced_ns >= s->sync_ns &&
+      !kv_disk_full(kv)) {
     kv_sync(kv);
   }
   return s->dur[kv->node].index;
 }
 
-static const qraft_sm_ops kv_durable_ops = {.apply = kv_apply,
+static const qraft_sm_ops kv_durable_ops = {.apply = kv_durable_apply,
                                             .snapshot = kv_snapshot,
                                             .restore = kv_restore,
                                             .durable_index = kv_durable_index};
 static const qraft_sm_ops kv_durable_steps_ops = {
-    .apply = kv_apply,
+    .apply = kv_durable_apply,
     .snapshot = kv_snapshot,
     .restore = kv_restore,
     .durable_index = kv_durable_index,
@@ -1079,6 +1163,24 @@ static void fs_check_steady(fs_sim *s, uint32_t i, uint64_t term,
   }
 }
 
+/* No member stops on its own: out of space is a state (qraft/node.h,
+ * QRAFT_ALARM_NOSPACE), and no other fault the simulator injects but a
+ * crash (which it makes itself, and does not count) takes a node down. */
+static void fs_check_stops(fs_sim *s) {
+  for (uint32_t i = 0; i < s->total; i++) {
+    char why[256];
+    uint64_t stops = qraft_sim_cluster_node_stops(s->c, i, why, sizeof why);
+    if (stops == s->stops_seen[i]) {
+      continue;
+    }
+    s->stops_seen[i] = stops;
+    bool space = s->space_hit[i] || strstr(why, "space") != NULL;
+    fs_fail(s, space ? "nospace_fatal" : "node_fatal",
+            "node %u stopped on its own%s: %s", i,
+            space ? " (its disk had run out of space)" : "", why);
+  }
+}
+
 static void fs_check_statuses(fs_sim *s) {
   uint64_t now = fs_now(s);
   for (uint32_t i = 0; i < s->total; i++) {
@@ -1182,6 +1284,7 @@ static void fs_check_statuses(fs_sim *s) {
       fs_fail(s, "storage_contract", "node %u: %s", i, v);
     }
   }
+  fs_check_stops(s);
 }
 
 static bool fs_step_done(void *ud) {
@@ -1237,6 +1340,15 @@ static void fs_propose_cb(void *ud, int status, qraft_slice result,
   uint32_t node = op->node;
   fs_client *cl = fs_op_take(op);
   if (cl == NULL) {
+    return;
+  }
+  if (status == -ENOSPC) {
+    /* Refused before it was proposed (a member, or a quorum, out of
+     * space: qraft/node.h): it did not happen. */
+    int rv = qraft__lincheck_fail(s->hist, cl->id, fs_now(s), NULL);
+    QRAFT_ASSERT(rv == 0);
+    s->res->ops_fail++;
+    fs_client_end(s, cl, "no space");
     return;
   }
   if (status != 0 || result.len != 16) {
@@ -1744,6 +1856,76 @@ static void fs_snapshot_cut_step(fs_sim *s, uint64_t now) {
   }
 }
 
+static void fs_set_full(fs_sim *s, uint32_t i, bool full) {
+  qraft_simdisk_set_full(qraft_sim_cluster_disk(s->c, i), full);
+  if (full) {
+    s->space_hit[i] = true;
+  } else {
+    s->full_until_ns[i] = 0;
+  }
+}
+
+/* A disk runs out of space for a while and then gets room back: one
+ * node's (the leader's half the time) or, one time in four, those of a
+ * quorum of the members at once (nothing commits until room comes back).
+ * Never after faults_end_ns: the final checks see room everywhere. */
+static void fs_disk_full_step(fs_sim *s, uint64_t now) {
+  for (uint32_t i = 0; i < s->total; i++) {
+    if (s->full_until_ns[i] != 0 && now >= s->full_until_ns[i]) {
+      fs_set_full(s, i, false);
+      fs_event(s, 0xf011b ^ i, "disk of node %u has room again", i);
+    }
+  }
+  if (s->p_disk_full == 0 || now >= s->faults_end_ns ||
+      !qraft_prng_chance(&s->full_rng, s->p_disk_full, 1000000)) {
+    return;
+  }
+  uint64_t ms = qraft_prng_between(&s->full_rng, 50, 2000);
+  uint32_t in[QRAFT_SIM_CLUSTER_NODES_MAX], m = 0;
+  for (uint32_t i = 0; i < s->total; i++) {
+    if (fs_node_in_play(s, i)) {
+      in[m++] = i;
+    }
+  }
+  if (m == 0) {
+    return;
+  }
+  bool quorum = qraft_prng_chance(&s->full_rng, 1, 4);
+  uint32_t k = quorum ? m / 2 + 1 : 1;
+  /* the first k of a shuffle of the members, the leader first half the
+   * time */
+  for (uint32_t j = m - 1; j > 0; j--) {
+    uint32_t r = (uint32_t)qraft_prng_below(&s->full_rng, j + 1);
+    uint32_t t = in[j];
+    in[j] = in[r];
+    in[r] = t;
+  }
+  int l = qraft_sim_cluster_leader(s->c);
+  if (l >= 0 && qraft_prng_chance(&s->full_rng, 1, 2)) {
+    for (uint32_t j = 0; j < m; j++) {
+      if (in[j] == (uint32_t)l) {
+        in[j] = in[0];
+        in[0] = (uint32_t)l;
+      }
+    }
+  }
+  uint64_t mask = 0;
+  for (uint32_t j = 0; j < k; j++) {
+    uint32_t i = in[j];
+    fs_set_full(s, i, true);
+    uint64_t until = now + ms * 1000000ull;
+    if (until > s->full_until_ns[i]) {
+      s->full_until_ns[i] = until;
+    }
+    mask |= 1ull << i;
+  }
+  s->disk_fulls++;
+  fs_event(s, 0xf0110 ^ mask ^ (ms << 8),
+           "disk%s full for %" PRIu64 " ms: nodes mask %" PRIx64
+           "%s", k > 1 ? "s" : "", ms, mask,
+           l >= 0 && ((mask >> l) & 1) ? " (the leader's too)" : "");
+}
+
 static void fs_faults_step(fs_sim *s) {
   uint64_t now = fs_now(s);
   for (uint32_t i = 0; i < s->total; i++) {
@@ -1852,6 +2034,7 @@ static void fs_faults_step(fs_sim *s) {
     fs_event(s, 0xd15b ^ i ^ (ms << 8), "disk of node %u slow for %" PRIu64
                                          " ms", i, ms);
   }
+  fs_disk_full_step(s, now);
   if (s->steady) {
     /* CPU starvation: one member's loop stalls for 0.5 to 3 election
      * timeouts while messages keep arriving, the leader half the time;
@@ -1908,6 +2091,11 @@ static void fs_heal_all(fs_sim *s) {
     }
   }
   memset(s->doom_at_ns, 0, sizeof s->doom_at_ns);
+  for (uint32_t i = 0; i < s->total; i++) {
+    if (s->full_until_ns[i] != 0) {
+      fs_set_full(s, i, false);
+    }
+  }
   qraft_simnet_faults calm = {.delay_min_ns = 100000, .delay_max_ns = 1000000};
   qraft_sim_cluster_set_faults(s->c, &calm);
   for (uint32_t i = 0; i < s->total; i++) {
@@ -2256,6 +2444,12 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     cc.snapshot_step_bytes =
         (uint32_t)qraft_prng_between(&s->cut_rng, 4, 64) * 1024u;
   }
+  /* Disks that run out of space on half the other seeds (never the steady
+   * ones: a leader out of space hands its leadership on). */
+  qraft_prng_init(&s->full_rng, opts->seed ^ 0xf011d15cf011ULL);
+  if (!s->steady && qraft_prng_chance(&s->full_rng, 1, 2)) {
+    s->p_disk_full = (uint32_t)qraft_prng_between(&s->full_rng, 1000, 6000);
+  }
   char dur[256] = "";
   if (s->durable_sm) {
     snprintf(dur, sizeof dur, "durable-sm sync %" PRIu64 " ms: ",
@@ -2275,6 +2469,10 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     size_t l = strlen(dur);
     snprintf(dur + l, sizeof dur - l, "snapshot steps %u KiB: ",
              cc.snapshot_step_bytes / 1024);
+  }
+  if (s->p_disk_full > 0) {
+    size_t l = strlen(dur);
+    snprintf(dur + l, sizeof dur - l, "disk full %u ppm: ", s->p_disk_full);
   }
   if (cc.snapshot_chunk_bytes > 0) {
     size_t l = strlen(dur);
@@ -2358,6 +2556,9 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   if (!s->failed) {
     fs_check_commit_rule(s);
   }
+  if (!s->failed) {
+    fs_check_stops(s);
+  }
   s->closing = true;
   /* Operations still pending count as info (lincheck does it). */
   if (!s->failed) {
@@ -2373,7 +2574,12 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   res->trace_hash = s->trace_hash;
   for (uint32_t i = 0; i < s->total; i++) {
     fs_count_node(s, i);
+    qraft_simdisk_stats ds;
+    qraft_simdisk_stats_get(qraft_sim_cluster_disk(s->c, i), &ds);
+    res->writes_nospace += ds.writes_nospace;
   }
+  res->disk_fulls = s->disk_fulls;
+  res->apply_refused = s->apply_refused;
   qraft_sim_cluster_free(s->c);
   free(s->applied_hash);
   free(s->applied_data);

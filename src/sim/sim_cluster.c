@@ -23,22 +23,49 @@
 #define SIM_PORT 7000
 
 typedef struct sc_node {
+  struct qraft_sim_cluster *c;
   qraft_env *env;
   qraft_simdisk *disk;
   qraft_secret_key key;
   qraft_node_addr addr;
   qraft_node *node; /* NULL while crashed */
   void *sm;
+  /* The node's own logger: it watches for the records of a node that
+   * stops on its own and passes the rest on to the user's. */
+  qraft_logger lg;
+  bool killing; /* the simulator crashes or frees the node */
+  uint64_t stops;
+  char stop_why[256];
 } sc_node;
 
 struct qraft_sim_cluster {
   qraft_sim_cluster_config cfg;
   qraft_simnet *net;
   qraft_env *control; /* host 1: no sockets, no skew; runs the loop */
-  qraft_logger quiet;
   uint32_t n;
   sc_node nodes[QRAFT_SIM_CLUSTER_NODES_MAX];
 };
+
+/* Every record that says "node stops" (qraft/node.h: the node's fatal
+ * errors, after which it takes no part any more; its status still says
+ * `running`) counts as a stop of its own, unless the simulator is taking
+ * the node down itself (a crash fails its pending writes, which the node
+ * takes as fatal just before it is freed). */
+static void sc_log_sink(void *ud, qraft_log_level level, const char *file,
+                        int line, const char *msg,
+                        const qraft_log_field *fields, size_t fields_n) {
+  sc_node *sn = ud;
+  if (level >= QRAFT_LOG_ERROR && !sn->killing &&
+      strstr(msg, "node stops") != NULL) {
+    sn->stops++;
+    qraft_log_format(sn->stop_why, sizeof sn->stop_why, level, file, line,
+                     msg, fields, fields_n);
+  }
+  const qraft_logger *user = sn->c->cfg.logger;
+  if (user != NULL && (int)level >= user->level && user->sink_cb != NULL) {
+    user->sink_cb(user->sink_ud, level, file, line, msg, fields, fields_n);
+  }
+}
 
 static int sc_node_open(qraft_sim_cluster *c, uint32_t i) {
   sc_node *sn = &c->nodes[i];
@@ -64,7 +91,13 @@ static int sc_node_open(qraft_sim_cluster *c, uint32_t i) {
   nc.sm = c->cfg.sm;
   nc.sm_ud = sn->sm;
   nc.env = sn->env;
-  nc.logger = c->cfg.logger != NULL ? c->cfg.logger : &c->quiet;
+  int level = c->cfg.logger != NULL ? c->cfg.logger->level : QRAFT_LOG_OFF;
+  qraft_logger_init(&sn->lg, QRAFT_LOG_OFF);
+  sn->lg.level = level < QRAFT_LOG_ERROR ? level : QRAFT_LOG_ERROR;
+  sn->lg.sink_cb = sc_log_sink;
+  sn->lg.sink_ud = sn;
+  sn->lg.name = c->cfg.logger != NULL ? c->cfg.logger->name : NULL;
+  nc.logger = &sn->lg;
   if (c->cfg.tick_ms != 0) {
     nc.tick_ms = c->cfg.tick_ms;
   }
@@ -110,7 +143,6 @@ int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
   }
   c->cfg = *cfg;
   c->n = cfg->nodes + cfg->spares;
-  qraft_logger_init(&c->quiet, QRAFT_LOG_OFF);
   int rv = qraft_simnet_new(cfg->seed, &c->net);
   if (rv != 0) {
     free(c);
@@ -135,6 +167,7 @@ int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
   qraft_node_addr members[QRAFT_SIM_CLUSTER_NODES_MAX];
   for (uint32_t i = 0; i < c->n; i++) {
     sc_node *sn = &c->nodes[i];
+    sn->c = c;
     rv = qraft_simnet_env_new(c->net, &sn->env);
     if (rv != 0) {
       goto err_free;
@@ -197,6 +230,7 @@ void qraft_sim_cluster_free(qraft_sim_cluster *c) {
   for (uint32_t i = 0; i < c->n; i++) {
     sc_node *sn = &c->nodes[i];
     if (sn->node != NULL) {
+      sn->killing = true;
       qraft_simdisk_flush(sn->disk);
       qraft_node_free(sn->node);
       sn->node = NULL;
@@ -249,6 +283,16 @@ int qraft_sim_cluster_leader(qraft_sim_cluster *c) {
     }
   }
   return best;
+}
+
+uint64_t qraft_sim_cluster_node_stops(const qraft_sim_cluster *c, uint32_t i,
+                                      char *why, size_t why_size) {
+  QRAFT_ASSERT(i < c->n);
+  const sc_node *sn = &c->nodes[i];
+  if (why != NULL && why_size > 0) {
+    snprintf(why, why_size, "%s", sn->stop_why);
+  }
+  return sn->stops;
 }
 
 uint64_t qraft_sim_cluster_now_ms(const qraft_sim_cluster *c) {
@@ -326,8 +370,10 @@ void qraft_sim_cluster_crash(qraft_sim_cluster *c, uint32_t i) {
    * frames leave. */
   qraft_simnet_host_set_down(sn->env, true);
   qraft_simnet_host_pause(sn->env, 0);
+  sn->killing = true;
   qraft_simdisk_crash(sn->disk);
   qraft_node_free(sn->node);
+  sn->killing = false;
   sn->node = NULL;
   c->cfg.sm_free(c->cfg.ud, i, sn->sm);
   sn->sm = NULL;
@@ -346,7 +392,9 @@ int qraft_sim_cluster_restart(qraft_sim_cluster *c, uint32_t i) {
   }
   rv = qraft_node_start(sn->node);
   if (rv != 0) {
+    sn->killing = true;
     qraft_node_free(sn->node);
+    sn->killing = false;
     sn->node = NULL;
     c->cfg.sm_free(c->cfg.ud, i, sn->sm);
     sn->sm = NULL;

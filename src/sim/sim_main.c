@@ -17,7 +17,9 @@
  *                   network, only stalls; leadership must not move
  *                   without a long stall of its leader)
  *
- * Every failure prints the one command that replays it. Exit status: 0 if
+ * Every failure prints the one command that replays it, a run that stops
+ * its process (a failed assertion) too: its worker is replaced and the
+ * seeds after it still run. Exit status: 0 if
  * every run passed (or, with --expect-fail, if one failed), 1 otherwise,
  * 2 for bad usage.
  */
@@ -97,6 +99,11 @@ static void print_result(uint64_t seed, const qraft_sim_core_result *r,
              r->snapshots_installed, r->snapshot_transfers_cut,
              r->restore_steps, r->restore_waited);
     }
+    if (r->disk_fulls > 0) {
+      printf("  disk full %" PRIu64 ", writes failed for space %" PRIu64
+             ", applies refused %" PRIu64 "\n",
+             r->disk_fulls, r->writes_nospace, r->apply_refused);
+    }
     if (r->compactions_stateless > 0) {
       printf("  stateless compactions %" PRIu64
              ", snapshots sent from the state %" PRIu64 "\n",
@@ -105,59 +112,77 @@ static void print_result(uint64_t seed, const qraft_sim_core_result *r,
   }
 }
 
-/* Runs seeds[] over `jobs` processes; returns how many failed. */
+/* Forks a worker that runs seeds[first], seeds[first + step], ... and
+ * writes one line per seed to the pipe whose read end it returns in *fd. */
+static pid_t spawn_worker(const uint64_t *seeds, size_t n, size_t first,
+                          size_t step, uint64_t duration_ms,
+                          bool stop_on_fail, int *fd) {
+  int fds[2];
+  if (pipe(fds) != 0) {
+    perror("pipe");
+    exit(2);
+  }
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid < 0) {
+    perror("fork");
+    exit(2);
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    FILE *out = fdopen(fds[1], "w");
+    for (size_t i = first; i < n; i += step) {
+      qraft_sim_core_result r;
+      double t_seed = now_s();
+      if (run_one(seeds[i], duration_ms, NULL, &r) != 0) {
+        fprintf(out, "%" PRIu64 " 0 ERR\n", seeds[i]);
+        fflush(out);
+        continue;
+      }
+      /* worker lines: SEED SECONDS ok HASH, or SEED SECONDS FAIL ... */
+      t_seed = now_s() - t_seed;
+      if (r.ok) {
+        fprintf(out, "%" PRIu64 " %.3f ok %016" PRIx64 "\n", seeds[i],
+                t_seed, r.trace_hash);
+      } else {
+        fprintf(out, "%" PRIu64 " %.3f FAIL %s %s\n", seeds[i], t_seed,
+                r.checker, r.failure);
+        if (stop_on_fail) {
+          fflush(out);
+          _exit(1);
+        }
+      }
+      fflush(out);
+    }
+    fclose(out);
+    _exit(0);
+  }
+  close(fds[1]);
+  *fd = fds[0];
+  return pid;
+}
+
+/* Runs seeds[] over `jobs` processes; returns how many failed. A worker
+ * that dies in a run (an assertion stops the process) reports nothing for
+ * it: its seed is printed as failed with its replay command, and a new
+ * worker goes on with the seeds after it. */
 static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
                        uint64_t duration_ms, bool stop_on_fail,
                        double progress_s, const char *self) {
   if (jobs < 1) {
     jobs = 1;
   }
-  int fds[64][2];
   pid_t pids[64];
   if (jobs > 64) {
     jobs = 64;
   }
   double t0 = now_s();
+  size_t next_i[64]; /* the index in seeds[] of each worker's next seed */
+  int fd0[64];
   for (int j = 0; j < jobs; j++) {
-    if (pipe(fds[j]) != 0) {
-      perror("pipe");
-      exit(2);
-    }
-    pids[j] = fork();
-    if (pids[j] < 0) {
-      perror("fork");
-      exit(2);
-    }
-    if (pids[j] == 0) {
-      close(fds[j][0]);
-      FILE *out = fdopen(fds[j][1], "w");
-      for (size_t i = (size_t)j; i < n; i += (size_t)jobs) {
-        qraft_sim_core_result r;
-        double t_seed = now_s();
-        if (run_one(seeds[i], duration_ms, NULL, &r) != 0) {
-          fprintf(out, "%" PRIu64 " 0 ERR\n", seeds[i]);
-          fflush(out);
-          _exit(2);
-        }
-        /* worker lines: SEED SECONDS ok HASH, or SEED SECONDS FAIL ... */
-        t_seed = now_s() - t_seed;
-        if (r.ok) {
-          fprintf(out, "%" PRIu64 " %.3f ok %016" PRIx64 "\n", seeds[i],
-                  t_seed, r.trace_hash);
-        } else {
-          fprintf(out, "%" PRIu64 " %.3f FAIL %s %s\n", seeds[i], t_seed,
-                  r.checker, r.failure);
-          if (stop_on_fail) {
-            fflush(out);
-            _exit(1);
-          }
-        }
-        fflush(out);
-      }
-      fclose(out);
-      _exit(0);
-    }
-    close(fds[j][1]);
+    next_i[j] = (size_t)j;
+    pids[j] = spawn_worker(seeds, n, (size_t)j, (size_t)jobs, duration_ms,
+                           stop_on_fail, &fd0[j]);
   }
   size_t failed = 0, done = 0;
   /* Read every worker's lines as they come (poll), so that a failure found
@@ -167,7 +192,7 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
   size_t buf_n[64] = {0};
   int open_n = jobs;
   for (int j = 0; j < jobs; j++) {
-    pfd[j].fd = fds[j][0];
+    pfd[j].fd = fd0[j];
     pfd[j].events = POLLIN;
   }
   bool stop = false;
@@ -203,6 +228,34 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
         close(pfd[j].fd);
         pfd[j].fd = -1;
         open_n--;
+        if (next_i[j] < n && !stop) {
+          /* it died in the run of seeds[next_i[j]] */
+          int st = 0;
+          waitpid(pids[j], &st, 0);
+          pids[j] = -1;
+          uint64_t seed = seeds[next_i[j]];
+          failed++;
+          done++;
+          bool abrt = WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
+          printf("FAILED seed %" PRIu64 ": FAIL %s the process stopped in "
+                 "the run (%s %d%s)\n",
+                 seed, abrt ? "abort" : "died",
+                 WIFSIGNALED(st) ? "signal" : "exit status",
+                 WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
+                 abrt ? ": an assertion failed; the replay prints it" : "");
+          printf("  replay: %s%s%s --seed %" PRIu64 " --trace\n", self,
+                 full ? " --full" : "", steady ? " --steady" : "", seed);
+          fflush(stdout);
+          next_i[j] += (size_t)jobs;
+          if (stop_on_fail) {
+            stop = true;
+          } else if (next_i[j] < n) {
+            pids[j] = spawn_worker(seeds, n, next_i[j], (size_t)jobs,
+                                   duration_ms, stop_on_fail, &pfd[j].fd);
+            buf_n[j] = 0;
+            open_n++;
+          }
+        }
         continue;
       }
       buf_n[j] += (size_t)r;
@@ -211,6 +264,7 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
         *nl = '\0';
         const char *line = buf[j];
         done++;
+        next_i[j] += (size_t)jobs;
         char *end;
         uint64_t seed = strtoull(line, &end, 10);
         double took = strtod(end, &end);
@@ -236,7 +290,9 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
   }
   if (stop) {
     for (int k = 0; k < jobs; k++) {
-      kill(pids[k], SIGKILL);
+      if (pids[k] > 0) {
+        kill(pids[k], SIGKILL);
+      }
     }
   }
   for (int j = 0; j < jobs; j++) {
@@ -246,7 +302,9 @@ static size_t run_many(const uint64_t *seeds, size_t n, int jobs,
   }
   for (int j = 0; j < jobs; j++) {
     int st;
-    waitpid(pids[j], &st, 0);
+    if (pids[j] > 0) {
+      waitpid(pids[j], &st, 0);
+    }
   }
   double dt = now_s() - t0;
   printf("%zu runs, %zu failed, %.1f s, %.0f runs/minute\n", done, failed, dt,

@@ -10,8 +10,19 @@
  * part. Reads see the durable part only, which the storage contract allows
  * (reads may or may not see writes not yet acknowledged).
  *
+ * A full disk (qraft_simdisk_set_full) has no room: the write that reaches
+ * the head of the queue fails with -ENOSPC instead of becoming durable, and
+ * so does every write queued behind it (all were submitted before its
+ * callback ran: qraft/storage.h, "Failure after submit"), in submission
+ * order, after the callbacks of the writes that became durable before it.
+ * The durable part is unchanged; a snapshot writer such a write carried
+ * stays in it for the caller. Snapshot writers do not open, and open ones
+ * do not take data, while the disk is full. Once it has room again, writes
+ * succeed again.
+ *
  * It must never: make a write durable before an earlier one, run a callback
- * before its write is durable, or read the OS clock or randomness.
+ * before its write is durable, fail a write for lack of room while an
+ * earlier one succeeds after it, or read the OS clock or randomness.
  */
 #include <qraft/sim.h>
 
@@ -35,6 +46,14 @@ typedef struct sd_store {
   qraft_simdisk *disk;
 } sd_store;
 
+/* A snapshot writer of the disk: the durable store's, which it refuses
+ * data while the disk is full. Unwrapped when its write becomes durable. */
+typedef struct sd_writer {
+  qraft_snapshot_writer base;
+  qraft_simdisk *disk;
+  qraft_snapshot_writer *inner; /* the durable store's */
+} sd_writer;
+
 struct qraft_simdisk {
   qraft_env *env;
   qraft_storage *durable; /* the in-memory store: what survives a crash */
@@ -45,6 +64,7 @@ struct qraft_simdisk {
   uint64_t last_ready_ns;
   sd_store *open; /* the store handed out, or NULL */
   bool refusing;  /* after a crash, until the store is reopened */
+  bool full;      /* no room: writes fail with -ENOSPC */
   qraft_simdisk_write_cb observer;
   void *observer_ud;
   qraft_simdisk_stats stats;
@@ -71,6 +91,12 @@ static void sd_make_durable_head(qraft_simdisk *d) {
   d->pending_n--;
   qraft_storage_write *w = p->w;
   free(p);
+  if (w->snapshot != NULL) {
+    /* the durable store installs its own writer */
+    sd_writer *sw = (sd_writer *)w->snapshot;
+    w->snapshot = sw->inner;
+    free(sw);
+  }
   qraft_err err;
   qraft_err_init(&err, 0);
   int rv = qraft_storage_submit(d->durable, w, &err);
@@ -96,6 +122,43 @@ static void sd_make_durable_head(qraft_simdisk *d) {
   d->stats.entries_durable += w->entries_n;
 }
 
+/* No room for the head write: it fails with -ENOSPC, and so does every
+ * write queued behind it, in submission order. Runs after the callbacks of
+ * the writes that became durable (the caller polls the durable store
+ * first): a write they submitted was submitted before these callbacks ran,
+ * so it is in the queue and fails too; writes submitted from these
+ * callbacks go to a new queue. The writes never reach the durable part; a
+ * snapshot writer stays in its write, for the caller to submit again or
+ * abort. */
+static void sd_fail_nospace(qraft_simdisk *d) {
+  sd_pending *p = d->head;
+  d->head = d->tail = NULL;
+  d->pending_n = 0;
+  d->last_ready_ns = 0;
+  while (p != NULL) {
+    sd_pending *next = p->next;
+    qraft_storage_write *w = p->w;
+    free(p);
+    d->stats.writes_nospace++;
+    if (w->cb != NULL) {
+      w->cb(w, -ENOSPC);
+    }
+    p = next;
+  }
+}
+
+/* Completes every pending write now: durable, or failed if the disk is
+ * full (after the callbacks of those already durable). */
+static void sd_complete_all(qraft_simdisk *d) {
+  while (d->head != NULL && !d->full) {
+    sd_make_durable_head(d);
+  }
+  if (d->head != NULL) {
+    qraft_storage_poll(d->durable);
+    sd_fail_nospace(d);
+  }
+}
+
 static void sd_arm(qraft_simdisk *d) {
   if (d->head != NULL) {
     qraft_env_timer_arm(d->timer, d->head->ready_ns);
@@ -105,11 +168,14 @@ static void sd_arm(qraft_simdisk *d) {
 static void sd_timer_cb(void *ud) {
   qraft_simdisk *d = ud;
   uint64_t now = qraft_env_now_ns(d->env);
-  while (d->head != NULL && d->head->ready_ns <= now) {
+  while (d->head != NULL && d->head->ready_ns <= now && !d->full) {
     sd_make_durable_head(d);
   }
   /* Callbacks may submit more writes (appended to the queue). */
   qraft_storage_poll(d->durable);
+  if (d->full && d->head != NULL && d->head->ready_ns <= now) {
+    sd_fail_nospace(d);
+  }
   sd_arm(d);
 }
 
@@ -140,12 +206,52 @@ static int sd_snapshot_reader_open(qraft_storage *s,
   return qraft_storage_snapshot_reader_open(sd_of(s)->durable, out, err);
 }
 
+static int sd_writer_write(qraft_snapshot_writer *w, const void *data,
+                           size_t len, qraft_err *err) {
+  sd_writer *sw = (sd_writer *)w;
+  if (sw->disk->full) {
+    sw->disk->stats.snapshot_nospace++;
+    return QRAFT_ERR(err, -ENOSPC, "simulated disk full");
+  }
+  int rv = qraft_snapshot_writer_write(sw->inner, data, len, err);
+  w->bytes = sw->inner->bytes;
+  return rv;
+}
+
+static void sd_writer_abort(qraft_snapshot_writer *w) {
+  sd_writer *sw = (sd_writer *)w;
+  qraft_snapshot_writer_abort(sw->inner);
+  free(sw);
+}
+
+static const qraft_snapshot_writer_ops sd_writer_ops = {
+    .write = sd_writer_write, .abort = sd_writer_abort};
+
 static int sd_snapshot_writer_open(qraft_storage *s,
                                    const qraft_snapshot_meta *meta,
                                    qraft_snapshot_writer **out,
                                    qraft_err *err) {
-  return qraft_storage_snapshot_writer_open(sd_of(s)->durable, meta, out,
-                                            err);
+  qraft_simdisk *d = sd_of(s);
+  if (d->full) {
+    d->stats.snapshot_nospace++;
+    return QRAFT_ERR(err, -ENOSPC, "simulated disk full");
+  }
+  sd_writer *sw = calloc(1, sizeof *sw);
+  if (sw == NULL) {
+    return QRAFT_ERR(err, -ENOMEM, "snapshot writer");
+  }
+  int rv = qraft_storage_snapshot_writer_open(d->durable, meta, &sw->inner,
+                                              err);
+  if (rv != 0) {
+    free(sw);
+    return rv;
+  }
+  sw->base.ops = &sd_writer_ops;
+  sw->base.meta = sw->inner->meta;
+  sw->base.bytes = sw->inner->bytes;
+  sw->disk = d;
+  *out = &sw->base;
+  return 0;
 }
 
 static int sd_submit(qraft_storage *s, qraft_storage_write *w,
@@ -157,6 +263,9 @@ static int sd_submit(qraft_storage *s, qraft_storage_write *w,
   if (w->snapshot == NULL && w->entries_n == 0 && w->conf_state == NULL &&
       w->hard_state == NULL && w->compact_index == 0) {
     return QRAFT_ERR(err, -EINVAL, "empty write");
+  }
+  if (w->snapshot != NULL && w->snapshot->ops != &sd_writer_ops) {
+    return QRAFT_ERR(err, -EINVAL, "a snapshot writer of another store");
   }
   if (d->pending_n >= QRAFT_STORAGE_PENDING_MAX) {
     return QRAFT_ERR(err, QRAFT_EBUSY, "%llu writes pending",
@@ -199,13 +308,12 @@ static int sd_fd(qraft_storage *s) {
 }
 
 /* A blocking wait is a sync that takes no simulated time: every pending
- * write becomes durable now. Used by qraft_storage_write_sync (bootstrap). */
+ * write becomes durable now (or fails now, on a full disk, its callback
+ * running here). Used by qraft_storage_write_sync (bootstrap). */
 static int sd_wait(qraft_storage *s, int timeout_ms) {
   (void)timeout_ms;
   qraft_simdisk *d = sd_of(s);
-  while (d->head != NULL) {
-    sd_make_durable_head(d);
-  }
+  sd_complete_all(d);
   return qraft_storage_wait(d->durable, 0);
 }
 
@@ -213,9 +321,7 @@ static void sd_close(qraft_storage *s) {
   qraft_simdisk *d = sd_of(s);
   /* A store closed with writes still pending (the owner did not flush or
    * crash the disk first) finishes them, as a real close would. */
-  while (d->head != NULL) {
-    sd_make_durable_head(d);
-  }
+  sd_complete_all(d);
   qraft_storage_poll(d->durable);
   d->open = NULL;
   free(s);
@@ -292,6 +398,15 @@ void qraft_simdisk_set_delay(qraft_simdisk *d, uint64_t delay_min_ns,
   d->delay_max_ns = delay_max_ns < delay_min_ns ? delay_min_ns : delay_max_ns;
 }
 
+void qraft_simdisk_set_full(qraft_simdisk *d, bool full) {
+  if (full && !d->full) {
+    d->stats.fulls++;
+  }
+  d->full = full;
+}
+
+bool qraft_simdisk_is_full(const qraft_simdisk *d) { return d->full; }
+
 void qraft_simdisk_crash(qraft_simdisk *d) {
   qraft_env_timer_disarm(d->timer);
   /* Writes already durable but whose callbacks have not run stay durable;
@@ -322,9 +437,7 @@ void qraft_simdisk_crash(qraft_simdisk *d) {
 }
 
 void qraft_simdisk_flush(qraft_simdisk *d) {
-  while (d->head != NULL) {
-    sd_make_durable_head(d);
-  }
+  sd_complete_all(d);
   qraft_storage_poll(d->durable);
 }
 

@@ -37,6 +37,7 @@ CANARIES=(
   TRANSPORT_PARTIAL_SNAPSHOT # transport: a snapshot cut by a lost connection installed
   NODE_APPLY_DURING_RESTORE # node: apply entries while a snapshot is restored in steps
   NODE_STATE_SENT_AS_ASKED # node: a view of the applied index sent as the older stateless snapshot
+  NODE_SKIP_UNAPPLIED  # node: entries the state machine refused for lack of space counted as applied
 )
 if [ -n "${CANARY_ONLY:-}" ]; then
   read -ra CANARIES <<< "$CANARY_ONLY" # a subset, e.g. "LEASE_OLD_CONFIG"

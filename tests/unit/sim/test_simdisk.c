@@ -1,14 +1,16 @@
 /*
  * The simulated disk (qraft_simdisk) and simnet's fault controls: writes
  * become durable in order after their delay, a crash loses exactly the
- * writes not yet durable, and a blocked link, a down host and a pause do
- * what they say (counted).
+ * writes not yet durable, a full disk fails the head write and those behind
+ * it with -ENOSPC and takes them once it has room again, and a blocked
+ * link, a down host and a pause do what they say (counted).
  */
 #include "cmocka_all.h"
 
 #include <qraft/sim.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <string.h>
 
 typedef struct done_log {
@@ -96,6 +98,92 @@ static void writes_are_durable_in_order_and_a_crash_loses_the_rest(void **st) {
   qraft_simnet_free(net);
 }
 
+static void a_full_disk_fails_writes_in_order_until_it_has_room(void **st) {
+  (void)st;
+  qraft_simnet *net;
+  qraft_env *env;
+  assert_int_equal(qraft_simnet_new(11, &net), 0);
+  assert_int_equal(qraft_simnet_env_new(net, &env), 0);
+  qraft_simdisk *d;
+  assert_int_equal(qraft_simdisk_new(env, 1000000, 5000000, &d), 0);
+  qraft_storage *s;
+  assert_int_equal(qraft_simdisk_open(d, &s), 0);
+  done_log log = {0};
+  qraft_storage_write w[3];
+  qraft_entry e[3];
+  wctx c[3];
+  for (int i = 0; i < 3; i++) {
+    c[i] = (wctx){.log = &log, .id = i};
+  }
+  fill(&w[0], &e[0], 1, &c[0]);
+  assert_int_equal(qraft_storage_submit(s, &w[0], NULL), 0);
+  (void)qraft_env_run(env, qraft_env_now_ns(env) + 20000000, NULL, NULL);
+  assert_int_equal(log.n, 1);
+  assert_int_equal(log.status[0], 0);
+  /* a snapshot writer opened while there was room */
+  qraft_snapshot_meta meta = {.index = 1, .term = 1};
+  qraft_snapshot_writer *sw;
+  assert_int_equal(qraft_storage_snapshot_writer_open(s, &meta, &sw, NULL), 0);
+  assert_int_equal(qraft_snapshot_writer_write(sw, "abc", 3, NULL), 0);
+
+  qraft_simdisk_set_full(d, true);
+  assert_true(qraft_simdisk_is_full(d));
+  qraft_snapshot_writer *sw2 = NULL;
+  assert_int_equal(qraft_storage_snapshot_writer_open(s, &meta, &sw2, NULL),
+                   -ENOSPC);
+  assert_int_equal(qraft_snapshot_writer_write(sw, "d", 1, NULL), -ENOSPC);
+  /* an append, then the snapshot: both fail, in order; nothing changed */
+  fill(&w[1], &e[1], 2, &c[1]);
+  memset(&w[2], 0, sizeof w[2]);
+  w[2].snapshot = sw;
+  w[2].cb = write_cb;
+  w[2].data = &c[2];
+  assert_int_equal(qraft_storage_submit(s, &w[1], NULL), 0);
+  assert_int_equal(qraft_storage_submit(s, &w[2], NULL), 0);
+  (void)qraft_env_run(env, qraft_env_now_ns(env) + 20000000, NULL, NULL);
+  assert_int_equal(log.n, 3);
+  assert_int_equal(log.order[1], 1);
+  assert_int_equal(log.status[1], -ENOSPC);
+  assert_int_equal(log.order[2], 2);
+  assert_int_equal(log.status[2], -ENOSPC);
+  assert_ptr_equal(w[2].snapshot, sw); /* not used up: the caller's */
+  qraft_storage_state ss;
+  assert_int_equal(qraft_storage_state_get(s, &ss, NULL), 0);
+  assert_int_equal(ss.last_index, 1);
+  assert_int_equal(ss.snapshot.index, 0);
+
+  /* room again: the same writes, submitted again in order, land */
+  qraft_simdisk_set_full(d, false);
+  assert_int_equal(qraft_storage_submit(s, &w[1], NULL), 0);
+  assert_int_equal(qraft_storage_submit(s, &w[2], NULL), 0);
+  (void)qraft_env_run(env, qraft_env_now_ns(env) + 20000000, NULL, NULL);
+  assert_int_equal(log.n, 5);
+  assert_int_equal(log.order[3], 1);
+  assert_int_equal(log.status[3], 0);
+  assert_int_equal(log.order[4], 2);
+  assert_int_equal(log.status[4], 0);
+  assert_null(w[2].snapshot); /* used up */
+  assert_int_equal(qraft_storage_state_get(s, &ss, NULL), 0);
+  assert_int_equal(ss.last_index, 2);
+  assert_int_equal(ss.snapshot.index, 1);
+  qraft_snapshot_reader *r;
+  assert_int_equal(qraft_storage_snapshot_reader_open(s, &r, NULL), 0);
+  assert_int_equal(r->bytes, 3);
+  qraft_snapshot_reader_close(r);
+
+  qraft_simdisk_stats stats;
+  qraft_simdisk_stats_get(d, &stats);
+  assert_int_equal(stats.fulls, 1);
+  assert_int_equal(stats.writes_nospace, 2);
+  assert_int_equal(stats.snapshot_nospace, 2);
+  assert_int_equal(stats.writes_durable, 3);
+  assert_null(qraft_simdisk_violation(d));
+  qraft_storage_close(s);
+  qraft_simdisk_free(d);
+  qraft_env_free(env);
+  qraft_simnet_free(net);
+}
+
 typedef struct rx {
   int n;
 } rx;
@@ -166,6 +254,7 @@ static void blocked_links_down_hosts_and_pauses(void **st) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(writes_are_durable_in_order_and_a_crash_loses_the_rest),
+      cmocka_unit_test(a_full_disk_fails_writes_in_order_until_it_has_room),
       cmocka_unit_test(blocked_links_down_hosts_and_pauses),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
