@@ -94,6 +94,8 @@ bool qraft__node_write_hold(qraft_node *n, node_write *w, int status) {
     QRAFT_LOG(n->lg, QRAFT_LOG_WARN,
               "the log's store has no room for a write; holding it and the "
               "writes after it until there is",
+              QRAFT_LOG_STR("dir", n->space_dir != NULL ? n->space_dir
+                                                         : "(storage given)"),
               QRAFT_LOG_STR("error", qraft_strerror(status)));
   }
   n->space_why |= SPACE_WHY_WAL;

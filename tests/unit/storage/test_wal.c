@@ -669,6 +669,60 @@ static void failed_segment_preparation_fails_writes_until_there_is_room(
   free(dir);
 }
 
+/* A write that fails for lack of room before its snapshot was published
+ * leaves the snapshot writer to the caller (qraft/storage.h), who submits
+ * it again once there is room: the node's held writes rely on it. */
+static void no_room_leaves_the_snapshot_writer_to_the_caller(void **st) {
+  (void)st;
+  qraft__fault_reset();
+  char *dir = th_mkdtemp();
+  qraft_storage *s = open_ok(dir);
+  uint64_t next = 1;
+  fill(s, &next, 2);
+  qraft__fault_arm("wal.prepare", 0, -ENOSPC, 0);
+  int rc = 0;
+  for (int i = 0; i < 100 && rc == 0; i++) {
+    th_entries t = th_make(next, 20, 1);
+    qraft_storage_write w = {.entries = t.e, .entries_n = 20};
+    rc = write_sync(s, &w);
+    th_free(&t);
+    if (rc == 0) {
+      next += 20;
+    }
+  }
+  assert_int_equal(rc, -ENOSPC);
+  /* a snapshot of the last entry, with entries that need a new segment */
+  qraft_snapshot_meta meta = {.index = next - 1, .term = 1,
+                              .conf_state = {.voters_n = 1, .voters = {1}}};
+  qraft_snapshot_writer *sw = NULL;
+  assert_int_equal(qraft_storage_snapshot_writer_open(s, &meta, &sw, NULL), 0);
+  uint8_t buf[256];
+  memset(buf, 7, sizeof buf);
+  assert_int_equal(qraft_snapshot_writer_write(sw, buf, sizeof buf, NULL), 0);
+  th_entries t = th_make(next, 20, 1);
+  qraft_storage_write w = {.snapshot = sw, .entries = t.e, .entries_n = 20};
+  assert_int_equal(write_sync(s, &w), -ENOSPC);
+  assert_ptr_equal(w.snapshot, sw); /* kept, not used up */
+  qraft_storage_state stt;
+  qraft_storage_state_get(s, &stt, NULL);
+  assert_int_equal(stt.snapshot.index, 0);
+  assert_int_equal(stt.last_index, next - 1);
+  /* room again: the same write lands, snapshot and entries */
+  qraft__fault_reset();
+  assert_int_equal(write_sync(s, &w), 0);
+  assert_null(w.snapshot);
+  th_free(&t);
+  qraft_storage_close(s);
+  s = open_ok(dir);
+  qraft_storage_state_get(s, &stt, NULL);
+  assert_int_equal(stt.snapshot.index, next - 1);
+  assert_int_equal(stt.last_index, next + 19);
+  check_log(s, next, next + 20, 1);
+  qraft_storage_close(s);
+  th_rmdir(dir);
+  free(dir);
+}
+
 static void failed_snapshot_sync_stops_the_store_and_leaves_no_file(
     void **st) {
   (void)st;
@@ -793,6 +847,7 @@ int main(void) {
       cmocka_unit_test_teardown(failed_sync_fails_the_write_and_stops_the_store, unmount_teardown),
       cmocka_unit_test_teardown(failed_write_fails_every_write_submitted_before_its_callback, unmount_teardown),
       cmocka_unit_test_teardown(failed_segment_preparation_fails_writes_until_there_is_room, unmount_teardown),
+      cmocka_unit_test_teardown(no_room_leaves_the_snapshot_writer_to_the_caller, unmount_teardown),
       cmocka_unit_test_teardown(failed_snapshot_sync_stops_the_store_and_leaves_no_file, unmount_teardown),
       cmocka_unit_test_teardown(full_disk_fails_writes_then_recovers_when_room_is_made, unmount_teardown),
   };
