@@ -358,6 +358,7 @@ void qraft__node_serve_reads(qraft_node *n);
 #define SPACE_WHY_SNAPSHOT 8u /* a snapshot found no room */
 #define SPACE_WHY_APP 16u     /* qraft_node_alarm_set */
 bool qraft__node_is_nospace(int code);
+const char *qraft__node_dir_name(const qraft_node *n); /* for logs */
 bool qraft__node_write_hold(qraft_node *n, node_write *w, int status);
 void qraft__node_write_landed(qraft_node *n);
 bool qraft__node_writes_held(const qraft_node *n);

@@ -36,6 +36,10 @@
 /* a snapshot that found no room keeps the alarm at least this long */
 #define SNAP_NOSPACE_HOLD_NS 2000000000ull
 
+const char *qraft__node_dir_name(const qraft_node *n) {
+  return n->space_dir != NULL ? n->space_dir : "(storage given)";
+}
+
 bool qraft__node_is_nospace(int code) {
   return code == -ENOSPC || code == -EDQUOT;
 }
@@ -94,8 +98,7 @@ bool qraft__node_write_hold(qraft_node *n, node_write *w, int status) {
     QRAFT_LOG(n->lg, QRAFT_LOG_WARN,
               "the log's store has no room for a write; holding it and the "
               "writes after it until there is",
-              QRAFT_LOG_STR("dir", n->space_dir != NULL ? n->space_dir
-                                                         : "(storage given)"),
+              QRAFT_LOG_STR("dir", qraft__node_dir_name(n)),
               QRAFT_LOG_STR("error", qraft_strerror(status)));
   }
   n->space_why |= SPACE_WHY_WAL;

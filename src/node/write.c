@@ -96,8 +96,7 @@ void qraft__node_write_cb(qraft_storage_write *sw, int status) {
     QRAFT_LOG(n->lg, QRAFT_LOG_ERROR,
               "storage write failed; node stops (docs/storage.md: after a "
               "failed write or sync the log must be reopened)",
-              QRAFT_LOG_STR("dir", n->space_dir != NULL ? n->space_dir
-                                                         : "(storage given)"),
+              QRAFT_LOG_STR("dir", qraft__node_dir_name(n)),
               QRAFT_LOG_STR("error", qraft_strerror(status)));
     n->fatal = true;
     qraft__node_write_free(w);

@@ -623,6 +623,22 @@ static void failed_write_fails_every_write_submitted_before_its_callback(
   free(dir);
 }
 
+/* Writes batches of 20 entries from *next until one fails with -ENOSPC
+ * (at most 100); *next is then the first index not written. */
+static void write_until_no_room(qraft_storage *s, uint64_t *next) {
+  int rc = 0;
+  for (int i = 0; i < 100 && rc == 0; i++) {
+    th_entries t = th_make(*next, 20, 1);
+    qraft_storage_write w = {.entries = t.e, .entries_n = 20};
+    rc = write_sync(s, &w);
+    th_free(&t);
+    if (rc == 0) {
+      *next += 20;
+    }
+  }
+  assert_int_equal(rc, -ENOSPC);
+}
+
 static void failed_segment_preparation_fails_writes_until_there_is_room(
     void **st) {
   (void)st;
@@ -632,19 +648,8 @@ static void failed_segment_preparation_fails_writes_until_there_is_room(
   uint64_t next = 1;
   fill(s, &next, 2);
   qraft__fault_arm("wal.prepare", 0, -ENOSPC, 0);
-  int rc = 0;
+  write_until_no_room(s, &next);
   uint64_t acked = next - 1;
-  for (int i = 0; i < 100 && rc == 0; i++) {
-    th_entries t = th_make(next, 20, 1);
-    qraft_storage_write w = {.entries = t.e, .entries_n = 20};
-    rc = write_sync(s, &w);
-    th_free(&t);
-    if (rc == 0) {
-      next += 20;
-      acked = next - 1;
-    }
-  }
-  assert_int_equal(rc, -ENOSPC);
   assert_true(qraft__fault_fired("wal.prepare") >= 1);
   qraft_storage_state stt;
   qraft_storage_state_get(s, &stt, NULL);
@@ -680,17 +685,7 @@ static void no_room_leaves_the_snapshot_writer_to_the_caller(void **st) {
   uint64_t next = 1;
   fill(s, &next, 2);
   qraft__fault_arm("wal.prepare", 0, -ENOSPC, 0);
-  int rc = 0;
-  for (int i = 0; i < 100 && rc == 0; i++) {
-    th_entries t = th_make(next, 20, 1);
-    qraft_storage_write w = {.entries = t.e, .entries_n = 20};
-    rc = write_sync(s, &w);
-    th_free(&t);
-    if (rc == 0) {
-      next += 20;
-    }
-  }
-  assert_int_equal(rc, -ENOSPC);
+  write_until_no_room(s, &next);
   /* a snapshot of the last entry, with entries that need a new segment */
   qraft_snapshot_meta meta = {.index = next - 1, .term = 1,
                               .conf_state = {.voters_n = 1, .voters = {1}}};
