@@ -678,6 +678,16 @@ int kv_serve_main(int argc, char **argv) {
     if (++ticks % 5 == 0) {
       qraft_node_status st;
       qraft_node_status_get(srv.node, &st);
+      if (st.stopped_on != 0) {
+        fprintf(stderr,
+                "qraft-kv: fatal: the node stopped after a storage failure "
+                "(%s; its log above says where); stopping with status %d. "
+                "Nothing acknowledged is lost: restart once the disk is "
+                "sound (docs/kv.md, \"A full disk\")\n",
+                qraft_strerror(st.stopped_on), KV_EXIT_STORAGE);
+        exit_code = KV_EXIT_STORAGE;
+        break;
+      }
       bool member = false;
       for (uint32_t i = 0; i < st.members_n; i++) {
         member = member || st.members[i].id == st.id;

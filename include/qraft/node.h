@@ -433,6 +433,11 @@ typedef struct qraft_node_status {
   qraft_member_status members[QRAFT_NODE_MEMBERS_MAX];
   bool joint;
   bool running;
+  /* Not 0 once the node stopped on its own after a failure it cannot go on
+   * from (a failed sync or write of its log, a snapshot it could not write
+   * or restore): the code, also in its log at ERROR ("... node stops").
+   * Requests then fail; restart the process once the disk is sound. */
+  int stopped_on;
   /* With a durable state machine: its durable index as last read, and the
    * starts that restored it from a snapshot taken here because it had lost
    * state it reported durable (the contract above; 0 when kept). */

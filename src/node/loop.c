@@ -21,7 +21,8 @@ void qraft__node_publish_status(qraft_node *n) {
   s.last_index = st.last_index;
   s.snapshot_index = st.snapshot_index;
   s.joint = n->conf.voters_outgoing_n > 0;
-  s.running = !n->stopped;
+  s.running = !n->stopped && !n->fatal;
+  s.stopped_on = n->fatal_code;
   if (n->cfg.sm->durable_index != NULL) {
     n->m_sm_durable = n->cfg.sm->durable_index(n->cfg.sm_ud);
   }
@@ -153,6 +154,89 @@ void qraft__node_drain(qraft_node *n) {
     node_flush_snap_reports(n);
     qraft__node_drain(n);
   }
+}
+
+/* The most entry bytes one store write carries: the WAL's batch, half of
+ * its segment (a write larger than a segment is refused). */
+#define NODE_WRITE_BYTES_MAX (4u << 20)
+
+/* Takes the front of w's entries, if they are more than one write may
+ * carry, into a write of its own that goes first: with the snapshot, if w
+ * has one (its record comes before the entries). w keeps the rest and
+ * what it stands for (persist id, hard state, messages). NULL if w fits. */
+static node_write *node_write_front(qraft_node *n, node_write *w) {
+  uint64_t bytes = 0;
+  size_t k = 0;
+  while (k < w->ents_n) {
+    uint64_t b = 64 + w->ents[k].data.len + w->ents[k].context.len;
+    if (k > 0 && bytes + b > NODE_WRITE_BYTES_MAX) {
+      break;
+    }
+    bytes += b;
+    k++;
+  }
+  if (k == w->ents_n) {
+    return NULL;
+  }
+  node_write *f = calloc(1, sizeof *f);
+  QRAFT_ASSERT(f != NULL);
+  f->node = n;
+  f->seq = w->seq; /* before w: w takes the next number */
+  w->seq = ++n->write_seq;
+  f->ents = malloc(k * sizeof *f->ents);
+  QRAFT_ASSERT(f->ents != NULL);
+  memcpy(f->ents, w->ents, k * sizeof *f->ents); /* the references move */
+  f->ents_n = k;
+  memmove(w->ents, w->ents + k, (w->ents_n - k) * sizeof *w->ents);
+  w->ents_n -= k;
+  f->w.entries = f->ents;
+  f->w.entries_n = f->ents_n;
+  w->w.entries = w->ents;
+  w->w.entries_n = w->ents_n;
+  f->w.snapshot = w->w.snapshot;
+  w->w.snapshot = NULL;
+  f->restore_after = w->restore_after;
+  f->restore_index = w->restore_index;
+  w->restore_after = false;
+  f->w.cb = qraft__node_write_cb;
+  f->w.data = f;
+  return f;
+}
+
+/* Submits w to the store, or holds it behind writes waiting for room
+ * (space.c). A write the store refuses at once stops the node. */
+static void node_write_submit(qraft_node *n, node_write *w) {
+  if (qraft__node_writes_held(n)) {
+    qraft__node_held_append(n, w);
+    n->last_write = w;
+    return;
+  }
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  w->submit_ns = qraft_env_now_ns(n->env);
+  int rv = qraft_storage_submit(n->st, &w->w, &err);
+  if (rv != 0) {
+    char line[512];
+    qraft_err_format(&err, line, sizeof line);
+    QRAFT_LOG(n->lg, QRAFT_LOG_ERROR, "storage refused a write; node stops",
+              QRAFT_LOG_STR("dir", qraft__node_dir_name(n)),
+              QRAFT_LOG_STR("error", line));
+    if (w->w.snapshot != NULL) {
+      qraft_snapshot_writer_abort(w->w.snapshot);
+      w->w.snapshot = NULL;
+    }
+    qraft__node_write_free(w);
+    n->fatal = true;
+    qraft__node_fail_all(n, rv);
+    return;
+  }
+  n->writes_inflight++;
+  n->last_write = w;
+  for (size_t i = 0; i < w->ents_n; i++) {
+    stage_slot *sl = &n->stage_ring[w->ents[i].index % NODE_STAGE_RING];
+    *sl = (stage_slot){.index = w->ents[i].index, .submit_ns = w->submit_ns};
+  }
+  qraft__node_kick_storage(n);
 }
 
 static void node_drain_updates(qraft_node *n) {
@@ -333,37 +417,22 @@ static void node_drain_updates(qraft_node *n) {
       qraft__node_write_free(w);
       w = NULL;
     }
-    if (w != NULL && qraft__node_writes_held(n)) {
-      /* Writes wait for room (space.c): this one goes after them. */
-      qraft__node_held_append(n, w);
-      n->last_write = w;
-      w = NULL;
+    /* A store write has a size limit (a WAL segment): a large update goes
+     * as several, in order, the last one standing for it. */
+    while (w != NULL && !n->fatal) {
+      node_write *front = node_write_front(n, w);
+      if (front == NULL) {
+        break;
+      }
+      node_write_submit(n, front);
     }
-    if (w != NULL) {
-      qraft_err err;
-      qraft_err_init(&err, 0);
-      w->submit_ns = qraft_env_now_ns(n->env);
-      int rv = qraft_storage_submit(n->st, &w->w, &err);
-      if (rv != 0) {
-        QRAFT_LOG(n->lg, QRAFT_LOG_ERROR, "storage refused a write; node stops",
-                  QRAFT_LOG_STR("error", qraft_strerror(rv)));
-        if (w->w.snapshot != NULL) {
-          qraft_snapshot_writer_abort(w->w.snapshot);
-          w->w.snapshot = NULL;
-        }
-        qraft__node_write_free(w);
-        n->fatal = true;
-        qraft__node_fail_all(n, rv);
-        return;
-      }
-      n->writes_inflight++;
-      n->last_write = w;
-      for (size_t i = 0; i < w->ents_n; i++) {
-        stage_slot *sl = &n->stage_ring[w->ents[i].index % NODE_STAGE_RING];
-        *sl = (stage_slot){.index = w->ents[i].index,
-                           .submit_ns = w->submit_ns};
-      }
-      qraft__node_kick_storage(n);
+    if (w != NULL && !n->fatal) {
+      node_write_submit(n, w);
+    } else if (w != NULL) {
+      qraft__node_write_free(w);
+    }
+    if (n->fatal) {
+      return;
     }
     if (last != 0) {
       qraft_core_applied(n->core, last);

@@ -486,6 +486,13 @@ int qraft_node_start(qraft_node *n) {
 }
 
 void qraft__node_fail_all(qraft_node *n, int code) {
+  if (n->fatal && n->fatal_code == 0) {
+    n->fatal_code = code; /* the first failure: what the status says */
+    pthread_mutex_lock(&n->mu);
+    n->status.stopped_on = code;
+    n->status.running = false;
+    pthread_mutex_unlock(&n->mu);
+  }
   while (n->inflight != NULL) {
     node_req *r = n->inflight;
     n->inflight = r->next;

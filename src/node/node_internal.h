@@ -220,6 +220,7 @@ struct qraft_node {
   _Atomic uint64_t m_restore_steps, m_restore_waited;
   uint64_t writes_inflight;
   bool fatal;
+  int fatal_code; /* what it stopped on (qraft_node_status.stopped_on) */
   bool freeing; /* qraft_node_free: late write callbacks only free */
   bool started;
   bool installing; /* a received snapshot is being written */

@@ -7,6 +7,10 @@
 
 #include <qraft/node.h>
 
+#include "storage/fault.h"
+
+#include <errno.h>
+
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -542,6 +546,189 @@ static void leadership_moves_on_request(void **st) {
   cluster_free(3);
 }
 
+/* --- out of space ----------------------------------------------------------- */
+
+/* Prints the members' status (for a failing assertion). */
+static void dump_status(int n, const char *what) {
+  for (int i = 0; i < n; i++) {
+    if (cl[i].node == NULL) {
+      continue;
+    }
+    qraft_node_status s;
+    qraft_node_status_get(cl[i].node, &s);
+    fprintf(stderr,
+            "%s: member %d role %d commit %llu applied %llu alarms %u why "
+            "'%s' held %llu stopped_on %d\n",
+            what, i, (int)s.role, (unsigned long long)s.commit,
+            (unsigned long long)s.applied, s.alarms, s.alarm_why,
+            (unsigned long long)s.writes_held, s.stopped_on);
+  }
+}
+
+/* Out of space tests: the fault points are process-wide. */
+static int faults_teardown(void **st) {
+  (void)st;
+  qraft__fault_reset();
+  return 0;
+}
+
+
+/* Every member's log runs out of room for a new segment (the fault point,
+ * process-wide): writes are held, the alarm rises, no node stops; once
+ * there is room, the held writes land, the alarm clears, every proposal
+ * has had its answer (applied, or refused with -ENOSPC: it did not happen)
+ * and the members agree. */
+static void a_full_log_holds_writes_until_there_is_room(void **st) {
+  (void)st;
+  cluster_boot(3);
+  assert_true(wait_leader(3, 5000) >= 0);
+  qraft__fault_reset();
+  qraft__fault_arm("wal.prepare", 0, -ENOSPC, 0);
+  enum { COUNT = 120, BYTES = 256 << 10 }; /* 30 MiB: past two segments */
+  uint8_t *v = malloc(BYTES);
+  assert_non_null(v);
+  done_ctr d = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                .cv = PTHREAD_COND_INITIALIZER};
+  int sent = 0;
+  bool held = false;
+  uint64_t end = now_ms() + 30000;
+  while (!held && now_ms() < end) {
+    int l = leader_of(3);
+    if (l >= 0 && sent < COUNT) {
+      memset(v, sent, BYTES);
+      if (qraft_node_propose(cl[l].node, v, BYTES, propose_done, &d) == 0) {
+        sent++;
+      }
+    } else {
+      usleep(10000);
+    }
+    for (int i = 0; i < 3; i++) {
+      qraft_node_status s;
+      qraft_node_status_get(cl[i].node, &s);
+      assert_int_equal(s.stopped_on, 0);
+      held |= s.writes_held > 0 && (s.alarms & QRAFT_ALARM_NOSPACE) &&
+              strstr(s.alarm_why, "log's store") != NULL;
+    }
+  }
+  if (!held) {
+    dump_status(3, "no write held");
+  }
+  assert_true(held);
+  assert_true(qraft__fault_fired("wal.prepare") >= 1);
+  usleep(300 * 1000); /* held a while: retried, still no room */
+  for (int i = 0; i < 3; i++) {
+    qraft_node_status s;
+    qraft_node_status_get(cl[i].node, &s);
+    assert_int_equal(s.stopped_on, 0);
+    assert_true(s.running);
+  }
+  qraft__fault_reset(); /* room again */
+  wait_calls(&d, sent, 30000);
+  pthread_mutex_lock(&d.mu);
+  if (d.calls != sent) {
+    dump_status(3, "proposals unanswered");
+  }
+  assert_int_equal(d.calls, sent);
+  int ok = d.ok;
+  pthread_mutex_unlock(&d.mu);
+  assert_true(ok > 0);
+  /* the alarm clears and the members agree, with nobody stopped */
+  end = now_ms() + 30000;
+  bool agree = false;
+  while (!agree && now_ms() < end) {
+    usleep(20000);
+    agree = true;
+    uint64_t digest = 0, index = 0;
+    for (int i = 0; i < 3; i++) {
+      qraft_node_status s;
+      qraft_node_status_get(cl[i].node, &s);
+      assert_int_equal(s.stopped_on, 0);
+      pthread_mutex_lock(&cl[i].state.mu);
+      uint64_t dg = cl[i].state.digest, ix = cl[i].state.index;
+      pthread_mutex_unlock(&cl[i].state.mu);
+      if (i == 0) {
+        digest = dg;
+        index = ix;
+      }
+      agree = agree && s.alarms == 0 && s.writes_held == 0 && dg == digest &&
+              ix == index && s.applied == s.commit;
+    }
+  }
+  if (!agree) {
+    dump_status(3, "members disagree");
+  }
+  assert_true(agree);
+  free(v);
+  cluster_free(3);
+}
+
+/* A failed sync of the log stops the node (a retry could report durable
+ * what is not): its status says so, the others go on. */
+static void a_failed_sync_stops_the_node_and_its_status_says_so(void **st) {
+  (void)st;
+  cluster_boot(3);
+  assert_true(wait_leader(3, 5000) >= 0);
+  qraft__fault_reset();
+  qraft__fault_arm("wal.fdatasync", 0, -EIO, 1);
+  done_ctr d = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                .cv = PTHREAD_COND_INITIALIZER};
+  int stopped = -1;
+  uint64_t end = now_ms() + 10000;
+  while (stopped < 0 && now_ms() < end) {
+    int l = leader_of(3);
+    if (l >= 0) {
+      (void)qraft_node_propose(cl[l].node, "x", 1, propose_done, &d);
+    }
+    usleep(5000);
+    for (int i = 0; i < 3; i++) {
+      qraft_node_status s;
+      qraft_node_status_get(cl[i].node, &s);
+      if (s.stopped_on != 0) {
+        assert_int_equal(s.stopped_on, -EIO);
+        assert_false(s.running);
+        stopped = i;
+      }
+    }
+  }
+  if (stopped < 0) {
+    dump_status(3, "nobody stopped");
+  }
+  assert_true(stopped >= 0);
+  qraft__fault_reset();
+  /* the other two still commit */
+  int others[2], k = 0;
+  for (int i = 0; i < 3; i++) {
+    if (i != stopped) {
+      others[k++] = i;
+    }
+  }
+  end = now_ms() + 10000;
+  bool committed = false;
+  while (!committed && now_ms() < end) {
+    for (int j = 0; j < 2 && !committed; j++) {
+      qraft_node_status s;
+      qraft_node_status_get(cl[others[j]].node, &s);
+      if (s.role == QRAFT_ROLE_LEADER) {
+        done_ctr e = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                      .cv = PTHREAD_COND_INITIALIZER};
+        if (qraft_node_propose(cl[others[j]].node, "y", 1, propose_done,
+                               &e) == 0) {
+          wait_calls(&e, 1, 5000);
+          committed = e.ok == 1;
+        }
+      }
+    }
+    usleep(20000);
+  }
+  if (!committed) {
+    dump_status(3, "no commit");
+  }
+  assert_true(committed);
+  cluster_free(3);
+  /* callbacks of the stopped node's requests ran before it was freed */
+  assert_int_equal(d.calls, d.ok + d.failed);
+}
+
 static void bad_configurations_are_refused(void **st) {
   (void)st;
   qraft_node_config cfg;
@@ -565,6 +752,11 @@ int main(void) {
       cmocka_unit_test(
           a_new_member_catches_up_through_a_snapshot_and_one_is_removed),
       cmocka_unit_test(leadership_moves_on_request),
+      cmocka_unit_test_teardown(a_full_log_holds_writes_until_there_is_room,
+                                faults_teardown),
+      cmocka_unit_test_teardown(
+          a_failed_sync_stops_the_node_and_its_status_says_so,
+          faults_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
