@@ -39,18 +39,21 @@ all: release
 deps:
 	@bash scripts/deps.sh
 
-$(REL)/CMakeCache.txt:
+# A tree is configured once CMake generated its Makefile (it writes its
+# cache before, so a configure that failed midway leaves a cache and no
+# Makefile: the next make configures again).
+$(REL)/Makefile:
 	cmake -S . -B $(REL) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
 
-release: $(REL)/CMakeCache.txt
+release: $(REL)/Makefile
 	cmake --build $(REL) -j $(JOBS)
 
-$(ASAN)/CMakeCache.txt:
+$(ASAN)/Makefile:
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DQRAFT_SANITIZE=asan \
 	  -DCMAKE_C_FLAGS=-O1 -DCMAKE_CXX_FLAGS=-O1 $(CMAKE_FLAGS)
 
-$(TSAN)/CMakeCache.txt:
+$(TSAN)/Makefile:
 	cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DQRAFT_SANITIZE=tsan \
 	  -DCMAKE_C_FLAGS=-O1 -DCMAKE_CXX_FLAGS=-O1 -DQRAFT_BUILD_BENCH=OFF \
 	  $(CMAKE_FLAGS)
@@ -71,11 +74,11 @@ test-sim-full: release
 test-fuzz:
 	@bash scripts/fuzz.sh smoke $(FUZZT) $(FUZZ_SMOKE_SECONDS)
 
-test-asan: $(ASAN)/CMakeCache.txt
+test-asan: $(ASAN)/Makefile
 	cmake --build $(ASAN) -j $(JOBS)
 	cd $(ASAN) && ctest --output-on-failure -j $(JOBS) --timeout 1500 -LE tsan-only
 
-test-tsan: $(TSAN)/CMakeCache.txt
+test-tsan: $(TSAN)/Makefile
 	cmake --build $(TSAN) -j $(JOBS)
 	cd $(TSAN) && ctest --output-on-failure -j $(JOBS) --timeout 1500 -L threads
 
