@@ -338,6 +338,7 @@ static int client_usage(void) {
           "  load --count N [--prefix P] [--progress]   sequential writes\n"
           "  bench --clients C (--count N | --seconds S) [--value-bytes B]\n"
           "        [--op put|get] [--stale] [--target qraft-kv|etcd]\n"
+          "        [--prefix P]            (keys P<client>-<i>; bench-)\n"
           "        [--quantiles FILE]      (the latency distribution)\n"
           "                                concurrent puts or gets; client i\n"
           "                                talks to server i mod n, keep-alive;\n"
@@ -470,6 +471,7 @@ typedef struct bench_arg {
   const opts *o;
   const char *url;
   int id;
+  const char *prefix; /* of the keys put: PREFIX<id>-<i> */
   long count;      /* requests, or until end_ns if end_ns != 0 */
   uint64_t end_ns; /* 0: run `count` requests */
   size_t value_bytes;
@@ -589,7 +591,7 @@ static void *bench_run(void *p) {
   }
   for (long i = 0; a->end_ns != 0 ? kv_now_ns() < a->end_ns : i < a->count;
        i++) {
-    if (!a->get) snprintf(key, sizeof key, "bench-%d-%ld", a->id, i);
+    if (!a->get) snprintf(key, sizeof key, "%.40s%d-%ld", a->prefix, a->id, i);
     char *resp = NULL;
     uint64_t t0 = kv_now_ns();
     int st = bench_request(a, &k, a->get, key, vb64, body, &resp);
@@ -625,7 +627,7 @@ static void write_quantiles(const char *path, const uint64_t *lat, long n) {
 
 static int cmd_bench(const opts *o, int clients, long count, int seconds,
                      size_t value_bytes, const char *op, const char *target,
-                     const char *quantiles) {
+                     const char *prefix, const char *quantiles) {
   bool get = strcmp(op, "get") == 0;
   bool etcd = strcmp(target, "etcd") == 0;
   if ((!etcd && strcmp(target, "qraft-kv") != 0) || clients < 1 || clients > 256 || (seconds <= 0 && count < clients) ||
@@ -654,7 +656,7 @@ static int cmd_bench(const opts *o, int clients, long count, int seconds,
   uint64_t end = seconds > 0 ? t0 + (uint64_t)seconds * 1000000000ull : 0;
   for (int i = 0; i < clients; i++) {
     args[i] = (bench_arg){.o = o, .url = servers[i % servers_n], .id = i,
-                          .count = per, .end_ns = end,
+                          .prefix = prefix, .count = per, .end_ns = end,
                           .value_bytes = value_bytes, .get = get,
                           .etcd = etcd};
     pthread_create(&th[i], NULL, bench_run, &args[i]);
@@ -881,7 +883,8 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
              *bench_op = "put", *bench_target = "qraft-kv",
              *quantiles = NULL;
   long long cas_rev = -1;
-  bool cas_absent = false, progress = false, learner = false;
+  bool cas_absent = false, progress = false, learner = false,
+       prefix_given = false;
   int clients = 4, seconds = 0, keys = 5;
   size_t value_bytes = 256;
   for (int i = 0; i < argc; i++) {
@@ -911,7 +914,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
     else if (strcmp(a, "--rev") == 0) { cas_rev = atoll(v); i++; }
     else if (strcmp(a, "--value") == 0) { cas_value = v; i++; }
     else if (strcmp(a, "--count") == 0) { count = atol(v); i++; }
-    else if (strcmp(a, "--prefix") == 0) { prefix = v; i++; }
+    else if (strcmp(a, "--prefix") == 0) { prefix = v; prefix_given = true; i++; }
     else if (strcmp(a, "--clients") == 0) { clients = atoi(v); i++; }
     else if (strcmp(a, "--seconds") == 0) { seconds = atoi(v); i++; }
     else if (strcmp(a, "--keys") == 0) { keys = atoi(v); i++; }
@@ -999,7 +1002,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
     rv = count > 0 ? cmd_load(&o, count, prefix, progress) : client_usage();
   } else if (strcmp(cmd, "bench") == 0) {
     rv = cmd_bench(&o, clients, count, seconds, value_bytes, bench_op,
-                   bench_target, quantiles);
+                   bench_target, prefix_given ? prefix : "bench-", quantiles);
   } else if (strcmp(cmd, "workload") == 0) {
     rv = history ? cmd_workload(&o, clients, seconds > 0 ? seconds : 5, keys,
                                 history)

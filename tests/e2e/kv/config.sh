@@ -19,7 +19,7 @@ CONF
 "$KV" serve --config "$D/kv.conf" --http "127.0.0.1:$HP2" >"$D/log1" 2>&1 &
 PID[1]=$!
 for _ in $(seq 1 100); do
-  curl -s -m 1 "http://127.0.0.1:$HP2/v1/status" | jq -e '.role == "leader"' \
+  curl -s -m 1 "http://127.0.0.1:$HP2/v1/status" | jq -se '.[0].role == "leader"' \
     >/dev/null 2>&1 && break
   sleep 0.05
 done

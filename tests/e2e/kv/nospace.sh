@@ -40,8 +40,10 @@ metric() { # metric MEMBER NAME: the first sample of NAME in /metrics
   awk -v n="$2" '$1 == n {print $2; exit}' <<<"$t"
 }
 alive() { for i in "$@"; do kill -0 "${PID[$i]}" 2>/dev/null || fail "member $i exited (see its log)"; done; }
-in_alarm() { status "$1" | jq -e '.alarms | index("nospace")' >/dev/null 2>&1; }
-no_alarm() { ! in_alarm "$1"; }
+# (jq -s: a member that does not answer yet is neither in alarm nor out;
+# jq -e alone succeeds on empty input)
+in_alarm() { status "$1" | jq -se '.[0].alarms | index("nospace") != null' >/dev/null 2>&1; }
+no_alarm() { status "$1" | jq -se '.[0].alarms == []' >/dev/null 2>&1; }
 # wait_for SECONDS CMD...: until CMD succeeds
 wait_for() { local end=$(( $(date +%s) + $1 )); shift; while ! "$@"; do [ "$(date +%s)" -lt "$end" ] || return 1; sleep 0.1; done; }
 VALUE=$(head -c 12000 /dev/zero | tr '\0' 'v')
@@ -52,12 +54,15 @@ put() {
 }
 put_ok() { local l; l=$(leader 1 2 3) && [ "$(put "$l" "after-$RANDOM")" = 200 ]; }
 read_ok() { local l; l=$(leader 1 2 3) && [ "$(kcurl "$l" -o /dev/null -w '%{http_code}' "$(http "$l")/v1/kv/none")" = 404 ]; }
-# fill N: N puts of 12 KB (8 clients) through the leader; FAILED and
+# fill N: N puts of 12 KB (8 clients) of new keys (the state grows: LMDB
+# cannot get by with the pages it freed) through the leader; FAILED and
 # FIRST (the first failure's status and body) say how it went
+FILLS=0
 fill() {
   local l; l=$(leader 1 2 3 || echo 1)
+  FILLS=$((FILLS + 1))
   "$KV" bench --server "$(http "$l")" --clients 8 --count "$1" --value-bytes 12000 \
-    --op put >"$D/fill.out" 2>&1 || true
+    --op put --prefix "fill$FILLS-" >"$D/fill.out" 2>&1 || true
   FAILED=$(sed -n 's/.* \([0-9]*\) failed$/\1/p' "$D/fill.out" | head -1)
   FIRST=$(grep -m1 'first failure' "$D/fill.out" || true)
 }
@@ -168,7 +173,7 @@ done
 for i in 1 2; do start "$i" --bootstrap "$M" "${OPTS[@]:0:6}" --space-reserve 64m; done
 start 4 --join "$(http 3)" "${OPTS[@]:0:6}" --space-reserve 64m
 for i in 1 2 4; do wait_for 20 in_alarm "$i" || fail "member $i raised no alarm below its reserve"; done
-grep -q "free space below the reserve" "$D/log1" || fail "member 1 did not log the reserve"
+grep -q "free space below the reserve" "$D/log1" || fail "member 1 did not log the reserve: $(status 1 | jq -c '{alarms, alarm_why, space_free_bytes}')"
 [ -n "$(metric 1 qraft_space_free_bytes)" ] || fail "no qraft_space_free_bytes on member 1"
 L=$(wait_leader 1 2 3 4) || fail "no leader with three members below their reserve"
 probe507_4() { local l; l=$(leader 1 2 3 4) && [ "$(put "$l" "probe-$RANDOM")" = 507 ]; }
