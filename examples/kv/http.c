@@ -745,6 +745,13 @@ static json_t *members_json(http_ctx *h, const qraft_node_status *st) {
     if (st->role == QRAFT_ROLE_LEADER) {
       json_object_set_new(o, "match", json_integer((json_int_t)m->match));
     }
+    if (m->id != st->id) {
+      json_object_set_new(o, "connected", json_boolean(m->connected));
+      json_object_set_new(o, "heard_ms",
+                          m->heard_ms == UINT64_MAX
+                              ? json_null()
+                              : json_integer((json_int_t)m->heard_ms));
+    }
     json_array_append_new(arr, o);
   }
   return arr;

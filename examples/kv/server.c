@@ -210,6 +210,7 @@ static int serve_usage(void) {
           "         [--snapshot-entries N] [--snapshot-log-bytes SIZE]\n"
           "         [--state-sync-ms N] [--map-size SIZE]\n"
           "         [--space-reserve SIZE] [--quiet]\n"
+          "         [--force-new-cluster [--force-new-cluster]]\n"
           "  --election-ms: election timeout (default 1000: failover after a\n"
           "  crash takes 1 to 2 of it); --heartbeat-ms (default a tenth of it);\n"
           "  both in multiples of --tick-ms (default 10).\n"
@@ -233,8 +234,47 @@ static int serve_usage(void) {
           "  on the command line override the file.\n"
           "  --http defaults to 127.0.0.1:8080; any address but 127.0.0.1\n"
           "  needs --token-file (every request then carries\n"
-          "  'Authorization: Bearer TOKEN'). A missing KEYFILE is created.\n");
+          "  'Authorization: Bearer TOKEN'). A missing KEYFILE is created.\n"
+          "  --force-new-cluster: recovery after a quorum is gone for good\n"
+          "  (docs/operations.md): this member's membership becomes itself\n"
+          "  alone, every entry it holds is kept; the others are then added\n"
+          "  again with --join and empty data. Refused while a quorum of its\n"
+          "  configuration answers within a few election timeouts; given\n"
+          "  twice, forced without that check. Command line only.\n");
   return 2;
+}
+
+/* --force-new-cluster once: runs the node in its old configuration for a
+ * few election timeouts and counts the voters it hears from or holds a
+ * connection with (a follower under a leader's lease ignores our votes,
+ * but its handshake answers). Returns the voters that answered (this
+ * member included if a voter) and the voters in *voters_n. */
+static uint32_t probe_quorum(qraft_node *node, uint32_t election_ms,
+                             uint32_t *voters_n, uint32_t *window_ms) {
+  uint32_t window = 3 * election_ms;
+  if (window < 3000) window = 3000;
+  *window_ms = window;
+  uint64_t end = kv_now_ns() + (uint64_t)window * 1000000ull;
+  uint32_t best = 0;
+  while (kv_now_ns() < end && !stop_flag) {
+    usleep(100 * 1000);
+    qraft_node_status st;
+    qraft_node_status_get(node, &st);
+    uint32_t voters = 0, answered = 0;
+    for (uint32_t i = 0; i < st.members_n; i++) {
+      const qraft_member_status *m = &st.members[i];
+      if (!m->voter) continue;
+      voters++;
+      if (m->id == st.id || m->connected || m->heard_ms <= window ||
+          (st.leader != 0 && m->id == st.leader)) {
+        answered++;
+      }
+    }
+    *voters_n = voters;
+    if (answered > best) best = answered;
+    if (voters > 0 && best >= voters / 2 + 1) break;
+  }
+  return best;
 }
 
 static void noop_propose_cb(void *ud, int status, qraft_slice result,
@@ -422,6 +462,72 @@ static int kv_config_read(const char *path, int *n_out) {
   return 0;
 }
 
+/* serve --force-new-cluster: checks that no quorum of the old
+ * configuration answers (unless forced twice), then rewrites this
+ * member's membership to itself alone (qraft_node_force_new_cluster).
+ * srv->node is a node made from cfg, not started; it is replaced. Returns
+ * 0, or the exit status. */
+static int force_new_cluster(kv_server *srv, const qraft_node_config *cfg,
+                             int times, uint32_t election_ms, bool quiet) {
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  if (kv_store_applied(srv->store) == 0) {
+    fprintf(stderr, "qraft-kv: --force-new-cluster: this member's data "
+                    "holds no log: there is nothing to recover from\n");
+    return 2;
+  }
+  if (times == 1) {
+    if (qraft_node_start(srv->node) != 0) {
+      fprintf(stderr, "qraft-kv: node start failed\n");
+      return 1;
+    }
+    uint32_t voters = 0, window = 0;
+    uint32_t answered = probe_quorum(srv->node, election_ms ? election_ms : 1000,
+                                     &voters, &window);
+    qraft_node_free(srv->node);
+    srv->node = NULL;
+    if (stop_flag) return 1;
+    if (voters > 0 && answered >= voters / 2 + 1) {
+      fprintf(stderr,
+              "qraft-kv: --force-new-cluster refused: %u of the %u voters of "
+              "this member's configuration answered within %u ms (a "
+              "quorum, this member included): the cluster can still "
+              "commit, and forcing would split it in two. Restart without "
+              "the flag. If those voters are really gone, give the flag "
+              "twice.\n",
+              answered, voters, window);
+      return 2;
+    }
+    if (!quiet) {
+      printf("qraft-kv: %u of the %u voters answered within %u ms: no "
+             "quorum; forcing a new cluster\n",
+             answered, voters, window);
+      fflush(stdout);
+    }
+    int rv = qraft_node_new(cfg, &srv->node, &err);
+    if (rv != 0) {
+      qraft_err_print(&err, stderr);
+      return 1;
+    }
+  }
+  qraft_conf_state was;
+  uint64_t last = 0;
+  if (qraft_node_force_new_cluster(srv->node, &was, &last, &err) != 0) {
+    qraft_err_print(&err, stderr);
+    return 1;
+  }
+  fprintf(stderr,
+          "qraft-kv: FORCED A NEW CLUSTER%s: this member is now its only "
+          "voter (it had %u voters and %u learners); every entry it held, "
+          "through index %llu, is kept and committed. Writes the lost "
+          "members committed without it are gone. Add members again with "
+          "'serve --join' and empty data; never restart the old ones with "
+          "their data.\n",
+          times > 1 ? " (forced twice: the quorum check was skipped)" : "",
+          was.voters_n, was.learners_n, (unsigned long long)last);
+  return 0;
+}
+
 int kv_serve_main(int argc, char **argv) {
   /* --config first: its settings go before the command line's */
   for (int i = 0; i + 1 < argc; i++) {
@@ -464,11 +570,16 @@ int kv_serve_main(int argc, char **argv) {
            snapshot_log_bytes = 0, space_reserve = 64ull << 20;
   uint32_t tick_ms = 0, election_ms = 0, heartbeat_ms = 0, sync_ms = 100;
   bool quiet = false;
+  int force_new = 0;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--quiet") == 0) {
       quiet = true;
+      continue;
+    }
+    if (strcmp(a, "--force-new-cluster") == 0) {
+      force_new++;
       continue;
     }
     if (v == NULL) {
@@ -518,7 +629,8 @@ int kv_serve_main(int argc, char **argv) {
     else return serve_usage();
   }
   if (data == NULL || keyfile == NULL || raft == NULL || cluster_id == 0 ||
-      (bootstrap != NULL && join != NULL)) {
+      (bootstrap != NULL && join != NULL) ||
+      (force_new > 0 && (bootstrap != NULL || join != NULL))) {
     return serve_usage();
   }
   struct sockaddr_storage http_sa;
@@ -607,6 +719,14 @@ int kv_serve_main(int argc, char **argv) {
     qraft_err_print(&err, stderr);
     kv_store_close(srv.store);
     return 1;
+  }
+  if (force_new > 0) {
+    rv = force_new_cluster(&srv, &cfg, force_new, election_ms, quiet);
+    if (rv != 0) {
+      qraft_node_free(srv.node);
+      kv_store_close(srv.store);
+      return rv;
+    }
   }
   /* the state's LMDB raises the node's alarm when it has no room or its
    * file system is below the reserve */

@@ -303,6 +303,29 @@ int qraft_node_new(const qraft_node_config *cfg, qraft_node **out,
 int qraft_node_bootstrap(qraft_node *node, const qraft_node_addr *members,
                          size_t n, qraft_err *err);
 
+/*
+ * Recovery after losing a quorum for good: rewrites the membership to
+ * this node alone. Call before qraft_node_start, on a node whose store
+ * holds a log. The configuration as of the node's whole log (`was`, if not
+ * NULL) is ended by configuration entries appended in the current term
+ * (leave a joint configuration, add this node as a voter if it is not one,
+ * remove every other member), and every entry the node holds, committed
+ * or not, is marked committed (the index of the last in *last, if not
+ * NULL). Once started the node elects itself; the others are then added
+ * again as new members (their old data must go). Logged at ERROR.
+ *
+ * This breaks Raft's guarantee if a quorum of the old configuration is
+ * still alive: two clusters would then accept writes. The caller must
+ * make sure it is not (qraft-kv serve --force-new-cluster first checks
+ * that no quorum answers). Entries committed by the others that this node
+ * never received are lost; entries it held but that were not committed
+ * become committed.
+ * Returns 0, or QRAFT_ESTATE (started, or the store is empty),
+ * QRAFT_ECORRUPT, -ENOMEM, -errno from the store.
+ */
+int qraft_node_force_new_cluster(qraft_node *node, qraft_conf_state *was,
+                                 uint64_t *last, qraft_err *err);
+
 /* Starts the node (its thread, with the default env). Returns 0, or
  * QRAFT_ESTATE if started twice, or -errno. */
 int qraft_node_start(qraft_node *node);
@@ -418,6 +441,11 @@ typedef struct qraft_member_status {
   bool learner;
   uint64_t match; /* leader only: replication progress */
   uint64_t next;
+  /* Milliseconds since a message from this member last arrived (any role;
+   * UINT64_MAX: none since this node started; this node itself: 0). */
+  uint64_t heard_ms;
+  /* A connection with this member is up (its handshake proved its key). */
+  bool connected;
 } qraft_member_status;
 
 typedef struct qraft_node_status {

@@ -81,6 +81,10 @@ void qraft__node_publish_status(qraft_node *n) {
     }
     ms->voter = voter;
     ms->learner = !voter;
+    ms->heard_ms = m->id == n->id ? 0
+                   : m->heard_ns == 0
+                       ? UINT64_MAX
+                       : (qraft_env_now_ns(n->env) - m->heard_ns) / 1000000u;
     for (size_t k = 0; k < prs_n && k < QRAFT_NODE_MEMBERS_MAX * 2; k++) {
       if (prs[k].id == m->id) {
         ms->match = prs[k].match;
@@ -99,6 +103,13 @@ void qraft__node_publish_status(qraft_node *n) {
           qraft_endpoint_peer_metrics(n->ep, &n->members[i].addr.id,
                                       QRAFT_RAFT_ALPN, &pm[pm_n]) == 0) {
         pm_n++;
+      }
+    }
+  }
+  for (uint32_t k = 0; k < s.members_n; k++) {
+    for (uint32_t i = 0; i < pm_n; i++) {
+      if (memcmp(&pm[i].peer, &s.members[k].addr.id, sizeof pm[i].peer) == 0) {
+        s.members[k].connected = pm[i].up;
       }
     }
   }

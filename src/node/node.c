@@ -115,6 +115,39 @@ static int node_config_check(qraft_node_config *c, qraft_err *err) {
 
 /* --- lifecycle ------------------------------------------------------------ */
 
+/* Reads the whole log the store holds (ss: its state) into *es (*cnt
+ * entries; the caller releases them and frees the array). */
+static int node_read_log(qraft_node *n, const qraft_storage_state *ss,
+                         qraft_entry **es_out, size_t *cnt_out,
+                         qraft_err *err) {
+  size_t cnt = ss->last_index >= ss->first_index
+                   ? (size_t)(ss->last_index - ss->first_index + 1)
+                   : 0;
+  qraft_entry *es = NULL;
+  if (cnt > 0) {
+    es = calloc(cnt, sizeof *es);
+    if (es == NULL) {
+      return QRAFT_ERR(err, -ENOMEM, "reading %zu entries", cnt);
+    }
+    size_t got = 0;
+    while (got < cnt) {
+      size_t k = 0;
+      int rv = qraft_storage_entries(n->st, ss->first_index + got,
+                                     ss->last_index + 1, UINT64_MAX, es + got,
+                                     cnt - got, &k, err);
+      if (rv != 0) {
+        qraft_storage_entries_release(es, got);
+        free(es);
+        return QRAFT_ERR(err, rv, "reading the log back");
+      }
+      got += k;
+    }
+  }
+  *es_out = es;
+  *cnt_out = cnt;
+  return 0;
+}
+
 static int node_open_core(qraft_node *n, qraft_err *err) {
   qraft_storage_state ss;
   int rv = qraft_storage_state_get(n->st, &ss, err);
@@ -171,28 +204,11 @@ static int node_open_core(qraft_node *n, qraft_err *err) {
     n->applied = d0;
     n->sm_index = d0;
   }
-  size_t cnt = ss.last_index >= ss.first_index
-                   ? (size_t)(ss.last_index - ss.first_index + 1)
-                   : 0;
+  size_t cnt = 0;
   qraft_entry *es = NULL;
-  if (cnt > 0) {
-    es = calloc(cnt, sizeof *es);
-    if (es == NULL) {
-      return QRAFT_ERR(err, -ENOMEM, "reading %zu entries", cnt);
-    }
-    size_t got = 0;
-    while (got < cnt) {
-      size_t k = 0;
-      rv = qraft_storage_entries(n->st, ss.first_index + got,
-                                 ss.last_index + 1, UINT64_MAX, es + got,
-                                 cnt - got, &k, err);
-      if (rv != 0) {
-        qraft_storage_entries_release(es, got);
-        free(es);
-        return QRAFT_ERR(err, rv, "reading the log back");
-      }
-      got += k;
-    }
+  rv = node_read_log(n, &ss, &es, &cnt, err);
+  if (rv != 0) {
+    return rv;
   }
   qraft_core_config cc;
   qraft_core_config_default(&cc);
@@ -363,6 +379,176 @@ int qraft_node_bootstrap(qraft_node *n, const qraft_node_addr *members,
     return QRAFT_ERR(err, rv, "bootstrap write");
   }
   /* reopen the core on the bootstrapped log */
+  qraft_core_free(n->core);
+  n->core = NULL;
+  return node_open_core(n, err);
+}
+
+/* A configuration entry at `index`, `term` for the single change (type,
+ * id, ctx); V2 with no change when leave_joint. */
+static int force_entry(bool leave_joint, qraft_conf_change_type type,
+                       qraft_id id, const uint8_t *ctx, size_t ctx_n,
+                       uint64_t index, uint64_t term, qraft_entry *out) {
+  qraft_conf_change cc = {.change_type = type,
+                          .node_id = id,
+                          .context = {.data = (uint8_t *)ctx, .len = ctx_n}};
+  qraft_conf_change_v2 v2 = {.transition = QRAFT_CONF_TRANSITION_AUTO};
+  size_t size = leave_joint ? qraft_conf_change_v2_size(&v2)
+                            : qraft_conf_change_size(&cc);
+  qraft_buf *b = qraft_buf_new(size > 0 ? size : 1);
+  if (b == NULL) {
+    return -ENOMEM;
+  }
+  b->len = leave_joint ? qraft_conf_change_v2_encode(&v2, b->data)
+                       : qraft_conf_change_encode(&cc, b->data);
+  *out = (qraft_entry){.type = leave_joint ? QRAFT_ENTRY_CONF_CHANGE_V2
+                                           : QRAFT_ENTRY_CONF_CHANGE,
+                       .term = term,
+                       .index = index,
+                       .data = {.data = b->data, .len = b->len, .owner = b}};
+  return 0;
+}
+
+static bool conf_list_has(const qraft_id *ids, uint32_t n, qraft_id id) {
+  for (uint32_t i = 0; i < n; i++) {
+    if (ids[i] == id) {
+      return true;
+    }
+  }
+  return false;
+}
+
+int qraft_node_force_new_cluster(qraft_node *n, qraft_conf_state *was,
+                                 uint64_t *last, qraft_err *err) {
+  if (n->started) {
+    return QRAFT_ERR(err, QRAFT_ESTATE, "force a new cluster after start");
+  }
+  qraft_storage_state ss;
+  int rv = qraft_storage_state_get(n->st, &ss, err);
+  if (rv != 0) {
+    return rv;
+  }
+  if (ss.last_index == 0 && ss.snapshot.index == 0) {
+    return QRAFT_ERR(err, QRAFT_ESTATE,
+                     "force a new cluster: the store is empty (nothing to "
+                     "keep; bootstrap instead)");
+  }
+  /* The configuration as of the whole log (committed or not): a core
+   * that takes every entry as applied computes it. */
+  size_t cnt = 0;
+  qraft_entry *es = NULL;
+  rv = node_read_log(n, &ss, &es, &cnt, err);
+  if (rv != 0) {
+    return rv;
+  }
+  qraft_snapshot_meta sm = ss.snapshot;
+  if (sm.index == 0) {
+    sm.term = ss.prev_term;
+  }
+  uint64_t last_index = sm.index + cnt;
+  uint64_t last_term = cnt > 0 ? es[cnt - 1].term : sm.term;
+  qraft_core_config cc;
+  qraft_core_config_default(&cc);
+  cc.id = n->id;
+  cc.election_ticks = n->cfg.election_ticks;
+  cc.heartbeat_ticks = n->cfg.heartbeat_ticks;
+  qraft_core_restore rs = {.hard_state = ss.hard_state,
+                           .snapshot = sm,
+                           .entries = es,
+                           .entries_n = cnt,
+                           .applied = last_index};
+  rs.hard_state.commit = last_index;
+  qraft_core *tmp = NULL;
+  rv = qraft_core_new(&cc, &rs, &tmp, err);
+  qraft_storage_entries_release(es, cnt);
+  free(es);
+  if (rv != 0) {
+    return QRAFT_ERR(err, rv, "force a new cluster: reading the configuration");
+  }
+  qraft_conf_state conf = *qraft_core_conf_state(tmp);
+  qraft_core_free(tmp);
+  if (was != NULL) {
+    *was = conf;
+  }
+
+  /* Leave a joint configuration, make this node a voter, remove the
+   * others: one single-step change each, in the current term. */
+  uint64_t term = ss.hard_state.term > last_term ? ss.hard_state.term
+                                                 : last_term;
+  qraft_entry add[2 * QRAFT_CONF_NODES_MAX + 2];
+  size_t k = 0;
+  uint64_t index = last_index;
+  bool joint = conf.voters_outgoing_n > 0;
+  if (joint) {
+    rv = force_entry(true, 0, 0, NULL, 0, ++index, term, &add[k]);
+    k += rv == 0;
+    /* leaving: the incoming voters stay; learners_next become learners */
+    for (uint32_t i = 0; i < conf.learners_next_n && rv == 0; i++) {
+      conf.learners[conf.learners_n++] = conf.learners_next[i];
+    }
+  }
+  if (rv == 0 && !conf_list_has(conf.voters, conf.voters_n, n->id)) {
+    uint8_t ctx[QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19];
+    qraft_node_addr self;
+    qraft_node_addr_of(n, &self);
+    for (uint32_t i = 0; i < n->members_n; i++) {
+      if (n->members[i].id == n->id) {
+        self = n->members[i].addr;
+      }
+    }
+    size_t l = qraft__node_addr_encode(&self, ctx);
+    rv = force_entry(false, QRAFT_CONF_ADD_NODE, n->id, ctx, l, ++index,
+                     term, &add[k]);
+    k += rv == 0;
+  }
+  for (uint32_t i = 0; i < conf.voters_n && rv == 0; i++) {
+    if (conf.voters[i] != n->id) {
+      rv = force_entry(false, QRAFT_CONF_REMOVE_NODE, conf.voters[i], NULL, 0,
+                       ++index, term, &add[k]);
+      k += rv == 0;
+    }
+  }
+  for (uint32_t i = 0; i < conf.learners_n && rv == 0; i++) {
+    if (conf.learners[i] != n->id) {
+      rv = force_entry(false, QRAFT_CONF_REMOVE_NODE, conf.learners[i], NULL,
+                       0, ++index, term, &add[k]);
+      k += rv == 0;
+    }
+  }
+  if (rv == 0) {
+    /* everything this node holds is committed: the entries it kept and the
+     * changes above */
+    qraft_hard_state hs = ss.hard_state;
+    hs.term = term;
+    hs.commit = last_index + k;
+    qraft_storage_write w = {.entries = k > 0 ? add : NULL,
+                             .entries_n = k,
+                             .hard_state = &hs};
+    rv = qraft_storage_write_sync(n->st, &w, err);
+    if (rv != 0) {
+      rv = QRAFT_ERR(err, rv, "force a new cluster: writing the change");
+    }
+  } else {
+    rv = QRAFT_ERR(err, rv, "force a new cluster: the change");
+  }
+  for (size_t i = 0; i < k; i++) {
+    qraft_slice_release(&add[i].data);
+  }
+  if (rv != 0) {
+    return rv;
+  }
+  QRAFT_LOG(n->lg, QRAFT_LOG_ERROR,
+            "FORCED A NEW CLUSTER: this member is now the only voter; every "
+            "entry it held is kept and committed; add the others again",
+            QRAFT_LOG_U64("voters_before", conf.voters_n),
+            QRAFT_LOG_U64("learners_before", conf.learners_n),
+            QRAFT_LOG_U64("kept_through", last_index),
+            QRAFT_LOG_U64("committed_before", ss.hard_state.commit),
+            QRAFT_LOG_U64("changes", k), QRAFT_LOG_U64("term", term));
+  if (last != NULL) {
+    *last = last_index + k;
+  }
+  /* reopen the core on the rewritten log */
   qraft_core_free(n->core);
   n->core = NULL;
   return node_open_core(n, err);

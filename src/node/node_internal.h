@@ -132,7 +132,7 @@ typedef struct node_member {
   qraft_node_addr addr;
   uint64_t refused_seen; /* the transport's count of its refusals of us */
   uint32_t alarms;        /* as its last message said (space.c) */
-  uint64_t alarms_ns;     /* when that message came */
+  uint64_t heard_ns;      /* when its last message came (0: never) */
 } node_member;
 
 typedef struct node_snap_report {

@@ -361,7 +361,7 @@ void qraft__node_peer_alarms(qraft_node *n, qraft_id from, uint32_t alarms) {
   for (uint32_t i = 0; i < n->members_n; i++) {
     if (n->members[i].id == from) {
       n->members[i].alarms = alarms;
-      n->members[i].alarms_ns = qraft_env_now_ns(n->env);
+      n->members[i].heard_ns = qraft_env_now_ns(n->env);
       return;
     }
   }
@@ -380,7 +380,7 @@ uint32_t qraft__node_voters_in_alarm(qraft_node *n, bool *quorum) {
     for (uint32_t i = 0; i < n->members_n; i++) {
       const node_member *m = &n->members[i];
       if (m->id == id) {
-        in += m->alarms != 0 && now - m->alarms_ns <= fresh;
+        in += m->alarms != 0 && now - m->heard_ns <= fresh;
         break;
       }
     }
@@ -409,7 +409,7 @@ static bool member_in_alarm(const qraft_node *n, qraft_id id, uint64_t now,
   for (uint32_t i = 0; i < n->members_n; i++) {
     const node_member *m = &n->members[i];
     if (m->id == id) {
-      return m->alarms != 0 && now - m->alarms_ns <= fresh;
+      return m->alarms != 0 && now - m->heard_ns <= fresh;
     }
   }
   return false;

@@ -729,6 +729,95 @@ static void a_failed_sync_stops_the_node_and_its_status_says_so(void **st) {
   assert_int_equal(d.calls, d.ok + d.failed);
 }
 
+/* Two of three members are gone for good: the third, forced into a new
+ * cluster, keeps every entry it held (the committed ones and five it never
+ * got committed), elects itself, takes writes, and a new member joins. */
+static void a_survivor_forced_into_a_new_cluster_keeps_its_log(void **st) {
+  (void)st;
+  cluster_boot(3);
+  int l = wait_leader(3, 10000);
+  assert_true(l >= 0);
+  done_ctr d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  for (int k = 0; k < 50; k++) {
+    assert_int_equal(qraft_node_propose(cl[l].node, "a", 1, propose_done, &d),
+                     0);
+  }
+  wait_calls(&d, 50, 10000);
+  assert_int_equal(d.ok, 50);
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  /* refused once started */
+  assert_int_equal(qraft_node_force_new_cluster(cl[l].node, NULL, NULL, &err),
+                   QRAFT_ESTATE);
+  for (int i = 0; i < 3; i++) {
+    if (i != l) {
+      member_stop(i);
+    }
+  }
+  /* five more reach the survivor's log, never a quorum */
+  qraft_node_status s0;
+  qraft_node_status_get(cl[l].node, &s0);
+  for (int k = 0; k < 5; k++) {
+    assert_int_equal(qraft_node_propose(cl[l].node, "u", 1, propose_done, &d),
+                     0);
+  }
+  qraft_node_status s1;
+  for (int k = 0; k < 500; k++) {
+    qraft_node_status_get(cl[l].node, &s1);
+    if (s1.last_index >= s0.last_index + 5) {
+      break;
+    }
+    usleep(10000);
+  }
+  assert_true(s1.last_index >= s0.last_index + 5);
+  member_stop(l); /* the five fail (shut down): outcome unknown to a client */
+  wait_calls(&d, 55, 10000);
+  assert_int_equal(d.ok, 50);
+
+  member_open(l);
+  qraft_conf_state was;
+  uint64_t last = 0;
+  int rv = qraft_node_force_new_cluster(cl[l].node, &was, &last, &err);
+  if (rv != 0) {
+    qraft_err_print(&err, stderr);
+  }
+  assert_int_equal(rv, 0);
+  assert_int_equal(was.voters_n, 3);
+  assert_int_equal(last, s1.last_index + 2); /* two members removed */
+  member_start(l);
+  assert_int_equal(wait_leader(3, 10000), l);
+  for (int k = 0; k < 10; k++) {
+    assert_int_equal(qraft_node_propose(cl[l].node, "b", 1, propose_done, &d),
+                     0);
+  }
+  wait_calls(&d, 65, 10000);
+  assert_int_equal(d.ok, 60);
+  assert_true(wait_converged(3, 65, 5000));
+  qraft_node_status s;
+  qraft_node_status_get(cl[l].node, &s);
+  assert_int_equal(s.members_n, 1);
+  assert_int_equal(s.members[0].id, qraft_node_id_of(cl[l].node));
+
+  /* a new member (empty, a new key) joins the new cluster */
+  int j = (l + 1) % 3;
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", cl[j].dir);
+  assert_int_equal(system(cmd), 0);
+  member_init(j);
+  member_open(j);
+  /* an empty store has nothing to force */
+  assert_int_equal(qraft_node_force_new_cluster(cl[j].node, NULL, NULL, &err),
+                   QRAFT_ESTATE);
+  member_start(j);
+  done_ctr c = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  assert_int_equal(qraft_node_add_voter(cl[l].node, &cl[j].addr, done_cb, &c),
+                   0);
+  wait_calls(&c, 1, 10000);
+  assert_int_equal(c.ok, 1);
+  assert_true(wait_converged(3, 65, 15000));
+  cluster_free(3);
+}
+
 static void bad_configurations_are_refused(void **st) {
   (void)st;
   qraft_node_config cfg;
@@ -752,6 +841,7 @@ int main(void) {
       cmocka_unit_test(
           a_new_member_catches_up_through_a_snapshot_and_one_is_removed),
       cmocka_unit_test(leadership_moves_on_request),
+      cmocka_unit_test(a_survivor_forced_into_a_new_cluster_keeps_its_log),
       cmocka_unit_test_teardown(a_full_log_holds_writes_until_there_is_room,
                                 faults_teardown),
       cmocka_unit_test_teardown(
