@@ -830,8 +830,17 @@ static void core_release_reads_waiting_commit(qraft_core *c) {
     }
   }
   if (any) {
-    if (c->cfg.read_only == QRAFT_READ_ONLY_LEASE_BASED &&
-        core_lease_valid(c)) {
+    /* under a valid lease, or in a single-voter configuration (its own
+     * acknowledgement is a quorum: no heartbeat answer would ever come),
+     * leadership is confirmed now */
+    bool self_only[QRAFT__PROGRESS_MAX] = {false};
+    for (uint32_t i = 0; i < c->trk.progress_n; i++) {
+      self_only[i] = c->trk.prs[i].id == c->id;
+    }
+    bool confirmed = (c->cfg.read_only == QRAFT_READ_ONLY_LEASE_BASED &&
+                      core_lease_valid(c)) ||
+                     qraft__tracker_quorum_of(&c->trk, self_only) == VOTE_WON;
+    if (confirmed) {
       while (c->reads_n > 0) {
         read_req *r = core_read_at(c, 0);
         core_respond_read(c, r->from, r->id, r->index);

@@ -528,6 +528,37 @@ static void partitioned_leader_cannot_commit_and_its_reads_are_refused(
   h_close(&h);
 }
 
+/* A single voter confirms its own leadership: a read asked before it
+ * committed an entry of its term is answered once it has, with no peer to
+ * acknowledge a heartbeat (it used to wait for acks that never come). */
+static void a_lone_leader_answers_a_read_asked_before_its_first_commit(
+    void **st) {
+  (void)st;
+  harness h;
+  h_init(&h, 1, NULL);
+  h_node *n1 = h_node_of(&h, 1);
+  h_hold(&h, 1);
+  qraft_core_campaign(n1->core);
+  h_drain(&h, 1);
+  /* its vote becomes durable (it leads); its empty entry does not yet, so
+   * nothing of its term is committed */
+  assert_true(n1->held_persist_id != 0);
+  qraft_core_persisted(n1->core, n1->held_persist_id);
+  n1->held_persist_id = 0;
+  h_drain(&h, 1);
+  assert_int_equal(n1->role, QRAFT_ROLE_LEADER);
+  uint64_t before = h_commit(&h, 1);
+  assert_int_equal(qraft_core_read_index(n1->core, 4), 0);
+  h_drain(&h, 1);
+  assert_false(n1->read_done[4]);
+  h_release(&h, 1);
+  h_drain(&h, 1);
+  assert_true(h_commit(&h, 1) > before);
+  assert_true(n1->read_done[4]);
+  assert_int_equal(n1->read_index[4], h_commit(&h, 1));
+  h_close(&h);
+}
+
 static void read_index_from_a_follower_is_forwarded(void **st) {
   (void)st;
   harness h;
@@ -1117,6 +1148,7 @@ int main(void) {
       cmocka_unit_test(
           partitioned_leader_cannot_commit_and_its_reads_are_refused),
       cmocka_unit_test(read_index_from_a_follower_is_forwarded),
+      cmocka_unit_test(a_lone_leader_answers_a_read_asked_before_its_first_commit),
       cmocka_unit_test(prevote_keeps_a_rejoining_node_from_disrupting),
       cmocka_unit_test(without_prevote_a_rejoining_node_disrupts),
       cmocka_unit_test(removing_the_leader_through_joint_consensus),
