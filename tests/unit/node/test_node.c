@@ -792,6 +792,10 @@ static void a_survivor_forced_into_a_new_cluster_keeps_its_log(void **st) {
   }
   wait_calls(&d, 65, 10000);
   assert_int_equal(d.ok, 60);
+  done_ctr r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  assert_int_equal(qraft_node_read_barrier(cl[l].node, done_cb, &r), 0);
+  wait_calls(&r, 1, 5000);
+  assert_int_equal(r.ok, 1);
   assert_true(wait_converged(3, 65, 5000));
   qraft_node_status s;
   qraft_node_status_get(cl[l].node, &s);
