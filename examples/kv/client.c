@@ -282,6 +282,170 @@ static int request(const opts *o, const char *method, const char *path,
   return st;
 }
 
+/* ---- snapshot save: a backup streamed to a file ---- */
+
+static int report_error(int st, const char *resp);
+
+/* GET `path` from `url` (HTTP/1.0: the answer ends with the connection)
+ * into fd. Returns the status (the body of a non-200 answer in *err_body,
+ * to free), or -1 when nothing answered, -2 when the answer broke off
+ * (no byte for `idle_ms`, or a failed read). */
+static int http_download(const char *url, const char *path, const char *token,
+                         int out, int idle_ms, char **err_body) {
+  *err_body = NULL;
+  char hp[300];
+  url_hostport(url, hp, sizeof hp);
+  int fd = http_connect(hp, kv_now_ns() + (uint64_t)idle_ms * 1000000ull);
+  if (fd < 0) return -1;
+  char auth[600] = "", head[2048];
+  if (token) snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+  int hl = snprintf(head, sizeof head, "GET %s HTTP/1.0\r\nHost: %s\r\n%s\r\n",
+                    path, hp, auth);
+  if (hl < 0 || (size_t)hl >= sizeof head ||
+      send(fd, head, (size_t)hl, MSG_NOSIGNAL) != hl) {
+    close(fd);
+    return -1;
+  }
+  char buf[65536];
+  size_t n = 0;
+  int status = 0;
+  bool in_body = false;
+  char *ebody = NULL;
+  size_t elen = 0;
+  for (;;) {
+    if (wait_fd(fd, POLLIN, kv_now_ns() + (uint64_t)idle_ms * 1000000ull) != 1) {
+      status = -2;
+      break;
+    }
+    ssize_t rd = recv(fd, buf + n, sizeof buf - n - 1, 0);
+    if (rd < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (rd <= 0) {
+      if (rd < 0 || !in_body) status = -2;
+      break;
+    }
+    n += (size_t)rd;
+    size_t from = 0;
+    if (!in_body) {
+      buf[n] = 0;
+      char *sep = strstr(buf, "\r\n\r\n");
+      if (sep == NULL) {
+        if (n + 1 >= sizeof buf) { status = -2; break; }
+        continue;
+      }
+      if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1) { status = -2; break; }
+      in_body = true;
+      from = (size_t)(sep + 4 - buf);
+    }
+    size_t k = n - from;
+    if (status == 200) {
+      for (size_t off = 0; off < k;) {
+        ssize_t w = write(out, buf + from + off, k - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) { status = -3; break; }
+        off += (size_t)w;
+      }
+      if (status == -3) break;
+    } else if (elen < 4096) {
+      char *nb = realloc(ebody, elen + k + 1);
+      if (nb != NULL) {
+        memcpy(nb + elen, buf + from, k);
+        elen += k;
+        nb[elen] = 0;
+        ebody = nb;
+      }
+    }
+    n = 0;
+  }
+  close(fd);
+  if (status != 200) *err_body = ebody;
+  else free(ebody);
+  return status;
+}
+
+static int snapshot_save(const opts *o, const char *file) {
+  char part[4200];
+  snprintf(part, sizeof part, "%s.part", file);
+  char list[2048];
+  snprintf(list, sizeof list, "%s", o->servers);
+  char *save = NULL;
+  int st = -1;
+  char *ebody = NULL;
+  for (char *u = strtok_r(list, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
+    int fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      fprintf(stderr, "qraft-kv: %s: %s\n", part, strerror(errno));
+      return 1;
+    }
+    free(ebody);
+    ebody = NULL;
+    st = http_download(u, o->stale ? "/v1/snapshot?stale=1" : "/v1/snapshot",
+                       o->token, fd, o->timeout_ms > 30000 ? o->timeout_ms : 30000,
+                       &ebody);
+    bool synced = st == 200 && fsync(fd) == 0;
+    close(fd);
+    if (st == 200 && !synced) {
+      fprintf(stderr, "qraft-kv: %s: %s\n", part, strerror(errno));
+      unlink(part);
+      return 1;
+    }
+    if (st == 200 || st == -3 || (st != -1 && st != 503 && st != -2)) break;
+  }
+  if (st != 200) {
+    unlink(part);
+    int rv = 1;
+    if (st == -3) {
+      fprintf(stderr, "qraft-kv: writing %s failed: %s\n", part, strerror(errno));
+    } else if (st == -2) {
+      fprintf(stderr, "qraft-kv: the backup broke off; nothing was saved\n");
+    } else {
+      rv = report_error(st, ebody);
+    }
+    free(ebody);
+    return rv;
+  }
+  free(ebody);
+  char msg[600];
+  kv_backup_info info;
+  if (kv_backup_verify(part, &info, msg, sizeof msg) != 0) {
+    fprintf(stderr, "qraft-kv: the backup received is not whole (%s); "
+                    "nothing was saved\n", msg);
+    unlink(part);
+    return 1;
+  }
+  if (rename(part, file) != 0) {
+    fprintf(stderr, "qraft-kv: rename %s: %s\n", part, strerror(errno));
+    unlink(part);
+    return 1;
+  }
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", file);
+  char *slash = strrchr(dir, '/');
+  if (slash == NULL) snprintf(dir, sizeof dir, ".");
+  else if (slash == dir) dir[1] = 0;
+  else *slash = 0;
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)fsync(dfd);
+    close(dfd);
+  }
+  if (o->json) {
+    printf("{\"file\":\"%s\",\"cluster_id\":\"%016llx\",\"index\":%llu,"
+           "\"keys\":%llu,\"digest\":\"%016llx\",\"state_bytes\":%llu}\n",
+           file, (unsigned long long)info.cluster_id,
+           (unsigned long long)info.index, (unsigned long long)info.keys,
+           (unsigned long long)info.digest,
+           (unsigned long long)info.state_bytes);
+  } else {
+    printf("saved %s: cluster %016llx, index %llu, %llu keys (digest "
+           "%016llx), %llu bytes of state\n",
+           file, (unsigned long long)info.cluster_id,
+           (unsigned long long)info.index, (unsigned long long)info.keys,
+           (unsigned long long)info.digest,
+           (unsigned long long)info.state_bytes);
+  }
+  return 0;
+}
+
 static int report_error(int st, const char *resp) {
   if (st == -1) {
     fprintf(stderr, "qraft-kv: no server answered (is a member running?)\n");
@@ -336,6 +500,10 @@ static int client_usage(void) {
           "  members remove ID\n"
           "  transfer [ID]                 move leadership (default: best voter)\n"
           "  load --count N [--prefix P] [--progress]   sequential writes\n"
+          "  snapshot save FILE [--stale]  a backup of the whole state from any\n"
+          "                                member (linearizable unless --stale),\n"
+          "                                checked before it is kept\n"
+          "  snapshot info FILE            check a backup whole and describe it\n"
           "  bench --clients C (--count N | --seconds S) [--value-bytes B]\n"
           "        [--op put|get] [--stale] [--target qraft-kv|etcd]\n"
           "        [--prefix P]            (keys P<client>-<i>; bench-)\n"
@@ -967,6 +1135,14 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
     free(k);
     int st = request(&o, "GET", path, NULL, false, &resp);
     rv = print_or_json(&o, st, resp, fmt_list);
+  } else if (strcmp(cmd, "snapshot") == 0) {
+    if (npos == 2 && strcmp(pos[0], "save") == 0) {
+      rv = snapshot_save(&o, pos[1]);
+    } else if (npos == 2 && strcmp(pos[0], "info") == 0) {
+      rv = kv_snapshot_info(pos[1], o.json);
+    } else {
+      rv = client_usage();
+    }
   } else if (strcmp(cmd, "status") == 0) {
     int st = request(&o, "GET", "/v1/status", NULL, false, &resp);
     rv = print_or_json(&o, st, resp, fmt_status);

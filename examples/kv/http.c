@@ -11,6 +11,7 @@
  */
 #include "kv.h"
 
+#include <qraft/crc32c.h>
 #include <qraft/histogram.h>
 
 #include <jansson.h>
@@ -780,6 +781,10 @@ static enum MHD_Result status_get(http_ctx *h, struct MHD_Connection *c) {
   kv_counters kc;
   kv_store_counters(kv_server_store(h->srv), &kc);
   json_object_set_new(j, "kv_durable", json_integer((json_int_t)kc.durable));
+  char cid[20];
+  snprintf(cid, sizeof cid, "%016llx",
+           (unsigned long long)kv_server_cluster_id(h->srv));
+  json_object_set_new(j, "cluster_id", json_string(cid));
   json_object_set_new(j, "map_bytes", json_integer((json_int_t)kc.map_bytes));
   json_object_set_new(j, "map_used_bytes",
                       json_integer((json_int_t)kc.map_used_bytes));
@@ -800,6 +805,126 @@ static enum MHD_Result status_get(http_ctx *h, struct MHD_Connection *c) {
                       json_integer((json_int_t)st.apply_waiting_entries));
   json_object_set_new(j, "members", members_json(h, &st));
   return reply_json(c, 200, j);
+}
+
+/* ---- GET /v1/snapshot: a backup (backup.c has the format) ----
+ * The header, then the state from a view of the store stepped as the
+ * client reads (a few hundred KiB in memory whatever the state's size),
+ * then the trailer with the CRC of all before it. */
+
+#define KV_BACKUP_STEP_BYTES (256 * 1024)
+
+typedef struct backup_stream {
+  kv_store *store;
+  void *view;
+  uint8_t *buf;
+  size_t len, off, cap;
+  uint32_t crc;
+  uint64_t state_bytes;
+  kv_state_scan scan; /* the keys' digest, for the trailer */
+  int phase; /* 1: the state's steps, 2: all queued */
+  bool failed;
+} backup_stream;
+
+static int backup_put(void *ctx, const void *data, size_t len) {
+  backup_stream *b = ctx;
+  if (b->len + len > b->cap) {
+    size_t cap = b->cap * 2 > b->len + len ? b->cap * 2 : b->len + len;
+    uint8_t *nb = realloc(b->buf, cap);
+    if (nb == NULL) return -ENOMEM;
+    b->buf = nb;
+    b->cap = cap;
+  }
+  memcpy(b->buf + b->len, data, len);
+  b->len += len;
+  return 0;
+}
+
+static int backup_state_put(void *ctx, const void *data, size_t len) {
+  backup_stream *b = ctx;
+  b->crc = qraft_crc32c(b->crc, data, len);
+  b->state_bytes += len;
+  kv_state_scan_feed(&b->scan, data, len);
+  return backup_put(ctx, data, len);
+}
+
+static ssize_t backup_read(void *cls, uint64_t pos, char *out, size_t max) {
+  (void)pos;
+  backup_stream *b = cls;
+  while (b->off == b->len && b->phase == 1) {
+    b->off = b->len = 0;
+    int rv = kv_store_view_step(b->store, b->view, KV_BACKUP_STEP_BYTES,
+                                backup_state_put, b);
+    if (rv < 0) {
+      fprintf(stderr, "qraft-kv: a backup failed reading the state: %s\n",
+              qraft_strerror(rv));
+      b->failed = true;
+      return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    if (rv == 0) {
+      uint8_t t[KV_BACKUP_TRAILER_BYTES];
+      if (!kv_state_scan_done(&b->scan)) {
+        fprintf(stderr, "qraft-kv: a backup's state does not parse (a bug)\n");
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+      }
+      kv_backup_trailer(t, b->state_bytes, b->scan.digest, b->crc);
+      if (backup_put(b, t, sizeof t) != 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+      b->phase = 2;
+    }
+  }
+  if (b->off == b->len) return MHD_CONTENT_READER_END_OF_STREAM;
+  size_t k = b->len - b->off < max ? b->len - b->off : max;
+  memcpy(out, b->buf + b->off, k);
+  b->off += k;
+  return (ssize_t)k;
+}
+
+static void backup_free(void *cls) {
+  backup_stream *b = cls;
+  if (b->view != NULL) kv_store_view_end(b->store, b->view);
+  free(b->buf);
+  free(b);
+}
+
+static enum MHD_Result snapshot_get(http_ctx *h, struct MHD_Connection *c,
+                                    req *r) {
+  enum MHD_Result mr;
+  const char *stale = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "stale");
+  if (!(stale != NULL && strcmp(stale, "1") == 0) && read_point(h, c, r, &mr) != 0) {
+    return mr;
+  }
+  backup_stream *b = calloc(1, sizeof *b);
+  if (b == NULL) return reply_err(c, 500, "internal", "out of memory");
+  b->store = kv_server_store(h->srv);
+  b->phase = 1;
+  uint64_t index = 0;
+  int rv = kv_store_view_begin(b->store, &index, &b->view);
+  if (rv != 0) {
+    free(b);
+    return reply_err(c, 503, "unavailable", "the state cannot be read now");
+  }
+  kv_state_scan_init(&b->scan, index);
+  uint8_t hd[KV_BACKUP_HEADER_BYTES];
+  kv_backup_header(hd, kv_server_cluster_id(h->srv), index,
+                   (uint64_t)time(NULL));
+  b->crc = qraft_crc32c(0, hd, sizeof hd);
+  if (backup_put(b, hd, sizeof hd) != 0) {
+    backup_free(b);
+    return reply_err(c, 500, "internal", "out of memory");
+  }
+  struct MHD_Response *resp = MHD_create_response_from_callback(
+      MHD_SIZE_UNKNOWN, 64 * 1024, backup_read, b, backup_free);
+  if (resp == NULL) {
+    backup_free(b);
+    return MHD_NO;
+  }
+  char ix[24];
+  snprintf(ix, sizeof ix, "%llu", (unsigned long long)index);
+  MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+  MHD_add_response_header(resp, "X-Qraft-Index", ix);
+  enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+  MHD_destroy_response(resp);
+  return ret;
 }
 
 static enum MHD_Result digest_get(http_ctx *h, struct MHD_Connection *c) {
@@ -1074,6 +1199,7 @@ static enum MHD_Result route(http_ctx *h, struct MHD_Connection *c,
   }
   if (strcmp(url, "/v1/status") == 0 && get) return status_get(h, c);
   if (strcmp(url, "/v1/digest") == 0 && get) return digest_get(h, c);
+  if (strcmp(url, "/v1/snapshot") == 0 && get) return snapshot_get(h, c, r);
   if (strcmp(url, "/metrics") == 0 && get) return metrics_get(h, c);
   if (strcmp(url, "/v1/members") == 0) {
     if (get) {

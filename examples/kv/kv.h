@@ -115,6 +115,15 @@ int kv_store_digest(kv_store *s, uint64_t *digest, uint64_t *keys,
                     uint64_t *applied);
 /* The HTTP address a member registered (meta "http/<hex id>"); 0 or 1. */
 int kv_store_http_of(kv_store *s, const char *hex_id, char *out, size_t n);
+/* The whole state as the node's snapshots carry it, in steps, from any
+ * thread (a backup): a consistent view as of *index (an LMDB read
+ * transaction: hold it briefly, LMDB cannot reuse the pages it sees),
+ * written about `budget` bytes a step (1 while more remains, 0 at the end,
+ * or a negative code); kv_store_view_end releases it. */
+int kv_store_view_begin(kv_store *s, uint64_t *index, void **view);
+int kv_store_view_step(kv_store *s, void *view, size_t budget,
+                       qraft_sm_write_fn write, void *wctx);
+void kv_store_view_end(kv_store *s, void *view);
 
 /* ---- The server (server.c) ---- */
 
@@ -137,6 +146,60 @@ void kv_http_stop(void *daemon);
 /* What http.c needs from the server. */
 qraft_node *kv_server_node(kv_server *srv);
 kv_store *kv_server_store(kv_server *srv);
+uint64_t kv_server_cluster_id(kv_server *srv);
+
+/* SIZE: bytes, or with a K, M, G or T suffix (powers of 1024). */
+int kv_parse_size(const char *text, uint64_t *out);
+/* "ID@HOST:PORT,..." into members (at most QRAFT_NODE_MEMBERS_MAX); says
+ * what is wrong on stderr. */
+int kv_parse_members(const char *list, qraft_node_addr *members,
+                     size_t *n_out);
+
+/* The data folder's format and cluster: DATA/qraft-kv.meta holds the
+ * lines "qraft-kv data format N" and "cluster HEX". Format 1 is this
+ * layout (DATA/raft: the node's log, DATA/kv: LMDB); a folder without the
+ * file is of format 0 (written before it existed) and gets it at its next
+ * start. read returns 0, 1 when there is no file, or -1 (msg says why). */
+#define KV_DATA_META "qraft-kv.meta"
+#define KV_DATA_FORMAT 1u
+int kv_data_meta_read(const char *dir, uint32_t *format, uint64_t *cluster,
+                      char *msg, size_t n);
+int kv_data_meta_write(const char *dir, uint64_t cluster, char *msg,
+                       size_t n);
+
+/* ---- backups (backup.c: the file format) ---- */
+
+#define KV_BACKUP_FORMAT 1u
+#define KV_BACKUP_HEADER_BYTES 48
+#define KV_BACKUP_TRAILER_BYTES 32
+typedef struct kv_backup_info {
+  uint32_t format;
+  uint64_t cluster_id, index, created, state_bytes, keys, digest;
+  uint32_t crc;
+} kv_backup_info;
+void kv_backup_header(uint8_t out[KV_BACKUP_HEADER_BYTES], uint64_t cluster_id,
+                      uint64_t index, uint64_t created);
+void kv_backup_trailer(uint8_t out[KV_BACKUP_TRAILER_BYTES],
+                       uint64_t state_bytes, uint64_t digest, uint32_t crc);
+/* Parses a state stream (the records of store.c's snapshots) as it comes:
+ * counts the keys and computes their digest as GET /v1/digest does. */
+typedef struct kv_state_scan {
+  uint64_t index, keys, digest, skip;
+  uint8_t h[12];
+  size_t h_n, need;
+  int stage; /* 0 the state's header, 1 records, 2 after the end record */
+  bool hashing, bad;
+} kv_state_scan;
+void kv_state_scan_init(kv_state_scan *sc, uint64_t index);
+void kv_state_scan_feed(kv_state_scan *sc, const uint8_t *p, size_t n);
+bool kv_state_scan_done(const kv_state_scan *sc);
+/* Checks the whole file (header, trailer, CRC, every record); 0 and
+ * *info, or -1 with msg naming the file and what is wrong. */
+int kv_backup_verify(const char *path, kv_backup_info *info, char *msg,
+                     size_t n);
+/* qraft-kv restore FILE ...; qraft-kv snapshot info FILE */
+int kv_restore_main(int argc, char **argv);
+int kv_snapshot_info(const char *file, bool json);
 
 /* ---- The client (client.c) ---- */
 

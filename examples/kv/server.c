@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -24,10 +25,12 @@
 struct kv_server {
   qraft_node *node;
   kv_store *store;
+  uint64_t cluster_id;
 };
 
 qraft_node *kv_server_node(kv_server *srv) { return srv->node; }
 kv_store *kv_server_store(kv_server *srv) { return srv->store; }
+uint64_t kv_server_cluster_id(kv_server *srv) { return srv->cluster_id; }
 
 static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig) {
@@ -98,6 +101,102 @@ static int parse_member(const char *text, qraft_node_addr *a) {
   }
   a->addrs_n = 1;
   return 0;
+}
+
+int kv_parse_members(const char *list_text, qraft_node_addr *members,
+                     size_t *n_out) {
+  size_t n = 0;
+  char *list = strdup(list_text), *save = NULL;
+  if (list == NULL) return -1;
+  for (char *m = strtok_r(list, ",", &save); m != NULL;
+       m = strtok_r(NULL, ",", &save)) {
+    if (n == QRAFT_NODE_MEMBERS_MAX || parse_member(m, &members[n]) != 0) {
+      fprintf(stderr, "qraft-kv: bad member '%s' (want ID@HOST:PORT)\n", m);
+      free(list);
+      return -1;
+    }
+    n++;
+  }
+  free(list);
+  *n_out = n;
+  return 0;
+}
+
+/* ---- the data folder's format and cluster (DATA/qraft-kv.meta) ---- */
+
+int kv_data_meta_read(const char *dir, uint32_t *format, uint64_t *cluster,
+                      char *msg, size_t n) {
+  char path[1100];
+  snprintf(path, sizeof path, "%s/" KV_DATA_META, dir);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    if (errno == ENOENT) return 1;
+    snprintf(msg, n, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  char line[200];
+  unsigned fmt = 0;
+  unsigned long long c = 0;
+  bool got_fmt = false, got_cluster = false;
+  while (fgets(line, sizeof line, f) != NULL) {
+    if (sscanf(line, "qraft-kv data format %u", &fmt) == 1) got_fmt = true;
+    else if (sscanf(line, "cluster %llx", &c) == 1) got_cluster = true;
+  }
+  fclose(f);
+  if (!got_fmt || (fmt == KV_DATA_FORMAT && (!got_cluster || c == 0))) {
+    snprintf(msg, n, "%s: unreadable (want lines 'qraft-kv data format N' "
+                     "and 'cluster HEX')", path);
+    return -1;
+  }
+  *format = fmt;
+  *cluster = c;
+  return 0;
+}
+
+int kv_data_meta_write(const char *dir, uint64_t cluster, char *msg,
+                       size_t n) {
+  char path[1100], tmp[1110];
+  snprintf(path, sizeof path, "%s/" KV_DATA_META, dir);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  char text[120];
+  int len = snprintf(text, sizeof text,
+                     "qraft-kv data format %u\ncluster %016llx\n",
+                     KV_DATA_FORMAT, (unsigned long long)cluster);
+  if (fd < 0 || write(fd, text, (size_t)len) != len || fsync(fd) != 0 ||
+      close(fd) != 0 || rename(tmp, path) != 0) {
+    snprintf(msg, n, "writing %s: %s", path, strerror(errno));
+    return -1;
+  }
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)fsync(dfd);
+    close(dfd);
+  }
+  return 0;
+}
+
+/* The cluster id the member at `url` reports (0: none or not known). */
+static uint64_t remote_cluster(const char *url, const char *token) {
+  char *resp = NULL;
+  uint64_t c = 0;
+  for (int attempt = 0; attempt < 50 && c == 0 && !stop_flag; attempt++) {
+    if (kv_http_request(url, "GET", "/v1/status", token, NULL, 3000, &resp) ==
+        200) {
+      json_t *j = json_loads(resp, 0, NULL);
+      const char *h = json_string_value(json_object_get(j, "cluster_id"));
+      if (h != NULL) c = strtoull(h, NULL, 16);
+      json_decref(j);
+      free(resp);
+      resp = NULL;
+      if (c == 0) return 0; /* an older member: no id in its status */
+      break;
+    }
+    free(resp);
+    resp = NULL;
+    usleep(200 * 1000);
+  }
+  return c;
 }
 
 /* ---- a clean stop hands leadership over ---- */
@@ -173,7 +272,7 @@ static void hand_over(qraft_node *node, handover *h, uint32_t wait_ms,
 }
 
 /* "123", "64K", "1G", ...: bytes with an optional power-of-1024 suffix. */
-static int parse_size(const char *v, uint64_t *out) {
+int kv_parse_size(const char *v, uint64_t *out) {
   char *end = NULL;
   errno = 0;
   unsigned long long n = strtoull(v, &end, 10);
@@ -569,7 +668,7 @@ int kv_serve_main(int argc, char **argv) {
   uint64_t cluster_id = 1, snapshot_entries = 0, map_bytes = 0,
            snapshot_log_bytes = 0, space_reserve = 64ull << 20;
   uint32_t tick_ms = 0, election_ms = 0, heartbeat_ms = 0, sync_ms = 100;
-  bool quiet = false;
+  bool quiet = false, cluster_given = false;
   int force_new = 0;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
@@ -594,7 +693,10 @@ int kv_serve_main(int argc, char **argv) {
     else if (strcmp(a, "--bootstrap") == 0) bootstrap = v;
     else if (strcmp(a, "--join") == 0) join = v;
     else if (strcmp(a, "--advertise-http") == 0) advertise = v;
-    else if (strcmp(a, "--cluster-id") == 0) cluster_id = strtoull(v, NULL, 0);
+    else if (strcmp(a, "--cluster-id") == 0) {
+      cluster_id = strtoull(v, NULL, 0);
+      cluster_given = true;
+    }
     else if (strcmp(a, "--tick-ms") == 0) tick_ms = (uint32_t)strtoul(v, NULL, 0);
     else if (strcmp(a, "--election-ms") == 0) election_ms = (uint32_t)strtoul(v, NULL, 0);
     else if (strcmp(a, "--heartbeat-ms") == 0) heartbeat_ms = (uint32_t)strtoul(v, NULL, 0);
@@ -602,7 +704,7 @@ int kv_serve_main(int argc, char **argv) {
     else if (strcmp(a, "--map-size") == 0 ||
              strcmp(a, "--snapshot-log-bytes") == 0) {
       uint64_t b;
-      if (parse_size(v, &b) != 0 || b < (1u << 20)) {
+      if (kv_parse_size(v, &b) != 0 || b < (1u << 20)) {
         fprintf(stderr, "qraft-kv: bad %s %s (bytes, at least 1M; "
                         "K, M, G or T suffix)\n", a, v);
         return 2;
@@ -611,7 +713,7 @@ int kv_serve_main(int argc, char **argv) {
       else snapshot_log_bytes = b;
     }
     else if (strcmp(a, "--space-reserve") == 0) {
-      if (parse_size(v, &space_reserve) != 0) {
+      if (kv_parse_size(v, &space_reserve) != 0) {
         fprintf(stderr, "qraft-kv: bad --space-reserve %s (bytes; K, M, G "
                         "or T suffix; 0: none)\n", v);
         return 2;
@@ -694,6 +796,53 @@ int kv_serve_main(int argc, char **argv) {
     return 1;
   }
   bool fresh = kv_store_applied(srv.store) == 0;
+  /* The data folder's format and cluster (qraft-kv.meta). A folder without
+   * it is fresh, or of format 0 (before the file existed): it gets one. */
+  uint32_t format = 0;
+  uint64_t stored = 0;
+  int m = kv_data_meta_read(data, &format, &stored, msg, sizeof msg);
+  if (m < 0) {
+    fprintf(stderr, "qraft-kv: %s\n", msg);
+    kv_store_close(srv.store);
+    return 2;
+  }
+  if (m == 0 && format != KV_DATA_FORMAT) {
+    fprintf(stderr,
+            "qraft-kv: %s holds data of format %u; this qraft-kv reads "
+            "format %u only. Run the qraft-kv that wrote it, or upgrade "
+            "one version at a time (docs/operations.md, \"Upgrades\")\n",
+            data, format, KV_DATA_FORMAT);
+    kv_store_close(srv.store);
+    return 2;
+  }
+  if (m == 0) {
+    if (cluster_given && cluster_id != stored) {
+      fprintf(stderr,
+              "qraft-kv: --cluster-id %016llx, but %s belongs to cluster "
+              "%016llx\n",
+              (unsigned long long)cluster_id, data,
+              (unsigned long long)stored);
+      kv_store_close(srv.store);
+      return 2;
+    }
+    cluster_id = stored;
+  } else {
+    if (fresh && join != NULL && !cluster_given) {
+      uint64_t c = remote_cluster(join, token);
+      if (c != 0) cluster_id = c;
+    }
+    if (kv_data_meta_write(data, cluster_id, msg, sizeof msg) != 0) {
+      fprintf(stderr, "qraft-kv: %s\n", msg);
+      kv_store_close(srv.store);
+      return 1;
+    }
+    if (!fresh && !quiet) {
+      printf("qraft-kv: %s upgraded from data format 0 to %u (cluster "
+             "%016llx)\n", data, KV_DATA_FORMAT,
+             (unsigned long long)cluster_id);
+    }
+  }
+  srv.cluster_id = cluster_id;
 
   qraft_node_config cfg;
   qraft_node_config_default(&cfg);
@@ -734,17 +883,9 @@ int kv_serve_main(int argc, char **argv) {
   if (bootstrap != NULL) {
     qraft_node_addr members[QRAFT_NODE_MEMBERS_MAX];
     size_t n = 0;
-    char *list = strdup(bootstrap), *save = NULL;
-    for (char *m = strtok_r(list, ",", &save); m != NULL;
-         m = strtok_r(NULL, ",", &save)) {
-      if (n == QRAFT_NODE_MEMBERS_MAX || parse_member(m, &members[n]) != 0) {
-        fprintf(stderr, "qraft-kv: bad member '%s' (want ID@HOST:PORT)\n", m);
-        free(list);
-        return 2;
-      }
-      n++;
+    if (kv_parse_members(bootstrap, members, &n) != 0) {
+      return 2;
     }
-    free(list);
     qraft_err_init(&err, 0);
     rv = qraft_node_bootstrap(srv.node, members, n, &err);
     if (rv == QRAFT_ESTATE) {

@@ -1225,6 +1225,32 @@ static int sm_snapshot_step(void *ud, void *vw, size_t budget,
   return sb->rv;
 }
 
+/* A view for a backup, from any thread: the node's loop may apply
+ * between the two views, so both are taken again until they show the same
+ * index. */
+int kv_store_view_begin(kv_store *s, uint64_t *index, void **view) {
+  for (int attempt = 0; attempt < 1000; attempt++) {
+    snap_steps *st = NULL;
+    int rv = sm_snapshot_begin(s, index, (void **)&st);
+    if (rv != 0) {
+      return rv;
+    }
+    if (st->v[0].applied == st->v[1].applied) {
+      *view = st;
+      return 0;
+    }
+    sm_snapshot_end(s, st);
+  }
+  return -EAGAIN;
+}
+
+int kv_store_view_step(kv_store *s, void *view, size_t budget,
+                       qraft_sm_write_fn write, void *wctx) {
+  return sm_snapshot_step(s, view, budget, write, wctx);
+}
+
+void kv_store_view_end(kv_store *s, void *view) { sm_snapshot_end(s, view); }
+
 /* ---- restore ---- */
 
 static int read_exact(qraft_sm_read_fn read, void *rctx, void *p, size_t n) {

@@ -304,6 +304,20 @@ int qraft_node_bootstrap(qraft_node *node, const qraft_node_addr *members,
                          size_t n, qraft_err *err);
 
 /*
+ * Bootstraps a new cluster from a state the state machine already holds
+ * (restored from a backup) as of `index`: as qraft_node_bootstrap, but the
+ * log starts after `index`, at a snapshot there (term 1) whose
+ * configuration is `members`, all voters. The state machine must be
+ * durable (durable_index) at exactly `index`. Every founder calls it with
+ * the same state, members (same order) and index. Returns 0, or
+ * QRAFT_ESTATE (the store is not empty), QRAFT_ECONFIG (bad member list,
+ * index 0, the state machine not durable at `index`), -errno from the
+ * store.
+ */
+int qraft_node_bootstrap_at(qraft_node *node, const qraft_node_addr *members,
+                            size_t n, uint64_t index, qraft_err *err);
+
+/*
  * Recovery after losing a quorum for good: rewrites the membership to
  * this node alone. Call before qraft_node_start, on a node whose store
  * holds a log. The configuration as of the node's whole log (`was`, if not

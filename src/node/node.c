@@ -384,6 +384,81 @@ int qraft_node_bootstrap(qraft_node *n, const qraft_node_addr *members,
   return node_open_core(n, err);
 }
 
+int qraft_node_bootstrap_at(qraft_node *n, const qraft_node_addr *members,
+                            size_t cnt, uint64_t index, qraft_err *err) {
+  if (n->started) {
+    return QRAFT_ERR(err, QRAFT_ESTATE, "bootstrap after start");
+  }
+  qraft_storage_state ss;
+  int rv = qraft_storage_state_get(n->st, &ss, err);
+  if (rv != 0) {
+    return rv;
+  }
+  if (ss.last_index != 0 || ss.snapshot.index != 0 ||
+      ss.hard_state.term != 0) {
+    return QRAFT_ERR(err, QRAFT_ESTATE, "bootstrap: the store is not empty");
+  }
+  if (cnt == 0 || cnt > QRAFT_CONF_NODES_MAX || index == 0) {
+    return QRAFT_ERR(err, QRAFT_ECONFIG,
+                     "bootstrap at %" PRIu64 " with %zu members", index, cnt);
+  }
+  if (n->cfg.sm->durable_index == NULL ||
+      n->cfg.sm->durable_index(n->cfg.sm_ud) != index) {
+    return QRAFT_ERR(err, QRAFT_ECONFIG,
+                     "bootstrap at %" PRIu64
+                     ": the state machine must be durable at that index",
+                     index);
+  }
+  qraft_snapshot_meta meta = {.index = index, .term = 1};
+  bool self = false;
+  for (size_t i = 0; i < cnt; i++) {
+    qraft_id id = qraft_node_raft_id(&members[i].id);
+    self = self || id == n->id;
+    for (uint32_t k = 0; k < meta.conf_state.voters_n; k++) {
+      if (meta.conf_state.voters[k] == id) {
+        return QRAFT_ERR(err, QRAFT_ECONFIG, "bootstrap: member %zu twice", i);
+      }
+    }
+    meta.conf_state.voters[meta.conf_state.voters_n++] = id;
+  }
+  if (!self) {
+    return QRAFT_ERR(err, QRAFT_ECONFIG,
+                     "bootstrap: this node is not among the members");
+  }
+  /* a stateless snapshot at `index` (the node's header: the members'
+   * addresses): the state machine holds the state */
+  qraft_snapshot_writer *w = NULL;
+  rv = qraft_storage_snapshot_writer_open(n->st, &meta, &w, err);
+  if (rv != 0) {
+    return rv;
+  }
+  uint8_t hdr[8];
+  uint32_t magic = htonl(NODE_SNAP_MAGIC_STATELESS), be = htonl((uint32_t)cnt);
+  memcpy(hdr, &magic, 4);
+  memcpy(hdr + 4, &be, 4);
+  rv = qraft_snapshot_writer_write(w, hdr, 8, err);
+  for (size_t i = 0; i < cnt && rv == 0; i++) {
+    uint8_t buf[2 + QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19];
+    size_t l = qraft__node_addr_encode(&members[i], buf + 2);
+    buf[0] = (uint8_t)(l >> 8);
+    buf[1] = (uint8_t)l;
+    rv = qraft_snapshot_writer_write(w, buf, l + 2, err);
+  }
+  if (rv != 0) {
+    qraft_snapshot_writer_abort(w);
+    return rv;
+  }
+  qraft_hard_state hs = {.term = 1, .commit = index};
+  qraft_storage_write sw = {.snapshot = w, .hard_state = &hs};
+  rv = qraft_storage_write_sync(n->st, &sw, err);
+  if (rv != 0) {
+    return QRAFT_ERR(err, rv, "bootstrap write");
+  }
+  qraft_core_free(n->core);
+  n->core = NULL;
+  return node_open_core(n, err);
+}
+
 /* A configuration entry at `index`, `term` for the single change (type,
  * id, ctx); V2 with no change when leave_joint. */
 static int force_entry(bool leave_joint, qraft_conf_change_type type,
