@@ -836,10 +836,10 @@ int kv_serve_main(int argc, char **argv) {
       kv_store_close(srv.store);
       return 1;
     }
-    if (!fresh && !quiet) {
-      printf("qraft-kv: %s upgraded from data format 0 to %u (cluster "
-             "%016llx)\n", data, KV_DATA_FORMAT,
-             (unsigned long long)cluster_id);
+    if (!fresh) { /* once in a folder's life: said even with --quiet */
+      fprintf(stderr, "qraft-kv: %s upgraded from data format 0 to %u "
+                      "(cluster %016llx)\n", data, KV_DATA_FORMAT,
+              (unsigned long long)cluster_id);
     }
   }
   srv.cluster_id = cluster_id;
