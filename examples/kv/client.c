@@ -63,6 +63,65 @@ static int http_connect(const char *hp, uint64_t deadline) {
   return fd;
 }
 
+/* A connection to a member: plain TCP, or TLS over it (https://). */
+typedef struct kv_sock {
+  int fd;    /* -1: none */
+  void *tls; /* the TLS session, or NULL */
+} kv_sock;
+
+/* Connects to "host:port" (with TLS if `tls`) before the deadline.
+ * Returns 0, or -1 (a TLS failure is said on stderr). */
+static int sock_open(kv_sock *k, const char *hp, bool tls, uint64_t deadline) {
+  k->tls = NULL;
+  k->fd = http_connect(hp, deadline);
+  if (k->fd < 0) return -1;
+  if (tls) {
+    char msg[400];
+    k->tls = kv_tls_client_open(k->fd, hp, deadline, msg, sizeof msg);
+    if (k->tls == NULL) {
+      fprintf(stderr, "qraft-kv: %s\n", msg);
+      close(k->fd);
+      k->fd = -1;
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static void sock_close(kv_sock *k) {
+  if (k->fd < 0) return;
+  kv_tls_close(k->tls);
+  close(k->fd);
+  k->fd = -1;
+  k->tls = NULL;
+}
+
+static ssize_t sock_send(kv_sock *k, const void *p, size_t n, int flags) {
+  if (k->tls != NULL) return kv_tls_send(k->tls, p, n);
+  return send(k->fd, p, n, MSG_NOSIGNAL | flags);
+}
+
+static ssize_t sock_recv(kv_sock *k, void *p, size_t n) {
+  if (k->tls != NULL) return kv_tls_recv(k->tls, p, n);
+  return recv(k->fd, p, n, 0);
+}
+
+static int sock_wait(kv_sock *k, short ev, uint64_t deadline) {
+  if (k->tls != NULL && ev == POLLIN && kv_tls_pending(k->tls)) return 1;
+  return wait_fd(k->fd, ev, deadline);
+}
+
+/* "http://host:port[/...]" or "https://..." into "host:port"; *tls says
+ * which. */
+static void url_split(const char *url, char *hp, size_t n, bool *tls) {
+  *tls = strncmp(url, "https://", 8) == 0;
+  if (*tls) url += 8;
+  else if (strncmp(url, "http://", 7) == 0) url += 7;
+  snprintf(hp, n, "%s", url);
+  char *slash = strchr(hp, '/');
+  if (slash) *slash = 0;
+}
+
 /* The value of header `name` (case-insensitive) in the header block
  * `head` (NUL-terminated), or NULL. */
 static const char *header_value(const char *head, const char *name) {
@@ -85,7 +144,7 @@ static const char *header_value(const char *head, const char *name) {
  * *got_any says whether any byte of an answer came. Returns the status,
  * or -1 if nothing was sent, or -2 if the answer is missing (outcome
  * unknown). */
-static int http_exchange(int fd, const char *hp, const char *method,
+static int http_exchange(kv_sock *k, const char *hp, const char *method,
                          const char *path, const char *token, const char *body,
                          bool keep, uint64_t deadline, char **resp,
                          bool *reusable, bool *got_any) {
@@ -107,13 +166,13 @@ static int http_exchange(int fd, const char *hp, const char *method,
   for (int p = 0; p < 2; p++) {
     size_t off = 0;
     while (off < lens[p]) {
-      ssize_t w = send(fd, parts[p] + off, lens[p] - off,
-                       MSG_NOSIGNAL | (p == 0 && bl > 0 ? MSG_MORE : 0));
+      ssize_t w = sock_send(k, parts[p] + off, lens[p] - off,
+                            p == 0 && bl > 0 ? MSG_MORE : 0);
       if (w > 0) {
         off += (size_t)w;
         sent_any = true;
       } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-        if (wait_fd(fd, POLLOUT, deadline) != 1) return sent_any ? -2 : -1;
+        if (sock_wait(k, POLLOUT, deadline) != 1) return sent_any ? -2 : -1;
       } else {
         return sent_any ? -2 : -1;
       }
@@ -130,7 +189,7 @@ static int http_exchange(int fd, const char *hp, const char *method,
       buf = nb;
       cap *= 2;
     }
-    ssize_t r = recv(fd, buf + n, cap - n - 1, 0);
+    ssize_t r = sock_recv(k, buf + n, cap - n - 1);
     if (r > 0) {
       n += (size_t)r;
       *got_any = true;
@@ -156,7 +215,7 @@ static int http_exchange(int fd, const char *hp, const char *method,
     } else if (r == 0) {
       break;
     } else if (errno == EAGAIN || errno == EINTR) {
-      if (wait_fd(fd, POLLIN, deadline) != 1) {
+      if (sock_wait(k, POLLIN, deadline) != 1) {
         free(buf);
         return -2;
       }
@@ -178,27 +237,20 @@ static int http_exchange(int fd, const char *hp, const char *method,
   return status;
 }
 
-/* "http://host:port[/...]" into "host:port". */
-static void url_hostport(const char *url, char *hp, size_t n) {
-  if (strncmp(url, "http://", 7) == 0) url += 7;
-  snprintf(hp, n, "%s", url);
-  char *slash = strchr(hp, '/');
-  if (slash) *slash = 0;
-}
-
 int kv_http_request(const char *url, const char *method, const char *path,
                     const char *token, const char *body, int timeout_ms,
                     char **resp) {
   *resp = NULL;
   char hp[300];
-  url_hostport(url, hp, sizeof hp);
+  bool tls;
+  url_split(url, hp, sizeof hp, &tls);
   uint64_t deadline = kv_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-  int fd = http_connect(hp, deadline);
-  if (fd < 0) return -1;
+  kv_sock k;
+  if (sock_open(&k, hp, tls, deadline) != 0) return -1;
   bool reusable, got_any;
-  int st = http_exchange(fd, hp, method, path, token, body, false, deadline,
+  int st = http_exchange(&k, hp, method, path, token, body, false, deadline,
                          resp, &reusable, &got_any);
-  close(fd);
+  sock_close(&k);
   return st;
 }
 
@@ -206,18 +258,17 @@ int kv_http_request(const char *url, const char *method, const char *path,
  * time, reconnecting when the member closed it. */
 typedef struct kv_conn {
   char hp[300];
-  int fd; /* -1: not connected */
+  bool tls;
+  kv_sock sock; /* fd -1: not connected */
 } kv_conn;
 
 static void kv_conn_init(kv_conn *k, const char *url) {
-  url_hostport(url, k->hp, sizeof k->hp);
-  k->fd = -1;
+  url_split(url, k->hp, sizeof k->hp, &k->tls);
+  k->sock.fd = -1;
+  k->sock.tls = NULL;
 }
 
-static void kv_conn_close(kv_conn *k) {
-  if (k->fd >= 0) close(k->fd);
-  k->fd = -1;
-}
+static void kv_conn_close(kv_conn *k) { sock_close(&k->sock); }
 
 /* As kv_http_request, over the kept connection. A kept connection the
  * member closed while it was idle fails before any answer; the request is
@@ -228,13 +279,10 @@ static int kv_conn_request(kv_conn *k, const char *method, const char *path,
                            char **resp) {
   uint64_t deadline = kv_now_ns() + (uint64_t)timeout_ms * 1000000ull;
   for (int attempt = 0; attempt < 2; attempt++) {
-    bool fresh = k->fd < 0;
-    if (fresh) {
-      k->fd = http_connect(k->hp, deadline);
-      if (k->fd < 0) return -1;
-    }
+    bool fresh = k->sock.fd < 0;
+    if (fresh && sock_open(&k->sock, k->hp, k->tls, deadline) != 0) return -1;
     bool reusable, got_any;
-    int st = http_exchange(k->fd, k->hp, method, path, token, body, true,
+    int st = http_exchange(&k->sock, k->hp, method, path, token, body, true,
                            deadline, resp, &reusable, &got_any);
     if (st >= 0 && reusable) return st;
     kv_conn_close(k);
@@ -294,16 +342,19 @@ static int http_download(const char *url, const char *path, const char *token,
                          int out, int idle_ms, char **err_body) {
   *err_body = NULL;
   char hp[300];
-  url_hostport(url, hp, sizeof hp);
-  int fd = http_connect(hp, kv_now_ns() + (uint64_t)idle_ms * 1000000ull);
-  if (fd < 0) return -1;
+  bool tls;
+  url_split(url, hp, sizeof hp, &tls);
+  kv_sock k;
+  if (sock_open(&k, hp, tls, kv_now_ns() + (uint64_t)idle_ms * 1000000ull) != 0) {
+    return -1;
+  }
   char auth[600] = "", head[2048];
   if (token) snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
   int hl = snprintf(head, sizeof head, "GET %s HTTP/1.0\r\nHost: %s\r\n%s\r\n",
                     path, hp, auth);
   if (hl < 0 || (size_t)hl >= sizeof head ||
-      send(fd, head, (size_t)hl, MSG_NOSIGNAL) != hl) {
-    close(fd);
+      sock_send(&k, head, (size_t)hl, 0) != hl) {
+    sock_close(&k);
     return -1;
   }
   char buf[65536];
@@ -313,11 +364,11 @@ static int http_download(const char *url, const char *path, const char *token,
   char *ebody = NULL;
   size_t elen = 0;
   for (;;) {
-    if (wait_fd(fd, POLLIN, kv_now_ns() + (uint64_t)idle_ms * 1000000ull) != 1) {
+    if (sock_wait(&k, POLLIN, kv_now_ns() + (uint64_t)idle_ms * 1000000ull) != 1) {
       status = -2;
       break;
     }
-    ssize_t rd = recv(fd, buf + n, sizeof buf - n - 1, 0);
+    ssize_t rd = sock_recv(&k, buf + n, sizeof buf - n - 1);
     if (rd < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (rd <= 0) {
       if (rd < 0 || !in_body) status = -2;
@@ -356,7 +407,7 @@ static int http_download(const char *url, const char *path, const char *token,
     }
     n = 0;
   }
-  close(fd);
+  sock_close(&k);
   if (status != 200) *err_body = ebody;
   else free(ebody);
   return status;
@@ -512,7 +563,10 @@ static int client_usage(void) {
           "                                talks to server i mod n, keep-alive;\n"
           "                                etcd: its v3 JSON gateway\n"
           "  workload --clients N --seconds S --keys K --history FILE [--stale]\n"
-          "  The server defaults to $QRAFT_KV_SERVER or http://127.0.0.1:8080.\n");
+          "  The server defaults to $QRAFT_KV_SERVER or http://127.0.0.1:8080.\n"
+          "  https:// servers: --cacert FILE (the CA that signed the members'\n"
+          "  certificates; default: the system's), and --cert FILE --key FILE\n"
+          "  when the members ask for a client certificate.\n");
   return 2;
 }
 
@@ -1055,6 +1109,7 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
        prefix_given = false;
   int clients = 4, seconds = 0, keys = 5;
   size_t value_bytes = 256;
+  const char *cacert = NULL, *cert = NULL, *ckey = NULL;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1091,9 +1146,23 @@ int kv_client_main(const char *cmd, int argc, char **argv) {
     else if (strcmp(a, "--op") == 0) { bench_op = v; i++; }
     else if (strcmp(a, "--target") == 0) { bench_target = v; i++; }
     else if (strcmp(a, "--quantiles") == 0) { quantiles = v; i++; }
+    else if (strcmp(a, "--cacert") == 0) { cacert = v; i++; }
+    else if (strcmp(a, "--cert") == 0) { cert = v; i++; }
+    else if (strcmp(a, "--key") == 0) { ckey = v; i++; }
     else if (a[0] == '-' && a[1] == '-') return client_usage();
     else if (npos < 4) pos[npos++] = a;
     else return client_usage();
+  }
+  if ((cert == NULL) != (ckey == NULL)) {
+    fprintf(stderr, "qraft-kv: --cert and --key go together\n");
+    return 2;
+  }
+  if (cacert != NULL || cert != NULL) {
+    char msg[400];
+    if (kv_tls_client_setup(cacert, cert, ckey, msg, sizeof msg) != 0) {
+      fprintf(stderr, "qraft-kv: %s\n", msg);
+      return 2;
+    }
   }
   char *resp = NULL;
   int rv = 2;

@@ -14,6 +14,7 @@
 #include <qraft/crc32c.h>
 #include <qraft/histogram.h>
 
+#include <gnutls/gnutls.h>
 #include <jansson.h>
 #include <microhttpd.h>
 
@@ -38,6 +39,9 @@ typedef struct op op;
 typedef struct http_ctx {
   kv_server *srv;
   char *token;
+  /* HTTPS: PEM text libmicrohttpd reads while it runs; client_ca set:
+   * every request must come with a client certificate it signed */
+  char *tls_cert, *tls_key, *tls_client_ca;
   struct MHD_Daemon *d;
   atomic_int refs; /* kv_http_start's, and one per op */
   pthread_t timer;
@@ -122,6 +126,9 @@ static void http_unref(http_ctx *h) {
   pthread_cond_destroy(&h->cv);
   pthread_mutex_destroy(&h->mu);
   free(h->token);
+  free(h->tls_cert);
+  free(h->tls_key);
+  free(h->tls_client_ca);
   free(h);
 }
 
@@ -1219,6 +1226,19 @@ static enum MHD_Result route(http_ctx *h, struct MHD_Connection *c,
   return reply_err(c, 404, "no_route", "unknown route");
 }
 
+/* With a client CA: the connection's client certificate was signed by it
+ * (checked per request: a session's certificate cannot change). */
+static bool client_cert_ok(http_ctx *h, struct MHD_Connection *c) {
+  if (h->tls_client_ca == NULL) return true;
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+  if (ci == NULL || ci->tls_session == NULL) return false;
+  unsigned status = 0;
+  return gnutls_certificate_verify_peers2(
+             (gnutls_session_t)ci->tls_session, &status) == 0 &&
+         status == 0;
+}
+
 static bool authorized(http_ctx *h, struct MHD_Connection *c) {
   if (h->token == NULL) return true;
   const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
@@ -1265,6 +1285,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
     *upload_n = 0;
     return MHD_YES;
   }
+  if (!client_cert_ok(h, c)) {
+    atomic_fetch_add(&m_unauth, 1);
+    return reply_err(c, 401, "unauthorized",
+                     "a client certificate signed by the client CA is required");
+  }
   if (!authorized(h, c)) {
     atomic_fetch_add(&m_unauth, 1);
     return reply_err(c, 401, "unauthorized", "missing or wrong bearer token");
@@ -1300,7 +1325,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 }
 
 int kv_http_start(kv_server *srv, const char *hostport, const char *token,
-                  void **daemon_out) {
+                  const kv_http_tls *tls, void **daemon_out) {
   struct sockaddr_storage sa;
   if (kv_parse_hostport(hostport, &sa) != 0) return -1;
   http_ctx *h = calloc(1, sizeof *h);
@@ -1308,6 +1333,15 @@ int kv_http_start(kv_server *srv, const char *hostport, const char *token,
   h->srv = srv;
   h->token = token ? strdup(token) : NULL;
   if (token != NULL && h->token == NULL) goto err_free_ctx;
+  if (tls != NULL && tls->cert_pem != NULL) {
+    h->tls_cert = strdup(tls->cert_pem);
+    h->tls_key = strdup(tls->key_pem);
+    h->tls_client_ca = tls->client_ca_pem ? strdup(tls->client_ca_pem) : NULL;
+    if (h->tls_cert == NULL || h->tls_key == NULL ||
+        (tls->client_ca_pem != NULL && h->tls_client_ca == NULL)) {
+      goto err_free_ctx;
+    }
+  }
   atomic_init(&h->refs, 1);
   pthread_mutex_init(&h->mu, NULL);
   pthread_condattr_t ca;
@@ -1327,6 +1361,20 @@ int kv_http_start(kv_server *srv, const char *hostport, const char *token,
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
   if (sa.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+  struct MHD_OptionItem tls_opts[4] = {{MHD_OPTION_END, 0, NULL}};
+  if (h->tls_cert != NULL) {
+    flags |= MHD_USE_TLS;
+    int k = 0;
+    tls_opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key};
+    tls_opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert};
+    if (h->tls_client_ca != NULL) {
+      /* asks every client for a certificate (optional in the handshake;
+       * client_cert_ok refuses a request without one) */
+      tls_opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0,
+                                              h->tls_client_ca};
+    }
+    tls_opts[k] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+  }
   uint16_t port = ntohs(sa.ss_family == AF_INET
                             ? ((struct sockaddr_in *)&sa)->sin_port
                             : ((struct sockaddr_in6 *)&sa)->sin6_port);
@@ -1337,7 +1385,8 @@ int kv_http_start(kv_server *srv, const char *hostport, const char *token,
       (unsigned)KV_CONNECTIONS_MAX, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)KV_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_done,
       NULL, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
-      MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+      MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_ARRAY,
+      tls_opts, MHD_OPTION_END);
   if (h->d == NULL) goto err_stop_timer;
   *daemon_out = h;
   return 0;
@@ -1353,6 +1402,9 @@ err_destroy_sync:
   pthread_mutex_destroy(&h->mu);
 err_free_ctx:
   free(h->token);
+  free(h->tls_cert);
+  free(h->tls_key);
+  free(h->tls_client_ca);
   free(h);
   return -1;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Limits on what a client may send. */
 #define KV_KEY_BYTES_MAX 1024
@@ -139,8 +140,14 @@ qraft_id kv_best_voter(const qraft_node_status *st);
 /* Serves the API on "host:port" in threads of libmicrohttpd's own; with a
  * token, every request must carry "Authorization: Bearer <token>". Returns
  * 0 or -1. */
+/* HTTPS for the API: PEM text (copied); NULL cert_pem: plain HTTP. With
+ * client_ca_pem, every request must come with a client certificate it
+ * signed (401 otherwise). */
+typedef struct kv_http_tls {
+  const char *cert_pem, *key_pem, *client_ca_pem;
+} kv_http_tls;
 int kv_http_start(kv_server *srv, const char *hostport, const char *token,
-                  void **daemon_out);
+                  const kv_http_tls *tls, void **daemon_out);
 void kv_http_stop(void *daemon);
 
 /* What http.c needs from the server. */
@@ -204,6 +211,22 @@ int kv_snapshot_info(const char *file, bool json);
 /* ---- The client (client.c) ---- */
 
 int kv_client_main(const char *cmd, int argc, char **argv);
+
+/* ---- HTTPS, the client side (tls.c) ---- */
+/* The CA that signed the members' certificates (NULL: the system's) and,
+ * if the members ask for one, a client certificate and its key. Once per
+ * process, before any https:// request; 0, or -1 with msg. */
+int kv_tls_client_setup(const char *cacert, const char *cert, const char *key,
+                        char *msg, size_t n);
+/* A TLS session over the connected non-blocking socket fd to "host:port",
+ * handshaken before the deadline and its certificate checked against the
+ * CA and the host; NULL with msg on failure. */
+void *kv_tls_client_open(int fd, const char *hostport, uint64_t deadline,
+                         char *msg, size_t n);
+ssize_t kv_tls_send(void *tls, const void *buf, size_t len); /* -1, errno EAGAIN */
+ssize_t kv_tls_recv(void *tls, void *buf, size_t len);       /* 0 at the end */
+bool kv_tls_pending(void *tls);
+void kv_tls_close(void *tls); /* NULL is ignored */
 
 /* A plain HTTP/1.1 request over a socket (Connection: close). `url` is
  * "http://host:port" (the path is separate). Returns the status code, or

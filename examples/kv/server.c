@@ -7,6 +7,7 @@
 #include "kv.h"
 
 #include <jansson.h>
+#include <microhttpd.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -310,6 +311,8 @@ static int serve_usage(void) {
           "         [--state-sync-ms N] [--map-size SIZE]\n"
           "         [--space-reserve SIZE] [--quiet]\n"
           "         [--force-new-cluster [--force-new-cluster]]\n"
+          "         [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
+          "         [--cacert FILE] [--insecure-token]\n"
           "  --election-ms: election timeout (default 1000: failover after a\n"
           "  crash takes 1 to 2 of it); --heartbeat-ms (default a tenth of it);\n"
           "  both in multiples of --tick-ms (default 10).\n"
@@ -339,7 +342,12 @@ static int serve_usage(void) {
           "  alone, every entry it holds is kept; the others are then added\n"
           "  again with --join and empty data. Refused while a quorum of its\n"
           "  configuration answers within a few election timeouts; given\n"
-          "  twice, forced without that check. Command line only.\n");
+          "  twice, forced without that check. Command line only.\n"
+          "  --tls-cert/--tls-key: serve HTTPS (PEM files); --tls-client-ca:\n"
+          "  requests must also come with a client certificate it signed.\n"
+          "  --cacert: the CA of the other members' certificates, for this\n"
+          "  member's own requests to them (join). A token over plain HTTP\n"
+          "  off loopback is refused unless --insecure-token.\n");
   return 2;
 }
 
@@ -481,6 +489,18 @@ static int join_cluster(kv_server *srv, const char *url, const char *token,
     usleep(50 * 1000);
   }
   return join_step(url, token, hex, raft, "voter", deadline);
+}
+
+/* A whole (small) file as a string, or NULL (errno says why). */
+static char *read_text(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return NULL;
+  char *buf = malloc(1 << 20);
+  size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+  fclose(f);
+  if (buf == NULL) return NULL;
+  buf[n] = 0;
+  return buf;
 }
 
 static char *read_token(const char *path) {
@@ -637,11 +657,13 @@ int kv_serve_main(int argc, char **argv) {
       }
       int k = 0;
       for (int j = 0; j < n; j++) {
-        if (strcmp(kv_config_text[j][0], "--quiet") == 0) {
+        if (strcmp(kv_config_text[j][0], "--quiet") == 0 ||
+            strcmp(kv_config_text[j][0], "--insecure-token") == 0) {
           if (strcmp(kv_config_text[j][1], "true") == 0) {
             kv_config_argv[k++] = kv_config_text[j][0];
           } else if (strcmp(kv_config_text[j][1], "false") != 0) {
-            fprintf(stderr, "qraft-kv: quiet takes true or false\n");
+            fprintf(stderr, "qraft-kv: %s takes true or false\n",
+                    kv_config_text[j][0] + 2);
             return 2;
           }
           continue;
@@ -664,11 +686,12 @@ int kv_serve_main(int argc, char **argv) {
   }
   const char *data = NULL, *keyfile = NULL, *raft = NULL,
              *http = "127.0.0.1:8080", *token_file = NULL, *bootstrap = NULL,
-             *join = NULL, *advertise = NULL;
+             *join = NULL, *advertise = NULL, *tls_cert = NULL,
+             *tls_key = NULL, *tls_client_ca = NULL, *cacert = NULL;
   uint64_t cluster_id = 1, snapshot_entries = 0, map_bytes = 0,
            snapshot_log_bytes = 0, space_reserve = 64ull << 20;
   uint32_t tick_ms = 0, election_ms = 0, heartbeat_ms = 0, sync_ms = 100;
-  bool quiet = false, cluster_given = false;
+  bool quiet = false, cluster_given = false, insecure_token = false;
   int force_new = 0;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
@@ -679,6 +702,10 @@ int kv_serve_main(int argc, char **argv) {
     }
     if (strcmp(a, "--force-new-cluster") == 0) {
       force_new++;
+      continue;
+    }
+    if (strcmp(a, "--insecure-token") == 0) {
+      insecure_token = true;
       continue;
     }
     if (v == NULL) {
@@ -693,6 +720,10 @@ int kv_serve_main(int argc, char **argv) {
     else if (strcmp(a, "--bootstrap") == 0) bootstrap = v;
     else if (strcmp(a, "--join") == 0) join = v;
     else if (strcmp(a, "--advertise-http") == 0) advertise = v;
+    else if (strcmp(a, "--tls-cert") == 0) tls_cert = v;
+    else if (strcmp(a, "--tls-key") == 0) tls_key = v;
+    else if (strcmp(a, "--tls-client-ca") == 0) tls_client_ca = v;
+    else if (strcmp(a, "--cacert") == 0) cacert = v;
     else if (strcmp(a, "--cluster-id") == 0) {
       cluster_id = strtoull(v, NULL, 0);
       cluster_given = true;
@@ -754,6 +785,45 @@ int kv_serve_main(int argc, char **argv) {
     fprintf(stderr, "qraft-kv: --http %s is not loopback: --token-file is "
                     "required\n", http);
     return 2;
+  }
+  if ((tls_cert == NULL) != (tls_key == NULL) ||
+      (tls_client_ca != NULL && tls_cert == NULL)) {
+    fprintf(stderr, "qraft-kv: --tls-cert and --tls-key go together "
+                    "(and --tls-client-ca needs them)\n");
+    return 2;
+  }
+  if (!loopback && tls_cert == NULL && !insecure_token) {
+    fprintf(stderr,
+            "qraft-kv: --http %s is not loopback and has no TLS: the bearer "
+            "token would cross the network in clear. Give --tls-cert and "
+            "--tls-key, or --insecure-token to accept that\n", http);
+    return 2;
+  }
+  kv_http_tls tls = {0};
+  char *tls_text[3] = {NULL, NULL, NULL};
+  if (tls_cert != NULL) {
+    if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+      fprintf(stderr, "qraft-kv: this libmicrohttpd has no TLS\n");
+      return 2;
+    }
+    const char *files[3] = {tls_cert, tls_key, tls_client_ca};
+    for (int k = 0; k < 3; k++) {
+      if (files[k] != NULL && (tls_text[k] = read_text(files[k])) == NULL) {
+        fprintf(stderr, "qraft-kv: cannot read %s: %s\n", files[k],
+                strerror(errno));
+        for (int j = 0; j < k; j++) free(tls_text[j]);
+        return 2;
+      }
+    }
+    tls = (kv_http_tls){tls_text[0], tls_text[1], tls_text[2]};
+  }
+  /* this member's own requests to others (join, registration) */
+  if (cacert != NULL || tls_cert != NULL) {
+    char tmsg[400];
+    if (kv_tls_client_setup(cacert, tls_cert, tls_key, tmsg, sizeof tmsg) != 0) {
+      fprintf(stderr, "qraft-kv: %s\n", tmsg);
+      return 2;
+    }
   }
 
   qraft_err err;
@@ -900,7 +970,9 @@ int kv_serve_main(int argc, char **argv) {
     return 1;
   }
   void *daemon = NULL;
-  if (kv_http_start(&srv, http, token, &daemon) != 0) {
+  int hrv = kv_http_start(&srv, http, token, &tls, &daemon);
+  for (int k = 0; k < 3; k++) free(tls_text[k]);
+  if (hrv != 0) {
     fprintf(stderr, "qraft-kv: cannot serve HTTP on %s\n", http);
     kv_store_watch_space(srv.store, 0, NULL, NULL);
     qraft_node_free(srv.node);
@@ -911,7 +983,8 @@ int kv_serve_main(int argc, char **argv) {
   if (advertise != NULL) {
     snprintf(url, sizeof url, "%s", advertise);
   } else {
-    snprintf(url, sizeof url, "http://%s", http);
+    snprintf(url, sizeof url, "%s://%s", tls_cert != NULL ? "https" : "http",
+             http);
   }
   signal(SIGPIPE, SIG_IGN);
   struct sigaction sa = {0};

@@ -86,8 +86,17 @@ if "$KV" serve --quiet --data "$D/n2" --key "$D/k2" --raft "127.0.0.1:$((BASE + 
 fi
 log "refused 0.0.0.0 without --token-file: $(head -1 "$D/notoken.err")"
 echo "s3cret-token" >"$D/token"
+# ... and over plain HTTP, an explicit --insecure-token (else the token
+# would cross the network in clear: tls.sh serves it over HTTPS)
+if "$KV" serve --quiet --data "$D/n2" --key "$D/k2" --raft "127.0.0.1:$((BASE + 2))" \
+     --http "0.0.0.0:$((BASE + 82))" --bootstrap "$(members_arg 2)" \
+     --token-file "$D/token" 2>"$D/insecure.err"; then
+  fail "served a token over plain HTTP on 0.0.0.0 without --insecure-token"
+fi
+grep -q "would cross the network in clear" "$D/insecure.err" || fail "the refusal does not say why: $(cat "$D/insecure.err")"
+log "refused a token over plain HTTP: $(head -1 "$D/insecure.err" | cut -c1-120)..."
 IP[2]=0.0.0.0
-start 2 --bootstrap "$(members_arg 2)" --token-file "$D/token"
+start 2 --bootstrap "$(members_arg 2)" --token-file "$D/token" --insecure-token
 for _ in $(seq 300); do curl -s -m 1 -o /dev/null "http://127.0.0.1:$((BASE + 82))/v1/status" && break; sleep 0.05; done
 expect 401 unauthorized "no token" "http://127.0.0.1:$((BASE + 82))/v1/status"
 expect 401 unauthorized "wrong token" -H "Authorization: Bearer nope" "http://127.0.0.1:$((BASE + 82))/v1/status"
