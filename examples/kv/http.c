@@ -863,7 +863,7 @@ static ssize_t backup_read(void *cls, uint64_t pos, char *out, size_t max) {
     int rv = kv_store_view_step(b->store, b->view, KV_BACKUP_STEP_BYTES,
                                 backup_state_put, b);
     if (rv < 0) {
-      fprintf(stderr, "qraft-kv: a backup failed reading the state: %s\n",
+      kv_log(QRAFT_LOG_WARN, "a backup failed reading the state: %s\n",
               qraft_strerror(rv));
       b->failed = true;
       return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -871,7 +871,7 @@ static ssize_t backup_read(void *cls, uint64_t pos, char *out, size_t max) {
     if (rv == 0) {
       uint8_t t[KV_BACKUP_TRAILER_BYTES];
       if (!kv_state_scan_done(&b->scan)) {
-        fprintf(stderr, "qraft-kv: a backup's state does not parse (a bug)\n");
+        kv_log(QRAFT_LOG_WARN, "a backup's state does not parse (a bug)\n");
         return MHD_CONTENT_READER_END_WITH_ERROR;
       }
       kv_backup_trailer(t, b->state_bytes, b->scan.digest, b->crc);

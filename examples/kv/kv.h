@@ -5,6 +5,7 @@
 #ifndef QRAFT_KV_H
 #define QRAFT_KV_H
 
+#include <qraft/log.h>
 #include <qraft/node.h>
 
 #include <stdbool.h>
@@ -131,6 +132,13 @@ void kv_store_view_end(kv_store *s, void *view);
 typedef struct kv_server kv_server;
 
 int kv_serve_main(int argc, char **argv);
+/* A line of qraft-kv's own on stderr: "qraft-kv: TEXT" (a trailing newline
+ * dropped), or with --log-format json a record of the default logger
+ * ({"msg": TEXT, ...}); below the default logger's level: nothing, in
+ * json mode only. */
+void kv_log(qraft_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void kv_log_json(bool on);
 /* The most caught-up voter other than this member, or 0: where leadership
  * goes by default (POST /v1/transfer, and a leader that stops). */
 qraft_id kv_best_voter(const qraft_node_status *st);

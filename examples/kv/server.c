@@ -16,6 +16,7 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,7 +113,7 @@ int kv_parse_members(const char *list_text, qraft_node_addr *members,
   for (char *m = strtok_r(list, ",", &save); m != NULL;
        m = strtok_r(NULL, ",", &save)) {
     if (n == QRAFT_NODE_MEMBERS_MAX || parse_member(m, &members[n]) != 0) {
-      fprintf(stderr, "qraft-kv: bad member '%s' (want ID@HOST:PORT)\n", m);
+      kv_log(QRAFT_LOG_WARN, "bad member '%s' (want ID@HOST:PORT)\n", m);
       free(list);
       return -1;
     }
@@ -313,6 +314,7 @@ static int serve_usage(void) {
           "         [--force-new-cluster [--force-new-cluster]]\n"
           "         [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
           "         [--cacert FILE] [--insecure-token]\n"
+          "         [--log-format text|json] [--log-level LEVEL]\n"
           "  --election-ms: election timeout (default 1000: failover after a\n"
           "  crash takes 1 to 2 of it); --heartbeat-ms (default a tenth of it);\n"
           "  both in multiples of --tick-ms (default 10).\n"
@@ -347,7 +349,10 @@ static int serve_usage(void) {
           "  requests must also come with a client certificate it signed.\n"
           "  --cacert: the CA of the other members' certificates, for this\n"
           "  member's own requests to them (join). A token over plain HTTP\n"
-          "  off loopback is refused unless --insecure-token.\n");
+          "  off loopback is refused unless --insecure-token.\n"
+          "  --log-format json: each line on stderr is a JSON object (ts,\n"
+          "  level, msg, fields, src); --log-level: trace, debug, info (the\n"
+          "  default; warn with --quiet), warn, error or off.\n");
   return 2;
 }
 
@@ -433,7 +438,7 @@ static int join_step(const char *url, const char *token, const char *hex,
       resp[strcspn(resp, "\n")] = 0;
     }
     if (st >= 400 && st < 500) {
-      fprintf(stderr, "qraft-kv: join as %s via %s refused: %d %s\n", role,
+      kv_log(QRAFT_LOG_WARN, "join as %s via %s refused: %d %s\n", role,
               target, st, resp ? resp : "");
       free(resp);
       return -1; /* refused: retrying will not help */
@@ -442,7 +447,7 @@ static int join_step(const char *url, const char *token, const char *hex,
     const char *lh = j ? json_string_value(json_object_get(j, "leader_http"))
                        : NULL;
     if (lh != NULL && lh[0] && strcmp(lh, target) != 0) {
-      fprintf(stderr, "qraft-kv: join: %s is not the leader; asking %s\n",
+      kv_log(QRAFT_LOG_WARN, "join: %s is not the leader; asking %s\n",
               target, lh);
       snprintf(target, sizeof target, "%s", lh);
       json_decref(j);
@@ -450,7 +455,7 @@ static int join_step(const char *url, const char *token, const char *hex,
       continue;
     }
     json_decref(j);
-    fprintf(stderr, "qraft-kv: join as %s via %s: %d %s; retrying\n", role,
+    kv_log(QRAFT_LOG_WARN, "join as %s via %s: %d %s; retrying\n", role,
             target, st, resp ? resp : "(no answer)");
     free(resp);
     usleep(300 * 1000);
@@ -527,7 +532,7 @@ static char *kv_config_argv[2 * KV_CONFIG_LINES + 256];
 static int kv_config_read(const char *path, int *n_out) {
   FILE *f = fopen(path, "r");
   if (f == NULL) {
-    fprintf(stderr, "qraft-kv: --config %s: %s\n", path, strerror(errno));
+    kv_log(QRAFT_LOG_WARN, "--config %s: %s\n", path, strerror(errno));
     return -1;
   }
   char line[1100];
@@ -553,7 +558,7 @@ static int kv_config_read(const char *path, int *n_out) {
     char *name = p;
     char *sep = strpbrk(p, " \t=");
     if (sep == NULL) {
-      fprintf(stderr, "qraft-kv: %s:%d: '%s' has no value\n", path, lineno,
+      kv_log(QRAFT_LOG_WARN, "%s:%d: '%s' has no value\n", path, lineno,
               name);
       fclose(f);
       return -1;
@@ -564,7 +569,7 @@ static int kv_config_read(const char *path, int *n_out) {
     }
     if (*sep == 0 || n == KV_CONFIG_LINES || strlen(name) > 500 ||
         strlen(sep) > 510) {
-      fprintf(stderr, "qraft-kv: %s:%d: bad setting '%s'\n", path, lineno,
+      kv_log(QRAFT_LOG_WARN, "%s:%d: bad setting '%s'\n", path, lineno,
               name);
       fclose(f);
       return -1;
@@ -591,13 +596,13 @@ static int force_new_cluster(kv_server *srv, const qraft_node_config *cfg,
   qraft_err err;
   qraft_err_init(&err, 0);
   if (kv_store_applied(srv->store) == 0) {
-    fprintf(stderr, "qraft-kv: --force-new-cluster: this member's data "
+    kv_log(QRAFT_LOG_WARN, "--force-new-cluster: this member's data "
                     "holds no log: there is nothing to recover from\n");
     return 2;
   }
   if (times == 1) {
     if (qraft_node_start(srv->node) != 0) {
-      fprintf(stderr, "qraft-kv: node start failed\n");
+      kv_log(QRAFT_LOG_WARN, "node start failed\n");
       return 1;
     }
     uint32_t voters = 0, window = 0;
@@ -607,8 +612,8 @@ static int force_new_cluster(kv_server *srv, const qraft_node_config *cfg,
     srv->node = NULL;
     if (stop_flag) return 1;
     if (voters > 0 && answered >= voters / 2 + 1) {
-      fprintf(stderr,
-              "qraft-kv: --force-new-cluster refused: %u of the %u voters of "
+      kv_log(QRAFT_LOG_WARN,
+              "--force-new-cluster refused: %u of the %u voters of "
               "this member's configuration answered within %u ms (a "
               "quorum, this member included): the cluster can still "
               "commit, and forcing would split it in two. Restart without "
@@ -635,8 +640,8 @@ static int force_new_cluster(kv_server *srv, const qraft_node_config *cfg,
     qraft_err_print(&err, stderr);
     return 1;
   }
-  fprintf(stderr,
-          "qraft-kv: FORCED A NEW CLUSTER%s: this member is now its only "
+  kv_log(QRAFT_LOG_WARN,
+          "FORCED A NEW CLUSTER%s: this member is now its only "
           "voter (it had %u voters and %u learners); every entry it held, "
           "through index %llu, is kept and committed. Writes the lost "
           "members committed without it are gone. Add members again with "
@@ -662,7 +667,7 @@ int kv_serve_main(int argc, char **argv) {
           if (strcmp(kv_config_text[j][1], "true") == 0) {
             kv_config_argv[k++] = kv_config_text[j][0];
           } else if (strcmp(kv_config_text[j][1], "false") != 0) {
-            fprintf(stderr, "qraft-kv: %s takes true or false\n",
+            kv_log(QRAFT_LOG_WARN, "%s takes true or false\n",
                     kv_config_text[j][0] + 2);
             return 2;
           }
@@ -687,7 +692,8 @@ int kv_serve_main(int argc, char **argv) {
   const char *data = NULL, *keyfile = NULL, *raft = NULL,
              *http = "127.0.0.1:8080", *token_file = NULL, *bootstrap = NULL,
              *join = NULL, *advertise = NULL, *tls_cert = NULL,
-             *tls_key = NULL, *tls_client_ca = NULL, *cacert = NULL;
+             *tls_key = NULL, *tls_client_ca = NULL, *cacert = NULL,
+             *log_format = "text", *log_level = NULL;
   uint64_t cluster_id = 1, snapshot_entries = 0, map_bytes = 0,
            snapshot_log_bytes = 0, space_reserve = 64ull << 20;
   uint32_t tick_ms = 0, election_ms = 0, heartbeat_ms = 0, sync_ms = 100;
@@ -724,6 +730,8 @@ int kv_serve_main(int argc, char **argv) {
     else if (strcmp(a, "--tls-key") == 0) tls_key = v;
     else if (strcmp(a, "--tls-client-ca") == 0) tls_client_ca = v;
     else if (strcmp(a, "--cacert") == 0) cacert = v;
+    else if (strcmp(a, "--log-format") == 0) log_format = v;
+    else if (strcmp(a, "--log-level") == 0) log_level = v;
     else if (strcmp(a, "--cluster-id") == 0) {
       cluster_id = strtoull(v, NULL, 0);
       cluster_given = true;
@@ -736,7 +744,7 @@ int kv_serve_main(int argc, char **argv) {
              strcmp(a, "--snapshot-log-bytes") == 0) {
       uint64_t b;
       if (kv_parse_size(v, &b) != 0 || b < (1u << 20)) {
-        fprintf(stderr, "qraft-kv: bad %s %s (bytes, at least 1M; "
+        kv_log(QRAFT_LOG_WARN, "bad %s %s (bytes, at least 1M; "
                         "K, M, G or T suffix)\n", a, v);
         return 2;
       }
@@ -745,7 +753,7 @@ int kv_serve_main(int argc, char **argv) {
     }
     else if (strcmp(a, "--space-reserve") == 0) {
       if (kv_parse_size(v, &space_reserve) != 0) {
-        fprintf(stderr, "qraft-kv: bad --space-reserve %s (bytes; K, M, G "
+        kv_log(QRAFT_LOG_WARN, "bad --space-reserve %s (bytes; K, M, G "
                         "or T suffix; 0: none)\n", v);
         return 2;
       }
@@ -754,12 +762,33 @@ int kv_serve_main(int argc, char **argv) {
       char *end = NULL;
       unsigned long ms = strtoul(v, &end, 10);
       if (end == v || *end != 0 || ms > 60000) {
-        fprintf(stderr, "qraft-kv: bad --state-sync-ms %s (0 to 60000)\n", v);
+        kv_log(QRAFT_LOG_WARN, "bad --state-sync-ms %s (0 to 60000)\n", v);
         return 2;
       }
       sync_ms = (uint32_t)ms;
     }
     else return serve_usage();
+  }
+  /* logs: text or JSON lines on stderr; INFO and up (WARN with --quiet,
+   * or as QRAFT_LOG says), unless --log-level */
+  qraft_logger *lg = qraft_log_default();
+  if (strcmp(log_format, "json") == 0) {
+    lg->sink_cb = qraft_log_sink_json;
+    kv_log_json(true);
+  } else if (strcmp(log_format, "text") != 0) {
+    fprintf(stderr, "qraft-kv: --log-format takes text or json\n");
+    return 2;
+  }
+  qraft_log_level lvl = quiet ? QRAFT_LOG_WARN : QRAFT_LOG_INFO;
+  if (log_level != NULL) {
+    if (qraft_log_level_parse(log_level, &lvl) != 0) {
+      kv_log(QRAFT_LOG_ERROR, "--log-level takes trace, debug, info, warn, "
+                              "error or off");
+      return 2;
+    }
+    lg->level = (int)lvl;
+  } else if (getenv("QRAFT_LOG") == NULL) {
+    lg->level = (int)lvl;
   }
   if (data == NULL || keyfile == NULL || raft == NULL || cluster_id == 0 ||
       (bootstrap != NULL && join != NULL) ||
@@ -768,7 +797,7 @@ int kv_serve_main(int argc, char **argv) {
   }
   struct sockaddr_storage http_sa;
   if (kv_parse_hostport(http, &http_sa) != 0) {
-    fprintf(stderr, "qraft-kv: bad --http %s\n", http);
+    kv_log(QRAFT_LOG_WARN, "bad --http %s\n", http);
     return 2;
   }
   bool loopback = strncmp(http, "127.0.0.1:", 10) == 0 ||
@@ -778,23 +807,23 @@ int kv_serve_main(int argc, char **argv) {
   if (token_file != NULL) {
     token = read_token(token_file);
     if (token == NULL) {
-      fprintf(stderr, "qraft-kv: cannot read a token from %s\n", token_file);
+      kv_log(QRAFT_LOG_WARN, "cannot read a token from %s\n", token_file);
       return 2;
     }
   } else if (!loopback) {
-    fprintf(stderr, "qraft-kv: --http %s is not loopback: --token-file is "
+    kv_log(QRAFT_LOG_WARN, "--http %s is not loopback: --token-file is "
                     "required\n", http);
     return 2;
   }
   if ((tls_cert == NULL) != (tls_key == NULL) ||
       (tls_client_ca != NULL && tls_cert == NULL)) {
-    fprintf(stderr, "qraft-kv: --tls-cert and --tls-key go together "
+    kv_log(QRAFT_LOG_WARN, "--tls-cert and --tls-key go together "
                     "(and --tls-client-ca needs them)\n");
     return 2;
   }
   if (!loopback && tls_cert == NULL && !insecure_token) {
-    fprintf(stderr,
-            "qraft-kv: --http %s is not loopback and has no TLS: the bearer "
+    kv_log(QRAFT_LOG_WARN,
+            "--http %s is not loopback and has no TLS: the bearer "
             "token would cross the network in clear. Give --tls-cert and "
             "--tls-key, or --insecure-token to accept that\n", http);
     return 2;
@@ -803,13 +832,13 @@ int kv_serve_main(int argc, char **argv) {
   char *tls_text[3] = {NULL, NULL, NULL};
   if (tls_cert != NULL) {
     if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
-      fprintf(stderr, "qraft-kv: this libmicrohttpd has no TLS\n");
+      kv_log(QRAFT_LOG_WARN, "this libmicrohttpd has no TLS\n");
       return 2;
     }
     const char *files[3] = {tls_cert, tls_key, tls_client_ca};
     for (int k = 0; k < 3; k++) {
       if (files[k] != NULL && (tls_text[k] = read_text(files[k])) == NULL) {
-        fprintf(stderr, "qraft-kv: cannot read %s: %s\n", files[k],
+        kv_log(QRAFT_LOG_WARN, "cannot read %s: %s\n", files[k],
                 strerror(errno));
         for (int j = 0; j < k; j++) free(tls_text[j]);
         return 2;
@@ -821,7 +850,7 @@ int kv_serve_main(int argc, char **argv) {
   if (cacert != NULL || tls_cert != NULL) {
     char tmsg[400];
     if (kv_tls_client_setup(cacert, tls_cert, tls_key, tmsg, sizeof tmsg) != 0) {
-      fprintf(stderr, "qraft-kv: %s\n", tmsg);
+      kv_log(QRAFT_LOG_WARN, "%s\n", tmsg);
       return 2;
     }
   }
@@ -844,7 +873,7 @@ int kv_serve_main(int argc, char **argv) {
   qraft_node_id_to_hex(&key.public_key, hex);
 
   if (mkdir(data, 0700) != 0 && errno != EEXIST) {
-    fprintf(stderr, "qraft-kv: mkdir %s: %s\n", data, strerror(errno));
+    kv_log(QRAFT_LOG_WARN, "mkdir %s: %s\n", data, strerror(errno));
     return 1;
   }
   char kvdir[1024], raftdir[1024];
@@ -854,7 +883,7 @@ int kv_serve_main(int argc, char **argv) {
   uint32_t tick = tick_ms != 0 ? tick_ms : 10;
   if ((election_ms != 0 && (election_ms % tick != 0 || election_ms / tick < 3)) ||
       (heartbeat_ms != 0 && heartbeat_ms % tick != 0)) {
-    fprintf(stderr, "qraft-kv: --election-ms and --heartbeat-ms must be "
+    kv_log(QRAFT_LOG_WARN, "--election-ms and --heartbeat-ms must be "
                     "multiples of --tick-ms (%u), the election timeout at "
                     "least 3 ticks\n", tick);
     return 2;
@@ -862,7 +891,7 @@ int kv_serve_main(int argc, char **argv) {
   char msg[512];
   if (kv_store_open(kvdir, sync_ms, map_bytes, &srv.store, msg, sizeof msg) !=
       0) {
-    fprintf(stderr, "qraft-kv: %s\n", msg);
+    kv_log(QRAFT_LOG_WARN, "%s\n", msg);
     return 1;
   }
   bool fresh = kv_store_applied(srv.store) == 0;
@@ -872,13 +901,13 @@ int kv_serve_main(int argc, char **argv) {
   uint64_t stored = 0;
   int m = kv_data_meta_read(data, &format, &stored, msg, sizeof msg);
   if (m < 0) {
-    fprintf(stderr, "qraft-kv: %s\n", msg);
+    kv_log(QRAFT_LOG_WARN, "%s\n", msg);
     kv_store_close(srv.store);
     return 2;
   }
   if (m == 0 && format != KV_DATA_FORMAT) {
-    fprintf(stderr,
-            "qraft-kv: %s holds data of format %u; this qraft-kv reads "
+    kv_log(QRAFT_LOG_WARN,
+            "%s holds data of format %u; this qraft-kv reads "
             "format %u only. Run the qraft-kv that wrote it, or upgrade "
             "one version at a time (docs/operations.md, \"Upgrades\")\n",
             data, format, KV_DATA_FORMAT);
@@ -887,8 +916,8 @@ int kv_serve_main(int argc, char **argv) {
   }
   if (m == 0) {
     if (cluster_given && cluster_id != stored) {
-      fprintf(stderr,
-              "qraft-kv: --cluster-id %016llx, but %s belongs to cluster "
+      kv_log(QRAFT_LOG_WARN,
+              "--cluster-id %016llx, but %s belongs to cluster "
               "%016llx\n",
               (unsigned long long)cluster_id, data,
               (unsigned long long)stored);
@@ -902,12 +931,12 @@ int kv_serve_main(int argc, char **argv) {
       if (c != 0) cluster_id = c;
     }
     if (kv_data_meta_write(data, cluster_id, msg, sizeof msg) != 0) {
-      fprintf(stderr, "qraft-kv: %s\n", msg);
+      kv_log(QRAFT_LOG_WARN, "%s\n", msg);
       kv_store_close(srv.store);
       return 1;
     }
     if (!fresh) { /* once in a folder's life: said even with --quiet */
-      fprintf(stderr, "qraft-kv: %s upgraded from data format 0 to %u "
+      kv_log(QRAFT_LOG_WARN, "%s upgraded from data format 0 to %u "
                       "(cluster %016llx)\n", data, KV_DATA_FORMAT,
               (unsigned long long)cluster_id);
     }
@@ -921,7 +950,7 @@ int kv_serve_main(int argc, char **argv) {
   cfg.cluster_id = cluster_id;
   cfg.bind_n = 1;
   if (kv_parse_hostport(raft, &cfg.bind[0]) != 0) {
-    fprintf(stderr, "qraft-kv: bad --raft %s\n", raft);
+    kv_log(QRAFT_LOG_WARN, "bad --raft %s\n", raft);
     return 2;
   }
   cfg.sm = kv_store_ops();
@@ -966,14 +995,14 @@ int kv_serve_main(int argc, char **argv) {
     }
   }
   if (qraft_node_start(srv.node) != 0) {
-    fprintf(stderr, "qraft-kv: node start failed\n");
+    kv_log(QRAFT_LOG_WARN, "node start failed\n");
     return 1;
   }
   void *daemon = NULL;
   int hrv = kv_http_start(&srv, http, token, &tls, &daemon);
   for (int k = 0; k < 3; k++) free(tls_text[k]);
   if (hrv != 0) {
-    fprintf(stderr, "qraft-kv: cannot serve HTTP on %s\n", http);
+    kv_log(QRAFT_LOG_WARN, "cannot serve HTTP on %s\n", http);
     kv_store_watch_space(srv.store, 0, NULL, NULL);
     qraft_node_free(srv.node);
     kv_store_close(srv.store);
@@ -998,7 +1027,7 @@ int kv_serve_main(int argc, char **argv) {
   int exit_code = 0;
   if (join != NULL && fresh) {
     if (join_cluster(&srv, join, token, hex, raft) != 0) {
-      fprintf(stderr, "qraft-kv: could not join through %s\n", join);
+      kv_log(QRAFT_LOG_WARN, "could not join through %s\n", join);
       exit_code = 1;
       stop_flag = 1;
     } else if (!quiet) {
@@ -1013,8 +1042,8 @@ int kv_serve_main(int argc, char **argv) {
       qraft_node_status st;
       qraft_node_status_get(srv.node, &st);
       if (st.stopped_on != 0) {
-        fprintf(stderr,
-                "qraft-kv: fatal: the node stopped after a storage failure "
+        kv_log(QRAFT_LOG_ERROR,
+                "fatal: the node stopped after a storage failure "
                 "(%s; its log above says where); stopping with status %d. "
                 "Nothing acknowledged is lost: restart once the disk is "
                 "sound (docs/kv.md, \"A full disk\")\n",

@@ -185,8 +185,8 @@ static uint64_t mono_ns(void) {
 /* An LMDB failure in the flusher or in restore leaves the replica unable to
  * keep its state: stop with a message (the node rebuilds it on restart). */
 static void store_die(const char *what, int rv) {
-  fprintf(stderr,
-          "qraft-kv: fatal: the state's LMDB failed (%s: %s); stopping with "
+  kv_log(QRAFT_LOG_ERROR,
+          "fatal: the state's LMDB failed (%s: %s); stopping with "
           "status %d. Nothing acknowledged is lost: a restart replays the "
           "log from the state's last commit (docs/kv.md, \"A full disk\")\n",
           what, mdb_strerror(rv), KV_EXIT_STORAGE);
@@ -631,7 +631,7 @@ static void flush_locked(kv_store *s) {
                  (unsigned long long)(fb == UINT64_MAX ? 0 : fb),
                  (unsigned long long)s->flushed);
       }
-      fprintf(stderr, "qraft-kv: %s\n", s->full_msg);
+      kv_log(QRAFT_LOG_WARN, "%s\n", s->full_msg);
     }
     s->full_code = rv;
     s->full = true;
@@ -643,7 +643,7 @@ static void flush_locked(kv_store *s) {
   }
   if (s->full) {
     s->full = false;
-    fprintf(stderr, "qraft-kv: the state's LMDB has room again\n");
+    kv_log(QRAFT_LOG_WARN, "the state's LMDB has room again\n");
   }
   size_t keys = s->flushing.n;
   ov_clear(&s->flushing);
@@ -671,12 +671,17 @@ static void space_check_locked(kv_store *s) {
     uint64_t fb = dir_free(s->dir);
     bool low = fb != UINT64_MAX && fb < s->reserve;
     if (low != s->low) {
-      fprintf(stderr,
-              low ? "qraft-kv: the state's file system (%s) has %llu bytes "
-                    "free, below the reserve of %llu: alarm raised\n"
-                  : "qraft-kv: the state's file system (%s) has %llu bytes "
-                    "free again (reserve %llu)\n",
-              s->dir, (unsigned long long)fb, (unsigned long long)s->reserve);
+      if (low) {
+        kv_log(QRAFT_LOG_WARN,
+               "the state's file system (%s) has %llu bytes free, below the "
+               "reserve of %llu: alarm raised",
+               s->dir, (unsigned long long)fb, (unsigned long long)s->reserve);
+      } else {
+        kv_log(QRAFT_LOG_INFO,
+               "the state's file system (%s) has %llu bytes free again "
+               "(reserve %llu)",
+               s->dir, (unsigned long long)fb, (unsigned long long)s->reserve);
+      }
     }
     s->low = low;
   }
@@ -1290,7 +1295,7 @@ static void restore_full_locked(kv_store *s, uint64_t index) {
            (unsigned long long)s->map_bytes, (unsigned long long)index);
   s->full = true;
   s->ctr.map_full++;
-  fprintf(stderr, "qraft-kv: %s\n", s->full_msg);
+  kv_log(QRAFT_LOG_WARN, "%s\n", s->full_msg);
 }
 
 static void restore_end(kv_store *s) {
@@ -1346,7 +1351,7 @@ static int sm_restore_begin(void *ud, uint64_t index, void **ctx) {
  * unless a batch was committed (restore_failed_locked). */
 static int restore_fail(kv_store *s, kv_restore_ctx *c, int rv,
                         const char *what) {
-  fprintf(stderr, "qraft-kv: restore %llu: %s: %s\n",
+  kv_log(QRAFT_LOG_WARN, "restore %llu: %s: %s\n",
           (unsigned long long)c->index, what, qraft_strerror(rv));
   if (c->t != NULL) {
     mdb_txn_abort(c->t);
@@ -1381,7 +1386,7 @@ static int restore_start(kv_store *s, kv_restore_ctx *c, qraft_sm_read_fn read,
    * taken: the node takes it at its own applied index, which the state
    * machine was told of. A header ahead of the snapshot is corrupt. */
   if (get_u32(h) != KV_SNAP_MAGIC || get_u64(h + 4) > c->index) {
-    fprintf(stderr, "qraft-kv: restore %llu: bad header (magic %08x, index %llu)\n",
+    kv_log(QRAFT_LOG_WARN, "restore %llu: bad header (magic %08x, index %llu)\n",
             (unsigned long long)c->index, get_u32(h),
             (unsigned long long)get_u64(h + 4));
     return restore_fail(s, c, QRAFT_ECORRUPT, "header");

@@ -94,6 +94,21 @@ void qraft_log_sink_stderr(void *ud, qraft_log_level level, const char *file,
                            int line, const char *msg,
                            const qraft_log_field *fields, size_t fields_n);
 
+/* The JSON sink: one object a line on stderr, {"ts", "level" (lower
+ * case), "node" (the logger's name, if any), "msg", then each field by
+ * its key (numbers as numbers), "src": "file:line"}. `ud` is the logger's
+ * name or NULL. One write(2) a record; a record longer than 2 KiB keeps
+ * its message and gets "truncated": its length instead of its fields. */
+void qraft_log_sink_json(void *ud, qraft_log_level level, const char *file,
+                         int line, const char *msg,
+                         const qraft_log_field *fields, size_t fields_n);
+/* Formats a record as the JSON sink does (with its timestamp) into buf;
+ * returns the length the full text needs. */
+size_t qraft_log_format_json(char *buf, size_t size, qraft_log_level level,
+                             const char *file, int line, const char *msg,
+                             const qraft_log_field *fields, size_t fields_n,
+                             const char *name);
+
 /* Formats a record as the stderr sink does, without the timestamp, into buf
  * (NUL-terminated when size > 0). Returns the length the full text needs. */
 size_t qraft_log_format(char *buf, size_t size, qraft_log_level level,

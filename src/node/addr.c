@@ -123,6 +123,30 @@ void qraft__node_learn_conf_entry(qraft_node *n, const qraft_entry *e) {
   }
 }
 
+/* One INFO line per configuration change applied: what changed. */
+void qraft__node_log_conf_entry(qraft_node *n, const qraft_entry *e) {
+  qraft_conf_change_v2 cc;
+  if (qraft_conf_change_entry_decode(e, &cc, NULL) != 0) {
+    return;
+  }
+  char what[256];
+  size_t off = 0;
+  what[0] = '\0';
+  static const char *const verbs[] = {"add voter", "remove", "add learner"};
+  for (uint32_t i = 0; i < cc.changes_n && off < sizeof what; i++) {
+    unsigned t = (unsigned)cc.changes[i].change_type;
+    int k = snprintf(what + off, sizeof what - off, "%s%s %016llx",
+                     i > 0 ? ", " : "", t < 3 ? verbs[t] : "change",
+                     (unsigned long long)cc.changes[i].node_id);
+    off += k > 0 ? (size_t)k : 0;
+  }
+  QRAFT_LOG(n->lg, QRAFT_LOG_INFO,
+            cc.changes_n == 0 ? "configuration: leaving the joint configuration"
+            : cc.changes_n == 1 ? "configuration change applied"
+                                : "configuration: entering a joint configuration",
+            QRAFT_LOG_U64("index", e->index), QRAFT_LOG_STR("changes", what));
+}
+
 bool qraft__node_conf_has(const qraft_conf_state *cs, qraft_id id) {
   const qraft_id *lists[4] = {cs->voters, cs->voters_outgoing, cs->learners,
                               cs->learners_next};

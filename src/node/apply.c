@@ -50,6 +50,7 @@ size_t qraft__node_apply(qraft_node *n, const qraft_entry *es, size_t n_es) {
     if (es[i].type != QRAFT_ENTRY_NORMAL) {
       const qraft_entry *e = &es[i];
       qraft__node_learn_conf_entry(n, e);
+      qraft__node_log_conf_entry(n, e);
       n->applied = e->index;
       for (node_req *r = n->inflight; r != NULL; r = r->next) {
         if (r->kind >= REQ_ADD_LEARNER && r->kind <= REQ_REMOVE &&

@@ -250,6 +250,42 @@ static void node_write_submit(qraft_node *n, node_write *w) {
   qraft__node_kick_storage(n);
 }
 
+/* One INFO line when the role or the leader changes: elections started,
+ * a leader followed, a leader that stepped down and why. */
+static void node_log_role(qraft_node *n, const qraft_update *u) {
+  qraft_core_status cs;
+  qraft_core_status_get(n->core, &cs);
+  if (n->log_role == QRAFT_ROLE_LEADER && u->role != QRAFT_ROLE_LEADER) {
+    const char *why = "unknown";
+    for (int r = 0; r < QRAFT_STEPDOWN_REASONS; r++) {
+      if (cs.stepdowns[r] > n->log_stepdowns[r]) {
+        why = qraft_stepdown_reason_name((qraft_stepdown_reason)r);
+      }
+    }
+    QRAFT_LOG(n->lg, QRAFT_LOG_INFO, "stepped down", QRAFT_LOG_STR("why", why),
+              QRAFT_LOG_U64("term", cs.term));
+  }
+  bool campaigning = u->role == QRAFT_ROLE_CANDIDATE ||
+                     u->role == QRAFT_ROLE_PRE_CANDIDATE;
+  bool was = n->log_role == QRAFT_ROLE_CANDIDATE ||
+             n->log_role == QRAFT_ROLE_PRE_CANDIDATE;
+  if (campaigning && !was) {
+    QRAFT_LOG(n->lg, QRAFT_LOG_INFO, "election started",
+              QRAFT_LOG_U64("term", cs.term),
+              QRAFT_LOG_STR("stage", u->role == QRAFT_ROLE_PRE_CANDIDATE
+                                         ? "pre-vote"
+                                         : "vote"));
+  }
+  if (u->role == QRAFT_ROLE_FOLLOWER && u->leader != QRAFT_ID_NONE &&
+      u->leader != n->log_leader) {
+    QRAFT_LOG(n->lg, QRAFT_LOG_INFO, "following a leader",
+              QRAFT_LOG_U64("leader", u->leader), QRAFT_LOG_U64("term", cs.term));
+  }
+  n->log_role = u->role;
+  n->log_leader = u->leader;
+  memcpy(n->log_stepdowns, cs.stepdowns, sizeof n->log_stepdowns);
+}
+
 static void node_drain_updates(qraft_node *n) {
   while (!n->fatal && qraft_core_has_update(n->core)) {
     qraft_update u;
@@ -259,6 +295,9 @@ static void node_drain_updates(qraft_node *n) {
       QRAFT_LOG(n->lg, QRAFT_LOG_INFO, "became leader",
                 QRAFT_LOG_U64("term", u.hard_state_changed ? u.hard_state.term
                                                            : 0));
+    }
+    if (u.soft_state_changed) {
+      node_log_role(n, &u);
     }
     if (u.soft_state_changed && u.leader != QRAFT_ID_NONE) {
       qraft_core_status cs;

@@ -159,6 +159,10 @@ struct qraft_node {
   uint64_t next_tick_ns;
   uint64_t ticked_ns;   /* when ticks were last counted */
   uint64_t leader_term; /* the term of the last leader we knew (metrics) */
+  /* what the role log lines last said (loop.c, node_log_role) */
+  qraft_role log_role;
+  qraft_id log_leader;
+  uint64_t log_stepdowns[QRAFT_STEPDOWN_REASONS];
   bool stalled;         /* ticks were missed since the tick timer last ran */
 
   qraft_storage *st;
@@ -314,6 +318,7 @@ size_t qraft__node_addr_encode(const qraft_node_addr *a, uint8_t *out);
 bool qraft__node_conf_has(const qraft_conf_state *cs, qraft_id id);
 void qraft__node_member_learn(qraft_node *n, const qraft_node_addr *a);
 void qraft__node_learn_conf_entry(qraft_node *n, const qraft_entry *e);
+void qraft__node_log_conf_entry(qraft_node *n, const qraft_entry *e);
 void qraft__node_sync_peers(qraft_node *n);
 
 /* requests.c */

@@ -275,6 +275,8 @@ int qraft__node_restore_received(qraft_node *n, qraft_err *err) {
       }
       backlog_clear(n);
       n->m_snapshots_installed++;
+      QRAFT_LOG(n->lg, QRAFT_LOG_INFO, "snapshot installed",
+                QRAFT_LOG_U64("index", n->snap_index));
       qraft__node_sync_peers(n);
     }
     return rv;
@@ -348,6 +350,9 @@ void qraft__node_restore_step_cb(void *ud) {
   n->applied = index;
   n->sm_index = index;
   n->m_snapshots_installed++;
+  QRAFT_LOG(n->lg, QRAFT_LOG_INFO, "snapshot installed",
+            QRAFT_LOG_U64("index", index),
+            QRAFT_LOG_U64("restore_steps", n->m_restore_steps));
   qraft__node_apply_backlog(n);
   qraft__node_serve_reads(n);
   qraft__node_drain(n);
@@ -769,6 +774,9 @@ static void node_compact_cb(qraft_storage_write *sw, int status) {
   if (status == 0) {
     n->snap_index = cw->index;
     n->m_snapshots_taken++;
+    QRAFT_LOG(n->lg, QRAFT_LOG_INFO, "snapshot taken; log compacted",
+              QRAFT_LOG_U64("index", cw->index),
+              QRAFT_LOG_STR("kind", cw->stateless ? "stateless" : "state"));
     qraft__node_snapshot_landed(n);
     n->m_snapshots_stateless += cw->stateless;
     (void)qraft_core_compact(n->core, cw->index);

@@ -338,7 +338,7 @@ static void promote(qraft_conn *c) {
   ep->metrics.conns_up++;
   char hex[QRAFT_NODE_ID_HEX_SIZE];
   qraft_node_id_to_hex(&p->id, hex);
-  QRAFT_LOG(ep->log, QRAFT_LOG_DEBUG, "connection up",
+  QRAFT_LOG(ep->log, QRAFT_LOG_INFO, "peer connected",
             QRAFT_LOG_STR("peer", hex), QRAFT_LOG_STR("alpn", alpn_of(c)),
             QRAFT_LOG_U64("dialed", c->dialed));
   const tp_protocol *proto = &ep->protocols[c->proto];
@@ -387,7 +387,7 @@ void qraft__ep_conn_ended(qraft_conn *c, const qraft_close_info *why) {
     p->up = NULL;
     char hex[QRAFT_NODE_ID_HEX_SIZE];
     qraft_node_id_to_hex(&p->id, hex);
-    QRAFT_LOG(ep->log, QRAFT_LOG_DEBUG, "connection down",
+    QRAFT_LOG(ep->log, QRAFT_LOG_INFO, "peer disconnected",
               QRAFT_LOG_STR("peer", hex), QRAFT_LOG_STR("reason", why->reason),
               QRAFT_LOG_STR("error", qraft_errname(why->code)));
     const tp_protocol *proto = &ep->protocols[c->proto];

@@ -157,6 +157,104 @@ void qraft_log_sink_stderr(void *ud, qraft_log_level level, const char *file,
   (void)w;
 }
 
+/* A JSON string: quotes, backslashes and control bytes escaped; bytes
+ * above 0x7f pass as they are (our strings are UTF-8 or ASCII). */
+static void log_put_json_str(char *buf, size_t size, size_t *off,
+                             const char *s) {
+  log_put(buf, size, off, "\"");
+  for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+    if (*p == '"' || *p == '\\') {
+      log_put(buf, size, off, "\\%c", *p);
+    } else if (*p == '\n') {
+      log_put(buf, size, off, "\\n");
+    } else if (*p < 0x20) {
+      log_put(buf, size, off, "\\u%04x", *p);
+    } else {
+      log_put(buf, size, off, "%c", *p);
+    }
+  }
+  log_put(buf, size, off, "\"");
+}
+
+size_t qraft_log_format_json(char *buf, size_t size, qraft_log_level level,
+                             const char *file, int line, const char *msg,
+                             const qraft_log_field *fields, size_t fields_n,
+                             const char *name) {
+  size_t off = 0;
+  if (size > 0) {
+    buf[0] = '\0';
+  }
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  char when[40];
+  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+  static const char *const lower[] = {"trace", "debug", "info", "warn",
+                                      "error", "off"};
+  log_put(buf, size, &off, "{\"ts\":\"%s.%06ldZ\",\"level\":\"%s\"", when,
+          ts.tv_nsec / 1000,
+          (int)level >= 0 && (int)level <= 5 ? lower[level] : "?");
+  if (name != NULL) {
+    log_put(buf, size, &off, ",\"node\":");
+    log_put_json_str(buf, size, &off, name);
+  }
+  log_put(buf, size, &off, ",\"msg\":");
+  log_put_json_str(buf, size, &off, msg);
+  for (size_t i = 0; i < fields_n; i++) {
+    const qraft_log_field *f = &fields[i];
+    log_put(buf, size, &off, ",");
+    log_put_json_str(buf, size, &off, f->key);
+    log_put(buf, size, &off, ":");
+    switch (f->type) {
+    case QRAFT_LOG_FIELD_I64:
+      log_put(buf, size, &off, "%lld", (long long)f->v.i64);
+      break;
+    case QRAFT_LOG_FIELD_U64:
+      log_put(buf, size, &off, "%llu", (unsigned long long)f->v.u64);
+      break;
+    case QRAFT_LOG_FIELD_STR:
+      log_put_json_str(buf, size, &off, f->v.str);
+      break;
+    case QRAFT_LOG_FIELD_F64:
+      if (f->v.f64 == f->v.f64 && f->v.f64 - f->v.f64 == 0) {
+        log_put(buf, size, &off, "%.17g", f->v.f64);
+      } else {
+        log_put(buf, size, &off, "null"); /* NaN and infinities */
+      }
+      break;
+    }
+  }
+  const char *base = strrchr(file, '/');
+  log_put(buf, size, &off, ",\"src\":\"%s:%d\"}", base ? base + 1 : file,
+          line);
+  return off;
+}
+
+void qraft_log_sink_json(void *ud, qraft_log_level level, const char *file,
+                         int line, const char *msg,
+                         const qraft_log_field *fields, size_t fields_n) {
+  char buf[2048];
+  size_t need = qraft_log_format_json(buf, sizeof buf - 1, level, file, line,
+                                      msg, fields, fields_n, ud);
+  if (need >= sizeof buf - 1) {
+    /* too long for one line: the record without its fields, marked */
+    qraft_log_field cut = {.key = "truncated",
+                           .type = QRAFT_LOG_FIELD_U64,
+                           .v.u64 = need};
+    need = qraft_log_format_json(buf, sizeof buf - 1, level, file, line, msg,
+                                 &cut, 1, ud);
+    if (need >= sizeof buf - 1) {
+      need = (size_t)snprintf(buf, sizeof buf - 1,
+                              "{\"level\":\"error\",\"msg\":\"a log record "
+                              "too long to print\"}");
+    }
+  }
+  buf[need++] = '\n';
+  ssize_t w = write(STDERR_FILENO, buf, need);
+  (void)w;
+}
+
 void qraft__log_emit(qraft_logger *lg, qraft_log_level level, const char *file,
                      int line, const char *msg, const qraft_log_field *fields,
                      size_t fields_n) {
@@ -164,7 +262,9 @@ void qraft__log_emit(qraft_logger *lg, qraft_log_level level, const char *file,
     return;
   }
   void *ud = lg->sink_ud;
-  if (lg->sink_cb == qraft_log_sink_stderr && ud == NULL) {
+  if ((lg->sink_cb == qraft_log_sink_stderr ||
+       lg->sink_cb == qraft_log_sink_json) &&
+      ud == NULL) {
     ud = (void *)lg->name;
   }
   lg->sink_cb(ud, level, file, line, msg, fields, fields_n);

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -60,6 +61,33 @@ static void fields_render_as_key_value_pairs(void **state) {
   assert_non_null(strstr(c.line, "WARN  no fields (test_log.c:"));
 }
 
+/* JSON records: strings escaped (quotes, backslashes, newlines, control
+ * bytes), numbers as numbers, NaN as null, the level in lower case. */
+static void json_records_escape_strings_and_keep_numbers(void **state) {
+  (void)state;
+  qraft_log_field f[] = {QRAFT_LOG_STR("path", "a \"b\"\\c\nd\x01"),
+                         QRAFT_LOG_U64("index", 42), QRAFT_LOG_I64("delta", -3),
+                         QRAFT_LOG_F64("ratio", 0.5),
+                         QRAFT_LOG_F64("bad", NAN)};
+  char buf[512];
+  size_t n = qraft_log_format_json(buf, sizeof buf, QRAFT_LOG_WARN,
+                                   "src/x/y.c", 7, "it \"broke\"", f, 5, "n1");
+  assert_int_equal(n, strlen(buf));
+  assert_memory_equal(buf, "{\"ts\":\"", 7);
+  const char *rest = strstr(buf, "\"level\"");
+  assert_non_null(rest);
+  assert_string_equal(
+      rest, "\"level\":\"warn\",\"node\":\"n1\",\"msg\":\"it \\\"broke\\\"\","
+            "\"path\":\"a \\\"b\\\"\\\\c\\nd\\u0001\",\"index\":42,"
+            "\"delta\":-3,\"ratio\":0.5,\"bad\":null,\"src\":\"y.c:7\"}");
+  /* a buffer too small still tells the length the record needs */
+  char small[16];
+  assert_int_equal(qraft_log_format_json(small, sizeof small, QRAFT_LOG_WARN,
+                                         "src/x/y.c", 7, "it \"broke\"", f, 5,
+                                         "n1"),
+                   n);
+}
+
 static void level_names_parse_both_ways(void **state) {
   (void)state;
   qraft_log_level l;
@@ -106,6 +134,7 @@ int main(void) {
       cmocka_unit_test(records_below_threshold_are_not_evaluated),
       cmocka_unit_test(fields_render_as_key_value_pairs),
       cmocka_unit_test(level_names_parse_both_ways),
+      cmocka_unit_test(json_records_escape_strings_and_keep_numbers),
       cmocka_unit_test(default_logger_writes_timestamped_lines_to_stderr),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
