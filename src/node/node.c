@@ -331,8 +331,8 @@ err_free:
   return rv;
 }
 
-int qraft_node_bootstrap(qraft_node *n, const qraft_node_addr *members,
-                         size_t cnt, qraft_err *err) {
+/* A bootstrap needs a node not started and an empty store. */
+static int node_bootstrap_check(qraft_node *n, qraft_err *err) {
   if (n->started) {
     return QRAFT_ERR(err, QRAFT_ESTATE, "bootstrap after start");
   }
@@ -344,6 +344,15 @@ int qraft_node_bootstrap(qraft_node *n, const qraft_node_addr *members,
   if (ss.last_index != 0 || ss.snapshot.index != 0 ||
       ss.hard_state.term != 0) {
     return QRAFT_ERR(err, QRAFT_ESTATE, "bootstrap: the store is not empty");
+  }
+  return 0;
+}
+
+int qraft_node_bootstrap(qraft_node *n, const qraft_node_addr *members,
+                         size_t cnt, qraft_err *err) {
+  int rv = node_bootstrap_check(n, err);
+  if (rv != 0) {
+    return rv;
   }
   if (cnt == 0 || cnt > QRAFT_CONF_NODES_MAX) {
     return QRAFT_ERR(err, QRAFT_ECONFIG, "bootstrap with %zu members", cnt);
@@ -386,17 +395,9 @@ int qraft_node_bootstrap(qraft_node *n, const qraft_node_addr *members,
 
 int qraft_node_bootstrap_at(qraft_node *n, const qraft_node_addr *members,
                             size_t cnt, uint64_t index, qraft_err *err) {
-  if (n->started) {
-    return QRAFT_ERR(err, QRAFT_ESTATE, "bootstrap after start");
-  }
-  qraft_storage_state ss;
-  int rv = qraft_storage_state_get(n->st, &ss, err);
+  int rv = node_bootstrap_check(n, err);
   if (rv != 0) {
     return rv;
-  }
-  if (ss.last_index != 0 || ss.snapshot.index != 0 ||
-      ss.hard_state.term != 0) {
-    return QRAFT_ERR(err, QRAFT_ESTATE, "bootstrap: the store is not empty");
   }
   if (cnt == 0 || cnt > QRAFT_CONF_NODES_MAX || index == 0) {
     return QRAFT_ERR(err, QRAFT_ECONFIG,

@@ -99,6 +99,55 @@ static void log_put_str(char *buf, size_t size, size_t *off, const char *s) {
   log_put(buf, size, off, "\"");
 }
 
+/* A JSON string: quotes, backslashes and control bytes escaped; bytes
+ * above 0x7f pass as they are (our strings are UTF-8 or ASCII). */
+static void log_put_json_str(char *buf, size_t size, size_t *off,
+                             const char *s) {
+  log_put(buf, size, off, "\"");
+  for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+    if (*p == '"' || *p == '\\') {
+      log_put(buf, size, off, "\\%c", *p);
+    } else if (*p == '\n') {
+      log_put(buf, size, off, "\\n");
+    } else if (*p < 0x20) {
+      log_put(buf, size, off, "\\u%04x", *p);
+    } else {
+      log_put(buf, size, off, "%c", *p);
+    }
+  }
+  log_put(buf, size, off, "\"");
+}
+
+/* A field's value: as text (strings quoted when they need it), or as JSON
+ * (strings always quoted, NaN and infinities as null). */
+static void log_put_value(char *buf, size_t size, size_t *off,
+                          const qraft_log_field *f, bool json) {
+  switch (f->type) {
+  case QRAFT_LOG_FIELD_I64:
+    log_put(buf, size, off, "%lld", (long long)f->v.i64);
+    break;
+  case QRAFT_LOG_FIELD_U64:
+    log_put(buf, size, off, "%llu", (unsigned long long)f->v.u64);
+    break;
+  case QRAFT_LOG_FIELD_STR:
+    if (json) {
+      log_put_json_str(buf, size, off, f->v.str);
+    } else {
+      log_put_str(buf, size, off, f->v.str);
+    }
+    break;
+  case QRAFT_LOG_FIELD_F64:
+    if (!json) {
+      log_put(buf, size, off, "%g", f->v.f64);
+    } else if (f->v.f64 == f->v.f64 && f->v.f64 - f->v.f64 == 0) {
+      log_put(buf, size, off, "%.17g", f->v.f64);
+    } else {
+      log_put(buf, size, off, "null");
+    }
+    break;
+  }
+}
+
 size_t qraft_log_format(char *buf, size_t size, qraft_log_level level,
                         const char *file, int line, const char *msg,
                         const qraft_log_field *fields, size_t fields_n) {
@@ -108,22 +157,8 @@ size_t qraft_log_format(char *buf, size_t size, qraft_log_level level,
   }
   log_put(buf, size, &off, "%-5s %s", qraft_log_level_name(level), msg);
   for (size_t i = 0; i < fields_n; i++) {
-    const qraft_log_field *f = &fields[i];
-    log_put(buf, size, &off, " %s=", f->key);
-    switch (f->type) {
-    case QRAFT_LOG_FIELD_I64:
-      log_put(buf, size, &off, "%lld", (long long)f->v.i64);
-      break;
-    case QRAFT_LOG_FIELD_U64:
-      log_put(buf, size, &off, "%llu", (unsigned long long)f->v.u64);
-      break;
-    case QRAFT_LOG_FIELD_STR:
-      log_put_str(buf, size, &off, f->v.str);
-      break;
-    case QRAFT_LOG_FIELD_F64:
-      log_put(buf, size, &off, "%g", f->v.f64);
-      break;
-    }
+    log_put(buf, size, &off, " %s=", fields[i].key);
+    log_put_value(buf, size, &off, &fields[i], false);
   }
   const char *base = strrchr(file, '/');
   log_put(buf, size, &off, " (%s:%d)", base ? base + 1 : file, line);
@@ -157,25 +192,6 @@ void qraft_log_sink_stderr(void *ud, qraft_log_level level, const char *file,
   (void)w;
 }
 
-/* A JSON string: quotes, backslashes and control bytes escaped; bytes
- * above 0x7f pass as they are (our strings are UTF-8 or ASCII). */
-static void log_put_json_str(char *buf, size_t size, size_t *off,
-                             const char *s) {
-  log_put(buf, size, off, "\"");
-  for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-    if (*p == '"' || *p == '\\') {
-      log_put(buf, size, off, "\\%c", *p);
-    } else if (*p == '\n') {
-      log_put(buf, size, off, "\\n");
-    } else if (*p < 0x20) {
-      log_put(buf, size, off, "\\u%04x", *p);
-    } else {
-      log_put(buf, size, off, "%c", *p);
-    }
-  }
-  log_put(buf, size, off, "\"");
-}
-
 size_t qraft_log_format_json(char *buf, size_t size, qraft_log_level level,
                              const char *file, int line, const char *msg,
                              const qraft_log_field *fields, size_t fields_n,
@@ -202,28 +218,10 @@ size_t qraft_log_format_json(char *buf, size_t size, qraft_log_level level,
   log_put(buf, size, &off, ",\"msg\":");
   log_put_json_str(buf, size, &off, msg);
   for (size_t i = 0; i < fields_n; i++) {
-    const qraft_log_field *f = &fields[i];
     log_put(buf, size, &off, ",");
-    log_put_json_str(buf, size, &off, f->key);
+    log_put_json_str(buf, size, &off, fields[i].key);
     log_put(buf, size, &off, ":");
-    switch (f->type) {
-    case QRAFT_LOG_FIELD_I64:
-      log_put(buf, size, &off, "%lld", (long long)f->v.i64);
-      break;
-    case QRAFT_LOG_FIELD_U64:
-      log_put(buf, size, &off, "%llu", (unsigned long long)f->v.u64);
-      break;
-    case QRAFT_LOG_FIELD_STR:
-      log_put_json_str(buf, size, &off, f->v.str);
-      break;
-    case QRAFT_LOG_FIELD_F64:
-      if (f->v.f64 == f->v.f64 && f->v.f64 - f->v.f64 == 0) {
-        log_put(buf, size, &off, "%.17g", f->v.f64);
-      } else {
-        log_put(buf, size, &off, "null"); /* NaN and infinities */
-      }
-      break;
-    }
+    log_put_value(buf, size, &off, &fields[i], true);
   }
   const char *base = strrchr(file, '/');
   log_put(buf, size, &off, ",\"src\":\"%s:%d\"}", base ? base + 1 : file,
