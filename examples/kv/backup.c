@@ -140,8 +140,11 @@ int kv_backup_verify(const char *path, kv_backup_info *info, char *msg,
   struct stat st;
   uint8_t h[KV_BACKUP_HEADER_BYTES], t[KV_BACKUP_TRAILER_BYTES];
   int rv = -1;
-  if (fstat(fd, &st) != 0 ||
-      (uint64_t)st.st_size < KV_BACKUP_HEADER_BYTES + KV_BACKUP_TRAILER_BYTES + 12) {
+  if (fstat(fd, &st) != 0) {
+    snprintf(msg, n, "%s: %s", path, strerror(errno));
+    goto out;
+  }
+  if ((uint64_t)st.st_size < KV_BACKUP_HEADER_BYTES + KV_BACKUP_TRAILER_BYTES + 12) {
     snprintf(msg, n, "%s: not a qraft-kv backup (%lld bytes: too short)", path,
              (long long)st.st_size);
     goto out;
@@ -354,6 +357,13 @@ int kv_restore_main(int argc, char **argv) {
     return 1;
   }
   if (cluster_id == 0) cluster_id = new_cluster_id(&info, members, mn);
+  if (cluster_id == info.cluster_id) {
+    fprintf(stderr, "qraft-kv: restore: --cluster-id %016llx is the backup's "
+                    "own cluster: the new cluster needs another id, so that "
+                    "members of the old one are refused\n",
+            (unsigned long long)cluster_id);
+    return 2;
+  }
   char kvdir[1024], raftdir[1024];
   snprintf(kvdir, sizeof kvdir, "%s/kv", data);
   snprintf(raftdir, sizeof raftdir, "%s/raft", data);
@@ -405,6 +415,16 @@ int kv_restore_main(int argc, char **argv) {
     kv_store_close(store);
     return 1;
   }
+  /* the folder's cluster first: a crash before the bootstrap leaves a
+   * folder a restart refuses to bootstrap (an empty log, a state at
+   * index), never one of the wrong cluster */
+  if (kv_data_meta_write(data, cluster_id, msg, sizeof msg) != 0) {
+    fprintf(stderr, "qraft-kv: %s; remove %s before trying again\n", msg,
+            data);
+    qraft_node_free(node);
+    kv_store_close(store);
+    return 1;
+  }
   rv = qraft_node_bootstrap_at(node, members, mn, info.index, &err);
   qraft_node_free(node);
   kv_store_close(store);
@@ -412,10 +432,6 @@ int kv_restore_main(int argc, char **argv) {
     qraft_err_print(&err, stderr);
     fprintf(stderr, "qraft-kv: restore failed; remove %s before trying "
                     "again\n", data);
-    return 1;
-  }
-  if (kv_data_meta_write(data, cluster_id, msg, sizeof msg) != 0) {
-    fprintf(stderr, "qraft-kv: %s\n", msg);
     return 1;
   }
   qraft_secret_key_wipe(&key);

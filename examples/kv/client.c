@@ -352,8 +352,19 @@ static int http_download(const char *url, const char *path, const char *token,
   if (token) snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
   int hl = snprintf(head, sizeof head, "GET %s HTTP/1.0\r\nHost: %s\r\n%s\r\n",
                     path, hp, auth);
-  if (hl < 0 || (size_t)hl >= sizeof head ||
-      sock_send(&k, head, (size_t)hl, 0) != hl) {
+  uint64_t deadline = kv_now_ns() + (uint64_t)idle_ms * 1000000ull;
+  size_t sent = 0;
+  while (hl > 0 && (size_t)hl < sizeof head && sent < (size_t)hl) {
+    ssize_t w = sock_send(&k, head + sent, (size_t)hl - sent, 0);
+    if (w > 0) {
+      sent += (size_t)w;
+    } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+      if (sock_wait(&k, POLLOUT, deadline) != 1) break;
+    } else {
+      break;
+    }
+  }
+  if (hl < 0 || (size_t)hl >= sizeof head || sent < (size_t)hl) {
     sock_close(&k);
     return -1;
   }

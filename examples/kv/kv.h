@@ -119,7 +119,9 @@ int kv_store_digest(kv_store *s, uint64_t *digest, uint64_t *keys,
 int kv_store_http_of(kv_store *s, const char *hex_id, char *out, size_t n);
 /* The whole state as the node's snapshots carry it, in steps, from any
  * thread (a backup): a consistent view as of *index (an LMDB read
- * transaction: hold it briefly, LMDB cannot reuse the pages it sees),
+ * transaction: while it is open, for as long as the backup's client
+ * reads, LMDB cannot reuse the pages it sees, and the file grows by what
+ * is written meanwhile),
  * written about `budget` bytes a step (1 while more remains, 0 at the end,
  * or a negative code); kv_store_view_end releases it. */
 int kv_store_view_begin(kv_store *s, uint64_t *index, void **view);

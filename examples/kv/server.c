@@ -165,9 +165,19 @@ int kv_data_meta_write(const char *dir, uint64_t cluster, char *msg,
   int len = snprintf(text, sizeof text,
                      "qraft-kv data format %u\ncluster %016llx\n",
                      KV_DATA_FORMAT, (unsigned long long)cluster);
-  if (fd < 0 || write(fd, text, (size_t)len) != len || fsync(fd) != 0 ||
-      close(fd) != 0 || rename(tmp, path) != 0) {
-    snprintf(msg, n, "writing %s: %s", path, strerror(errno));
+  bool ok = fd >= 0 && write(fd, text, (size_t)len) == len && fsync(fd) == 0;
+  int e = errno;
+  if (fd >= 0 && close(fd) != 0 && ok) {
+    ok = false;
+    e = errno;
+  }
+  if (ok && rename(tmp, path) != 0) {
+    ok = false;
+    e = errno;
+  }
+  if (!ok) {
+    (void)unlink(tmp);
+    snprintf(msg, n, "writing %s: %s", path, strerror(e));
     return -1;
   }
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -178,27 +188,25 @@ int kv_data_meta_write(const char *dir, uint64_t cluster, char *msg,
   return 0;
 }
 
-/* The cluster id the member at `url` reports (0: none or not known). */
+/* The cluster id the member at `url` reports (1, the default, for a
+ * member of format 0 whose status has none), or 0 if it did not answer
+ * within about 30 s. */
 static uint64_t remote_cluster(const char *url, const char *token) {
-  char *resp = NULL;
-  uint64_t c = 0;
-  for (int attempt = 0; attempt < 50 && c == 0 && !stop_flag; attempt++) {
+  for (int attempt = 0; attempt < 60 && !stop_flag; attempt++) {
+    char *resp = NULL;
     if (kv_http_request(url, "GET", "/v1/status", token, NULL, 3000, &resp) ==
         200) {
       json_t *j = json_loads(resp, 0, NULL);
       const char *h = json_string_value(json_object_get(j, "cluster_id"));
-      if (h != NULL) c = strtoull(h, NULL, 16);
+      uint64_t c = h != NULL ? strtoull(h, NULL, 16) : 1;
       json_decref(j);
       free(resp);
-      resp = NULL;
-      if (c == 0) return 0; /* an older member: no id in its status */
-      break;
+      return c != 0 ? c : 1;
     }
     free(resp);
-    resp = NULL;
-    usleep(200 * 1000);
+    usleep(500 * 1000);
   }
-  return c;
+  return 0;
 }
 
 /* ---- a clean stop hands leadership over ---- */
@@ -927,8 +935,17 @@ int kv_serve_main(int argc, char **argv) {
     cluster_id = stored;
   } else {
     if (fresh && join != NULL && !cluster_given) {
+      /* never guessed: a wrong id written here would stay */
       uint64_t c = remote_cluster(join, token);
-      if (c != 0) cluster_id = c;
+      if (c == 0) {
+        kv_log(QRAFT_LOG_ERROR,
+               "could not learn the cluster id from %s (no answer to "
+               "/v1/status); nothing was written. Start again once it "
+               "answers, or give --cluster-id", join);
+        kv_store_close(srv.store);
+        return 1;
+      }
+      cluster_id = c;
     }
     if (kv_data_meta_write(data, cluster_id, msg, sizeof msg) != 0) {
       kv_log(QRAFT_LOG_WARN, "%s\n", msg);

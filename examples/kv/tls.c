@@ -14,15 +14,30 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static gnutls_certificate_credentials_t kv_cred;
 static bool kv_cred_ready;
+/* the bench's and the workload's threads may open the first session at
+ * once */
+static pthread_mutex_t kv_cred_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int tls_setup_locked(const char *cacert, const char *cert,
+                            const char *key, char *msg, size_t n);
 
 int kv_tls_client_setup(const char *cacert, const char *cert, const char *key,
                         char *msg, size_t n) {
+  pthread_mutex_lock(&kv_cred_mu);
+  int rv = tls_setup_locked(cacert, cert, key, msg, n);
+  pthread_mutex_unlock(&kv_cred_mu);
+  return rv;
+}
+
+static int tls_setup_locked(const char *cacert, const char *cert,
+                            const char *key, char *msg, size_t n) {
   if (kv_cred_ready) return 0;
   int rv = gnutls_certificate_allocate_credentials(&kv_cred);
   if (rv < 0) {
@@ -70,9 +85,8 @@ static int tls_wait(int fd, gnutls_session_t s, uint64_t deadline) {
 
 void *kv_tls_client_open(int fd, const char *host, uint64_t deadline,
                          char *msg, size_t n) {
-  if (!kv_cred_ready &&
-      kv_tls_client_setup(NULL, NULL, NULL, msg, n) != 0) {
-    return NULL;
+  if (kv_tls_client_setup(NULL, NULL, NULL, msg, n) != 0) {
+    return NULL; /* (the credentials set up first, or now: the system's CAs) */
   }
   gnutls_session_t s;
   int rv = gnutls_init(&s, GNUTLS_CLIENT | GNUTLS_NONBLOCK);

@@ -426,6 +426,16 @@ int qraft_node_bootstrap_at(qraft_node *n, const qraft_node_addr *members,
     return QRAFT_ERR(err, QRAFT_ECONFIG,
                      "bootstrap: this node is not among the members");
   }
+  /* sorted, as the core keeps configurations (so that they compare the
+   * same everywhere) */
+  qraft_conf_state *cs = &meta.conf_state;
+  for (uint32_t i = 1; i < cs->voters_n; i++) {
+    for (uint32_t j = i; j > 0 && cs->voters[j - 1] > cs->voters[j]; j--) {
+      qraft_id t = cs->voters[j];
+      cs->voters[j] = cs->voters[j - 1];
+      cs->voters[j - 1] = t;
+    }
+  }
   /* a stateless snapshot at `index` (the node's header: the members'
    * addresses): the state machine holds the state */
   qraft_snapshot_writer *w = NULL;
@@ -453,6 +463,9 @@ int qraft_node_bootstrap_at(qraft_node *n, const qraft_node_addr *members,
   qraft_storage_write sw = {.snapshot = w, .hard_state = &hs};
   rv = qraft_storage_write_sync(n->st, &sw, err);
   if (rv != 0) {
+    if (sw.snapshot != NULL) {
+      qraft_snapshot_writer_abort(sw.snapshot); /* still ours */
+    }
     return QRAFT_ERR(err, rv, "bootstrap write");
   }
   qraft_core_free(n->core);
@@ -551,17 +564,29 @@ int qraft_node_force_new_cluster(qraft_node *n, qraft_conf_state *was,
    * others: one single-step change each, in the current term. */
   uint64_t term = ss.hard_state.term > last_term ? ss.hard_state.term
                                                  : last_term;
-  qraft_entry add[2 * QRAFT_CONF_NODES_MAX + 2];
+  /* after leaving a joint configuration: the incoming voters, and the
+   * learners with learners_next (outgoing voters that stay as learners) */
+  qraft_id others[3 * QRAFT_CONF_NODES_MAX];
+  size_t others_n = 0;
+  const qraft_id *lists[3] = {conf.voters, conf.learners, conf.learners_next};
+  uint32_t ns[3] = {conf.voters_n, conf.learners_n, conf.learners_next_n};
+  for (int l = 0; l < 3; l++) {
+    for (uint32_t i = 0; i < ns[l]; i++) {
+      bool dup = lists[l][i] == n->id;
+      for (size_t j = 0; j < others_n && !dup; j++) {
+        dup = others[j] == lists[l][i];
+      }
+      if (!dup) {
+        others[others_n++] = lists[l][i];
+      }
+    }
+  }
+  qraft_entry add[3 * QRAFT_CONF_NODES_MAX + 2];
   size_t k = 0;
   uint64_t index = last_index;
-  bool joint = conf.voters_outgoing_n > 0;
-  if (joint) {
+  if (conf.voters_outgoing_n > 0) {
     rv = force_entry(true, 0, 0, NULL, 0, ++index, term, &add[k]);
     k += rv == 0;
-    /* leaving: the incoming voters stay; learners_next become learners */
-    for (uint32_t i = 0; i < conf.learners_next_n && rv == 0; i++) {
-      conf.learners[conf.learners_n++] = conf.learners_next[i];
-    }
   }
   if (rv == 0 && !conf_list_has(conf.voters, conf.voters_n, n->id)) {
     uint8_t ctx[QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19];
@@ -577,19 +602,10 @@ int qraft_node_force_new_cluster(qraft_node *n, qraft_conf_state *was,
                      term, &add[k]);
     k += rv == 0;
   }
-  for (uint32_t i = 0; i < conf.voters_n && rv == 0; i++) {
-    if (conf.voters[i] != n->id) {
-      rv = force_entry(false, QRAFT_CONF_REMOVE_NODE, conf.voters[i], NULL, 0,
-                       ++index, term, &add[k]);
-      k += rv == 0;
-    }
-  }
-  for (uint32_t i = 0; i < conf.learners_n && rv == 0; i++) {
-    if (conf.learners[i] != n->id) {
-      rv = force_entry(false, QRAFT_CONF_REMOVE_NODE, conf.learners[i], NULL,
-                       0, ++index, term, &add[k]);
-      k += rv == 0;
-    }
+  for (size_t i = 0; i < others_n && rv == 0; i++) {
+    rv = force_entry(false, QRAFT_CONF_REMOVE_NODE, others[i], NULL, 0,
+                     ++index, term, &add[k]);
+    k += rv == 0;
   }
   if (rv == 0) {
     /* everything this node holds is committed: the entries it kept and the
