@@ -17,7 +17,10 @@
 #include "qraft_wire.pb-c.h"
 
 #include <qraft/core.h>
+#include <qraft/relay.h>
 #include <qraft/varint.h>
+
+#include <netinet/in.h>
 #include <qraft/wire.h>
 
 #include <cstdint>
@@ -970,6 +973,94 @@ int main() {
                       RC_ASSERT(bytesOf(b->context) == vm.context);
                     }
                   });
+
+  ok &= rc::check(
+      "Relay frames: every layout round trips with the shortest varints; "
+      "random bytes decode to a frame that encodes back or to a refusal",
+      [] {
+        qraft_relay_frame f{};
+        static const uint64_t types[] = {
+            QRAFT_RELAY_SEND,       QRAFT_RELAY_SEND_BATCH, QRAFT_RELAY_RECV,
+            QRAFT_RELAY_RECV_BATCH, QRAFT_RELAY_PEER_GONE,  QRAFT_RELAY_PING,
+            QRAFT_RELAY_PONG,       QRAFT_RELAY_HEALTH,     QRAFT_RELAY_RESTARTING,
+            QRAFT_RELAY_STATUS,     QRAFT_RELAY_OBSERVED_ADDR, 14, 64, 20000};
+        f.type = *rc::gen::elementOf(std::vector<uint64_t>(
+            std::begin(types), std::end(types)));
+        Bytes data = *rc::gen::container<Bytes>(rc::gen::arbitrary<uint8_t>());
+        if (f.type == QRAFT_RELAY_HEALTH) {
+          for (auto &c : data) c &= 0x7f; /* ASCII is UTF-8 */
+        }
+        if (data.empty() && f.type >= QRAFT_RELAY_SEND &&
+            f.type <= QRAFT_RELAY_RECV_BATCH) {
+          data.push_back(1);
+        }
+        f.data = data.data();
+        f.data_len = data.size();
+        for (auto &b : f.peer.bytes) b = *rc::gen::arbitrary<uint8_t>();
+        f.ecn = *rc::gen::inRange<uint8_t>(0, 4);
+        f.segment = *rc::gen::inRange<uint16_t>(1, 65535);
+        for (auto &b : f.ping) b = *rc::gen::arbitrary<uint8_t>();
+        f.reconnect_in_ms = *rc::gen::arbitrary<uint32_t>();
+        f.try_for_ms = *rc::gen::arbitrary<uint32_t>();
+        f.status = *rc::gen::inRange<uint8_t>(0, 2);
+        if (*rc::gen::arbitrary<bool>()) {
+          auto *a = reinterpret_cast<sockaddr_in *>(&f.addr);
+          a->sin_family = AF_INET;
+          a->sin_port = *rc::gen::arbitrary<uint16_t>();
+          a->sin_addr.s_addr = *rc::gen::arbitrary<uint32_t>();
+        } else {
+          auto *a = reinterpret_cast<sockaddr_in6 *>(&f.addr);
+          a->sin6_family = AF_INET6;
+          a->sin6_port = *rc::gen::arbitrary<uint16_t>();
+          for (auto &b : a->sin6_addr.s6_addr) b = *rc::gen::arbitrary<uint8_t>();
+        }
+        size_t n = qraft_relay_frame_size(&f);
+        RC_ASSERT(n > 0);
+        Bytes out(n);
+        RC_ASSERT(qraft_relay_frame_encode(&f, out.data()) == n);
+        qraft_relay_frame g{};
+        size_t used = 0;
+        RC_ASSERT(qraft_relay_frame_decode(out.data(), n, &g, &used, nullptr) == 0);
+        RC_ASSERT(used == n);
+        RC_ASSERT(g.type == f.type);
+        bool dgram = f.type >= QRAFT_RELAY_SEND && f.type <= QRAFT_RELAY_RECV_BATCH;
+        bool batch = f.type == QRAFT_RELAY_SEND_BATCH || f.type == QRAFT_RELAY_RECV_BATCH;
+        if (dgram || f.type == QRAFT_RELAY_PEER_GONE) {
+          RC_ASSERT(std::memcmp(g.peer.bytes, f.peer.bytes, 32) == 0);
+        }
+        if (dgram) RC_ASSERT(g.ecn == f.ecn);
+        if (batch) RC_ASSERT(g.segment == f.segment);
+        if (f.type == QRAFT_RELAY_PING || f.type == QRAFT_RELAY_PONG) {
+          RC_ASSERT(std::memcmp(g.ping, f.ping, 8) == 0);
+        }
+        if (f.type == QRAFT_RELAY_RESTARTING) {
+          RC_ASSERT(g.reconnect_in_ms == f.reconnect_in_ms &&
+                    g.try_for_ms == f.try_for_ms);
+        }
+        if (f.type == QRAFT_RELAY_STATUS) RC_ASSERT(g.status == f.status);
+        if (f.type == QRAFT_RELAY_OBSERVED_ADDR) {
+          RC_ASSERT(std::memcmp(&g.addr, &f.addr, sizeof f.addr) == 0);
+        } else if (dgram || f.type == QRAFT_RELAY_HEALTH || f.type > 13) {
+          RC_ASSERT(Bytes(g.data, g.data + g.data_len) == data);
+        }
+        // the same bytes with trailing garbage: the frame, then the rest
+        Bytes more = out;
+        Bytes tail = *rc::gen::container<Bytes>(rc::gen::arbitrary<uint8_t>());
+        more.insert(more.end(), tail.begin(), tail.end());
+        RC_ASSERT(qraft_relay_frame_decode(more.data(), more.size(), &g, &used,
+                                           nullptr) == 0);
+        RC_ASSERT(used == n);
+        // random bytes: a refusal, or a frame that encodes back
+        Bytes junk = *rc::gen::container<Bytes>(rc::gen::arbitrary<uint8_t>());
+        int rv = qraft_relay_frame_decode(junk.data(), junk.size(), &g, &used,
+                                          nullptr);
+        RC_ASSERT(rv == 0 || rv == QRAFT_ETRUNCATED || rv == QRAFT_EMALFORMED ||
+                  rv == QRAFT_ELIMIT);
+        if (rv == 0) {
+          size_t m = qraft_relay_frame_size(&g);
+          RC_ASSERT(m > 0 && m <= used && used <= junk.size());
+        }
+      });
 
   if (!ok) {
     std::fprintf(stderr, "prop_wire: a property failed; the RC_PARAMS line "

@@ -1,0 +1,123 @@
+/*
+ * The relay protocol's frames (issue "Dial by node id from anywhere"; the
+ * relay server and the path layer that use them come later).
+ *
+ * A client and its relay speak over one bidirectional QUIC stream of the
+ * ALPN QRAFT_RELAY_ALPN: the handshake's raw public keys already prove the
+ * client's node id, so there is no handshake of frames. The stream carries
+ * frames, each
+ *
+ *   type (QUIC varint) | length of the payload (QUIC varint) | payload
+ *
+ * with iroh-relay's frame numbers and payload layouts where they fit
+ * (iroh 0.91 `iroh-relay/src/protos/relay.rs`; ../shared/research/
+ * iroh-connectivity.md), and one frame of ours:
+ *
+ *   type  frame              payload
+ *   4     SEND               destination id 32, ECN 1, datagram
+ *   5     SEND_BATCH         destination id 32, ECN 1, segment size u16 BE,
+ *                            datagrams of that size (the last may be shorter)
+ *   6     RECV               source id 32, ECN 1, datagram
+ *   7     RECV_BATCH         source id 32, ECN 1, segment size u16 BE, ...
+ *   8     PEER_GONE          id 32 (a peer we sent to is not connected)
+ *   9     PING               8 bytes, echoed by
+ *   10    PONG               8 bytes
+ *   11    HEALTH             UTF-8 text (a problem the relay reports)
+ *   12    RESTARTING         reconnect in (ms) u32 BE, try for (ms) u32 BE
+ *   13    STATUS             1 byte: 0 healthy, 1 this id is connected
+ *                            elsewhere (this connection gets nothing more)
+ *   63    OBSERVED_ADDR      (ours) the address the relay sees the client
+ *                            from: family 4 or 6, the address (4 or 16
+ *                            bytes), port u16 BE
+ *
+ * Datagrams are at most QRAFT_RELAY_DATAGRAM_MAX bytes (a batch's whole
+ * run too); a frame's payload at most QRAFT_RELAY_PAYLOAD_MAX. A frame of
+ * another type decodes as itself with its payload in `data`, so that a
+ * peer may skip what it does not know. Varints may be of any of QUIC's
+ * four lengths on input; we write the shortest.
+ */
+#ifndef QRAFT_RELAY_H
+#define QRAFT_RELAY_H
+
+#include <qraft/error.h>
+#include <qraft/transport.h>
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QRAFT_RELAY_ALPN "qraft/relay/1"
+#define QRAFT_RELAY_DATAGRAM_MAX 65536u
+#define QRAFT_RELAY_PAYLOAD_MAX (QRAFT_RELAY_DATAGRAM_MAX + 64u)
+/* type and length, at most */
+#define QRAFT_RELAY_HEADER_MAX 16u
+
+typedef enum qraft_relay_frame_type {
+  QRAFT_RELAY_SEND = 4,
+  QRAFT_RELAY_SEND_BATCH = 5,
+  QRAFT_RELAY_RECV = 6,
+  QRAFT_RELAY_RECV_BATCH = 7,
+  QRAFT_RELAY_PEER_GONE = 8,
+  QRAFT_RELAY_PING = 9,
+  QRAFT_RELAY_PONG = 10,
+  QRAFT_RELAY_HEALTH = 11,
+  QRAFT_RELAY_RESTARTING = 12,
+  QRAFT_RELAY_STATUS = 13,
+  QRAFT_RELAY_OBSERVED_ADDR = 63,
+} qraft_relay_frame_type;
+
+#define QRAFT_RELAY_STATUS_HEALTHY 0u
+#define QRAFT_RELAY_STATUS_SAME_ID_ELSEWHERE 1u
+
+typedef struct qraft_relay_frame {
+  uint64_t type; /* a qraft_relay_frame_type, or another number */
+  /* SEND*, RECV*: the other end; PEER_GONE: the peer */
+  qraft_node_id peer;
+  uint8_t ecn;      /* SEND*, RECV*: the datagram's ECN bits (0..3) */
+  uint16_t segment; /* *_BATCH: the size of each datagram but the last */
+  /* SEND*, RECV*: the datagram(s); HEALTH: the text; another type: its
+   * payload. Points into the decoded bytes (or the caller's, to encode). */
+  const uint8_t *data;
+  size_t data_len;
+  uint8_t ping[8];                 /* PING, PONG */
+  uint32_t reconnect_in_ms;        /* RESTARTING */
+  uint32_t try_for_ms;             /* RESTARTING */
+  uint8_t status;                  /* STATUS */
+  struct sockaddr_storage addr;    /* OBSERVED_ADDR (AF_INET or AF_INET6) */
+} qraft_relay_frame;
+
+/* The encoded size of `f` (header included), or 0 if `f` cannot be
+ * encoded (a field out of range: see qraft_relay_frame_decode's checks). */
+size_t qraft_relay_frame_size(const qraft_relay_frame *f);
+
+/* Writes `f` at `out` (room for qraft_relay_frame_size(f) bytes); returns
+ * the bytes written, or 0 as qraft_relay_frame_size. */
+size_t qraft_relay_frame_encode(const qraft_relay_frame *f, uint8_t *out);
+
+/*
+ * Decodes the frame at the start of data[0..len). Returns 0 with the frame
+ * in *f (pointing into `data`) and its size in *used, or:
+ *   QRAFT_ETRUNCATED  the bytes end inside the frame (read more: *used is
+ *                     then the frame's size when its header is complete,
+ *                     else 0);
+ *   QRAFT_ELIMIT      a payload longer than QRAFT_RELAY_PAYLOAD_MAX (close
+ *                     the stream: the sender breaks the protocol);
+ *   QRAFT_EMALFORMED  a known frame whose payload does not fit its layout.
+ * `err` (may be NULL) says where and why.
+ */
+int qraft_relay_frame_decode(const uint8_t *data, size_t len,
+                             qraft_relay_frame *f, size_t *used,
+                             qraft_err *err);
+
+/* "SEND", "PING", ... or "UNKNOWN". */
+const char *qraft_relay_frame_name(uint64_t type);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
