@@ -5,7 +5,9 @@
  */
 #include "cmocka_all.h"
 
+#include <qraft/core.h>
 #include <qraft/node.h>
+#include <qraft/storage.h>
 
 #include "storage/fault.h"
 
@@ -822,6 +824,108 @@ static void a_survivor_forced_into_a_new_cluster_keeps_its_log(void **st) {
   cluster_free(3);
 }
 
+/* A node whose log ends in a joint configuration (A, B, C leaving for A,
+ * B, D, left explicitly) is forced into a cluster of one: the changes
+ * leave the joint configuration, then remove B and D; the configuration as
+ * of the whole log is then A alone, every entry committed. */
+static void forcing_from_a_joint_configuration_leaves_it_first(void **st) {
+  (void)st;
+  qraft_secret_key keys[4];
+  qraft_id ids[4];
+  qraft_conf_change ccs[3];
+  uint8_t ctx[3][QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19];
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(qraft_secret_key_generate(&keys[i]), 0);
+    ids[i] = qraft_node_raft_id(&keys[i].public_key);
+  }
+  for (int i = 0; i < 3; i++) {
+    ccs[i] = (qraft_conf_change){.change_type = QRAFT_CONF_ADD_NODE,
+                                 .node_id = ids[i],
+                                 .context = {.data = ctx[i], .len = 0}};
+  }
+  qraft_entry es[4];
+  qraft_err err;
+  qraft_err_init(&err, 0);
+  assert_int_equal(qraft_core_bootstrap_entries(ccs, 3, es, &err), 0);
+  qraft_conf_change_v2 v2 = {.transition = QRAFT_CONF_TRANSITION_EXPLICIT,
+                             .changes_n = 2};
+  v2.changes[0] = (qraft_conf_change_single){QRAFT_CONF_ADD_NODE, ids[3]};
+  v2.changes[1] = (qraft_conf_change_single){QRAFT_CONF_REMOVE_NODE, ids[2]};
+  qraft_buf *b = qraft_buf_new(qraft_conf_change_v2_size(&v2));
+  b->len = qraft_conf_change_v2_encode(&v2, b->data);
+  es[3] = (qraft_entry){.type = QRAFT_ENTRY_CONF_CHANGE_V2, .term = 1,
+                        .index = 4,
+                        .data = {.data = b->data, .len = b->len, .owner = b}};
+  qraft_storage *store = NULL;
+  assert_int_equal(qraft_storage_mem_new(&store), 0);
+  qraft_hard_state hs = {.term = 1, .commit = 4};
+  qraft_storage_write w = {.entries = es, .entries_n = 4, .hard_state = &hs};
+  assert_int_equal(qraft_storage_write_sync(store, &w, &err), 0);
+  for (int i = 0; i < 4; i++) {
+    qraft_slice_release(&es[i].data);
+  }
+
+  sm state;
+  memset(&state, 0, sizeof state);
+  pthread_mutex_init(&state.mu, NULL);
+  qraft_node_config cfg;
+  qraft_node_config_default(&cfg);
+  cfg.storage = store;
+  cfg.storage_borrowed = true;
+  cfg.key = &keys[0];
+  cfg.cluster_id = 77;
+  cfg.bind_n = 1;
+  struct sockaddr_in *a = (struct sockaddr_in *)&cfg.bind[0];
+  a->sin_family = AF_INET;
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cfg.sm = &sm_ops;
+  cfg.sm_ud = &state;
+  qraft_node *node = NULL;
+  assert_int_equal(qraft_node_new(&cfg, &node, &err), 0);
+  qraft_conf_state was;
+  uint64_t last = 0;
+  int rv = qraft_node_force_new_cluster(node, &was, &last, &err);
+  if (rv != 0) {
+    qraft_err_print(&err, stderr);
+  }
+  assert_int_equal(rv, 0);
+  assert_int_equal(was.voters_outgoing_n, 3); /* it was joint */
+  assert_int_equal(was.voters_n, 3);
+  assert_int_equal(last, 4 + 1 + 2); /* leave, remove B, remove D */
+  qraft_node_free(node);
+
+  /* the log as a restart reads it: everything committed, A alone */
+  qraft_storage_state ss;
+  assert_int_equal(qraft_storage_state_get(store, &ss, &err), 0);
+  assert_int_equal(ss.last_index, 7);
+  assert_int_equal(ss.hard_state.commit, 7);
+  qraft_entry all[7];
+  size_t got = 0;
+  assert_int_equal(qraft_storage_entries(store, 1, 8, UINT64_MAX, all, 7, &got,
+                                         &err),
+                   0);
+  assert_int_equal(got, 7);
+  assert_int_equal(all[4].type, QRAFT_ENTRY_CONF_CHANGE_V2); /* leave */
+  assert_int_equal(all[5].type, QRAFT_ENTRY_CONF_CHANGE);
+  assert_int_equal(all[6].type, QRAFT_ENTRY_CONF_CHANGE);
+  qraft_core_config cc;
+  qraft_core_config_default(&cc);
+  cc.id = ids[0];
+  qraft_core_restore rs = {.hard_state = ss.hard_state, .entries = all,
+                           .entries_n = 7, .applied = 7};
+  qraft_core *core = NULL;
+  assert_int_equal(qraft_core_new(&cc, &rs, &core, &err), 0);
+  const qraft_conf_state *cs = qraft_core_conf_state(core);
+  assert_int_equal(cs->voters_n, 1);
+  assert_int_equal(cs->voters[0], ids[0]);
+  assert_int_equal(cs->voters_outgoing_n, 0);
+  assert_int_equal(cs->learners_n, 0);
+  assert_int_equal(cs->learners_next_n, 0);
+  qraft_core_free(core);
+  qraft_storage_entries_release(all, got);
+  qraft_storage_close(store);
+}
+
 static void bad_configurations_are_refused(void **st) {
   (void)st;
   qraft_node_config cfg;
@@ -846,6 +950,7 @@ int main(void) {
           a_new_member_catches_up_through_a_snapshot_and_one_is_removed),
       cmocka_unit_test(leadership_moves_on_request),
       cmocka_unit_test(a_survivor_forced_into_a_new_cluster_keeps_its_log),
+      cmocka_unit_test(forcing_from_a_joint_configuration_leaves_it_first),
       cmocka_unit_test_teardown(a_full_log_holds_writes_until_there_is_room,
                                 faults_teardown),
       cmocka_unit_test_teardown(
