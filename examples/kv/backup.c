@@ -33,39 +33,30 @@
 #include <time.h>
 #include <unistd.h>
 
-static void le_put(uint8_t *p, uint64_t v, int n) {
-  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint64_t le_get(const uint8_t *p, int n) {
-  uint64_t v = 0;
-  for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
 void kv_backup_header(uint8_t out[KV_BACKUP_HEADER_BYTES], uint64_t cluster_id,
                       uint64_t index, uint64_t created) {
   memset(out, 0, KV_BACKUP_HEADER_BYTES);
   memcpy(out, "QRKVBAK", 8);
-  le_put(out + 8, KV_BACKUP_FORMAT, 4);
-  le_put(out + 16, cluster_id, 8);
-  le_put(out + 24, index, 8);
-  le_put(out + 32, created, 8);
+  kv_le_put(out + 8, KV_BACKUP_FORMAT, 4);
+  kv_le_put(out + 16, cluster_id, 8);
+  kv_le_put(out + 24, index, 8);
+  kv_le_put(out + 32, created, 8);
 }
 
 void kv_backup_trailer(uint8_t out[KV_BACKUP_TRAILER_BYTES],
                        uint64_t state_bytes, uint64_t digest, uint32_t crc) {
   memset(out, 0, KV_BACKUP_TRAILER_BYTES);
   memcpy(out, "QRKVEND", 8);
-  le_put(out + 8, state_bytes, 8);
-  le_put(out + 16, digest, 8);
-  le_put(out + 24, crc, 4);
+  kv_le_put(out + 8, state_bytes, 8);
+  kv_le_put(out + 16, digest, 8);
+  kv_le_put(out + 24, crc, 4);
 }
 
 void kv_state_scan_init(kv_state_scan *sc, uint64_t index) {
   memset(sc, 0, sizeof *sc);
   sc->index = index;
   sc->need = 12; /* the state's own header first */
-  sc->digest = 0xcbf29ce484222325ull;
+  sc->digest = KV_FNV_OFFSET;
 }
 
 void kv_state_scan_feed(kv_state_scan *sc, const uint8_t *p, size_t n) {
@@ -73,9 +64,7 @@ void kv_state_scan_feed(kv_state_scan *sc, const uint8_t *p, size_t n) {
     if (sc->skip > 0) {
       size_t k = n - i < sc->skip ? n - i : (size_t)sc->skip;
       if (sc->hashing) {
-        for (size_t j = 0; j < k; j++) {
-          sc->digest = (sc->digest ^ p[i + j]) * 0x100000001b3ull;
-        }
+        sc->digest = kv_fnv(sc->digest, p + i, k);
       }
       sc->skip -= k;
       i += k;
@@ -88,13 +77,13 @@ void kv_state_scan_feed(kv_state_scan *sc, const uint8_t *p, size_t n) {
     sc->h[sc->h_n++] = p[i++];
     if (sc->h_n < sc->need) continue;
     if (sc->stage == 0) {
-      if (le_get(sc->h, 4) != 0x514b5631u || le_get(sc->h + 4, 8) > sc->index) {
+      if (kv_le_get(sc->h, 4) != KV_SNAP_MAGIC || kv_le_get(sc->h + 4, 8) > sc->index) {
         sc->bad = true;
       }
       sc->stage = 1;
       sc->need = 9;
     } else if (sc->h[0] == 0xff) {
-      sc->bad = le_get(sc->h + 1, 4) != 0 || le_get(sc->h + 5, 4) != 0;
+      sc->bad = kv_le_get(sc->h + 1, 4) != 0 || kv_le_get(sc->h + 5, 4) != 0;
       sc->stage = 2;
     } else if (sc->h[0] > 1) {
       sc->bad = true;
@@ -102,11 +91,9 @@ void kv_state_scan_feed(kv_state_scan *sc, const uint8_t *p, size_t n) {
       sc->hashing = sc->h[0] == 0;
       if (sc->hashing) {
         sc->keys++;
-        for (int j = 1; j < 9; j++) {
-          sc->digest = (sc->digest ^ sc->h[j]) * 0x100000001b3ull;
-        }
+        sc->digest = kv_fnv(sc->digest, sc->h + 1, 8); /* the lengths */
       }
-      sc->skip = le_get(sc->h + 1, 4) + le_get(sc->h + 5, 4);
+      sc->skip = kv_le_get(sc->h + 1, 4) + kv_le_get(sc->h + 5, 4);
     }
     sc->h_n = 0;
   }
@@ -153,16 +140,16 @@ int kv_backup_verify(const char *path, kv_backup_info *info, char *msg,
     snprintf(msg, n, "%s: not a qraft-kv backup (no header)", path);
     goto out;
   }
-  info->format = (uint32_t)le_get(h + 8, 4);
+  info->format = (uint32_t)kv_le_get(h + 8, 4);
   if (info->format != KV_BACKUP_FORMAT) {
     snprintf(msg, n,
              "%s: backup format %u; this qraft-kv reads format %u", path,
              info->format, KV_BACKUP_FORMAT);
     goto out;
   }
-  info->cluster_id = le_get(h + 16, 8);
-  info->index = le_get(h + 24, 8);
-  info->created = le_get(h + 32, 8);
+  info->cluster_id = kv_le_get(h + 16, 8);
+  info->index = kv_le_get(h + 24, 8);
+  info->created = kv_le_get(h + 32, 8);
   uint64_t state_bytes = (uint64_t)st.st_size - KV_BACKUP_HEADER_BYTES -
                          KV_BACKUP_TRAILER_BYTES;
   if (pread(fd, t, sizeof t, st.st_size - (off_t)sizeof t) != (ssize_t)sizeof t ||
@@ -171,11 +158,11 @@ int kv_backup_verify(const char *path, kv_backup_info *info, char *msg,
              path);
     goto out;
   }
-  if (le_get(t + 8, 8) != state_bytes) {
+  if (kv_le_get(t + 8, 8) != state_bytes) {
     snprintf(msg, n,
              "%s: truncated or corrupt backup (its trailer says %" PRIu64
              " bytes of state, the file holds %" PRIu64 ")",
-             path, le_get(t + 8, 8), state_bytes);
+             path, kv_le_get(t + 8, 8), state_bytes);
     goto out;
   }
   /* the CRC over the header and the state, and the records one by one */
@@ -201,11 +188,11 @@ int kv_backup_verify(const char *path, kv_backup_info *info, char *msg,
     kv_state_scan_feed(&sc, buf, want);
   }
   free(buf);
-  if (!sc.bad && crc != (uint32_t)le_get(t + 24, 4)) {
+  if (!sc.bad && crc != (uint32_t)kv_le_get(t + 24, 4)) {
     snprintf(msg, n,
              "%s: corrupt backup: checksum mismatch (CRC-32C %08x, the "
              "trailer says %08x)",
-             path, crc, (unsigned)le_get(t + 24, 4));
+             path, crc, (unsigned)kv_le_get(t + 24, 4));
     goto out;
   }
   if (!kv_state_scan_done(&sc)) {
@@ -213,11 +200,11 @@ int kv_backup_verify(const char *path, kv_backup_info *info, char *msg,
              path);
     goto out;
   }
-  if (sc.digest != le_get(t + 16, 8)) {
+  if (sc.digest != kv_le_get(t + 16, 8)) {
     snprintf(msg, n,
              "%s: corrupt backup: the keys' digest is %016" PRIx64
              ", the trailer says %016" PRIx64,
-             path, sc.digest, le_get(t + 16, 8));
+             path, sc.digest, kv_le_get(t + 16, 8));
     goto out;
   }
   info->state_bytes = state_bytes;
@@ -283,15 +270,12 @@ static int restore_usage(void) {
  * members' keys, never 0 nor the old id. */
 static uint64_t new_cluster_id(const kv_backup_info *info,
                                const qraft_node_addr *m, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
   uint8_t b[16];
-  le_put(b, info->cluster_id, 8);
-  le_put(b + 8, info->index, 8);
-  for (size_t i = 0; i < sizeof b; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+  kv_le_put(b, info->cluster_id, 8);
+  kv_le_put(b + 8, info->index, 8);
+  uint64_t h = kv_fnv(KV_FNV_OFFSET, b, sizeof b);
   for (size_t k = 0; k < n; k++) {
-    for (size_t i = 0; i < sizeof m[k].id.bytes; i++) {
-      h = (h ^ m[k].id.bytes[i]) * 0x100000001b3ull;
-    }
+    h = kv_fnv(h, m[k].id.bytes, sizeof m[k].id.bytes);
   }
   if (h == 0 || h == info->cluster_id) h ^= 0x5bd1e995ull;
   return h;

@@ -25,7 +25,7 @@
 
 /* ---- HTTP ---- */
 
-static int wait_fd(int fd, short ev, uint64_t deadline_ns) {
+int kv_wait_fd(int fd, short ev, uint64_t deadline_ns) {
   for (;;) {
     uint64_t now = kv_now_ns();
     if (now >= deadline_ns) return 0;
@@ -46,7 +46,7 @@ static int http_connect(const char *hp, uint64_t deadline) {
   socklen_t sl = sa.ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                          : sizeof(struct sockaddr_in6);
   if (connect(fd, (struct sockaddr *)&sa, sl) != 0) {
-    if (errno != EINPROGRESS || wait_fd(fd, POLLOUT, deadline) != 1) {
+    if (errno != EINPROGRESS || kv_wait_fd(fd, POLLOUT, deadline) != 1) {
       close(fd);
       return -1;
     }
@@ -108,7 +108,7 @@ static ssize_t sock_recv(kv_sock *k, void *p, size_t n) {
 
 static int sock_wait(kv_sock *k, short ev, uint64_t deadline) {
   if (k->tls != NULL && ev == POLLIN && kv_tls_pending(k->tls)) return 1;
-  return wait_fd(k->fd, ev, deadline);
+  return kv_wait_fd(k->fd, ev, deadline);
 }
 
 /* "http://host:port[/...]" or "https://..." into "host:port"; *tls says

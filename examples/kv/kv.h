@@ -184,6 +184,26 @@ int kv_data_meta_read(const char *dir, uint32_t *format, uint64_t *cluster,
 int kv_data_meta_write(const char *dir, uint64_t cluster, char *msg,
                        size_t n);
 
+/* ---- small shared pieces: little-endian integers, FNV-1a ---- */
+
+/* The state machine's snapshot stream starts with this magic ("QKV1"). */
+#define KV_SNAP_MAGIC 0x514b5631u
+#define KV_FNV_OFFSET 0xcbf29ce484222325ull
+
+static inline void kv_le_put(uint8_t *p, uint64_t v, int n) {
+  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint64_t kv_le_get(const uint8_t *p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+/* FNV-1a over n more bytes (the digest of GET /v1/digest, backups, ...). */
+static inline uint64_t kv_fnv(uint64_t h, const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
 /* ---- backups (backup.c: the file format) ---- */
 
 #define KV_BACKUP_FORMAT 1u
@@ -252,5 +272,8 @@ int kv_http_request(const char *url, const char *method, const char *path,
 int kv_parse_hostport(const char *text, struct sockaddr_storage *out);
 
 uint64_t kv_now_ns(void);
+/* Waits until fd is ready for `events` (poll's): 1, or 0 at the deadline
+ * (kv_now_ns's clock), or -1. */
+int kv_wait_fd(int fd, short events, uint64_t deadline_ns);
 
 #endif

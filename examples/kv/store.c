@@ -44,7 +44,6 @@
 #include <unistd.h>
 #include <time.h>
 
-#define KV_SNAP_MAGIC 0x514b5631u /* "QKV1" */
 /* A restore commits every this many bytes: LMDB keeps a write
  * transaction's dirty pages in memory, so one transaction would hold the
  * whole state (up to 512 MiB before it spills). */
@@ -106,27 +105,10 @@ struct kv_store {
   kv_counters ctr;
 };
 
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) {
-    p[i] = (uint8_t)(v >> (8 * i));
-  }
-}
-static uint64_t get_u64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) {
-    v = (v << 8) | p[i];
-  }
-  return v;
-}
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) {
-    p[i] = (uint8_t)(v >> (8 * i));
-  }
-}
-static uint32_t get_u32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
-}
+static void put_u64(uint8_t *p, uint64_t v) { kv_le_put(p, v, 8); }
+static uint64_t get_u64(const uint8_t *p) { return kv_le_get(p, 8); }
+static void put_u32(uint8_t *p, uint32_t v) { kv_le_put(p, v, 4); }
+static uint32_t get_u32(const uint8_t *p) { return (uint32_t)kv_le_get(p, 4); }
 
 /* ---- command codec: op, cmp, klen u32, vlen u32, elen u32, erev u64,
  * key, value, expected ---- */
@@ -222,11 +204,7 @@ static int key_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl) {
 }
 
 static uint64_t ov_hash(uint8_t db, const uint8_t *k, size_t kl) {
-  uint64_t h = 0xcbf29ce484222325ULL ^ db;
-  for (size_t i = 0; i < kl; i++) {
-    h = (h ^ k[i]) * 0x100000001b3ULL;
-  }
-  return h;
+  return kv_fnv(KV_FNV_OFFSET ^ db, k, kl);
 }
 
 static ov_ent *ov_find(const ov_table *t, uint8_t db, const uint8_t *k,
@@ -1639,13 +1617,9 @@ static bool digest_fn(void *ud, const MDB_val *k, const MDB_val *v) {
   uint8_t lens[8];
   put_u32(lens, (uint32_t)k->mv_size);
   put_u32(lens + 4, (uint32_t)v->mv_size);
-  const MDB_val parts[3] = {{8, lens}, *k, *v};
-  for (int p = 0; p < 3; p++) {
-    const uint8_t *q = parts[p].mv_data;
-    for (size_t i = 0; i < parts[p].mv_size; i++) {
-      de->h = (de->h ^ q[i]) * 0x100000001b3ULL;
-    }
-  }
+  de->h = kv_fnv(de->h, lens, 8);
+  de->h = kv_fnv(de->h, k->mv_data, k->mv_size);
+  de->h = kv_fnv(de->h, v->mv_data, v->mv_size);
   de->n++;
   return true;
 }
@@ -1660,7 +1634,7 @@ int kv_store_digest(kv_store *s, uint64_t *digest, uint64_t *keys,
     *applied = v.applied;
   }
   if (digest != NULL) {
-    digest_each de = {.h = 0xcbf29ce484222325ULL};
+    digest_each de = {.h = KV_FNV_OFFSET};
     view_each(&v, s->kv, NULL, 0, digest_fn, &de);
     *digest = de.h;
     if (keys != NULL) *keys = de.n;

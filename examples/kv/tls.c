@@ -72,15 +72,8 @@ static int tls_setup_locked(const char *cacert, const char *cert,
 }
 
 static int tls_wait(int fd, gnutls_session_t s, uint64_t deadline) {
-  short ev = gnutls_record_get_direction(s) ? POLLOUT : POLLIN;
-  for (;;) {
-    uint64_t now = kv_now_ns();
-    if (now >= deadline) return 0;
-    struct pollfd p = {.fd = fd, .events = ev};
-    int rv = poll(&p, 1, (int)((deadline - now) / 1000000) + 1);
-    if (rv > 0) return 1;
-    if (rv < 0 && errno != EINTR) return -1;
-  }
+  return kv_wait_fd(fd, gnutls_record_get_direction(s) ? POLLOUT : POLLIN,
+                    deadline);
 }
 
 void *kv_tls_client_open(int fd, const char *host, uint64_t deadline,
