@@ -63,6 +63,7 @@ void qraft__node_publish_status(qraft_node *n) {
   }
   qraft_progress_info prs[QRAFT_NODE_MEMBERS_MAX * 2];
   size_t prs_n = qraft_core_progress(n->core, prs, QRAFT_NODE_MEMBERS_MAX * 2);
+  uint64_t now = qraft_env_now_ns(n->env);
   for (uint32_t i = 0; i < n->members_n && s.members_n < QRAFT_NODE_MEMBERS_MAX;
        i++) {
     node_member *m = &n->members[i];
@@ -82,9 +83,8 @@ void qraft__node_publish_status(qraft_node *n) {
     ms->voter = voter;
     ms->learner = !voter;
     ms->heard_ms = m->id == n->id ? 0
-                   : m->heard_ns == 0
-                       ? UINT64_MAX
-                       : (qraft_env_now_ns(n->env) - m->heard_ns) / 1000000u;
+                   : m->heard_ns == 0 ? UINT64_MAX
+                                      : (now - m->heard_ns) / 1000000u;
     for (size_t k = 0; k < prs_n && k < QRAFT_NODE_MEMBERS_MAX * 2; k++) {
       if (prs[k].id == m->id) {
         ms->match = prs[k].match;
