@@ -1,6 +1,8 @@
 /*
- * The relay protocol's frames (issue "Dial by node id from anywhere"; the
- * relay server and the path layer that use them come later).
+ * The relay protocol: its frames, and the relay server (qraft-relay) that
+ * forwards datagrams between clients named by their node ids. The client
+ * side is the endpoint's path layer (qraft_endpoint_config.relays; see
+ * docs/connectivity.md).
  *
  * A client and its relay speak over one bidirectional QUIC stream of the
  * ALPN QRAFT_RELAY_ALPN: the handshake's raw public keys already prove the
@@ -115,6 +117,106 @@ int qraft_relay_frame_decode(const uint8_t *data, size_t len,
 
 /* "SEND", "PING", ... or "UNKNOWN". */
 const char *qraft_relay_frame_name(uint64_t type);
+
+/* Reads frames off a stream that arrives in pieces: holds the start of a
+ * frame that is not complete yet (at most one frame's bytes). Zero it to
+ * start; free it with qraft_relay_reader_free. */
+typedef struct qraft_relay_reader {
+  uint8_t *buf;
+  size_t len, cap;
+} qraft_relay_reader;
+
+/* Called for each frame; a nonzero return stops the reader and is returned
+ * by qraft_relay_reader_feed. `f` points into bytes valid only during the
+ * call. */
+typedef int (*qraft_relay_frame_cb)(void *ud, const qraft_relay_frame *f);
+
+/*
+ * Feeds the next `len` bytes of the stream: calls `cb` for every frame they
+ * complete, in order, and keeps the rest.
+ * Returns 0, the callback's nonzero return, or one of these negative codes:
+ * QRAFT_ELIMIT, QRAFT_EMALFORMED (as qraft_relay_frame_decode: the peer
+ * broke the protocol), -ENOMEM.
+ */
+int qraft_relay_reader_feed(qraft_relay_reader *r, const uint8_t *data,
+                            size_t len, qraft_relay_frame_cb cb, void *ud,
+                            qraft_err *err);
+void qraft_relay_reader_free(qraft_relay_reader *r);
+
+/* ---- The relay server ----
+ *
+ * Serves QRAFT_RELAY_ALPN on an endpoint of its own (register nothing else
+ * of that ALPN on it). Every client connection is served; the client's id
+ * is its key, proven by the handshake. Who may connect is the endpoint's
+ * authorization hook (open, an allow-list, a deny-list: qraft-relay's
+ * flags). The server
+ *   - forwards SEND / SEND_BATCH to the client of the destination id as
+ *     RECV / RECV_BATCH from the sender, or answers PEER_GONE when that id
+ *     is not connected;
+ *   - tells each client, in its first frames, OBSERVED_ADDR (the address it
+ *     sees the client's packets come from) and STATUS healthy;
+ *   - bounds what waits for each client (queue_bytes_max not acknowledged:
+ *     beyond it datagrams are dropped and counted), and closes a client
+ *     whose queue stays full for write_timeout_ms (QRAFT_CLOSE_LIMIT);
+ *   - limits what each client may send (a token bucket of rx_bytes_per_s
+ *     and rx_burst_bytes; excess datagrams are dropped and counted);
+ *   - pings each client every ping_interval_ms (plus up to a quarter more,
+ *     at random) and closes one that has not answered in ping_timeout_ms;
+ *   - serves a second connection with the same id as iroh does since 0.97:
+ *     the newest gets the id's datagrams, the older one is sent STATUS
+ *     "same id elsewhere" and gets nothing more (it is not closed, so two
+ *     processes with one key do not take turns evicting each other); when
+ *     the newest goes, the next newest is served again.
+ */
+
+typedef struct qraft_relay_server qraft_relay_server;
+
+typedef struct qraft_relay_server_config {
+  qraft_endpoint *ep;        /* required; not owned */
+  qraft_logger *logger;      /* NULL: the default logger */
+  /* 0 picks the default in brackets. */
+  uint64_t queue_bytes_max;  /* [768 KiB] about 512 full-size datagrams */
+  uint32_t write_timeout_ms; /* [2000] */
+  uint32_t ping_interval_ms; /* [15000] */
+  uint32_t ping_timeout_ms;  /* [5000] */
+  uint64_t rx_bytes_per_s;   /* [0: no limit] */
+  uint64_t rx_burst_bytes;   /* [rx_bytes_per_s] */
+} qraft_relay_server_config;
+
+typedef struct qraft_relay_server_metrics {
+  uint64_t clients;           /* connections served now */
+  uint64_t clients_accepted;  /* connections served, ever */
+  uint64_t datagrams_in;      /* datagrams clients sent */
+  uint64_t datagrams_out;     /* datagrams forwarded */
+  uint64_t bytes_in, bytes_out;
+  uint64_t drops_no_peer;     /* to an id not connected */
+  uint64_t drops_queue;       /* the destination's queue was full */
+  uint64_t drops_rate;        /* the sender was over its rate */
+  uint64_t drops_inactive;    /* to an id served by a newer connection */
+  uint64_t duplicate_ids;     /* connections that displaced one of the same
+                                 id */
+  uint64_t ping_timeouts;
+  uint64_t write_timeouts;
+  uint64_t protocol_errors;   /* clients closed for bad frames */
+} qraft_relay_server_metrics;
+
+/*
+ * Creates the server and registers QRAFT_RELAY_ALPN on cfg->ep. Free it with
+ * qraft_relay_server_free after shutting the endpoint down.
+ * Returns 0 on success, or one of these negative codes: QRAFT_ECONFIG,
+ * -ENOMEM.
+ */
+int qraft_relay_server_new(const qraft_relay_server_config *cfg,
+                           qraft_relay_server **out, qraft_err *err);
+void qraft_relay_server_free(qraft_relay_server *s);
+void qraft_relay_server_metrics_get(const qraft_relay_server *s,
+                                    qraft_relay_server_metrics *out);
+/* Tells every client that the server restarts (RESTARTING: reconnect in
+ * `reconnect_in_ms`, keep trying for `try_for_ms`). Call before a graceful
+ * shutdown. */
+void qraft_relay_server_restarting(qraft_relay_server *s,
+                                   uint32_t reconnect_in_ms,
+                                   uint32_t try_for_ms);
 
 #ifdef __cplusplus
 }

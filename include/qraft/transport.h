@@ -110,14 +110,25 @@ int qraft_node_id_cmp(const qraft_node_id *a, const qraft_node_id *b);
 /* ---- Addresses ---- */
 
 #define QRAFT_NODE_ADDRS_MAX 4
+#define QRAFT_NODE_RELAYS_MAX 2
 
-/* Where to reach a node: its id and up to QRAFT_NODE_ADDRS_MAX direct UDP
- * addresses (IPv4 or IPv6). Plain data, copied by the functions that take
- * it. */
+/* A relay server (qraft-relay, see qraft/relay.h): its id and the UDP
+ * address of its endpoint. */
+typedef struct qraft_relay_addr {
+  qraft_node_id id;
+  struct sockaddr_storage addr;
+} qraft_relay_addr;
+
+/* Where to reach a node: its id, up to QRAFT_NODE_ADDRS_MAX direct UDP
+ * addresses (IPv4 or IPv6) and up to QRAFT_NODE_RELAYS_MAX relays it keeps
+ * a connection to. Any but the id may be empty. Plain data, copied by the
+ * functions that take it. */
 typedef struct qraft_node_addr {
   qraft_node_id id;
   uint32_t addrs_n;
   struct sockaddr_storage addrs[QRAFT_NODE_ADDRS_MAX];
+  uint32_t relays_n;
+  qraft_relay_addr relays[QRAFT_NODE_RELAYS_MAX];
 } qraft_node_addr;
 
 /* ---- Close codes (QUIC application error codes) ----
@@ -204,6 +215,22 @@ typedef struct qraft_endpoint_config {
   uint64_t conn_window_bytes;      /* [4 MiB] */
   uint64_t send_buffer_bytes_max;  /* [8 MiB] bytes queued and not yet
                                       acknowledged, per connection */
+  /* Home relays: the endpoint keeps a connection to each from the start,
+   * reports them in qraft_endpoint_addr, and reaches through them any peer
+   * whose address names no relay of its own. None: peers are dialed at
+   * their direct addresses only, unless their address names relays. See
+   * docs/connectivity.md. */
+  uint32_t relays_n;
+  qraft_relay_addr relays[QRAFT_NODE_RELAYS_MAX];
+  uint32_t path_trust_ms;          /* [6500] a direct path is trusted this
+                                      long after a packet on it was
+                                      authenticated */
+  uint32_t path_retry_ms;          /* [5000] how often a peer on the relay
+                                      tries its direct addresses again */
+  uint32_t relay_queue_max;        /* [512] datagrams received from relays
+                                      and not yet processed */
+  uint32_t relay_idle_ms;          /* [60000] a relay that is not a home
+                                      relay is left after this long unused */
 } qraft_endpoint_config;
 
 /* What a protocol handler is told. All callbacks are optional except
@@ -239,6 +266,15 @@ int qraft_endpoint_new(const qraft_endpoint_config *cfg, qraft_endpoint **out,
                        qraft_err *err);
 
 /*
+ * As qraft_endpoint_register, for a protocol whose inbound connections are
+ * not pooled: every connection a client makes is handed to the handler,
+ * however many the same id has (the relay server serves each and decides).
+ * Dialing such an ALPN is refused.
+ */
+int qraft_endpoint_register_unpooled(qraft_endpoint *ep, const char *alpn,
+                                     const qraft_protocol_ops *ops, void *ud);
+
+/*
  * Registers the handler for `alpn` (1..255 bytes, copied). A client asking
  * for an ALPN nobody registered fails the handshake (TLS alert
  * no_application_protocol). `ops` is copied; `ud` is passed to every
@@ -262,6 +298,11 @@ int qraft_endpoint_register(qraft_endpoint *ep, const char *alpn,
  */
 int qraft_endpoint_dial(qraft_endpoint *ep, const qraft_node_addr *addr,
                         const char *alpn);
+
+/* True if qraft_endpoint_dial could try to reach `addr`: it has a direct
+ * address or a relay, or this endpoint has home relays. */
+bool qraft_endpoint_reachable(const qraft_endpoint *ep,
+                              const qraft_node_addr *addr);
 
 /* Stops keeping the connection to `peer` for `alpn`; a connection that is up
  * is closed with QRAFT_CLOSE_UNWANTED. Unknown peers are ignored. */
@@ -315,6 +356,11 @@ const qraft_node_id *qraft_conn_peer(const qraft_conn *conn);
 const char *qraft_conn_alpn(const qraft_conn *conn);
 /* True if this endpoint dialed the connection (it is the QUIC client). */
 bool qraft_conn_dialed(const qraft_conn *conn);
+/* The UDP address the connection's packets come from. For a peer reached
+ * by the path layer (through a relay) this is its virtual address, in
+ * fd71:7261:6674::/48; false is returned then, true for a real address. */
+bool qraft_conn_remote_addr(const qraft_conn *conn,
+                            struct sockaddr_storage *out);
 
 /*
  * Opens a stream: unidirectional (only we send) or bidirectional.
@@ -376,7 +422,46 @@ typedef struct qraft_peer_metrics {
   uint64_t refused;        /* our dials it refused as not authorized (its
                             * hook does not admit our key, e.g. a member
                             * that has not yet seen us added) */
+  /* The path layer (peers reached through relays; zero otherwise): which
+   * path carries the traffic now, and the bytes of QUIC packets each path
+   * carried, over every connection to the peer. */
+  int path;                 /* qraft_path_kind */
+  uint64_t path_direct_bytes_out, path_direct_bytes_in;
+  uint64_t path_relay_bytes_out, path_relay_bytes_in;
+  uint64_t path_relay_rtt_ns; /* smoothed RTT to the relay in use */
+  uint64_t path_fallbacks;  /* direct paths lost (trust ran out) */
+  uint64_t path_upgrades;   /* direct paths (re)gained */
 } qraft_peer_metrics;
+
+/* The path a peer's packets take (qraft_peer_metrics.path). */
+typedef enum qraft_path_kind {
+  QRAFT_PATH_NONE = 0,  /* no path layer: the peer's direct address */
+  QRAFT_PATH_DIRECT,    /* a direct address that answered lately */
+  QRAFT_PATH_MIXED,     /* trying direct: each packet goes both ways */
+  QRAFT_PATH_RELAY,     /* the relay only (direct retried now and then) */
+} qraft_path_kind;
+
+/* "none", "direct", "mixed", "relay". */
+const char *qraft_path_kind_name(int kind);
+
+/* A relay this endpoint talks to, as qraft_endpoint_relays reports it. */
+typedef struct qraft_relay_status {
+  qraft_relay_addr relay;
+  bool home;                /* a home relay (configured) */
+  bool up;                  /* connected */
+  bool observed_set;        /* the relay told us our address */
+  struct sockaddr_storage observed; /* the address the relay sees us from */
+  uint64_t rtt_ns;
+  uint64_t datagrams_out, datagrams_in;
+  uint64_t drops;           /* datagrams not sent for want of room */
+  uint64_t peer_gone;       /* PEER_GONE frames received */
+  bool elsewhere;           /* the relay says our id connected elsewhere */
+} qraft_relay_status;
+
+/* Fills up to `cap` entries of `out` with the relays this endpoint knows;
+ * returns how many there are. */
+uint32_t qraft_endpoint_relays(qraft_endpoint *ep, qraft_relay_status *out,
+                               uint32_t cap);
 
 typedef struct qraft_endpoint_metrics {
   uint64_t conns_up;
@@ -385,6 +470,8 @@ typedef struct qraft_endpoint_metrics {
   uint64_t handshake_failures[QRAFT_HS_FAIL_N];
   uint64_t stateless_resets_sent;
   uint64_t packets_dropped; /* unroutable or undecodable datagrams */
+  uint64_t relay_drops;     /* datagrams from relays dropped: queue full,
+                               unknown sender beyond the path table */
 } qraft_endpoint_metrics;
 
 /* Copies the endpoint's counters. */

@@ -100,6 +100,7 @@ void qraft__ep_conn_free(qraft_conn *c) {
     c->next->prev = c->prev;
   }
   ep->conns_n--;
+  qraft__path_conn_freed(c);
   qraft_env_timer_free(c->timer);
   qraft__quic_free(c);
   free(c);
@@ -185,14 +186,28 @@ static void schedule_redial(qraft_endpoint *ep, tp_peer *p) {
 }
 
 static void dial_now(qraft_endpoint *ep, tp_peer *p) {
-  if (p->addr.addrs_n == 0) {
+  struct sockaddr_storage vaddr;
+  const struct sockaddr_storage *to;
+  int rv;
+  if (qraft__path_wanted(ep, p)) {
+    /* Through the path layer: QUIC sees the peer's virtual address, the
+     * path layer picks direct addresses and relays under it. */
+    rv = qraft__path_vaddr(ep, &p->addr, &vaddr);
+    if (rv != 0) {
+      QRAFT_LOG(ep->log, QRAFT_LOG_WARN, "dial failed",
+                QRAFT_LOG_STR("error", qraft_strerror(rv)));
+      schedule_redial(ep, p);
+      return;
+    }
+    to = &vaddr;
+  } else if (p->addr.addrs_n == 0) {
     return;
+  } else {
+    /* Each attempt tries the next direct address. */
+    to = &p->addr.addrs[p->dial_attempts++ % p->addr.addrs_n];
   }
-  /* Each attempt tries the next direct address. */
-  const struct sockaddr_storage *to =
-      &p->addr.addrs[p->dial_attempts++ % p->addr.addrs_n];
   qraft_conn *c;
-  int rv = qraft__quic_dial(ep, p, (const struct sockaddr *)to, &c);
+  rv = qraft__quic_dial(ep, p, (const struct sockaddr *)to, &c);
   if (rv != 0) {
     QRAFT_LOG(ep->log, QRAFT_LOG_WARN, "dial failed",
               QRAFT_LOG_STR("error", qraft_strerror(rv)));
@@ -241,6 +256,20 @@ void qraft__ep_conn_established(qraft_conn *c) {
       !ep->cfg.authorize_cb(ep->cfg.authorize_ud, &c->peer_id, alpn_of(c))) {
     c->hs_fail = QRAFT_HS_FAIL_UNAUTHORIZED;
     qraft__quic_close(c, QRAFT_CLOSE_UNAUTHORIZED, "not authorized");
+    return;
+  }
+  if (!qraft__path_conn_ok(c)) {
+    /* A relay delivered it as from one id, and its key is another's. */
+    qraft__quic_close(c, QRAFT_CLOSE_PROTOCOL, "id is not the relayed one");
+    return;
+  }
+  if (!c->dialed && ep->protocols[c->proto].unpooled) {
+    /* Not pooled: every connection goes to the handler. */
+    c->established_ns = qraft_env_now_ns(ep->env);
+    c->state = TP_UP;
+    ep->metrics.conns_up++;
+    const tp_protocol *proto = &ep->protocols[c->proto];
+    proto->ops.conn_up_cb(proto->ud, c, false);
     return;
   }
   tp_peer *p = c->peer != NULL ? c->peer : peer_get(ep, &c->peer_id, c->proto);
@@ -372,6 +401,12 @@ void qraft__ep_conn_ended(qraft_conn *c, const qraft_close_info *why) {
   }
   tp_peer *p = c->peer;
   if (p == NULL) {
+    if (was == TP_UP && c->proto >= 0 && ep->protocols[c->proto].unpooled) {
+      const tp_protocol *proto = &ep->protocols[c->proto];
+      if (proto->ops.conn_down_cb != NULL) {
+        proto->ops.conn_down_cb(proto->ud, c, why);
+      }
+    }
     return;
   }
   if (p->held == c) {
@@ -425,7 +460,7 @@ const char *qraft_handshake_failure_name(qraft_handshake_failure f) {
 static void recv_cb(void *ud, const struct sockaddr *from, const uint8_t *data,
                     size_t len) {
   udp_ctx *u = ud;
-  qraft__quic_recv(u->ep, u->ep->udp[u->index], from, data, len);
+  qraft__ep_recv(u->ep, u->ep->udp[u->index], from, data, len);
 }
 
 /* The endpoint is allocated with room for the socket contexts after it. */
@@ -451,6 +486,10 @@ static void config_defaults(qraft_endpoint_config *c) {
   DEF(stream_window_bytes, 1u << 20);
   DEF(conn_window_bytes, 4u << 20);
   DEF(send_buffer_bytes_max, 8u << 20);
+  DEF(path_trust_ms, 6500);
+  DEF(path_retry_ms, 5000);
+  DEF(relay_queue_max, 512);
+  DEF(relay_idle_ms, 60000);
 #undef DEF
 }
 
@@ -460,6 +499,15 @@ int qraft_endpoint_new(const qraft_endpoint_config *cfg, qraft_endpoint **out,
       cfg->bind_n > 2) {
     return QRAFT_ERR(err, QRAFT_ECONFIG,
                      "endpoint needs an env, a key and 1 or 2 bind addresses");
+  }
+  if (cfg->relays_n > QRAFT_NODE_RELAYS_MAX) {
+    return QRAFT_ERR(err, QRAFT_ECONFIG, "at most %u relays",
+                     QRAFT_NODE_RELAYS_MAX);
+  }
+  for (uint32_t i = 0; i < cfg->relays_n; i++) {
+    if (qraft_node_id_eq(&cfg->relays[i].id, &cfg->key->public_key)) {
+      return QRAFT_ERR(err, QRAFT_ECONFIG, "a relay with our own id");
+    }
   }
   ep_alloc *a = calloc(1, sizeof *a);
   if (a == NULL) {
@@ -479,7 +527,11 @@ int qraft_endpoint_new(const qraft_endpoint_config *cfg, qraft_endpoint **out,
   ep->key = *cfg->key;
   ep->cfg.key = &ep->key;
   ep->log = cfg->logger;
-  int rv = qraft__quic_ep_init(ep, err);
+  int rv = qraft__path_init(ep, err);
+  if (rv != 0) {
+    goto err_free;
+  }
+  rv = qraft__quic_ep_init(ep, err);
   if (rv != 0) {
     goto err_free;
   }
@@ -500,6 +552,12 @@ int qraft_endpoint_new(const qraft_endpoint_config *cfg, qraft_endpoint **out,
     ep->udp_n++;
     qraft_env_udp_local_addr(ep->udp[i], &ep->udp_addr[i]);
   }
+  rv = qraft__path_start_home(ep, err);
+  if (rv != 0) {
+    *out = ep;
+    qraft_endpoint_free(ep);
+    return rv;
+  }
   *out = ep;
   return 0;
 
@@ -511,13 +569,29 @@ err_sockets:
 err_tls:
   qraft__quic_ep_close(ep);
 err_free:
+  qraft__path_free(ep);
   qraft_secret_key_wipe(&ep->key);
   free(a);
   return rv;
 }
 
+static int ep_register(qraft_endpoint *ep, const char *alpn,
+                       const qraft_protocol_ops *ops, void *ud,
+                       bool unpooled);
+
 int qraft_endpoint_register(qraft_endpoint *ep, const char *alpn,
                             const qraft_protocol_ops *ops, void *ud) {
+  return ep_register(ep, alpn, ops, ud, false);
+}
+
+int qraft_endpoint_register_unpooled(qraft_endpoint *ep, const char *alpn,
+                                     const qraft_protocol_ops *ops, void *ud) {
+  return ep_register(ep, alpn, ops, ud, true);
+}
+
+static int ep_register(qraft_endpoint *ep, const char *alpn,
+                       const qraft_protocol_ops *ops, void *ud,
+                       bool unpooled) {
   size_t len = alpn != NULL ? strlen(alpn) : 0;
   if (ep->shut_down) {
     return QRAFT_ESHUTDOWN;
@@ -536,6 +610,7 @@ int qraft_endpoint_register(qraft_endpoint *ep, const char *alpn,
   p->alpn_len = len;
   p->ops = *ops;
   p->ud = ud;
+  p->unpooled = unpooled;
   return 0;
 }
 
@@ -554,8 +629,10 @@ int qraft_endpoint_dial(qraft_endpoint *ep, const qraft_node_addr *addr,
     return QRAFT_ESHUTDOWN;
   }
   int proto = proto_find(ep, alpn);
-  if (proto < 0 || addr->addrs_n == 0 ||
+  if (proto < 0 || ep->protocols[proto].unpooled ||
+      !qraft_endpoint_reachable(ep, addr) ||
       addr->addrs_n > QRAFT_NODE_ADDRS_MAX ||
+      addr->relays_n > QRAFT_NODE_RELAYS_MAX ||
       qraft_node_id_eq(&addr->id, &ep->key.public_key)) {
     return QRAFT_ECONFIG;
   }
@@ -572,6 +649,11 @@ int qraft_endpoint_dial(qraft_endpoint *ep, const qraft_node_addr *addr,
     dial_now(ep, p);
   }
   return 0;
+}
+
+bool qraft_endpoint_reachable(const qraft_endpoint *ep,
+                              const qraft_node_addr *addr) {
+  return addr->addrs_n > 0 || addr->relays_n > 0 || ep->cfg.relays_n > 0;
 }
 
 void qraft_endpoint_undial(qraft_endpoint *ep, const qraft_node_id *peer,
@@ -627,6 +709,8 @@ void qraft_endpoint_addr(const qraft_endpoint *ep, qraft_node_addr *out) {
   for (uint32_t i = 0; i < ep->udp_n; i++) {
     out->addrs[out->addrs_n++] = ep->udp_addr[i];
   }
+  out->relays_n = ep->cfg.relays_n;
+  memcpy(out->relays, ep->cfg.relays, sizeof out->relays);
 }
 
 void qraft_endpoint_shutdown(qraft_endpoint *ep) {
@@ -655,6 +739,7 @@ void qraft_endpoint_shutdown(qraft_endpoint *ep) {
   }
   ep->dirty_head = NULL;
   qraft_env_timer_disarm(ep->flush_timer);
+  qraft__path_shutdown(ep);
   /* Closing a socket hands its queued datagrams (the close frames) to the
    * network first. */
   for (uint32_t i = 0; i < ep->udp_n; i++) {
@@ -676,6 +761,7 @@ void qraft_endpoint_free(qraft_endpoint *ep) {
     free(p);
   }
   qraft_env_timer_free(ep->flush_timer);
+  qraft__path_free(ep);
   qraft__quic_ep_close(ep);
   qraft_secret_key_wipe(&ep->key);
   free((ep_alloc *)ep);
@@ -688,6 +774,12 @@ const qraft_node_id *qraft_conn_peer(const qraft_conn *conn) {
 const char *qraft_conn_alpn(const qraft_conn *conn) { return alpn_of(conn); }
 
 bool qraft_conn_dialed(const qraft_conn *conn) { return conn->dialed; }
+
+bool qraft_conn_remote_addr(const qraft_conn *conn,
+                            struct sockaddr_storage *out) {
+  *out = conn->remote;
+  return !qraft__path_is_vaddr((const struct sockaddr *)&conn->remote);
+}
 
 int qraft_conn_stream_open(qraft_conn *conn, bool bidi, int64_t *stream_id) {
   if (conn->state != TP_UP || conn->close_pending) {
@@ -762,5 +854,6 @@ int qraft_endpoint_peer_metrics(qraft_endpoint *ep, const qraft_node_id *peer,
       }
     }
   }
+  qraft__path_peer_metrics(ep, peer, out);
   return 0;
 }

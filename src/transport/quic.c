@@ -589,6 +589,26 @@ static int extend_max_stream_data_cb(ngtcp2_conn *conn, int64_t stream_id,
   return 0;
 }
 
+/* Set when a packet's payload decrypts: the AEAD proved it came from the
+ * holder of the connection's keys. The path layer trusts a direct path
+ * only on such a packet. (ngtcp2's decrypt callback has no user data; an
+ * endpoint runs on one thread, so a thread-local flag is exact.) */
+static _Thread_local bool tp_decrypted;
+
+static int decrypt_cb(uint8_t *dest, const ngtcp2_crypto_aead *aead,
+                      const ngtcp2_crypto_aead_ctx *aead_ctx,
+                      const uint8_t *ciphertext, size_t ciphertextlen,
+                      const uint8_t *nonce, size_t noncelen,
+                      const uint8_t *aad, size_t aadlen) {
+  int rv = ngtcp2_crypto_decrypt_cb(dest, aead, aead_ctx, ciphertext,
+                                    ciphertextlen, nonce, noncelen, aad,
+                                    aadlen);
+  if (rv == 0) {
+    tp_decrypted = true;
+  }
+  return rv;
+}
+
 static void callbacks_init(ngtcp2_callbacks *cb, bool server) {
   memset(cb, 0, sizeof *cb);
   if (server) {
@@ -599,7 +619,7 @@ static void callbacks_init(ngtcp2_callbacks *cb, bool server) {
   }
   cb->recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
   cb->encrypt = ngtcp2_crypto_encrypt_cb;
-  cb->decrypt = ngtcp2_crypto_decrypt_cb;
+  cb->decrypt = decrypt_cb;
   cb->hp_mask = ngtcp2_crypto_hp_mask_cb;
   cb->update_key = ngtcp2_crypto_update_key_cb;
   cb->delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
@@ -753,7 +773,10 @@ void qraft__quic_free(qraft_conn *c) {
 int qraft__quic_dial(qraft_endpoint *ep, tp_peer *peer,
                      const struct sockaddr *to, qraft_conn **out) {
   qraft_env_udp *udp = NULL;
-  for (uint32_t i = 0; i < ep->udp_n; i++) {
+  if (qraft__path_is_vaddr(to) && ep->udp_n > 0) {
+    udp = ep->udp[0]; /* the path layer picks the socket of each packet */
+  }
+  for (uint32_t i = 0; i < ep->udp_n && udp == NULL; i++) {
     if (ep->udp_addr[i].ss_family == to->sa_family) {
       udp = ep->udp[i];
       break;
@@ -880,7 +903,7 @@ static void send_close_pkt(qraft_conn *c) {
   tp_quic *q = c->q;
   if (q->close_pkt != NULL && q->close_resends < TP_CLOSE_RESENDS_MAX) {
     q->close_resends++;
-    qraft_env_udp_send(c->udp, (struct sockaddr *)&c->remote, q->close_pkt,
+    qraft__ep_send(c->ep, c->udp, (struct sockaddr *)&c->remote, q->close_pkt,
                        q->close_len);
     c->packets_out++;
   }
@@ -1113,8 +1136,10 @@ static void conn_read(qraft_conn *c, const struct sockaddr *from,
   path.remote.addr = (ngtcp2_sockaddr *)&remote;
   ngtcp2_pkt_info pi = {0};
   c->busy++;
+  tp_decrypted = false;
   int rv = ngtcp2_conn_read_pkt(c->q->conn, &path, &pi, data, len,
                                 now_ts(c->ep));
+  bool authenticated = tp_decrypted;
   c->busy--;
   if (rv != 0) {
     if (rv == NGTCP2_ERR_DRAINING || rv == NGTCP2_ERR_DROP_CONN ||
@@ -1127,6 +1152,9 @@ static void conn_read(qraft_conn *c, const struct sockaddr *from,
     }
   } else {
     after_call(c);
+    if (authenticated) {
+      qraft__path_authenticated(c);
+    }
   }
   if (c->state == TP_DEAD) {
     qraft__ep_conn_free(c);
@@ -1170,7 +1198,7 @@ static void send_stateless_reset(qraft_endpoint *ep, qraft_env_udp *udp,
   ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(buf, sizeof buf, token,
                                                     rnd, rnd_len);
   if (n > 0) {
-    qraft_env_udp_send(udp, to, buf, (size_t)n);
+    qraft__ep_send(ep, udp, to, buf, (size_t)n);
     ep->metrics.stateless_resets_sent++;
   }
 }
@@ -1336,7 +1364,7 @@ void qraft__quic_write(qraft_conn *c) {
       stream_to_back(c, s);
     }
     q->pkt_gen++;
-    qraft_env_udp_send(c->udp, (struct sockaddr *)&c->remote, buf, (size_t)n);
+    qraft__ep_send(ep, c->udp, (struct sockaddr *)&c->remote, buf, (size_t)n);
     c->packets_out++;
   }
   c->busy--;

@@ -1205,7 +1205,7 @@ int qraft_raft_net_add_peer(qraft_raft_net *n, qraft_id id,
       p->msg_sid = -1;
     }
   }
-  if (dial && addr->addrs_n > 0) {
+  if (dial && qraft_endpoint_reachable(n->ep, addr)) {
     return qraft_endpoint_dial(n->ep, addr, QRAFT_RAFT_ALPN);
   }
   return 0;

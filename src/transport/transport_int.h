@@ -18,12 +18,14 @@
 
 typedef struct tp_quic tp_quic; /* ngtcp2 + GnuTLS state of a connection */
 typedef struct tp_peer tp_peer;
+typedef struct tp_paths tp_paths; /* the path layer and relay client */
 
 typedef struct tp_protocol {
   char alpn[TP_ALPN_MAX + 1];
   size_t alpn_len;
   qraft_protocol_ops ops;
   void *ud;
+  bool unpooled; /* every inbound connection to the handler (relay server) */
 } tp_protocol;
 
 typedef enum tp_conn_state {
@@ -103,6 +105,7 @@ struct qraft_endpoint {
   tp_peer *peers;
   bool shut_down;
   qraft_endpoint_metrics metrics;
+  tp_paths *paths;
 };
 
 /* ---- quic.c: the only file that calls ngtcp2 and GnuTLS ---- */
@@ -149,5 +152,38 @@ qraft_conn *qraft__ep_conn_by_tag(qraft_endpoint *ep, uint32_t tag);
 /* Allocates a connection object with a fresh tag and a timer. */
 int qraft__ep_conn_new(qraft_endpoint *ep, bool dialed, qraft_conn **out);
 void qraft__ep_timer_cb(void *ud);
+
+/* ---- path.c: the path layer under QUIC and the relay client ---- */
+
+int qraft__path_init(qraft_endpoint *ep, qraft_err *err);
+/* Connects to the configured home relays (after the sockets are bound). */
+int qraft__path_start_home(qraft_endpoint *ep, qraft_err *err);
+void qraft__path_shutdown(qraft_endpoint *ep);
+void qraft__path_free(qraft_endpoint *ep);
+/* True if `peer` is dialed through the path layer (at a virtual address). */
+bool qraft__path_wanted(const qraft_endpoint *ep, const tp_peer *peer);
+/* The virtual address of the peer of `addr` (its path is created or its
+ * addresses updated). */
+int qraft__path_vaddr(qraft_endpoint *ep, const qraft_node_addr *addr,
+                      struct sockaddr_storage *out);
+bool qraft__path_is_vaddr(const struct sockaddr *sa);
+/* Every datagram out of the endpoint: to a virtual address, the path layer
+ * routes it; else it goes out of `udp`. */
+void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
+                    const struct sockaddr *to, const uint8_t *data,
+                    size_t len);
+/* Every datagram into the endpoint from its sockets. */
+void qraft__ep_recv(qraft_endpoint *ep, qraft_env_udp *udp,
+                    const struct sockaddr *from, const uint8_t *data,
+                    size_t len);
+/* The datagram being read was accepted by established connection `c`: if
+ * it came on a direct path of the peer, that path is trusted anew. */
+void qraft__path_authenticated(qraft_conn *c);
+/* False if `c`'s virtual address belongs to another id than its peer's. */
+bool qraft__path_conn_ok(qraft_conn *c);
+/* `c` is being freed: forget it. */
+void qraft__path_conn_freed(qraft_conn *c);
+void qraft__path_peer_metrics(qraft_endpoint *ep, const qraft_node_id *id,
+                              qraft_peer_metrics *out);
 
 #endif

@@ -1,7 +1,11 @@
 /* The relay protocol's frames: include/qraft/relay.h has the layout. */
 #include <qraft/relay.h>
 
+#include <qraft/assert.h>
+
 #include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <stdbool.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -333,4 +337,91 @@ int qraft_relay_frame_decode(const uint8_t *data, size_t len,
     f->data_len = n;
     return 0;
   }
+}
+
+/* ---- reading frames off a stream ---- */
+
+static int reader_room(qraft_relay_reader *r, size_t need) {
+  if (need <= r->cap) {
+    return 0;
+  }
+  size_t cap = r->cap ? r->cap : 2048;
+  while (cap < need) {
+    cap *= 2;
+  }
+  uint8_t *nb = realloc(r->buf, cap);
+  if (nb == NULL) {
+    return -ENOMEM;
+  }
+  r->buf = nb;
+  r->cap = cap;
+  return 0;
+}
+
+int qraft_relay_reader_feed(qraft_relay_reader *r, const uint8_t *data,
+                            size_t len, qraft_relay_frame_cb cb, void *ud,
+                            qraft_err *err) {
+  while (len > 0 || r->len > 0) {
+    qraft_relay_frame f;
+    size_t used = 0;
+    int rv;
+    if (r->len == 0) {
+      /* Nothing held back: decode in place. */
+      rv = qraft_relay_frame_decode(data, len, &f, &used, err);
+      if (rv == QRAFT_ETRUNCATED) {
+        rv = reader_room(r, len);
+        if (rv != 0) {
+          return rv;
+        }
+        memcpy(r->buf, data, len);
+        r->len = len;
+        return 0;
+      }
+      if (rv != 0) {
+        return rv;
+      }
+      data += used;
+      len -= used;
+      rv = cb(ud, &f);
+      if (rv != 0) {
+        return rv;
+      }
+      continue;
+    }
+    /* Complete the held frame: take what its header says it needs (or all
+     * there is, up to a whole frame's bound, until the header is in). */
+    rv = qraft_relay_frame_decode(r->buf, r->len, &f, &used, err);
+    if (rv == QRAFT_ETRUNCATED) {
+      if (len == 0) {
+        return 0;
+      }
+      size_t want = used > r->len ? used - r->len
+                                  : QRAFT_RELAY_HEADER_MAX;
+      size_t take = len < want ? len : want;
+      rv = reader_room(r, r->len + take);
+      if (rv != 0) {
+        return rv;
+      }
+      memcpy(r->buf + r->len, data, take);
+      r->len += take;
+      data += take;
+      len -= take;
+      continue;
+    }
+    if (rv != 0) {
+      return rv;
+    }
+    QRAFT_ASSERT(used == r->len);
+    r->len = 0;
+    rv = cb(ud, &f);
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  return 0;
+}
+
+void qraft_relay_reader_free(qraft_relay_reader *r) {
+  free(r->buf);
+  memset(r, 0, sizeof *r);
 }

@@ -1,0 +1,873 @@
+/*
+ * path.c: the path layer under QUIC, and the endpoint's relay client.
+ *
+ * A peer dialed by id with relays in play (its address names relays, or
+ * this endpoint has home relays) is given a virtual IPv6 address in
+ * fd71:7261:6674::/48. QUIC (ngtcp2) only ever sees that address for the
+ * peer: one fixed path. Underneath, each datagram to a virtual address goes
+ *
+ *   direct  to the direct address a packet of the peer last came from, while
+ *           that path is trusted (path_trust_ms after a packet on it was
+ *           authenticated by an established connection of the peer);
+ *   mixed   to the peer's direct addresses and through a relay at once,
+ *           for a trial window after the path was created or lost, and again
+ *           every path_retry_ms;
+ *   relay   through a relay only, between trials.
+ *
+ * Datagrams from a peer's direct address, and those a relay delivers from
+ * its id, reach QUIC as coming from its virtual address. The design is iroh
+ * 0.91's magicsock (../shared/research/iroh-connectivity.md, sections 2 and
+ * 5); docs/connectivity.md describes the states and timers.
+ *
+ * The relay client: one connection per relay (ALPN QRAFT_RELAY_ALPN, kept
+ * by the endpoint's pool), one bidirectional stream of relay frames
+ * (qraft/relay.h). Datagrams that arrive from a relay are copied to a
+ * bounded queue and handed to QUIC from a timer, never from inside the
+ * relay connection's callbacks.
+ *
+ * No ngtcp2 or GnuTLS here.
+ */
+#include "transport_int.h"
+
+#include <qraft/assert.h>
+#include <qraft/relay.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MS 1000000ull
+/* How long a trial of the direct addresses lasts. */
+#define PATH_TRIAL_MS 2000u
+/* Peers the path layer tracks at most (each costs a virtual address). */
+#define PATHS_MAX 4096u
+#define TICK_MS 1000u
+
+static const uint8_t vprefix[6] = {0xfd, 0x71, 0x72, 0x61, 0x66, 0x74};
+
+typedef struct tp_relay {
+  struct tp_relay *next;
+  qraft_relay_addr addr;
+  bool home;
+  bool dialed;
+  qraft_conn *conn;
+  int64_t sid; /* our stream to it, -1 until opened */
+  qraft_relay_reader rd;
+  uint64_t last_used_ns;
+  bool observed_set;
+  struct sockaddr_storage observed;
+  uint64_t datagrams_out, datagrams_in, drops, peer_gone;
+  bool elsewhere;
+} tp_relay;
+
+typedef struct tp_path {
+  struct tp_path *next;
+  qraft_node_id id;
+  struct sockaddr_storage vaddr;
+  uint32_t addrs_n;
+  struct sockaddr_storage addrs[QRAFT_NODE_ADDRS_MAX];
+  uint32_t relays_n;
+  qraft_relay_addr relays[QRAFT_NODE_RELAYS_MAX];
+  uint64_t direct_ok_ns; /* last authenticated packet on a direct path */
+  uint64_t gone_ns;      /* last PEER_GONE from a relay about it */
+  struct sockaddr_storage direct; /* where it came from */
+  bool trusted;                   /* as of the last send */
+  uint64_t trial_ns;              /* start of the current trial */
+  int kind;                       /* qraft_path_kind of the last send */
+  tp_relay *last_relay;           /* the relay used last */
+  uint64_t direct_out, direct_in, relay_out, relay_in;
+  uint64_t fallbacks, upgrades;
+} tp_path;
+
+typedef struct rx_item {
+  tp_path *path;
+  tp_relay *relay;
+  uint8_t *data;
+  size_t len;
+} rx_item;
+
+struct tp_paths {
+  qraft_endpoint *ep;
+  int proto; /* the relay client's protocol index, -1 until registered */
+  tp_path *paths;
+  uint32_t paths_n;
+  uint64_t next_vaddr;
+  tp_relay *relays;
+  rx_item *q;
+  uint32_t q_head, q_n, q_cap;
+  qraft_env_timer *drain_timer, *tick_timer;
+  /* The datagram being handed to QUIC: where it really came from. */
+  tp_path *cur_path;
+  bool cur_direct;
+  struct sockaddr_storage cur_from;
+};
+
+static bool sa_eq(const struct sockaddr_storage *a, const struct sockaddr *b) {
+  if (a->ss_family != b->sa_family) {
+    return false;
+  }
+  if (b->sa_family == AF_INET) {
+    const struct sockaddr_in *x = (const struct sockaddr_in *)a;
+    const struct sockaddr_in *y = (const struct sockaddr_in *)b;
+    return x->sin_port == y->sin_port &&
+           x->sin_addr.s_addr == y->sin_addr.s_addr;
+  }
+  if (b->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
+    const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+  }
+  return false;
+}
+
+static void sa_copy(struct sockaddr_storage *dst, const struct sockaddr *src) {
+  memset(dst, 0, sizeof *dst);
+  memcpy(dst, src,
+         src->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                    : sizeof(struct sockaddr_in));
+}
+
+bool qraft__path_is_vaddr(const struct sockaddr *sa) {
+  if (sa->sa_family != AF_INET6) {
+    return false;
+  }
+  const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+  return memcmp(&s6->sin6_addr, vprefix, sizeof vprefix) == 0;
+}
+
+const char *qraft_path_kind_name(int kind) {
+  switch (kind) {
+  case QRAFT_PATH_DIRECT:
+    return "direct";
+  case QRAFT_PATH_MIXED:
+    return "mixed";
+  case QRAFT_PATH_RELAY:
+    return "relay";
+  default:
+    return "none";
+  }
+}
+
+/* ---- the relay client's frames ---- */
+
+static tp_relay *relay_by_id(tp_paths *ps, const qraft_node_id *id) {
+  for (tp_relay *r = ps->relays; r != NULL; r = r->next) {
+    if (qraft_node_id_eq(&r->addr.id, id)) {
+      return r;
+    }
+  }
+  return NULL;
+}
+
+static int relay_send_frame(tp_relay *r, const qraft_relay_frame *f) {
+  if (r->conn == NULL || r->sid < 0) {
+    return QRAFT_EUNAVAILABLE;
+  }
+  uint8_t buf[QRAFT_RELAY_HEADER_MAX + 64 + 1500];
+  size_t need = qraft_relay_frame_size(f);
+  uint8_t *out = buf;
+  if (need == 0) {
+    return QRAFT_EMALFORMED;
+  }
+  if (need > sizeof buf) {
+    out = malloc(need);
+    if (out == NULL) {
+      return -ENOMEM;
+    }
+  }
+  size_t n = qraft_relay_frame_encode(f, out);
+  QRAFT_ASSERT(n == need);
+  int rv = qraft_conn_stream_send(r->conn, r->sid,
+                                  qraft_slice_of(NULL, out, n), false);
+  if (out != buf) {
+    free(out);
+  }
+  return rv;
+}
+
+static void relay_want(tp_paths *ps, tp_relay *r) {
+  if (r->dialed || ps->ep->shut_down) {
+    return;
+  }
+  qraft_node_addr a;
+  memset(&a, 0, sizeof a);
+  a.id = r->addr.id;
+  a.addrs_n = 1;
+  a.addrs[0] = r->addr.addr;
+  if (qraft_endpoint_dial(ps->ep, &a, QRAFT_RELAY_ALPN) == 0) {
+    r->dialed = true;
+  }
+}
+
+static tp_relay *relay_get(tp_paths *ps, const qraft_relay_addr *ra,
+                           bool home) {
+  tp_relay *r = relay_by_id(ps, &ra->id);
+  if (r == NULL) {
+    r = calloc(1, sizeof *r);
+    if (r == NULL) {
+      return NULL;
+    }
+    r->addr = *ra;
+    r->sid = -1;
+    r->next = ps->relays;
+    ps->relays = r;
+  } else if (!sa_eq(&r->addr.addr, (const struct sockaddr *)&ra->addr)) {
+    r->addr.addr = ra->addr;
+    if (r->dialed) {
+      r->dialed = false; /* dial again at the new address */
+    }
+  }
+  r->home |= home;
+  return r;
+}
+
+static void rx_push(tp_paths *ps, tp_path *p, tp_relay *r, const uint8_t *d,
+                    size_t len) {
+  qraft_endpoint *ep = ps->ep;
+  if (ps->q_n == ps->q_cap) {
+    ep->metrics.relay_drops++;
+    r->drops++;
+    return;
+  }
+  uint8_t *copy = malloc(len ? len : 1);
+  if (copy == NULL) {
+    ep->metrics.relay_drops++;
+    return;
+  }
+  memcpy(copy, d, len);
+  rx_item *it = &ps->q[(ps->q_head + ps->q_n) % ps->q_cap];
+  it->path = p;
+  it->relay = r;
+  it->data = copy;
+  it->len = len;
+  ps->q_n++;
+  r->datagrams_in++;
+  qraft_env_timer_arm(ps->drain_timer, 0);
+}
+
+static tp_path *path_get(tp_paths *ps, const qraft_node_id *id);
+static tp_path *path_by_id(tp_paths *ps, const qraft_node_id *id);
+
+static void relay_frame(tp_paths *ps, tp_relay *r, const qraft_relay_frame *f) {
+  qraft_endpoint *ep = ps->ep;
+  switch (f->type) {
+  case QRAFT_RELAY_RECV:
+  case QRAFT_RELAY_RECV_BATCH: {
+    tp_path *p = path_get(ps, &f->peer);
+    if (p == NULL) {
+      ep->metrics.relay_drops++;
+      return;
+    }
+    if (p->relays_n == 0) {
+      p->relays[p->relays_n++] = r->addr; /* answer the way it came */
+    }
+    size_t seg = f->type == QRAFT_RELAY_RECV ? f->data_len : f->segment;
+    if (seg == 0) {
+      return;
+    }
+    for (size_t off = 0; off < f->data_len; off += seg) {
+      size_t n = f->data_len - off < seg ? f->data_len - off : seg;
+      rx_push(ps, p, r, f->data + off, n);
+    }
+    return;
+  }
+  case QRAFT_RELAY_PING: {
+    qraft_relay_frame pong = {.type = QRAFT_RELAY_PONG};
+    memcpy(pong.ping, f->ping, sizeof pong.ping);
+    (void)relay_send_frame(r, &pong);
+    return;
+  }
+  case QRAFT_RELAY_PEER_GONE: {
+    r->peer_gone++;
+    tp_path *p = path_by_id(ps, &f->peer);
+    if (p != NULL) {
+      p->gone_ns = qraft_env_now_ns(ep->env);
+    }
+    return;
+  }
+  case QRAFT_RELAY_OBSERVED_ADDR:
+    if (!r->observed_set ||
+        !sa_eq(&r->observed, (const struct sockaddr *)&f->addr)) {
+      char host[64] = "?";
+      uint16_t port = 0;
+      if (f->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&f->addr;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+        port = ntohs(s4->sin_port);
+      } else {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&f->addr;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+        port = ntohs(s6->sin6_port);
+      }
+      QRAFT_LOG(ep->log, QRAFT_LOG_INFO, "relay sees us at",
+                QRAFT_LOG_STR("host", host), QRAFT_LOG_U64("port", port));
+    }
+    r->observed = f->addr;
+    r->observed_set = true;
+    return;
+  case QRAFT_RELAY_STATUS:
+    r->elsewhere = f->status == QRAFT_RELAY_STATUS_SAME_ID_ELSEWHERE;
+    if (r->elsewhere) {
+      QRAFT_LOG(ep->log, QRAFT_LOG_ERROR,
+                "the relay serves another connection with our id: this one "
+                "gets nothing more (two processes share a key?)");
+    }
+    return;
+  case QRAFT_RELAY_HEALTH: {
+    char text[128];
+    size_t n = f->data_len < sizeof text - 1 ? f->data_len : sizeof text - 1;
+    memcpy(text, f->data, n);
+    text[n] = '\0';
+    QRAFT_LOG(ep->log, QRAFT_LOG_WARN, "relay health",
+              QRAFT_LOG_STR("problem", text));
+    return;
+  }
+  case QRAFT_RELAY_RESTARTING:
+    QRAFT_LOG(ep->log, QRAFT_LOG_INFO, "relay restarting",
+              QRAFT_LOG_U64("reconnect_in_ms", f->reconnect_in_ms));
+    return;
+  default:
+    return; /* PONG, and frames we do not know: skipped */
+  }
+}
+
+static void rc_up(void *ud, qraft_conn *conn, bool dialed) {
+  tp_paths *ps = ud;
+  tp_relay *r = relay_by_id(ps, qraft_conn_peer(conn));
+  if (!dialed || r == NULL) {
+    /* We are no relay: a client that takes us for one is turned away. */
+    qraft_conn_close(conn, QRAFT_CLOSE_UNWANTED, "not a relay");
+    return;
+  }
+  r->conn = conn;
+  r->rd.len = 0;
+  r->elsewhere = false;
+  if (qraft_conn_stream_open(conn, true, &r->sid) != 0) {
+    r->sid = -1;
+    qraft_conn_close(conn, QRAFT_CLOSE_LIMIT, "no stream");
+    return;
+  }
+  /* The relay learns of the stream from its first frame. */
+  qraft_relay_frame ping = {.type = QRAFT_RELAY_PING};
+  qraft_env_random(ps->ep->env, ping.ping, sizeof ping.ping);
+  (void)relay_send_frame(r, &ping);
+}
+
+static void rc_down(void *ud, qraft_conn *conn, const qraft_close_info *why) {
+  (void)why;
+  tp_paths *ps = ud;
+  for (tp_relay *r = ps->relays; r != NULL; r = r->next) {
+    if (r->conn == conn) {
+      r->conn = NULL;
+      r->sid = -1;
+      r->rd.len = 0;
+    }
+  }
+}
+
+typedef struct rc_ctx {
+  tp_paths *ps;
+  tp_relay *r;
+} rc_ctx;
+
+static int rc_frame(void *ud, const qraft_relay_frame *f) {
+  rc_ctx *x = ud;
+  relay_frame(x->ps, x->r, f);
+  return 0;
+}
+
+static void rc_recv(void *ud, qraft_conn *conn, int64_t sid,
+                    const uint8_t *data, size_t len, bool fin) {
+  (void)fin;
+  tp_paths *ps = ud;
+  tp_relay *r = NULL;
+  for (tp_relay *x = ps->relays; x != NULL; x = x->next) {
+    if (x->conn == conn) {
+      r = x;
+    }
+  }
+  if (r == NULL || sid != r->sid) {
+    return;
+  }
+  rc_ctx x = {ps, r};
+  int rv = qraft_relay_reader_feed(&r->rd, data, len, rc_frame, &x, NULL);
+  if (rv != 0) {
+    QRAFT_LOG(ps->ep->log, QRAFT_LOG_WARN, "relay broke the protocol",
+              QRAFT_LOG_STR("error", qraft_strerror(rv)));
+    qraft_conn_close(conn, QRAFT_CLOSE_PROTOCOL, "bad relay frame");
+  }
+}
+
+static const qraft_protocol_ops relay_client_ops = {
+    .conn_up_cb = rc_up, .conn_down_cb = rc_down, .stream_recv_cb = rc_recv};
+
+/* ---- paths ---- */
+
+static tp_path *path_by_id(tp_paths *ps, const qraft_node_id *id) {
+  for (tp_path *p = ps->paths; p != NULL; p = p->next) {
+    if (qraft_node_id_eq(&p->id, id)) {
+      return p;
+    }
+  }
+  return NULL;
+}
+
+static tp_path *path_by_vaddr(tp_paths *ps, const struct sockaddr *sa) {
+  for (tp_path *p = ps->paths; p != NULL; p = p->next) {
+    if (sa_eq(&p->vaddr, sa)) {
+      return p;
+    }
+  }
+  return NULL;
+}
+
+static tp_path *path_get(tp_paths *ps, const qraft_node_id *id) {
+  tp_path *p = path_by_id(ps, id);
+  if (p != NULL || ps->paths_n >= PATHS_MAX ||
+      qraft_node_id_eq(id, &ps->ep->key.public_key)) {
+    return p;
+  }
+  p = calloc(1, sizeof *p);
+  if (p == NULL) {
+    return NULL;
+  }
+  p->id = *id;
+  struct sockaddr_in6 *v = (struct sockaddr_in6 *)&p->vaddr;
+  v->sin6_family = AF_INET6;
+  v->sin6_port = htons(1);
+  memcpy(&v->sin6_addr, vprefix, sizeof vprefix);
+  uint64_t n = ++ps->next_vaddr;
+  for (int i = 0; i < 8; i++) {
+    v->sin6_addr.s6_addr[15 - i] = (uint8_t)(n >> (8 * i));
+  }
+  p->trial_ns = qraft_env_now_ns(ps->ep->env);
+  p->next = ps->paths;
+  ps->paths = p;
+  ps->paths_n++;
+  return p;
+}
+
+int qraft__path_init(qraft_endpoint *ep, qraft_err *err) {
+  tp_paths *ps = calloc(1, sizeof *ps);
+  if (ps == NULL) {
+    return QRAFT_ERR(err, -ENOMEM, "path layer");
+  }
+  ps->ep = ep;
+  ps->proto = -1;
+  ps->q_cap = ep->cfg.relay_queue_max;
+  ps->q = calloc(ps->q_cap, sizeof *ps->q);
+  if (ps->q == NULL) {
+    free(ps);
+    return QRAFT_ERR(err, -ENOMEM, "path layer");
+  }
+  ep->paths = ps;
+  return 0;
+}
+
+static void drain_cb(void *ud);
+static void tick_cb(void *ud);
+
+/* Registers the relay client on first need. */
+static int paths_start(tp_paths *ps) {
+  if (ps->proto >= 0) {
+    return 0;
+  }
+  qraft_endpoint *ep = ps->ep;
+  if (ps->drain_timer == NULL &&
+      qraft_env_timer_new(ep->env, drain_cb, ps, &ps->drain_timer) != 0) {
+    return -ENOMEM;
+  }
+  if (ps->tick_timer == NULL &&
+      qraft_env_timer_new(ep->env, tick_cb, ps, &ps->tick_timer) != 0) {
+    return -ENOMEM;
+  }
+  int rv = qraft_endpoint_register(ep, QRAFT_RELAY_ALPN, &relay_client_ops, ps);
+  if (rv != 0) {
+    return rv; /* a relay server on this endpoint: no relay client */
+  }
+  ps->proto = ep->protocols_n - 1;
+  qraft_env_timer_arm(ps->tick_timer,
+                      qraft_env_now_ns(ep->env) + TICK_MS * MS);
+  return 0;
+}
+
+int qraft__path_start_home(qraft_endpoint *ep, qraft_err *err) {
+  tp_paths *ps = ep->paths;
+  if (ep->cfg.relays_n == 0) {
+    return 0;
+  }
+  int rv = paths_start(ps);
+  if (rv != 0) {
+    return QRAFT_ERR(err, rv, "relay client");
+  }
+  for (uint32_t i = 0; i < ep->cfg.relays_n; i++) {
+    tp_relay *r = relay_get(ps, &ep->cfg.relays[i], true);
+    if (r == NULL) {
+      return QRAFT_ERR(err, -ENOMEM, "relay");
+    }
+    relay_want(ps, r);
+  }
+  return 0;
+}
+
+bool qraft__path_wanted(const qraft_endpoint *ep, const tp_peer *peer) {
+  const tp_paths *ps = ep->paths;
+  if (ps != NULL && ps->proto >= 0 && peer->proto == ps->proto) {
+    return false; /* relays themselves are dialed directly */
+  }
+  return peer->addr.relays_n > 0 || ep->cfg.relays_n > 0;
+}
+
+int qraft__path_vaddr(qraft_endpoint *ep, const qraft_node_addr *addr,
+                      struct sockaddr_storage *out) {
+  tp_paths *ps = ep->paths;
+  int rv = paths_start(ps);
+  if (rv != 0) {
+    return rv;
+  }
+  tp_path *p = path_get(ps, &addr->id);
+  if (p == NULL) {
+    return QRAFT_ELIMIT;
+  }
+  p->addrs_n = addr->addrs_n;
+  memcpy(p->addrs, addr->addrs, sizeof p->addrs);
+  if (addr->relays_n > 0) {
+    p->relays_n = addr->relays_n;
+    memcpy(p->relays, addr->relays, sizeof p->relays);
+  }
+  *out = p->vaddr;
+  return 0;
+}
+
+/* The relay to reach `p` through: one of its own that is up, else one of
+ * ours; relays not yet connected are dialed for next time. */
+static tp_relay *relay_for(tp_paths *ps, tp_path *p) {
+  tp_relay *pick = NULL;
+  for (uint32_t i = 0; i < p->relays_n; i++) {
+    tp_relay *r = relay_get(ps, &p->relays[i], false);
+    if (r == NULL) {
+      continue;
+    }
+    relay_want(ps, r);
+    if (pick == NULL && r->conn != NULL && r->sid >= 0 && !r->elsewhere) {
+      pick = r;
+    }
+  }
+  if (pick == NULL) {
+    for (tp_relay *r = ps->relays; r != NULL; r = r->next) {
+      if (r->home && r->conn != NULL && r->sid >= 0 && !r->elsewhere) {
+        pick = r;
+        break;
+      }
+    }
+  }
+  return pick;
+}
+
+static void send_direct(qraft_endpoint *ep, const struct sockaddr_storage *to,
+                        const uint8_t *data, size_t len) {
+  for (uint32_t i = 0; i < ep->udp_n; i++) {
+    if (ep->udp[i] != NULL && ep->udp_addr[i].ss_family == to->ss_family) {
+      qraft_env_udp_send(ep->udp[i], (const struct sockaddr *)to, data, len);
+      return;
+    }
+  }
+}
+
+void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
+                    const struct sockaddr *to, const uint8_t *data,
+                    size_t len) {
+  if (!qraft__path_is_vaddr(to)) {
+    qraft_env_udp_send(udp, to, data, len);
+    return;
+  }
+  tp_paths *ps = ep->paths;
+  tp_path *p = path_by_vaddr(ps, to);
+  if (p == NULL) {
+    ep->metrics.packets_dropped++;
+    return;
+  }
+  uint64_t now = qraft_env_now_ns(ep->env);
+  bool trusted = p->direct_ok_ns != 0 &&
+                 now - p->direct_ok_ns < ep->cfg.path_trust_ms * MS;
+  if (trusted) {
+    p->trusted = true;
+    p->kind = QRAFT_PATH_DIRECT;
+    send_direct(ep, &p->direct, data, len);
+    p->direct_out += len;
+    return;
+  }
+  if (p->trusted) {
+    /* The direct path went quiet: fall back, trying it again at once. */
+    p->trusted = false;
+    p->fallbacks++;
+    p->trial_ns = now;
+  }
+  tp_relay *r = relay_for(ps, p);
+  if (now - p->trial_ns >= ep->cfg.path_retry_ms * MS) {
+    p->trial_ns = now;
+  }
+  bool have_direct = p->addrs_n > 0 || p->direct_ok_ns != 0;
+  bool trial = now - p->trial_ns < PATH_TRIAL_MS * MS;
+  bool gone = p->gone_ns != 0 &&
+              now - p->gone_ns < ep->cfg.path_retry_ms * MS;
+  if ((data[0] & 0x80) != 0 && r != NULL && p->relays_n > 0 && !gone) {
+    /* A handshake packet (long header) to a peer on a relay goes through
+     * the relay only (unless the relay just said the peer is not there):
+     * sent both ways, the peer would take the two copies for two
+     * connections (one from our virtual address, one from a real address
+     * it cannot tie to us yet). */
+    have_direct = false;
+  }
+  if (have_direct && (trial || r == NULL)) {
+    if (p->direct_ok_ns != 0) {
+      send_direct(ep, &p->direct, data, len);
+    }
+    for (uint32_t i = 0; i < p->addrs_n; i++) {
+      if (p->direct_ok_ns == 0 ||
+          !sa_eq(&p->direct, (const struct sockaddr *)&p->addrs[i])) {
+        send_direct(ep, &p->addrs[i], data, len);
+      }
+    }
+    p->direct_out += len;
+  }
+  if (r != NULL) {
+    qraft_relay_frame f = {.type = QRAFT_RELAY_SEND,
+                           .peer = p->id,
+                           .data = data,
+                           .data_len = len};
+    if (relay_send_frame(r, &f) == 0) {
+      r->datagrams_out++;
+      p->relay_out += len;
+    } else {
+      r->drops++;
+    }
+    r->last_used_ns = now;
+    p->last_relay = r;
+  }
+  p->kind = r == NULL         ? QRAFT_PATH_MIXED
+            : have_direct && trial ? QRAFT_PATH_MIXED
+                                   : QRAFT_PATH_RELAY;
+}
+
+void qraft__ep_recv(qraft_endpoint *ep, qraft_env_udp *udp,
+                    const struct sockaddr *from, const uint8_t *data,
+                    size_t len) {
+  tp_paths *ps = ep->paths;
+  tp_path *p = NULL;
+  if (ps->paths != NULL) {
+    for (tp_path *x = ps->paths; x != NULL && p == NULL; x = x->next) {
+      if (x->direct_ok_ns != 0 && sa_eq(&x->direct, from)) {
+        p = x;
+      }
+      for (uint32_t i = 0; i < x->addrs_n && p == NULL; i++) {
+        if (sa_eq(&x->addrs[i], from)) {
+          p = x;
+        }
+      }
+    }
+  }
+  if (p == NULL && len > 1 + TP_CID_LEN && (data[0] & 0x80) == 0) {
+    /* A short-header packet from an address we do not know: if its
+     * connection id names a connection of the path layer, it is a
+     * candidate direct path of that peer (a peer behind a NAT comes from
+     * an address nobody configured). QUIC gets it as from the peer's
+     * virtual address; the address is trusted only if it decrypts. */
+    uint32_t tag;
+    memcpy(&tag, data + 1, 4);
+    qraft_conn *c = qraft__ep_conn_by_tag(ep, tag);
+    if (c != NULL && c->state == TP_UP &&
+        qraft__path_is_vaddr((const struct sockaddr *)&c->remote)) {
+      p = path_by_vaddr(ps, (const struct sockaddr *)&c->remote);
+    }
+  }
+  if (p == NULL) {
+    qraft__quic_recv(ep, udp, from, data, len);
+    return;
+  }
+  ps->cur_path = p;
+  ps->cur_direct = true;
+  sa_copy(&ps->cur_from, from);
+  p->direct_in += len;
+  qraft__quic_recv(ep, udp, (const struct sockaddr *)&p->vaddr, data, len);
+  ps->cur_path = NULL;
+}
+
+void qraft__path_authenticated(qraft_conn *c) {
+  tp_paths *ps = c->ep->paths;
+  tp_path *p = ps->cur_path;
+  if (p == NULL || !ps->cur_direct || c->state != TP_UP ||
+      !sa_eq(&p->vaddr, (const struct sockaddr *)&c->remote) ||
+      !qraft_node_id_eq(&c->peer_id, &p->id)) {
+    return;
+  }
+  uint64_t now = qraft_env_now_ns(c->ep->env);
+  bool was = p->direct_ok_ns != 0 &&
+             now - p->direct_ok_ns < c->ep->cfg.path_trust_ms * MS;
+  if (!was) {
+    p->upgrades++;
+  }
+  p->direct_ok_ns = now;
+  p->direct = ps->cur_from;
+}
+
+bool qraft__path_conn_ok(qraft_conn *c) {
+  if (!qraft__path_is_vaddr((const struct sockaddr *)&c->remote)) {
+    return true;
+  }
+  tp_path *p = path_by_vaddr(c->ep->paths, (const struct sockaddr *)&c->remote);
+  return p != NULL && qraft_node_id_eq(&p->id, &c->peer_id);
+}
+
+static void drain_cb(void *ud) {
+  tp_paths *ps = ud;
+  qraft_endpoint *ep = ps->ep;
+  /* What arrives while draining waits for the next turn. */
+  uint32_t n = ps->q_n;
+  while (n-- > 0 && ps->q_n > 0) {
+    rx_item it = ps->q[ps->q_head];
+    ps->q_head = (ps->q_head + 1) % ps->q_cap;
+    ps->q_n--;
+    if (!ep->shut_down && ep->udp_n > 0 && ep->udp[0] != NULL) {
+      it.path->relay_in += it.len;
+      ps->cur_path = it.path;
+      ps->cur_direct = false;
+      qraft__quic_recv(ep, ep->udp[0],
+                       (const struct sockaddr *)&it.path->vaddr, it.data,
+                       it.len);
+      ps->cur_path = NULL;
+    }
+    free(it.data);
+  }
+  if (ps->q_n > 0) {
+    qraft_env_timer_arm(ps->drain_timer, 0);
+  }
+}
+
+static void tick_cb(void *ud) {
+  tp_paths *ps = ud;
+  qraft_endpoint *ep = ps->ep;
+  if (ep->shut_down) {
+    return;
+  }
+  uint64_t now = qraft_env_now_ns(ep->env);
+  for (tp_relay *r = ps->relays; r != NULL; r = r->next) {
+    if (!r->home && r->dialed &&
+        now - r->last_used_ns >= ep->cfg.relay_idle_ms * MS) {
+      r->dialed = false;
+      qraft_endpoint_undial(ep, &r->addr.id, QRAFT_RELAY_ALPN);
+    }
+  }
+  qraft_env_timer_arm(ps->tick_timer, now + TICK_MS * MS);
+}
+
+void qraft__path_conn_freed(qraft_conn *c) {
+  tp_paths *ps = c->ep->paths;
+  if (ps == NULL) {
+    return;
+  }
+  for (tp_relay *r = ps->relays; r != NULL; r = r->next) {
+    if (r->conn == c) {
+      r->conn = NULL;
+      r->sid = -1;
+      r->rd.len = 0;
+    }
+  }
+}
+
+void qraft__path_shutdown(qraft_endpoint *ep) {
+  tp_paths *ps = ep->paths;
+  if (ps == NULL) {
+    return;
+  }
+  qraft_env_timer_free(ps->drain_timer);
+  ps->drain_timer = NULL;
+  qraft_env_timer_free(ps->tick_timer);
+  ps->tick_timer = NULL;
+  while (ps->q_n > 0) {
+    free(ps->q[ps->q_head].data);
+    ps->q_head = (ps->q_head + 1) % ps->q_cap;
+    ps->q_n--;
+  }
+}
+
+void qraft__path_free(qraft_endpoint *ep) {
+  tp_paths *ps = ep->paths;
+  if (ps == NULL) {
+    return;
+  }
+  qraft__path_shutdown(ep);
+  while (ps->paths != NULL) {
+    tp_path *p = ps->paths;
+    ps->paths = p->next;
+    free(p);
+  }
+  while (ps->relays != NULL) {
+    tp_relay *r = ps->relays;
+    ps->relays = r->next;
+    qraft_relay_reader_free(&r->rd);
+    free(r);
+  }
+  free(ps->q);
+  free(ps);
+  ep->paths = NULL;
+}
+
+void qraft__path_peer_metrics(qraft_endpoint *ep, const qraft_node_id *id,
+                              qraft_peer_metrics *out) {
+  tp_path *p = path_by_id(ep->paths, id);
+  if (p == NULL) {
+    return;
+  }
+  uint64_t now = qraft_env_now_ns(ep->env);
+  bool trusted = p->direct_ok_ns != 0 &&
+                 now - p->direct_ok_ns < ep->cfg.path_trust_ms * MS;
+  out->path = trusted ? QRAFT_PATH_DIRECT
+              : p->kind == QRAFT_PATH_DIRECT ? QRAFT_PATH_MIXED
+                                             : p->kind;
+  out->path_direct_bytes_out = p->direct_out;
+  out->path_direct_bytes_in = p->direct_in;
+  out->path_relay_bytes_out = p->relay_out;
+  out->path_relay_bytes_in = p->relay_in;
+  out->path_fallbacks = p->fallbacks;
+  out->path_upgrades = p->upgrades;
+  if (p->last_relay != NULL && p->last_relay->conn != NULL) {
+    qraft_peer_metrics rm;
+    memset(&rm, 0, sizeof rm);
+    qraft__quic_stats(p->last_relay->conn, &rm);
+    out->path_relay_rtt_ns = rm.smoothed_rtt_ns;
+  }
+}
+
+uint32_t qraft_endpoint_relays(qraft_endpoint *ep, qraft_relay_status *out,
+                               uint32_t cap) {
+  uint32_t n = 0;
+  for (tp_relay *r = ep->paths->relays; r != NULL; r = r->next, n++) {
+    if (n >= cap) {
+      continue;
+    }
+    qraft_relay_status *s = &out[n];
+    memset(s, 0, sizeof *s);
+    s->relay = r->addr;
+    s->home = r->home;
+    s->up = r->conn != NULL && r->sid >= 0;
+    s->observed_set = r->observed_set;
+    s->observed = r->observed;
+    if (r->conn != NULL) {
+      qraft_peer_metrics rm;
+      memset(&rm, 0, sizeof rm);
+      qraft__quic_stats(r->conn, &rm);
+      s->rtt_ns = rm.smoothed_rtt_ns;
+    }
+    s->datagrams_out = r->datagrams_out;
+    s->datagrams_in = r->datagrams_in;
+    s->drops = r->drops;
+    s->peer_gone = r->peer_gone;
+    s->elsewhere = r->elsewhere;
+  }
+  return n;
+}

@@ -1,0 +1,571 @@
+/* The relay server and the path layer: peers that know each other by id
+ * only talk through a relay; a direct path is taken when one answers, lost
+ * and regained under a partition without the connection noticing; the
+ * relay's access control, duplicate ids, unknown ids, restarts. Over the
+ * in-memory network (seeded) and over loopback. */
+#include "cmocka_all.h"
+
+#include <qraft/relay.h>
+#include <qraft/transport.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALPN "test/0"
+#define SEC 1000000000ull
+#define N 5
+
+typedef struct node {
+  qraft_endpoint *ep;
+  qraft_secret_key key;
+  int ups;
+  qraft_conn *conn;
+  uint64_t rx_bytes;
+  bool echo;
+  uint16_t port;
+} node;
+
+typedef struct world {
+  bool sim;
+  qraft_simnet *net;
+  qraft_env *env[N + 1];
+  node nodes[N]; /* 0 is the relay */
+  qraft_relay_server *relay;
+  qraft_relay_addr relay_addr;
+  bool allow[N]; /* the relay's allow-list, when `allowlist` */
+  bool allowlist;
+} world;
+
+static void on_up(void *ud, qraft_conn *conn, bool dialed) {
+  (void)dialed;
+  node *n = ud;
+  n->ups++;
+  n->conn = conn;
+}
+
+static void on_down(void *ud, qraft_conn *conn, const qraft_close_info *why) {
+  (void)why;
+  node *n = ud;
+  if (n->conn == conn) {
+    n->conn = NULL;
+  }
+}
+
+static void on_recv(void *ud, qraft_conn *conn, int64_t sid,
+                    const uint8_t *data, size_t len, bool fin) {
+  node *n = ud;
+  n->rx_bytes += len;
+  if (n->echo && len > 0) {
+    assert_int_equal(
+        qraft_conn_stream_send(conn, sid, qraft_slice_of(NULL, data, len), fin),
+        0);
+  }
+}
+
+static const qraft_protocol_ops ops = {
+    .conn_up_cb = on_up, .conn_down_cb = on_down, .stream_recv_cb = on_recv};
+
+static qraft_env *env_of(world *w, int i) {
+  return w->sim ? w->env[i] : w->env[0];
+}
+
+static bool relay_authorize(void *ud, const qraft_node_id *peer,
+                            const char *alpn) {
+  world *w = ud;
+  assert_string_equal(alpn, QRAFT_RELAY_ALPN);
+  if (!w->allowlist) {
+    return true;
+  }
+  for (int i = 1; i < N; i++) {
+    if (w->allow[i] && qraft_node_id_eq(peer, &w->nodes[i].key.public_key)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static void world_init(world *w, bool sim, uint64_t seed) {
+  memset(w, 0, sizeof *w);
+  w->sim = sim;
+  printf("# seed %llu (replay: this test with QRAFT_TEST_SEED=%llu)\n",
+         (unsigned long long)seed, (unsigned long long)seed);
+  if (sim) {
+    assert_int_equal(qraft_simnet_new(seed, &w->net), 0);
+    for (int i = 0; i < N; i++) {
+      assert_int_equal(qraft_simnet_env_new(w->net, &w->env[i]), 0);
+    }
+  } else {
+    assert_int_equal(qraft_env_uv_new(&w->env[0]), 0);
+  }
+  for (int i = 0; i < N; i++) {
+    uint8_t s[QRAFT_KEY_BYTES];
+    for (int j = 0; j < QRAFT_KEY_BYTES; j++) {
+      s[j] = (uint8_t)(seed * 13 + (uint64_t)i * 41 + (uint64_t)j);
+    }
+    qraft_secret_key_from_seed(&w->nodes[i].key, s);
+  }
+}
+
+static void bind_loopback(struct sockaddr_storage *ss, uint16_t port) {
+  struct sockaddr_in *a = (struct sockaddr_in *)ss;
+  memset(ss, 0, sizeof *ss);
+  a->sin_family = AF_INET;
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a->sin_port = htons(port);
+}
+
+static void relay_start(world *w) {
+  node *n = &w->nodes[0];
+  qraft_endpoint_config cfg = {.env = env_of(w, 0), .key = &n->key,
+                               .bind_n = 1, .authorize_cb = relay_authorize,
+                               .authorize_ud = w};
+  bind_loopback(&cfg.bind[0], n->port);
+  assert_int_equal(qraft_endpoint_new(&cfg, &n->ep, NULL), 0);
+  qraft_relay_server_config rc = {.ep = n->ep, .ping_interval_ms = 2000,
+                                  .ping_timeout_ms = 1000};
+  assert_int_equal(qraft_relay_server_new(&rc, &w->relay, NULL), 0);
+  qraft_node_addr a;
+  qraft_endpoint_addr(n->ep, &a);
+  w->relay_addr.id = n->key.public_key;
+  w->relay_addr.addr = a.addrs[0];
+  n->port = ntohs(((struct sockaddr_in *)&a.addrs[0])->sin_port);
+}
+
+static void relay_stop(world *w) {
+  qraft_endpoint_shutdown(w->nodes[0].ep);
+  qraft_relay_server_free(w->relay);
+  w->relay = NULL;
+  qraft_endpoint_free(w->nodes[0].ep);
+  w->nodes[0].ep = NULL;
+}
+
+/* Node i with the relay as its home relay. */
+static void node_start(world *w, int i) {
+  node *n = &w->nodes[i];
+  qraft_endpoint_config cfg = {.env = env_of(w, i), .key = &n->key,
+                               .bind_n = 1, .relays_n = 1};
+  cfg.relays[0] = w->relay_addr;
+  bind_loopback(&cfg.bind[0], n->port);
+  assert_int_equal(qraft_endpoint_new(&cfg, &n->ep, NULL), 0);
+  assert_int_equal(qraft_endpoint_register(n->ep, ALPN, &ops, n), 0);
+  qraft_node_addr a;
+  qraft_endpoint_addr(n->ep, &a);
+  n->port = ntohs(((struct sockaddr_in *)&a.addrs[0])->sin_port);
+}
+
+static void world_close(world *w) {
+  for (int i = N - 1; i >= 0; i--) {
+    if (i == 0 && w->relay != NULL) {
+      relay_stop(w);
+    } else if (w->nodes[i].ep != NULL) {
+      qraft_endpoint_free(w->nodes[i].ep);
+    }
+  }
+  if (w->sim) {
+    qraft_env_run(w->env[0], qraft_env_now_ns(w->env[0]) + SEC, NULL, NULL);
+    for (int i = 0; i < N; i++) {
+      qraft_env_free(w->env[i]);
+    }
+    qraft_simnet_free(w->net);
+  } else {
+    qraft_env_free(w->env[0]);
+  }
+}
+
+/* Node `from` dials node `to` by id only, or with its direct address. */
+static void dial(world *w, int from, int to, bool direct) {
+  qraft_node_addr a;
+  memset(&a, 0, sizeof a);
+  if (direct) {
+    qraft_endpoint_addr(w->nodes[to].ep, &a);
+  }
+  a.id = w->nodes[to].key.public_key;
+  assert_int_equal(qraft_endpoint_dial(w->nodes[from].ep, &a, ALPN), 0);
+}
+
+typedef struct waiter {
+  world *w;
+  bool (*pred)(world *w, void *arg);
+  void *arg;
+} waiter;
+
+static bool waiter_done(void *ud) {
+  waiter *wt = ud;
+  return wt->pred(wt->w, wt->arg);
+}
+
+static bool run_until(world *w, bool (*pred)(world *, void *), void *arg,
+                      uint64_t seconds) {
+  waiter wt = {w, pred, arg};
+  qraft_env *env = env_of(w, 0);
+  return qraft_env_run(env, qraft_env_now_ns(env) + seconds * SEC, waiter_done,
+                       &wt) == 0;
+}
+
+static void run_for_ms(world *w, uint64_t ms) {
+  qraft_env *env = env_of(w, 0);
+  qraft_env_run(env, qraft_env_now_ns(env) + ms * 1000000, NULL, NULL);
+}
+
+static bool pair_up(world *w, void *arg) {
+  int *p = arg;
+  return w->nodes[p[0]].conn != NULL && w->nodes[p[1]].conn != NULL;
+}
+
+static bool home_up(world *w, void *arg) {
+  int i = *(int *)arg;
+  qraft_relay_status st;
+  return qraft_endpoint_relays(w->nodes[i].ep, &st, 1) == 1 && st.up &&
+         st.observed_set;
+}
+
+static qraft_peer_metrics peer_metrics(world *w, int from, int to) {
+  qraft_peer_metrics pm;
+  assert_int_equal(qraft_endpoint_peer_metrics(w->nodes[from].ep,
+                                               &w->nodes[to].key.public_key,
+                                               ALPN, &pm),
+                   0);
+  return pm;
+}
+
+/* Sends `bytes` from `from` to its echoing peer and waits for them back. */
+typedef struct echo_wait {
+  int node;
+  uint64_t want;
+} echo_wait;
+
+static bool echoed(world *w, void *arg) {
+  echo_wait *e = arg;
+  return w->nodes[e->node].rx_bytes >= e->want;
+}
+
+static void echo_through(world *w, int from, size_t bytes, uint64_t seconds) {
+  node *n = &w->nodes[from];
+  assert_non_null(n->conn);
+  int64_t sid;
+  assert_int_equal(qraft_conn_stream_open(n->conn, true, &sid), 0);
+  uint8_t *buf = malloc(bytes);
+  for (size_t i = 0; i < bytes; i++) {
+    buf[i] = (uint8_t)(i * 7);
+  }
+  assert_int_equal(qraft_conn_stream_send(n->conn, sid,
+                                          qraft_slice_of(NULL, buf, bytes),
+                                          true),
+                   0);
+  free(buf);
+  echo_wait e = {from, n->rx_bytes + bytes};
+  assert_true(run_until(w, echoed, &e, seconds));
+}
+
+static uint64_t test_seed(uint64_t dflt) {
+  const char *s = getenv("QRAFT_TEST_SEED");
+  return s != NULL ? strtoull(s, NULL, 10) : dflt;
+}
+
+/* ---- scenarios ---- */
+
+static void ids_only_talk_through_the_relay(bool sim) {
+  world w;
+  world_init(&w, sim, test_seed(1));
+  relay_start(&w);
+  node_start(&w, 1);
+  node_start(&w, 2);
+  w.nodes[2].echo = true;
+  int one = 1, two = 2;
+  assert_true(run_until(&w, home_up, &one, 10));
+  assert_true(run_until(&w, home_up, &two, 10));
+  /* The relay told each its address: loopback, the port it bound. */
+  qraft_relay_status st;
+  assert_int_equal(qraft_endpoint_relays(w.nodes[1].ep, &st, 1), 1);
+  assert_true(st.home);
+  assert_int_equal(ntohs(((struct sockaddr_in *)&st.observed)->sin_port),
+                   w.nodes[1].port);
+  dial(&w, 1, 2, false);
+  int pair[2] = {1, 2};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  echo_through(&w, 1, 200000, 20);
+  qraft_peer_metrics pm = peer_metrics(&w, 1, 2);
+  assert_int_equal(pm.path, QRAFT_PATH_RELAY);
+  assert_true(pm.path_relay_bytes_out > 200000);
+  assert_true(pm.path_relay_bytes_in > 200000);
+  assert_int_equal(pm.path_direct_bytes_out, 0);
+  assert_true(pm.path_relay_rtt_ns > 0);
+  /* The accepting side answers through the relay it was reached by. */
+  pm = peer_metrics(&w, 2, 1);
+  assert_int_equal(pm.path, QRAFT_PATH_RELAY);
+  struct sockaddr_storage ra;
+  assert_false(qraft_conn_remote_addr(w.nodes[2].conn, &ra));
+  qraft_relay_server_metrics rm;
+  qraft_relay_server_metrics_get(w.relay, &rm);
+  assert_int_equal(rm.clients, 2);
+  assert_true(rm.datagrams_out > 100);
+  assert_int_equal(rm.drops_no_peer, 0);
+  world_close(&w);
+}
+
+static void sim_ids_only(void **st) {
+  (void)st;
+  ids_only_talk_through_the_relay(true);
+}
+
+static void uv_ids_only(void **st) {
+  (void)st;
+  ids_only_talk_through_the_relay(false);
+}
+
+static bool path_is(world *w, void *arg) {
+  int kind = *(int *)arg;
+  return peer_metrics(w, 1, 2).path == kind &&
+         peer_metrics(w, 2, 1).path == kind;
+}
+
+/* A direct path is taken once it answers; blocked, the pair falls back to
+ * the relay with the same connection; healed, it goes direct again. */
+static void sim_direct_path_falls_back_and_upgrades(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(2));
+  relay_start(&w);
+  node_start(&w, 1);
+  node_start(&w, 2);
+  w.nodes[2].echo = true;
+  int one = 1, two = 2;
+  assert_true(run_until(&w, home_up, &one, 10));
+  assert_true(run_until(&w, home_up, &two, 10));
+  dial(&w, 1, 2, true);
+  int pair[2] = {1, 2};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  echo_through(&w, 1, 10000, 10);
+  int direct = QRAFT_PATH_DIRECT;
+  assert_true(run_until(&w, path_is, &direct, 10));
+  qraft_conn *c1 = w.nodes[1].conn, *c2 = w.nodes[2].conn;
+  uint64_t relayed = peer_metrics(&w, 1, 2).path_relay_bytes_out;
+  echo_through(&w, 1, 100000, 10);
+  /* Direct only now: nothing more through the relay. */
+  assert_int_equal(peer_metrics(&w, 1, 2).path_relay_bytes_out, relayed);
+
+  qraft_simnet_link_block(w.env[1], w.env[2], true);
+  qraft_simnet_link_block(w.env[2], w.env[1], true);
+  echo_through(&w, 1, 100000, 30);
+  int relay = QRAFT_PATH_RELAY;
+  assert_true(run_until(&w, path_is, &relay, 20));
+  qraft_peer_metrics pm = peer_metrics(&w, 1, 2);
+  assert_true(pm.path_fallbacks >= 1);
+  assert_true(pm.path_relay_bytes_out > relayed + 100000);
+  /* The same connection carried on. */
+  assert_ptr_equal(w.nodes[1].conn, c1);
+  assert_ptr_equal(w.nodes[2].conn, c2);
+  assert_int_equal(w.nodes[1].ups, 1);
+
+  qraft_simnet_heal(w.net);
+  uint64_t up_before = pm.path_upgrades;
+  /* Traffic keeps the trials coming. */
+  for (int i = 0; i < 20 && !path_is(&w, &direct); i++) {
+    echo_through(&w, 1, 2000, 10);
+    run_for_ms(&w, 500);
+  }
+  assert_true(path_is(&w, &direct));
+  assert_true(peer_metrics(&w, 1, 2).path_upgrades > up_before);
+  assert_ptr_equal(w.nodes[1].conn, c1);
+  world_close(&w);
+}
+
+static bool relay_refused(world *w, void *arg) {
+  int i = *(int *)arg;
+  qraft_endpoint_metrics m;
+  qraft_endpoint_metrics_get(w->nodes[i].ep, &m);
+  return m.handshake_failures[QRAFT_HS_FAIL_UNAUTHORIZED] > 0;
+}
+
+/* A client the relay does not allow is refused at the handshake; the
+ * others' traffic goes on. */
+static void sim_relay_allow_list(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(3));
+  w.allowlist = true;
+  w.allow[1] = w.allow[2] = true;
+  relay_start(&w);
+  node_start(&w, 1);
+  node_start(&w, 2);
+  node_start(&w, 3);
+  w.nodes[2].echo = true;
+  int three = 3;
+  assert_true(run_until(&w, relay_refused, &three, 10));
+  qraft_relay_status rs;
+  assert_int_equal(qraft_endpoint_relays(w.nodes[3].ep, &rs, 1), 1);
+  assert_false(rs.up);
+  dial(&w, 1, 2, false);
+  dial(&w, 3, 2, false);
+  int pair[2] = {1, 2};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  echo_through(&w, 1, 50000, 10);
+  run_for_ms(&w, 3000);
+  assert_null(w.nodes[3].conn);
+  qraft_relay_server_metrics rm;
+  qraft_relay_server_metrics_get(w.relay, &rm);
+  assert_int_equal(rm.clients, 2);
+  world_close(&w);
+}
+
+static bool told_elsewhere(world *w, void *arg) {
+  int i = *(int *)arg;
+  qraft_relay_status rs;
+  return qraft_endpoint_relays(w->nodes[i].ep, &rs, 1) == 1 && rs.elsewhere;
+}
+
+/* Two endpoints with one key: the newest gets the id's datagrams, the older
+ * is told and kept, not flapped. */
+static void sim_duplicate_id_is_told_not_flapped(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(4));
+  w.nodes[3].key = w.nodes[2].key;
+  relay_start(&w);
+  node_start(&w, 2);
+  w.nodes[3].echo = true;
+  int two = 2, three = 3;
+  assert_true(run_until(&w, home_up, &two, 10));
+  node_start(&w, 3);
+  assert_true(run_until(&w, told_elsewhere, &two, 10));
+  assert_false(told_elsewhere(&w, &three));
+  node_start(&w, 1);
+  dial(&w, 1, 2, false);
+  int pair[2] = {1, 3};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  echo_through(&w, 1, 20000, 10);
+  run_for_ms(&w, 5000);
+  assert_null(w.nodes[2].conn); /* the older got nothing */
+  qraft_relay_server_metrics rm;
+  qraft_relay_server_metrics_get(w.relay, &rm);
+  assert_int_equal(rm.duplicate_ids, 1);
+  assert_int_equal(rm.clients, 3);
+  assert_int_equal(rm.clients_accepted, 3);
+  /* The newest goes: the older is served again. */
+  qraft_endpoint_free(w.nodes[3].ep);
+  w.nodes[3].ep = NULL;
+  qraft_relay_status rs;
+  for (int i = 0; i < 100; i++) {
+    run_for_ms(&w, 100);
+    qraft_endpoint_relays(w.nodes[2].ep, &rs, 1);
+    if (!rs.elsewhere) {
+      break;
+    }
+  }
+  assert_false(rs.elsewhere);
+  world_close(&w);
+}
+
+static bool gone_told(world *w, void *arg) {
+  (void)arg;
+  qraft_relay_status rs;
+  return qraft_endpoint_relays(w->nodes[1].ep, &rs, 1) == 1 &&
+         rs.peer_gone > 0;
+}
+
+/* Dialing an id nobody serves: the relay says so, nothing comes up, nothing
+ * breaks. */
+static void sim_unknown_id(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(5));
+  relay_start(&w);
+  node_start(&w, 1);
+  qraft_node_addr a;
+  memset(&a, 0, sizeof a);
+  a.id = w.nodes[4].key.public_key; /* never started */
+  assert_int_equal(qraft_endpoint_dial(w.nodes[1].ep, &a, ALPN), 0);
+  assert_true(run_until(&w, gone_told, NULL, 10));
+  run_for_ms(&w, 3000);
+  assert_null(w.nodes[1].conn);
+  qraft_relay_server_metrics rm;
+  qraft_relay_server_metrics_get(w.relay, &rm);
+  assert_true(rm.drops_no_peer > 0);
+  world_close(&w);
+}
+
+static bool both_relays_up(world *w, void *arg) {
+  (void)arg;
+  int one = 1, two = 2;
+  return home_up(w, &one) && home_up(w, &two);
+}
+
+/* The relay restarts at the same address: clients reconnect and the pair
+ * talks again. */
+static void sim_relay_restart(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(6));
+  relay_start(&w);
+  node_start(&w, 1);
+  node_start(&w, 2);
+  w.nodes[2].echo = true;
+  dial(&w, 1, 2, false);
+  int pair[2] = {1, 2};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  echo_through(&w, 1, 20000, 10);
+  qraft_relay_server_restarting(w.relay, 100, 10000);
+  run_for_ms(&w, 50);
+  relay_stop(&w);
+  run_for_ms(&w, 500);
+  relay_start(&w);
+  assert_true(run_until(&w, both_relays_up, NULL, 20));
+  assert_true(run_until(&w, pair_up, pair, 30));
+  echo_through(&w, 1, 20000, 30);
+  world_close(&w);
+}
+
+/* A client that sends what only a relay sends is closed. */
+static void sim_client_breaking_the_protocol_is_closed(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(7));
+  relay_start(&w);
+  node *n = &w.nodes[1];
+  qraft_endpoint_config cfg = {.env = w.env[1], .key = &n->key, .bind_n = 1};
+  bind_loopback(&cfg.bind[0], 0);
+  assert_int_equal(qraft_endpoint_new(&cfg, &n->ep, NULL), 0);
+  /* A bare client: it speaks the relay ALPN itself. */
+  assert_int_equal(qraft_endpoint_register(n->ep, QRAFT_RELAY_ALPN, &ops, n),
+                   0);
+  qraft_node_addr a;
+  memset(&a, 0, sizeof a);
+  a.id = w.relay_addr.id;
+  a.addrs_n = 1;
+  a.addrs[0] = w.relay_addr.addr;
+  assert_int_equal(qraft_endpoint_dial(n->ep, &a, QRAFT_RELAY_ALPN), 0);
+  int pair[2] = {1, 1};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  int64_t sid;
+  assert_int_equal(qraft_conn_stream_open(n->conn, true, &sid), 0);
+  qraft_relay_frame f = {.type = QRAFT_RELAY_PEER_GONE,
+                         .peer = n->key.public_key};
+  uint8_t buf[64];
+  size_t len = qraft_relay_frame_encode(&f, buf);
+  assert_int_equal(qraft_conn_stream_send(n->conn, sid,
+                                          qraft_slice_of(NULL, buf, len),
+                                          false),
+                   0);
+  run_for_ms(&w, 1000);
+  qraft_relay_server_metrics rm;
+  qraft_relay_server_metrics_get(w.relay, &rm);
+  assert_int_equal(rm.protocol_errors, 1);
+  world_close(&w);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(sim_ids_only),
+      cmocka_unit_test(uv_ids_only),
+      cmocka_unit_test(sim_direct_path_falls_back_and_upgrades),
+      cmocka_unit_test(sim_relay_allow_list),
+      cmocka_unit_test(sim_duplicate_id_is_told_not_flapped),
+      cmocka_unit_test(sim_unknown_id),
+      cmocka_unit_test(sim_relay_restart),
+      cmocka_unit_test(sim_client_breaking_the_protocol_is_closed),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
