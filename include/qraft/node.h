@@ -59,7 +59,7 @@
 extern "C" {
 #endif
 
-#define QRAFT_NODE_CONFIG_VERSION 1
+#define QRAFT_NODE_CONFIG_VERSION 2
 
 typedef struct qraft_node qraft_node;
 
@@ -223,6 +223,12 @@ typedef struct qraft_node_config {
                                   are refused */
   uint32_t bind_n;             /* UDP addresses for Raft traffic, at least 1 */
   struct sockaddr_storage bind[2];
+  /* Home relays (qraft-relay servers): the node stays connected to them,
+   * its address (as configuration changes carry it) names them, and it
+   * reaches through them the members it has no direct path to. None: the
+   * members' direct addresses only. docs/connectivity.md. */
+  uint32_t relays_n;
+  qraft_relay_addr relays[QRAFT_NODE_RELAYS_MAX];
   const qraft_sm_ops *sm; /* required */
   void *sm_ud;
   /* NULL: the node makes a libuv env and runs it on a thread of its own
@@ -460,6 +466,9 @@ typedef struct qraft_member_status {
   uint64_t heard_ms;
   /* A connection with this member is up (its handshake proved its key). */
   bool connected;
+  /* The path its packets take (qraft_path_kind: none when no relay is in
+   * play, else direct, mixed or relay; docs/connectivity.md). */
+  int path;
 } qraft_member_status;
 
 typedef struct qraft_node_status {

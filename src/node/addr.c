@@ -28,27 +28,68 @@ void qraft_node_addr_of(const qraft_node *n, qraft_node_addr *out) {
  * key, a count, then per address a family byte (4 or 6), the address bytes
  * and a big-endian port. */
 
+static size_t sockaddr_encode(const struct sockaddr_storage *ss, uint8_t *out) {
+  size_t o = 0;
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+    out[o++] = 4;
+    memcpy(out + o, &s4->sin_addr, 4);
+    o += 4;
+    memcpy(out + o, &s4->sin_port, 2);
+    o += 2;
+  } else {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+    out[o++] = 6;
+    memcpy(out + o, &s6->sin6_addr, 16);
+    o += 16;
+    memcpy(out + o, &s6->sin6_port, 2);
+    o += 2;
+  }
+  return o;
+}
+
+/* Decodes one family-tagged address at p[*o..len); 0 or QRAFT_EMALFORMED. */
+static int sockaddr_decode(const uint8_t *p, size_t len, size_t *o,
+                           struct sockaddr_storage *ss) {
+  if (*o >= len) {
+    return QRAFT_EMALFORMED;
+  }
+  uint8_t fam = p[(*o)++];
+  if (fam == 4 && len - *o >= 6) {
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    s4->sin_family = AF_INET;
+    memcpy(&s4->sin_addr, p + *o, 4);
+    memcpy(&s4->sin_port, p + *o + 4, 2);
+    *o += 6;
+    return 0;
+  }
+  if (fam == 6 && len - *o >= 18) {
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    s6->sin6_family = AF_INET6;
+    memcpy(&s6->sin6_addr, p + *o, 16);
+    memcpy(&s6->sin6_port, p + *o + 16, 2);
+    *o += 18;
+    return 0;
+  }
+  return QRAFT_EMALFORMED;
+}
+
 size_t qraft__node_addr_encode(const qraft_node_addr *a, uint8_t *out) {
   size_t o = 0;
   memcpy(out + o, a->id.bytes, QRAFT_KEY_BYTES);
   o += QRAFT_KEY_BYTES;
   out[o++] = (uint8_t)a->addrs_n;
   for (uint32_t i = 0; i < a->addrs_n; i++) {
-    const struct sockaddr_storage *ss = &a->addrs[i];
-    if (ss->ss_family == AF_INET) {
-      const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-      out[o++] = 4;
-      memcpy(out + o, &s4->sin_addr, 4);
-      o += 4;
-      memcpy(out + o, &s4->sin_port, 2);
-      o += 2;
-    } else {
-      const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-      out[o++] = 6;
-      memcpy(out + o, &s6->sin6_addr, 16);
-      o += 16;
-      memcpy(out + o, &s6->sin6_port, 2);
-      o += 2;
+    o += sockaddr_encode(&a->addrs[i], out + o);
+  }
+  /* Relays follow only when there are some, so an address without them
+   * reads the same to a node that knows nothing of relays. */
+  if (a->relays_n > 0) {
+    out[o++] = (uint8_t)a->relays_n;
+    for (uint32_t i = 0; i < a->relays_n; i++) {
+      memcpy(out + o, a->relays[i].id.bytes, QRAFT_KEY_BYTES);
+      o += QRAFT_KEY_BYTES;
+      o += sockaddr_encode(&a->relays[i].addr, out + o);
     }
   }
   return o;
@@ -66,28 +107,30 @@ int qraft__node_addr_decode(const uint8_t *p, size_t len, qraft_node_addr *a) {
     return QRAFT_EMALFORMED;
   }
   for (uint32_t i = 0; i < n; i++) {
-    if (o >= len) {
-      return QRAFT_EMALFORMED;
-    }
-    uint8_t fam = p[o++];
-    if (fam == 4 && len - o >= 6) {
-      struct sockaddr_in *s4 = (struct sockaddr_in *)&a->addrs[i];
-      s4->sin_family = AF_INET;
-      memcpy(&s4->sin_addr, p + o, 4);
-      memcpy(&s4->sin_port, p + o + 4, 2);
-      o += 6;
-    } else if (fam == 6 && len - o >= 18) {
-      struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->addrs[i];
-      s6->sin6_family = AF_INET6;
-      memcpy(&s6->sin6_addr, p + o, 16);
-      memcpy(&s6->sin6_port, p + o + 16, 2);
-      o += 18;
-    } else {
+    if (sockaddr_decode(p, len, &o, &a->addrs[i]) != 0) {
       return QRAFT_EMALFORMED;
     }
   }
   a->addrs_n = n;
-  return 0;
+  if (o == len) {
+    return 0; /* no relays */
+  }
+  uint32_t r = p[o++];
+  if (r > QRAFT_NODE_RELAYS_MAX) {
+    return QRAFT_EMALFORMED;
+  }
+  for (uint32_t i = 0; i < r; i++) {
+    if (len - o < QRAFT_KEY_BYTES) {
+      return QRAFT_EMALFORMED;
+    }
+    memcpy(a->relays[i].id.bytes, p + o, QRAFT_KEY_BYTES);
+    o += QRAFT_KEY_BYTES;
+    if (sockaddr_decode(p, len, &o, &a->relays[i].addr) != 0) {
+      return QRAFT_EMALFORMED;
+    }
+  }
+  a->relays_n = r;
+  return o == len ? 0 : QRAFT_EMALFORMED;
 }
 
 static node_member *member_find(qraft_node *n, qraft_id id) {

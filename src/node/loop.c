@@ -110,6 +110,7 @@ void qraft__node_publish_status(qraft_node *n) {
     for (uint32_t i = 0; i < pm_n; i++) {
       if (memcmp(&pm[i].peer, &s.members[k].addr.id, sizeof pm[i].peer) == 0) {
         s.members[k].connected = pm[i].up;
+        s.members[k].path = pm[i].path;
       }
     }
   }

@@ -73,6 +73,50 @@ static size_t node_transport_metrics(qraft_node *n, char *buf, size_t size) {
       }
     }
   }
+  /* The path layer: which path each peer's packets take, and the bytes
+   * and relay round trip of each (docs/connectivity.md). */
+  mt_put(buf, size, &off,
+         "# HELP qraft_peer_path The path a peer's packets take (1 on the "
+         "current one).\n# TYPE qraft_peer_path gauge\n");
+  for (uint32_t i = 0; i < pn; i++) {
+    char hex[QRAFT_NODE_ID_HEX_SIZE];
+    qraft_node_id_to_hex(&pm[i].peer, hex);
+    hex[16] = '\0';
+    for (int k = QRAFT_PATH_NONE; k <= QRAFT_PATH_RELAY; k++) {
+      mt_put(buf, size, &off, "qraft_peer_path{peer=\"%s\",path=\"%s\"} %d\n",
+             hex, qraft_path_kind_name(k), pm[i].path == k);
+    }
+  }
+  mt_put(buf, size, &off, "# TYPE qraft_peer_path_bytes_total counter\n");
+  for (uint32_t i = 0; i < pn; i++) {
+    char hex[QRAFT_NODE_ID_HEX_SIZE];
+    qraft_node_id_to_hex(&pm[i].peer, hex);
+    hex[16] = '\0';
+    const char *dirs[] = {"out", "in", "out", "in"};
+    const char *paths[] = {"direct", "direct", "relay", "relay"};
+    uint64_t v[] = {pm[i].path_direct_bytes_out, pm[i].path_direct_bytes_in,
+                    pm[i].path_relay_bytes_out, pm[i].path_relay_bytes_in};
+    for (int k = 0; k < 4; k++) {
+      mt_put(buf, size, &off,
+             "qraft_peer_path_bytes_total{peer=\"%s\",path=\"%s\","
+             "dir=\"%s\"} %" PRIu64 "\n",
+             hex, paths[k], dirs[k], v[k]);
+    }
+  }
+  mt_put(buf, size, &off, "# TYPE qraft_peer_relay_rtt_seconds gauge\n"
+                          "# TYPE qraft_peer_path_fallbacks_total counter\n"
+                          "# TYPE qraft_peer_path_upgrades_total counter\n");
+  for (uint32_t i = 0; i < pn; i++) {
+    char hex[QRAFT_NODE_ID_HEX_SIZE];
+    qraft_node_id_to_hex(&pm[i].peer, hex);
+    hex[16] = '\0';
+    mt_put(buf, size, &off,
+           "qraft_peer_relay_rtt_seconds{peer=\"%s\"} %.6f\n"
+           "qraft_peer_path_fallbacks_total{peer=\"%s\"} %" PRIu64 "\n"
+           "qraft_peer_path_upgrades_total{peer=\"%s\"} %" PRIu64 "\n",
+           hex, (double)pm[i].path_relay_rtt_ns / 1e9, hex,
+           pm[i].path_fallbacks, hex, pm[i].path_upgrades);
+  }
   return off;
 }
 

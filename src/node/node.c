@@ -30,6 +30,10 @@ static int node_config_check(qraft_node_config *c, qraft_err *err) {
     return QRAFT_ERR(err, QRAFT_ECONFIG, "bind_n must be 1 or 2, not %u",
                      c->bind_n);
   }
+  if (c->relays_n > QRAFT_NODE_RELAYS_MAX) {
+    return QRAFT_ERR(err, QRAFT_ECONFIG, "relays_n must be at most %u, not %u",
+                     QRAFT_NODE_RELAYS_MAX, c->relays_n);
+  }
   if (c->sm == NULL || c->sm->apply == NULL || c->sm->snapshot == NULL ||
       c->sm->restore == NULL) {
     return QRAFT_ERR(err, QRAFT_ECONFIG,
@@ -359,8 +363,7 @@ int qraft_node_bootstrap(qraft_node *n, const qraft_node_addr *members,
   }
   bool self = false;
   qraft_conf_change ccs[QRAFT_CONF_NODES_MAX];
-  uint8_t ctx[QRAFT_CONF_NODES_MAX][QRAFT_KEY_BYTES + 1 +
-                                    QRAFT_NODE_ADDRS_MAX * 19];
+  uint8_t ctx[QRAFT_CONF_NODES_MAX][NODE_ADDR_ENC_MAX];
   for (size_t i = 0; i < cnt; i++) {
     qraft_id id = qraft_node_raft_id(&members[i].id);
     self = self || id == n->id;
@@ -449,7 +452,7 @@ int qraft_node_bootstrap_at(qraft_node *n, const qraft_node_addr *members,
   memcpy(hdr + 4, &be, 4);
   rv = qraft_snapshot_writer_write(w, hdr, 8, err);
   for (size_t i = 0; i < cnt && rv == 0; i++) {
-    uint8_t buf[2 + QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19];
+    uint8_t buf[2 + NODE_ADDR_ENC_MAX];
     size_t l = qraft__node_addr_encode(&members[i], buf + 2);
     buf[0] = (uint8_t)(l >> 8);
     buf[1] = (uint8_t)l;
@@ -589,7 +592,7 @@ int qraft_node_force_new_cluster(qraft_node *n, qraft_conf_state *was,
     k += rv == 0;
   }
   if (rv == 0 && !conf_list_has(conf.voters, conf.voters_n, n->id)) {
-    uint8_t ctx[QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19];
+    uint8_t ctx[NODE_ADDR_ENC_MAX];
     qraft_node_addr self;
     qraft_node_addr_of(n, &self);
     for (uint32_t i = 0; i < n->members_n; i++) {
@@ -693,6 +696,8 @@ static int node_start_on_loop(qraft_node *n) {
   ec.key = &n->key;
   ec.bind_n = n->cfg.bind_n;
   memcpy(ec.bind, n->cfg.bind, sizeof ec.bind);
+  ec.relays_n = n->cfg.relays_n;
+  memcpy(ec.relays, n->cfg.relays, sizeof ec.relays);
   ec.authorize_cb = qraft__node_authorize_cb;
   ec.authorize_ud = n;
   ec.logger = n->lg;

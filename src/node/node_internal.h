@@ -314,6 +314,12 @@ void qraft__node_shutdown_on_loop(qraft_node *n);
 
 /* addr.c */
 int qraft__node_addr_decode(const uint8_t *p, size_t len, qraft_node_addr *a);
+/* The most bytes qraft__node_addr_encode writes: the key, the direct
+ * addresses (a count, then family, address, port each), and the relays (a
+ * count, then key, family, address, port each). */
+#define NODE_ADDR_ENC_MAX                                                      \
+  (QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19 + 1 +                       \
+   QRAFT_NODE_RELAYS_MAX * (QRAFT_KEY_BYTES + 19))
 size_t qraft__node_addr_encode(const qraft_node_addr *a, uint8_t *out);
 bool qraft__node_conf_has(const qraft_conf_state *cs, qraft_id id);
 void qraft__node_member_learn(qraft_node *n, const qraft_node_addr *a);

@@ -122,7 +122,7 @@ void qraft__node_take_requests(qraft_node *n) {
       qraft_conf_change_v2 cc;
       memset(&cc, 0, sizeof cc);
       cc.changes_n = 1;
-      uint8_t ctxbuf[QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19];
+      uint8_t ctxbuf[NODE_ADDR_ENC_MAX];
       if (r->kind == REQ_ADD_LEARNER || r->kind == REQ_ADD_VOTER) {
         cc.changes[0].node_id = qraft_node_raft_id(&r->addr.id);
         cc.changes[0].change_type = r->kind == REQ_ADD_VOTER

@@ -43,7 +43,7 @@ static int node_snapshot_header(qraft_node *n, uint32_t magic_host,
   memcpy(hdr + 4, &cnt, 4);
   int rv = write(wctx, hdr, 8);
   for (uint32_t i = 0; i < n->members_n && rv == 0; i++) {
-    uint8_t buf[2 + QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19];
+    uint8_t buf[2 + NODE_ADDR_ENC_MAX];
     size_t l = qraft__node_addr_encode(&n->members[i].addr, buf + 2);
     buf[0] = (uint8_t)(l >> 8);
     buf[1] = (uint8_t)l;
@@ -116,7 +116,7 @@ static int node_snap_open(qraft_node *n, qraft_snapshot_reader **out,
   }
   for (uint32_t i = 0; i < cnt && rv == 0; i++) {
     uint8_t lb[2];
-    uint8_t buf[QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19];
+    uint8_t buf[NODE_ADDR_ENC_MAX];
     rv = snap_read_exact(&in, lb, 2);
     size_t l = ((size_t)lb[0] << 8) | lb[1];
     if (rv == 0 && l > sizeof buf) {

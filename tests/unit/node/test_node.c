@@ -7,6 +7,7 @@
 
 #include <qraft/core.h>
 #include <qraft/node.h>
+#include <qraft/relay.h>
 #include <qraft/storage.h>
 
 #include "storage/fault.h"
@@ -15,6 +16,7 @@
 
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +107,9 @@ typedef struct member {
 
 static member cl[N_MAX];
 static char root[128];
+/* When set, members reach each other through this relay, and know each
+ * other by id only. */
+static const qraft_relay_addr *members_relay;
 static uint64_t snapshot_entries = 0;
 static int port_round = 0; /* each cluster gets ports of its own */
 
@@ -138,6 +143,10 @@ static void member_open(int i) {
   cfg.cluster_id = 77;
   cfg.bind_n = 1;
   memcpy(&cfg.bind[0], &m->addr.addrs[0], sizeof(struct sockaddr_in));
+  if (members_relay != NULL) {
+    cfg.relays_n = 1;
+    cfg.relays[0] = *members_relay;
+  }
   cfg.sm = &sm_ops;
   cfg.sm_ud = &m->state;
   cfg.tick_ms = 10;
@@ -220,6 +229,12 @@ static void cluster_boot(int n) {
   for (int i = 0; i < n; i++) {
     member_init(i);
     addrs[i] = cl[i].addr;
+    if (members_relay != NULL) {
+      /* the others know only its id and its relay */
+      addrs[i].addrs_n = 0;
+      addrs[i].relays_n = 1;
+      addrs[i].relays[0] = *members_relay;
+    }
   }
   for (int i = 0; i < n; i++) {
     member_open(i);
@@ -926,6 +941,110 @@ static void forcing_from_a_joint_configuration_leaves_it_first(void **st) {
   qraft_storage_close(store);
 }
 
+/* --- members that know each other by id and a relay -------------------------------- */
+
+typedef struct relay_thread {
+  pthread_t th;
+  qraft_env *env;
+  qraft_endpoint *ep;
+  qraft_relay_server *srv;
+  qraft_relay_addr addr;
+  atomic_bool ready, stop;
+} relay_thread;
+
+static bool relay_should_stop(void *ud) {
+  return atomic_load(&((relay_thread *)ud)->stop);
+}
+
+static void *relay_main(void *p) {
+  relay_thread *rt = p;
+  qraft_secret_key key;
+  assert_int_equal(qraft_secret_key_generate(&key), 0);
+  assert_int_equal(qraft_env_uv_new(&rt->env), 0);
+  qraft_endpoint_config ec = {.env = rt->env, .key = &key, .bind_n = 1};
+  struct sockaddr_in *a = (struct sockaddr_in *)&ec.bind[0];
+  a->sin_family = AF_INET;
+  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(qraft_endpoint_new(&ec, &rt->ep, NULL), 0);
+  qraft_relay_server_config rc = {.ep = rt->ep};
+  assert_int_equal(qraft_relay_server_new(&rc, &rt->srv, NULL), 0);
+  qraft_node_addr na;
+  qraft_endpoint_addr(rt->ep, &na);
+  rt->addr.id = key.public_key;
+  rt->addr.addr = na.addrs[0];
+  atomic_store(&rt->ready, true);
+  /* the server's own timer wakes the loop to look at `stop` */
+  qraft_env_run(rt->env, UINT64_MAX, relay_should_stop, rt);
+  qraft_endpoint_shutdown(rt->ep);
+  qraft_relay_server_free(rt->srv);
+  qraft_endpoint_free(rt->ep);
+  qraft_env_free(rt->env);
+  return NULL;
+}
+
+static void members_that_know_only_ids_and_a_relay_form_a_cluster(void **st) {
+  (void)st;
+  relay_thread rt;
+  memset(&rt, 0, sizeof rt);
+  assert_int_equal(pthread_create(&rt.th, NULL, relay_main, &rt), 0);
+  while (!atomic_load(&rt.ready)) {
+    usleep(1000);
+  }
+  members_relay = &rt.addr;
+  cluster_boot(3);
+  int l = wait_leader(3, 15000);
+  assert_true(l >= 0);
+  assert_true(wait_known_leader(3, l, 10000));
+  done_ctr d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  pthread_t th[3];
+  thread_arg args[3];
+  for (int t = 0; t < 3; t++) {
+    /* proposals on followers go to the leader through the relay too */
+    args[t] = (thread_arg){.node = t, .count = 30, .tid = t, .d = &d};
+    assert_int_equal(pthread_create(&th[t], NULL, proposer, &args[t]), 0);
+  }
+  for (int t = 0; t < 3; t++) {
+    pthread_join(th[t], NULL);
+  }
+  wait_calls(&d, 90, 20000);
+  assert_int_equal(d.ok, 90);
+  assert_true(wait_converged(3, 90, 10000));
+  /* Nobody knows a direct address: every member is reached by relay. */
+  qraft_node_status s;
+  qraft_node_status_get(cl[l].node, &s);
+  assert_int_equal(s.members_n, 3);
+  for (uint32_t i = 0; i < s.members_n; i++) {
+    if (s.members[i].id != s.id) {
+      assert_true(s.members[i].connected);
+      assert_int_equal(s.members[i].path, QRAFT_PATH_RELAY);
+      assert_int_equal(s.members[i].addr.addrs_n, 0);
+      assert_int_equal(s.members[i].addr.relays_n, 1);
+    }
+  }
+  static char text[65536];
+  size_t need = qraft_node_metrics_text(cl[l].node, text, sizeof text);
+  assert_true(need < sizeof text);
+  assert_non_null(strstr(text, "path=\"relay\"} 1"));
+  /* The leader goes: the other two elect through the relay. */
+  member_stop(l);
+  int l2 = wait_leader(3, 15000);
+  assert_true(l2 >= 0 && l2 != l);
+  for (int k = 0; k < 10; k++) {
+    assert_int_equal(qraft_node_propose(cl[l2].node, "r", 1, propose_done, &d),
+                     0);
+  }
+  wait_calls(&d, 100, 10000);
+  assert_int_equal(d.ok, 100);
+  /* and the old leader, back, catches up the same way */
+  member_open(l);
+  member_start(l);
+  assert_true(wait_converged(3, 100, 15000));
+  cluster_free(3);
+  members_relay = NULL;
+  atomic_store(&rt.stop, true);
+  pthread_join(rt.th, NULL);
+}
+
 static void bad_configurations_are_refused(void **st) {
   (void)st;
   qraft_node_config cfg;
@@ -949,6 +1068,7 @@ int main(void) {
       cmocka_unit_test(
           a_new_member_catches_up_through_a_snapshot_and_one_is_removed),
       cmocka_unit_test(leadership_moves_on_request),
+      cmocka_unit_test(members_that_know_only_ids_and_a_relay_form_a_cluster),
       cmocka_unit_test(a_survivor_forced_into_a_new_cluster_keeps_its_log),
       cmocka_unit_test(forcing_from_a_joint_configuration_leaves_it_first),
       cmocka_unit_test_teardown(a_full_log_holds_writes_until_there_is_room,
