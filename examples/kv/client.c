@@ -624,10 +624,13 @@ static int fmt_members(json_t *j) {
   json_t *m;
   json_array_foreach(json_object_get(j, "members"), i, m) {
     const char *id = json_string_value(json_object_get(m, "id"));
-    printf("%.16s  %-7s %-21s %-24s%s\n", id ? id : "?",
+    const char *path = json_string_value(json_object_get(m, "path"));
+    const char *addr = json_string_value(json_object_get(m, "addr"));
+    printf("%.16s  %-7s %-21s %-24s %-6s%s\n", id ? id : "?",
            json_string_value(json_object_get(m, "role")),
-           json_string_value(json_object_get(m, "addr")),
+           addr && addr[0] ? addr : "(relay)",
            json_string_value(json_object_get(m, "http")),
+           path ? path : "self",
            json_is_true(json_object_get(m, "leader")) ? " leader" : "");
   }
   return 0;
@@ -644,7 +647,22 @@ static int fmt_status(json_t *j) {
          (long long)json_integer_value(json_object_get(j, "applied")),
          (long long)json_integer_value(json_object_get(j, "last_index")),
          (long long)json_integer_value(json_object_get(j, "snapshot_index")));
-  return fmt_members(j);
+  int rv = fmt_members(j);
+  size_t i;
+  json_t *r;
+  json_array_foreach(json_object_get(j, "relays"), i, r) {
+    const char *rid = json_string_value(json_object_get(r, "id"));
+    const char *ob = json_string_value(json_object_get(r, "observed_addr"));
+    printf("relay   %.16s %s %s%s%s%s\n", rid ? rid : "?",
+           json_string_value(json_object_get(r, "addr")),
+           json_is_true(json_object_get(r, "connected")) ? "connected"
+                                                         : "not connected",
+           ob && ob[0] ? ", sees us at " : "", ob && ob[0] ? ob : "",
+           json_is_true(json_object_get(r, "id_elsewhere"))
+               ? " (our id is connected elsewhere)"
+               : "");
+  }
+  return rv;
 }
 static int fmt_digest(json_t *j) {
   printf("keys    %lld  digest %s  applied %lld\n",

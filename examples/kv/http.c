@@ -721,7 +721,7 @@ static enum MHD_Result kv_del(http_ctx *h, struct MHD_Connection *c,
 
 /* ---- status, members, transfer, metrics ---- */
 
-static void format_addr(const struct sockaddr_storage *sa, char *out, size_t n) {
+void kv_format_addr(const struct sockaddr_storage *sa, char *out, size_t n) {
   char ip[INET6_ADDRSTRLEN] = "?";
   if (sa->ss_family == AF_INET) {
     const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
@@ -743,7 +743,7 @@ static json_t *members_json(http_ctx *h, const qraft_node_status *st) {
     char hex[QRAFT_NODE_ID_HEX_SIZE], http[256] = "", addr[80] = "";
     qraft_node_id_to_hex(&m->addr.id, hex);
     kv_store_http_of(kv_server_store(h->srv), hex, http, sizeof http);
-    if (m->addr.addrs_n > 0) format_addr(&m->addr.addrs[0], addr, sizeof addr);
+    if (m->addr.addrs_n > 0) kv_format_addr(&m->addr.addrs[0], addr, sizeof addr);
     char rid[20];
     snprintf(rid, sizeof rid, "%016llx", (unsigned long long)m->id);
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "id", hex,
@@ -753,8 +753,19 @@ static json_t *members_json(http_ctx *h, const qraft_node_status *st) {
     if (st->role == QRAFT_ROLE_LEADER) {
       json_object_set_new(o, "match", json_integer((json_int_t)m->match));
     }
+    json_t *rl = json_array();
+    for (uint32_t k = 0; k < m->addr.relays_n; k++) {
+      char rh[QRAFT_NODE_ID_HEX_SIZE], ra[80], rt[200];
+      qraft_node_id_to_hex(&m->addr.relays[k].id, rh);
+      kv_format_addr(&m->addr.relays[k].addr, ra, sizeof ra);
+      snprintf(rt, sizeof rt, "%s@%s", rh, ra);
+      json_array_append_new(rl, json_string(rt));
+    }
+    json_object_set_new(o, "relays", rl);
     if (m->id != st->id) {
       json_object_set_new(o, "connected", json_boolean(m->connected));
+      json_object_set_new(o, "path",
+                          json_string(qraft_path_kind_name(m->path)));
       json_object_set_new(o, "heard_ms",
                           m->heard_ms == UINT64_MAX
                               ? json_null()
@@ -811,6 +822,23 @@ static enum MHD_Result status_get(http_ctx *h, struct MHD_Connection *c) {
   json_object_set_new(j, "apply_waiting_entries",
                       json_integer((json_int_t)st.apply_waiting_entries));
   json_object_set_new(j, "members", members_json(h, &st));
+  json_t *rs = json_array();
+  for (uint32_t k = 0; k < st.relays_n; k++) {
+    const qraft_relay_status *r = &st.relays[k];
+    char rh[QRAFT_NODE_ID_HEX_SIZE], ra[80], ob[80] = "";
+    qraft_node_id_to_hex(&r->relay.id, rh);
+    kv_format_addr(&r->relay.addr, ra, sizeof ra);
+    if (r->observed_set) kv_format_addr(&r->observed, ob, sizeof ob);
+    json_array_append_new(
+        rs, json_pack("{s:s, s:s, s:b, s:b, s:s, s:f, s:I, s:I, s:I, s:b}",
+                      "id", rh, "addr", ra, "home", r->home, "connected",
+                      r->up, "observed_addr", ob, "rtt_ms",
+                      (double)r->rtt_ns / 1e6, "datagrams_out",
+                      (json_int_t)r->datagrams_out, "datagrams_in",
+                      (json_int_t)r->datagrams_in, "drops",
+                      (json_int_t)r->drops, "id_elsewhere", r->elsewhere));
+  }
+  json_object_set_new(j, "relays", rs);
   return reply_json(c, 200, j);
 }
 
@@ -1002,16 +1030,26 @@ static enum MHD_Result members_post(http_ctx *h, struct MHD_Connection *c,
   const char *addr = j ? json_string_value(json_object_get(j, "addr")) : NULL;
   const char *role = j ? json_string_value(json_object_get(j, "role")) : NULL;
   if (role == NULL) role = "voter";
+  json_t *rj = j ? json_object_get(j, "relays") : NULL;
   qraft_node_addr a;
   memset(&a, 0, sizeof a);
-  bool addr_ok = addr != NULL && kv_parse_hostport(addr, &a.addrs[0]) == 0;
-  a.addrs_n = 1;
-  if (id == NULL || qraft_node_id_parse(id, &a.id) != 0 ||
+  bool addr_ok = addr != NULL && addr[0] != 0 &&
+                 kv_parse_hostport(addr, &a.addrs[0]) == 0;
+  a.addrs_n = addr_ok ? 1 : 0;
+  bool relays_ok = rj == NULL || (json_is_array(rj) &&
+                                  json_array_size(rj) <= QRAFT_NODE_RELAYS_MAX);
+  for (size_t k = 0; relays_ok && rj != NULL && k < json_array_size(rj); k++) {
+    const char *rt = json_string_value(json_array_get(rj, k));
+    relays_ok = rt != NULL && kv_parse_relay(rt, &a.relays[k]) == 0;
+    a.relays_n += relays_ok;
+  }
+  if (id == NULL || qraft_node_id_parse(id, &a.id) != 0 || !relays_ok ||
       (strcmp(role, "voter") != 0 && strcmp(role, "learner") != 0)) {
     json_decref(j);
     return reply_err(c, 400, "malformed",
                      "want {\"id\": 64-hex node id, \"addr\": \"host:port\", "
-                     "\"role\": \"voter\"|\"learner\"}");
+                     "\"relays\": [\"ID@HOST:PORT\", ...] (optional, at most "
+                     "2), \"role\": \"voter\"|\"learner\"}");
   }
   qraft_node *node = kv_server_node(h->srv);
   qraft_node_status st;
@@ -1030,9 +1068,10 @@ static enum MHD_Result members_post(http_ctx *h, struct MHD_Connection *c,
   }
   member_arg ma = {.what = MEMBER_PROMOTE, .addr = &a, .id = rid};
   if (cur == NULL) {
-    if (!addr_ok) {
+    if (!addr_ok && a.relays_n == 0) {
       json_decref(ok);
-      return reply_err(c, 400, "malformed", "addr must be host:port");
+      return reply_err(c, 400, "malformed",
+                       "addr must be host:port (or give relays)");
     }
     ma.what = want_voter ? MEMBER_ADD_VOTER : MEMBER_ADD_LEARNER;
   }

@@ -169,8 +169,13 @@ uint64_t kv_server_cluster_id(kv_server *srv);
 int kv_parse_size(const char *text, uint64_t *out);
 /* "ID@HOST:PORT,..." into members (at most QRAFT_NODE_MEMBERS_MAX); says
  * what is wrong on stderr. */
-int kv_parse_members(const char *list, qraft_node_addr *members,
+int kv_parse_members(const char *list, const qraft_relay_addr *relays,
+                     uint32_t relays_n, qraft_node_addr *members,
                      size_t *n_out);
+/* "ID@HOST:PORT" of a relay. Returns 0 or -1. */
+int kv_parse_relay(const char *text, qraft_relay_addr *out);
+/* "HOST:PORT" ("[v6]:PORT") of an address. */
+void kv_format_addr(const struct sockaddr_storage *sa, char *out, size_t n);
 
 /* The data folder's format and cluster: DATA/qraft-kv.meta holds the
  * lines "qraft-kv data format N" and "cluster HEX". Format 1 is this

@@ -87,25 +87,42 @@ int kv_parse_hostport(const char *text, struct sockaddr_storage *out) {
   return 0;
 }
 
-/* "ID@host:port" into a node address. */
+/* "ID@host:port", or "ID" alone (reached through relays), into a node
+ * address. */
 static int parse_member(const char *text, qraft_node_addr *a) {
   const char *at = strchr(text, '@');
   char id[160];
-  if (at == NULL || (size_t)(at - text) >= sizeof id) {
+  size_t idlen = at != NULL ? (size_t)(at - text) : strlen(text);
+  if (idlen >= sizeof id) {
     return -1;
   }
-  memcpy(id, text, (size_t)(at - text));
-  id[at - text] = 0;
+  memcpy(id, text, idlen);
+  id[idlen] = 0;
   memset(a, 0, sizeof *a);
-  if (qraft_node_id_parse(id, &a->id) != 0 ||
-      kv_parse_hostport(at + 1, &a->addrs[0]) != 0) {
+  if (qraft_node_id_parse(id, &a->id) != 0) {
     return -1;
   }
-  a->addrs_n = 1;
+  if (at != NULL) {
+    if (kv_parse_hostport(at + 1, &a->addrs[0]) != 0) {
+      return -1;
+    }
+    a->addrs_n = 1;
+  }
   return 0;
 }
 
-int kv_parse_members(const char *list_text, qraft_node_addr *members,
+int kv_parse_relay(const char *text, qraft_relay_addr *out) {
+  qraft_node_addr a;
+  if (strchr(text, '@') == NULL || parse_member(text, &a) != 0) {
+    return -1;
+  }
+  out->id = a.id;
+  out->addr = a.addrs[0];
+  return 0;
+}
+
+int kv_parse_members(const char *list_text, const qraft_relay_addr *relays,
+                     uint32_t relays_n, qraft_node_addr *members,
                      size_t *n_out) {
   size_t n = 0;
   char *list = strdup(list_text), *save = NULL;
@@ -113,10 +130,21 @@ int kv_parse_members(const char *list_text, qraft_node_addr *members,
   for (char *m = strtok_r(list, ",", &save); m != NULL;
        m = strtok_r(NULL, ",", &save)) {
     if (n == QRAFT_NODE_MEMBERS_MAX || parse_member(m, &members[n]) != 0) {
-      kv_log(QRAFT_LOG_WARN, "bad member '%s' (want ID@HOST:PORT)\n", m);
+      kv_log(QRAFT_LOG_WARN, "bad member '%s' (want ID@HOST:PORT, or ID "
+                             "with --relay)\n", m);
       free(list);
       return -1;
     }
+    if (members[n].addrs_n == 0 && relays_n == 0) {
+      kv_log(QRAFT_LOG_WARN, "member '%s' has no address: give it as "
+                             "ID@HOST:PORT, or give --relay\n", m);
+      free(list);
+      return -1;
+    }
+    /* Every member is also reachable through our relays: the founders of
+     * a cluster behind NATs share them. */
+    members[n].relays_n = relays_n;
+    memcpy(members[n].relays, relays, relays_n * sizeof *relays);
     n++;
   }
   free(list);
@@ -313,7 +341,8 @@ static int serve_usage(void) {
   fprintf(stderr,
           "usage: qraft-kv serve --data DIR --key KEYFILE --raft HOST:PORT\n"
           "         [--http HOST:PORT] [--token-file FILE] [--cluster-id N]\n"
-          "         [--bootstrap ID@HOST:PORT,ID@HOST:PORT,...]\n"
+          "         [--bootstrap ID[@HOST:PORT],ID[@HOST:PORT],...]\n"
+          "         [--relay ID@HOST:PORT]...\n"
           "         [--join http://HOST:PORT] [--advertise-http URL]\n"
           "         [--tick-ms N] [--election-ms N] [--heartbeat-ms N]\n"
           "         [--snapshot-entries N] [--snapshot-log-bytes SIZE]\n"
@@ -323,6 +352,10 @@ static int serve_usage(void) {
           "         [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
           "         [--cacert FILE] [--insecure-token]\n"
           "         [--log-format text|json] [--log-level LEVEL]\n"
+          "  --relay: a qraft-relay server (up to 2): this member stays\n"
+          "  connected to it and reaches through it the members it has no\n"
+          "  direct path to; --bootstrap members given by ID alone are\n"
+          "  reached through the relays only.\n"
           "  --election-ms: election timeout (default 1000: failover after a\n"
           "  crash takes 1 to 2 of it); --heartbeat-ms (default a tenth of it);\n"
           "  both in multiples of --tick-ms (default 10).\n"
@@ -428,12 +461,14 @@ static void register_http(kv_server *srv, const char *hex, const char *url) {
 /* Asks the member at `url` to add us with `role`, following the leader's
  * HTTP address on 503. Returns 0 or -1 after `deadline_ns`. */
 static int join_step(const char *url, const char *token, const char *hex,
-                     const char *raft, const char *role, uint64_t deadline_ns) {
+                     const char *raft, const char *relays, const char *role,
+                     uint64_t deadline_ns) {
   char target[256];
   snprintf(target, sizeof target, "%s", url);
-  char body[512];
-  snprintf(body, sizeof body, "{\"id\":\"%s\",\"addr\":\"%s\",\"role\":\"%s\"}",
-           hex, raft, role);
+  char body[1024];
+  snprintf(body, sizeof body,
+           "{\"id\":\"%s\",\"addr\":\"%s\",\"relays\":[%s],\"role\":\"%s\"}",
+           hex, raft, relays, role);
   while (kv_now_ns() < deadline_ns && !stop_flag) {
     char *resp = NULL;
     int st = kv_http_request(target, "POST", "/v1/members", token, body, 15000,
@@ -486,9 +521,10 @@ static uint64_t remote_commit(const char *url, const char *token) {
 }
 
 static int join_cluster(kv_server *srv, const char *url, const char *token,
-                        const char *hex, const char *raft) {
+                        const char *hex, const char *raft,
+                        const char *relays) {
   uint64_t deadline = kv_now_ns() + 60ull * 1000000000ull;
-  if (join_step(url, token, hex, raft, "learner", deadline) != 0) {
+  if (join_step(url, token, hex, raft, relays, "learner", deadline) != 0) {
     return -1;
   }
   /* Catch up as a learner before counting in quorums. */
@@ -501,7 +537,7 @@ static int join_cluster(kv_server *srv, const char *url, const char *token,
     }
     usleep(50 * 1000);
   }
-  return join_step(url, token, hex, raft, "voter", deadline);
+  return join_step(url, token, hex, raft, relays, "voter", deadline);
 }
 
 /* A whole (small) file as a string, or NULL (errno says why). */
@@ -707,6 +743,8 @@ int kv_serve_main(int argc, char **argv) {
   uint32_t tick_ms = 0, election_ms = 0, heartbeat_ms = 0, sync_ms = 100;
   bool quiet = false, cluster_given = false, insecure_token = false;
   int force_new = 0;
+  qraft_relay_addr relays[QRAFT_NODE_RELAYS_MAX];
+  uint32_t relays_n = 0;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -733,6 +771,15 @@ int kv_serve_main(int argc, char **argv) {
     else if (strcmp(a, "--token-file") == 0) token_file = v;
     else if (strcmp(a, "--bootstrap") == 0) bootstrap = v;
     else if (strcmp(a, "--join") == 0) join = v;
+    else if (strcmp(a, "--relay") == 0) {
+      if (relays_n == QRAFT_NODE_RELAYS_MAX ||
+          kv_parse_relay(v, &relays[relays_n]) != 0) {
+        kv_log(QRAFT_LOG_WARN, "bad --relay %s (want ID@HOST:PORT, at most "
+                               "%u)\n", v, QRAFT_NODE_RELAYS_MAX);
+        return 2;
+      }
+      relays_n++;
+    }
     else if (strcmp(a, "--advertise-http") == 0) advertise = v;
     else if (strcmp(a, "--tls-cert") == 0) tls_cert = v;
     else if (strcmp(a, "--tls-key") == 0) tls_key = v;
@@ -970,6 +1017,8 @@ int kv_serve_main(int argc, char **argv) {
     kv_log(QRAFT_LOG_WARN, "bad --raft %s\n", raft);
     return 2;
   }
+  cfg.relays_n = relays_n;
+  memcpy(cfg.relays, relays, sizeof cfg.relays);
   cfg.sm = kv_store_ops();
   cfg.sm_ud = srv.store;
   cfg.tick_ms = tick_ms;
@@ -999,7 +1048,7 @@ int kv_serve_main(int argc, char **argv) {
   if (bootstrap != NULL) {
     qraft_node_addr members[QRAFT_NODE_MEMBERS_MAX];
     size_t n = 0;
-    if (kv_parse_members(bootstrap, members, &n) != 0) {
+    if (kv_parse_members(bootstrap, relays, relays_n, members, &n) != 0) {
       return 2;
     }
     qraft_err_init(&err, 0);
@@ -1043,7 +1092,16 @@ int kv_serve_main(int argc, char **argv) {
   }
   int exit_code = 0;
   if (join != NULL && fresh) {
-    if (join_cluster(&srv, join, token, hex, raft) != 0) {
+    /* our relays, as the JSON strings "ID@HOST:PORT" */
+    char rl[600] = "";
+    for (uint32_t k = 0; k < relays_n; k++) {
+      char rh[QRAFT_NODE_ID_HEX_SIZE], ra[80];
+      qraft_node_id_to_hex(&relays[k].id, rh);
+      kv_format_addr(&relays[k].addr, ra, sizeof ra);
+      size_t o = strlen(rl);
+      snprintf(rl + o, sizeof rl - o, "%s\"%s@%s\"", k ? "," : "", rh, ra);
+    }
+    if (join_cluster(&srv, join, token, hex, raft, rl) != 0) {
       kv_log(QRAFT_LOG_WARN, "could not join through %s\n", join);
       exit_code = 1;
       stop_flag = 1;

@@ -534,6 +534,10 @@ typedef struct qraft_node_status {
   uint64_t writes_held, apply_waiting_entries;
   uint64_t alarms_raised;
   char alarm_why[160];
+  /* The relays the node talks to (its home relays first seen, then the
+   * members' own), as the transport last reported them. */
+  uint32_t relays_n;
+  qraft_relay_status relays[QRAFT_NODE_RELAYS_MAX * 2];
 } qraft_node_status;
 
 /* Copies the status as of the end of the loop's last turn. Any thread. */

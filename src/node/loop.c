@@ -97,6 +97,10 @@ void qraft__node_publish_status(qraft_node *n) {
   qraft_peer_metrics pm[NODE_ADDRS_MAX];
   uint32_t pm_n = 0;
   if (n->ep != NULL && !n->stopped) {
+    uint32_t rn = qraft_endpoint_relays(n->ep, s.relays,
+                                        QRAFT_NODE_RELAYS_MAX * 2);
+    s.relays_n = rn < QRAFT_NODE_RELAYS_MAX * 2 ? rn
+                                                : QRAFT_NODE_RELAYS_MAX * 2;
     qraft_endpoint_metrics_get(n->ep, &em);
     for (uint32_t i = 0; i < n->members_n; i++) {
       if (n->members[i].id != n->id &&
