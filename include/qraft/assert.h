@@ -28,7 +28,12 @@ typedef void (*qraft_assert_hook_cb)(const char *msg, void *ud);
  * threads; not synchronized. */
 void qraft_assert_set_hook(qraft_assert_hook_cb hook_cb, void *ud);
 
-_Noreturn void qraft__assert_fail(const char *expr, const char *file, int line,
+#ifdef __cplusplus
+[[noreturn]]
+#else
+_Noreturn
+#endif
+void qraft__assert_fail(const char *expr, const char *file, int line,
                                   const char *func, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 

@@ -133,7 +133,9 @@ typedef int (*qraft_relay_frame_cb)(void *ud, const qraft_relay_frame *f);
 
 /*
  * Feeds the next `len` bytes of the stream: calls `cb` for every frame they
- * complete, in order, and keeps the rest.
+ * complete, in order, and keeps the rest. After a nonzero return (the
+ * callback's or an error) the bytes not yet read are dropped: the caller
+ * is expected to close the stream.
  * Returns 0, the callback's nonzero return, or one of these negative codes:
  * QRAFT_ELIMIT, QRAFT_EMALFORMED (as qraft_relay_frame_decode: the peer
  * broke the protocol), -ENOMEM.

@@ -388,15 +388,16 @@ int qraft_relay_reader_feed(qraft_relay_reader *r, const uint8_t *data,
       }
       continue;
     }
-    /* Complete the held frame: take what its header says it needs (or all
-     * there is, up to a whole frame's bound, until the header is in). */
+    /* Complete the held frame: take what its header says it needs, or,
+     * until the header is in, one byte at a time (a header is at most
+     * QRAFT_RELAY_HEADER_MAX bytes, and a whole frame may be shorter than
+     * that: taking more would take the next frame's bytes). */
     rv = qraft_relay_frame_decode(r->buf, r->len, &f, &used, err);
     if (rv == QRAFT_ETRUNCATED) {
       if (len == 0) {
         return 0;
       }
-      size_t want = used > r->len ? used - r->len
-                                  : QRAFT_RELAY_HEADER_MAX;
+      size_t want = used > r->len ? used - r->len : 1;
       size_t take = len < want ? len : want;
       rv = reader_room(r, r->len + take);
       if (rv != 0) {
