@@ -244,6 +244,12 @@ typedef struct qraft_sim_cluster_config {
   uint32_t snapshot_step_bytes;
   qraft_logger *logger; /* NULL: nodes log nothing (the cluster still
                            watches their errors: _node_stops) */
+  /* A relay server (qraft/relay.h) on a host of its own, every node's home
+   * relay: members reach each other through it when their direct links
+   * fail. With relay_only, the members' addresses carry no direct address
+   * at all (they know each other by id and the relay only). */
+  bool relay;
+  bool relay_only;
 } qraft_sim_cluster_config;
 
 /*
@@ -309,6 +315,19 @@ void qraft_sim_cluster_clog(qraft_sim_cluster *c, uint32_t i, uint32_t j,
                             uint64_t ms);
 /* Unblocks and unclogs every link. */
 void qraft_sim_cluster_heal(qraft_sim_cluster *c);
+/* With a relay: cuts (or restores) the links between node i and the relay,
+ * both ways. */
+void qraft_sim_cluster_relay_block(qraft_sim_cluster *c, uint32_t i,
+                                   bool blocked);
+/* With a relay: holds back what the relay sends to node i for `ms`. */
+void qraft_sim_cluster_relay_clog(qraft_sim_cluster *c, uint32_t i,
+                                  uint64_t ms);
+/* With a relay: crashes it (its host goes down, its clients are lost), or
+ * restarts it with the same key and address. No-op if already so. */
+void qraft_sim_cluster_relay_crash(qraft_sim_cluster *c);
+int qraft_sim_cluster_relay_restart(qraft_sim_cluster *c);
+/* With a relay: true while it runs. */
+bool qraft_sim_cluster_relay_up(const qraft_sim_cluster *c);
 /* Stops node i's process for `ms` virtual milliseconds. */
 void qraft_sim_cluster_pause(qraft_sim_cluster *c, uint32_t i, uint64_t ms);
 /* Crashes node i: writes not yet durable are lost, its state machine is

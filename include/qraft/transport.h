@@ -222,9 +222,12 @@ typedef struct qraft_endpoint_config {
    * docs/connectivity.md. */
   uint32_t relays_n;
   qraft_relay_addr relays[QRAFT_NODE_RELAYS_MAX];
+  uint32_t path_quiet_ms;          /* [1000] a direct path alone carries
+                                      the packets while one on it decrypted
+                                      this recently; then the relay too */
   uint32_t path_trust_ms;          /* [6500] a direct path is trusted this
                                       long after a packet on it was
-                                      authenticated */
+                                      authenticated; then it is lost */
   uint32_t path_retry_ms;          /* [5000] how often a peer on the relay
                                       tries its direct addresses again */
   uint32_t relay_queue_max;        /* [512] datagrams received from relays

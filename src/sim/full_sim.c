@@ -277,7 +277,34 @@ struct fs_sim {
   bool space_hit[QRAFT_SIM_CLUSTER_NODES_MAX]; /* its disk was ever full */
   uint64_t stops_seen[QRAFT_SIM_CLUSTER_NODES_MAX];
   uint64_t disk_fulls, apply_refused;
+  /* The relay (qraft/relay.h), on one seed in three (a stream of its own):
+   * every member's home relay; with relay_only the members know no direct
+   * address of each other. Its faults: crashes and restarts, clogs of what
+   * it sends to a member, members cut from it (the minority side of a
+   * partition), and cuts of the direct links of a pair alone, which the
+   * path layer must survive through the relay. */
+  bool relay, relay_only;
+  qraft_prng relay_rng;
+  uint32_t p_relay_crash, p_relay_clog, p_direct_cut; /* per slice, ppm */
+  uint64_t relay_restart_at_ns;                       /* 0: up */
+  bool relay_cut[QRAFT_SIM_CLUSTER_NODES_MAX];
+  uint64_t relay_clog_until_ns[QRAFT_SIM_CLUSTER_NODES_MAX];
+  /* the direct links of a pair cut (both ways) since, with the relay left
+   * up; 0: not */
+  uint64_t direct_cut_ns[QRAFT_SIM_CLUSTER_NODES_MAX]
+                        [QRAFT_SIM_CLUSTER_NODES_MAX];
+  uint64_t direct_cut_end_ns;
+  uint64_t relay_changed_ns; /* the relay crashed, restarted or a cut of it
+                                changed */
+  uint64_t relay_crashes, direct_cuts, path_checks;
 };
+
+/* What the path layer must do once a pair's direct links die and the relay
+ * is there: stop sending direct alone within path_quiet_ms (the
+ * endpoint's default, 1 s) of the last packet on it; the check allows the
+ * packets still in flight and a check interval. */
+#define FS_PATH_QUIET_NS 1000000000ull
+#define FS_PATH_GRACE_NS 500000000ull
 
 /* ---- trace and failure ---- */
 
@@ -1078,13 +1105,23 @@ static void kv_free(void *ud, uint32_t i, void *sm) {
  * clogged (late messages may still reach it), or while the membership is
  * changing (the core counts the newest configuration, the status shows
  * the applied one). */
+/* Whether node i's packets can reach node j's and back as the sim set the
+ * links: directly, or through the relay. */
+static bool fs_reach(const fs_sim *s, uint32_t i, uint32_t j) {
+  bool direct = !s->relay_only && !s->blocked[i][j] && !s->blocked[j][i];
+  bool relay = s->relay && s->relay_restart_at_ns == 0 && !s->relay_cut[i] &&
+               !s->relay_cut[j];
+  return direct || relay;
+}
+
 static void fs_check_quorum(fs_sim *s, uint32_t i, const qraft_node_status *st,
                             uint64_t now) {
   bool judge = s->check_quorum && st->role == QRAFT_ROLE_LEADER &&
                !st->joint && fs_conf_quiet(s, now) &&
                s->pause_until_ns[i] <= now;
   for (uint32_t j = 0; judge && j < s->total; j++) {
-    if (s->clog_until_ns[i][j] > now || s->clog_until_ns[j][i] > now) {
+    if (s->clog_until_ns[i][j] > now || s->clog_until_ns[j][i] > now ||
+        s->relay_clog_until_ns[j] > now) {
       judge = false;
     }
   }
@@ -1100,8 +1137,7 @@ static void fs_check_quorum(fs_sim *s, uint32_t i, const qraft_node_status *st,
     if (j == (int)i) {
       reach++;
     } else if (j >= 0 && qraft_sim_cluster_node(s->c, (uint32_t)j) != NULL &&
-               s->pause_until_ns[j] <= now && !s->blocked[i][j] &&
-               !s->blocked[j][i]) {
+               s->pause_until_ns[j] <= now && fs_reach(s, i, (uint32_t)j)) {
       reach++;
     }
   }
@@ -1181,6 +1217,34 @@ static void fs_check_stops(fs_sim *s) {
   }
 }
 
+/* The path layer: a node whose direct links to a member are cut (the relay
+ * up, both connected to it) must not stay on the direct path alone past
+ * path_quiet_ms: it would send every packet into the void. */
+static void fs_check_path(fs_sim *s, uint32_t i, const qraft_node_status *st,
+                          uint64_t now) {
+  if (!s->relay || s->relay_restart_at_ns != 0 ||
+      now - s->relay_changed_ns < 2 * FS_PATH_QUIET_NS ||
+      s->pause_until_ns[i] + FS_PATH_GRACE_NS > now) {
+    return;
+  }
+  for (uint32_t k = 0; k < st->members_n; k++) {
+    int j = fs_index_of(s, st->members[k].id);
+    if (j < 0 || j == (int)i || s->direct_cut_ns[i][j] == 0 ||
+        now - s->direct_cut_ns[i][j] <
+            FS_PATH_QUIET_NS + FS_PATH_GRACE_NS + s->delay_max_ns ||
+        !st->members[k].connected) {
+      continue;
+    }
+    s->path_checks++;
+    if (st->members[k].path == QRAFT_PATH_DIRECT) {
+      fs_fail(s, "path_fallback",
+              "node %u still sends to node %d on the direct path alone %" PRIu64
+              " ms after its direct links were cut (the relay is up)",
+              i, j, (now - s->direct_cut_ns[i][j]) / 1000000u);
+    }
+  }
+}
+
 static void fs_check_statuses(fs_sim *s) {
   uint64_t now = fs_now(s);
   for (uint32_t i = 0; i < s->total; i++) {
@@ -1217,6 +1281,7 @@ static void fs_check_statuses(fs_sim *s) {
       s->res->max_commit = st.commit;
     }
     fs_check_quorum(s, i, &st, now);
+    fs_check_path(s, i, &st, now);
     if (st.sm_rebuilds_lost > 0) {
       fs_fail(s, "sm_durable_contract",
               "node %u restarted behind a snapshot of its own: the log was "
@@ -1525,6 +1590,83 @@ static void fs_heal_links(fs_sim *s) {
   memset(s->clog_until_ns, 0, sizeof s->clog_until_ns);
   s->heal_at_ns = 0;
   s->stale_node = -1;
+  if (s->relay) {
+    memset(s->relay_cut, 0, sizeof s->relay_cut);
+    memset(s->relay_clog_until_ns, 0, sizeof s->relay_clog_until_ns);
+    memset(s->direct_cut_ns, 0, sizeof s->direct_cut_ns);
+    s->direct_cut_end_ns = 0;
+    s->relay_changed_ns = fs_now(s);
+  }
+}
+
+/* The relay's faults (seeds with a relay). */
+static void fs_relay_step(fs_sim *s, uint64_t now) {
+  if (s->relay_restart_at_ns != 0 && now >= s->relay_restart_at_ns) {
+    s->relay_restart_at_ns = 0;
+    s->relay_changed_ns = now;
+    int rv = qraft_sim_cluster_relay_restart(s->c);
+    fs_event(s, 0x7e1a4, "restart the relay: %d", rv);
+    if (rv != 0) {
+      fs_fail(s, "restart", "the relay could not restart: %s",
+              qraft_strerror(rv));
+    }
+  }
+  if (s->direct_cut_end_ns != 0 && now >= s->direct_cut_end_ns) {
+    /* the cut pair's direct links come back (unless a partition holds) */
+    for (uint32_t i = 0; i < s->total; i++) {
+      for (uint32_t j = 0; j < s->total; j++) {
+        if (s->direct_cut_ns[i][j] != 0 && !s->blocked[i][j]) {
+          qraft_sim_cluster_block(s->c, i, j, false, false);
+        }
+      }
+    }
+    memset(s->direct_cut_ns, 0, sizeof s->direct_cut_ns);
+    s->direct_cut_end_ns = 0;
+    fs_event(s, 0xd1ec7, "direct links back");
+  }
+  if (now >= s->faults_end_ns) {
+    return;
+  }
+  if (s->relay_restart_at_ns == 0 &&
+      qraft_prng_chance(&s->relay_rng, s->p_relay_crash, 1000000)) {
+    qraft_sim_cluster_relay_crash(s->c);
+    uint64_t ms = qraft_prng_between(&s->relay_rng, 100, 3000);
+    s->relay_restart_at_ns = now + ms * 1000000ull;
+    s->relay_changed_ns = now;
+    s->relay_crashes++;
+    fs_event(s, 0x7e1ac ^ (ms << 8), "crash the relay for %" PRIu64 " ms", ms);
+  }
+  if (qraft_prng_chance(&s->relay_rng, s->p_relay_clog, 1000000)) {
+    uint32_t i = (uint32_t)qraft_prng_below(&s->relay_rng, s->total);
+    uint64_t ms = qraft_prng_between(&s->relay_rng, 50, 1000);
+    qraft_sim_cluster_relay_clog(s->c, i, ms);
+    if (now + ms * 1000000ull > s->relay_clog_until_ns[i]) {
+      s->relay_clog_until_ns[i] = now + ms * 1000000ull;
+    }
+    fs_event(s, 0x7e1c1 ^ ((uint64_t)i << 8) ^ (ms << 16),
+             "clog the relay to node %u for %" PRIu64 " ms", i, ms);
+  }
+  if (!s->relay_only && s->direct_cut_end_ns == 0 && s->heal_at_ns == 0 &&
+      qraft_prng_chance(&s->relay_rng, s->p_direct_cut, 1000000)) {
+    /* A member loses its direct paths to another (or to all the others):
+     * they must go on through the relay. */
+    uint32_t i = (uint32_t)qraft_prng_below(&s->relay_rng, s->total);
+    bool all = qraft_prng_chance(&s->relay_rng, 1, 3);
+    uint32_t only = (uint32_t)qraft_prng_below(&s->relay_rng, s->total);
+    for (uint32_t j = 0; j < s->total; j++) {
+      if (j == i || (!all && j != only)) {
+        continue;
+      }
+      qraft_sim_cluster_block(s->c, i, j, true, true);
+      s->direct_cut_ns[i][j] = s->direct_cut_ns[j][i] = now;
+    }
+    uint64_t ms = qraft_prng_between(&s->relay_rng, 1000, 8000);
+    s->direct_cut_end_ns = now + ms * 1000000ull;
+    s->direct_cuts++;
+    fs_event(s, 0xd1ecc ^ ((uint64_t)i << 8) ^ (ms << 16),
+             "cut the direct links of node %u to %s for %" PRIu64 " ms", i,
+             all ? "all" : "one other", ms);
+  }
 }
 
 /* Counts a node's snapshots into the summary before it goes (its counters
@@ -1577,12 +1719,21 @@ static void fs_power_loss(fs_sim *s, uint64_t now) {
   }
 }
 
+static void fs_relay_cut(fs_sim *s, uint32_t i) {
+  if (s->relay && !s->relay_cut[i]) {
+    qraft_sim_cluster_relay_block(s->c, i, true);
+    s->relay_cut[i] = true;
+    s->relay_changed_ns = fs_now(s);
+  }
+}
+
 static void fs_isolate(fs_sim *s, uint32_t i) {
   for (uint32_t j = 0; j < s->total; j++) {
     if (j != i) {
       fs_block(s, i, j, true);
     }
   }
+  fs_relay_cut(s, i); /* or it would talk through the relay */
 }
 
 static void fs_partition(fs_sim *s, uint64_t now) {
@@ -1624,6 +1775,17 @@ static void fs_partition(fs_sim *s, uint64_t now) {
         if (((mask >> i) & 1) && !((mask >> j) & 1)) {
           fs_block(s, i, j, kind != 2);
         }
+      }
+    }
+    /* The relay stays with the larger side (the mask's on a tie). */
+    uint32_t in = 0;
+    for (uint32_t i = 0; i < s->total; i++) {
+      in += (uint32_t)((mask >> i) & 1);
+    }
+    for (uint32_t i = 0; s->relay && i < s->total; i++) {
+      if (((mask >> i) & 1) == (2 * in > s->total ? 0u : 1u) && in > 0 &&
+          in < s->total) {
+        fs_relay_cut(s, i);
       }
     }
     fs_event(s, 0x5b17 ^ mask ^ (kind << 16), "partition %s mask %" PRIx64,
@@ -2035,6 +2197,9 @@ static void fs_faults_step(fs_sim *s) {
                                          " ms", i, ms);
   }
   fs_disk_full_step(s, now);
+  if (s->relay) {
+    fs_relay_step(s, now);
+  }
   if (s->steady) {
     /* CPU starvation: one member's loop stalls for 0.5 to 3 election
      * timeouts while messages keep arriving, the leader half the time;
@@ -2082,6 +2247,14 @@ static void fs_faults_step(fs_sim *s) {
 
 static void fs_heal_all(fs_sim *s) {
   fs_heal_links(s);
+  if (s->relay && s->relay_restart_at_ns != 0) {
+    s->relay_restart_at_ns = 0;
+    int rv = qraft_sim_cluster_relay_restart(s->c);
+    if (rv != 0) {
+      fs_fail(s, "restart", "the relay could not restart: %s",
+              qraft_strerror(rv));
+    }
+  }
   s->crash_soon = false;
   for (uint32_t i = 0; i < s->total; i++) {
     if (s->disk_slow_until_ns[i] != 0) {
@@ -2404,6 +2577,22 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     s->p_pause = (uint32_t)qraft_prng_between(&steady_rng, 2000, 20000);
     crashy = false;
   }
+  /* One seed in three (not of the Figure 8 family, not steady) has a
+   * relay, every member's home relay; a third of those know no direct
+   * address of each other. Drawn from a stream of its own. */
+  qraft_prng_init(&s->relay_rng, opts->seed ^ 0x4e1a44e1a4ULL);
+  if (!fig8 && !s->steady && qraft_prng_chance(&s->relay_rng, 1, 3)) {
+    s->relay = true;
+    s->relay_only = qraft_prng_chance(&s->relay_rng, 1, 3);
+    cc.relay = true;
+    cc.relay_only = s->relay_only;
+    s->p_relay_crash = (uint32_t)qraft_prng_below(&s->relay_rng, 3000);
+    s->p_relay_clog = (uint32_t)qraft_prng_below(&s->relay_rng, 3000);
+    s->p_direct_cut = s->relay_only
+                          ? 0
+                          : (uint32_t)qraft_prng_between(&s->relay_rng, 2000,
+                                                         10000);
+  }
   /* One seed in two runs durable state machines that sync every 1 ms to
    * 1 s, drawn from a stream of its own as well. */
   qraft_prng durable_rng;
@@ -2450,7 +2639,7 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   if (!s->steady && qraft_prng_chance(&s->full_rng, 1, 2)) {
     s->p_disk_full = (uint32_t)qraft_prng_between(&s->full_rng, 1000, 6000);
   }
-  char dur[256] = "";
+  char dur[384] = "";
   if (s->durable_sm) {
     snprintf(dur, sizeof dur, "durable-sm sync %" PRIu64 " ms: ",
              s->sync_ns / 1000000);
@@ -2469,6 +2658,13 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     size_t l = strlen(dur);
     snprintf(dur + l, sizeof dur - l, "snapshot steps %u KiB: ",
              cc.snapshot_step_bytes / 1024);
+  }
+  if (s->relay) {
+    size_t l = strlen(dur);
+    snprintf(dur + l, sizeof dur - l,
+             "relay%s crash %u clog %u direct-cut %u ppm: ",
+             s->relay_only ? " only" : "", s->p_relay_crash, s->p_relay_clog,
+             s->p_direct_cut);
   }
   if (s->p_disk_full > 0) {
     size_t l = strlen(dur);

@@ -8,6 +8,7 @@
  * It must never: read the OS clock or randomness (everything comes from the
  * network's one generator), or block.
  */
+#include <qraft/relay.h>
 #include <qraft/sim.h>
 
 #include <qraft/assert.h>
@@ -44,7 +45,48 @@ struct qraft_sim_cluster {
   qraft_env *control; /* host 1: no sockets, no skew; runs the loop */
   uint32_t n;
   sc_node nodes[QRAFT_SIM_CLUSTER_NODES_MAX];
+  /* cfg.relay: the relay's host (after the nodes'), key and server */
+  qraft_env *relay_env;
+  qraft_secret_key relay_key;
+  qraft_relay_addr relay_addr;
+  qraft_endpoint *relay_ep;
+  qraft_relay_server *relay_srv;
+  qraft_logger relay_quiet;
 };
+
+static int sc_relay_start(qraft_sim_cluster *c) {
+  qraft_endpoint_config ec = {.env = c->relay_env, .key = &c->relay_key,
+                              .bind_n = 1};
+  struct sockaddr_in *b = (struct sockaddr_in *)&ec.bind[0];
+  b->sin_family = AF_INET;
+  b->sin_port = htons(SIM_PORT);
+  /* the relay logs as the nodes do: to the user's logger, or nowhere */
+  qraft_logger_init(&c->relay_quiet, QRAFT_LOG_OFF);
+  qraft_logger *lg = c->cfg.logger != NULL ? c->cfg.logger : &c->relay_quiet;
+  ec.logger = lg;
+  int rv = qraft_endpoint_new(&ec, &c->relay_ep, NULL);
+  if (rv != 0) {
+    return rv;
+  }
+  qraft_relay_server_config rc = {.ep = c->relay_ep, .logger = lg};
+  rv = qraft_relay_server_new(&rc, &c->relay_srv, NULL);
+  if (rv != 0) {
+    qraft_endpoint_free(c->relay_ep);
+    c->relay_ep = NULL;
+  }
+  return rv;
+}
+
+static void sc_relay_stop(qraft_sim_cluster *c) {
+  if (c->relay_ep == NULL) {
+    return;
+  }
+  qraft_endpoint_shutdown(c->relay_ep);
+  qraft_relay_server_free(c->relay_srv);
+  qraft_endpoint_free(c->relay_ep);
+  c->relay_srv = NULL;
+  c->relay_ep = NULL;
+}
 
 /* Every record that says "node stops" (qraft/node.h: the node's fatal
  * errors, after which it takes no part any more; its status still says
@@ -88,6 +130,10 @@ static int sc_node_open(qraft_sim_cluster *c, uint32_t i) {
   struct sockaddr_in *b = (struct sockaddr_in *)&nc.bind[0];
   b->sin_family = AF_INET;
   b->sin_port = htons(SIM_PORT);
+  if (c->cfg.relay) {
+    nc.relays_n = 1;
+    nc.relays[0] = c->relay_addr;
+  }
   nc.sm = c->cfg.sm;
   nc.sm_ud = sn->sm;
   nc.env = sn->env;
@@ -133,6 +179,7 @@ int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
                           qraft_sim_cluster **out) {
   if (cfg->nodes < 1 || cfg->nodes > QRAFT_SIM_CLUSTER_NODES_MAX ||
       cfg->spares > QRAFT_SIM_CLUSTER_NODES_MAX - cfg->nodes ||
+      (cfg->relay_only && !cfg->relay) ||
       cfg->sm == NULL || cfg->sm_new == NULL || cfg->sm_free == NULL ||
       cfg->clock_skew_ppm_max > 100000) {
     return QRAFT_ECONFIG;
@@ -197,6 +244,36 @@ int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
     a->sin_addr.s_addr = htonl(0x0a000000u + i + 2); /* simnet host i + 2 */
     members[i] = sn->addr;
   }
+  if (cfg->relay) {
+    /* the relay: the host after the nodes' */
+    rv = qraft_simnet_env_new(c->net, &c->relay_env);
+    if (rv != 0) {
+      goto err_free;
+    }
+    uint8_t seed[32];
+    for (size_t k = 0; k < sizeof seed; k += 8) {
+      uint64_t x = qraft_simnet_random(c->net);
+      memcpy(seed + k, &x, 8);
+    }
+    qraft_secret_key_from_seed(&c->relay_key, seed);
+    c->relay_addr.id = c->relay_key.public_key;
+    struct sockaddr_in *ra = (struct sockaddr_in *)&c->relay_addr.addr;
+    ra->sin_family = AF_INET;
+    ra->sin_port = htons(SIM_PORT);
+    ra->sin_addr.s_addr = htonl(0x0a000000u + c->n + 2);
+    rv = sc_relay_start(c);
+    if (rv != 0) {
+      goto err_free;
+    }
+    for (uint32_t i = 0; i < c->n; i++) {
+      members[i].relays_n = 1;
+      members[i].relays[0] = c->relay_addr;
+      if (cfg->relay_only) {
+        members[i].addrs_n = 0;
+      }
+      c->nodes[i].addr = members[i];
+    }
+  }
   for (uint32_t i = cfg->nodes; i < c->n; i++) {
     qraft_simnet_host_set_down(c->nodes[i].env, true); /* until started */
   }
@@ -236,6 +313,7 @@ void qraft_sim_cluster_free(qraft_sim_cluster *c) {
       sn->node = NULL;
     }
   }
+  sc_relay_stop(c);
   for (uint32_t i = 0; i < c->n; i++) {
     sc_node *sn = &c->nodes[i];
     if (sn->sm != NULL) {
@@ -245,6 +323,7 @@ void qraft_sim_cluster_free(qraft_sim_cluster *c) {
     qraft_simdisk_free(sn->disk);
     qraft_env_free(sn->env);
   }
+  qraft_env_free(c->relay_env);
   qraft_env_free(c->control);
   qraft_simnet_free(c->net);
   free(c);
@@ -353,6 +432,43 @@ void qraft_sim_cluster_clog(qraft_sim_cluster *c, uint32_t i, uint32_t j,
 }
 
 void qraft_sim_cluster_heal(qraft_sim_cluster *c) { qraft_simnet_heal(c->net); }
+
+void qraft_sim_cluster_relay_block(qraft_sim_cluster *c, uint32_t i,
+                                   bool blocked) {
+  QRAFT_ASSERT(c->relay_env != NULL && i < c->n);
+  qraft_simnet_link_block(c->nodes[i].env, c->relay_env, blocked);
+  qraft_simnet_link_block(c->relay_env, c->nodes[i].env, blocked);
+}
+
+void qraft_sim_cluster_relay_clog(qraft_sim_cluster *c, uint32_t i,
+                                  uint64_t ms) {
+  QRAFT_ASSERT(c->relay_env != NULL && i < c->n);
+  qraft_simnet_link_clog(c->relay_env, c->nodes[i].env,
+                         qraft_simnet_now_ns(c->net) + ms * 1000000u);
+}
+
+void qraft_sim_cluster_relay_crash(qraft_sim_cluster *c) {
+  QRAFT_ASSERT(c->relay_env != NULL);
+  if (c->relay_ep == NULL) {
+    return;
+  }
+  /* A crash says nothing more: no close frames leave. */
+  qraft_simnet_host_set_down(c->relay_env, true);
+  sc_relay_stop(c);
+}
+
+int qraft_sim_cluster_relay_restart(qraft_sim_cluster *c) {
+  QRAFT_ASSERT(c->relay_env != NULL);
+  if (c->relay_ep != NULL) {
+    return 0;
+  }
+  qraft_simnet_host_set_down(c->relay_env, false);
+  return sc_relay_start(c);
+}
+
+bool qraft_sim_cluster_relay_up(const qraft_sim_cluster *c) {
+  return c->relay_ep != NULL;
+}
 
 void qraft_sim_cluster_pause(qraft_sim_cluster *c, uint32_t i, uint64_t ms) {
   QRAFT_ASSERT(i < c->n);

@@ -486,6 +486,7 @@ static void config_defaults(qraft_endpoint_config *c) {
   DEF(stream_window_bytes, 1u << 20);
   DEF(conn_window_bytes, 4u << 20);
   DEF(send_buffer_bytes_max, 8u << 20);
+  DEF(path_quiet_ms, 1000);
   DEF(path_trust_ms, 6500);
   DEF(path_retry_ms, 5000);
   DEF(relay_queue_max, 512);
@@ -517,11 +518,12 @@ int qraft_endpoint_new(const qraft_endpoint_config *cfg, qraft_endpoint **out,
   ep->cfg = *cfg;
   config_defaults(&ep->cfg);
   if (ep->cfg.redial_min_ms > ep->cfg.redial_max_ms ||
-      ep->cfg.keep_alive_ms >= ep->cfg.idle_timeout_ms) {
+      ep->cfg.keep_alive_ms >= ep->cfg.idle_timeout_ms ||
+      ep->cfg.path_quiet_ms > ep->cfg.path_trust_ms) {
     free(a);
     return QRAFT_ERR(err, QRAFT_ECONFIG,
-                     "redial_min_ms > redial_max_ms or keep_alive_ms >= "
-                     "idle_timeout_ms");
+                     "redial_min_ms > redial_max_ms, keep_alive_ms >= "
+                     "idle_timeout_ms, or path_quiet_ms > path_trust_ms");
   }
   ep->env = cfg->env;
   ep->key = *cfg->key;

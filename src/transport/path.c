@@ -7,11 +7,13 @@
  * peer: one fixed path. Underneath, each datagram to a virtual address goes
  *
  *   direct  to the direct address a packet of the peer last came from, while
- *           that path is trusted (path_trust_ms after a packet on it was
- *           authenticated by an established connection of the peer);
- *   mixed   to the peer's direct addresses and through a relay at once,
- *           for a trial window after the path was created or lost, and again
- *           every path_retry_ms;
+ *           a packet on it decrypted (for an established connection of the
+ *           peer) within path_quiet_ms;
+ *   mixed   to that address and through a relay at once, after it has been
+ *           quiet for path_quiet_ms and until path_trust_ms; and to all the
+ *           peer's direct addresses and through a relay, for a trial window
+ *           after the path was created or lost, and again every
+ *           path_retry_ms;
  *   relay   through a relay only, between trials.
  *
  * Datagrams from a peer's direct address, and those a relay delivers from
@@ -578,6 +580,36 @@ static void send_direct(qraft_endpoint *ep, const struct sockaddr_storage *to,
   }
 }
 
+/* How long ago a packet on the peer's direct path decrypted (UINT64_MAX:
+ * never). */
+static uint64_t direct_age(const tp_path *p, uint64_t now) {
+  if (p->direct_ok_ns == 0) {
+    return UINT64_MAX;
+  }
+#ifdef QRAFT_CANARY_TRANSPORT_PATH_STALE_DIRECT
+  /* The planted bug: a direct path, once it answered, is trusted forever
+   * (the path layer keeps sending on it after it stopped validating). */
+  return 0;
+#endif
+  return now - p->direct_ok_ns;
+}
+
+static void relay_send(tp_path *p, tp_relay *r, const uint8_t *data,
+                       size_t len, uint64_t now) {
+  qraft_relay_frame f = {.type = QRAFT_RELAY_SEND,
+                         .peer = p->id,
+                         .data = data,
+                         .data_len = len};
+  if (relay_send_frame(r, &f) == 0) {
+    r->datagrams_out++;
+    p->relay_out += len;
+  } else {
+    r->drops++;
+  }
+  r->last_used_ns = now;
+  p->last_relay = r;
+}
+
 void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
                     const struct sockaddr *to, const uint8_t *data,
                     size_t len) {
@@ -592,20 +624,35 @@ void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
     return;
   }
   uint64_t now = qraft_env_now_ns(ep->env);
-  bool trusted = p->direct_ok_ns != 0 &&
-                 now - p->direct_ok_ns < ep->cfg.path_trust_ms * MS;
-  if (trusted) {
+  uint64_t age = direct_age(p, now);
+  if (age < ep->cfg.path_quiet_ms * MS) {
+    /* A packet on the direct path decrypted lately: direct only. */
     p->trusted = true;
     p->kind = QRAFT_PATH_DIRECT;
     send_direct(ep, &p->direct, data, len);
     p->direct_out += len;
     return;
   }
-  if (p->trusted) {
-    /* The direct path went quiet: fall back, trying it again at once. */
+  bool trusted = age < ep->cfg.path_trust_ms * MS;
+  if (p->trusted && !trusted) {
+    /* The direct path stayed quiet too long: lost. Back to the relay,
+     * trying direct again at once. */
     p->trusted = false;
     p->fallbacks++;
     p->trial_ns = now;
+  }
+  if (trusted) {
+    /* Quiet for a while (outdated): both ways until it answers again or
+     * its trust runs out, so a dead direct path costs no more than
+     * path_quiet_ms of the peer's packets. */
+    tp_relay *r = relay_for(ps, p);
+    send_direct(ep, &p->direct, data, len);
+    p->direct_out += len;
+    if (r != NULL) {
+      relay_send(p, r, data, len, now);
+    }
+    p->kind = QRAFT_PATH_MIXED;
+    return;
   }
   tp_relay *r = relay_for(ps, p);
   if (now - p->trial_ns >= ep->cfg.path_retry_ms * MS) {
@@ -636,18 +683,7 @@ void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
     p->direct_out += len;
   }
   if (r != NULL) {
-    qraft_relay_frame f = {.type = QRAFT_RELAY_SEND,
-                           .peer = p->id,
-                           .data = data,
-                           .data_len = len};
-    if (relay_send_frame(r, &f) == 0) {
-      r->datagrams_out++;
-      p->relay_out += len;
-    } else {
-      r->drops++;
-    }
-    r->last_used_ns = now;
-    p->last_relay = r;
+    relay_send(p, r, data, len, now);
   }
   p->kind = r == NULL         ? QRAFT_PATH_MIXED
             : have_direct && trial ? QRAFT_PATH_MIXED
@@ -706,10 +742,8 @@ void qraft__path_authenticated(qraft_conn *c) {
     return;
   }
   uint64_t now = qraft_env_now_ns(c->ep->env);
-  bool was = p->direct_ok_ns != 0 &&
-             now - p->direct_ok_ns < c->ep->cfg.path_trust_ms * MS;
-  if (!was) {
-    p->upgrades++;
+  if (direct_age(p, now) >= c->ep->cfg.path_trust_ms * MS) {
+    p->upgrades++; /* a direct path (again) */
   }
   p->direct_ok_ns = now;
   p->direct = ps->cur_from;
@@ -824,11 +858,11 @@ void qraft__path_peer_metrics(qraft_endpoint *ep, const qraft_node_id *id,
     return;
   }
   uint64_t now = qraft_env_now_ns(ep->env);
-  bool trusted = p->direct_ok_ns != 0 &&
-                 now - p->direct_ok_ns < ep->cfg.path_trust_ms * MS;
-  out->path = trusted ? QRAFT_PATH_DIRECT
-              : p->kind == QRAFT_PATH_DIRECT ? QRAFT_PATH_MIXED
-                                             : p->kind;
+  uint64_t age = direct_age(p, now);
+  out->path = age < ep->cfg.path_quiet_ms * MS ? QRAFT_PATH_DIRECT
+              : age < ep->cfg.path_trust_ms * MS ? QRAFT_PATH_MIXED
+              : p->kind == QRAFT_PATH_DIRECT     ? QRAFT_PATH_MIXED
+                                                 : p->kind;
   out->path_direct_bytes_out = p->direct_out;
   out->path_direct_bytes_in = p->direct_in;
   out->path_relay_bytes_out = p->relay_out;

@@ -9,7 +9,7 @@
 # the full-stack hunt for them, as make test does for time); the lease
 # canaries by the core simulator or a story test of tests/unit/core. The node's and
 # the transport's (NODE_*, TRANSPORT_*, in src/node/ and
-# src/transport/raft_net.c) must be caught by the full-stack one; the one
+# src/transport/raft_net.c and path.c) must be caught by the full-stack one; the one
 # about stalls by its steady seeds (qraft-sim --full --steady).
 #
 #   tests/sim/canaries.sh [BUILD_DIR]     (default build/canary)
@@ -38,6 +38,7 @@ CANARIES=(
   NODE_APPLY_DURING_RESTORE # node: apply entries while a snapshot is restored in steps
   NODE_STATE_SENT_AS_ASKED # node: a view of the applied index sent as the older stateless snapshot
   NODE_SKIP_UNAPPLIED  # node: entries the state machine refused for lack of space counted as applied
+  TRANSPORT_PATH_STALE_DIRECT # path layer: a direct path trusted forever once it answered
 )
 if [ -n "${CANARY_ONLY:-}" ]; then
   read -ra CANARIES <<< "$CANARY_ONLY" # a subset, e.g. "LEASE_OLD_CONFIG"
