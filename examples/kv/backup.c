@@ -318,7 +318,7 @@ int kv_restore_main(int argc, char **argv) {
   }
   qraft_node_addr members[QRAFT_NODE_MEMBERS_MAX];
   size_t mn = 0;
-  if (kv_parse_members(bootstrap, NULL, 0, members, &mn) != 0) return 2;
+  if (kv_parse_members(bootstrap, NULL, 0, false, members, &mn) != 0) return 2;
   qraft_err err;
   qraft_err_init(&err, 0);
   qraft_secret_key key;

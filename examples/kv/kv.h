@@ -170,7 +170,7 @@ int kv_parse_size(const char *text, uint64_t *out);
 /* "ID@HOST:PORT,..." into members (at most QRAFT_NODE_MEMBERS_MAX); says
  * what is wrong on stderr. */
 int kv_parse_members(const char *list, const qraft_relay_addr *relays,
-                     uint32_t relays_n, qraft_node_addr *members,
+                     uint32_t relays_n, bool ids_ok, qraft_node_addr *members,
                      size_t *n_out);
 /* "ID@HOST:PORT" of a relay. Returns 0 or -1. */
 int kv_parse_relay(const char *text, qraft_relay_addr *out);

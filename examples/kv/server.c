@@ -122,7 +122,7 @@ int kv_parse_relay(const char *text, qraft_relay_addr *out) {
 }
 
 int kv_parse_members(const char *list_text, const qraft_relay_addr *relays,
-                     uint32_t relays_n, qraft_node_addr *members,
+                     uint32_t relays_n, bool ids_ok, qraft_node_addr *members,
                      size_t *n_out) {
   size_t n = 0;
   char *list = strdup(list_text), *save = NULL;
@@ -135,9 +135,10 @@ int kv_parse_members(const char *list_text, const qraft_relay_addr *relays,
       free(list);
       return -1;
     }
-    if (members[n].addrs_n == 0 && relays_n == 0) {
+    if (members[n].addrs_n == 0 && relays_n == 0 && !ids_ok) {
       kv_log(QRAFT_LOG_WARN, "member '%s' has no address: give it as "
-                             "ID@HOST:PORT, or give --relay\n", m);
+                             "ID@HOST:PORT, or give --relay or "
+                             "--discovery-file\n", m);
       free(list);
       return -1;
     }
@@ -342,7 +343,7 @@ static int serve_usage(void) {
           "usage: qraft-kv serve --data DIR --key KEYFILE --raft HOST:PORT\n"
           "         [--http HOST:PORT] [--token-file FILE] [--cluster-id N]\n"
           "         [--bootstrap ID[@HOST:PORT],ID[@HOST:PORT],...]\n"
-          "         [--relay ID@HOST:PORT]...\n"
+          "         [--relay ID@HOST:PORT]... [--discovery-file FILE]\n"
           "         [--join http://HOST:PORT] [--advertise-http URL]\n"
           "         [--tick-ms N] [--election-ms N] [--heartbeat-ms N]\n"
           "         [--snapshot-entries N] [--snapshot-log-bytes SIZE]\n"
@@ -355,7 +356,9 @@ static int serve_usage(void) {
           "  --relay: a qraft-relay server (up to 2): this member stays\n"
           "  connected to it and reaches through it the members it has no\n"
           "  direct path to; --bootstrap members given by ID alone are\n"
-          "  reached through the relays only.\n"
+          "  reached through the relays only. --discovery-file: lines 'ID\n"
+          "  addr=IP:PORT relay=ID@IP:PORT': where members are, besides\n"
+          "  the addresses in the log (re-read when it changes).\n"
           "  --election-ms: election timeout (default 1000: failover after a\n"
           "  crash takes 1 to 2 of it); --heartbeat-ms (default a tenth of it);\n"
           "  both in multiples of --tick-ms (default 10).\n"
@@ -737,7 +740,7 @@ int kv_serve_main(int argc, char **argv) {
              *http = "127.0.0.1:8080", *token_file = NULL, *bootstrap = NULL,
              *join = NULL, *advertise = NULL, *tls_cert = NULL,
              *tls_key = NULL, *tls_client_ca = NULL, *cacert = NULL,
-             *log_format = "text", *log_level = NULL;
+             *log_format = "text", *log_level = NULL, *disc_file = NULL;
   uint64_t cluster_id = 1, snapshot_entries = 0, map_bytes = 0,
            snapshot_log_bytes = 0, space_reserve = 64ull << 20;
   uint32_t tick_ms = 0, election_ms = 0, heartbeat_ms = 0, sync_ms = 100;
@@ -781,6 +784,7 @@ int kv_serve_main(int argc, char **argv) {
       relays_n++;
     }
     else if (strcmp(a, "--advertise-http") == 0) advertise = v;
+    else if (strcmp(a, "--discovery-file") == 0) disc_file = v;
     else if (strcmp(a, "--tls-cert") == 0) tls_cert = v;
     else if (strcmp(a, "--tls-key") == 0) tls_key = v;
     else if (strcmp(a, "--tls-client-ca") == 0) tls_client_ca = v;
@@ -1019,6 +1023,7 @@ int kv_serve_main(int argc, char **argv) {
   }
   cfg.relays_n = relays_n;
   memcpy(cfg.relays, relays, sizeof cfg.relays);
+  cfg.discovery_file = disc_file;
   cfg.sm = kv_store_ops();
   cfg.sm_ud = srv.store;
   cfg.tick_ms = tick_ms;
@@ -1048,7 +1053,8 @@ int kv_serve_main(int argc, char **argv) {
   if (bootstrap != NULL) {
     qraft_node_addr members[QRAFT_NODE_MEMBERS_MAX];
     size_t n = 0;
-    if (kv_parse_members(bootstrap, relays, relays_n, members, &n) != 0) {
+    if (kv_parse_members(bootstrap, relays, relays_n, disc_file != NULL,
+                         members, &n) != 0) {
       return 2;
     }
     qraft_err_init(&err, 0);

@@ -229,6 +229,12 @@ typedef struct qraft_node_config {
    * members' direct addresses only. docs/connectivity.md. */
   uint32_t relays_n;
   qraft_relay_addr relays[QRAFT_NODE_RELAYS_MAX];
+  /* Optional: a discovery file (qraft/discovery.h: one node per line, its
+   * id and addr=IP:PORT / relay=ID@IP:PORT). A member is dialed at the
+   * address its configuration entry carries merged with what the file says
+   * of it (re-read when it changes, looked at every few seconds): members
+   * given by id alone, or that moved, are found there. */
+  const char *discovery_file;
   const qraft_sm_ops *sm; /* required */
   void *sm_ud;
   /* NULL: the node makes a libuv env and runs it on a thread of its own

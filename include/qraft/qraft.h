@@ -9,12 +9,14 @@
 #include <qraft/buf.h>
 #include <qraft/core.h>
 #include <qraft/crc32c.h>
+#include <qraft/discovery.h>
 #include <qraft/env.h>
 #include <qraft/error.h>
 #include <qraft/histogram.h>
 #include <qraft/log.h>
 #include <qraft/node.h>
 #include <qraft/prng.h>
+#include <qraft/relay.h>
 #include <qraft/storage.h>
 #include <qraft/transport.h>
 #include <qraft/types.h>

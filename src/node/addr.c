@@ -207,6 +207,18 @@ bool qraft__node_conf_has(const qraft_conf_state *cs, qraft_id id) {
 
 /* Tell the transport who the members are: dial every member but us, and
  * forget nodes that left. */
+int qraft__node_member_resolve(void *ud, const qraft_node_id *id,
+                               qraft_node_addr *out) {
+  qraft_node *n = ud;
+  for (uint32_t i = 0; i < n->members_n; i++) {
+    if (qraft_node_id_eq(&n->members[i].addr.id, id)) {
+      *out = n->members[i].addr;
+      return 0;
+    }
+  }
+  return QRAFT_ENOTFOUND;
+}
+
 void qraft__node_sync_peers(qraft_node *n) {
   if (n->net == NULL) {
     return;
@@ -217,7 +229,12 @@ void qraft__node_sync_peers(qraft_node *n) {
       continue;
     }
     if (qraft__node_conf_has(&n->conf, m->id)) {
-      (void)qraft_raft_net_add_peer(n->net, m->id, &m->addr, true);
+      /* the log's address, merged with what discovery knows */
+      qraft_node_addr a = m->addr;
+      if (n->ep != NULL && qraft_endpoint_resolve(n->ep, &m->addr.id, &a) != 0) {
+        a = m->addr;
+      }
+      (void)qraft_raft_net_add_peer(n->net, m->id, &a, true);
     } else {
       qraft_raft_net_remove_peer(n->net, m->id);
     }

@@ -623,6 +623,15 @@ void qraft__node_tick_cb(void *ud) {
   if (n->net != NULL) {
     node_check_refused(n);
   }
+  if (n->disc_file != NULL && n->net != NULL) {
+    /* the discovery file may have changed: dial members at what it says
+     * now (every 5 s; the file is re-read only when it changed) */
+    uint64_t now = qraft_env_now_ns(n->env);
+    if (now - n->disc_synced_ns >= 5000000000ull) {
+      n->disc_synced_ns = now;
+      qraft__node_sync_peers(n);
+    }
+  }
   qraft__node_drain(n);
   qraft_env_timer_arm(n->tick_timer, n->next_tick_ns);
 }

@@ -40,6 +40,12 @@ static size_t node_transport_metrics(qraft_node *n, char *buf, size_t size) {
                           "qraft_transport_connections %" PRIu64 "\n",
          em.conns_up);
   mt_put(buf, size, &off,
+         "# HELP qraft_transport_relay_drops_total Datagrams from relays "
+         "dropped: the queue to QUIC was full, or the path table.\n"
+         "# TYPE qraft_transport_relay_drops_total counter\n"
+         "qraft_transport_relay_drops_total %" PRIu64 "\n",
+         em.relay_drops);
+  mt_put(buf, size, &off,
          "# TYPE qraft_transport_handshake_failures_total counter\n");
   for (int r = 0; r < QRAFT_HS_FAIL_N; r++) {
     mt_put(buf, size, &off,

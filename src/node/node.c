@@ -731,6 +731,28 @@ static int node_start_on_loop(qraft_node *n) {
               QRAFT_LOG_STR("error", line));
     return rv;
   }
+  /* Discovery: the membership answers first (the addresses the log
+   * carries), then the discovery file. */
+  static const qraft_discovery_ops member_ops = {
+      .name = "membership", .resolve = qraft__node_member_resolve};
+  rv = qraft_endpoint_add_discovery(n->ep, &member_ops, n);
+  if (rv == 0 && n->cfg.discovery_file != NULL) {
+    qraft_err_init(&err, 0);
+    rv = qraft_discovery_file_new(n->cfg.discovery_file, n->env, n->lg,
+                                  &n->disc_file, &err);
+    if (rv != 0) {
+      char line[512];
+      qraft_err_format(&err, line, sizeof line);
+      QRAFT_LOG(n->lg, QRAFT_LOG_ERROR, "discovery file",
+                QRAFT_LOG_STR("error", line));
+      return rv;
+    }
+    rv = qraft_endpoint_add_discovery(n->ep, qraft_discovery_file_ops(),
+                                      n->disc_file);
+  }
+  if (rv != 0) {
+    return rv;
+  }
   qraft__node_drain(n); /* applies the log's configuration entries */
   qraft__node_sync_peers(n);
   n->ticked_ns = qraft_env_now_ns(n->env);
@@ -872,6 +894,7 @@ void qraft_node_free(qraft_node *n) {
   }
   qraft_raft_net_free(n->net);
   qraft_endpoint_free(n->ep);
+  qraft_discovery_file_free(n->disc_file);
   qraft_env_wake_free(n->wake);
   qraft_core_free(n->core);
   if (n->bridge_stop_fd >= 0) {

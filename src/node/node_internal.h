@@ -21,6 +21,7 @@
 #ifndef QRAFT_NODE_INTERNAL_H
 #define QRAFT_NODE_INTERNAL_H
 
+#include <qraft/discovery.h>
 #include <qraft/node.h>
 
 #include <qraft/assert.h>
@@ -175,6 +176,8 @@ struct qraft_node {
   atomic_bool bridge_waiting;
 
   qraft_endpoint *ep;
+  struct qraft_discovery_file *disc_file; /* cfg.discovery_file */
+  uint64_t disc_synced_ns;
   qraft_raft_net *net;
   qraft_core *core;
 
@@ -321,6 +324,10 @@ int qraft__node_addr_decode(const uint8_t *p, size_t len, qraft_node_addr *a);
   (QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19 + 1 +                       \
    QRAFT_NODE_RELAYS_MAX * (QRAFT_KEY_BYTES + 19))
 size_t qraft__node_addr_encode(const qraft_node_addr *a, uint8_t *out);
+/* The membership as a discovery provider (qraft/discovery.h): the address
+ * the log carries for a key. */
+int qraft__node_member_resolve(void *ud, const qraft_node_id *id,
+                               qraft_node_addr *out);
 bool qraft__node_conf_has(const qraft_conf_state *cs, qraft_id id);
 void qraft__node_member_learn(qraft_node *n, const qraft_node_addr *a);
 void qraft__node_learn_conf_entry(qraft_node *n, const qraft_entry *e);

@@ -106,6 +106,14 @@ struct qraft_endpoint {
   bool shut_down;
   qraft_endpoint_metrics metrics;
   tp_paths *paths;
+  /* discovery providers (qraft/discovery.h) */
+  struct {
+    const char *name;
+    int (*resolve)(void *ud, const qraft_node_id *id, qraft_node_addr *out);
+    void (*publish)(void *ud, const qraft_node_addr *self);
+    void *ud;
+  } disc[4];
+  int disc_n;
 };
 
 /* ---- quic.c: the only file that calls ngtcp2 and GnuTLS ---- */
