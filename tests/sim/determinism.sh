@@ -8,8 +8,13 @@ n=$2
 shift 2
 flags=("$@")
 start=$(( $(date +%s) % 100000 ))
-echo "seeds $start..$((start + n - 1)) (replay one: $sim ${flags[*]:-} --seed S --trace)"
-for ((s = start; s < start + n; s++)); do
+seeds=()
+for ((s = start; s < start + n; s++)); do seeds+=("$s"); done
+# DET_SEEDS="A B": these seeds as well (e.g. seeds known to draw a feature)
+read -ra extra <<< "${DET_SEEDS:-}"
+seeds+=(${extra[@]+"${extra[@]}"})
+echo "seeds ${seeds[*]} (replay one: $sim ${flags[*]:-} --seed S --trace)"
+for s in "${seeds[@]}"; do
   a=$("$sim" ${flags[@]+"${flags[@]}"} --seed "$s" | sed -n 's/.*trace hash \([0-9a-f]*\).*/\1/p')
   b=$("$sim" ${flags[@]+"${flags[@]}"} --seed "$s" | sed -n 's/.*trace hash \([0-9a-f]*\).*/\1/p')
   if [ -z "$a" ]; then
@@ -23,4 +28,4 @@ for ((s = start; s < start + n; s++)); do
     exit 1
   fi
 done
-echo "$n seeds gave the same trace hash twice"
+echo "${#seeds[@]} seeds gave the same trace hash twice"

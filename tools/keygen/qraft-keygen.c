@@ -1,5 +1,6 @@
 /* qraft-keygen: writes a new Ed25519 secret key file (mode 0600) and prints
- * the node id. With --show, prints the id of an existing key file. */
+ * the node id. With --show, prints the id of an existing key file. Members
+ * and relays (qraft-relay) get their keys so. */
 #include <qraft/transport.h>
 
 #include <stdio.h>
@@ -9,7 +10,12 @@
 static int usage(void) {
   fprintf(stderr,
           "usage: qraft-keygen [--force] KEYFILE   write a new key, print its id\n"
-          "       qraft-keygen --show KEYFILE      print the id of a key file\n");
+          "       qraft-keygen --show KEYFILE      print the id of a key file\n"
+          "A member's key (qraft-kv serve --key) and a relay's are made the\n"
+          "same way; a relay runs with its key and is named by its id:\n"
+          "  qraft-keygen relay.key > relay.id\n"
+          "  qraft-relay --key relay.key --listen 0.0.0.0:3340\n"
+          "  qraft-kv serve ... --relay \"$(cat relay.id)@HOST:3340\"\n");
   return 2;
 }
 
