@@ -54,6 +54,16 @@ struct qraft_sim_cluster {
   qraft_logger relay_quiet;
 };
 
+/* A key drawn from the cluster's one generator. */
+static void sc_key(qraft_sim_cluster *c, qraft_secret_key *key) {
+  uint8_t seed[32];
+  for (size_t k = 0; k < sizeof seed; k += 8) {
+    uint64_t x = qraft_simnet_random(c->net);
+    memcpy(seed + k, &x, 8);
+  }
+  qraft_secret_key_from_seed(key, seed);
+}
+
 static int sc_relay_start(qraft_sim_cluster *c) {
   qraft_endpoint_config ec = {.env = c->relay_env, .key = &c->relay_key,
                               .bind_n = 1};
@@ -230,12 +240,7 @@ int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
     if (rv != 0) {
       goto err_free;
     }
-    uint8_t seed[32];
-    for (size_t k = 0; k < sizeof seed; k += 8) {
-      uint64_t x = qraft_simnet_random(c->net);
-      memcpy(seed + k, &x, 8);
-    }
-    qraft_secret_key_from_seed(&sn->key, seed);
+    sc_key(c, &sn->key);
     sn->addr.id = sn->key.public_key;
     sn->addr.addrs_n = 1;
     struct sockaddr_in *a = (struct sockaddr_in *)&sn->addr.addrs[0];
@@ -250,12 +255,7 @@ int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
     if (rv != 0) {
       goto err_free;
     }
-    uint8_t seed[32];
-    for (size_t k = 0; k < sizeof seed; k += 8) {
-      uint64_t x = qraft_simnet_random(c->net);
-      memcpy(seed + k, &x, 8);
-    }
-    qraft_secret_key_from_seed(&c->relay_key, seed);
+    sc_key(c, &c->relay_key);
     c->relay_addr.id = c->relay_key.public_key;
     struct sockaddr_in *ra = (struct sockaddr_in *)&c->relay_addr.addr;
     ra->sin_family = AF_INET;

@@ -40,23 +40,6 @@ int qraft_endpoint_add_discovery(qraft_endpoint *ep,
   return 0;
 }
 
-static bool sa_same(const struct sockaddr_storage *a,
-                    const struct sockaddr_storage *b) {
-  if (a->ss_family != b->ss_family) {
-    return false;
-  }
-  if (a->ss_family == AF_INET) {
-    const struct sockaddr_in *x = (const struct sockaddr_in *)a;
-    const struct sockaddr_in *y = (const struct sockaddr_in *)b;
-    return x->sin_port == y->sin_port &&
-           x->sin_addr.s_addr == y->sin_addr.s_addr;
-  }
-  const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
-  const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
-  return x->sin6_port == y->sin6_port &&
-         memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
-}
-
 int qraft_endpoint_resolve(qraft_endpoint *ep, const qraft_node_id *id,
                            qraft_node_addr *out) {
   memset(out, 0, sizeof *out);
@@ -71,7 +54,8 @@ int qraft_endpoint_resolve(qraft_endpoint *ep, const qraft_node_id *id,
     for (uint32_t i = 0; i < a.addrs_n && i < QRAFT_NODE_ADDRS_MAX; i++) {
       bool seen = false;
       for (uint32_t j = 0; j < out->addrs_n; j++) {
-        seen |= sa_same(&out->addrs[j], &a.addrs[i]);
+        seen |= qraft__sockaddr_eq((const struct sockaddr *)&out->addrs[j],
+                                   (const struct sockaddr *)&a.addrs[i]);
       }
       if (!seen && out->addrs_n < QRAFT_NODE_ADDRS_MAX) {
         out->addrs[out->addrs_n++] = a.addrs[i];

@@ -107,23 +107,27 @@ struct tp_paths {
   struct sockaddr_storage cur_from;
 };
 
-static bool sa_eq(const struct sockaddr_storage *a, const struct sockaddr *b) {
-  if (a->ss_family != b->sa_family) {
+bool qraft__sockaddr_eq(const struct sockaddr *a, const struct sockaddr *b) {
+  if (a->sa_family != b->sa_family) {
     return false;
   }
-  if (b->sa_family == AF_INET) {
+  if (a->sa_family == AF_INET) {
     const struct sockaddr_in *x = (const struct sockaddr_in *)a;
     const struct sockaddr_in *y = (const struct sockaddr_in *)b;
     return x->sin_port == y->sin_port &&
            x->sin_addr.s_addr == y->sin_addr.s_addr;
   }
-  if (b->sa_family == AF_INET6) {
+  if (a->sa_family == AF_INET6) {
     const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
     const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
     return x->sin6_port == y->sin6_port &&
            memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
   }
   return false;
+}
+
+static bool sa_eq(const struct sockaddr_storage *a, const struct sockaddr *b) {
+  return qraft__sockaddr_eq((const struct sockaddr *)a, b);
 }
 
 static void sa_copy(struct sockaddr_storage *dst, const struct sockaddr *src) {

@@ -146,20 +146,6 @@ static socklen_t addr_len(const struct sockaddr_storage *a) {
                                   : sizeof(struct sockaddr_in);
 }
 
-static bool addr_eq(const struct sockaddr *a, const struct sockaddr *b) {
-  if (a->sa_family != b->sa_family) {
-    return false;
-  }
-  if (a->sa_family == AF_INET) {
-    const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-    return x->sin_port == y->sin_port &&
-           x->sin_addr.s_addr == y->sin_addr.s_addr;
-  }
-  const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-  return x->sin6_port == y->sin6_port &&
-         memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
-}
-
 static ngtcp2_tstamp now_ts(qraft_endpoint *ep) {
   return qraft_env_now_ns(ep->env);
 }
@@ -1168,7 +1154,7 @@ static qraft_conn *find_by_odcid(qraft_endpoint *ep, const uint8_t *dcid,
   for (qraft_conn *c = ep->conns; c != NULL; c = c->next) {
     if (!c->dialed && c->q != NULL && c->q->odcid.datalen == dcidlen &&
         memcmp(c->q->odcid.data, dcid, dcidlen) == 0 &&
-        addr_eq((struct sockaddr *)&c->remote, from)) {
+        qraft__sockaddr_eq((struct sockaddr *)&c->remote, from)) {
       return c;
     }
   }

@@ -47,6 +47,15 @@ static uint64_t now_ns(qraft_relay_server *s) {
   return qraft_env_now_ns(s->env);
 }
 
+/* When to ping a client next: the interval plus up to a quarter more. */
+static uint64_t next_ping(qraft_relay_server *s, uint64_t now) {
+  uint64_t jitter;
+  qraft_env_random(s->env, &jitter, sizeof jitter);
+  return now + (s->cfg.ping_interval_ms +
+                jitter % (s->cfg.ping_interval_ms / 4 + 1)) *
+                   MS;
+}
+
 static int send_frame(rs_client *c, const qraft_relay_frame *f) {
   if (c->sid < 0 || c->closing) {
     return QRAFT_EUNAVAILABLE;
@@ -219,11 +228,7 @@ static void on_up(void *ud, qraft_conn *conn, bool dialed) {
   c->seq = ++s->seq;
   c->tokens = (double)s->cfg.rx_burst_bytes;
   c->tokens_ns = now;
-  uint64_t jitter;
-  qraft_env_random(s->env, &jitter, sizeof jitter);
-  c->next_ping_ns = now + (s->cfg.ping_interval_ms +
-                           jitter % (s->cfg.ping_interval_ms / 4 + 1)) *
-                              MS;
+  c->next_ping_ns = next_ping(s, now);
   rs_client *old = active_for(s, &c->id);
   if (old != NULL) {
     /* iroh >= 0.97: the newest serves the id; the old one is told. */
@@ -340,11 +345,7 @@ static void tick_cb(void *ud) {
         c->ping_out = true;
         c->ping_sent_ns = now;
       }
-      uint64_t jitter;
-      qraft_env_random(s->env, &jitter, sizeof jitter);
-      c->next_ping_ns = now + (s->cfg.ping_interval_ms +
-                               jitter % (s->cfg.ping_interval_ms / 4 + 1)) *
-                                  MS;
+      c->next_ping_ns = next_ping(s, now);
     }
     c = next;
   }

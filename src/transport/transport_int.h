@@ -163,6 +163,9 @@ void qraft__ep_timer_cb(void *ud);
 
 /* ---- path.c: the path layer under QUIC and the relay client ---- */
 
+/* Same family, address and port (IPv4 or IPv6). */
+bool qraft__sockaddr_eq(const struct sockaddr *a, const struct sockaddr *b);
+
 int qraft__path_init(qraft_endpoint *ep, qraft_err *err);
 /* Connects to the configured home relays (after the sockets are bound). */
 int qraft__path_start_home(qraft_endpoint *ep, qraft_err *err);
