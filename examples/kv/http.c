@@ -1036,6 +1036,7 @@ static enum MHD_Result members_post(http_ctx *h, struct MHD_Connection *c,
   bool addr_ok = addr != NULL && addr[0] != 0 &&
                  kv_parse_hostport(addr, &a.addrs[0]) == 0;
   a.addrs_n = addr_ok ? 1 : 0;
+  bool addr_bad = addr != NULL && addr[0] != 0 && !addr_ok;
   bool relays_ok = rj == NULL || (json_is_array(rj) &&
                                   json_array_size(rj) <= QRAFT_NODE_RELAYS_MAX);
   for (size_t k = 0; relays_ok && rj != NULL && k < json_array_size(rj); k++) {
@@ -1044,6 +1045,7 @@ static enum MHD_Result members_post(http_ctx *h, struct MHD_Connection *c,
     a.relays_n += relays_ok;
   }
   if (id == NULL || qraft_node_id_parse(id, &a.id) != 0 || !relays_ok ||
+      addr_bad ||
       (strcmp(role, "voter") != 0 && strcmp(role, "learner") != 0)) {
     json_decref(j);
     return reply_err(c, 400, "malformed",

@@ -145,7 +145,9 @@ int kv_parse_members(const char *list_text, const qraft_relay_addr *relays,
     /* Every member is also reachable through our relays: the founders of
      * a cluster behind NATs share them. */
     members[n].relays_n = relays_n;
-    memcpy(members[n].relays, relays, relays_n * sizeof *relays);
+    if (relays_n > 0) {
+      memcpy(members[n].relays, relays, relays_n * sizeof *relays);
+    }
     n++;
   }
   free(list);

@@ -89,7 +89,9 @@ void qraft_discovery_static_free(qraft_discovery_static *d);
  * attributes, with numeric addresses); `#` starts a comment. The file is
  * read at creation and again, at most once a second, when its modification
  * time or size changed; a file that cannot be read or parsed keeps the
- * last good table, and the error (with the line) is logged. */
+ * last good table, and the error (with the line) is logged. Replace the
+ * file whole (write another and rename it over): a file caught half
+ * written reads as what it holds. */
 
 typedef struct qraft_discovery_file qraft_discovery_file;
 

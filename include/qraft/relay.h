@@ -157,9 +157,11 @@ void qraft_relay_reader_free(qraft_relay_reader *r);
  *     is not connected;
  *   - tells each client, in its first frames, OBSERVED_ADDR (the address it
  *     sees the client's packets come from) and STATUS healthy;
- *   - bounds what waits for each client (queue_bytes_max not acknowledged:
- *     beyond it datagrams are dropped and counted), and closes a client
- *     whose queue stays full for write_timeout_ms (QRAFT_CLOSE_LIMIT);
+ *   - bounds what waits for each client (queue_bytes_max not acknowledged,
+ *     every frame counted: beyond it frames are dropped and counted), and
+ *     closes a client whose queue stays full for write_timeout_ms
+ *     (QRAFT_CLOSE_LIMIT), or that opened no stream within
+ *     ping_timeout_ms of connecting;
  *   - limits what each client may send (a token bucket of rx_bytes_per_s
  *     and rx_burst_bytes; excess datagrams are dropped and counted);
  *   - pings each client every ping_interval_ms (plus up to a quarter more,
@@ -213,6 +215,13 @@ int qraft_relay_server_new(const qraft_relay_server_config *cfg,
 void qraft_relay_server_free(qraft_relay_server *s);
 void qraft_relay_server_metrics_get(const qraft_relay_server *s,
                                     qraft_relay_server_metrics *out);
+/* Closes (QRAFT_CLOSE_UNAUTHORIZED) every client whose id `keep` refuses,
+ * e.g. after an allow-list changed: the hook only sees new handshakes.
+ * Not from a callback of the relay's connections. Returns how many. */
+uint32_t qraft_relay_server_close_if(qraft_relay_server *s,
+                                     bool (*keep)(void *ud,
+                                                  const qraft_node_id *id),
+                                     void *ud);
 /* Tells every client that the server restarts (RESTARTING: reconnect in
  * `reconnect_in_ms`, keep trying for `try_for_ms`). Call before a graceful
  * shutdown. */

@@ -74,7 +74,26 @@ static int sockaddr_decode(const uint8_t *p, size_t len, size_t *o,
   return QRAFT_EMALFORMED;
 }
 
+bool qraft__node_addr_valid(const qraft_node_addr *a) {
+  if (a->addrs_n > QRAFT_NODE_ADDRS_MAX || a->relays_n > QRAFT_NODE_RELAYS_MAX) {
+    return false;
+  }
+  for (uint32_t i = 0; i < a->addrs_n; i++) {
+    if (a->addrs[i].ss_family != AF_INET && a->addrs[i].ss_family != AF_INET6) {
+      return false;
+    }
+  }
+  for (uint32_t i = 0; i < a->relays_n; i++) {
+    sa_family_t f = a->relays[i].addr.ss_family;
+    if (f != AF_INET && f != AF_INET6) {
+      return false;
+    }
+  }
+  return true;
+}
+
 size_t qraft__node_addr_encode(const qraft_node_addr *a, uint8_t *out) {
+  QRAFT_ASSERT(qraft__node_addr_valid(a));
   size_t o = 0;
   memcpy(out + o, a->id.bytes, QRAFT_KEY_BYTES);
   o += QRAFT_KEY_BYTES;

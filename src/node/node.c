@@ -361,6 +361,13 @@ int qraft_node_bootstrap(qraft_node *n, const qraft_node_addr *members,
   if (cnt == 0 || cnt > QRAFT_CONF_NODES_MAX) {
     return QRAFT_ERR(err, QRAFT_ECONFIG, "bootstrap with %zu members", cnt);
   }
+  for (size_t i = 0; i < cnt; i++) {
+    if (!qraft__node_addr_valid(&members[i])) {
+      return QRAFT_ERR(err, QRAFT_ECONFIG,
+                       "bootstrap member %zu: too many addresses or relays, "
+                       "or not IPv4 or IPv6", i);
+    }
+  }
   bool self = false;
   qraft_conf_change ccs[QRAFT_CONF_NODES_MAX];
   uint8_t ctx[QRAFT_CONF_NODES_MAX][NODE_ADDR_ENC_MAX];
@@ -405,6 +412,13 @@ int qraft_node_bootstrap_at(qraft_node *n, const qraft_node_addr *members,
   if (cnt == 0 || cnt > QRAFT_CONF_NODES_MAX || index == 0) {
     return QRAFT_ERR(err, QRAFT_ECONFIG,
                      "bootstrap at %" PRIu64 " with %zu members", index, cnt);
+  }
+  for (size_t i = 0; i < cnt; i++) {
+    if (!qraft__node_addr_valid(&members[i])) {
+      return QRAFT_ERR(err, QRAFT_ECONFIG,
+                       "bootstrap member %zu: too many addresses or relays, "
+                       "or not IPv4 or IPv6", i);
+    }
   }
   if (n->cfg.sm->durable_index == NULL ||
       n->cfg.sm->durable_index(n->cfg.sm_ud) != index) {

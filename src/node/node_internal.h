@@ -324,6 +324,8 @@ int qraft__node_addr_decode(const uint8_t *p, size_t len, qraft_node_addr *a);
   (QRAFT_KEY_BYTES + 1 + QRAFT_NODE_ADDRS_MAX * 19 + 1 +                       \
    QRAFT_NODE_RELAYS_MAX * (QRAFT_KEY_BYTES + 19))
 size_t qraft__node_addr_encode(const qraft_node_addr *a, uint8_t *out);
+/* Counts within the limits and families IPv4 or IPv6: what the API takes. */
+bool qraft__node_addr_valid(const qraft_node_addr *a);
 /* The membership as a discovery provider (qraft/discovery.h): the address
  * the log carries for a key. */
 int qraft__node_member_resolve(void *ud, const qraft_node_id *id,

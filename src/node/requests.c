@@ -258,6 +258,9 @@ int qraft_node_propose(qraft_node *n, const void *data, size_t len,
 static int node_simple_req(qraft_node *n, req_kind kind,
                            const qraft_node_addr *addr, qraft_id id,
                            qraft_done_cb cb, void *ud) {
+  if (addr != NULL && !qraft__node_addr_valid(addr)) {
+    return QRAFT_ECONFIG;
+  }
   node_req *r = calloc(1, sizeof *r);
   if (r == NULL) {
     return -ENOMEM;

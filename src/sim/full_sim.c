@@ -1222,17 +1222,29 @@ static void fs_check_stops(fs_sim *s) {
  * path_quiet_ms: it would send every packet into the void. */
 static void fs_check_path(fs_sim *s, uint32_t i, const qraft_node_status *st,
                           uint64_t now) {
+  /* Packets held by a pause of the node are read when it resumes, and
+   * count as fresh: the window starts then. */
   if (!s->relay || s->relay_restart_at_ns != 0 ||
       now - s->relay_changed_ns < 2 * FS_PATH_QUIET_NS ||
-      s->pause_until_ns[i] + FS_PATH_GRACE_NS > now) {
+      s->pause_until_ns[i] + FS_PATH_QUIET_NS + FS_PATH_GRACE_NS > now) {
     return;
   }
   for (uint32_t k = 0; k < st->members_n; k++) {
     int j = fs_index_of(s, st->members[k].id);
     if (j < 0 || j == (int)i || s->direct_cut_ns[i][j] == 0 ||
-        now - s->direct_cut_ns[i][j] <
-            FS_PATH_QUIET_NS + FS_PATH_GRACE_NS + s->delay_max_ns ||
         !st->members[k].connected) {
+      continue;
+    }
+    /* Packets on their way when the links were cut still arrive, later
+     * if a clog held them: the window starts when the last can land. */
+    uint64_t from = s->direct_cut_ns[i][j];
+    if (s->clog_until_ns[i][j] > from) {
+      from = s->clog_until_ns[i][j];
+    }
+    if (s->clog_until_ns[j][i] > from) {
+      from = s->clog_until_ns[j][i];
+    }
+    if (now < from + FS_PATH_QUIET_NS + FS_PATH_GRACE_NS + s->delay_max_ns) {
       continue;
     }
     s->path_checks++;

@@ -556,8 +556,7 @@ int qraft_endpoint_new(const qraft_endpoint_config *cfg, qraft_endpoint **out,
   }
   rv = qraft__path_start_home(ep, err);
   if (rv != 0) {
-    *out = ep;
-    qraft_endpoint_free(ep);
+    qraft_endpoint_free(ep); /* *out is left alone */
     return rv;
   }
   *out = ep;

@@ -47,6 +47,9 @@
 /* Peers the path layer tracks at most (each costs a virtual address). */
 #define PATHS_MAX 4096u
 #define TICK_MS 1000u
+/* Bytes a relay stream may hold unacknowledged before datagrams to it are
+ * dropped (about 512 full-size ones, the relay server's own bound). */
+#define RELAY_SEND_QUEUE_BYTES (768u << 10)
 
 static const uint8_t vprefix[6] = {0xfd, 0x71, 0x72, 0x61, 0x66, 0x74};
 
@@ -75,6 +78,9 @@ typedef struct tp_path {
   qraft_relay_addr relays[QRAFT_NODE_RELAYS_MAX];
   uint64_t direct_ok_ns; /* last authenticated packet on a direct path */
   uint64_t gone_ns;      /* last PEER_GONE from a relay about it */
+  tp_relay *gone_relay;  /* the relay that said so */
+  tp_relay *rx_relay;    /* the relay its last relayed datagram came by */
+  uint64_t active_ns;    /* last datagram to or from it */
   struct sockaddr_storage direct; /* where it came from */
   bool trusted;                   /* as of the last send */
   uint64_t trial_ns;              /* start of the current trial */
@@ -206,6 +212,7 @@ static void relay_want(tp_paths *ps, tp_relay *r) {
   a.addrs[0] = r->addr.addr;
   if (qraft_endpoint_dial(ps->ep, &a, QRAFT_RELAY_ALPN) == 0) {
     r->dialed = true;
+    r->last_used_ns = qraft_env_now_ns(ps->ep->env);
   }
 }
 
@@ -219,6 +226,7 @@ static tp_relay *relay_get(tp_paths *ps, const qraft_relay_addr *ra,
     }
     r->addr = *ra;
     r->sid = -1;
+    r->last_used_ns = qraft_env_now_ns(ps->ep->env);
     r->next = ps->relays;
     ps->relays = r;
   } else if (!sa_eq(&r->addr.addr, (const struct sockaddr *)&ra->addr)) {
@@ -247,6 +255,7 @@ static void rx_push(tp_paths *ps, tp_path *p, tp_relay *r, const uint8_t *d,
   memcpy(copy, d, len);
   rx_item *it = &ps->q[(ps->q_head + ps->q_n) % ps->q_cap];
   it->path = p;
+  p->active_ns = qraft_env_now_ns(ep->env);
   it->relay = r;
   it->data = copy;
   it->len = len;
@@ -271,6 +280,10 @@ static void relay_frame(tp_paths *ps, tp_relay *r, const qraft_relay_frame *f) {
     if (p->relays_n == 0) {
       p->relays[p->relays_n++] = r->addr; /* answer the way it came */
     }
+    p->rx_relay = r;
+    if (p->gone_relay == r) {
+      p->gone_relay = NULL; /* it is there after all */
+    }
     size_t seg = f->type == QRAFT_RELAY_RECV ? f->data_len : f->segment;
     if (seg == 0) {
       return;
@@ -292,6 +305,7 @@ static void relay_frame(tp_paths *ps, tp_relay *r, const qraft_relay_frame *f) {
     tp_path *p = path_by_id(ps, &f->peer);
     if (p != NULL) {
       p->gone_ns = qraft_env_now_ns(ep->env);
+      p->gone_relay = r;
     }
     return;
   }
@@ -431,10 +445,49 @@ static tp_path *path_by_vaddr(tp_paths *ps, const struct sockaddr *sa) {
   return NULL;
 }
 
+/* True if a connection or a queued datagram refers to `p`. */
+static bool path_in_use(tp_paths *ps, const tp_path *p) {
+  if (p == ps->cur_path) {
+    return true;
+  }
+  for (qraft_conn *c = ps->ep->conns; c != NULL; c = c->next) {
+    if (sa_eq(&p->vaddr, (const struct sockaddr *)&c->remote)) {
+      return true;
+    }
+  }
+  for (uint32_t k = 0; k < ps->q_n; k++) {
+    if (ps->q[(ps->q_head + k) % ps->q_cap].path == p) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/* The table is full: forgets the path idle longest that nothing refers to
+ * (ids a relay delivered from once, peers long gone), so a new peer can
+ * always get one. Returns false if every path is in use. */
+static bool path_evict(tp_paths *ps) {
+  tp_path **victim = NULL;
+  for (tp_path **pp = &ps->paths; *pp != NULL; pp = &(*pp)->next) {
+    if ((victim == NULL || (*pp)->active_ns < (*victim)->active_ns) &&
+        !path_in_use(ps, *pp)) {
+      victim = pp;
+    }
+  }
+  if (victim == NULL) {
+    return false;
+  }
+  tp_path *p = *victim;
+  *victim = p->next;
+  ps->paths_n--;
+  free(p);
+  return true;
+}
+
 static tp_path *path_get(tp_paths *ps, const qraft_node_id *id) {
   tp_path *p = path_by_id(ps, id);
-  if (p != NULL || ps->paths_n >= PATHS_MAX ||
-      qraft_node_id_eq(id, &ps->ep->key.public_key)) {
+  if (p != NULL || qraft_node_id_eq(id, &ps->ep->key.public_key) ||
+      (ps->paths_n >= PATHS_MAX && !path_evict(ps))) {
     return p;
   }
   p = calloc(1, sizeof *p);
@@ -451,6 +504,7 @@ static tp_path *path_get(tp_paths *ps, const qraft_node_id *id) {
     v->sin6_addr.s6_addr[15 - i] = (uint8_t)(n >> (8 * i));
   }
   p->trial_ns = qraft_env_now_ns(ps->ep->env);
+  p->active_ns = p->trial_ns;
   p->next = ps->paths;
   ps->paths = p;
   ps->paths_n++;
@@ -551,27 +605,54 @@ int qraft__path_vaddr(qraft_endpoint *ep, const qraft_node_addr *addr,
 
 /* The relay to reach `p` through: one of its own that is up, else one of
  * ours; relays not yet connected are dialed for next time. */
-static tp_relay *relay_for(tp_paths *ps, tp_path *p) {
-  tp_relay *pick = NULL;
+static bool relay_usable(const tp_relay *r) {
+  return r != NULL && r->conn != NULL && r->sid >= 0 && !r->elsewhere;
+}
+
+/* The relay to reach `p` through: the one its last datagram came by, else
+ * one of its own, else one of ours; a relay that just said the peer is not
+ * there is passed over while another will do. When none of the peer's own
+ * relays is connected, they are dialed for next time. */
+static tp_relay *relay_for(tp_paths *ps, tp_path *p, uint64_t now) {
+  bool gone_lately = p->gone_relay != NULL &&
+                     now - p->gone_ns < ps->ep->cfg.path_retry_ms * MS;
+  tp_relay *avoid = gone_lately ? p->gone_relay : NULL;
+  if (relay_usable(p->rx_relay) && p->rx_relay != avoid) {
+    return p->rx_relay;
+  }
+  tp_relay *pick = NULL, *fallback = NULL;
+  tp_relay *own[QRAFT_NODE_RELAYS_MAX] = {NULL};
   for (uint32_t i = 0; i < p->relays_n; i++) {
-    tp_relay *r = relay_get(ps, &p->relays[i], false);
-    if (r == NULL) {
+    own[i] = relay_get(ps, &p->relays[i], false);
+    if (!relay_usable(own[i])) {
       continue;
     }
-    relay_want(ps, r);
-    if (pick == NULL && r->conn != NULL && r->sid >= 0 && !r->elsewhere) {
-      pick = r;
+    if (own[i] == avoid) {
+      fallback = own[i];
+    } else if (pick == NULL) {
+      pick = own[i];
     }
   }
   if (pick == NULL) {
-    for (tp_relay *r = ps->relays; r != NULL; r = r->next) {
-      if (r->home && r->conn != NULL && r->sid >= 0 && !r->elsewhere) {
-        pick = r;
-        break;
+    for (tp_relay *r = ps->relays; r != NULL && pick == NULL; r = r->next) {
+      if (r->home && relay_usable(r)) {
+        if (r == avoid) {
+          fallback = fallback != NULL ? fallback : r;
+        } else {
+          pick = r;
+        }
       }
     }
   }
-  return pick;
+  if (pick == NULL) {
+    /* none of its own is up: dial them (a home relay is dialed already) */
+    for (uint32_t i = 0; i < p->relays_n; i++) {
+      if (own[i] != NULL && !relay_usable(own[i])) {
+        relay_want(ps, own[i]);
+      }
+    }
+  }
+  return pick != NULL ? pick : fallback;
 }
 
 static void send_direct(qraft_endpoint *ep, const struct sockaddr_storage *to,
@@ -604,6 +685,14 @@ static void relay_send(tp_path *p, tp_relay *r, const uint8_t *data,
                          .peer = p->id,
                          .data = data,
                          .data_len = len};
+  /* A datagram that would wait behind this much in the relay stream is
+   * late anyway: dropped, as a full UDP socket would, so the peers' QUIC
+   * sees the loss instead of a growing delay. */
+  if (qraft_conn_stream_unacked_bytes(r->conn, r->sid) + len >
+      RELAY_SEND_QUEUE_BYTES) {
+    r->drops++;
+    return;
+  }
   if (relay_send_frame(r, &f) == 0) {
     r->datagrams_out++;
     p->relay_out += len;
@@ -612,6 +701,18 @@ static void relay_send(tp_path *p, tp_relay *r, const uint8_t *data,
   }
   r->last_used_ns = now;
   p->last_relay = r;
+}
+
+/* A handshake packet (long header) to a peer on a relay goes through the
+ * relay only (unless the relay just said the peer is not there): sent both
+ * ways, the peer would take the two copies for two connections (one from
+ * our virtual address, one from a real address it cannot tie to us yet). */
+static bool handshake_by_relay(const qraft_endpoint *ep, const tp_path *p,
+                               const tp_relay *r, const uint8_t *data,
+                               uint64_t now) {
+  bool gone = p->gone_ns != 0 && p->gone_relay == r &&
+              now - p->gone_ns < ep->cfg.path_retry_ms * MS;
+  return (data[0] & 0x80) != 0 && r != NULL && p->relays_n > 0 && !gone;
 }
 
 void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
@@ -628,6 +729,7 @@ void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
     return;
   }
   uint64_t now = qraft_env_now_ns(ep->env);
+  p->active_ns = now;
   uint64_t age = direct_age(p, now);
   if (age < ep->cfg.path_quiet_ms * MS) {
     /* A packet on the direct path decrypted lately: direct only. */
@@ -648,30 +750,26 @@ void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
   if (trusted) {
     /* Quiet for a while (outdated): both ways until it answers again or
      * its trust runs out, so a dead direct path costs no more than
-     * path_quiet_ms of the peer's packets. */
-    tp_relay *r = relay_for(ps, p);
-    send_direct(ep, &p->direct, data, len);
-    p->direct_out += len;
+     * path_quiet_ms of the peer's packets. Handshake packets go through
+     * the relay only, as below. */
+    tp_relay *r = relay_for(ps, p, now);
+    if (!handshake_by_relay(ep, p, r, data, now)) {
+      send_direct(ep, &p->direct, data, len);
+      p->direct_out += len;
+    }
     if (r != NULL) {
       relay_send(p, r, data, len, now);
     }
     p->kind = QRAFT_PATH_MIXED;
     return;
   }
-  tp_relay *r = relay_for(ps, p);
+  tp_relay *r = relay_for(ps, p, now);
   if (now - p->trial_ns >= ep->cfg.path_retry_ms * MS) {
     p->trial_ns = now;
   }
   bool have_direct = p->addrs_n > 0 || p->direct_ok_ns != 0;
   bool trial = now - p->trial_ns < PATH_TRIAL_MS * MS;
-  bool gone = p->gone_ns != 0 &&
-              now - p->gone_ns < ep->cfg.path_retry_ms * MS;
-  if ((data[0] & 0x80) != 0 && r != NULL && p->relays_n > 0 && !gone) {
-    /* A handshake packet (long header) to a peer on a relay goes through
-     * the relay only (unless the relay just said the peer is not there):
-     * sent both ways, the peer would take the two copies for two
-     * connections (one from our virtual address, one from a real address
-     * it cannot tie to us yet). */
+  if (handshake_by_relay(ep, p, r, data, now)) {
     have_direct = false;
   }
   if (have_direct && (trial || r == NULL)) {
@@ -733,6 +831,7 @@ void qraft__ep_recv(qraft_endpoint *ep, qraft_env_udp *udp,
   ps->cur_direct = true;
   sa_copy(&ps->cur_from, from);
   p->direct_in += len;
+  p->active_ns = qraft_env_now_ns(ep->env);
   qraft__quic_recv(ep, udp, (const struct sockaddr *)&p->vaddr, data, len);
   ps->cur_path = NULL;
 }

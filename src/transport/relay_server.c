@@ -29,6 +29,7 @@ typedef struct rs_client {
   bool ping_out;
   uint8_t ping[8];
   uint64_t ping_sent_ns;
+  uint64_t up_ns; /* when it connected */
   bool closing;
 } rs_client;
 
@@ -56,6 +57,11 @@ static uint64_t next_ping(qraft_relay_server *s, uint64_t now) {
                    MS;
 }
 
+/* Queues a frame for `c`, within its bound: every frame (datagrams, and
+ * the PONGs and PEER_GONEs a client makes the relay send) counts against
+ * queue_bytes_max, so a client that does not read gets dropped frames and,
+ * after write_timeout_ms of that, is closed. Returns QRAFT_EBUSY when the
+ * queue is full. */
 static int send_frame(rs_client *c, const qraft_relay_frame *f) {
   if (c->sid < 0 || c->closing) {
     return QRAFT_EUNAVAILABLE;
@@ -64,6 +70,14 @@ static int send_frame(rs_client *c, const qraft_relay_frame *f) {
   size_t need = qraft_relay_frame_size(f);
   if (need == 0) {
     return QRAFT_EMALFORMED;
+  }
+  qraft_relay_server *s = c->srv;
+  if (qraft_conn_unacked_bytes(c->conn) + need > s->cfg.queue_bytes_max) {
+    s->m.drops_queue++;
+    if (c->full_since_ns == 0) {
+      c->full_since_ns = now_ns(s);
+    }
+    return QRAFT_EBUSY;
   }
   uint8_t *out = need <= sizeof buf ? buf : malloc(need);
   if (out == NULL) {
@@ -153,26 +167,13 @@ static void forward(qraft_relay_server *s, rs_client *from,
     (void)send_frame(from, &gone);
     return;
   }
-  uint64_t now = now_ns(s);
-  if (qraft_conn_unacked_bytes(to->conn) + f->data_len >
-      s->cfg.queue_bytes_max) {
-    s->m.drops_queue++;
-    if (to->full_since_ns == 0) {
-      to->full_since_ns = now;
-    }
-    return;
-  }
-  to->full_since_ns = 0;
   qraft_relay_frame out = *f;
   out.type = f->type == QRAFT_RELAY_SEND ? QRAFT_RELAY_RECV
                                          : QRAFT_RELAY_RECV_BATCH;
   out.peer = from->id;
-  int rv = send_frame(to, &out);
-  if (rv == 0) {
+  if (send_frame(to, &out) == 0) { /* a full queue counts the drop */
     s->m.datagrams_out++;
     s->m.bytes_out += f->data_len;
-  } else {
-    s->m.drops_queue++;
   }
 }
 
@@ -185,6 +186,10 @@ static int on_frame(void *ud, const qraft_relay_frame *f) {
     forward(s, c, f);
     break;
   case QRAFT_RELAY_PING: {
+    if (!rate_ok(s, c, 8)) {
+      s->m.drops_rate++;
+      break;
+    }
     qraft_relay_frame pong = {.type = QRAFT_RELAY_PONG};
     memcpy(pong.ping, f->ping, sizeof pong.ping);
     (void)send_frame(c, &pong);
@@ -228,6 +233,7 @@ static void on_up(void *ud, qraft_conn *conn, bool dialed) {
   c->seq = ++s->seq;
   c->tokens = (double)s->cfg.rx_burst_bytes;
   c->tokens_ns = now;
+  c->up_ns = now;
   c->next_ping_ns = next_ping(s, now);
   rs_client *old = active_for(s, &c->id);
   if (old != NULL) {
@@ -329,7 +335,11 @@ static void tick_cb(void *ud) {
       c = next;
       continue;
     }
-    if (c->full_since_ns != 0 &&
+    if (c->sid < 0 && now - c->up_ns >= s->cfg.ping_timeout_ms * MS) {
+      /* connected, and never opened its stream */
+      s->m.ping_timeouts++;
+      close_client(c, QRAFT_CLOSE_PROTOCOL, "no relay stream");
+    } else if (c->full_since_ns != 0 &&
         now - c->full_since_ns >= s->cfg.write_timeout_ms * MS) {
       s->m.write_timeouts++;
       close_client(c, QRAFT_CLOSE_LIMIT, "write timeout");
@@ -424,6 +434,23 @@ void qraft_relay_server_free(qraft_relay_server *s) {
 void qraft_relay_server_metrics_get(const qraft_relay_server *s,
                                     qraft_relay_server_metrics *out) {
   *out = s->m;
+}
+
+uint32_t qraft_relay_server_close_if(qraft_relay_server *s,
+                                     bool (*keep)(void *ud,
+                                                  const qraft_node_id *id),
+                                     void *ud) {
+  uint32_t closed = 0;
+  rs_client *c = s->clients;
+  while (c != NULL) {
+    rs_client *next = c->next; /* closing frees c */
+    if (!c->closing && !keep(ud, &c->id)) {
+      closed++;
+      close_client(c, QRAFT_CLOSE_UNAUTHORIZED, "no longer authorized");
+    }
+    c = next;
+  }
+  return closed;
 }
 
 void qraft_relay_server_restarting(qraft_relay_server *s,

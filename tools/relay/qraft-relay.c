@@ -758,8 +758,12 @@ static bool relay_authorize(void *ud, const qraft_node_id *peer,
   return ok;
 }
 
+static bool relay_keeps(void *ud, const qraft_node_id *id) {
+  return relay_authorize(ud, id, QRAFT_RELAY_ALPN);
+}
+
 /* SIGHUP: the list file again; a file that does not load leaves the old
- * list serving. */
+ * list serving. Clients the new list refuses are closed. */
 static void relay_reload(relay *r) {
   if (r->list_mode == LIST_NONE) {
     QRAFT_LOG(NULL, QRAFT_LOG_INFO, "SIGHUP: no --allow or --deny list to "
@@ -778,10 +782,13 @@ static void relay_reload(relay *r) {
   list_free(&r->list);
   r->list = fresh;
   r->list_reloads++;
+  /* the hook sees new handshakes only: clients the new list refuses go */
+  uint32_t closed = qraft_relay_server_close_if(r->srv, relay_keeps, r);
   QRAFT_LOG(NULL, QRAFT_LOG_INFO, "list reloaded",
             QRAFT_LOG_STR("list", list_mode_name(r->list_mode)),
             QRAFT_LOG_STR("file", r->list_path),
-            QRAFT_LOG_U64("ids", r->list.n));
+            QRAFT_LOG_U64("ids", r->list.n),
+            QRAFT_LOG_U64("clients_closed", closed));
 }
 
 /* ---- signals: a pipe the loop watches ---- */

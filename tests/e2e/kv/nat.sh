@@ -15,7 +15,7 @@ source "$(dirname "$0")/lib.sh"
 if [ "$(id -u)" != 0 ]; then echo "SKIPPED: needs root for network namespaces"; exit 77; fi
 for t in ip iptables; do command -v $t >/dev/null || { echo "SKIPPED: $t not installed"; exit 77; }; done
 : "${QRAFT_RELAY:?}"
-SECONDS_RUN=${QRAFT_E2E_SECONDS:-40}
+SECONDS_RUN=${QRAFT_E2E_SECONDS:-25}
 HIST="$QRAFT_E2E_OUT/kv_nat.jsonl"
 TAG=$(( $$ % 250 ))
 PUB="qnpub$TAG"          # the public namespace: the relay and the clients
