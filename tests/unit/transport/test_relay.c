@@ -556,6 +556,122 @@ static void sim_client_breaking_the_protocol_is_closed(void **st) {
   world_close(&w);
 }
 
+static bool relay_keep_only_1(void *ud, const qraft_node_id *id) {
+  world *w = ud;
+  return qraft_node_id_eq(id, &w->nodes[1].key.public_key);
+}
+
+static bool relay_clients_1(world *w, void *arg) {
+  (void)arg;
+  qraft_relay_server_metrics m;
+  qraft_relay_server_metrics_get(w->relay, &m);
+  return m.clients == 1;
+}
+
+/* A list that changes: the clients it now refuses are closed. */
+static void sim_close_if_closes_the_refused(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(8));
+  relay_start(&w);
+  node_start(&w, 1);
+  node_start(&w, 2);
+  int one = 1, two = 2;
+  assert_true(run_until(&w, home_up, &one, 10));
+  assert_true(run_until(&w, home_up, &two, 10));
+  assert_int_equal(qraft_relay_server_close_if(w.relay, relay_keep_only_1, &w),
+                   1);
+  assert_true(run_until(&w, relay_clients_1, NULL, 5));
+  qraft_relay_status rs;
+  qraft_endpoint_relays(w.nodes[1].ep, &rs, 1);
+  assert_true(rs.up);
+  world_close(&w);
+}
+
+static bool queue_drops(world *w, void *arg) {
+  (void)arg;
+  qraft_relay_server_metrics m;
+  qraft_relay_server_metrics_get(w->relay, &m);
+  return m.drops_queue > 0;
+}
+
+static void ignore_recv(void *ud, qraft_conn *c, int64_t sid,
+                        const uint8_t *d, size_t len, bool fin) {
+  (void)ud;
+  (void)c;
+  (void)sid;
+  (void)d;
+  (void)len;
+  (void)fin;
+}
+
+/* A client that makes the relay answer (PINGs, SENDs to nobody) and does
+ * not read: what waits for it stays within its queue, the rest is dropped,
+ * and it is closed after the write timeout. */
+static void sim_a_client_that_does_not_read_is_bounded(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(9));
+  /* a small queue, so the answers to a congestion window of PINGs fill it */
+  node *rn = &w.nodes[0];
+  qraft_endpoint_config cfg = {.env = w.env[0], .key = &rn->key, .bind_n = 1};
+  bind_loopback(&cfg.bind[0], 0);
+  assert_int_equal(qraft_endpoint_new(&cfg, &rn->ep, NULL), 0);
+  qraft_relay_server_config rc = {.ep = rn->ep, .queue_bytes_max = 2000,
+                                  .write_timeout_ms = 1000};
+  assert_int_equal(qraft_relay_server_new(&rc, &w.relay, NULL), 0);
+  qraft_node_addr ra;
+  qraft_endpoint_addr(rn->ep, &ra);
+  node *n = &w.nodes[1];
+  qraft_endpoint_config cc = {.env = w.env[1], .key = &n->key, .bind_n = 1,
+                              .stream_window_bytes = 16384,
+                              .conn_window_bytes = 16384};
+  bind_loopback(&cc.bind[0], 0);
+  assert_int_equal(qraft_endpoint_new(&cc, &n->ep, NULL), 0);
+  qraft_protocol_ops deaf = ops;
+  deaf.stream_recv_cb = ignore_recv;
+  assert_int_equal(qraft_endpoint_register(n->ep, QRAFT_RELAY_ALPN, &deaf, n),
+                   0);
+  ra.id = rn->key.public_key;
+  ra.addrs_n = 1;
+  assert_int_equal(qraft_endpoint_dial(n->ep, &ra, QRAFT_RELAY_ALPN), 0);
+  int pair[2] = {1, 1};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  int64_t sid;
+  assert_int_equal(qraft_conn_stream_open(n->conn, true, &sid), 0);
+  uint8_t buf[64];
+  qraft_relay_frame f = {.type = QRAFT_RELAY_PING};
+  size_t len = qraft_relay_frame_encode(&f, buf);
+  assert_int_equal(qraft_conn_stream_send(n->conn, sid,
+                                          qraft_slice_of(NULL, buf, len),
+                                          false),
+                   0);
+  run_for_ms(&w, 200); /* the relay knows the stream */
+  /* From now on nothing the relay sends reaches the client (as a client
+   * that stopped reading: no acknowledgement comes back), and the client
+   * sends 20000 PINGs, whose PONGs (about 10 bytes each) would be 200 KB. */
+  qraft_simnet_link_block(w.env[0], w.env[1], true);
+  for (int k = 0; k < 20000; k++) {
+    if (qraft_conn_stream_send(n->conn, sid, qraft_slice_of(NULL, buf, len),
+                               false) != 0) {
+      break;
+    }
+  }
+  assert_true(run_until(&w, queue_drops, NULL, 10));
+  /* the relay's queue stays full, and the client is closed */
+  qraft_relay_server_metrics m;
+  for (int i = 0; i < 100; i++) {
+    run_for_ms(&w, 100);
+    qraft_relay_server_metrics_get(w.relay, &m);
+    if (m.write_timeouts > 0) {
+      break;
+    }
+  }
+  assert_int_equal(m.write_timeouts, 1);
+  assert_int_equal(m.clients, 0);
+  world_close(&w);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(sim_ids_only),
@@ -566,6 +682,8 @@ int main(void) {
       cmocka_unit_test(sim_unknown_id),
       cmocka_unit_test(sim_relay_restart),
       cmocka_unit_test(sim_client_breaking_the_protocol_is_closed),
+      cmocka_unit_test(sim_close_if_closes_the_refused),
+      cmocka_unit_test(sim_a_client_that_does_not_read_is_bounded),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
