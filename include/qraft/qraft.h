@@ -16,6 +16,7 @@
 #include <qraft/log.h>
 #include <qraft/node.h>
 #include <qraft/prng.h>
+#include <qraft/probe.h>
 #include <qraft/relay.h>
 #include <qraft/storage.h>
 #include <qraft/transport.h>
