@@ -672,6 +672,80 @@ static void sim_a_client_that_does_not_read_is_bounded(void **st) {
   world_close(&w);
 }
 
+static bool r1_gone(world *w, void *arg) {
+  (void)arg;
+  qraft_relay_status rs[2];
+  uint32_t n = qraft_endpoint_relays(w->nodes[1].ep, rs, 2);
+  for (uint32_t k = 0; k < n && k < 2; k++) {
+    if (qraft_node_id_eq(&rs[k].relay.id, &w->relay_addr.id) &&
+        rs[k].peer_gone > 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static bool two_relays_up(world *w, void *arg) {
+  int i = *(int *)arg;
+  qraft_relay_status rs[2];
+  uint32_t n = qraft_endpoint_relays(w->nodes[i].ep, rs, 2);
+  return n == 2 && rs[0].up && rs[1].up;
+}
+
+/* The peer names two relays and is connected to the second only (the
+ * first's list refuses it): the first answers PEER_GONE, and the dialer
+ * goes through the second. */
+static void sim_a_relay_without_the_peer_is_passed_over(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(10));
+  w.allowlist = true;
+  w.allow[1] = true; /* R1 admits node 1, not node 2 */
+  relay_start(&w);
+  /* R2, open to all, on node 4's host */
+  node *r2n = &w.nodes[4];
+  qraft_endpoint_config rcfg = {.env = w.env[4], .key = &r2n->key,
+                                .bind_n = 1};
+  bind_loopback(&rcfg.bind[0], 0);
+  assert_int_equal(qraft_endpoint_new(&rcfg, &r2n->ep, NULL), 0);
+  qraft_relay_server *r2;
+  qraft_relay_server_config rc = {.ep = r2n->ep};
+  assert_int_equal(qraft_relay_server_new(&rc, &r2, NULL), 0);
+  qraft_node_addr r2a;
+  qraft_endpoint_addr(r2n->ep, &r2a);
+  qraft_relay_addr relays[2] = {w.relay_addr,
+                                {.id = r2n->key.public_key,
+                                 .addr = r2a.addrs[0]}};
+  for (int i = 1; i <= 2; i++) {
+    node *n = &w.nodes[i];
+    qraft_endpoint_config cfg = {.env = w.env[i], .key = &n->key,
+                                 .bind_n = 1, .relays_n = 2};
+    cfg.relays[0] = relays[0];
+    cfg.relays[1] = relays[1];
+    bind_loopback(&cfg.bind[0], 0);
+    assert_int_equal(qraft_endpoint_new(&cfg, &n->ep, NULL), 0);
+    assert_int_equal(qraft_endpoint_register(n->ep, ALPN, &ops, n), 0);
+  }
+  w.nodes[2].echo = true;
+  int one = 1;
+  assert_true(run_until(&w, two_relays_up, &one, 10));
+  run_for_ms(&w, 2000); /* node 2's dial of R1 is refused meanwhile */
+  qraft_node_addr b;
+  memset(&b, 0, sizeof b);
+  b.id = w.nodes[2].key.public_key;
+  b.relays_n = 2;
+  b.relays[0] = relays[0];
+  b.relays[1] = relays[1];
+  assert_int_equal(qraft_endpoint_dial(w.nodes[1].ep, &b, ALPN), 0);
+  int pair[2] = {1, 2};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  assert_true(r1_gone(&w, NULL));
+  echo_through(&w, 1, 20000, 10);
+  qraft_endpoint_shutdown(r2n->ep);
+  qraft_relay_server_free(r2);
+  world_close(&w);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(sim_ids_only),
@@ -684,6 +758,7 @@ int main(void) {
       cmocka_unit_test(sim_client_breaking_the_protocol_is_closed),
       cmocka_unit_test(sim_close_if_closes_the_refused),
       cmocka_unit_test(sim_a_client_that_does_not_read_is_bounded),
+      cmocka_unit_test(sim_a_relay_without_the_peer_is_passed_over),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
