@@ -115,6 +115,12 @@ int qraft_relay_frame_decode(const uint8_t *data, size_t len,
                              qraft_relay_frame *f, size_t *used,
                              qraft_err *err);
 
+/* Encodes `f` and queues it on stream `sid` of `conn` (copied). Returns 0,
+ * QRAFT_EMALFORMED (f cannot be encoded), or what qraft_conn_stream_send
+ * returns. On the connection's loop thread. */
+int qraft_relay_frame_send(qraft_conn *conn, int64_t sid,
+                           const qraft_relay_frame *f);
+
 /* "SEND", "PING", ... or "UNKNOWN". */
 const char *qraft_relay_frame_name(uint64_t type);
 

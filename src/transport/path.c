@@ -179,22 +179,24 @@ static int relay_send_frame(tp_relay *r, const qraft_relay_frame *f) {
   if (r->conn == NULL || r->sid < 0) {
     return QRAFT_EUNAVAILABLE;
   }
+  return qraft_relay_frame_send(r->conn, r->sid, f);
+}
+
+int qraft_relay_frame_send(qraft_conn *conn, int64_t sid,
+                           const qraft_relay_frame *f) {
   uint8_t buf[QRAFT_RELAY_HEADER_MAX + 64 + 1500];
   size_t need = qraft_relay_frame_size(f);
-  uint8_t *out = buf;
   if (need == 0) {
     return QRAFT_EMALFORMED;
   }
-  if (need > sizeof buf) {
-    out = malloc(need);
-    if (out == NULL) {
-      return -ENOMEM;
-    }
+  uint8_t *out = need <= sizeof buf ? buf : malloc(need);
+  if (out == NULL) {
+    return -ENOMEM;
   }
   size_t n = qraft_relay_frame_encode(f, out);
   QRAFT_ASSERT(n == need);
-  int rv = qraft_conn_stream_send(r->conn, r->sid,
-                                  qraft_slice_of(NULL, out, n), false);
+  int rv = qraft_conn_stream_send(conn, sid, qraft_slice_of(NULL, out, n),
+                                  false);
   if (out != buf) {
     free(out);
   }
@@ -809,7 +811,8 @@ void qraft__ep_recv(qraft_endpoint *ep, qraft_env_udp *udp,
       }
     }
   }
-  if (p == NULL && len > 1 + TP_CID_LEN && (data[0] & 0x80) == 0) {
+  if (p == NULL && ps->paths != NULL && len > 1 + TP_CID_LEN &&
+      (data[0] & 0x80) == 0) {
     /* A short-header packet from an address we do not know: if its
      * connection id names a connection of the path layer, it is a
      * candidate direct path of that peer (a peer behind a NAT comes from

@@ -66,7 +66,6 @@ static int send_frame(rs_client *c, const qraft_relay_frame *f) {
   if (c->sid < 0 || c->closing) {
     return QRAFT_EUNAVAILABLE;
   }
-  uint8_t buf[QRAFT_RELAY_HEADER_MAX + 64 + 1500];
   size_t need = qraft_relay_frame_size(f);
   if (need == 0) {
     return QRAFT_EMALFORMED;
@@ -79,17 +78,7 @@ static int send_frame(rs_client *c, const qraft_relay_frame *f) {
     }
     return QRAFT_EBUSY;
   }
-  uint8_t *out = need <= sizeof buf ? buf : malloc(need);
-  if (out == NULL) {
-    return -ENOMEM;
-  }
-  size_t n = qraft_relay_frame_encode(f, out);
-  int rv = qraft_conn_stream_send(c->conn, c->sid,
-                                  qraft_slice_of(NULL, out, n), false);
-  if (out != buf) {
-    free(out);
-  }
-  return rv;
+  return qraft_relay_frame_send(c->conn, c->sid, f);
 }
 
 static void close_client(rs_client *c, uint64_t code, const char *why) {
