@@ -16,6 +16,8 @@ PACKAGES=(
   protobuf-compiler libbenchmark-dev
   # end-to-end tests and the demo
   iproute2 iptables curl jq procps
+  # the NAT lab flushes NAT mappings (tests/e2e/kv/natlab.sh)
+  conntrack
   # certificates for the HTTPS test (tests/e2e/kv/tls.sh)
   openssl
   # delay between members where tc netem is missing (tests/e2e/kv/nfdelay.c)

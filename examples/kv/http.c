@@ -766,6 +766,28 @@ static json_t *members_json(http_ctx *h, const qraft_node_status *st) {
       json_object_set_new(o, "connected", json_boolean(m->connected));
       json_object_set_new(o, "path",
                           json_string(qraft_path_kind_name(m->path)));
+      if (m->direct_addr.ss_family != 0) {
+        char da[80];
+        kv_format_addr(&m->direct_addr, da, sizeof da);
+        json_object_set_new(o, "direct_addr", json_string(da));
+      }
+      json_object_set_new(
+          o, "time_to_direct_ms",
+          m->time_to_direct_ns == 0
+              ? json_null()
+              : json_real((double)m->time_to_direct_ns / 1e6));
+      json_object_set_new(o, "path_fallbacks",
+                          json_integer((json_int_t)m->path_fallbacks));
+      json_object_set_new(o, "path_upgrades",
+                          json_integer((json_int_t)m->path_upgrades));
+      json_object_set_new(o, "pings_out",
+                          json_integer((json_int_t)m->path_pings_out));
+      json_object_set_new(o, "pongs_in",
+                          json_integer((json_int_t)m->path_pongs_in));
+      json_object_set_new(o, "call_me_maybe_out",
+                          json_integer((json_int_t)m->path_call_me_maybe_out));
+      json_object_set_new(o, "call_me_maybe_in",
+                          json_integer((json_int_t)m->path_call_me_maybe_in));
       json_object_set_new(o, "heard_ms",
                           m->heard_ms == UINT64_MAX
                               ? json_null()

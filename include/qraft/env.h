@@ -50,6 +50,13 @@ typedef void (*qraft_env_fd_cb)(void *ud);
 /* For qraft_env_run: return true to stop running. */
 typedef bool (*qraft_env_done_cb)(void *ud);
 
+/* An address of one of the machine's network interfaces. */
+typedef struct qraft_env_ifaddr {
+  char name[16];                 /* the interface's name, e.g. "eth0" */
+  struct sockaddr_storage addr;  /* port 0 */
+  bool loopback;
+} qraft_env_ifaddr;
+
 /* The operations an env implements. Users call the qraft_env_* functions
  * below, never these directly. */
 typedef struct qraft_env_ops {
@@ -79,6 +86,9 @@ typedef struct qraft_env_ops {
   int (*fd_watch)(qraft_env *env, int fd, qraft_env_fd_cb cb, void *ud,
                   qraft_env_fd **out);
   void (*fd_unwatch)(qraft_env_fd *w);
+  /* Optional (NULL: none known): the machine's interface addresses. */
+  uint32_t (*interfaces)(qraft_env *env, qraft_env_ifaddr *out,
+                         uint32_t cap);
 } qraft_env_ops;
 
 /* The bases of the env objects; implementations embed them first. */
@@ -153,6 +163,16 @@ static inline int qraft_env_udp_bind(qraft_env *env,
                                      qraft_env_recv_cb cb, void *ud,
                                      qraft_env_udp **out) {
   return env->ops->udp_bind(env, addr, cb, ud, out);
+}
+
+/* Fills up to `cap` entries of `out` with the machine's interface
+ * addresses (IPv4, and IPv6 other than link-local), for candidates of
+ * direct paths; returns how many it wrote (0 in an env that knows none). */
+static inline uint32_t qraft_env_interfaces(qraft_env *env,
+                                            qraft_env_ifaddr *out,
+                                            uint32_t cap) {
+  return env->ops->interfaces != NULL ? env->ops->interfaces(env, out, cap)
+                                      : 0;
 }
 
 /* Writes the address the socket is bound to (with the port chosen).
@@ -303,6 +323,8 @@ typedef struct qraft_simnet_stats {
    * payload bytes): the same seed and calls give the same hash even when a
    * TLS library draws its own random bytes. */
   uint64_t trace_hash;
+  uint64_t nat_dropped; /* stopped by a NAT: no mapping, filtered, or sent
+                           to a host's private address from outside */
 } qraft_simnet_stats;
 
 /* Hosts 1..QRAFT_SIMNET_CONTROL_HOSTS_MAX can be partitioned, clogged,
@@ -376,6 +398,50 @@ void qraft_simnet_host_pause(qraft_env *env, uint64_t until_ns);
  * never goes back (the offset is lifted if the change would). */
 void qraft_simnet_host_set_clock(qraft_env *env, int64_t offset_ns,
                                  int32_t rate_ppm);
+
+/* NAT models (RFC 4787's terms), for qraft_simnet_host_set_nat. */
+typedef enum qraft_simnet_nat {
+  QRAFT_SIMNET_NAT_NONE = 0,
+  /* endpoint-independent mapping and filtering ("full cone") */
+  QRAFT_SIMNET_NAT_FULL_CONE,
+  /* endpoint-independent mapping, address-and-port-dependent filtering
+   * ("port-restricted cone") */
+  QRAFT_SIMNET_NAT_RESTRICTED,
+  /* endpoint-dependent mapping, address-and-port-dependent filtering
+   * ("symmetric") */
+  QRAFT_SIMNET_NAT_SYMMETRIC,
+} qraft_simnet_nat;
+
+/*
+ * Puts the host behind a NAT of that kind (NONE: in front again). Its
+ * sockets keep its own address, 10.0.n/256.n%256, now private: datagrams
+ * other hosts send there are dropped. What it sends to other hosts leaves
+ * from its public address, 10.1.n/256.n%256, and a mapped port: one per
+ * local port (endpoint-independent mapping), or one per local port and
+ * destination (endpoint-dependent). Datagrams to the public address get
+ * in through a mapping that carried a datagram (either way) within
+ * `timeout_ns`: from anyone (endpoint-independent filtering) or only from
+ * an address and port the mapping sent to (address-and-port-dependent).
+ * Mapped ports are handed out in order, from 20000. The translation
+ * happens when a datagram is sent.
+ */
+void qraft_simnet_host_set_nat(qraft_env *env, qraft_simnet_nat nat,
+                               uint64_t timeout_ns);
+
+/* Forgets every mapping of the host's NAT (conntrack -F): new ones get
+ * new ports, and what arrives for the old ones is dropped. */
+void qraft_simnet_nat_flush(qraft_env *env);
+
+/* "none", "full-cone", "restricted", "symmetric". */
+const char *qraft_simnet_nat_name(qraft_simnet_nat nat);
+
+/* Called with every datagram a socket of the network sends, before the
+ * network's faults act on it (NULL: none): a test's view of the wire, as
+ * an attacker on the path would have. */
+typedef void (*qraft_simnet_tap_cb)(void *ud, const struct sockaddr *from,
+                                    const struct sockaddr *to,
+                                    const uint8_t *data, size_t len);
+void qraft_simnet_set_tap(qraft_simnet *net, qraft_simnet_tap_cb cb, void *ud);
 
 /* The network's own time (no host skew). */
 uint64_t qraft_simnet_now_ns(const qraft_simnet *net);

@@ -475,6 +475,15 @@ typedef struct qraft_member_status {
   /* The path its packets take (qraft_path_kind: none when no relay is in
    * play, else direct, mixed or relay; docs/connectivity.md). */
   int path;
+  /* The path layer's view of it (qraft_peer_metrics' path_* fields): its
+   * direct address in use (family 0: none), how long its first direct
+   * path took (0: none yet), losses and gains of a direct path, and
+   * probes. */
+  struct sockaddr_storage direct_addr;
+  uint64_t time_to_direct_ns;
+  uint64_t path_fallbacks, path_upgrades;
+  uint64_t path_pings_out, path_pongs_in;
+  uint64_t path_call_me_maybe_out, path_call_me_maybe_in;
 } qraft_member_status;
 
 typedef struct qraft_node_status {

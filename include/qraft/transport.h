@@ -222,14 +222,17 @@ typedef struct qraft_endpoint_config {
    * docs/connectivity.md. */
   uint32_t relays_n;
   qraft_relay_addr relays[QRAFT_NODE_RELAYS_MAX];
-  uint32_t path_quiet_ms;          /* [1000] a direct path alone carries
-                                      the packets while one on it decrypted
-                                      this recently; then the relay too */
+  uint32_t path_quiet_ms;          /* [300] a direct path alone carries
+                                      the packets while a PONG or a
+                                      decrypted packet came on it this
+                                      recently; then the relay too */
   uint32_t path_trust_ms;          /* [6500] a direct path is trusted this
-                                      long after a packet on it was
-                                      authenticated; then it is lost */
-  uint32_t path_retry_ms;          /* [5000] how often a peer on the relay
-                                      tries its direct addresses again */
+                                      long after a PONG or a decrypted
+                                      packet on it; then it is lost */
+  uint32_t path_retry_ms;          /* [5000] how often a peer without a
+                                      direct path pings its direct
+                                      addresses again (the first rounds
+                                      come sooner: 250 ms, doubling) */
   uint32_t relay_queue_max;        /* [512] datagrams received from relays
                                       and not yet processed */
   uint32_t relay_idle_ms;          /* [60000] a relay that is not a home
@@ -434,6 +437,15 @@ typedef struct qraft_peer_metrics {
   uint64_t path_relay_rtt_ns; /* smoothed RTT to the relay in use */
   uint64_t path_fallbacks;  /* direct paths lost (trust ran out) */
   uint64_t path_upgrades;   /* direct paths (re)gained */
+  struct sockaddr_storage path_direct_addr; /* the direct address in use
+                                               (family 0: none yet) */
+  uint64_t path_direct_rtt_ns;  /* its last PING's round trip */
+  uint64_t path_first_direct_ns; /* from the path's creation to its first
+                                    direct path (0: none yet) */
+  uint64_t path_pings_out, path_pings_in;   /* probes (qraft/probe.h) */
+  uint64_t path_pongs_out, path_pongs_in;
+  uint64_t path_call_me_maybe_out, path_call_me_maybe_in;
+  uint32_t path_candidates; /* direct addresses known for the peer */
 } qraft_peer_metrics;
 
 /* The path a peer's packets take (qraft_peer_metrics.path). */
@@ -475,6 +487,14 @@ typedef struct qraft_endpoint_metrics {
   uint64_t packets_dropped; /* unroutable or undecodable datagrams */
   uint64_t relay_drops;     /* datagrams from relays dropped: queue full,
                                unknown sender beyond the path table */
+  uint64_t probes_in;       /* probes received (qraft/probe.h) */
+  uint64_t probes_bad;      /* malformed, badly signed, or out of place */
+  uint64_t probes_limited;  /* dropped unchecked: over the probe rate */
+  uint64_t probes_stale;    /* PONGs to no PING of ours (late, replayed,
+                               from another address) */
+  uint64_t packets_unprobed; /* QUIC of a peer on the path layer from an
+                                address no authenticated probe vouched
+                                for: dropped */
 } qraft_endpoint_metrics;
 
 /* Copies the endpoint's counters. */

@@ -15,7 +15,10 @@
 #include <qraft/error.h>
 
 #include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -566,6 +569,39 @@ static void uv_env_free(qraft_env *env) {
   free(e);
 }
 
+static uint32_t uv_env_interfaces(qraft_env *env, qraft_env_ifaddr *out,
+                                  uint32_t cap) {
+  (void)env;
+  struct ifaddrs *all = NULL;
+  if (getifaddrs(&all) != 0) {
+    return 0;
+  }
+  uint32_t n = 0;
+  for (struct ifaddrs *i = all; i != NULL && n < cap; i = i->ifa_next) {
+    if (i->ifa_addr == NULL || (i->ifa_flags & IFF_UP) == 0) {
+      continue;
+    }
+    int fam = i->ifa_addr->sa_family;
+    if (fam == AF_INET6) {
+      const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)i->ifa_addr;
+      if (IN6_IS_ADDR_LINKLOCAL(&s6->sin6_addr)) {
+        continue; /* needs a scope: not a candidate */
+      }
+    } else if (fam != AF_INET) {
+      continue;
+    }
+    qraft_env_ifaddr *o = &out[n++];
+    memset(o, 0, sizeof *o);
+    snprintf(o->name, sizeof o->name, "%s", i->ifa_name);
+    memcpy(&o->addr, i->ifa_addr,
+           fam == AF_INET6 ? sizeof(struct sockaddr_in6)
+                           : sizeof(struct sockaddr_in));
+    o->loopback = (i->ifa_flags & IFF_LOOPBACK) != 0;
+  }
+  freeifaddrs(all);
+  return n;
+}
+
 static const qraft_env_ops uv_ops = {
     .now_ns = uv_env_now_ns,
     .random = uv_env_random,
@@ -585,6 +621,7 @@ static const qraft_env_ops uv_ops = {
     .free = uv_env_free,
     .fd_watch = uv_env_fd_watch,
     .fd_unwatch = uv_env_fd_unwatch,
+    .interfaces = uv_env_interfaces,
 };
 
 int qraft_env_uv_new(qraft_env **out) {

@@ -84,13 +84,30 @@ struct qraft_simnet {
   uint32_t hosts_n;
   uint32_t envs_live;
   struct sim_host *hosts[QRAFT_SIMNET_CONTROL_HOSTS_MAX + 1]; /* by index */
+  qraft_simnet_tap_cb tap;
+  void *tap_ud;
 };
+
+/* A NAT mapping: local port, and the destination it was opened toward. */
+typedef struct sim_map {
+  uint16_t lport;          /* network order */
+  struct sockaddr_in remote;
+  uint16_t eport;          /* network order */
+  uint64_t used_ns;
+} sim_map;
+
+#define SIM_NAT_MAPS_MAX 4096u
 
 struct sim_host {
   qraft_env base;
   qraft_simnet *net;
   uint32_t index;
   uint16_t next_port;
+  qraft_simnet_nat nat;
+  uint64_t nat_timeout_ns;
+  sim_map *maps;
+  uint32_t maps_n;
+  uint16_t next_eport;
   /* Controls (qraft_simnet_link_block etc.); hosts 1..CONTROL_HOSTS_MAX. */
   uint64_t blocked_to;   /* bit i: datagrams to host i are dropped */
   uint64_t clog_until_ns[QRAFT_SIMNET_CONTROL_HOSTS_MAX + 1]; /* to host i */
@@ -101,6 +118,93 @@ struct sim_host {
 };
 
 static sim_host *host_of(qraft_env *env) { return (sim_host *)env; }
+
+/* ---- NAT models ---- */
+
+static bool addr_public(const struct sockaddr_in *a) {
+  return ((ntohl(a->sin_addr.s_addr) >> 16) & 0xff) == 1;
+}
+
+static bool map_live(const sim_host *h, const sim_map *m, uint64_t now) {
+  return now - m->used_ns < h->nat_timeout_ns;
+}
+
+/* Rewrites `from` (the host's socket) to its public address and mapped
+ * port toward `to`, opening a mapping if none is live. */
+static void nat_out(qraft_simnet *net, sim_host *h, struct sockaddr_in *from,
+                    const struct sockaddr_in *to) {
+  uint64_t now = net->now_ns;
+  bool eim = h->nat != QRAFT_SIMNET_NAT_SYMMETRIC;
+  sim_map *same = NULL, *port = NULL;
+  for (uint32_t i = 0; i < h->maps_n; i++) {
+    sim_map *m = &h->maps[i];
+    if (m->lport != from->sin_port || !map_live(h, m, now)) {
+      continue;
+    }
+    if (m->remote.sin_addr.s_addr == to->sin_addr.s_addr &&
+        m->remote.sin_port == to->sin_port) {
+      same = m;
+    }
+    port = port != NULL ? port : m;
+  }
+  if (same == NULL) {
+    uint16_t eport = eim && port != NULL ? port->eport : 0;
+    if (eport == 0) {
+      eport = htons(h->next_eport);
+      h->next_eport = h->next_eport >= 65000 ? 20000 : h->next_eport + 1;
+    }
+    if (h->maps_n == SIM_NAT_MAPS_MAX) {
+      /* full: the dead go, else the one idle longest */
+      uint32_t k = 0;
+      for (uint32_t i = 0; i < h->maps_n; i++) {
+        if (map_live(h, &h->maps[i], now)) {
+          h->maps[k++] = h->maps[i];
+        }
+      }
+      if (k == h->maps_n) {
+        uint32_t old = 0;
+        for (uint32_t i = 1; i < h->maps_n; i++) {
+          old = h->maps[i].used_ns < h->maps[old].used_ns ? i : old;
+        }
+        h->maps[old] = h->maps[--k];
+      }
+      h->maps_n = k;
+    }
+    if (h->maps == NULL) {
+      h->maps = calloc(SIM_NAT_MAPS_MAX, sizeof *h->maps);
+      QRAFT_ASSERTF(h->maps != NULL, "simnet: out of memory");
+    }
+    same = &h->maps[h->maps_n++];
+    same->lport = from->sin_port;
+    same->remote = *to;
+    same->eport = eport;
+  }
+  same->used_ns = now;
+  from->sin_addr.s_addr = htonl((10u << 24) | (1u << 16) | h->index);
+  from->sin_port = same->eport;
+}
+
+/* A datagram from `from` to the host's public address `to`: false if the
+ * NAT stops it, else `to` is rewritten to the host's socket. */
+static bool nat_in(qraft_simnet *net, sim_host *h, struct sockaddr_in *to,
+                   const struct sockaddr_in *from) {
+  uint64_t now = net->now_ns;
+  bool eif = h->nat == QRAFT_SIMNET_NAT_FULL_CONE;
+  for (uint32_t i = 0; i < h->maps_n; i++) {
+    sim_map *m = &h->maps[i];
+    if (m->eport != to->sin_port || !map_live(h, m, now)) {
+      continue;
+    }
+    if (eif || (m->remote.sin_addr.s_addr == from->sin_addr.s_addr &&
+                m->remote.sin_port == from->sin_port)) {
+      m->used_ns = now;
+      to->sin_addr.s_addr = htonl((10u << 24) | h->index);
+      to->sin_port = m->lport;
+      return true;
+    }
+  }
+  return false;
+}
 
 /* The event trace: FNV-1a over what happened (kind, host, size), never over
  * payload bytes, so that a run hashes the same whatever bytes the TLS
@@ -349,6 +453,9 @@ static int sim_udp_send(qraft_env_udp *base, const struct sockaddr *to,
     return -EAFNOSUPPORT;
   }
   net->stats.sent++;
+  if (net->tap != NULL) {
+    net->tap(net->tap_ud, (const struct sockaddr *)&u->addr, to, data, len);
+  }
   uint64_t send_seq = ++net->send_seq;
   const qraft_simnet_faults *f = &net->faults;
   sim_host *src = host_of(base->env);
@@ -358,6 +465,19 @@ static int sim_udp_send(qraft_env_udp *base, const struct sockaddr *to,
                     (src->blocked_to >> dst_i) & 1)) {
     net->stats.blocked++;
     return 0;
+  }
+  struct sockaddr_in from = u->addr, dst;
+  memcpy(&dst, to, sizeof dst);
+  sim_host *dh = host_by_index(net, dst_i);
+  if (dst_i != src->index) {
+    if (src->nat != QRAFT_SIMNET_NAT_NONE) {
+      nat_out(net, src, &from, &dst);
+    }
+    if (dh != NULL && dh->nat != QRAFT_SIMNET_NAT_NONE &&
+        (!addr_public(&dst) || !nat_in(net, dh, &dst, &from))) {
+      net->stats.nat_dropped++;
+      return 0;
+    }
   }
   uint64_t clog_until = dst_i <= QRAFT_SIMNET_CONTROL_HOSTS_MAX
                             ? src->clog_until_ns[dst_i]
@@ -376,8 +496,8 @@ static int sim_udp_send(qraft_env_udp *base, const struct sockaddr *to,
     if (d == NULL) {
       return -ENOMEM;
     }
-    d->from = u->addr;
-    memcpy(&d->to, to, sizeof d->to);
+    d->from = from;
+    d->to = dst;
     d->send_seq = send_seq;
     d->len = len;
     memcpy(d->data, data, len);
@@ -644,6 +764,7 @@ static void sim_env_free(qraft_env *env) {
   if (h->index <= QRAFT_SIMNET_CONTROL_HOSTS_MAX) {
     h->net->hosts[h->index] = NULL;
   }
+  free(h->maps);
   free(h);
 }
 
@@ -695,6 +816,7 @@ int qraft_simnet_env_new(qraft_simnet *net, qraft_env **out) {
   h->index = ++net->hosts_n;
   QRAFT_ASSERTF(h->index < (1u << 16), "simnet: too many hosts");
   h->next_port = 40000;
+  h->next_eport = 20000;
   if (h->index <= QRAFT_SIMNET_CONTROL_HOSTS_MAX) {
     net->hosts[h->index] = h;
   }
@@ -806,4 +928,34 @@ uint64_t qraft_simnet_now_ns(const qraft_simnet *net) { return net->now_ns; }
 
 uint64_t qraft_simnet_random(qraft_simnet *net) {
   return qraft_prng_next(&net->prng);
+}
+
+void qraft_simnet_set_tap(qraft_simnet *net, qraft_simnet_tap_cb cb,
+                          void *ud) {
+  net->tap = cb;
+  net->tap_ud = ud;
+}
+
+void qraft_simnet_host_set_nat(qraft_env *env, qraft_simnet_nat nat,
+                               uint64_t timeout_ns) {
+  sim_host *h = control_host(env);
+  h->nat = nat;
+  h->nat_timeout_ns = timeout_ns;
+  h->maps_n = 0;
+}
+
+void qraft_simnet_nat_flush(qraft_env *env) { control_host(env)->maps_n = 0; }
+
+const char *qraft_simnet_nat_name(qraft_simnet_nat nat) {
+  switch (nat) {
+  case QRAFT_SIMNET_NAT_NONE:
+    return "none";
+  case QRAFT_SIMNET_NAT_FULL_CONE:
+    return "full-cone";
+  case QRAFT_SIMNET_NAT_RESTRICTED:
+    return "restricted";
+  case QRAFT_SIMNET_NAT_SYMMETRIC:
+    return "symmetric";
+  }
+  return "?";
 }

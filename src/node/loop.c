@@ -115,6 +115,14 @@ void qraft__node_publish_status(qraft_node *n) {
       if (memcmp(&pm[i].peer, &s.members[k].addr.id, sizeof pm[i].peer) == 0) {
         s.members[k].connected = pm[i].up;
         s.members[k].path = pm[i].path;
+        s.members[k].direct_addr = pm[i].path_direct_addr;
+        s.members[k].time_to_direct_ns = pm[i].path_first_direct_ns;
+        s.members[k].path_fallbacks = pm[i].path_fallbacks;
+        s.members[k].path_upgrades = pm[i].path_upgrades;
+        s.members[k].path_pings_out = pm[i].path_pings_out;
+        s.members[k].path_pongs_in = pm[i].path_pongs_in;
+        s.members[k].path_call_me_maybe_out = pm[i].path_call_me_maybe_out;
+        s.members[k].path_call_me_maybe_in = pm[i].path_call_me_maybe_in;
       }
     }
   }

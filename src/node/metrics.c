@@ -46,6 +46,22 @@ static size_t node_transport_metrics(qraft_node *n, char *buf, size_t size) {
          "qraft_transport_relay_drops_total %" PRIu64 "\n",
          em.relay_drops);
   mt_put(buf, size, &off,
+         "# HELP qraft_transport_probes_total Path probes received "
+         "(result: ok, bad, limited, stale).\n"
+         "# TYPE qraft_transport_probes_total counter\n"
+         "qraft_transport_probes_total{result=\"ok\"} %" PRIu64 "\n"
+         "qraft_transport_probes_total{result=\"bad\"} %" PRIu64 "\n"
+         "qraft_transport_probes_total{result=\"limited\"} %" PRIu64 "\n"
+         "qraft_transport_probes_total{result=\"stale\"} %" PRIu64 "\n"
+         "# HELP qraft_transport_packets_unprobed_total QUIC packets of a "
+         "peer from an address no authenticated probe vouched for "
+         "(dropped).\n"
+         "# TYPE qraft_transport_packets_unprobed_total counter\n"
+         "qraft_transport_packets_unprobed_total %" PRIu64 "\n",
+         em.probes_in - em.probes_bad - em.probes_limited - em.probes_stale,
+         em.probes_bad, em.probes_limited, em.probes_stale,
+         em.packets_unprobed);
+  mt_put(buf, size, &off,
          "# TYPE qraft_transport_handshake_failures_total counter\n");
   for (int r = 0; r < QRAFT_HS_FAIL_N; r++) {
     mt_put(buf, size, &off,
@@ -122,6 +138,31 @@ static size_t node_transport_metrics(qraft_node *n, char *buf, size_t size) {
            "qraft_peer_path_upgrades_total{peer=\"%s\"} %" PRIu64 "\n",
            hex, (double)pm[i].path_relay_rtt_ns / 1e9, hex,
            pm[i].path_fallbacks, hex, pm[i].path_upgrades);
+  }
+  mt_put(buf, size, &off, "# TYPE qraft_peer_path_probes_total counter\n"
+                          "# TYPE qraft_peer_time_to_direct_seconds gauge\n");
+  for (uint32_t i = 0; i < pn; i++) {
+    char hex[QRAFT_NODE_ID_HEX_SIZE];
+    qraft_node_id_to_hex(&pm[i].peer, hex);
+    hex[16] = '\0';
+    const char *kinds[] = {"ping_out", "ping_in", "pong_out",
+                           "pong_in", "call_me_maybe_out",
+                           "call_me_maybe_in"};
+    uint64_t v[] = {pm[i].path_pings_out, pm[i].path_pings_in,
+                    pm[i].path_pongs_out, pm[i].path_pongs_in,
+                    pm[i].path_call_me_maybe_out,
+                    pm[i].path_call_me_maybe_in};
+    for (int k = 0; k < 6; k++) {
+      mt_put(buf, size, &off,
+             "qraft_peer_path_probes_total{peer=\"%s\",kind=\"%s\"} "
+             "%" PRIu64 "\n",
+             hex, kinds[k], v[k]);
+    }
+    if (pm[i].path_first_direct_ns != 0) {
+      mt_put(buf, size, &off,
+             "qraft_peer_time_to_direct_seconds{peer=\"%s\"} %.6f\n", hex,
+             (double)pm[i].path_first_direct_ns / 1e9);
+    }
   }
   return off;
 }

@@ -301,9 +301,9 @@ struct fs_sim {
 
 /* What the path layer must do once a pair's direct links die and the relay
  * is there: stop sending direct alone within path_quiet_ms (the
- * endpoint's default, 1 s) of the last packet on it; the check allows the
- * packets still in flight and a check interval. */
-#define FS_PATH_QUIET_NS 1000000000ull
+ * endpoint's default, 300 ms) of the last packet on it; the check allows
+ * the packets still in flight and a check interval. */
+#define FS_PATH_QUIET_NS 300000000ull
 #define FS_PATH_GRACE_NS 500000000ull
 
 /* ---- trace and failure ---- */

@@ -486,7 +486,7 @@ static void config_defaults(qraft_endpoint_config *c) {
   DEF(stream_window_bytes, 1u << 20);
   DEF(conn_window_bytes, 4u << 20);
   DEF(send_buffer_bytes_max, 8u << 20);
-  DEF(path_quiet_ms, 1000);
+  DEF(path_quiet_ms, 300);
   DEF(path_trust_ms, 6500);
   DEF(path_retry_ms, 5000);
   DEF(relay_queue_max, 512);

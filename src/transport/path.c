@@ -32,6 +32,7 @@
 #include "transport_int.h"
 
 #include <qraft/assert.h>
+#include <qraft/probe.h>
 #include <qraft/relay.h>
 
 #include <arpa/inet.h>
@@ -42,8 +43,20 @@
 #include <string.h>
 
 #define MS 1000000ull
-/* How long a trial of the direct addresses lasts. */
-#define PATH_TRIAL_MS 2000u
+/* Direct addresses kept per peer (configured, called in, pinged from). */
+#define PATH_CANDS_MAX 16u
+/* Our own candidates sent in a CALL_ME_MAYBE: interface addresses at most
+ * (iroh users saw Docker and VPN interfaces fill every slot). */
+#define LOCAL_IFACES_MAX 4u
+/* A PING is answered by its PONG within this, or not at all. */
+#define PING_TIMEOUT_MS 5000u
+/* Least time between two PINGs to one address (a PING that answers a PING,
+ * a CALL_ME_MAYBE that repeats). */
+#define PING_MIN_GAP_MS 250u
+/* Probes the endpoint takes per second from the network, and in a burst;
+ * more are dropped before their signature is checked. */
+#define PROBE_RATE 2000u
+#define PROBE_BURST 256u
 /* Peers the path layer tracks at most (each costs a virtual address). */
 #define PATHS_MAX 4096u
 #define TICK_MS 1000u
@@ -68,26 +81,45 @@ typedef struct tp_relay {
   bool elsewhere;
 } tp_relay;
 
+/* A direct address of a peer, and what we know of it. */
+typedef struct tp_cand {
+  struct sockaddr_storage addr;
+  bool config;          /* from the peer's node address */
+  uint64_t seen_ns;     /* last learned or heard of */
+  uint64_t ping_rx_ns;  /* last authenticated PING from it */
+  uint64_t ping_tx_ns;  /* last PING we sent it */
+  uint8_t txid[QRAFT_PROBE_TXID_BYTES]; /* that PING's */
+  uint64_t pong_ns;     /* last PONG from it to a PING of ours */
+  uint64_t rtt_ns;      /* of that PING */
+} tp_cand;
+
 typedef struct tp_path {
   struct tp_path *next;
   qraft_node_id id;
   struct sockaddr_storage vaddr;
-  uint32_t addrs_n;
-  struct sockaddr_storage addrs[QRAFT_NODE_ADDRS_MAX];
+  uint32_t cands_n;
+  tp_cand cands[PATH_CANDS_MAX];
   uint32_t relays_n;
   qraft_relay_addr relays[QRAFT_NODE_RELAYS_MAX];
-  uint64_t direct_ok_ns; /* last authenticated packet on a direct path */
+  uint64_t direct_ok_ns; /* last PONG on the direct path, or decrypted
+                            packet from it */
   uint64_t gone_ns;      /* last PEER_GONE from a relay about it */
   tp_relay *gone_relay;  /* the relay that said so */
   tp_relay *rx_relay;    /* the relay its last relayed datagram came by */
   uint64_t active_ns;    /* last datagram to or from it */
-  struct sockaddr_storage direct; /* where it came from */
+  struct sockaddr_storage direct; /* the direct address in use */
   bool trusted;                   /* as of the last send */
-  uint64_t trial_ns;              /* start of the current trial */
+  uint64_t round_ns;              /* last round of pings to it */
+  uint32_t rounds;                /* rounds since it last had no direct
+                                     path (the first come quicker) */
+  uint64_t cmm_rx_ns;             /* last CALL_ME_MAYBE acted on */
+  uint64_t created_ns, first_direct_ns;
+  uint64_t direct_rtt_ns;
   int kind;                       /* qraft_path_kind of the last send */
   tp_relay *last_relay;           /* the relay used last */
   uint64_t direct_out, direct_in, relay_out, relay_in;
   uint64_t fallbacks, upgrades;
+  uint64_t pings_out, pings_in, pongs_out, pongs_in, cmm_out, cmm_in;
 } tp_path;
 
 typedef struct rx_item {
@@ -107,6 +139,12 @@ struct tp_paths {
   rx_item *q;
   uint32_t q_head, q_n, q_cap;
   qraft_env_timer *drain_timer, *tick_timer;
+  /* probes taken from the network (a token bucket, in millitokens) */
+  uint64_t probe_tokens, probe_refill_ns;
+  /* our own candidates, refreshed now and then */
+  uint32_t local_n;
+  struct sockaddr_storage local[QRAFT_PROBE_ADDRS_MAX];
+  uint64_t local_ns;
   /* The datagram being handed to QUIC: where it really came from. */
   tp_path *cur_path;
   bool cur_direct;
@@ -268,6 +306,8 @@ static void rx_push(tp_paths *ps, tp_path *p, tp_relay *r, const uint8_t *d,
 
 static tp_path *path_get(tp_paths *ps, const qraft_node_id *id);
 static tp_path *path_by_id(tp_paths *ps, const qraft_node_id *id);
+static void probe_by_relay(tp_paths *ps, tp_path *p, tp_relay *r,
+                           const uint8_t *data, size_t len);
 
 static void relay_frame(tp_paths *ps, tp_relay *r, const qraft_relay_frame *f) {
   qraft_endpoint *ep = ps->ep;
@@ -292,7 +332,11 @@ static void relay_frame(tp_paths *ps, tp_relay *r, const qraft_relay_frame *f) {
     }
     for (size_t off = 0; off < f->data_len; off += seg) {
       size_t n = f->data_len - off < seg ? f->data_len - off : seg;
-      rx_push(ps, p, r, f->data + off, n);
+      if (qraft_probe_is(f->data + off, n)) {
+        probe_by_relay(ps, p, r, f->data + off, n);
+      } else {
+        rx_push(ps, p, r, f->data + off, n);
+      }
     }
     return;
   }
@@ -327,6 +371,10 @@ static void relay_frame(tp_paths *ps, tp_relay *r, const qraft_relay_frame *f) {
       }
       QRAFT_LOG(ep->log, QRAFT_LOG_INFO, "relay sees us at",
                 QRAFT_LOG_STR("host", host), QRAFT_LOG_U64("port", port));
+    }
+    if (!r->observed_set ||
+        !sa_eq(&r->observed, (const struct sockaddr *)&f->addr)) {
+      ps->local_ns = 0; /* our candidates changed */
     }
     r->observed = f->addr;
     r->observed_set = true;
@@ -505,12 +553,97 @@ static tp_path *path_get(tp_paths *ps, const qraft_node_id *id) {
   for (int i = 0; i < 8; i++) {
     v->sin6_addr.s6_addr[15 - i] = (uint8_t)(n >> (8 * i));
   }
-  p->trial_ns = qraft_env_now_ns(ps->ep->env);
-  p->active_ns = p->trial_ns;
+  p->created_ns = qraft_env_now_ns(ps->ep->env);
+  p->active_ns = p->created_ns;
   p->next = ps->paths;
   ps->paths = p;
   ps->paths_n++;
   return p;
+}
+
+/* ---- a peer's direct addresses ---- */
+
+static uint16_t sa_port(const struct sockaddr_storage *a) {
+  return a->ss_family == AF_INET
+             ? ntohs(((const struct sockaddr_in *)a)->sin_port)
+             : ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+}
+
+/* An address a peer could be reached at: IPv4 or IPv6, a port, an address
+ * that is not unspecified, multicast or broadcast, nor one of our virtual
+ * ones. Anything else in a CALL_ME_MAYBE only wastes probes. */
+static bool cand_addr_ok(const struct sockaddr *a) {
+  if (a->sa_family == AF_INET) {
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)a;
+    uint32_t ip = ntohl(s4->sin_addr.s_addr);
+    return s4->sin_port != 0 && ip != 0 && (ip >> 28) != 0xe &&
+           ip != 0xffffffffu;
+  }
+  if (a->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)a;
+    return s6->sin6_port != 0 && !IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr) &&
+           !IN6_IS_ADDR_MULTICAST(&s6->sin6_addr) && !qraft__path_is_vaddr(a);
+  }
+  return false;
+}
+
+static tp_cand *cand_find(tp_path *p, const struct sockaddr *a) {
+  for (uint32_t i = 0; i < p->cands_n; i++) {
+    if (sa_eq(&p->cands[i].addr, a)) {
+      return &p->cands[i];
+    }
+  }
+  return NULL;
+}
+
+static uint64_t cand_last(const tp_cand *c) {
+  uint64_t t = c->seen_ns;
+  t = c->ping_rx_ns > t ? c->ping_rx_ns : t;
+  return c->pong_ns > t ? c->pong_ns : t;
+}
+
+/* Finds or adds `a` as a direct address of `p`; a full table gives up the
+ * unconfigured address heard of longest ago (never the one in use). NULL
+ * if `a` is no address a peer could be at, or nothing could give way. */
+static tp_cand *cand_add(tp_path *p, const struct sockaddr *a, uint64_t now) {
+  tp_cand *c = cand_find(p, a);
+  if (c != NULL) {
+    c->seen_ns = now;
+    return c;
+  }
+  if (!cand_addr_ok(a)) {
+    return NULL;
+  }
+  if (p->cands_n == PATH_CANDS_MAX) {
+    tp_cand *victim = NULL;
+    for (uint32_t i = 0; i < p->cands_n; i++) {
+      tp_cand *x = &p->cands[i];
+      if (x->config || (p->direct_ok_ns != 0 &&
+                        sa_eq(&p->direct, (const struct sockaddr *)&x->addr))) {
+        continue;
+      }
+      if (victim == NULL || cand_last(x) < cand_last(victim)) {
+        victim = x;
+      }
+    }
+    if (victim == NULL) {
+      return NULL;
+    }
+    c = victim;
+  } else {
+    c = &p->cands[p->cands_n++];
+  }
+  memset(c, 0, sizeof *c);
+  sa_copy(&c->addr, a);
+  c->seen_ns = now;
+  return c;
+}
+
+/* QUIC from a direct address reaches a peer's connection only if the
+ * address is configured for it, sent us an authenticated PING, or answered
+ * one of ours. */
+static bool cand_accepts(const tp_cand *c) {
+  return c->config || c->ping_rx_ns != 0 || c->pong_ns != 0;
 }
 
 int qraft__path_init(qraft_endpoint *ep, qraft_err *err) {
@@ -595,8 +728,16 @@ int qraft__path_vaddr(qraft_endpoint *ep, const qraft_node_addr *addr,
   if (p == NULL) {
     return QRAFT_ELIMIT;
   }
-  p->addrs_n = addr->addrs_n;
-  memcpy(p->addrs, addr->addrs, sizeof p->addrs);
+  uint64_t now = qraft_env_now_ns(ep->env);
+  for (uint32_t i = 0; i < p->cands_n; i++) {
+    p->cands[i].config = false;
+  }
+  for (uint32_t i = 0; i < addr->addrs_n; i++) {
+    tp_cand *c = cand_add(p, (const struct sockaddr *)&addr->addrs[i], now);
+    if (c != NULL) {
+      c->config = true;
+    }
+  }
   if (addr->relays_n > 0) {
     p->relays_n = addr->relays_n;
     memcpy(p->relays, addr->relays, sizeof p->relays);
@@ -717,6 +858,334 @@ static bool handshake_by_relay(const qraft_endpoint *ep, const tp_path *p,
   return (data[0] & 0x80) != 0 && r != NULL && p->relays_n > 0 && !gone;
 }
 
+/* ---- probes (qraft/probe.h) ---- */
+
+static bool sa_wildcard(const struct sockaddr_storage *a) {
+  if (a->ss_family == AF_INET) {
+    return ((const struct sockaddr_in *)a)->sin_addr.s_addr == INADDR_ANY;
+  }
+  return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)a)->sin6_addr);
+}
+
+/* Interfaces of containers, bridges, VPNs and tunnels: their addresses are
+ * seldom reachable from a peer, and each would cost a probe. */
+static bool iface_virtual(const char *name) {
+  static const char *const prefixes[] = {
+      "docker", "br-",   "veth",  "virbr", "vnet", "tun",  "tap",
+      "wg",     "tailscale", "zt", "utun", "cni",  "flannel", "cali",
+      "vmnet",  "vboxnet", "lxc", "lxd",   "kube", "podman", "cilium",
+      "weave",  "lo"};
+  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+    if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static void local_put(tp_paths *ps, const struct sockaddr_storage *a) {
+  if (ps->local_n >= QRAFT_PROBE_ADDRS_MAX ||
+      !cand_addr_ok((const struct sockaddr *)a)) {
+    return;
+  }
+  for (uint32_t i = 0; i < ps->local_n; i++) {
+    if (sa_eq(&ps->local[i], (const struct sockaddr *)a)) {
+      return;
+    }
+  }
+  ps->local[ps->local_n++] = *a;
+}
+
+/* Our own candidates, for a CALL_ME_MAYBE: the addresses our relays see
+ * us at (a NAT's mapping), then each bound address, or for a wildcard
+ * bind the addresses of up to LOCAL_IFACES_MAX interfaces (loopback and
+ * virtual ones skipped) with the bound port. */
+static void local_refresh(tp_paths *ps, uint64_t now) {
+  qraft_endpoint *ep = ps->ep;
+  if (ps->local_ns != 0 && now - ps->local_ns < ep->cfg.path_retry_ms * MS) {
+    return;
+  }
+  ps->local_ns = now;
+  ps->local_n = 0;
+  for (tp_relay *r = ps->relays; r != NULL; r = r->next) {
+    if (r->observed_set && relay_usable(r)) {
+      local_put(ps, &r->observed);
+    }
+  }
+  qraft_env_ifaddr ifs[32];
+  uint32_t ifs_n = 0;
+  bool ifs_read = false;
+  for (uint32_t u = 0; u < ep->udp_n; u++) {
+    const struct sockaddr_storage *b = &ep->udp_addr[u];
+    if (!sa_wildcard(b)) {
+      local_put(ps, b);
+      continue;
+    }
+    if (!ifs_read) {
+      ifs_n = qraft_env_interfaces(ep->env, ifs, 32);
+      ifs_read = true;
+    }
+    uint32_t taken = 0;
+    for (uint32_t i = 0; i < ifs_n && taken < LOCAL_IFACES_MAX; i++) {
+      if (ifs[i].loopback || iface_virtual(ifs[i].name) ||
+          ifs[i].addr.ss_family != b->ss_family) {
+        continue;
+      }
+      struct sockaddr_storage a = ifs[i].addr;
+      if (a.ss_family == AF_INET) {
+        ((struct sockaddr_in *)&a)->sin_port = htons(sa_port(b));
+      } else {
+        ((struct sockaddr_in6 *)&a)->sin6_port = htons(sa_port(b));
+      }
+      local_put(ps, &a);
+      taken++;
+    }
+  }
+}
+
+static void probe_send(qraft_endpoint *ep, qraft_env_udp *udp,
+                       const struct sockaddr_storage *to,
+                       const qraft_probe *pr) {
+  uint8_t buf[QRAFT_PROBE_MAX];
+  size_t n = qraft_probe_encode(pr, &ep->key, buf, sizeof buf);
+  if (n == 0) {
+    return;
+  }
+  if (udp != NULL) {
+    qraft_env_udp_send(udp, (const struct sockaddr *)to, buf, n);
+  } else {
+    send_direct(ep, to, buf, n);
+  }
+}
+
+static void ping_send(tp_paths *ps, tp_path *p, tp_cand *c, uint64_t now) {
+  qraft_probe pr;
+  memset(&pr, 0, sizeof pr);
+  pr.type = QRAFT_PROBE_PING;
+  qraft_env_random(ps->ep->env, c->txid, sizeof c->txid);
+  memcpy(pr.txid, c->txid, sizeof pr.txid);
+  pr.addr = c->addr;
+  probe_send(ps->ep, NULL, &c->addr, &pr);
+  c->ping_tx_ns = now;
+  p->pings_out++;
+}
+
+/* Our candidates to the peer through relay `r`, so that it pings them. */
+static void cmm_send(tp_paths *ps, tp_path *p, tp_relay *r, uint64_t now) {
+  local_refresh(ps, now);
+  if (r == NULL || !relay_usable(r) || ps->local_n == 0) {
+    return;
+  }
+  qraft_probe pr;
+  memset(&pr, 0, sizeof pr);
+  pr.type = QRAFT_PROBE_CALL_ME_MAYBE;
+  pr.addrs_n = ps->local_n;
+  memcpy(pr.addrs, ps->local, ps->local_n * sizeof pr.addrs[0]);
+  uint8_t buf[QRAFT_PROBE_MAX];
+  size_t n = qraft_probe_encode(&pr, &ps->ep->key, buf, sizeof buf);
+  if (n == 0) {
+    return;
+  }
+  qraft_relay_frame f = {
+      .type = QRAFT_RELAY_SEND, .peer = p->id, .data = buf, .data_len = n};
+  if (relay_send_frame(r, &f) == 0) {
+    p->cmm_out++;
+    r->last_used_ns = now;
+  }
+}
+
+/* A round of hole punching: a PING to each direct address of the peer
+ * (not pinged within PING_MIN_GAP_MS), and with `cmm` our own candidates
+ * through the relay, so that the peer pings them at the same time and both
+ * NATs open. */
+static void path_round(tp_paths *ps, tp_path *p, tp_relay *r, bool cmm,
+                       uint64_t now) {
+  p->round_ns = now;
+  for (uint32_t i = 0; i < p->cands_n; i++) {
+    tp_cand *c = &p->cands[i];
+    if (c->ping_tx_ns == 0 || now - c->ping_tx_ns >= PING_MIN_GAP_MS * MS) {
+      ping_send(ps, p, c, now);
+    }
+  }
+  if (cmm) {
+    cmm_send(ps, p, r, now);
+  }
+}
+
+/* How long after a round the next one is due while there is no direct
+ * path: 250 ms after the first, doubling up to path_retry_ms (the first
+ * CALL_ME_MAYBE may go out before the relay knows the peer, or before it
+ * told us where it sees us). */
+static uint64_t round_gap_ns(const qraft_endpoint *ep, const tp_path *p) {
+  uint64_t retry = (uint64_t)ep->cfg.path_retry_ms * MS;
+  uint32_t k = p->rounds > 0 ? p->rounds - 1 : 0;
+  uint64_t gap = k < 8 ? (uint64_t)PING_MIN_GAP_MS * MS << k : retry;
+  return gap < retry ? gap : retry;
+}
+
+/* A PONG came from `c` for our PING: the address works both ways. It
+ * becomes the direct path if there is none, if the one in use is quiet, or
+ * if it is faster by a millisecond (the path in use is kept otherwise). */
+static void path_validated(tp_paths *ps, tp_path *p, tp_cand *c,
+                           uint64_t now) {
+  qraft_endpoint *ep = ps->ep;
+  uint64_t age = direct_age(p, now);
+  bool same = p->direct_ok_ns != 0 &&
+              sa_eq(&p->direct, (const struct sockaddr *)&c->addr);
+  bool take = same || age >= ep->cfg.path_quiet_ms * MS ||
+              c->rtt_ns + MS < p->direct_rtt_ns;
+  if (!take) {
+    return;
+  }
+  if (age >= ep->cfg.path_trust_ms * MS) {
+    p->upgrades++; /* a direct path (again) */
+  }
+  if (p->first_direct_ns == 0) {
+    p->first_direct_ns = now;
+  }
+  p->direct = c->addr;
+  p->direct_ok_ns = now;
+  p->direct_rtt_ns = c->rtt_ns;
+}
+
+static bool probe_token(tp_paths *ps, uint64_t now) {
+  uint64_t full = (uint64_t)PROBE_BURST * 1000u;
+  if (ps->probe_refill_ns == 0) {
+    ps->probe_tokens = full;
+  } else {
+    uint64_t add = (now - ps->probe_refill_ns) / (MS / PROBE_RATE);
+    ps->probe_tokens = ps->probe_tokens + add > full ? full
+                                                     : ps->probe_tokens + add;
+  }
+  ps->probe_refill_ns = now;
+  if (ps->probe_tokens < 1000u) {
+    return false;
+  }
+  ps->probe_tokens -= 1000u;
+  return true;
+}
+
+/* A probe on the UDP socket. A PING is answered with a PONG from anyone
+ * (it holds no state); one from a peer we have a path for also makes its
+ * source address one QUIC of the peer is accepted from, and is pinged
+ * back. A PONG validates the address it answers from, if it answers a
+ * PING of ours sent within PING_TIMEOUT_MS. */
+static void probe_recv(tp_paths *ps, qraft_env_udp *udp,
+                       const struct sockaddr *from, const uint8_t *data,
+                       size_t len) {
+  qraft_endpoint *ep = ps->ep;
+  uint64_t now = qraft_env_now_ns(ep->env);
+  ep->metrics.probes_in++;
+  if (!probe_token(ps, now)) {
+    ep->metrics.probes_limited++;
+    return;
+  }
+  qraft_probe pr;
+  if (qraft_probe_decode(data, len, &pr, NULL) != 0 ||
+      pr.type == QRAFT_PROBE_CALL_ME_MAYBE) {
+    ep->metrics.probes_bad++; /* a CALL_ME_MAYBE comes by relay only */
+    return;
+  }
+  if (qraft_node_id_eq(&pr.sender, &ep->key.public_key)) {
+    return; /* our own, come back */
+  }
+  tp_path *p = path_by_id(ps, &pr.sender);
+  if (pr.type == QRAFT_PROBE_PING) {
+    qraft_probe pong;
+    memset(&pong, 0, sizeof pong);
+    pong.type = QRAFT_PROBE_PONG;
+    memcpy(pong.txid, pr.txid, sizeof pong.txid);
+    sa_copy(&pong.addr, from);
+    probe_send(ep, udp, &pong.addr, &pong);
+    if (p == NULL) {
+      return;
+    }
+    p->pings_in++;
+    p->pongs_out++;
+    tp_cand *c = cand_add(p, from, now);
+    if (c == NULL) {
+      return;
+    }
+    c->ping_rx_ns = now;
+    bool fresh = c->pong_ns != 0 && now - c->pong_ns < ep->cfg.path_quiet_ms * MS;
+    if (!fresh &&
+        (c->ping_tx_ns == 0 || now - c->ping_tx_ns >= PING_MIN_GAP_MS * MS)) {
+      ping_send(ps, p, c, now);
+    }
+    return;
+  }
+  /* PONG */
+  tp_cand *c = p != NULL ? cand_find(p, from) : NULL;
+  if (c == NULL || c->ping_tx_ns == 0 ||
+      now - c->ping_tx_ns >= PING_TIMEOUT_MS * MS ||
+      memcmp(c->txid, pr.txid, sizeof c->txid) != 0) {
+    ep->metrics.probes_stale++; /* not an answer to a PING of ours */
+    return;
+  }
+  memset(c->txid, 0, sizeof c->txid); /* one PONG per PING */
+  p->pongs_in++;
+  c->pong_ns = now;
+  c->rtt_ns = now - c->ping_tx_ns;
+  path_validated(ps, p, c, now);
+}
+
+/* A probe a relay delivered from peer `p`: a CALL_ME_MAYBE (anything else
+ * does not belong on a relay). Its addresses are added to the peer's, and
+ * pinged at once; our own candidates go back unless we sent them lately,
+ * so a peer that knew none of ours pings us too. */
+static void probe_by_relay(tp_paths *ps, tp_path *p, tp_relay *r,
+                           const uint8_t *data, size_t len) {
+  qraft_endpoint *ep = ps->ep;
+  uint64_t now = qraft_env_now_ns(ep->env);
+  ep->metrics.probes_in++;
+  qraft_probe pr;
+  if (qraft_probe_decode(data, len, &pr, NULL) != 0 ||
+      pr.type != QRAFT_PROBE_CALL_ME_MAYBE ||
+      !qraft_node_id_eq(&pr.sender, &p->id)) {
+    ep->metrics.probes_bad++;
+    return;
+  }
+  p->cmm_in++;
+  for (uint32_t i = 0; i < pr.addrs_n; i++) {
+    (void)cand_add(p, (const struct sockaddr *)&pr.addrs[i], now);
+  }
+  if (p->cmm_rx_ns != 0 && now - p->cmm_rx_ns < PING_MIN_GAP_MS * MS) {
+    return;
+  }
+  p->cmm_rx_ns = now;
+  bool answer = p->round_ns == 0 || now - p->round_ns >= 1000u * MS;
+  path_round(ps, p, r, answer, now);
+}
+
+/* True if QUIC from `from` may reach `p`'s connections. */
+static bool path_accepts(const tp_path *p, const struct sockaddr *from) {
+  if (p->direct_ok_ns != 0 && sa_eq(&p->direct, from)) {
+    return true;
+  }
+  for (uint32_t i = 0; i < p->cands_n; i++) {
+    if (sa_eq(&p->cands[i].addr, from)) {
+      return cand_accepts(&p->cands[i]);
+    }
+  }
+  return false;
+}
+
+/* ---- datagrams through the path layer ---- */
+
+static void send_cands(qraft_endpoint *ep, tp_path *p, const uint8_t *data,
+                       size_t len) {
+  bool any = false;
+  for (uint32_t i = 0; i < p->cands_n; i++) {
+    if (cand_accepts(&p->cands[i])) {
+      send_direct(ep, &p->cands[i].addr, data, len);
+      any = true;
+    }
+  }
+  if (any) {
+    p->direct_out += len;
+  }
+}
+
 void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
                     const struct sockaddr *to, const uint8_t *data,
                     size_t len) {
@@ -734,7 +1203,8 @@ void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
   p->active_ns = now;
   uint64_t age = direct_age(p, now);
   if (age < ep->cfg.path_quiet_ms * MS) {
-    /* A packet on the direct path decrypted lately: direct only. */
+    /* A PONG or a decrypted packet on the direct path lately: direct
+     * only. */
     p->trusted = true;
     p->kind = QRAFT_PATH_DIRECT;
     send_direct(ep, &p->direct, data, len);
@@ -744,17 +1214,23 @@ void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
   bool trusted = age < ep->cfg.path_trust_ms * MS;
   if (p->trusted && !trusted) {
     /* The direct path stayed quiet too long: lost. Back to the relay,
-     * trying direct again at once. */
+     * with a round of pings at once. */
     p->trusted = false;
     p->fallbacks++;
-    p->trial_ns = now;
+    p->round_ns = 0;
+    p->rounds = 0;
   }
+  tp_relay *r = relay_for(ps, p, now);
   if (trusted) {
     /* Quiet for a while (outdated): both ways until it answers again or
      * its trust runs out, so a dead direct path costs no more than
-     * path_quiet_ms of the peer's packets. Handshake packets go through
-     * the relay only, as below. */
-    tp_relay *r = relay_for(ps, p, now);
+     * path_quiet_ms of the peer's packets; and a PING, whose PONG makes it
+     * direct again. Handshake packets go through the relay only, as
+     * below. */
+    tp_cand *c = cand_find(p, (const struct sockaddr *)&p->direct);
+    if (c != NULL && now - c->ping_tx_ns >= 2u * PING_MIN_GAP_MS * MS) {
+      ping_send(ps, p, c, now);
+    }
     if (!handshake_by_relay(ep, p, r, data, now)) {
       send_direct(ep, &p->direct, data, len);
       p->direct_out += len;
@@ -765,65 +1241,59 @@ void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
     p->kind = QRAFT_PATH_MIXED;
     return;
   }
-  tp_relay *r = relay_for(ps, p, now);
-  if (now - p->trial_ns >= ep->cfg.path_retry_ms * MS) {
-    p->trial_ns = now;
+  if (p->round_ns == 0 || now - p->round_ns >= round_gap_ns(ep, p)) {
+    p->rounds++;
+    path_round(ps, p, r, true, now);
   }
-  bool have_direct = p->addrs_n > 0 || p->direct_ok_ns != 0;
-  bool trial = now - p->trial_ns < PATH_TRIAL_MS * MS;
-  if (handshake_by_relay(ep, p, r, data, now)) {
-    have_direct = false;
-  }
-  if (have_direct && (trial || r == NULL)) {
-    if (p->direct_ok_ns != 0) {
-      send_direct(ep, &p->direct, data, len);
-    }
-    for (uint32_t i = 0; i < p->addrs_n; i++) {
-      if (p->direct_ok_ns == 0 ||
-          !sa_eq(&p->direct, (const struct sockaddr *)&p->addrs[i])) {
-        send_direct(ep, &p->addrs[i], data, len);
-      }
-    }
-    p->direct_out += len;
+  /* No direct path: the relay. Where no relay will carry it (none, or the
+   * one we have just said the peer is not there), the packet goes to every
+   * direct address QUIC is accepted from too. */
+  bool gone = r != NULL && p->gone_relay == r &&
+              now - p->gone_ns < ep->cfg.path_retry_ms * MS;
+  if (r == NULL || gone) {
+    send_cands(ep, p, data, len);
   }
   if (r != NULL) {
     relay_send(p, r, data, len, now);
   }
-  p->kind = r == NULL         ? QRAFT_PATH_MIXED
-            : have_direct && trial ? QRAFT_PATH_MIXED
-                                   : QRAFT_PATH_RELAY;
+  p->kind = r == NULL || gone ? QRAFT_PATH_MIXED : QRAFT_PATH_RELAY;
 }
 
 void qraft__ep_recv(qraft_endpoint *ep, qraft_env_udp *udp,
                     const struct sockaddr *from, const uint8_t *data,
                     size_t len) {
   tp_paths *ps = ep->paths;
-  tp_path *p = NULL;
-  if (ps->paths != NULL) {
-    for (tp_path *x = ps->paths; x != NULL && p == NULL; x = x->next) {
-      if (x->direct_ok_ns != 0 && sa_eq(&x->direct, from)) {
-        p = x;
-      }
-      for (uint32_t i = 0; i < x->addrs_n && p == NULL; i++) {
-        if (sa_eq(&x->addrs[i], from)) {
-          p = x;
-        }
-      }
-    }
+  if (qraft_probe_is(data, len)) {
+    probe_recv(ps, udp, from, data, len);
+    return;
   }
-  if (p == NULL && ps->paths != NULL && len > 1 + TP_CID_LEN &&
-      (data[0] & 0x80) == 0) {
-    /* A short-header packet from an address we do not know: if its
-     * connection id names a connection of the path layer, it is a
-     * candidate direct path of that peer (a peer behind a NAT comes from
-     * an address nobody configured). QUIC gets it as from the peer's
-     * virtual address; the address is trusted only if it decrypts. */
+  tp_path *p = NULL;
+  if (ps->paths != NULL && (data[0] & 0x80) == 0 && len > 1 + TP_CID_LEN) {
+    /* A short-header packet: its connection id names its connection. One
+     * of the path layer's gets it as from the peer's virtual address, if it
+     * comes from an address the peer is accepted from; from any other it is
+     * dropped (an address becomes one only by an authenticated probe: a
+     * packet copied and sent from elsewhere redirects nothing). */
     uint32_t tag;
     memcpy(&tag, data + 1, 4);
     qraft_conn *c = qraft__ep_conn_by_tag(ep, tag);
-    if (c != NULL && c->state == TP_UP &&
+    if (c != NULL &&
         qraft__path_is_vaddr((const struct sockaddr *)&c->remote)) {
       p = path_by_vaddr(ps, (const struct sockaddr *)&c->remote);
+      if (p != NULL && !path_accepts(p, from)) {
+#ifndef QRAFT_CANARY_TRANSPORT_PATH_UNPROBED
+        ep->metrics.packets_unprobed++;
+        return;
+#endif
+      }
+    }
+  } else if (ps->paths != NULL) {
+    /* A long-header packet (a handshake): from an address a peer is
+     * accepted from, it is that peer's. */
+    for (tp_path *x = ps->paths; x != NULL && p == NULL; x = x->next) {
+      if (path_accepts(x, from)) {
+        p = x;
+      }
     }
   }
   if (p == NULL) {
@@ -848,11 +1318,21 @@ void qraft__path_authenticated(qraft_conn *c) {
     return;
   }
   uint64_t now = qraft_env_now_ns(c->ep->env);
-  if (direct_age(p, now) >= c->ep->cfg.path_trust_ms * MS) {
-    p->upgrades++; /* a direct path (again) */
+#ifdef QRAFT_CANARY_TRANSPORT_PATH_UNPROBED
+  /* The planted bug: a packet that decrypts makes its source the direct
+   * path, probed or not (a copy sent from elsewhere redirects the peer). */
+  if (!sa_eq(&p->direct, (const struct sockaddr *)&ps->cur_from)) {
+    p->direct = ps->cur_from;
+    p->direct_ok_ns = now;
   }
-  p->direct_ok_ns = now;
-  p->direct = ps->cur_from;
+#endif
+  /* A decrypted packet keeps the direct path in use trusted; it makes no
+   * other address direct (only a PONG does). */
+  if (p->direct_ok_ns != 0 &&
+      sa_eq(&p->direct, (const struct sockaddr *)&ps->cur_from) &&
+      direct_age(p, now) < c->ep->cfg.path_trust_ms * MS) {
+    p->direct_ok_ns = now;
+  }
 }
 
 bool qraft__path_conn_ok(qraft_conn *c) {
@@ -975,6 +1455,19 @@ void qraft__path_peer_metrics(qraft_endpoint *ep, const qraft_node_id *id,
   out->path_relay_bytes_in = p->relay_in;
   out->path_fallbacks = p->fallbacks;
   out->path_upgrades = p->upgrades;
+  if (p->direct_ok_ns != 0) {
+    out->path_direct_addr = p->direct;
+    out->path_direct_rtt_ns = p->direct_rtt_ns;
+  }
+  out->path_first_direct_ns =
+      p->first_direct_ns != 0 ? p->first_direct_ns - p->created_ns : 0;
+  out->path_pings_out = p->pings_out;
+  out->path_pings_in = p->pings_in;
+  out->path_pongs_out = p->pongs_out;
+  out->path_pongs_in = p->pongs_in;
+  out->path_call_me_maybe_out = p->cmm_out;
+  out->path_call_me_maybe_in = p->cmm_in;
+  out->path_candidates = p->cands_n;
   if (p->last_relay != NULL && p->last_relay->conn != NULL) {
     qraft_peer_metrics rm;
     memset(&rm, 0, sizeof rm);

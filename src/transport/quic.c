@@ -343,9 +343,21 @@ static bool stream_pending(const tp_stream *s) {
 
 /* ---- ngtcp2 callbacks ---- */
 
+/* True while ngtcp2 creates a connection (see rand_cb). */
+static _Thread_local bool tp_conn_new;
+
 static void rand_cb(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx) {
   qraft_endpoint *ep = ctx->native_handle;
   qraft_env_random(ep->env, dest, len);
+  if (tp_conn_new && len == 1) {
+    /* ngtcp2 0.12 always offers to grease the fixed bit (RFC 9287), and a
+     * new connection draws one random byte to decide whether to clear that
+     * bit in what it sends: its low bit set means "clear". Probes share
+     * our socket and are told apart from QUIC by that bit (qraft/probe.h),
+     * so the draw always says "keep it"; nothing else in creating a
+     * connection draws a single byte. ep_send checks every packet. */
+    dest[0] &= 0xfe;
+  }
 }
 
 static void make_cid(qraft_conn *c, ngtcp2_cid *cid) {
@@ -655,6 +667,10 @@ static void settings_init(qraft_endpoint *ep, ngtcp2_settings *s,
   p->initial_max_streams_uni = cfg->streams_max;
   p->max_idle_timeout = (uint64_t)cfg->idle_timeout_ms * NGTCP2_MILLISECONDS;
   p->max_ack_delay = (uint64_t)cfg->ack_delay_max_ms * NGTCP2_MILLISECONDS;
+  /* Never grease the fixed bit (RFC 9287): probes share the socket, told
+   * apart from QUIC by that bit (qraft/probe.h). ngtcp2 0.12 offers it
+   * whatever this says; rand_cb keeps it from clearing the bit itself. */
+  p->grease_quic_bit = 0;
 }
 
 /* ---- sessions ---- */
@@ -801,9 +817,11 @@ int qraft__quic_dial(qraft_endpoint *ep, tp_peer *peer,
   ngtcp2_settings settings;
   ngtcp2_transport_params params;
   settings_init(ep, &settings, &params);
+  tp_conn_new = true;
   rv = ngtcp2_conn_client_new(&c->q->conn, &dcid, &scid, &path,
                               NGTCP2_PROTO_VER_V1, &cbs, &settings, &params,
                               NULL, c);
+  tp_conn_new = false;
   if (rv != 0) {
     rv = QRAFT_EQUIC;
     goto err_free_conn;
@@ -858,8 +876,10 @@ static int accept_conn(qraft_endpoint *ep, qraft_env_udp *udp,
     rv = QRAFT_EQUIC;
     goto err_free_conn;
   }
+  tp_conn_new = true;
   rv = ngtcp2_conn_server_new(&c->q->conn, &hd->scid, &scid, &path,
                               hd->version, &cbs, &settings, &params, NULL, c);
+  tp_conn_new = false;
   if (rv != 0) {
     rv = QRAFT_EQUIC;
     goto err_free_conn;
@@ -1350,6 +1370,10 @@ void qraft__quic_write(qraft_conn *c) {
       stream_to_back(c, s);
     }
     q->pkt_gen++;
+    QRAFT_ASSERTF((buf[0] & 0x40) != 0,
+                  "a QUIC packet with the fixed bit clear (byte 0 %#x): "
+                  "probes could not be told from it",
+                  buf[0]);
     qraft__ep_send(ep, c->udp, (struct sockaddr *)&c->remote, buf, (size_t)n);
     c->packets_out++;
   }

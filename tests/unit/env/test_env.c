@@ -448,6 +448,104 @@ static void simnet_faults_fire_and_replay_from_the_seed(void **st) {
   assert_int_not_equal(h1, h3);
 }
 
+/* ---- the simulated NATs ---- */
+
+typedef struct nat_box {
+  int recvd;
+  struct sockaddr_in from;
+} nat_box;
+
+static void nat_recv(void *ud, const struct sockaddr *from, const uint8_t *data,
+                     size_t len) {
+  (void)data, (void)len;
+  nat_box *b = ud;
+  b->recvd++;
+  memcpy(&b->from, from, sizeof b->from);
+}
+
+static qraft_env_udp *nat_sock(qraft_env *env, nat_box *b,
+                               struct sockaddr_in *addr) {
+  struct sockaddr_in any = {.sin_family = AF_INET};
+  qraft_env_udp *u;
+  assert_int_equal(
+      qraft_env_udp_bind(env, (struct sockaddr *)&any, nat_recv, b, &u), 0);
+  struct sockaddr_storage ss;
+  assert_int_equal(qraft_env_udp_local_addr(u, &ss), 0);
+  memcpy(addr, &ss, sizeof *addr);
+  return u;
+}
+
+/* Sends one datagram and runs the network; returns how many arrived at `b`
+ * since. */
+static int nat_send(qraft_env *env, qraft_env_udp *u,
+                    const struct sockaddr_in *to, nat_box *b) {
+  int before = b->recvd;
+  uint8_t x = 0x40;
+  assert_int_equal(qraft_env_udp_send(u, (const struct sockaddr *)to, &x, 1),
+                   0);
+  qraft_env_run(env, qraft_env_now_ns(env) + 1000000, NULL, NULL);
+  return b->recvd - before;
+}
+
+/* Each NAT kind maps and filters as RFC 4787 says: what two outside hosts
+ * see of one inside socket, what gets in from a third address, and what a
+ * flush and the mapping timeout do. */
+static void simnet_nats_map_and_filter(void **st) {
+  (void)st;
+  const qraft_simnet_nat kinds[] = {QRAFT_SIMNET_NAT_FULL_CONE,
+                                    QRAFT_SIMNET_NAT_RESTRICTED,
+                                    QRAFT_SIMNET_NAT_SYMMETRIC};
+  for (int k = 0; k < 3; k++) {
+    qraft_simnet *net;
+    qraft_env *a, *b, *c;
+    assert_int_equal(qraft_simnet_new(7, &net), 0);
+    assert_int_equal(qraft_simnet_env_new(net, &a), 0);
+    assert_int_equal(qraft_simnet_env_new(net, &b), 0);
+    assert_int_equal(qraft_simnet_env_new(net, &c), 0);
+    qraft_simnet_host_set_nat(a, kinds[k], 30000000000ull);
+    nat_box ab = {0}, bb = {0}, cb = {0}, cb2 = {0};
+    struct sockaddr_in aa, ba, ca, ca2;
+    qraft_env_udp *au = nat_sock(a, &ab, &aa);
+    qraft_env_udp *bu = nat_sock(b, &bb, &ba);
+    qraft_env_udp *cu = nat_sock(c, &cb, &ca);
+    qraft_env_udp *cu2 = nat_sock(c, &cb2, &ca2);
+    /* Inside to outside: from the public address 10.1.0.1. */
+    assert_int_equal(nat_send(a, au, &ba, &bb), 1);
+    assert_int_equal(nat_send(a, au, &ca, &cb), 1);
+    assert_int_equal(ntohl(bb.from.sin_addr.s_addr), (10u << 24) | (1u << 16) | 1);
+    bool eim = kinds[k] != QRAFT_SIMNET_NAT_SYMMETRIC;
+    assert_int_equal(bb.from.sin_port == cb.from.sin_port, eim);
+    /* Replies through the mapping get in; the private address is out of
+     * reach. */
+    struct sockaddr_in toward_b = bb.from;
+    assert_int_equal(nat_send(b, bu, &toward_b, &ab), 1);
+    assert_int_equal(nat_send(b, bu, &aa, &ab), 0);
+    /* From an address the mapping never sent to: a full cone only. */
+    assert_int_equal(nat_send(c, cu2, &toward_b, &ab),
+                     kinds[k] == QRAFT_SIMNET_NAT_FULL_CONE);
+    /* A flush: the old mapping is gone, a new one has a new port. */
+    qraft_simnet_nat_flush(a);
+    assert_int_equal(nat_send(b, bu, &toward_b, &ab), 0);
+    assert_int_equal(nat_send(a, au, &ba, &bb), 1);
+    assert_int_not_equal(bb.from.sin_port, toward_b.sin_port);
+    /* Quiet past the timeout: closed. */
+    toward_b = bb.from;
+    qraft_env_run(a, qraft_env_now_ns(a) + 31000000000ull, NULL, NULL);
+    assert_int_equal(nat_send(b, bu, &toward_b, &ab), 0);
+    qraft_simnet_stats sst;
+    qraft_simnet_stats_get(net, &sst);
+    assert_true(sst.nat_dropped >= 3);
+    qraft_env_udp_close(au);
+    qraft_env_udp_close(bu);
+    qraft_env_udp_close(cu);
+    qraft_env_udp_close(cu2);
+    qraft_env_free(a);
+    qraft_env_free(b);
+    qraft_env_free(c);
+    qraft_simnet_free(net);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(uv_env_timers_and_datagrams),
@@ -459,6 +557,7 @@ int main(void) {
       cmocka_unit_test(uv_poll_reads_what_waits),
       cmocka_unit_test(sim_resumed_host_runs_timers_first_and_poll_reads),
       cmocka_unit_test(simnet_faults_fire_and_replay_from_the_seed),
+      cmocka_unit_test(simnet_nats_map_and_filter),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

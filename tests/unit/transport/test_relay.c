@@ -267,7 +267,21 @@ static uint64_t test_seed(uint64_t dflt) {
 
 /* ---- scenarios ---- */
 
-static void ids_only_talk_through_the_relay(bool sim) {
+static bool path_is(world *w, void *arg) {
+  int kind = *(int *)arg;
+  return peer_metrics(w, 1, 2).path == kind &&
+         peer_metrics(w, 2, 1).path == kind;
+}
+
+static uint16_t port_of(const struct sockaddr_storage *ss) {
+  return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+}
+
+/* Known by id only, the pair meets through the relay. Each sends its
+ * candidates (the address the relay sees it at) through the relay in a
+ * CALL_ME_MAYBE, pings the other's, and on the PONG goes direct: the same
+ * connection, nothing more through the relay. */
+static void ids_only_meet_through_the_relay_then_go_direct(bool sim) {
   world w;
   world_init(&w, sim, test_seed(1));
   relay_start(&w);
@@ -277,22 +291,85 @@ static void ids_only_talk_through_the_relay(bool sim) {
   int one = 1, two = 2;
   assert_true(run_until(&w, home_up, &one, 10));
   assert_true(run_until(&w, home_up, &two, 10));
-  /* The relay told each its address: loopback, the port it bound. */
+  /* The relay told each its address: the port it bound. */
   qraft_relay_status st;
   assert_int_equal(qraft_endpoint_relays(w.nodes[1].ep, &st, 1), 1);
   assert_true(st.home);
-  assert_int_equal(ntohs(((struct sockaddr_in *)&st.observed)->sin_port),
-                   w.nodes[1].port);
+  assert_int_equal(port_of(&st.observed), w.nodes[1].port);
+  dial(&w, 1, 2, false);
+  int pair[2] = {1, 2};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  qraft_conn *c1 = w.nodes[1].conn, *c2 = w.nodes[2].conn;
+  echo_through(&w, 1, 20000, 20);
+  int direct = QRAFT_PATH_DIRECT;
+  assert_true(run_until(&w, path_is, &direct, 10));
+  qraft_peer_metrics a = peer_metrics(&w, 1, 2), b = peer_metrics(&w, 2, 1);
+  printf("# direct after %.1f ms (1 to 2), %.1f ms (2 to 1)\n",
+         (double)a.path_first_direct_ns / 1e6,
+         (double)b.path_first_direct_ns / 1e6);
+  /* The handshake went through the relay; the candidates too. */
+  assert_true(a.path_relay_bytes_out > 0);
+  assert_true(a.path_call_me_maybe_out >= 1);
+  assert_true(b.path_call_me_maybe_in >= 1);
+  assert_true(a.path_pongs_in >= 1 && b.path_pongs_in >= 1);
+  assert_true(a.path_pings_in >= 1 && b.path_pings_in >= 1);
+  assert_true(a.path_first_direct_ns > 0 && b.path_first_direct_ns > 0);
+  assert_int_equal(port_of(&a.path_direct_addr), w.nodes[2].port);
+  assert_int_equal(port_of(&b.path_direct_addr), w.nodes[1].port);
+  uint64_t relayed = a.path_relay_bytes_out;
+  echo_through(&w, 1, 100000, 10);
+  a = peer_metrics(&w, 1, 2);
+  assert_int_equal(a.path_relay_bytes_out, relayed);
+  assert_true(a.path_direct_bytes_out > 100000);
+  assert_ptr_equal(w.nodes[1].conn, c1);
+  assert_ptr_equal(w.nodes[2].conn, c2);
+  assert_int_equal(w.nodes[1].ups, 1);
+  qraft_endpoint_metrics m;
+  qraft_endpoint_metrics_get(w.nodes[1].ep, &m);
+  assert_int_equal(m.probes_bad, 0);
+  world_close(&w);
+}
+
+static void sim_ids_only(void **st) {
+  (void)st;
+  ids_only_meet_through_the_relay_then_go_direct(true);
+}
+
+static void uv_ids_only(void **st) {
+  (void)st;
+  ids_only_meet_through_the_relay_then_go_direct(false);
+}
+
+/* No direct path between them (a firewall drops it both ways): the pair
+ * talks through the relay only; its pings are never answered. */
+static void sim_ids_only_no_direct_path(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(11));
+  relay_start(&w);
+  node_start(&w, 1);
+  node_start(&w, 2);
+  qraft_simnet_link_block(w.env[1], w.env[2], true);
+  qraft_simnet_link_block(w.env[2], w.env[1], true);
+  w.nodes[2].echo = true;
+  int one = 1, two = 2;
+  assert_true(run_until(&w, home_up, &one, 10));
+  assert_true(run_until(&w, home_up, &two, 10));
   dial(&w, 1, 2, false);
   int pair[2] = {1, 2};
   assert_true(run_until(&w, pair_up, pair, 10));
   echo_through(&w, 1, 200000, 20);
+  run_for_ms(&w, 6000); /* a second round of pings */
+  echo_through(&w, 1, 2000, 20);
   qraft_peer_metrics pm = peer_metrics(&w, 1, 2);
   assert_int_equal(pm.path, QRAFT_PATH_RELAY);
   assert_true(pm.path_relay_bytes_out > 200000);
   assert_true(pm.path_relay_bytes_in > 200000);
   assert_int_equal(pm.path_direct_bytes_out, 0);
   assert_true(pm.path_relay_rtt_ns > 0);
+  assert_true(pm.path_pings_out >= 2);
+  assert_int_equal(pm.path_pongs_in, 0);
+  assert_int_equal(pm.path_first_direct_ns, 0);
   /* The accepting side answers through the relay it was reached by. */
   pm = peer_metrics(&w, 2, 1);
   assert_int_equal(pm.path, QRAFT_PATH_RELAY);
@@ -306,20 +383,88 @@ static void ids_only_talk_through_the_relay(bool sim) {
   world_close(&w);
 }
 
-static void sim_ids_only(void **st) {
-  (void)st;
-  ids_only_talk_through_the_relay(true);
+/* What an attacker on the wire saw: one QUIC packet from node 2 to 1. */
+typedef struct spy {
+  struct sockaddr_in from, to;
+  uint8_t pkt[1500];
+  size_t len;
+  bool armed, have;
+} spy;
+
+static void spy_tap(void *ud, const struct sockaddr *from,
+                    const struct sockaddr *to, const uint8_t *data,
+                    size_t len) {
+  spy *s = ud;
+  if (!s->armed || s->have || len < 100 || len > sizeof s->pkt ||
+      (data[0] & 0xc0) != 0x40 ||
+      memcmp(from, &s->from, sizeof s->from) != 0 ||
+      memcmp(to, &s->to, sizeof s->to) != 0) {
+    return;
+  }
+  memcpy(s->pkt, data, len);
+  s->len = len;
+  s->have = true;
 }
 
-static void uv_ids_only(void **st) {
-  (void)st;
-  ids_only_talk_through_the_relay(false);
+static void spy_recv(void *ud, const struct sockaddr *from, const uint8_t *data,
+                     size_t len) {
+  (void)ud, (void)from, (void)data, (void)len;
 }
 
-static bool path_is(world *w, void *arg) {
-  int kind = *(int *)arg;
-  return peer_metrics(w, 1, 2).path == kind &&
-         peer_metrics(w, 2, 1).path == kind;
+/* A QUIC packet of the peer copied and sent from another address (the
+ * attacker's) decrypts, but comes from an address no authenticated probe
+ * vouched for: it is dropped, and the direct path stays where it was. */
+static void sim_copied_packet_redirects_nothing(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(12));
+  relay_start(&w);
+  node_start(&w, 1);
+  node_start(&w, 2);
+  w.nodes[2].echo = true;
+  int one = 1, two = 2;
+  assert_true(run_until(&w, home_up, &one, 10));
+  assert_true(run_until(&w, home_up, &two, 10));
+  dial(&w, 1, 2, false);
+  int pair[2] = {1, 2};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  echo_through(&w, 1, 20000, 20);
+  int direct = QRAFT_PATH_DIRECT;
+  assert_true(run_until(&w, path_is, &direct, 10));
+  qraft_peer_metrics before = peer_metrics(&w, 1, 2);
+  spy s;
+  memset(&s, 0, sizeof s);
+  memcpy(&s.from, &before.path_direct_addr, sizeof s.from);
+  qraft_simnet_set_tap(w.net, spy_tap, &s);
+  /* node 1's address as the network names it: host 1's */
+  qraft_relay_status rs;
+  assert_int_equal(qraft_endpoint_relays(w.nodes[1].ep, &rs, 1), 1);
+  memcpy(&s.to, &rs.observed, sizeof s.to);
+  s.armed = true;
+  echo_through(&w, 1, 20000, 10);
+  qraft_simnet_set_tap(w.net, NULL, NULL);
+  assert_true(s.have);
+  /* The attacker, on host 3, sends the copy (and again, later) to node 1. */
+  qraft_env_udp *evil;
+  struct sockaddr_storage any;
+  bind_loopback(&any, 0);
+  assert_int_equal(qraft_env_udp_bind(w.env[3], (struct sockaddr *)&any,
+                                      spy_recv, NULL, &evil),
+                   0);
+  for (int i = 0; i < 3; i++) {
+    qraft_env_udp_send(evil, (const struct sockaddr *)&s.to, s.pkt, s.len);
+    run_for_ms(&w, 1500);
+  }
+  qraft_endpoint_metrics m;
+  qraft_endpoint_metrics_get(w.nodes[1].ep, &m);
+  assert_true(m.packets_unprobed >= 3);
+  echo_through(&w, 1, 20000, 10);
+  qraft_peer_metrics after = peer_metrics(&w, 1, 2);
+  assert_memory_equal(&after.path_direct_addr, &before.path_direct_addr,
+                      sizeof(struct sockaddr_in));
+  assert_int_equal(after.path, QRAFT_PATH_DIRECT);
+  qraft_env_udp_close(evil);
+  world_close(&w);
 }
 
 /* A direct path is taken once it answers; blocked, the pair falls back to
@@ -362,12 +507,13 @@ static void sim_direct_path_falls_back_and_upgrades(void **st) {
 
   qraft_simnet_heal(w.net);
   uint64_t up_before = pm.path_upgrades;
-  /* Traffic keeps the trials coming. */
-  for (int i = 0; i < 20 && !path_is(&w, &direct); i++) {
+  /* Traffic keeps the rounds of pings coming. */
+  bool again = false;
+  for (int i = 0; i < 20 && !again; i++) {
     echo_through(&w, 1, 2000, 10);
-    run_for_ms(&w, 500);
+    again = run_until(&w, path_is, &direct, 1);
   }
-  assert_true(path_is(&w, &direct));
+  assert_true(again);
   assert_true(peer_metrics(&w, 1, 2).path_upgrades > up_before);
   assert_ptr_equal(w.nodes[1].conn, c1);
   world_close(&w);
@@ -746,10 +892,84 @@ static void sim_a_relay_without_the_peer_is_passed_over(void **st) {
   world_close(&w);
 }
 
+
+/* The NAT matrix in the simulated network: two members known by id only,
+ * each behind a NAT of its kind (qraft_simnet_host_set_nat), the relay in
+ * front. They end direct unless both NATs filter by address and port and
+ * one of them also maps per destination (symmetric against symmetric or
+ * against port-restricted): there they stay on the relay, their pings
+ * unanswered. */
+static void sim_nat_matrix(void **st) {
+  (void)st;
+  const qraft_simnet_nat kinds[] = {
+      QRAFT_SIMNET_NAT_NONE, QRAFT_SIMNET_NAT_FULL_CONE,
+      QRAFT_SIMNET_NAT_RESTRICTED, QRAFT_SIMNET_NAT_SYMMETRIC};
+  for (int x = 0; x < 4; x++) {
+    for (int y = x; y < 4; y++) {
+      qraft_simnet_nat kx = kinds[x], ky = kinds[y];
+      bool apdf_x = kx >= QRAFT_SIMNET_NAT_RESTRICTED;
+      bool apdf_y = ky >= QRAFT_SIMNET_NAT_RESTRICTED;
+      bool relay = apdf_x && apdf_y &&
+                   (kx == QRAFT_SIMNET_NAT_SYMMETRIC ||
+                    ky == QRAFT_SIMNET_NAT_SYMMETRIC);
+      world w;
+      world_init(&w, true, test_seed(20 + (uint64_t)(x * 4 + y)));
+      relay_start(&w);
+      qraft_simnet_host_set_nat(w.env[1], kx, 30 * SEC);
+      qraft_simnet_host_set_nat(w.env[2], ky, 30 * SEC);
+      node_start(&w, 1);
+      node_start(&w, 2);
+      w.nodes[2].echo = true;
+      int one = 1, two = 2;
+      assert_true(run_until(&w, home_up, &one, 10));
+      assert_true(run_until(&w, home_up, &two, 10));
+      dial(&w, 1, 2, false);
+      int pair[2] = {1, 2};
+      assert_true(run_until(&w, pair_up, pair, 10));
+      echo_through(&w, 1, 20000, 20);
+      int direct = QRAFT_PATH_DIRECT;
+      bool went = false;
+      for (int i = 0; i < 12 && !went; i++) {
+        echo_through(&w, 1, 2000, 10);
+        went = run_until(&w, path_is, &direct, 1);
+      }
+      qraft_peer_metrics a = peer_metrics(&w, 1, 2), b = peer_metrics(&w, 2, 1);
+      printf("# %s - %s: %s", qraft_simnet_nat_name(kx),
+             qraft_simnet_nat_name(ky), went ? "direct" : "relay");
+      if (went) {
+        printf(" after %.1f ms", (double)a.path_first_direct_ns / 1e6);
+      }
+      printf(" (%llu pings out, %llu pongs in)\n",
+             (unsigned long long)a.path_pings_out,
+             (unsigned long long)a.path_pongs_in);
+      assert_int_equal(went, !relay);
+      if (relay) {
+        assert_int_equal(a.path_pongs_in, 0);
+        assert_int_equal(b.path_pongs_in, 0);
+        assert_true(a.path_pings_out >= 3 && b.path_pings_out >= 3);
+        assert_int_equal(a.path, QRAFT_PATH_RELAY);
+      } else {
+        /* Behind a symmetric NAT, the peer reaches it at another port than
+         * the relay sees (the mapping depends on the destination); behind
+         * the others, at the same. */
+        qraft_relay_status rs;
+        assert_int_equal(qraft_endpoint_relays(w.nodes[2].ep, &rs, 1), 1);
+        assert_int_equal(port_of(&a.path_direct_addr) == port_of(&rs.observed),
+                         ky != QRAFT_SIMNET_NAT_SYMMETRIC);
+        assert_int_equal(a.path_upgrades, 1);
+      }
+      world_close(&w);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(sim_ids_only),
       cmocka_unit_test(uv_ids_only),
+      cmocka_unit_test(sim_ids_only_no_direct_path),
+      cmocka_unit_test(sim_copied_packet_redirects_nothing),
+      cmocka_unit_test(sim_nat_matrix),
       cmocka_unit_test(sim_direct_path_falls_back_and_upgrades),
       cmocka_unit_test(sim_relay_allow_list),
       cmocka_unit_test(sim_duplicate_id_is_told_not_flapped),
