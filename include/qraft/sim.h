@@ -250,6 +250,12 @@ typedef struct qraft_sim_cluster_config {
    * at all (they know each other by id and the relay only). */
   bool relay;
   bool relay_only;
+  /* The NAT each node's host sits behind (qraft_simnet_host_set_nat; zero:
+   * none), its mappings closing after nat_timeout_ms of quiet ([30000]).
+   * Behind one, a node's configured address is private: peers find its
+   * public mapping through the relay (CALL_ME_MAYBE) and probes. */
+  qraft_simnet_nat nat[QRAFT_SIM_CLUSTER_NODES_MAX];
+  uint32_t nat_timeout_ms;
 } qraft_sim_cluster_config;
 
 /*

@@ -49,7 +49,9 @@
 
 #include "sim/lincheck.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -284,6 +286,24 @@ struct fs_sim {
    * partition), and cuts of the direct links of a pair alone, which the
    * path layer must survive through the relay. */
   bool relay, relay_only;
+  /* Half the relay seeds put the members behind NATs of random kinds
+   * (simnet's models); and every relay seed has an attacker on the wire:
+   * a host that copies the members' QUIC packets and replays them from
+   * its own address, now and then. The path layer must take no address
+   * for a member's that no authenticated probe came from. */
+  bool nats;
+  qraft_simnet_nat nat[QRAFT_SIM_CLUSTER_NODES_MAX];
+  uint32_t p_spoof; /* per slice, ppm */
+  qraft_env *evil_env;
+  qraft_env_udp *evil;
+  struct sockaddr_in evil_addr;
+  struct {
+    uint8_t pkt[1500];
+    size_t len;
+    struct sockaddr_in to;
+  } spied[4];
+  uint32_t spied_n;
+  uint64_t spy_count, spoofs;
   qraft_prng relay_rng;
   uint32_t p_relay_crash, p_relay_clog, p_direct_cut; /* per slice, ppm */
   uint64_t relay_restart_at_ns;                       /* 0: up */
@@ -1107,8 +1127,23 @@ static void kv_free(void *ud, uint32_t i, void *sm) {
  * the applied one). */
 /* Whether node i's packets can reach node j's and back as the sim set the
  * links: directly, or through the relay. */
+/* Whether two members' NATs let a direct path open (with the relay's
+ * help): not when both filter by address and port and one of them maps
+ * per destination. */
+static bool fs_nat_direct(const fs_sim *s, uint32_t i, uint32_t j) {
+  qraft_simnet_nat a = s->nat[i], b = s->nat[j];
+  bool apdf = a >= QRAFT_SIMNET_NAT_RESTRICTED && b >= QRAFT_SIMNET_NAT_RESTRICTED;
+  return !(apdf && (a == QRAFT_SIMNET_NAT_SYMMETRIC ||
+                    b == QRAFT_SIMNET_NAT_SYMMETRIC));
+}
+
+/* (A member that knows no direct address of another, relay_only or behind
+ * a NAT, learns it through the relay and probes: counted as reachable
+ * directly when the links and NATs allow, which may be generous while the
+ * relay is down.) */
 static bool fs_reach(const fs_sim *s, uint32_t i, uint32_t j) {
-  bool direct = !s->relay_only && !s->blocked[i][j] && !s->blocked[j][i];
+  bool direct =
+      !s->blocked[i][j] && !s->blocked[j][i] && fs_nat_direct(s, i, j);
   bool relay = s->relay && s->relay_restart_at_ns == 0 && !s->relay_cut[i] &&
                !s->relay_cut[j];
   return direct || relay;
@@ -1222,6 +1257,18 @@ static void fs_check_stops(fs_sim *s) {
  * path_quiet_ms: it would send every packet into the void. */
 static void fs_check_path(fs_sim *s, uint32_t i, const qraft_node_status *st,
                           uint64_t now) {
+  for (uint32_t k = 0; s->evil != NULL && k < st->members_n; k++) {
+    const struct sockaddr_in *d =
+        (const struct sockaddr_in *)&st->members[k].direct_addr;
+    if (d->sin_family == AF_INET &&
+        d->sin_addr.s_addr == s->evil_addr.sin_addr.s_addr) {
+      fs_fail(s, "path_unprobed",
+              "node %u sends to node %d at the attacker's address, which "
+              "only replayed that member's packets (no probe from it was "
+              "authenticated)",
+              i, fs_index_of(s, st->members[k].id));
+    }
+  }
   /* Packets held by a pause of the node are read when it resumes, and
    * count as fresh: the window starts then. */
   if (!s->relay || s->relay_restart_at_ns != 0 ||
@@ -1679,6 +1726,46 @@ static void fs_relay_step(fs_sim *s, uint64_t now) {
              "cut the direct links of node %u to %s for %" PRIu64 " ms", i,
              all ? "all" : "one other", ms);
   }
+  if (s->evil != NULL && s->spied_n > 0 &&
+      qraft_prng_chance(&s->relay_rng, s->p_spoof, 1000000)) {
+    /* The attacker replays a member's packet it saw, from its own
+     * address, to the member it was for. */
+    uint32_t k = (uint32_t)qraft_prng_below(
+        &s->relay_rng, s->spied_n < 4 ? s->spied_n : 4);
+    qraft_env_udp_send(s->evil, (const struct sockaddr *)&s->spied[k].to,
+                       s->spied[k].pkt, s->spied[k].len);
+    s->spoofs++;
+    fs_event(s, 0x5b00f ^ ((uint64_t)k << 8),
+             "replay a member's packet from the attacker's address");
+  }
+}
+
+/* The attacker's view of the wire: now and then a copy of a QUIC packet
+ * (short header) from one member's host to another's. */
+static void fs_spy(void *ud, const struct sockaddr *from,
+                   const struct sockaddr *to, const uint8_t *data, size_t len) {
+  fs_sim *s = ud;
+  if (len < 64 || len > sizeof s->spied[0].pkt || (data[0] & 0xc0) != 0x40 ||
+      (s->spy_count++ & 15) != 0) {
+    return;
+  }
+  uint32_t fi = ntohl(((const struct sockaddr_in *)from)->sin_addr.s_addr) &
+                0xffffu;
+  uint32_t ti = ntohl(((const struct sockaddr_in *)to)->sin_addr.s_addr) &
+                0xffffu;
+  /* member i is on host i + 2 (host 1 is the cluster's control host) */
+  if (fi < 2 || fi >= 2 + s->total || ti < 2 || ti >= 2 + s->total) {
+    return;
+  }
+  uint32_t k = s->spied_n++ % 4;
+  memcpy(s->spied[k].pkt, data, len);
+  s->spied[k].len = len;
+  memcpy(&s->spied[k].to, to, sizeof s->spied[k].to);
+}
+
+static void fs_evil_recv(void *ud, const struct sockaddr *from,
+                         const uint8_t *data, size_t len) {
+  (void)ud, (void)from, (void)data, (void)len;
 }
 
 /* Counts a node's snapshots into the summary before it goes (its counters
@@ -2604,6 +2691,12 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
                           ? 0
                           : (uint32_t)qraft_prng_between(&s->relay_rng, 2000,
                                                          10000);
+    s->nats = qraft_prng_chance(&s->relay_rng, 1, 2);
+    for (uint32_t i = 0; s->nats && i < QRAFT_SIM_CLUSTER_NODES_MAX; i++) {
+      s->nat[i] = (qraft_simnet_nat)qraft_prng_below(&s->relay_rng, 4);
+      cc.nat[i] = s->nat[i];
+    }
+    s->p_spoof = (uint32_t)qraft_prng_between(&s->relay_rng, 5000, 50000);
   }
   /* One seed in two runs durable state machines that sync every 1 ms to
    * 1 s, drawn from a stream of its own as well. */
@@ -2651,7 +2744,7 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   if (!s->steady && qraft_prng_chance(&s->full_rng, 1, 2)) {
     s->p_disk_full = (uint32_t)qraft_prng_between(&s->full_rng, 1000, 6000);
   }
-  char dur[384] = "";
+  char dur[512] = "";
   if (s->durable_sm) {
     snprintf(dur, sizeof dur, "durable-sm sync %" PRIu64 " ms: ",
              s->sync_ns / 1000000);
@@ -2674,9 +2767,20 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   if (s->relay) {
     size_t l = strlen(dur);
     snprintf(dur + l, sizeof dur - l,
-             "relay%s crash %u clog %u direct-cut %u ppm: ",
+             "relay%s crash %u clog %u direct-cut %u spoof %u ppm: ",
              s->relay_only ? " only" : "", s->p_relay_crash, s->p_relay_clog,
-             s->p_direct_cut);
+             s->p_direct_cut, s->p_spoof);
+  }
+  if (s->nats) {
+    size_t l = strlen(dur);
+    snprintf(dur + l, sizeof dur - l, "nats");
+    for (uint32_t i = 0; i < cc.nodes + cc.spares; i++) {
+      l = strlen(dur);
+      snprintf(dur + l, sizeof dur - l, "%s%s", i ? "," : " ",
+               qraft_simnet_nat_name(s->nat[i]));
+    }
+    l = strlen(dur);
+    snprintf(dur + l, sizeof dur - l, ": ");
   }
   if (s->p_disk_full > 0) {
     size_t l = strlen(dur);
@@ -2714,6 +2818,20 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
     qraft__lincheck_history_free(s->hist);
     free(s);
     return rv == -ENOMEM ? -ENOMEM : rv;
+  }
+  if (s->relay) {
+    /* the attacker: a host of its own, after the relay's */
+    qraft_simnet *net = qraft_sim_cluster_net(s->c);
+    struct sockaddr_in any = {.sin_family = AF_INET};
+    struct sockaddr_storage ea;
+    if (qraft_simnet_env_new(net, &s->evil_env) != 0 ||
+        qraft_env_udp_bind(s->evil_env, (struct sockaddr *)&any,
+                           fs_evil_recv, s, &s->evil) != 0 ||
+        qraft_env_udp_local_addr(s->evil, &ea) != 0) {
+      QRAFT_ASSERTF(false, "full sim: no attacker host");
+    }
+    memcpy(&s->evil_addr, &ea, sizeof s->evil_addr);
+    qraft_simnet_set_tap(net, fs_spy, s);
   }
   for (uint32_t i = 0; i < s->total; i++) {
     s->wlog[i].sim = s;
@@ -2788,6 +2906,11 @@ int qraft_sim_full_run(const qraft_sim_core_opts *opts,
   }
   res->disk_fulls = s->disk_fulls;
   res->apply_refused = s->apply_refused;
+  if (s->evil_env != NULL) {
+    qraft_simnet_set_tap(qraft_sim_cluster_net(s->c), NULL, NULL);
+    qraft_env_udp_close(s->evil);
+    qraft_env_free(s->evil_env);
+  }
   qraft_sim_cluster_free(s->c);
   free(s->applied_hash);
   free(s->applied_data);

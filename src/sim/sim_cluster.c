@@ -236,6 +236,10 @@ int qraft_sim_cluster_new(const qraft_sim_cluster_config *cfg,
       int64_t off = (int64_t)(qraft_simnet_random(c->net) % 1000000000ull);
       qraft_simnet_host_set_clock(sn->env, off, ppm);
     }
+    if (cfg->nat[i] != QRAFT_SIMNET_NAT_NONE) {
+      uint64_t t = cfg->nat_timeout_ms ? cfg->nat_timeout_ms : 30000;
+      qraft_simnet_host_set_nat(sn->env, cfg->nat[i], t * 1000000ull);
+    }
     rv = qraft_simdisk_new(sn->env, dmin, dmax, &sn->disk);
     if (rv != 0) {
       goto err_free;

@@ -39,6 +39,7 @@ CANARIES=(
   NODE_STATE_SENT_AS_ASKED # node: a view of the applied index sent as the older stateless snapshot
   NODE_SKIP_UNAPPLIED  # node: entries the state machine refused for lack of space counted as applied
   TRANSPORT_PATH_STALE_DIRECT # path layer: a direct path trusted forever once it answered
+  TRANSPORT_PATH_UNPROBED # path layer: a packet that decrypts makes its source the direct path, probed or not
 )
 if [ -n "${CANARY_ONLY:-}" ]; then
   read -ra CANARIES <<< "$CANARY_ONLY" # a subset, e.g. "LEASE_OLD_CONFIG"
