@@ -71,7 +71,7 @@ typedef struct qraft_sim_core_result {
   uint64_t events;
   uint64_t virtual_ms;
   /* What the seed drew. */
-  char swarm[640];
+  char swarm[896];
   /* What happened. */
   uint64_t elections_won;
   uint64_t max_term;
