@@ -41,6 +41,10 @@ if [ -x "$dir/bin/qraft-kv" ] && [ -x "$dir/bin/qraft-lincheck" ]; then
   bash tests/e2e/kv/faults.sh
   rc=0; bash tests/e2e/kv/partition.sh || rc=$?
   [ $rc = 0 ] || [ $rc = 77 ] || exit $rc
+  echo "== the NAT lab: every pair of NAT types (tests/e2e/kv/natlab.sh)"
+  rc=0; QRAFT_RELAY="$dir/bin/qraft-relay" QRAFT_NATLAB_MATRIX=full \
+    bash tests/e2e/kv/natlab.sh || rc=$?
+  [ $rc = 0 ] || [ $rc = 77 ] || exit $rc
   echo "== a member joins a ${BIG_STATE_MB:-2048} MiB state, with cut transfers"
   QRAFT_E2E_STATE_MB="${BIG_STATE_MB:-2048}" bash tests/e2e/kv/bigstate.sh
   # 16 GiB would need about 200 GB of disk here (four members, each with

@@ -626,12 +626,14 @@ static int fmt_members(json_t *j) {
     const char *id = json_string_value(json_object_get(m, "id"));
     const char *path = json_string_value(json_object_get(m, "path"));
     const char *addr = json_string_value(json_object_get(m, "addr"));
-    printf("%.16s  %-7s %-21s %-24s %-6s%s\n", id ? id : "?",
+    const char *direct = json_string_value(json_object_get(m, "direct_addr"));
+    printf("%.16s  %-7s %-21s %-24s %-6s%s%s%s\n", id ? id : "?",
            json_string_value(json_object_get(m, "role")),
            addr && addr[0] ? addr : "(relay)",
            json_string_value(json_object_get(m, "http")),
            path ? path : "self",
-           json_is_true(json_object_get(m, "leader")) ? " leader" : "");
+           json_is_true(json_object_get(m, "leader")) ? " leader" : "",
+           direct ? "  reached at " : "", direct ? direct : "");
   }
   return 0;
 }

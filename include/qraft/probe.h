@@ -1,7 +1,7 @@
 /*
- * qraft/probe.h: path probes, the packets that will test and open direct
- * paths between endpoints (issue "Direct paths through NATs"; this is its
- * wire format, the path layer does not send them yet).
+ * qraft/probe.h: path probes, the packets that test and open direct paths
+ * between endpoints (the path layer, src/transport/path.c, sends and
+ * answers them; docs/connectivity.md, "Hole punching").
  *
  * A probe travels on the endpoint's own UDP socket, beside QUIC, and is
  * told apart by its first byte: QUIC sets the fixed bit (0x40) in every

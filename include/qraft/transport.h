@@ -495,6 +495,8 @@ typedef struct qraft_endpoint_metrics {
   uint64_t packets_unprobed; /* QUIC of a peer on the path layer from an
                                 address no authenticated probe vouched
                                 for: dropped */
+  uint64_t migrations;      /* connections whose peer moved to a new
+                               address (its NAT rebound it), validated */
 } qraft_endpoint_metrics;
 
 /* Copies the endpoint's counters. */

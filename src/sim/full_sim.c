@@ -1278,8 +1278,12 @@ static void fs_check_path(fs_sim *s, uint32_t i, const qraft_node_status *st,
   }
   for (uint32_t k = 0; k < st->members_n; k++) {
     int j = fs_index_of(s, st->members[k].id);
+    /* Judged between a leader and its followers only, where packets flow
+     * every heartbeat: an idle pair (two followers) sends nothing into a
+     * dead path, and its status says direct until it sends. */
+    bool busy = st->role == QRAFT_ROLE_LEADER || st->members[k].id == st->leader;
     if (j < 0 || j == (int)i || s->direct_cut_ns[i][j] == 0 ||
-        !st->members[k].connected) {
+        !st->members[k].connected || !busy) {
       continue;
     }
     /* Packets on their way when the links were cut still arrive, later

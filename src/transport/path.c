@@ -1,25 +1,29 @@
 /*
- * path.c: the path layer under QUIC, and the endpoint's relay client.
+ * path.c: the path layer under QUIC, probes and hole punching, and the
+ * endpoint's relay client.
  *
  * A peer dialed by id with relays in play (its address names relays, or
  * this endpoint has home relays) is given a virtual IPv6 address in
  * fd71:7261:6674::/48. QUIC (ngtcp2) only ever sees that address for the
  * peer: one fixed path. Underneath, each datagram to a virtual address goes
  *
- *   direct  to the direct address a packet of the peer last came from, while
- *           a packet on it decrypted (for an established connection of the
- *           peer) within path_quiet_ms;
+ *   direct  to the peer's direct address, while a PONG to our PING or a
+ *           decrypted packet came from it within path_quiet_ms;
  *   mixed   to that address and through a relay at once, after it has been
- *           quiet for path_quiet_ms and until path_trust_ms; and to all the
- *           peer's direct addresses and through a relay, for a trial window
- *           after the path was created or lost, and again every
- *           path_retry_ms;
- *   relay   through a relay only, between trials.
+ *           quiet for path_quiet_ms and until path_trust_ms (and a PING to
+ *           it, whose PONG makes it direct again);
+ *   relay   through a relay only, with rounds of hole punching: a PING to
+ *           each direct address known for the peer and our candidates to it
+ *           through the relay (CALL_ME_MAYBE), so that both NATs open.
  *
- * Datagrams from a peer's direct address, and those a relay delivers from
- * its id, reach QUIC as coming from its virtual address. The design is iroh
- * 0.91's magicsock (../shared/research/iroh-connectivity.md, sections 2 and
- * 5); docs/connectivity.md describes the states and timers.
+ * An address becomes the direct path only on a PONG (signed by the peer,
+ * answering a PING of ours with a fresh txid); QUIC from an address reaches
+ * a peer's connection only if the address is configured for the peer, sent
+ * an authenticated PING or answered one. Datagrams that a relay delivers
+ * from a peer's id reach QUIC as coming from its virtual address. The
+ * design is iroh 0.91's magicsock and disco
+ * (../shared/research/iroh-connectivity.md, sections 2 and 5);
+ * docs/connectivity.md describes the states, timers and the NATs crossed.
  *
  * The relay client: one connection per relay (ALPN QRAFT_RELAY_ALPN, kept
  * by the endpoint's pool), one bidirectional stream of relay frames
@@ -1445,10 +1449,16 @@ void qraft__path_peer_metrics(qraft_endpoint *ep, const qraft_node_id *id,
   }
   uint64_t now = qraft_env_now_ns(ep->env);
   uint64_t age = direct_age(p, now);
+  /* Quiet but trusted: mixed if a packet went out since it went quiet
+   * (that packet went both ways); direct if the last one went direct
+   * alone (an idle pair: nothing says its direct path is bad, and the
+   * next packet pings it). */
+  bool trusted = age < ep->cfg.path_trust_ms * MS;
   out->path = age < ep->cfg.path_quiet_ms * MS ? QRAFT_PATH_DIRECT
-              : age < ep->cfg.path_trust_ms * MS ? QRAFT_PATH_MIXED
-              : p->kind == QRAFT_PATH_DIRECT     ? QRAFT_PATH_MIXED
-                                                 : p->kind;
+              : trusted && p->kind == QRAFT_PATH_DIRECT ? QRAFT_PATH_DIRECT
+              : trusted                                 ? QRAFT_PATH_MIXED
+              : p->kind == QRAFT_PATH_DIRECT            ? QRAFT_PATH_MIXED
+                                                        : p->kind;
   out->path_direct_bytes_out = p->direct_out;
   out->path_direct_bytes_in = p->direct_in;
   out->path_relay_bytes_out = p->relay_out;

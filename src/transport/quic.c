@@ -1122,6 +1122,25 @@ void qraft__quic_held_deliver(qraft_conn *c) {
 
 /* ---- reading ---- */
 
+/* The peer's address is the one of the connection's current path: ngtcp2
+ * moves it there once a new path (the peer's NAT rebound it) is validated.
+ * A connection of the path layer keeps its virtual address. */
+static void follow_path(qraft_conn *c) {
+  if (c->q == NULL || c->q->conn == NULL ||
+      qraft__path_is_vaddr((const struct sockaddr *)&c->remote)) {
+    return;
+  }
+  const ngtcp2_path *p = ngtcp2_conn_get_path(c->q->conn);
+  if (p->remote.addrlen == 0 || p->remote.addrlen > sizeof c->remote ||
+      qraft__sockaddr_eq((const struct sockaddr *)p->remote.addr,
+                         (const struct sockaddr *)&c->remote)) {
+    return;
+  }
+  memset(&c->remote, 0, sizeof c->remote);
+  memcpy(&c->remote, p->remote.addr, p->remote.addrlen);
+  c->ep->metrics.migrations++;
+}
+
 static void conn_read(qraft_conn *c, const struct sockaddr *from,
                       const uint8_t *data, size_t len) {
   c->packets_in++;
@@ -1161,6 +1180,7 @@ static void conn_read(qraft_conn *c, const struct sockaddr *from,
     if (authenticated) {
       qraft__path_authenticated(c);
     }
+    follow_path(c);
   }
   if (c->state == TP_DEAD) {
     qraft__ep_conn_free(c);
@@ -1374,7 +1394,15 @@ void qraft__quic_write(qraft_conn *c) {
                   "a QUIC packet with the fixed bit clear (byte 0 %#x): "
                   "probes could not be told from it",
                   buf[0]);
-    qraft__ep_send(ep, c->udp, (struct sockaddr *)&c->remote, buf, (size_t)n);
+    /* On the path ngtcp2 wrote it for: a peer whose NAT moved it (a new
+     * mapping) is sent a PATH_CHALLENGE at its new address while the rest
+     * still goes to the old one, until the new path is validated. */
+    const struct sockaddr *to = (const struct sockaddr *)&c->remote;
+    if (ps.path.remote.addrlen > 0 &&
+        !qraft__path_is_vaddr((const struct sockaddr *)&c->remote)) {
+      to = (const struct sockaddr *)ps.path.remote.addr;
+    }
+    qraft__ep_send(ep, c->udp, to, buf, (size_t)n);
     c->packets_out++;
   }
   c->busy--;

@@ -25,19 +25,25 @@
 #   symmetric   endpoint-dependent mapping (MASQUERADE --random-fully) and
 #               address-and-port-dependent filtering
 #
-# QRAFT_NATLAB_CASES: the cases, each three types for members 1, 2 and 3
-# (default: a short matrix for make test; make soak runs the whole one).
+# QRAFT_NATLAB_CASES: the cases, each three types for members 1, 2 and 3;
+# QRAFT_NATLAB_MATRIX=full: six cases that cover every pair of types (make
+# soak). The default, for make test, is the short matrix: three cases, 7 of
+# the 10 pairs, every relay pair among them.
 # QRAFT_NATLAB_REPORT: a file the matrix is appended to (markdown rows).
 # Needs root (network namespaces, iptables, conntrack): skipped otherwise.
 source "$(dirname "$0")/lib.sh"
 if [ "$(id -u)" != 0 ]; then echo "SKIPPED: needs root for network namespaces"; exit 77; fi
 for t in ip iptables conntrack; do command -v $t >/dev/null || { echo "SKIPPED: $t not installed"; exit 77; }; done
 : "${QRAFT_RELAY:?}"
-CASES=${QRAFT_NATLAB_CASES:-"none,full,symmetric restricted,symmetric,restricted symmetric,symmetric,none"}
+SHORT="none,full,symmetric restricted,symmetric,restricted symmetric,symmetric,none"
+FULL="$SHORT none,none,full full,full,restricted none,restricted,full"
+CASES=${QRAFT_NATLAB_CASES:-$SHORT}
+[ "${QRAFT_NATLAB_MATRIX:-}" = full ] && CASES=$FULL
 DIRECT_WITHIN_S=${QRAFT_NATLAB_DIRECT_S:-15}   # first direct path
 RELAY_HOLD_S=12      # a relay pair stays so through two rounds of pings
 FALLBACK_WITHIN_S=15 # path_trust_ms (6.5 s) and a margin
 UPGRADE_WITHIN_S=15  # path_retry_ms (5 s) and a margin
+WL_SECONDS=${QRAFT_NATLAB_SECONDS:-30} # the clients, each case
 TAG=$(( $$ % 250 ))
 PUB="qlpub$TAG"
 PUBNET="172.30.$TAG"   # NAT (or member) i's public address is .i
@@ -207,7 +213,7 @@ for case in $CASES; do
   TERM0=$(field "$L" term)
   HIST="$QRAFT_E2E_OUT/kv_natlab_$CASE_N.jsonl"
   in_pub "$KV" workload --server "$(http 1),$(http 2),$(http 3)" --token-file "$D/token" --clients 3 --keys 10 \
-    --seconds 40 --history "$HIST" >"$D/workload$CASE_N.out" 2>&1 &
+    --seconds "$WL_SECONDS" --history "$HIST" >"$D/workload$CASE_N.out" 2>&1 &
   WL=$!
 
   # The mappings, as the relay sees them: each member at its public
@@ -223,43 +229,52 @@ for case in $CASES; do
     OBS[$i]=$ob
   done
 
-  # The path of each pair.
+  # The path of each pair: the direct ones first, then the relay ones,
+  # which must still be on the relay RELAY_HOLD_S after the case began.
   FIRST_DIRECT=""
+  RELAY_PAIRS=()
+  T_CASE=$(ms)
   for pair in "1 2" "1 3" "2 3"; do
     read -r i j <<<"$pair"
-    want=$(expect "${TYPE[$i]}" "${TYPE[$j]}")
-    if [ "$want" = direct ]; then
-      took=$(wait_path "$i" "$j" direct "$DIRECT_WITHIN_S") ||
-        fail "members $i (${TYPE[$i]}) and $j (${TYPE[$j]}): no direct path within ${DIRECT_WITHIN_S}s: $i sees $(peer "$i" "$j" path), $j sees $(peer "$j" "$i" path)"
-      ti=$(peer "$i" "$j" time_to_direct_ms); tj=$(peer "$j" "$i" time_to_direct_ms)
-      di=$(peer "$i" "$j" direct_addr); dj=$(peer "$j" "$i" direct_addr)
-      # The address each reaches the other at is the other's NAT, and the
-      # mapping the type says: the relay's own behind an endpoint-
-      # independent NAT, another one behind a symmetric NAT.
-      for x in "$i $j $di" "$j $i $dj"; do
-        read -r a b d <<<"$x"
-        [ "${d%:*}" = "${PUBIP[$b]}" ] || fail "member $a reaches $b at '$d', not at ${PUBIP[$b]}"
-        if [ "${TYPE[$b]}" = symmetric ]; then
-          [ "$d" != "${OBS[$b]}" ] || fail "member $b is behind a symmetric NAT, yet $a and the relay see one mapping ($d)"
-        else
-          [ "$d" = "${OBS[$b]}" ] || fail "member $b (${TYPE[$b]}): $a sees $d, the relay ${OBS[$b]}"
-        fi
-      done
-      log "  $i (${TYPE[$i]}) - $j (${TYPE[$j]}): direct (time to direct ${ti} ms / ${tj} ms; $i reaches $di, $j reaches $dj)"
-      echo "| ${TYPE[$i]} | ${TYPE[$j]} | direct | ${ti} / ${tj} |" >>"$REPORT"
-      [ -z "$FIRST_DIRECT" ] && [ -n "${NATNS[$i]}${NATNS[$j]}" ] && FIRST_DIRECT="$i $j"
-    else
-      sleep "$RELAY_HOLD_S"
-      for x in "$i $j" "$j $i"; do
-        read -r a b <<<"$x"
-        p=$(peer "$a" "$b" path)
-        [ "$p" = relay ] || fail "members $a (${TYPE[$a]}) and $b (${TYPE[$b]}): path '$p' where no direct path can exist"
-        [ "$(peer "$a" "$b" pongs_in)" = 0 ] || fail "member $a had a PONG from $b through NATs that allow none"
-        [ "$(peer "$a" "$b" pings_out)" -ge 2 ] || fail "member $a did not try $b again"
-      done
-      log "  $i (${TYPE[$i]}) - $j (${TYPE[$j]}): relay (after ${RELAY_HOLD_S}s and $(peer "$i" "$j" pings_out) pings unanswered)"
-      echo "| ${TYPE[$i]} | ${TYPE[$j]} | relay | - |" >>"$REPORT"
+    if [ "$(expect "${TYPE[$i]}" "${TYPE[$j]}")" = relay ]; then
+      RELAY_PAIRS+=("$pair")
+      continue
     fi
+    took=$(wait_path "$i" "$j" direct "$DIRECT_WITHIN_S") ||
+      fail "members $i (${TYPE[$i]}) and $j (${TYPE[$j]}): no direct path within ${DIRECT_WITHIN_S}s: $i sees $(peer "$i" "$j" path), $j sees $(peer "$j" "$i" path)"
+    ti=$(peer "$i" "$j" time_to_direct_ms); tj=$(peer "$j" "$i" time_to_direct_ms)
+    di=$(peer "$i" "$j" direct_addr); dj=$(peer "$j" "$i" direct_addr)
+    # The address each reaches the other at is the other's NAT, and the
+    # mapping the type says: the relay's own behind an endpoint-
+    # independent NAT, another one behind a symmetric NAT.
+    for x in "$i $j $di" "$j $i $dj"; do
+      read -r a b d <<<"$x"
+      [ "${d%:*}" = "${PUBIP[$b]}" ] || fail "member $a reaches $b at '$d', not at ${PUBIP[$b]}"
+      if [ "${TYPE[$b]}" = symmetric ]; then
+        [ "$d" != "${OBS[$b]}" ] || fail "member $b is behind a symmetric NAT, yet $a and the relay see one mapping ($d)"
+      else
+        [ "$d" = "${OBS[$b]}" ] || fail "member $b (${TYPE[$b]}): $a sees $d, the relay ${OBS[$b]}"
+      fi
+    done
+    log "  $i (${TYPE[$i]}) - $j (${TYPE[$j]}): direct (time to direct ${ti} ms / ${tj} ms; $i reaches $di, $j reaches $dj)"
+    echo "| ${TYPE[$i]} | ${TYPE[$j]} | direct | ${ti%.*} / ${tj%.*} |" >>"$REPORT"
+    [ -z "$FIRST_DIRECT" ] && [ -n "${NATNS[$i]}${NATNS[$j]}" ] && FIRST_DIRECT="$i $j"
+  done
+  if [ ${#RELAY_PAIRS[@]} -gt 0 ]; then
+    left=$(( RELAY_HOLD_S * 1000 - ($(ms) - T_CASE) ))
+    [ "$left" -gt 0 ] && sleep "$(( (left + 999) / 1000 ))"
+  fi
+  for pair in ${RELAY_PAIRS[@]+"${RELAY_PAIRS[@]}"}; do
+    read -r i j <<<"$pair"
+    for x in "$i $j" "$j $i"; do
+      read -r a b <<<"$x"
+      p=$(peer "$a" "$b" path)
+      [ "$p" = relay ] || fail "members $a (${TYPE[$a]}) and $b (${TYPE[$b]}): path '$p' where no direct path can exist"
+      [ "$(peer "$a" "$b" pongs_in)" = 0 ] || fail "member $a had a PONG from $b through NATs that allow none"
+      [ "$(peer "$a" "$b" pings_out)" -ge 2 ] || fail "member $a did not try $b again"
+    done
+    log "  $i (${TYPE[$i]}) - $j (${TYPE[$j]}): relay (after ${RELAY_HOLD_S}s and $(peer "$i" "$j" pings_out) pings unanswered)"
+    echo "| ${TYPE[$i]} | ${TYPE[$j]} | relay | - |" >>"$REPORT"
   done
 
   # A direct path that dies falls back to the relay; healed, it upgrades.

@@ -963,6 +963,45 @@ static void sim_nat_matrix(void **st) {
   }
 }
 
+
+/* A member behind a NAT whose mappings are flushed (conntrack -F): its
+ * packets come from new ports. Its connection to the relay carries on (the
+ * relay validates the new address and follows it), and so does its pair
+ * on the relay, with no new connection. */
+static void sim_nat_rebinding_keeps_connections(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(40));
+  relay_start(&w);
+  qraft_simnet_host_set_nat(w.env[1], QRAFT_SIMNET_NAT_SYMMETRIC, 30 * SEC);
+  qraft_simnet_host_set_nat(w.env[2], QRAFT_SIMNET_NAT_SYMMETRIC, 30 * SEC);
+  node_start(&w, 1);
+  node_start(&w, 2);
+  w.nodes[2].echo = true;
+  int one = 1, two = 2;
+  assert_true(run_until(&w, home_up, &one, 10));
+  assert_true(run_until(&w, home_up, &two, 10));
+  dial(&w, 1, 2, false);
+  int pair[2] = {1, 2};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  echo_through(&w, 1, 20000, 20);
+  qraft_conn *c1 = w.nodes[1].conn;
+  qraft_simnet_nat_flush(w.env[1]);
+  echo_through(&w, 1, 20000, 20);
+  run_for_ms(&w, 3000);
+  echo_through(&w, 1, 20000, 20);
+  qraft_endpoint_metrics rm;
+  qraft_endpoint_metrics_get(w.nodes[0].ep, &rm);
+  assert_true(rm.migrations >= 1);
+  qraft_relay_status rs;
+  assert_int_equal(qraft_endpoint_relays(w.nodes[1].ep, &rs, 1), 1);
+  assert_true(rs.up);
+  assert_ptr_equal(w.nodes[1].conn, c1);
+  assert_int_equal(w.nodes[1].ups, 1);
+  assert_int_equal(peer_metrics(&w, 1, 2).path, QRAFT_PATH_RELAY);
+  world_close(&w);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(sim_ids_only),
@@ -970,6 +1009,7 @@ int main(void) {
       cmocka_unit_test(sim_ids_only_no_direct_path),
       cmocka_unit_test(sim_copied_packet_redirects_nothing),
       cmocka_unit_test(sim_nat_matrix),
+      cmocka_unit_test(sim_nat_rebinding_keeps_connections),
       cmocka_unit_test(sim_direct_path_falls_back_and_upgrades),
       cmocka_unit_test(sim_relay_allow_list),
       cmocka_unit_test(sim_duplicate_id_is_told_not_flapped),
