@@ -117,6 +117,7 @@ typedef struct tp_path {
   uint32_t rounds;                /* rounds since it last had no direct
                                      path (the first come quicker) */
   uint64_t cmm_rx_ns;             /* last CALL_ME_MAYBE acted on */
+  uint64_t cmm_tx_ns;             /* last CALL_ME_MAYBE sent */
   uint64_t created_ns, first_direct_ns;
   uint64_t direct_rtt_ns;
   int kind;                       /* qraft_path_kind of the last send */
@@ -994,6 +995,7 @@ static void cmm_send(tp_paths *ps, tp_path *p, tp_relay *r, uint64_t now) {
       .type = QRAFT_RELAY_SEND, .peer = p->id, .data = buf, .data_len = n};
   if (relay_send_frame(r, &f) == 0) {
     p->cmm_out++;
+    p->cmm_tx_ns = now;
     r->last_used_ns = now;
   }
 }
@@ -1004,7 +1006,6 @@ static void cmm_send(tp_paths *ps, tp_path *p, tp_relay *r, uint64_t now) {
  * NATs open. */
 static void path_round(tp_paths *ps, tp_path *p, tp_relay *r, bool cmm,
                        uint64_t now) {
-  p->round_ns = now;
   for (uint32_t i = 0; i < p->cands_n; i++) {
     tp_cand *c = &p->cands[i];
     if (c->ping_tx_ns == 0 || now - c->ping_tx_ns >= PING_MIN_GAP_MS * MS) {
@@ -1135,8 +1136,9 @@ static void probe_recv(tp_paths *ps, qraft_env_udp *udp,
 
 /* A probe a relay delivered from peer `p`: a CALL_ME_MAYBE (anything else
  * does not belong on a relay). Its addresses are added to the peer's, and
- * pinged at once; our own candidates go back unless we sent them lately,
- * so a peer that knew none of ours pings us too. */
+ * pinged at once; our own candidates go back unless we sent them within a
+ * second (so two peers never trade them back and forth), and a peer that
+ * knew none of ours pings us too. Our own rounds keep their schedule. */
 static void probe_by_relay(tp_paths *ps, tp_path *p, tp_relay *r,
                            const uint8_t *data, size_t len) {
   qraft_endpoint *ep = ps->ep;
@@ -1157,7 +1159,7 @@ static void probe_by_relay(tp_paths *ps, tp_path *p, tp_relay *r,
     return;
   }
   p->cmm_rx_ns = now;
-  bool answer = p->round_ns == 0 || now - p->round_ns >= 1000u * MS;
+  bool answer = p->cmm_tx_ns == 0 || now - p->cmm_tx_ns >= 1000u * MS;
   path_round(ps, p, r, answer, now);
 }
 
@@ -1247,6 +1249,7 @@ void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
   }
   if (p->round_ns == 0 || now - p->round_ns >= round_gap_ns(ep, p)) {
     p->rounds++;
+    p->round_ns = now;
     path_round(ps, p, r, true, now);
   }
   /* No direct path: the relay. Where no relay will carry it (none, or the
