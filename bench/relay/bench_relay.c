@@ -10,7 +10,9 @@
  *   direct  the client dials the server's address; no relays configured
  *           (the path layer stays out: QRAFT_PATH_NONE);
  *   relay   client and server have the relay as home relay and the client
- *           dials the server by id only (QRAFT_PATH_RELAY).
+ *           dials the server by id only (QRAFT_PATH_RELAY); relay_only
+ *           keeps them from punching a hole (on loopback they would go
+ *           direct).
  * Measures the round trip of a 100-byte message echoed on a bidirectional
  * stream (p50, p99) and 4 KiB messages pipelined on one stream until
  * acknowledged (MB/s).
@@ -322,6 +324,7 @@ static void *echo_main(void *arg) {
     if (p == RELAYED) {
       cfg.relays_n = 1;
       cfg.relays[0] = *s->relay;
+      cfg.relay_only = true; /* loopback would go direct */
     }
     if (qraft_endpoint_new(&cfg, &s->ep[p], &err) != 0 ||
         qraft_endpoint_register(s->ep[p], ALPN, &ops, s) != 0) {
@@ -567,6 +570,7 @@ static uint64_t bench_transport(relay_thread *rt, double seconds) {
     if (p == RELAYED) {
       cfg.relays_n = 1;
       cfg.relays[0] = rt->addr;
+      cfg.relay_only = true; /* loopback would go direct */
     }
     qraft_err err;
     qraft_err_init(&err, 0);
@@ -1004,6 +1008,7 @@ static void cluster_boot(cluster *c, int path, const char *root,
     if (path == RELAYED) {
       cfg.relays_n = 1;
       cfg.relays[0] = *relay;
+      cfg.relay_only = true; /* no hole punching: loopback would go direct */
     }
     cfg.sm = &sm_ops;
     cfg.sm_ud = &c->applied[i];

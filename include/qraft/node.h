@@ -229,6 +229,9 @@ typedef struct qraft_node_config {
    * members' direct addresses only. docs/connectivity.md. */
   uint32_t relays_n;
   qraft_relay_addr relays[QRAFT_NODE_RELAYS_MAX];
+  /* Members reached through relays stay on them: no hole punching
+   * (qraft_endpoint_config.relay_only). */
+  bool relay_only;
   /* Optional: a discovery file (qraft/discovery.h: one node per line, its
    * id and addr=IP:PORT / relay=ID@IP:PORT). A member is dialed at the
    * address its configuration entry carries merged with what the file says

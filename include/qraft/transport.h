@@ -237,6 +237,10 @@ typedef struct qraft_endpoint_config {
                                       and not yet processed */
   uint32_t relay_idle_ms;          /* [60000] a relay that is not a home
                                       relay is left after this long unused */
+  /* Peers reached through the path layer stay on the relay: no probe is
+   * sent or answered and no direct path is taken (to measure the relay, or
+   * where direct UDP between peers is unwanted). Off: hole punching. */
+  bool relay_only;
 } qraft_endpoint_config;
 
 /* What a protocol handler is told. All callbacks are optional except

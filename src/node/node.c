@@ -712,6 +712,7 @@ static int node_start_on_loop(qraft_node *n) {
   memcpy(ec.bind, n->cfg.bind, sizeof ec.bind);
   ec.relays_n = n->cfg.relays_n;
   memcpy(ec.relays, n->cfg.relays, sizeof ec.relays);
+  ec.relay_only = n->cfg.relay_only;
   ec.authorize_cb = qraft__node_authorize_cb;
   ec.authorize_ud = n;
   ec.logger = n->lg;

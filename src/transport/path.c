@@ -1081,6 +1081,9 @@ static void probe_recv(tp_paths *ps, qraft_env_udp *udp,
   qraft_endpoint *ep = ps->ep;
   uint64_t now = qraft_env_now_ns(ep->env);
   ep->metrics.probes_in++;
+  if (ep->cfg.relay_only) {
+    return; /* no direct path wanted: not answered */
+  }
   if (!probe_token(ps, now)) {
     ep->metrics.probes_limited++;
     return;
@@ -1144,6 +1147,9 @@ static void probe_by_relay(tp_paths *ps, tp_path *p, tp_relay *r,
   qraft_endpoint *ep = ps->ep;
   uint64_t now = qraft_env_now_ns(ep->env);
   ep->metrics.probes_in++;
+  if (ep->cfg.relay_only) {
+    return;
+  }
   qraft_probe pr;
   if (qraft_probe_decode(data, len, &pr, NULL) != 0 ||
       pr.type != QRAFT_PROBE_CALL_ME_MAYBE ||
@@ -1207,6 +1213,16 @@ void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
   }
   uint64_t now = qraft_env_now_ns(ep->env);
   p->active_ns = now;
+  if (ep->cfg.relay_only) {
+    tp_relay *r = relay_for(ps, p, now);
+    if (r != NULL) {
+      relay_send(p, r, data, len, now);
+    } else {
+      send_cands(ep, p, data, len); /* its configured addresses only */
+    }
+    p->kind = r != NULL ? QRAFT_PATH_RELAY : QRAFT_PATH_MIXED;
+    return;
+  }
   uint64_t age = direct_age(p, now);
   if (age < ep->cfg.path_quiet_ms * MS) {
     /* A PONG or a decrypted packet on the direct path lately: direct

@@ -37,6 +37,7 @@ typedef struct world {
   qraft_relay_addr relay_addr;
   bool allow[N]; /* the relay's allow-list, when `allowlist` */
   bool allowlist;
+  bool relay_only; /* the nodes' endpoint config */
 } world;
 
 static void on_up(void *ud, qraft_conn *conn, bool dialed) {
@@ -146,7 +147,8 @@ static void relay_stop(world *w) {
 static void node_start(world *w, int i) {
   node *n = &w->nodes[i];
   qraft_endpoint_config cfg = {.env = env_of(w, i), .key = &n->key,
-                               .bind_n = 1, .relays_n = 1};
+                               .bind_n = 1, .relays_n = 1,
+                               .relay_only = w->relay_only};
   cfg.relays[0] = w->relay_addr;
   bind_loopback(&cfg.bind[0], n->port);
   assert_int_equal(qraft_endpoint_new(&cfg, &n->ep, NULL), 0);
@@ -1002,6 +1004,38 @@ static void sim_nat_rebinding_keeps_connections(void **st) {
   world_close(&w);
 }
 
+
+/* relay_only: a pair that could go direct (the same network) stays on the
+ * relay; no probe goes out, and none is answered. */
+static void sim_relay_only_never_goes_direct(void **st) {
+  (void)st;
+  world w;
+  world_init(&w, true, test_seed(41));
+  w.relay_only = true;
+  relay_start(&w);
+  node_start(&w, 1);
+  node_start(&w, 2);
+  w.nodes[2].echo = true;
+  int one = 1, two = 2;
+  assert_true(run_until(&w, home_up, &one, 10));
+  assert_true(run_until(&w, home_up, &two, 10));
+  dial(&w, 1, 2, false);
+  int pair[2] = {1, 2};
+  assert_true(run_until(&w, pair_up, pair, 10));
+  for (int i = 0; i < 4; i++) {
+    echo_through(&w, 1, 20000, 20);
+    run_for_ms(&w, 2000);
+  }
+  qraft_peer_metrics a = peer_metrics(&w, 1, 2), b = peer_metrics(&w, 2, 1);
+  assert_int_equal(a.path, QRAFT_PATH_RELAY);
+  assert_int_equal(b.path, QRAFT_PATH_RELAY);
+  assert_int_equal(a.path_pings_out + b.path_pings_out, 0);
+  assert_int_equal(a.path_call_me_maybe_out + b.path_call_me_maybe_out, 0);
+  assert_int_equal(a.path_direct_bytes_out + b.path_direct_bytes_out, 0);
+  assert_true(a.path_relay_bytes_out > 80000);
+  world_close(&w);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(sim_ids_only),
@@ -1010,6 +1044,7 @@ int main(void) {
       cmocka_unit_test(sim_copied_packet_redirects_nothing),
       cmocka_unit_test(sim_nat_matrix),
       cmocka_unit_test(sim_nat_rebinding_keeps_connections),
+      cmocka_unit_test(sim_relay_only_never_goes_direct),
       cmocka_unit_test(sim_direct_path_falls_back_and_upgrades),
       cmocka_unit_test(sim_relay_allow_list),
       cmocka_unit_test(sim_duplicate_id_is_told_not_flapped),
