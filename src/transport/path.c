@@ -144,6 +144,8 @@ struct tp_paths {
   rx_item *q;
   uint32_t q_head, q_n, q_cap;
   qraft_env_timer *drain_timer, *tick_timer;
+  qraft_env_timer *round_timer; /* rounds for peers with no direct path */
+  uint64_t round_due_ns;        /* when it is armed for (0: not armed) */
   /* probes taken from the network (a token bucket, in millitokens) */
   uint64_t probe_tokens, probe_refill_ns;
   /* our own candidates, refreshed now and then */
@@ -670,6 +672,7 @@ int qraft__path_init(qraft_endpoint *ep, qraft_err *err) {
 
 static void drain_cb(void *ud);
 static void tick_cb(void *ud);
+static void round_cb(void *ud);
 
 /* Registers the relay client on first need. */
 static int paths_start(tp_paths *ps) {
@@ -683,6 +686,10 @@ static int paths_start(tp_paths *ps) {
   }
   if (ps->tick_timer == NULL &&
       qraft_env_timer_new(ep->env, tick_cb, ps, &ps->tick_timer) != 0) {
+    return -ENOMEM;
+  }
+  if (ps->round_timer == NULL &&
+      qraft_env_timer_new(ep->env, round_cb, ps, &ps->round_timer) != 0) {
     return -ENOMEM;
   }
   int rv = qraft_endpoint_register(ep, QRAFT_RELAY_ALPN, &relay_client_ops, ps);
@@ -1198,6 +1205,50 @@ static void send_cands(qraft_endpoint *ep, tp_path *p, const uint8_t *data,
   }
 }
 
+/* Rounds do not wait for QUIC to send: a peer whose first datagrams were
+ * lost (the relay did not have it yet) would otherwise get its next round
+ * only with QUIC's retransmission, a second later. The round timer runs
+ * the rounds due of the peers in use (a datagram to or from them within
+ * ROUND_ACTIVE_MS) that have no direct path. */
+#define ROUND_ACTIVE_MS 10000u
+
+static void round_arm(tp_paths *ps, uint64_t at) {
+  if (ps->round_timer == NULL || ps->ep->shut_down ||
+      (ps->round_due_ns != 0 && ps->round_due_ns <= at)) {
+    return;
+  }
+  ps->round_due_ns = at;
+  qraft_env_timer_arm(ps->round_timer, at);
+}
+
+static void round_cb(void *ud) {
+  tp_paths *ps = ud;
+  qraft_endpoint *ep = ps->ep;
+  ps->round_due_ns = 0;
+  if (ep->shut_down || ep->cfg.relay_only) {
+    return;
+  }
+  uint64_t now = qraft_env_now_ns(ep->env);
+  uint64_t next = 0;
+  for (tp_path *p = ps->paths; p != NULL; p = p->next) {
+    if (p->round_ns == 0 || now - p->active_ns >= ROUND_ACTIVE_MS * MS ||
+        direct_age(p, now) < ep->cfg.path_trust_ms * MS) {
+      continue; /* never tried, not in use, or direct */
+    }
+    uint64_t due = p->round_ns + round_gap_ns(ep, p);
+    if (due <= now) {
+      p->rounds++;
+      p->round_ns = now;
+      path_round(ps, p, relay_for(ps, p, now), true, now);
+      due = now + round_gap_ns(ep, p);
+    }
+    next = next == 0 || due < next ? due : next;
+  }
+  if (next != 0) {
+    round_arm(ps, next);
+  }
+}
+
 void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
                     const struct sockaddr *to, const uint8_t *data,
                     size_t len) {
@@ -1267,6 +1318,7 @@ void qraft__ep_send(qraft_endpoint *ep, qraft_env_udp *udp,
     p->rounds++;
     p->round_ns = now;
     path_round(ps, p, r, true, now);
+    round_arm(ps, p->round_ns + round_gap_ns(ep, p));
   }
   /* No direct path: the relay. Where no relay will carry it (none, or the
    * one we have just said the peer is not there), the packet goes to every
@@ -1431,6 +1483,8 @@ void qraft__path_shutdown(qraft_endpoint *ep) {
   ps->drain_timer = NULL;
   qraft_env_timer_free(ps->tick_timer);
   ps->tick_timer = NULL;
+  qraft_env_timer_free(ps->round_timer);
+  ps->round_timer = NULL;
   while (ps->q_n > 0) {
     free(ps->q[ps->q_head].data);
     ps->q_head = (ps->q_head + 1) % ps->q_cap;
