@@ -224,6 +224,20 @@ static bool home_up(world *w, void *arg) {
          st.observed_set;
 }
 
+/* Starts nodes 1 and 2 (2 echoes), waits for their home relay, and has
+ * node 1 dial node 2, by id or at its address, until both are up. */
+static void pair_start(world *w, bool direct) {
+  node_start(w, 1);
+  node_start(w, 2);
+  w->nodes[2].echo = true;
+  int one = 1, two = 2;
+  assert_true(run_until(w, home_up, &one, 10));
+  assert_true(run_until(w, home_up, &two, 10));
+  dial(w, 1, 2, direct);
+  int pair[2] = {1, 2};
+  assert_true(run_until(w, pair_up, pair, 10));
+}
+
 static qraft_peer_metrics peer_metrics(world *w, int from, int to) {
   qraft_peer_metrics pm;
   assert_int_equal(qraft_endpoint_peer_metrics(w->nodes[from].ep,
@@ -287,20 +301,12 @@ static void ids_only_meet_through_the_relay_then_go_direct(bool sim) {
   world w;
   world_init(&w, sim, test_seed(1));
   relay_start(&w);
-  node_start(&w, 1);
-  node_start(&w, 2);
-  w.nodes[2].echo = true;
-  int one = 1, two = 2;
-  assert_true(run_until(&w, home_up, &one, 10));
-  assert_true(run_until(&w, home_up, &two, 10));
+  pair_start(&w, false);
   /* The relay told each its address: the port it bound. */
   qraft_relay_status st;
   assert_int_equal(qraft_endpoint_relays(w.nodes[1].ep, &st, 1), 1);
   assert_true(st.home);
   assert_int_equal(port_of(&st.observed), w.nodes[1].port);
-  dial(&w, 1, 2, false);
-  int pair[2] = {1, 2};
-  assert_true(run_until(&w, pair_up, pair, 10));
   qraft_conn *c1 = w.nodes[1].conn, *c2 = w.nodes[2].conn;
   echo_through(&w, 1, 20000, 20);
   int direct = QRAFT_PATH_DIRECT;
@@ -349,17 +355,9 @@ static void sim_ids_only_no_direct_path(void **st) {
   world w;
   world_init(&w, true, test_seed(11));
   relay_start(&w);
-  node_start(&w, 1);
-  node_start(&w, 2);
   qraft_simnet_link_block(w.env[1], w.env[2], true);
   qraft_simnet_link_block(w.env[2], w.env[1], true);
-  w.nodes[2].echo = true;
-  int one = 1, two = 2;
-  assert_true(run_until(&w, home_up, &one, 10));
-  assert_true(run_until(&w, home_up, &two, 10));
-  dial(&w, 1, 2, false);
-  int pair[2] = {1, 2};
-  assert_true(run_until(&w, pair_up, pair, 10));
+  pair_start(&w, false);
   echo_through(&w, 1, 200000, 20);
   run_for_ms(&w, 6000); /* a second round of pings */
   echo_through(&w, 1, 2000, 20);
@@ -421,15 +419,7 @@ static void sim_copied_packet_redirects_nothing(void **st) {
   world w;
   world_init(&w, true, test_seed(12));
   relay_start(&w);
-  node_start(&w, 1);
-  node_start(&w, 2);
-  w.nodes[2].echo = true;
-  int one = 1, two = 2;
-  assert_true(run_until(&w, home_up, &one, 10));
-  assert_true(run_until(&w, home_up, &two, 10));
-  dial(&w, 1, 2, false);
-  int pair[2] = {1, 2};
-  assert_true(run_until(&w, pair_up, pair, 10));
+  pair_start(&w, false);
   echo_through(&w, 1, 20000, 20);
   int direct = QRAFT_PATH_DIRECT;
   assert_true(run_until(&w, path_is, &direct, 10));
@@ -476,15 +466,7 @@ static void sim_direct_path_falls_back_and_upgrades(void **st) {
   world w;
   world_init(&w, true, test_seed(2));
   relay_start(&w);
-  node_start(&w, 1);
-  node_start(&w, 2);
-  w.nodes[2].echo = true;
-  int one = 1, two = 2;
-  assert_true(run_until(&w, home_up, &one, 10));
-  assert_true(run_until(&w, home_up, &two, 10));
-  dial(&w, 1, 2, true);
-  int pair[2] = {1, 2};
-  assert_true(run_until(&w, pair_up, pair, 10));
+  pair_start(&w, true);
   echo_through(&w, 1, 10000, 10);
   int direct = QRAFT_PATH_DIRECT;
   assert_true(run_until(&w, path_is, &direct, 10));
@@ -919,15 +901,7 @@ static void sim_nat_matrix(void **st) {
       relay_start(&w);
       qraft_simnet_host_set_nat(w.env[1], kx, 30 * SEC);
       qraft_simnet_host_set_nat(w.env[2], ky, 30 * SEC);
-      node_start(&w, 1);
-      node_start(&w, 2);
-      w.nodes[2].echo = true;
-      int one = 1, two = 2;
-      assert_true(run_until(&w, home_up, &one, 10));
-      assert_true(run_until(&w, home_up, &two, 10));
-      dial(&w, 1, 2, false);
-      int pair[2] = {1, 2};
-      assert_true(run_until(&w, pair_up, pair, 10));
+      pair_start(&w, false);
       echo_through(&w, 1, 20000, 20);
       int direct = QRAFT_PATH_DIRECT;
       bool went = false;
@@ -977,15 +951,7 @@ static void sim_nat_rebinding_keeps_connections(void **st) {
   relay_start(&w);
   qraft_simnet_host_set_nat(w.env[1], QRAFT_SIMNET_NAT_SYMMETRIC, 30 * SEC);
   qraft_simnet_host_set_nat(w.env[2], QRAFT_SIMNET_NAT_SYMMETRIC, 30 * SEC);
-  node_start(&w, 1);
-  node_start(&w, 2);
-  w.nodes[2].echo = true;
-  int one = 1, two = 2;
-  assert_true(run_until(&w, home_up, &one, 10));
-  assert_true(run_until(&w, home_up, &two, 10));
-  dial(&w, 1, 2, false);
-  int pair[2] = {1, 2};
-  assert_true(run_until(&w, pair_up, pair, 10));
+  pair_start(&w, false);
   echo_through(&w, 1, 20000, 20);
   qraft_conn *c1 = w.nodes[1].conn;
   qraft_simnet_nat_flush(w.env[1]);
@@ -1013,15 +979,7 @@ static void sim_relay_only_never_goes_direct(void **st) {
   world_init(&w, true, test_seed(41));
   w.relay_only = true;
   relay_start(&w);
-  node_start(&w, 1);
-  node_start(&w, 2);
-  w.nodes[2].echo = true;
-  int one = 1, two = 2;
-  assert_true(run_until(&w, home_up, &one, 10));
-  assert_true(run_until(&w, home_up, &two, 10));
-  dial(&w, 1, 2, false);
-  int pair[2] = {1, 2};
-  assert_true(run_until(&w, pair_up, pair, 10));
+  pair_start(&w, false);
   for (int i = 0; i < 4; i++) {
     echo_through(&w, 1, 20000, 20);
     run_for_ms(&w, 2000);
