@@ -1343,7 +1343,7 @@ void qraft__ep_recv(qraft_endpoint *ep, qraft_env_udp *udp,
     return;
   }
   tp_path *p = NULL;
-  if (ps->paths != NULL && (data[0] & 0x80) == 0 && len > 1 + TP_CID_LEN) {
+  if (ps->paths != NULL && len > 1 + TP_CID_LEN && (data[0] & 0x80) == 0) {
     /* A short-header packet: its connection id names its connection. One
      * of the path layer's gets it as from the peer's virtual address, if it
      * comes from an address the peer is accepted from; from any other it is
