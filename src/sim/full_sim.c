@@ -314,6 +314,9 @@ struct fs_sim {
   uint64_t direct_cut_ns[QRAFT_SIM_CLUSTER_NODES_MAX]
                         [QRAFT_SIM_CLUSTER_NODES_MAX];
   uint64_t direct_cut_end_ns;
+  /* since when node i has seen itself lead j, or j lead it (0: not) */
+  uint64_t busy_since_ns[QRAFT_SIM_CLUSTER_NODES_MAX]
+                        [QRAFT_SIM_CLUSTER_NODES_MAX];
   uint64_t relay_changed_ns; /* the relay crashed, restarted or a cut of it
                                 changed */
   uint64_t relay_crashes, direct_cuts, path_checks;
@@ -1278,17 +1281,30 @@ static void fs_check_path(fs_sim *s, uint32_t i, const qraft_node_status *st,
   }
   for (uint32_t k = 0; k < st->members_n; k++) {
     int j = fs_index_of(s, st->members[k].id);
+    if (j < 0 || j == (int)i) {
+      continue;
+    }
     /* Judged between a leader and its followers only, where packets flow
-     * every heartbeat: an idle pair (two followers) sends nothing into a
-     * dead path, and its status says direct until it sends. */
+     * every heartbeat, and from when they became so: an idle pair (two
+     * followers) sends nothing into a dead path, and its status says
+     * direct until it sends. */
     bool busy = st->role == QRAFT_ROLE_LEADER || st->members[k].id == st->leader;
-    if (j < 0 || j == (int)i || s->direct_cut_ns[i][j] == 0 ||
-        !st->members[k].connected || !busy) {
+    if (!busy) {
+      s->busy_since_ns[i][j] = 0;
+      continue;
+    }
+    if (s->busy_since_ns[i][j] == 0) {
+      s->busy_since_ns[i][j] = now;
+    }
+    if (s->direct_cut_ns[i][j] == 0 || !st->members[k].connected) {
       continue;
     }
     /* Packets on their way when the links were cut still arrive, later
      * if a clog held them: the window starts when the last can land. */
     uint64_t from = s->direct_cut_ns[i][j];
+    if (s->busy_since_ns[i][j] > from) {
+      from = s->busy_since_ns[i][j];
+    }
     if (s->clog_until_ns[i][j] > from) {
       from = s->clog_until_ns[i][j];
     }
