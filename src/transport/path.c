@@ -1058,6 +1058,7 @@ static void path_validated(tp_paths *ps, tp_path *p, tp_cand *c,
   p->direct = c->addr;
   p->direct_ok_ns = now;
   p->direct_rtt_ns = c->rtt_ns;
+  p->kind = QRAFT_PATH_DIRECT; /* what the next packet takes */
 }
 
 static bool probe_token(tp_paths *ps, uint64_t now) {
@@ -1407,6 +1408,7 @@ void qraft__path_authenticated(qraft_conn *c) {
       sa_eq(&p->direct, (const struct sockaddr *)&ps->cur_from) &&
       direct_age(p, now) < c->ep->cfg.path_trust_ms * MS) {
     p->direct_ok_ns = now;
+    p->kind = QRAFT_PATH_DIRECT; /* what the next packet takes */
   }
 }
 
@@ -1522,10 +1524,9 @@ void qraft__path_peer_metrics(qraft_endpoint *ep, const qraft_node_id *id,
   }
   uint64_t now = qraft_env_now_ns(ep->env);
   uint64_t age = direct_age(p, now);
-  /* Quiet but trusted: mixed if a packet went out since it went quiet
-   * (that packet went both ways); direct if the last one went direct
-   * alone (an idle pair: nothing says its direct path is bad, and the
-   * next packet pings it). */
+  /* Quiet but trusted: mixed if a packet went out both ways since the
+   * direct path last answered; direct if not (an idle pair: nothing says
+   * its direct path is bad, and the next packet pings it). */
   bool trusted = age < ep->cfg.path_trust_ms * MS;
   out->path = age < ep->cfg.path_quiet_ms * MS ? QRAFT_PATH_DIRECT
               : trusted && p->kind == QRAFT_PATH_DIRECT ? QRAFT_PATH_DIRECT
